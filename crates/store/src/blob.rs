@@ -1,0 +1,151 @@
+//! Content-addressed message bodies on disk.
+//!
+//! A body is named by its SHA-256 and written once: to a temporary file in the
+//! target directory, fsynced, renamed into place, and the directory fsynced, so a
+//! crash leaves either the whole body or nothing under its name. Bodies are kept
+//! out of the metadata database (and later out of the replicated log) because they
+//! are large and immutable. This module never decides whether a body is still
+//! referenced; the store's reference counts do.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use maildr_types::{BlobHash, BlobRef};
+use sha2::{Digest, Sha256};
+
+use crate::StoreError;
+
+/// Files and directories holding the bodies of one site.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+/// Hash a body the way the blob store names it.
+pub fn hash_body(body: &[u8]) -> BlobHash {
+    BlobHash(Sha256::digest(body).into())
+}
+
+fn io_err(path: &Path, source: io::Error) -> StoreError {
+    StoreError::Io { path: path.to_path_buf(), source }
+}
+
+impl BlobStore {
+    /// Open (and create) the blob directory. Leftover temporary files from a crash
+    /// mid-write are removed: they were never renamed, so nothing refers to them.
+    pub fn open(root: PathBuf) -> Result<Self, StoreError> {
+        fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
+        let store = BlobStore { root };
+        store.remove_temporaries()?;
+        Ok(store)
+    }
+
+    fn remove_temporaries(&self) -> Result<(), StoreError> {
+        for shard in fs::read_dir(&self.root).map_err(|e| io_err(&self.root, e))? {
+            let shard = shard.map_err(|e| io_err(&self.root, e))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&shard).map_err(|e| io_err(&shard, e))? {
+                let path = entry.map_err(|e| io_err(&shard, e))?.path();
+                if path.extension().is_some_and(|e| e == "tmp") {
+                    fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The path a body with this hash lives at.
+    pub fn path_of(&self, hash: &BlobHash) -> PathBuf {
+        let hex = hash.to_hex();
+        self.root.join(&hex[..2]).join(&hex[2..])
+    }
+
+    /// Write a body durably and return its reference. Writing a body that is
+    /// already present costs one `stat`: content addressing makes it idempotent.
+    pub fn put(&self, body: &[u8]) -> Result<BlobRef, StoreError> {
+        let hash = hash_body(body);
+        let blob = BlobRef { hash, size_bytes: body.len() as u64 };
+        let path = self.path_of(&hash);
+        if path.exists() {
+            return Ok(blob);
+        }
+        let dir = path.parent().expect("blob paths always have a shard directory");
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        // A unique temporary name: two writers of the same body race harmlessly,
+        // both renames put identical bytes in place.
+        let tmp = dir.join(format!(
+            "{}.{}.{:?}.tmp",
+            &hash.to_hex()[2..],
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let result = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(body)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            File::open(dir)?.sync_all()
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_err(&path, e));
+        }
+        Ok(blob)
+    }
+
+    /// Read a whole body.
+    pub fn get(&self, hash: &BlobHash) -> Result<Vec<u8>, StoreError> {
+        let path = self.path_of(hash);
+        fs::read(&path).map_err(|e| io_err(&path, e))
+    }
+
+    /// Read a body and check that its content still hashes to its name.
+    pub fn get_verified(&self, hash: &BlobHash) -> Result<Vec<u8>, StoreError> {
+        let body = self.get(hash)?;
+        let actual = hash_body(&body);
+        if actual != *hash {
+            return Err(StoreError::Corrupt(format!(
+                "blob {} holds content hashing to {}",
+                hash, actual
+            )));
+        }
+        Ok(body)
+    }
+
+    pub fn contains(&self, hash: &BlobHash) -> bool {
+        self.path_of(hash).exists()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_idempotent_and_get_verified_detects_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let a = blobs.put(b"hello").unwrap();
+        let b = blobs.put(b"hello").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(blobs.get_verified(&a.hash).unwrap(), b"hello");
+        fs::write(blobs.path_of(&a.hash), b"jello").unwrap();
+        assert!(matches!(blobs.get_verified(&a.hash), Err(StoreError::Corrupt(_))));
+    }
+
+    #[test]
+    fn leftover_temporaries_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("blobs");
+        let blobs = BlobStore::open(root.clone()).unwrap();
+        let r = blobs.put(b"x").unwrap();
+        let shard = blobs.path_of(&r.hash).parent().unwrap().to_path_buf();
+        fs::write(shard.join("deadbeef.1.tmp"), b"torn").unwrap();
+        BlobStore::open(root).unwrap();
+        assert!(!shard.join("deadbeef.1.tmp").exists());
+        assert!(shard.join(&r.hash.to_hex()[2..]).exists());
+    }
+}

@@ -1,0 +1,382 @@
+//! The durable mail state of one site.
+//!
+//! Metadata (domains, accounts, aliases, mailboxes, messages) lives in one redb
+//! database; message bodies live in the content-addressed [`BlobStore`]. State
+//! changes only through [`Command`]s applied by [`Store::apply_batch`], each a pure
+//! function of (state, command), so the same commands in the same order give the
+//! same state on every replica. A batch commits in one redb transaction (one fsync),
+//! which is how concurrent deliveries share the cost of durability.
+//!
+//! This crate must never talk to the network, read a clock or draw random numbers
+//! while applying a command.
+
+pub mod blob;
+mod apply;
+pub mod command;
+pub mod model;
+
+use std::path::{Path, PathBuf};
+
+use maildr_types::{AccountId, Domain, EmailAddress, MailboxId, MailboxName, Uid};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+pub use blob::{hash_body, BlobStore};
+pub use command::{Applied, Command, CommandError, Placement};
+pub use model::{Account, Alias, DomainRecord, Mailbox, MailboxDigest, Message};
+
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
+pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+pub(crate) const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+pub(crate) const MAILBOXES: TableDefinition<u64, &[u8]> = TableDefinition::new("mailboxes");
+/// (account id, mailbox name) → mailbox id.
+pub(crate) const MAILBOX_NAMES: TableDefinition<(u64, &str), u64> =
+    TableDefinition::new("mailbox_names");
+/// (mailbox id, uid) → message.
+pub(crate) const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
+/// body hash → number of messages referring to it.
+pub(crate) const BLOB_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("blob_refs");
+
+pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
+pub(crate) const META_NEXT_ACCOUNT_ID: &str = "next_account_id";
+pub(crate) const META_NEXT_MAILBOX_ID: &str = "next_mailbox_id";
+pub(crate) const META_COMMANDS_APPLIED: &str = "commands_applied";
+const SCHEMA_VERSION: u64 = 1;
+
+/// File name of the metadata database inside a data directory.
+pub const DATABASE_FILE: &str = "maildr.redb";
+/// Directory name of the blob store inside a data directory.
+pub const BLOB_DIR: &str = "blobs";
+
+/// Failures of the storage itself (disk, database, corruption), as opposed to
+/// [`CommandError`], which is a refusal of a well-formed command.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("database {path}: {source}")]
+    Database { path: PathBuf, source: redb::Error },
+    #[error("data directory {0} is in use by another process (is `maildr serve` running on it?)")]
+    InUse(PathBuf),
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+}
+
+/// The state of one site: metadata database plus blob store.
+pub struct Store {
+    db: Database,
+    db_path: PathBuf,
+    blobs: BlobStore,
+}
+
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).expect("in-memory serialisation of plain records cannot fail")
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+/// How a recipient address resolves on this site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// The address (an account or an alias) delivers to these accounts.
+    Local(Vec<EmailAddress>),
+    /// The domain is hosted here but no account or alias has this address.
+    UnknownUser,
+    /// The domain is not hosted here.
+    NotHosted,
+}
+
+/// Result of [`Store::check`].
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct CheckReport {
+    pub mailboxes: u64,
+    pub messages: u64,
+    pub problems: Vec<String>,
+}
+
+impl Store {
+    /// Open the store in `data_dir`, creating it if empty.
+    pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io { path: data_dir.into(), source: e })?;
+        let db_path = data_dir.join(DATABASE_FILE);
+        let db = match Database::create(&db_path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::InUse(data_dir.into())),
+            Err(e) => return Err(StoreError::Database { path: db_path, source: e.into() }),
+        };
+        let blobs = BlobStore::open(data_dir.join(BLOB_DIR))?;
+        let store = Store { db, db_path, blobs };
+        store.initialise()?;
+        Ok(store)
+    }
+
+    pub(crate) fn db_err(&self, e: impl Into<redb::Error>) -> StoreError {
+        StoreError::Database { path: self.db_path.clone(), source: e.into() }
+    }
+
+    fn initialise(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
+            let version = meta.get(META_SCHEMA_VERSION).map_err(|e| self.db_err(e))?.map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert(META_SCHEMA_VERSION, SCHEMA_VERSION).map_err(|e| self.db_err(e))?;
+                    meta.insert(META_NEXT_ACCOUNT_ID, 1).map_err(|e| self.db_err(e))?;
+                    meta.insert(META_NEXT_MAILBOX_ID, 1).map_err(|e| self.db_err(e))?;
+                    meta.insert(META_COMMANDS_APPLIED, 0).map_err(|e| self.db_err(e))?;
+                }
+                Some(SCHEMA_VERSION) => {}
+                Some(other) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "{} has schema version {other}; this maildr reads version {SCHEMA_VERSION}",
+                        self.db_path.display()
+                    )))
+                }
+            }
+            // Create every table so read transactions never meet a missing one.
+            txn.open_table(DOMAINS).map_err(|e| self.db_err(e))?;
+            txn.open_table(ACCOUNTS).map_err(|e| self.db_err(e))?;
+            txn.open_table(ALIASES).map_err(|e| self.db_err(e))?;
+            txn.open_table(MAILBOXES).map_err(|e| self.db_err(e))?;
+            txn.open_table(MAILBOX_NAMES).map_err(|e| self.db_err(e))?;
+            txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
+            txn.open_table(BLOB_REFS).map_err(|e| self.db_err(e))?;
+        }
+        txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// Apply commands in order in one durable transaction. Each command's outcome is
+    /// returned in order; a refused command changes nothing and does not affect the
+    /// others. Returns only after the transaction is fsynced.
+    pub fn apply_batch(&self, commands: &[Command]) -> Result<Vec<Result<Applied, CommandError>>, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let mut outcomes = Vec::with_capacity(commands.len());
+        {
+            let mut tables = apply::Tables::open(&txn).map_err(|e| self.db_err(e))?;
+            for command in commands {
+                outcomes.push(tables.apply(command)?);
+            }
+        }
+        txn.commit().map_err(|e| self.db_err(e))?;
+        Ok(outcomes)
+    }
+
+    /// Apply one command durably.
+    pub fn apply(&self, command: Command) -> Result<Result<Applied, CommandError>, StoreError> {
+        Ok(self.apply_batch(std::slice::from_ref(&command))?.pop().expect("one outcome per command"))
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(|e| self.db_err(e))
+    }
+
+    /// Number of commands applied since the store was created (accepted or refused).
+    pub fn commands_applied(&self) -> Result<u64, StoreError> {
+        let txn = self.read()?;
+        let meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
+        Ok(meta.get(META_COMMANDS_APPLIED).map_err(|e| self.db_err(e))?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    pub fn domains(&self) -> Result<Vec<DomainRecord>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(DOMAINS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (_, v) = row.map_err(|e| self.db_err(e))?;
+            out.push(decode("domain", v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn is_hosted(&self, domain: &Domain) -> Result<bool, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(DOMAINS).map_err(|e| self.db_err(e))?;
+        Ok(t.get(domain.as_str()).map_err(|e| self.db_err(e))?.is_some())
+    }
+
+    pub fn account(&self, address: &EmailAddress) -> Result<Option<Account>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(ACCOUNTS).map_err(|e| self.db_err(e))?;
+        let v = t.get(address.as_str()).map_err(|e| self.db_err(e))?;
+        v.map(|v| decode("account", v.value())).transpose()
+    }
+
+    /// Accounts, optionally only those of one domain, ordered by address.
+    pub fn accounts(&self, domain: Option<&Domain>) -> Result<Vec<Account>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(ACCOUNTS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (_, v) = row.map_err(|e| self.db_err(e))?;
+            let account: Account = decode("account", v.value())?;
+            if domain.is_none_or(|d| account.address.domain_str() == d.as_str()) {
+                out.push(account);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn aliases(&self, domain: Option<&Domain>) -> Result<Vec<Alias>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(ALIASES).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (_, v) = row.map_err(|e| self.db_err(e))?;
+            let alias: Alias = decode("alias", v.value())?;
+            if domain.is_none_or(|d| alias.address.domain_str() == d.as_str()) {
+                out.push(alias);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolve a recipient address to the local accounts it delivers to.
+    pub fn resolve_recipient(&self, address: &EmailAddress) -> Result<Recipient, StoreError> {
+        let txn = self.read()?;
+        let domains = txn.open_table(DOMAINS).map_err(|e| self.db_err(e))?;
+        if domains.get(address.domain_str()).map_err(|e| self.db_err(e))?.is_none() {
+            return Ok(Recipient::NotHosted);
+        }
+        let accounts = txn.open_table(ACCOUNTS).map_err(|e| self.db_err(e))?;
+        if accounts.get(address.as_str()).map_err(|e| self.db_err(e))?.is_some() {
+            return Ok(Recipient::Local(vec![address.clone()]));
+        }
+        let aliases = txn.open_table(ALIASES).map_err(|e| self.db_err(e))?;
+        match aliases.get(address.as_str()).map_err(|e| self.db_err(e))? {
+            Some(v) => {
+                let alias: Alias = decode("alias", v.value())?;
+                Ok(Recipient::Local(alias.targets))
+            }
+            None => Ok(Recipient::UnknownUser),
+        }
+    }
+
+    /// May `account` use `address` as its envelope sender? Its own address, and
+    /// any alias that delivers to it.
+    pub fn may_send_as(&self, account: &EmailAddress, address: &EmailAddress) -> Result<bool, StoreError> {
+        if account == address {
+            return Ok(true);
+        }
+        let txn = self.read()?;
+        let aliases = txn.open_table(ALIASES).map_err(|e| self.db_err(e))?;
+        match aliases.get(address.as_str()).map_err(|e| self.db_err(e))? {
+            Some(v) => Ok(decode::<Alias>("alias", v.value())?.targets.contains(account)),
+            None => Ok(false),
+        }
+    }
+
+    /// Mailboxes of an account, ordered by name.
+    pub fn mailboxes(&self, account: AccountId) -> Result<Vec<Mailbox>, StoreError> {
+        let txn = self.read()?;
+        let names = txn.open_table(MAILBOX_NAMES).map_err(|e| self.db_err(e))?;
+        let boxes = txn.open_table(MAILBOXES).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in names.range((account.0, "")..(account.0 + 1, "")).map_err(|e| self.db_err(e))? {
+            let (_, id) = row.map_err(|e| self.db_err(e))?;
+            let v = boxes
+                .get(id.value())
+                .map_err(|e| self.db_err(e))?
+                .ok_or_else(|| StoreError::Corrupt(format!("mailbox name index points at missing mailbox {}", id.value())))?;
+            out.push(decode("mailbox", v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn mailbox_by_name(&self, account: AccountId, name: &MailboxName) -> Result<Option<Mailbox>, StoreError> {
+        let txn = self.read()?;
+        let names = txn.open_table(MAILBOX_NAMES).map_err(|e| self.db_err(e))?;
+        let Some(id) = names.get((account.0, name.as_str())).map_err(|e| self.db_err(e))? else {
+            return Ok(None);
+        };
+        let boxes = txn.open_table(MAILBOXES).map_err(|e| self.db_err(e))?;
+        let v = boxes.get(id.value()).map_err(|e| self.db_err(e))?;
+        v.map(|v| decode("mailbox", v.value())).transpose()
+    }
+
+    /// Messages of a mailbox in UID order.
+    pub fn messages(&self, mailbox: MailboxId) -> Result<Vec<Message>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.range((mailbox.0, 0)..=(mailbox.0, u32::MAX)).map_err(|e| self.db_err(e))? {
+            let (_, v) = row.map_err(|e| self.db_err(e))?;
+            out.push(decode("message", v.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn message(&self, mailbox: MailboxId, uid: Uid) -> Result<Option<Message>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
+        let v = t.get((mailbox.0, uid.0)).map_err(|e| self.db_err(e))?;
+        v.map(|v| decode("message", v.value())).transpose()
+    }
+
+    /// Full consistency check: every message's body present and intact, every
+    /// mailbox's digest, count and size equal to a recomputation, every account's
+    /// used bytes equal to the sum of its mailboxes, every blob reference count right.
+    pub fn check(&self) -> Result<CheckReport, StoreError> {
+        let mut report = CheckReport::default();
+        let mut refs: std::collections::BTreeMap<[u8; 32], u64> = Default::default();
+        for account in self.accounts(None)? {
+            let mut used = 0u64;
+            for mailbox in self.mailboxes(account.id)? {
+                report.mailboxes += 1;
+                let mut digest = MailboxDigest::default();
+                let (mut count, mut size) = (0u64, 0u64);
+                let mut last_uid = 0u32;
+                for message in self.messages(mailbox.id)? {
+                    report.messages += 1;
+                    count += 1;
+                    size += message.size_bytes;
+                    digest.toggle(&message);
+                    *refs.entry(message.body.0).or_default() += 1;
+                    if message.uid.0 <= last_uid || message.uid >= mailbox.uid_next {
+                        report.problems.push(format!("{}/{}: uid {} out of order or beyond uidnext {}", account.address, mailbox.name, message.uid, mailbox.uid_next));
+                    }
+                    last_uid = message.uid.0;
+                    match self.blobs.get_verified(&message.body) {
+                        Ok(body) if body.len() as u64 == message.size_bytes => {}
+                        Ok(body) => report.problems.push(format!(
+                            "{}/{} uid {}: body {} is {} bytes, message says {}",
+                            account.address, mailbox.name, message.uid, message.body, body.len(), message.size_bytes
+                        )),
+                        Err(e) => report.problems.push(format!("{}/{} uid {}: {e}", account.address, mailbox.name, message.uid)),
+                    }
+                }
+                used += size;
+                if digest != mailbox.digest || count != mailbox.message_count || size != mailbox.size_bytes {
+                    report.problems.push(format!(
+                        "{}/{}: recorded digest/count/size {}/{}/{} but messages give {}/{}/{}",
+                        account.address, mailbox.name, mailbox.digest.to_hex(), mailbox.message_count, mailbox.size_bytes,
+                        digest.to_hex(), count, size
+                    ));
+                }
+            }
+            if used != account.used_bytes {
+                report.problems.push(format!("{}: used_bytes {} but mailboxes hold {}", account.address, account.used_bytes, used));
+            }
+        }
+        let txn = self.read()?;
+        let t = txn.open_table(BLOB_REFS).map_err(|e| self.db_err(e))?;
+        let mut recorded: std::collections::BTreeMap<[u8; 32], u64> = Default::default();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let key: [u8; 32] = k.value().try_into().map_err(|_| StoreError::Corrupt("blob ref key is not 32 bytes".into()))?;
+            if v.value() > 0 {
+                recorded.insert(key, v.value());
+            }
+        }
+        if recorded != refs {
+            report.problems.push(format!("blob reference counts disagree: {} recorded, {} counted", recorded.len(), refs.len()));
+        }
+        Ok(report)
+    }
+}

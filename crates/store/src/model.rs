@@ -1,0 +1,113 @@
+//! The records the store keeps, as they are serialised into redb values.
+//!
+//! These are plain data: every rule about how they change lives in `apply`.
+
+use maildr_types::{
+    AccountId, BlobHash, Domain, EmailAddress, MailboxId, MailboxName, ModSeq, SpecialUse,
+    SystemFlags, Uid, UidValidity, UnixSeconds,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A hosted domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainRecord {
+    pub name: Domain,
+    pub created_at: UnixSeconds,
+}
+
+/// A mail account: one login, one set of mailboxes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: AccountId,
+    pub address: EmailAddress,
+    /// Argon2id PHC string; never the password.
+    pub password_hash: String,
+    /// Storage allowed, in bytes; 0 means unlimited.
+    pub quota_bytes: u64,
+    /// Sum of the sizes of all messages in all mailboxes of the account.
+    pub used_bytes: u64,
+    pub created_at: UnixSeconds,
+}
+
+impl Account {
+    /// Would `extra_bytes` more exceed the quota?
+    pub fn would_exceed_quota(&self, extra_bytes: u64) -> bool {
+        self.quota_bytes != 0 && self.used_bytes.saturating_add(extra_bytes) > self.quota_bytes
+    }
+}
+
+/// An alias address delivering to one or more local accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alias {
+    pub address: EmailAddress,
+    pub targets: Vec<EmailAddress>,
+}
+
+/// A mailbox with its IMAP bookkeeping and its running digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mailbox {
+    pub id: MailboxId,
+    pub account: AccountId,
+    pub name: MailboxName,
+    pub special_use: Option<SpecialUse>,
+    pub subscribed: bool,
+    pub uid_validity: UidValidity,
+    /// The UID the next message will get.
+    pub uid_next: Uid,
+    /// The MODSEQ of the most recent change in this mailbox.
+    pub highest_modseq: ModSeq,
+    pub message_count: u64,
+    pub size_bytes: u64,
+    /// XOR of the digests of every message: comparable across sites without a scan.
+    pub digest: MailboxDigest,
+}
+
+/// Order-independent digest of a mailbox's messages. Adding and removing a message
+/// is the same XOR, so the digest is maintained incrementally on every change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MailboxDigest(pub [u8; 32]);
+
+impl MailboxDigest {
+    pub fn toggle(&mut self, message: &Message) {
+        let leaf = message.digest_leaf();
+        for (d, l) in self.0.iter_mut().zip(leaf) {
+            *d ^= l;
+        }
+    }
+    pub fn to_hex(&self) -> String {
+        BlobHash(self.0).to_hex()
+    }
+}
+
+/// One message in one mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub uid: Uid,
+    pub modseq: ModSeq,
+    pub flags: SystemFlags,
+    /// IMAP keywords, sorted and deduplicated.
+    pub keywords: Vec<String>,
+    pub internal_date: UnixSeconds,
+    pub size_bytes: u64,
+    pub body: BlobHash,
+}
+
+impl Message {
+    /// Hash of everything that two replicas must agree on for this message.
+    pub fn digest_leaf(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"maildr-message-v1");
+        h.update(self.uid.0.to_be_bytes());
+        h.update(self.modseq.0.to_be_bytes());
+        h.update([self.flags.0]);
+        for k in &self.keywords {
+            h.update((k.len() as u32).to_be_bytes());
+            h.update(k.as_bytes());
+        }
+        h.update(self.internal_date.0.to_be_bytes());
+        h.update(self.size_bytes.to_be_bytes());
+        h.update(self.body.0);
+        h.finalize().into()
+    }
+}
