@@ -1,1 +1,194 @@
+//! The write path of a site: where a command becomes durable and acknowledged.
+//!
+//! Protocol crates (SMTP, IMAP, later the admin API) hand every change of mail state
+//! to [`Cluster::write`] and read through [`Cluster::store`]; they never write to the
+//! store themselves. Today a cluster is one site: a dedicated writer thread drains
+//! queued commands and commits them together in one fsynced transaction (group
+//! commit), so concurrent deliveries share one fsync. The replication issue replaces
+//! the inside of `write` with a quorum commit through Raft; the contract stays:
+//! `Ok` means durable, [`WriteError::Unavailable`] means "try again later, nothing
+//! was acknowledged".
+//!
+//! This crate must never interpret protocol input; it takes typed commands only.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use maildr_store::{Applied, Command, CommandError, Store, StoreError};
+use maildr_types::BlobRef;
+use tokio::sync::{mpsc, oneshot};
+
+pub use maildr_store;
+
+/// Limits of the write path.
+#[derive(Debug, Clone)]
+pub struct WritePathLimits {
+    /// Most commands committed together in one transaction.
+    pub batch_commands_max: usize,
+    /// Most commands waiting for the writer; beyond it writers wait for room.
+    pub queue_commands_max: usize,
+    /// How long a client waits for its write before being told to retry.
+    pub write_timeout_ms: u64,
+}
+
+impl Default for WritePathLimits {
+    fn default() -> Self {
+        WritePathLimits { batch_commands_max: 256, queue_commands_max: 4096, write_timeout_ms: 10_000 }
+    }
+}
+
+/// Why a write was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The command is well-formed but the state refuses it; retrying will not help.
+    #[error(transparent)]
+    Refused(#[from] CommandError),
+    /// Nothing was acknowledged; the client should retry later (SMTP 451, IMAP NO
+    /// \[UNAVAILABLE\]). The command may or may not take effect later.
+    #[error("write path unavailable: {0}")]
+    Unavailable(String),
+}
+
+struct Pending {
+    command: Command,
+    reply: oneshot::Sender<Result<Applied, WriteError>>,
+}
+
+/// Handle on a site's write path and its readable state. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    store: Arc<Store>,
+    queue: mpsc::Sender<Pending>,
+    limits: Arc<WritePathLimits>,
+}
+
+impl Cluster {
+    /// Start the write path of a single site over `store`. The writer thread stops
+    /// when the last handle is dropped.
+    pub fn single_site(store: Store, limits: WritePathLimits) -> Cluster {
+        assert!(limits.batch_commands_max > 0 && limits.queue_commands_max > 0);
+        let store = Arc::new(store);
+        let (queue, rx) = mpsc::channel(limits.queue_commands_max);
+        let writer_store = Arc::clone(&store);
+        let batch_max = limits.batch_commands_max;
+        std::thread::Builder::new()
+            .name("maildr-writer".into())
+            .spawn(move || writer_loop(writer_store, rx, batch_max))
+            .expect("spawning the writer thread");
+        Cluster { store, queue, limits: Arc::new(limits) }
+    }
+
+    /// Read access to the site's state. Reads see every write acknowledged before.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Apply a command durably; returns once it is committed (fsynced).
+    pub async fn write(&self, command: Command) -> Result<Applied, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        let kind = command.kind();
+        let timeout = Duration::from_millis(self.limits.write_timeout_ms);
+        let work = async {
+            self.queue
+                .send(Pending { command, reply })
+                .await
+                .map_err(|_| WriteError::Unavailable("writer stopped".into()))?;
+            answer.await.map_err(|_| WriteError::Unavailable("writer stopped before answering".into()))?
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(kind, timeout_ms = self.limits.write_timeout_ms, "write timed out");
+                Err(WriteError::Unavailable(format!("{kind} not committed within {} ms", self.limits.write_timeout_ms)))
+            }
+        }
+    }
+
+    /// Store a message body durably (file and directory fsynced) before the command
+    /// that refers to it is written.
+    pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.blobs().put(&body))
+            .await
+            .map_err(|e| WriteError::Unavailable(format!("body writer failed: {e}")))?
+            .map_err(|e: StoreError| {
+                tracing::error!(error = %e, "storing a message body failed");
+                WriteError::Unavailable(format!("storing the message body failed: {e}"))
+            })
+    }
+}
+
+fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Pending>, batch_max: usize) {
+    let mut batch: Vec<Pending> = Vec::with_capacity(batch_max);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < batch_max {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        // Commands whose client already gave up still commit: the client was told
+        // to retry, and a retried delivery is a duplicate, never a loss.
+        let commands: Vec<Command> = batch.iter().map(|p| p.command.clone()).collect();
+        match store.apply_batch(&commands) {
+            Ok(outcomes) => {
+                assert_eq!(outcomes.len(), batch.len(), "one outcome per command");
+                for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = pending.reply.send(outcome.map_err(WriteError::Refused));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, commands = batch.len(), "commit failed; nothing in this batch was applied");
+                for pending in batch.drain(..) {
+                    let _ = pending.reply.send(Err(WriteError::Unavailable(format!("commit failed: {e}"))));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maildr_types::{Domain, EmailAddress, SystemFlags, UidValidity, UnixSeconds};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_are_all_committed_with_distinct_uids() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::single_site(Store::open(dir.path()).unwrap(), WritePathLimits::default());
+        cluster.write(Command::AddDomain { domain: Domain::parse("example.test").unwrap(), at: UnixSeconds(0) }).await.unwrap();
+        let alice = EmailAddress::parse("alice@example.test").unwrap();
+        cluster
+            .write(Command::AddAccount { address: alice.clone(), password_hash: "h".into(), quota_bytes: 0, uid_validity: UidValidity(1), at: UnixSeconds(0) })
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let c = cluster.clone();
+            let to = alice.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = c.put_body(format!("body {i}").into_bytes()).await.unwrap();
+                c.write(Command::Deliver { recipients: vec![to], body, internal_date: UnixSeconds(0), flags: SystemFlags::default() }).await.unwrap()
+            }));
+        }
+        let mut uids = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                Applied::Delivered { placements } => uids.push(placements[0].uid.0),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        uids.sort();
+        assert_eq!(uids, (1..=64).collect::<Vec<_>>());
+        assert!(cluster.store().check().unwrap().problems.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refused_command_is_reported_as_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Cluster::single_site(Store::open(dir.path()).unwrap(), WritePathLimits::default());
+        let err = cluster.write(Command::RemoveDomain { domain: Domain::parse("nowhere.test").unwrap() }).await.unwrap_err();
+        assert!(matches!(err, WriteError::Refused(CommandError::DomainUnknown(_))));
+    }
+}

@@ -1,1 +1,286 @@
+//! The site configuration: one TOML file per site, one documented struct.
+//!
+//! Every field is declared once, with its doc comment and its default, through the
+//! [`section!`] macro; `maildr config example` prints the commented example from
+//! those same declarations, so the docs, the defaults and the parser cannot drift.
+//! Unknown keys and bad values are refused with the file, the key and the reason.
+//! This crate parses and checks; it never opens sockets or files other than the
+//! config file itself.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One field's documentation, for the generated example.
+pub struct FieldDoc {
+    pub name: &'static str,
+    pub doc: &'static [&'static str],
+    /// `None` when the default is "unset" (printed commented out).
+    pub default: Option<toml::Value>,
+}
+
+/// Declares a config section: the struct, its serde defaults and its field docs.
+macro_rules! section {
+    (
+        $(#[doc = $sdoc:literal])*
+        $name:ident {
+            $(
+                $(#[doc = $fdoc:literal])*
+                $field:ident : $ty:ty = $default:expr,
+            )*
+        }
+    ) => {
+        $(#[doc = $sdoc])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            $( $(#[doc = $fdoc])* pub $field: $ty, )*
+        }
+        impl Default for $name {
+            fn default() -> Self {
+                Self { $( $field: $default, )* }
+            }
+        }
+        impl $name {
+            /// The section's doc comment lines.
+            pub const DOC: &'static [&'static str] = &[$($sdoc),*];
+            /// Every field with its doc and default.
+            pub fn fields() -> Vec<FieldDoc> {
+                let defaults = Self::default();
+                vec![$(
+                    FieldDoc {
+                        name: stringify!($field),
+                        doc: &[$($fdoc),*],
+                        default: toml::Value::try_from(&defaults.$field).ok(),
+                    },
+                )*]
+            }
+        }
+    };
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("built-in default addresses parse")
+}
+
+section! {
+    /// Who this site is.
+    SiteSection {
+        /// Short id of this site, e.g. `bj`, `sh`, `hz`: letters, digits and '-'.
+        name: String = "dev".into(),
+        /// Host name this site announces in SMTP greetings and Received headers.
+        hostname: String = "mail.example.test".into(),
+        /// Directory holding the site's database, message bodies and generated
+        /// certificates. `maildr serve --data-dir` overrides it.
+        data_dir: PathBuf = PathBuf::from("/var/lib/maildr"),
+    }
+}
+
+section! {
+    /// SMTP listeners and their limits.
+    SmtpSection {
+        /// Inbound MX listener (port 25 in production). Accepts mail only for hosted
+        /// domains; offers STARTTLS; never AUTH.
+        mx_listen: SocketAddr = addr("127.0.0.1:2525"),
+        /// Submission listener with STARTTLS (port 587 in production). AUTH is offered
+        /// only after STARTTLS.
+        submission_listen: SocketAddr = addr("127.0.0.1:2587"),
+        /// Submission listener with implicit TLS (port 465 in production).
+        submissions_listen: SocketAddr = addr("127.0.0.1:2465"),
+        /// Largest message accepted, in bytes (advertised as SIZE; beyond it: 552).
+        message_size_max_bytes: u64 = 25 * 1024 * 1024,
+        /// Most recipients of one message (beyond it: 452).
+        recipients_max: u32 = 100,
+        /// Longest command line, in bytes including CRLF (beyond it: 500).
+        command_line_max_bytes: u32 = 2048,
+        /// Most header fields in one message (beyond it: 554).
+        header_fields_max: u32 = 1000,
+        /// Errors a client may make in one session before it is disconnected (421).
+        errors_max: u32 = 20,
+        /// Seconds a client may stay silent before it is disconnected (421).
+        idle_timeout_secs: u64 = 300,
+        /// Most concurrent SMTP connections on all listeners of this site.
+        connections_max: u32 = 1000,
+        /// Milliseconds a failed AUTH waits before answering, times the number of
+        /// failures so far in the session: slows down password guessing.
+        auth_failure_delay_ms: u64 = 500,
+    }
+}
+
+section! {
+    /// TLS for SMTP submission (and IMAP later). Leave both paths unset to have the
+    /// site generate a self-signed certificate for `site.hostname` under
+    /// `<data_dir>/tls/` (fine for labs, not for production).
+    TlsSection {
+        /// PEM file with the certificate chain.
+        cert_path: Option<PathBuf> = None,
+        /// PEM file with the private key.
+        key_path: Option<PathBuf> = None,
+    }
+}
+
+section! {
+    /// The write path: how commands become durable.
+    StoreSection {
+        /// Most commands committed together in one fsynced transaction.
+        batch_commands_max: u32 = 256,
+        /// Most commands queued for the writer before writers wait.
+        queue_commands_max: u32 = 4096,
+        /// Milliseconds a client waits for its write before getting a temporary error.
+        write_timeout_ms: u64 = 10_000,
+    }
+}
+
+section! {
+    /// Logging.
+    LogSection {
+        /// Filter in `tracing` syntax, e.g. `info` or `maildr_smtp=debug,info`.
+        /// The `RUST_LOG` environment variable overrides it.
+        level: String = "info".into(),
+    }
+}
+
+/// The whole configuration of one site.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteConfig {
+    pub site: SiteSection,
+    pub smtp: SmtpSection,
+    pub tls: TlsSection,
+    pub store: StoreSection,
+    pub log: LogSection,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: key `{key}`: {reason}")]
+    Invalid { path: PathBuf, key: String, reason: String },
+}
+
+impl SiteConfig {
+    /// Read, parse and check a config file.
+    pub fn load(path: &Path) -> Result<SiteConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and check config text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<SiteConfig, ConfigError> {
+        let config: SiteConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string().trim_end().to_string() })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Check the values that types alone cannot.
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Invalid { path: path.into(), key: key.into(), reason };
+        let name = &self.site.name;
+        if name.is_empty() || name.len() > 32 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(bad("site.name", format!("{name:?} must be 1-32 letters, digits or '-'")));
+        }
+        if maildr_types::Domain::parse(&self.site.hostname).is_err() {
+            return Err(bad("site.hostname", format!("{:?} is not a valid host name", self.site.hostname)));
+        }
+        let s = &self.smtp;
+        let positive = [
+            ("smtp.message_size_max_bytes", s.message_size_max_bytes),
+            ("smtp.recipients_max", s.recipients_max.into()),
+            ("smtp.errors_max", s.errors_max.into()),
+            ("smtp.idle_timeout_secs", s.idle_timeout_secs),
+            ("smtp.connections_max", s.connections_max.into()),
+            ("smtp.header_fields_max", s.header_fields_max.into()),
+            ("store.batch_commands_max", self.store.batch_commands_max.into()),
+            ("store.queue_commands_max", self.store.queue_commands_max.into()),
+            ("store.write_timeout_ms", self.store.write_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(bad(key, "must be greater than 0".into()));
+            }
+        }
+        if s.command_line_max_bytes < 512 {
+            return Err(bad("smtp.command_line_max_bytes", "must be at least 512 (RFC 5321 §4.5.3.1.4)".into()));
+        }
+        if s.message_size_max_bytes > 1 << 30 {
+            return Err(bad("smtp.message_size_max_bytes", "must be at most 1 GiB: bodies are held in memory while received".into()));
+        }
+        match (&self.tls.cert_path, &self.tls.key_path) {
+            (Some(_), None) => return Err(bad("tls.key_path", "must be set when tls.cert_path is".into())),
+            (None, Some(_)) => return Err(bad("tls.cert_path", "must be set when tls.key_path is".into())),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// A complete commented example with every field at its default.
+    pub fn example() -> String {
+        let mut out = String::from(
+            "# maildr site configuration. Every key is optional: shown here is its default.\n\
+             # Unknown keys are refused. Generated by `maildr config example`.\n",
+        );
+        let sections: [(&str, &[&str], Vec<FieldDoc>); 5] = [
+            ("site", SiteSection::DOC, SiteSection::fields()),
+            ("smtp", SmtpSection::DOC, SmtpSection::fields()),
+            ("tls", TlsSection::DOC, TlsSection::fields()),
+            ("store", StoreSection::DOC, StoreSection::fields()),
+            ("log", LogSection::DOC, LogSection::fields()),
+        ];
+        for (name, doc, fields) in sections {
+            out.push('\n');
+            for line in doc {
+                out.push_str(&format!("#{line}\n"));
+            }
+            out.push_str(&format!("[{name}]\n"));
+            for field in fields {
+                for line in field.doc {
+                    out.push_str(&format!("#{line}\n"));
+                }
+                match field.default {
+                    Some(value) => out.push_str(&format!("{} = {}\n", field.name, value)),
+                    None => out.push_str(&format!("# {} = (unset)\n", field.name)),
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_example_parses_back_to_the_defaults() {
+        let example = SiteConfig::example();
+        let parsed = SiteConfig::parse(&example, Path::new("example.toml")).unwrap();
+        assert_eq!(parsed, SiteConfig::default());
+        assert!(example.contains("# Largest message accepted"));
+        assert!(example.contains("mx_listen = \"127.0.0.1:2525\""));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_file_and_key() {
+        let err = SiteConfig::parse("[smtp]\nmx_lisen = \"127.0.0.1:25\"\n", Path::new("/etc/maildr/bj.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("/etc/maildr/bj.toml") && msg.contains("mx_lisen"), "{msg}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key_and_reason() {
+        let err = SiteConfig::parse("[smtp]\nmx_listen = \"not an address\"\n", Path::new("a.toml")).unwrap_err();
+        assert!(err.to_string().contains("mx_listen"), "{err}");
+        let err = SiteConfig::parse("[smtp]\nrecipients_max = 0\n", Path::new("a.toml")).unwrap_err();
+        assert!(err.to_string().contains("smtp.recipients_max") && err.to_string().contains("greater than 0"), "{err}");
+        let err = SiteConfig::parse("[tls]\ncert_path = \"/x.pem\"\n", Path::new("a.toml")).unwrap_err();
+        assert!(err.to_string().contains("tls.key_path"), "{err}");
+        let err = SiteConfig::parse("[site]\nname = \"b j\"\n", Path::new("a.toml")).unwrap_err();
+        assert!(err.to_string().contains("site.name"), "{err}");
+    }
+}
