@@ -1,1 +1,173 @@
+//! SMTP for one maildr site: the inbound MX and authenticated submission.
+//!
+//! Three listeners share one [`SmtpService`]: the MX port (mail from the world for
+//! hosted domains only; STARTTLS offered, AUTH never), submission with STARTTLS,
+//! and submission with implicit TLS. AUTH is offered only over TLS. A message is
+//! acknowledged (250 after DATA) only once the cluster's write path reports it
+//! durable. This crate must never write to the store directly, and must never
+//! panic on anything a client sends.
 
+mod auth;
+mod conn;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use maildr_cluster::Cluster;
+use maildr_config::SmtpSection;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+pub use auth::{hash_password, verify_password};
+pub use session::count_header_fields;
+
+/// Which role a listener plays; decides what the session allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Inbound MX: hosted recipients only, no AUTH.
+    Mx,
+    /// Submission, plain until STARTTLS.
+    Submission,
+    /// Submission with TLS from the first byte.
+    Submissions,
+}
+
+impl ListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Mx => "mx",
+            ListenerKind::Submission => "submission",
+            ListenerKind::Submissions => "submissions",
+        }
+    }
+}
+
+/// What every session of a site shares.
+pub struct SmtpService {
+    pub(crate) cluster: Cluster,
+    pub(crate) config: SmtpSection,
+    pub(crate) hostname: String,
+    pub(crate) tls: Option<TlsAcceptor>,
+    connections: Arc<Semaphore>,
+}
+
+impl SmtpService {
+    pub fn new(cluster: Cluster, config: SmtpSection, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<Self> {
+        let connections = Arc::new(Semaphore::new(config.connections_max as usize));
+        Arc::new(SmtpService { cluster, config, hostname, tls: tls.map(TlsAcceptor::from), connections })
+    }
+}
+
+/// Bound listeners, before serving. Binding first lets the caller learn the real
+/// ports (config port 0 means "any free port", which tests use).
+pub struct SmtpListeners {
+    listeners: Vec<(ListenerKind, TcpListener)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for SMTP {kind} on {addr}: {source}")]
+pub struct BindError {
+    pub kind: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+impl SmtpListeners {
+    /// Bind the MX and submission listeners, and the implicit-TLS one when TLS is
+    /// available.
+    pub async fn bind(config: &SmtpSection, with_tls: bool) -> Result<SmtpListeners, BindError> {
+        let mut wanted = vec![(ListenerKind::Mx, config.mx_listen), (ListenerKind::Submission, config.submission_listen)];
+        if with_tls {
+            wanted.push((ListenerKind::Submissions, config.submissions_listen));
+        }
+        let mut listeners = Vec::new();
+        for (kind, addr) in wanted {
+            let l = TcpListener::bind(addr).await.map_err(|source| BindError { kind: kind.name(), addr, source })?;
+            listeners.push((kind, l));
+        }
+        Ok(SmtpListeners { listeners })
+    }
+
+    /// The address each listener is bound to.
+    pub fn local_addrs(&self) -> Vec<(ListenerKind, SocketAddr)> {
+        self.listeners
+            .iter()
+            .map(|(k, l)| (*k, l.local_addr().expect("a bound listener has an address")))
+            .collect()
+    }
+}
+
+/// How long sessions in progress get to finish after shutdown is signalled.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serve all listeners until `shutdown` turns true.
+pub async fn serve(service: Arc<SmtpService>, listeners: SmtpListeners, mut shutdown: watch::Receiver<bool>) {
+    let mut sessions = JoinSet::new();
+    let mut accepts = JoinSet::new();
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
+    for (kind, listener) in listeners.listeners {
+        let tx = conn_tx.clone();
+        accepts.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        if tx.send((kind, stream, peer)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(listener = kind.name(), error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(conn_tx);
+    loop {
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+            Some((kind, stream, peer)) = conn_rx.recv() => {
+                let service = Arc::clone(&service);
+                sessions.spawn(handle_connection(service, kind, stream, peer));
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    accepts.abort_all();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
+    sessions.abort_all();
+}
+
+async fn handle_connection(service: Arc<SmtpService>, kind: ListenerKind, stream: tokio::net::TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let Ok(permit) = Arc::clone(&service.connections).try_acquire_owned() else {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = stream;
+        let _ = stream.write_all(b"421 4.3.2 Too many connections, try again later\r\n").await;
+        return;
+    };
+    let session = session::Session::new(Arc::clone(&service), kind, peer, kind == ListenerKind::Submissions);
+    match kind {
+        ListenerKind::Submissions => {
+            let acceptor = service.tls.clone().expect("the implicit-TLS listener is bound only with TLS");
+            let idle = Duration::from_secs(service.config.idle_timeout_secs);
+            match tokio::time::timeout(idle, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => session.run(Box::new(tls)).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+        }
+        _ => session.run(Box::new(stream)).await,
+    }
+    drop(permit);
+}

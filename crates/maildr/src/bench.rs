@@ -1,0 +1,198 @@
+//! `maildr bench smtp`: a bounded load of durable deliveries and the figures it gave.
+//!
+//! By default the benchmark starts a private site in a temporary directory (same
+//! store, same write path, same fsyncs as `maildr serve`) and removes it afterwards;
+//! `--target` points it at a running MX instead. It prints figures; it decides
+//! nothing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+#[derive(Args)]
+pub struct SmtpBench {
+    /// Messages to send in total.
+    #[arg(long, default_value_t = 2000)]
+    messages: u64,
+    /// Concurrent SMTP connections.
+    #[arg(long, default_value_t = 20)]
+    concurrency: u64,
+    /// Size of each message in bytes.
+    #[arg(long, default_value_t = 5120)]
+    size: usize,
+    /// An MX to load instead of a private temporary site; needs `--rcpt`.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// Recipient at the target (default: the private site's sink account).
+    #[arg(long)]
+    rcpt: Option<String>,
+    /// Where the private site keeps its data (default: a temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Stop after this many seconds even if messages remain.
+    #[arg(long, default_value_t = 300)]
+    duration_max_secs: u64,
+}
+
+async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Result<u16> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).await?;
+        if n == 0 {
+            bail!("server closed the connection");
+        }
+        if line.len() < 4 {
+            bail!("short reply {line:?}");
+        }
+        if line.as_bytes()[3] != b'-' {
+            return line[..3].parse().with_context(|| format!("bad reply {line:?}"));
+        }
+    }
+}
+
+async fn expect(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, code: u16) -> Result<()> {
+    let got = reply(reader).await?;
+    if got != code {
+        bail!("expected {code}, got {got}");
+    }
+    Ok(())
+}
+
+fn body_of(size: usize) -> Vec<u8> {
+    let mut body = format!("From: load@bench.test\r\nTo: sink@bench.test\r\nSubject: bench\r\nMessage-ID: <bench@bench.test>\r\n\r\n").into_bytes();
+    let line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
+    while body.len() < size {
+        let take = (size - body.len()).min(line.len());
+        body.extend_from_slice(&line[..take]);
+    }
+    if !body.ends_with(b"\r\n") {
+        body.truncate(body.len().saturating_sub(2));
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(b".\r\n");
+    body
+}
+
+pub async fn run(args: SmtpBench) -> Result<()> {
+    anyhow::ensure!(args.concurrency > 0 && args.messages > 0, "--messages and --concurrency must be positive");
+    let mut private = None;
+    let (target, rcpt) = match args.target {
+        Some(t) => (t, args.rcpt.clone().context("--target needs --rcpt")?),
+        None => {
+            let site = PrivateSite::start(args.data_dir.clone()).await?;
+            let addr = site.mx;
+            private = Some(site);
+            (addr, "sink@bench.test".to_string())
+        }
+    };
+    let body = Arc::new(body_of(args.size));
+    let next = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.duration_max_secs);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (body, next, rcpt) = (Arc::clone(&body), Arc::clone(&next), rcpt.clone());
+        let total = args.messages;
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0u64;
+            let stream = TcpStream::connect(target).await?;
+            stream.set_nodelay(true)?;
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            expect(&mut r, 220).await?;
+            w.write_all(b"EHLO bench.test\r\n").await?;
+            expect(&mut r, 250).await?;
+            while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
+                w.write_all(format!("MAIL FROM:<load@bench.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes()).await?;
+                let t0 = Instant::now();
+                expect(&mut r, 250).await?;
+                expect(&mut r, 250).await?;
+                expect(&mut r, 354).await?;
+                w.write_all(&body).await?;
+                match reply(&mut r).await? {
+                    250 => latencies.push(t0.elapsed()),
+                    _ => failures += 1,
+                }
+            }
+            w.write_all(b"QUIT\r\n").await?;
+            anyhow::Ok((latencies, failures))
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for w in workers {
+        let (l, f) = w.await??;
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies[i].as_secs_f64() * 1000.0
+    };
+    println!("smtp bench: target {target}, {} B messages, concurrency {}", args.size, args.concurrency);
+    println!("accepted {} messages in {:.2} s, {} refused", latencies.len(), elapsed.as_secs_f64(), failures);
+    println!("throughput {:.0} messages/s", latencies.len() as f64 / elapsed.as_secs_f64());
+    println!("latency DATA→250 ms: p50 {:.2}  p99 {:.2}  max {:.2}", pct(0.5), pct(0.99), pct(1.0));
+    if let Some(site) = private {
+        site.stop().await;
+    }
+    Ok(())
+}
+
+struct PrivateSite {
+    mx: SocketAddr,
+    dir: PathBuf,
+    remove_dir: bool,
+    stop: tokio::sync::watch::Sender<bool>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl PrivateSite {
+    async fn start(dir: Option<PathBuf>) -> Result<Self> {
+        use maildr_store::Command;
+        let remove_dir = dir.is_none();
+        let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("maildr-bench-{}", std::process::id())));
+        if dir.exists() {
+            bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
+        }
+        let store = crate::serve::open_store(&dir)?;
+        store.apply(Command::AddDomain { domain: maildr_types::Domain::parse("bench.test")?, at: crate::serve::now() })??;
+        let sink = maildr_types::EmailAddress::parse("sink@bench.test")?;
+        store.apply(crate::serve::add_account_command(&sink, "unused-password", 0))??;
+        let config = maildr_config::SiteConfig::default();
+        let mut smtp = config.smtp.clone();
+        smtp.mx_listen = "127.0.0.1:0".parse()?;
+        smtp.submission_listen = "127.0.0.1:0".parse()?;
+        let limits = maildr_cluster::WritePathLimits::default();
+        let cluster = maildr_cluster::Cluster::single_site(store, limits);
+        let listeners = maildr_smtp::SmtpListeners::bind(&smtp, false).await?;
+        let mx = listeners.local_addrs()[0].1;
+        let service = maildr_smtp::SmtpService::new(cluster, smtp, "bench.test".into(), None);
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(maildr_smtp::serve(service, listeners, rx));
+        println!("private site in {} (durable: every 250 is fsynced)", dir.display());
+        Ok(PrivateSite { mx, dir, remove_dir, stop, server })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        if self.remove_dir {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! `maildr serve`: wire one site together and run it until told to stop.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use maildr_cluster::{Cluster, WritePathLimits};
+use maildr_config::SiteConfig;
+use maildr_smtp::{SmtpListeners, SmtpService};
+use maildr_store::{Command, Store, StoreError};
+use maildr_types::{Domain, EmailAddress, UidValidity, UnixSeconds};
+
+use crate::tls;
+
+pub struct ServeArgs {
+    pub config: Option<PathBuf>,
+    pub dev: bool,
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Where a running site says which addresses it listens on (for scripts and tests).
+pub const ENDPOINTS_FILE: &str = "run/endpoints.json";
+
+pub fn now() -> UnixSeconds {
+    UnixSeconds(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
+}
+
+pub fn load_config(config: Option<&Path>, dev: bool, data_dir: Option<&Path>) -> Result<SiteConfig> {
+    let mut site = match config {
+        Some(path) => SiteConfig::load(path)?,
+        None if dev => SiteConfig::default(),
+        None => anyhow::bail!("give --config FILE (see `maildr config example`), or --dev for a local trial site"),
+    };
+    if let Some(dir) = data_dir {
+        site.site.data_dir = dir.to_path_buf();
+    } else if config.is_none() {
+        site.site.data_dir = PathBuf::from(".maildr/dev");
+    }
+    Ok(site)
+}
+
+pub fn open_store(data_dir: &Path) -> Result<Store> {
+    match Store::open(data_dir) {
+        Ok(s) => Ok(s),
+        Err(e @ StoreError::InUse(_)) => Err(e.into()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("opening the store in {}", data_dir.display()))),
+    }
+}
+
+/// A random password of 20 letters and digits.
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..20).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// Commands that create an account with a fresh password hash and UIDVALIDITY.
+pub fn add_account_command(address: &EmailAddress, password: &str, quota_bytes: u64) -> Command {
+    let at = now();
+    Command::AddAccount {
+        address: address.clone(),
+        password_hash: maildr_smtp::hash_password(password),
+        quota_bytes,
+        uid_validity: UidValidity(at.0.clamp(1, u32::MAX as i64) as u32),
+        at,
+    }
+}
+
+/// In dev mode an empty site gets `example.test` with alice and bob.
+fn bootstrap_dev(store: &Store) -> Result<Vec<(String, String)>> {
+    if !store.domains()?.is_empty() {
+        return Ok(Vec::new());
+    }
+    let domain = Domain::parse("example.test").expect("valid");
+    store.apply(Command::AddDomain { domain, at: now() })??;
+    let mut created = Vec::new();
+    for user in ["alice", "bob"] {
+        let address = EmailAddress::parse(&format!("{user}@example.test")).expect("valid");
+        let password = generate_password();
+        store.apply(add_account_command(&address, &password, 0))??;
+        created.push((address.to_string(), password));
+    }
+    Ok(created)
+}
+
+fn write_endpoints(data_dir: &Path, value: &serde_json::Value) -> Result<()> {
+    let path = data_dir.join(ENDPOINTS_FILE);
+    let dir = path.parent().expect("endpoints file has a directory");
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    let config = load_config(args.config.as_deref(), args.dev, args.data_dir.as_deref())?;
+    crate::init_logging(&config.log.level);
+    let data_dir = config.site.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
+    let store = open_store(&data_dir)?;
+    if args.dev {
+        for (address, password) in bootstrap_dev(&store)? {
+            println!("created dev account {address} with password {password}");
+        }
+    }
+    let tls_files = tls::ensure_files(&data_dir, &config.site.hostname, config.tls.cert_path.as_deref(), config.tls.key_path.as_deref())?;
+    let tls_config = tls::server_config(&tls_files)?;
+    let limits = WritePathLimits {
+        batch_commands_max: config.store.batch_commands_max as usize,
+        queue_commands_max: config.store.queue_commands_max as usize,
+        write_timeout_ms: config.store.write_timeout_ms,
+    };
+    let cluster = Cluster::single_site(store, limits);
+    let listeners = SmtpListeners::bind(&config.smtp, true).await?;
+    let addrs = listeners.local_addrs();
+    let mut smtp = serde_json::Map::new();
+    for (kind, addr) in &addrs {
+        smtp.insert(kind.name().into(), addr.to_string().into());
+    }
+    let endpoints = serde_json::json!({
+        "site": config.site.name,
+        "pid": std::process::id(),
+        "data_dir": data_dir,
+        "smtp": smtp,
+        "tls_ca": tls_files.ca.as_ref().unwrap_or(&tls_files.cert),
+    });
+    write_endpoints(&data_dir, &endpoints)?;
+    let listing: Vec<String> = addrs.iter().map(|(k, a)| format!("{} {}", k.name(), a)).collect();
+    println!("maildr site {} serving from {}: {}", config.site.name, data_dir.display(), listing.join(", "));
+    if let Some(ca) = &tls_files.ca {
+        println!("clients trust the lab CA in {}", ca.display());
+    }
+    let service = SmtpService::new(cluster, config.smtp.clone(), config.site.hostname.clone(), Some(tls_config));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(maildr_smtp::serve(service, listeners, stop_rx));
+    wait_for_stop_signal().await;
+    tracing::info!("stopping: no new connections; sessions get a few seconds to finish");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    Ok(())
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
