@@ -187,7 +187,6 @@ impl Conn {
                 None => {
                     too_large = true;
                     // Discard the rest of this enormous line, chunk by chunk.
-                    self.pos = self.input.len();
                     self.discard_line().await?;
                     continue;
                 }

@@ -1,0 +1,331 @@
+//! SMTP behaviour seen from a raw client on a real socket: what is accepted, what is
+//! refused with which reply, and that a refusal leaves the store untouched.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, Site};
+
+const MSG: &str = "From: carol@outside.test\r\nTo: alice@example.test\r\nSubject: hello\r\n\r\nHi Alice.";
+
+#[test]
+fn mx_delivers_to_an_account_and_through_an_alias_with_a_received_header() {
+    let site = Site::start();
+    let (mut c, banner) = Client::connect(site.mx);
+    assert!(banner.starts_with("220 mx.example.test"), "{banner}");
+    let r = c.send_mail("carol@outside.test", &["alice@example.test", "sales@example.test"], MSG);
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    let bodies = site.inbox_bodies("alice@example.test");
+    assert_eq!(bodies.len(), 1, "alias and account resolve to one copy for alice");
+    let body = String::from_utf8(bodies[0].clone()).unwrap();
+    assert!(body.starts_with("Received: from client.test ([127.0.0.1])\r\n\tby mx.example.test (maildr) with ESMTP id "), "{body}");
+    assert!(body.ends_with("Subject: hello\r\n\r\nHi Alice.\r\n"), "{body}");
+    assert!(site.cluster.store().check().unwrap().problems.is_empty());
+}
+
+#[test]
+fn the_null_sender_is_accepted_on_mx_for_bounces() {
+    let site = Site::start();
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.cmd("EHLO a.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<>").starts_with("250 2.1.0"));
+    assert!(c.cmd("RCPT TO:<bob@example.test>").starts_with("250 2.1.5"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: bounce\r\n\r\nreturned\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert_eq!(site.inbox_bodies("bob@example.test").len(), 1);
+}
+
+#[test]
+fn mx_is_not_an_open_relay() {
+    let site = Site::start();
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.mx);
+    let r = c.send_mail("carol@outside.test", &["dave@elsewhere.test"], MSG);
+    assert!(r.starts_with("550 5.7.1") && r.contains("relay access denied"), "{r}");
+    let r = c.cmd("DATA");
+    assert!(r.starts_with("554 5.5.1"), "no valid recipient, no DATA: {r}");
+    assert_eq!(site.state(), before);
+}
+
+#[test]
+fn unknown_users_of_hosted_domains_are_refused() {
+    let site = Site::start();
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.mx);
+    let r = c.send_mail("carol@outside.test", &["nobody@example.test"], MSG);
+    assert!(r.starts_with("550 5.1.1"), "{r}");
+    assert_eq!(site.state(), before);
+}
+
+#[test]
+fn bare_lf_in_data_is_refused_the_session_closed_and_nothing_stored() {
+    let site = Site::start();
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.cmd("EHLO a.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<carol@outside.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    // The smuggling shape: a bare-LF "end of data" followed by a second message
+    // that a lenient server would deliver as if it came from a trusted sender.
+    c.send(b"Subject: one\r\n\r\nfirst\n.\nMAIL FROM:<ceo@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\n");
+    let r = c.reply();
+    assert!(r.starts_with("521 5.5.2") && r.contains("Bare LF"), "{r}");
+    assert!(c.is_closed());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(site.state(), before);
+}
+
+#[test]
+fn bare_cr_in_data_is_refused_and_nothing_stored() {
+    let site = Site::start();
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.cmd("EHLO a.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<carol@outside.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: cr\r\n\r\nline\r.\rmore\r\n.\r\n");
+    assert!(c.reply().starts_with("521 5.5.2"));
+    assert_eq!(site.state(), before);
+}
+
+#[test]
+fn bare_lf_in_a_command_is_refused_and_the_session_goes_on() {
+    let site = Site::start();
+    let (mut c, _) = Client::connect(site.mx);
+    c.send(b"EHLO a.test\n");
+    let r = c.reply();
+    assert!(r.starts_with("500 5.5.2") && r.contains("CRLF"), "{r}");
+    assert!(c.cmd("EHLO a.test").starts_with("250"));
+}
+
+#[test]
+fn overlong_command_lines_are_refused_and_the_session_goes_on() {
+    let site = Site::start();
+    let (mut c, _) = Client::connect(site.mx);
+    let r = c.cmd(&format!("EHLO {}", "a".repeat(10_000)));
+    assert!(r.starts_with("500 5.5.2") && r.contains("too long"), "{r}");
+    assert!(c.cmd("NOOP").starts_with("250"));
+}
+
+#[test]
+fn oversize_messages_are_refused_by_size_parameter_and_by_content() {
+    let site = Site::start_with(|c| c.message_size_max_bytes = 1000);
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.mx);
+    let ehlo = c.cmd("EHLO a.test");
+    assert!(ehlo.contains("SIZE 1000"), "{ehlo}");
+    let r = c.cmd("MAIL FROM:<carol@outside.test> SIZE=5000");
+    assert!(r.starts_with("552 5.3.4"), "{r}");
+    assert!(c.cmd("MAIL FROM:<carol@outside.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("Subject: big\r\n\r\n{}\r\n.\r\n", "x".repeat(2000)).as_bytes());
+    let r = c.reply();
+    assert!(r.starts_with("552 5.3.4"), "{r}");
+    assert_eq!(site.state(), before);
+    // The session survives and the next, smaller message is delivered.
+    let r = c.send_mail("carol@outside.test", &["alice@example.test"], "Subject: small\r\n\r\nok");
+    assert!(r.starts_with("250"), "{r}");
+}
+
+#[test]
+fn recipients_beyond_the_limit_get_452_and_the_accepted_ones_get_the_mail() {
+    let site = Site::start_with(|c| c.recipients_max = 2);
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.cmd("EHLO a.test").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<carol@outside.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<bob@example.test>").starts_with("250"));
+    let r = c.cmd("RCPT TO:<sales@example.test>");
+    assert!(r.starts_with("452 4.5.3"), "{r}");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: two\r\n\r\nx\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert_eq!(site.inbox_bodies("alice@example.test").len(), 1);
+    assert_eq!(site.inbox_bodies("bob@example.test").len(), 1);
+}
+
+#[test]
+fn submission_without_tls_offers_no_auth_and_refuses_mail() {
+    let site = Site::start();
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.submission);
+    let ehlo = c.cmd("EHLO a.test");
+    assert!(!ehlo.contains("AUTH"), "AUTH must not be offered in clear: {ehlo}");
+    let r = c.cmd("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=");
+    assert!(r.starts_with("538 5.7.11"), "{r}");
+    let r = c.cmd("MAIL FROM:<alice@example.test>");
+    assert!(r.starts_with("530 5.7.0"), "{r}");
+    assert!(c.cmd("RCPT TO:<bob@example.test>").starts_with("503"));
+    assert_eq!(site.state(), before);
+}
+
+#[test]
+fn mx_never_offers_or_accepts_auth() {
+    let site = Site::start();
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(!c.cmd("EHLO a.test").contains("AUTH"));
+    assert!(c.cmd("AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=").starts_with("503 5.5.1"));
+}
+
+#[test]
+fn too_many_errors_end_the_session() {
+    let site = Site::start_with(|c| c.errors_max = 3);
+    let (mut c, _) = Client::connect(site.mx);
+    for _ in 0..3 {
+        assert!(c.cmd("FROB").starts_with("500 5.5.1"));
+    }
+    assert!(c.cmd("FROB").starts_with("500 5.5.1"));
+    let r = c.reply();
+    assert!(r.starts_with("421 4.7.0"), "{r}");
+    assert!(c.is_closed());
+}
+
+#[test]
+fn messages_with_too_many_header_fields_are_refused() {
+    let site = Site::start_with(|c| c.header_fields_max = 10);
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.mx);
+    let headers: String = (0..20).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let r = c.send_mail("carol@outside.test", &["alice@example.test"], &format!("{headers}\r\nbody"));
+    assert!(r.starts_with("554 5.6.0"), "{r}");
+    assert_eq!(site.state(), before);
+}
+
+#[test]
+fn a_recipient_over_quota_is_refused_with_552_and_nothing_is_stored() {
+    let site = Site::start();
+    site.cluster
+        .store()
+        .apply(maildr_store::Command::SetQuota { address: common::addr("bob@example.test"), quota_bytes: 300 })
+        .unwrap()
+        .unwrap();
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.mx);
+    let r = c.send_mail("carol@outside.test", &["alice@example.test", "bob@example.test"], &format!("Subject: big\r\n\r\n{}", "y".repeat(500)));
+    assert!(r.starts_with("552 5.2.2") && r.contains("bob@example.test"), "{r}");
+    // All or nothing: alice did not get a copy either.
+    let after = site.state();
+    assert_eq!(after.1, before.1);
+}
+
+#[test]
+fn a_message_that_cannot_be_stored_gets_451_and_is_not_half_delivered() {
+    let site = Site::start();
+    let blobs = site.dir.path().join(maildr_store::BLOB_DIR);
+    std::fs::remove_dir_all(&blobs).unwrap();
+    std::fs::write(&blobs, b"not a directory").unwrap();
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.mx);
+    let r = c.send_mail("carol@outside.test", &["alice@example.test", "bob@example.test"], MSG);
+    assert!(r.starts_with("451 4.3.0"), "{r}");
+    assert_eq!(site.state(), before);
+}
+
+#[test]
+fn pipelined_commands_are_answered_in_order() {
+    let site = Site::start();
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.cmd("EHLO a.test").contains("PIPELINING"));
+    c.send(b"MAIL FROM:<carol@outside.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n");
+    let replies: Vec<String> = (0..5).map(|_| c.reply()).collect();
+    let codes: Vec<&str> = replies.iter().map(|r| &r[..3]).collect();
+    assert_eq!(codes, ["250", "250", "550", "250", "354"], "{replies:?}");
+    c.send(b"Subject: p\r\n\r\nx\r\n.\r\nQUIT\r\n");
+    assert!(c.reply().starts_with("250"));
+    assert!(c.reply().starts_with("221"));
+    assert_eq!(site.inbox_bodies("bob@example.test").len(), 1);
+}
+
+#[test]
+fn idle_clients_are_disconnected_with_421() {
+    let site = Site::start_with(|c| c.idle_timeout_secs = 1);
+    let (mut c, _) = Client::connect(site.mx);
+    std::thread::sleep(Duration::from_millis(1500));
+    let r = c.reply();
+    assert!(r.starts_with("421 4.4.2"), "{r}");
+}
+
+#[test]
+fn malformed_mime_is_stored_exactly_as_received() {
+    let site = Site::start();
+    let body = "Content-Type: multipart/mixed; boundary=\"never-closed\"\r\nSubject: =?bogus?Q?\r\n\r\n--never-closed\r\nContent-Type: message/rfc822\r\n\r\n--never-closed\r\n\x01\x02 ..dots\r\n..leading dot";
+    let (mut c, _) = Client::connect(site.mx);
+    let r = c.send_mail("carol@outside.test", &["alice@example.test"], body);
+    assert!(r.starts_with("250"), "{r}");
+    let stored = String::from_utf8(site.inbox_bodies("alice@example.test").remove(0)).unwrap();
+    // Dot-stuffing removed exactly once; the rest byte-for-byte.
+    assert!(stored.ends_with(&body.replace("\r\n..leading", "\r\n.leading").replace("\r\n..dots", "\r\n..dots")[..].to_owned().add_crlf()), "{stored:?}");
+}
+
+trait AddCrlf {
+    fn add_crlf(self) -> String;
+}
+impl AddCrlf for String {
+    fn add_crlf(mut self) -> String {
+        self.push_str("\r\n");
+        self
+    }
+}
+
+#[test]
+fn commands_out_of_order_get_503_and_change_nothing() {
+    let site = Site::start();
+    let before = site.state();
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.cmd("MAIL FROM:<carol@outside.test>").starts_with("503 5.5.1"), "EHLO first");
+    assert!(c.cmd("EHLO a.test").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("503 5.5.1"));
+    assert!(c.cmd("DATA").starts_with("503 5.5.1"));
+    assert!(c.cmd("MAIL FROM:<carol@outside.test>").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<carol@outside.test>").starts_with("503 5.5.1"));
+    assert!(c.cmd("RSET").starts_with("250"));
+    assert!(c.cmd("VRFY alice").starts_with("252"));
+    assert_eq!(site.state(), before);
+}
+
+/// Seeded garbage never crashes the server nor stores anything; set
+/// `MAILDR_FUZZ_SEED` to replay a failing run.
+#[test]
+fn random_garbage_neither_crashes_the_server_nor_stores_mail() {
+    let seed: u64 = std::env::var("MAILDR_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("MAILDR_FUZZ_SEED={seed}");
+    let site = Site::start_with(|c| c.errors_max = 1_000_000);
+    let before = site.state();
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let pieces: [&[u8]; 14] = [
+        b"MAIL FROM:<", b"RCPT TO:<", b"DATA", b"AUTH PLAIN ", b"EHLO ", b">", b"\r\n", b"\n", b"\r", b"\0", b"\xff\xfe",
+        b"@example.test", b" SIZE=99999999999999999999", b"BDAT 10 LAST",
+    ];
+    let (mut c, _) = Client::connect(site.mx);
+    for _ in 0..300 {
+        let mut chunk = Vec::new();
+        for _ in 0..(next() % 8) {
+            if next() % 3 == 0 {
+                chunk.push((next() % 256) as u8);
+            } else {
+                chunk.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+            }
+        }
+        chunk.extend_from_slice(b"\r\n");
+        c.send(&chunk);
+    }
+    c.send(b"\r\nQUIT\r\n");
+    drop(c);
+    // Still serving, and nothing was stored by the garbage.
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.cmd("EHLO a.test").starts_with("250"), "server must still answer (seed {seed})");
+    assert_eq!(site.state(), before, "seed {seed}");
+}
