@@ -1,0 +1,150 @@
+//! Run the real `maildr` binary as a separate process on loopback ephemeral ports.
+//! Every process a test starts is stopped by its pid when the handle drops.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_maildr");
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// Run `maildr admin --data-dir DIR ARGS...`, feeding `stdin`.
+pub fn admin(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("admin")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+pub fn admin_ok(dir: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = admin(dir, args, stdin);
+    assert!(out.status.success(), "admin {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A data directory with example.test, alice and bob (password "alice-pw" and
+/// "bob-pw") and the alias sales → alice, created through the admin CLI.
+pub fn provisioned_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    admin_ok(d, &["domain", "add", "example.test"], None);
+    admin_ok(d, &["user", "add", "alice@example.test", "--password-stdin"], Some("alice-pw\n"));
+    admin_ok(d, &["user", "add", "bob@example.test", "--password-stdin"], Some("bob-pw\n"));
+    admin_ok(d, &["alias", "add", "sales@example.test", "alice@example.test"], None);
+    dir
+}
+
+pub struct SiteProcess {
+    pub child: Child,
+    pub dir: PathBuf,
+    pub endpoints: serde_json::Value,
+}
+
+impl SiteProcess {
+    pub fn start(dir: &Path) -> SiteProcess {
+        Self::start_with(dir, "")
+    }
+
+    /// Start with extra `key = value` lines in the `[smtp]` section.
+    pub fn start_with(dir: &Path, smtp_extra: &str) -> SiteProcess {
+        let config = dir.join("site.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[site]\nname = \"t\"\ndata_dir = \"{}\"\n[smtp]\nmx_listen = \"127.0.0.1:0\"\nsubmission_listen = \"127.0.0.1:0\"\nsubmissions_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 100\n{smtp_extra}\n[log]\nlevel = \"warn\"\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let endpoints_path = dir.join("run/endpoints.json");
+        let _ = std::fs::remove_file(&endpoints_path);
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut site = SiteProcess { child, dir: dir.to_path_buf(), endpoints: serde_json::Value::Null };
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&endpoints_path) {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if v["pid"].as_u64() == Some(pid as u64) {
+                    site.endpoints = v;
+                    return site;
+                }
+            }
+            if let Ok(Some(status)) = site.child.try_wait() {
+                panic!("maildr serve exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "maildr serve did not come up within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn port(&self, listener: &str) -> u16 {
+        let addr: std::net::SocketAddr = self.endpoints["smtp"][listener].as_str().unwrap().parse().unwrap();
+        addr.port()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn stop(mut self) {
+        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "maildr serve exited with {status} on SIGTERM");
+                return;
+            }
+            assert!(Instant::now() < deadline, "maildr serve did not stop within 15 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the crash a power cut would cause.
+    pub fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for SiteProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Messages of an account's mailbox as the admin CLI reports them.
+pub fn messages(dir: &Path, account: &str) -> Vec<serde_json::Value> {
+    admin_ok(dir, &["messages", account, "--json"], None)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+pub fn subjects(dir: &Path, account: &str) -> Vec<String> {
+    messages(dir, account).iter().map(|m| m["subject"].as_str().unwrap_or("").to_string()).collect()
+}
