@@ -329,3 +329,29 @@ fn random_garbage_neither_crashes_the_server_nor_stores_mail() {
     assert!(c.cmd("EHLO a.test").starts_with("250"), "server must still answer (seed {seed})");
     assert_eq!(site.state(), before, "seed {seed}");
 }
+
+#[test]
+fn connections_beyond_the_limit_get_421_and_earlier_ones_keep_working() {
+    let site = Site::start_with(|c| c.connections_max = 2);
+    let (mut a, _) = Client::connect(site.mx);
+    let (mut b, _) = Client::connect(site.mx);
+    let (_, banner) = Client::connect(site.mx);
+    assert!(banner.starts_with("421 4.3.2"), "{banner}");
+    assert!(a.cmd("NOOP").starts_with("250"));
+    assert!(b.cmd("NOOP").starts_with("250"));
+}
+
+#[test]
+fn smtputf8_senders_and_8bit_bodies_are_accepted() {
+    let site = Site::start();
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.cmd("EHLO a.test").contains("SMTPUTF8"));
+    let r = c.cmd("MAIL FROM:<josé@outside.test> SMTPUTF8 BODY=8BITMIME");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send("Subject: héllo\r\n\r\nçà et là\r\n.\r\n".as_bytes());
+    assert!(c.reply().starts_with("250"));
+    let body = String::from_utf8(site.inbox_bodies("alice@example.test").remove(0)).unwrap();
+    assert!(body.ends_with("Subject: héllo\r\n\r\nçà et là\r\n"), "{body}");
+}
