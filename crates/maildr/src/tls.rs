@@ -49,6 +49,8 @@ pub fn ensure_files(data_dir: &Path, hostname: &str, cert: Option<&Path>, key: O
     write_private(&files.key, site_key.serialize_pem().as_bytes())?;
     std::fs::write(&files.cert, site_cert.pem()).with_context(|| format!("writing {}", files.cert.display()))?;
     std::fs::write(files.ca.as_ref().expect("generated"), ca_cert.pem()).context("writing the lab CA")?;
+    // Kept so a lab supervisor can sign more site certificates under the same CA.
+    write_private(&dir.join("ca-key.pem"), ca_key.serialize_pem().as_bytes())?;
     Ok(files)
 }
 

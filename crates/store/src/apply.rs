@@ -14,7 +14,7 @@ use crate::command::{Applied, Command, CommandError, Placement};
 use crate::model::{Account, Alias, DomainRecord, Mailbox, MailboxDigest, Message};
 use crate::{
     decode, encode, StoreError, ACCOUNTS, ALIASES, BLOB_REFS, DOMAINS, MAILBOXES, MAILBOX_NAMES,
-    MESSAGES, META, META_COMMANDS_APPLIED, META_NEXT_ACCOUNT_ID, META_NEXT_MAILBOX_ID,
+    MESSAGES, META, META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_MAILBOX_ID,
 };
 
 type Outcome = Result<Result<Applied, CommandError>, StoreError>;
@@ -89,6 +89,13 @@ impl<'txn> Tables<'txn> {
                 if self.aliases.get(address.as_str()).map_err(db)?.is_some() {
                     return Ok(Err(CommandError::AddressIsAlias(address.clone())));
                 }
+                // UIDVALIDITY must differ from any earlier mailbox's, even when an
+                // account is re-created within the same second or the proposer's
+                // clock stepped back: take the larger of the proposed value and
+                // one past the last given out. Deterministic: it depends on state.
+                let last = self.meta_get(META_LAST_UID_VALIDITY)?;
+                let uid_validity = UidValidity((uid_validity.0 as u64).max(last + 1).min(u32::MAX as u64) as u32);
+                self.meta.insert(META_LAST_UID_VALIDITY, uid_validity.0 as u64).map_err(db)?;
                 let id = AccountId(self.take_id(META_NEXT_ACCOUNT_ID)?);
                 let account = Account {
                     id,
@@ -101,7 +108,7 @@ impl<'txn> Tables<'txn> {
                 self.put_account(&account)?;
                 for (special_use, name) in maildr_types::SpecialUse::CREATED_WITH_ACCOUNT {
                     let name = MailboxName::parse(name).expect("built-in mailbox names are valid");
-                    self.create_mailbox(id, name, Some(special_use), *uid_validity)?;
+                    self.create_mailbox(id, name, Some(special_use), uid_validity)?;
                 }
                 Ok(Ok(Applied::AccountAdded { id }))
             }
@@ -304,6 +311,7 @@ impl<'txn> Tables<'txn> {
         let mut mailbox = self.get_mailbox(mailbox_id)?;
         let uid = mailbox.uid_next;
         let modseq = ModSeq(mailbox.highest_modseq.0 + 1);
+        assert!(modseq > mailbox.highest_modseq, "MODSEQ of mailbox {mailbox_id} must only grow");
         assert!(uid.0 < u32::MAX, "UID space of mailbox {mailbox_id} exhausted");
         let message = Message {
             uid,

@@ -69,11 +69,18 @@ impl BlobStore {
         let hash = hash_body(body);
         let blob = BlobRef { hash, size_bytes: body.len() as u64 };
         let path = self.path_of(&hash);
+        let dir = path.parent().expect("blob paths always have a shard directory");
         if path.exists() {
+            // Another writer may have renamed it in but not yet fsynced the
+            // directory: make the name durable before anyone acknowledges it.
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))?;
             return Ok(blob);
         }
-        let dir = path.parent().expect("blob paths always have a shard directory");
-        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            // A new shard directory is itself an entry of the root: fsync the root.
+            File::open(&self.root).and_then(|d| d.sync_all()).map_err(|e| io_err(&self.root, e))?;
+        }
         // A unique temporary name: two writers of the same body race harmlessly,
         // both renames put identical bytes in place.
         let tmp = dir.join(format!(

@@ -41,6 +41,7 @@ pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(crate) const META_NEXT_ACCOUNT_ID: &str = "next_account_id";
 pub(crate) const META_NEXT_MAILBOX_ID: &str = "next_mailbox_id";
 pub(crate) const META_COMMANDS_APPLIED: &str = "commands_applied";
+pub(crate) const META_LAST_UID_VALIDITY: &str = "last_uid_validity";
 const SCHEMA_VERSION: u64 = 1;
 
 /// File name of the metadata database inside a data directory.
