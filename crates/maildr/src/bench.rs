@@ -111,12 +111,18 @@ pub async fn run(args: SmtpBench) -> Result<()> {
             expect(&mut r, 220).await?;
             w.write_all(b"EHLO bench.test\r\n").await?;
             expect(&mut r, 250).await?;
-            while next.fetch_add(1, Ordering::Relaxed) < total && Instant::now() < deadline {
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= total || Instant::now() >= deadline {
+                    break;
+                }
                 w.write_all(format!("MAIL FROM:<load@bench.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes()).await?;
                 let t0 = Instant::now();
                 expect(&mut r, 250).await?;
                 expect(&mut r, 250).await?;
                 expect(&mut r, 354).await?;
+                // Unique content per message, as real mail is: no body deduplication.
+                w.write_all(format!("X-Bench-Seq: {seq}\r\n").as_bytes()).await?;
                 w.write_all(&body).await?;
                 match reply(&mut r).await? {
                     250 => latencies.push(t0.elapsed()),

@@ -43,6 +43,8 @@ pub(crate) struct Session {
     auth_failures: u32,
     transaction: Option<Transaction>,
     errors: u32,
+    /// Messages accepted so far; numbers each message's Received id.
+    messages: u32,
 }
 
 fn now() -> UnixSeconds {
@@ -64,6 +66,7 @@ impl Session {
             auth_failures: 0,
             transaction: None,
             errors: 0,
+            messages: 0,
         }
     }
 
@@ -542,6 +545,7 @@ impl Session {
         accounts.sort();
         accounts.dedup();
         let single = (transaction.recipients.len() == 1).then(|| transaction.recipients[0].0.clone());
+        self.messages += 1;
         let mut message = self.received_header(at, single.as_ref()).into_bytes();
         let size = message.len() + body.len();
         // Quota is checked by the store atomically too; this early check only
@@ -605,10 +609,11 @@ impl Session {
             .collect();
         let date = mail_parser::DateTime::from_timestamp(at.0).to_rfc822();
         let mut h = format!(
-            "Received: from {helo} ([{ip}])\r\n\tby {host} (maildr) with {protocol} id {id}",
+            "Received: from {helo} ([{ip}])\r\n\tby {host} (maildr) with {protocol} id {id}.{n}",
             ip = self.peer.ip(),
             host = self.service.hostname,
             id = self.id,
+            n = self.messages,
         );
         if let Some(r) = recipient {
             h.push_str(&format!("\r\n\tfor <{r}>"));
