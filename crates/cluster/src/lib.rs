@@ -157,10 +157,19 @@ mod tests {
     async fn concurrent_writes_are_all_committed_with_distinct_uids() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = Cluster::single_site(Store::open(dir.path()).unwrap(), WritePathLimits::default());
-        cluster.write(Command::AddDomain { domain: Domain::parse("example.test").unwrap(), at: UnixSeconds(0) }).await.unwrap();
+        cluster
+            .write(Command::AddDomain { domain: Domain::parse("example.test").unwrap(), at: UnixSeconds(0) })
+            .await
+            .unwrap();
         let alice = EmailAddress::parse("alice@example.test").unwrap();
         cluster
-            .write(Command::AddAccount { address: alice.clone(), password_hash: "h".into(), quota_bytes: 0, uid_validity: UidValidity(1), at: UnixSeconds(0) })
+            .write(Command::AddAccount {
+                address: alice.clone(),
+                password_hash: "h".into(),
+                quota_bytes: 0,
+                uid_validity: UidValidity(1),
+                at: UnixSeconds(0),
+            })
             .await
             .unwrap();
         let mut tasks = Vec::new();
@@ -169,7 +178,14 @@ mod tests {
             let to = alice.clone();
             tasks.push(tokio::spawn(async move {
                 let body = c.put_body(format!("body {i}").into_bytes()).await.unwrap();
-                c.write(Command::Deliver { recipients: vec![to], body, internal_date: UnixSeconds(0), flags: SystemFlags::default() }).await.unwrap()
+                c.write(Command::Deliver {
+                    recipients: vec![to],
+                    body,
+                    internal_date: UnixSeconds(0),
+                    flags: SystemFlags::default(),
+                })
+                .await
+                .unwrap()
             }));
         }
         let mut uids = Vec::new();
@@ -188,7 +204,8 @@ mod tests {
     async fn a_refused_command_is_reported_as_refused() {
         let dir = tempfile::tempdir().unwrap();
         let cluster = Cluster::single_site(Store::open(dir.path()).unwrap(), WritePathLimits::default());
-        let err = cluster.write(Command::RemoveDomain { domain: Domain::parse("nowhere.test").unwrap() }).await.unwrap_err();
+        let err =
+            cluster.write(Command::RemoveDomain { domain: Domain::parse("nowhere.test").unwrap() }).await.unwrap_err();
         assert!(matches!(err, WriteError::Refused(CommandError::DomainUnknown(_))));
     }
 }

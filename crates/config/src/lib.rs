@@ -209,7 +209,10 @@ impl SiteConfig {
             return Err(bad("smtp.command_line_max_bytes", "must be at least 512 (RFC 5321 §4.5.3.1.4)".into()));
         }
         if s.message_size_max_bytes > 1 << 30 {
-            return Err(bad("smtp.message_size_max_bytes", "must be at most 1 GiB: bodies are held in memory while received".into()));
+            return Err(bad(
+                "smtp.message_size_max_bytes",
+                "must be at most 1 GiB: bodies are held in memory while received".into(),
+            ));
         }
         match (&self.tls.cert_path, &self.tls.key_path) {
             (Some(_), None) => return Err(bad("tls.key_path", "must be set when tls.cert_path is".into())),
@@ -267,7 +270,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_naming_file_and_key() {
-        let err = SiteConfig::parse("[smtp]\nmx_lisen = \"127.0.0.1:25\"\n", Path::new("/etc/maildr/bj.toml")).unwrap_err();
+        let err =
+            SiteConfig::parse("[smtp]\nmx_lisen = \"127.0.0.1:25\"\n", Path::new("/etc/maildr/bj.toml")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("/etc/maildr/bj.toml") && msg.contains("mx_lisen"), "{msg}");
     }

@@ -53,10 +53,14 @@ pub enum AdminCommand {
 
 #[derive(Subcommand)]
 pub enum DomainAction {
-    Add { domain: String },
+    Add {
+        domain: String,
+    },
     List,
     /// Refused while the domain has accounts or aliases.
-    Remove { domain: String },
+    Remove {
+        domain: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -128,8 +132,13 @@ fn apply(store: &Store, command: Command) -> Result<maildr_store::Applied> {
 }
 
 pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
-    if !data_dir.join(maildr_store::DATABASE_FILE).exists() && !matches!(command, AdminCommand::Domain { action: DomainAction::Add { .. } }) {
-        bail!("{} holds no maildr store (create one with `maildr admin --data-dir DIR domain add DOMAIN`)", data_dir.display());
+    if !data_dir.join(maildr_store::DATABASE_FILE).exists()
+        && !matches!(command, AdminCommand::Domain { action: DomainAction::Add { .. } })
+    {
+        bail!(
+            "{} holds no maildr store (create one with `maildr admin --data-dir DIR domain add DOMAIN`)",
+            data_dir.display()
+        );
     }
     let store = open_store(&data_dir)?;
     match command {
@@ -162,14 +171,21 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
             UserAction::List { domain: d } => {
                 let d = d.as_deref().map(domain).transpose()?;
                 for account in store.accounts(d.as_ref())? {
-                    let quota = if account.quota_bytes == 0 { "unlimited".to_string() } else { account.quota_bytes.to_string() };
+                    let quota = if account.quota_bytes == 0 {
+                        "unlimited".to_string()
+                    } else {
+                        account.quota_bytes.to_string()
+                    };
                     println!("{}\tused_bytes={}\tquota_bytes={}", account.address, account.used_bytes, quota);
                 }
             }
             UserAction::Passwd { address: a, password_stdin } => {
                 let a = address(&a)?;
                 let (password, generated) = read_password(password_stdin)?;
-                apply(&store, Command::SetPassword { address: a.clone(), password_hash: maildr_smtp::hash_password(&password) })?;
+                apply(
+                    &store,
+                    Command::SetPassword { address: a.clone(), password_hash: maildr_smtp::hash_password(&password) },
+                )?;
                 if generated {
                     println!("new password for {a}: {password}");
                 } else {
@@ -215,7 +231,14 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
                 let special = m.special_use.and_then(|s| s.imap_attribute()).unwrap_or("-");
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                    m.name, special, m.uid_validity, m.uid_next, m.highest_modseq, m.message_count, m.size_bytes, m.digest.to_hex()
+                    m.name,
+                    special,
+                    m.uid_validity,
+                    m.uid_next,
+                    m.highest_modseq,
+                    m.message_count,
+                    m.size_bytes,
+                    m.digest.to_hex()
                 );
             }
         }
@@ -223,7 +246,8 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
             let a = address(&account)?;
             let account = store.account(&a)?.with_context(|| format!("no account {a}"))?;
             let name = MailboxName::parse(&mailbox)?;
-            let mailbox = store.mailbox_by_name(account.id, &name)?.with_context(|| format!("{a} has no mailbox {name}"))?;
+            let mailbox =
+                store.mailbox_by_name(account.id, &name)?.with_context(|| format!("{a} has no mailbox {name}"))?;
             for m in store.messages(mailbox.id)? {
                 let body = store.blobs().get(&m.body);
                 let (subject, message_id) = match &body {
@@ -244,7 +268,13 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
                     });
                     println!("{line}");
                 } else {
-                    println!("{}\t{}\t{}\t{}", m.uid, m.size_bytes, m.flags.names().join(" "), subject.unwrap_or_default());
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        m.uid,
+                        m.size_bytes,
+                        m.flags.names().join(" "),
+                        subject.unwrap_or_default()
+                    );
                 }
             }
         }

@@ -67,7 +67,7 @@ async fn expect(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, code: u1
 }
 
 fn body_of(size: usize) -> Vec<u8> {
-    let mut body = format!("From: load@bench.test\r\nTo: sink@bench.test\r\nSubject: bench\r\nMessage-ID: <bench@bench.test>\r\n\r\n").into_bytes();
+    let mut body = b"From: load@bench.test\r\nTo: sink@bench.test\r\nSubject: bench\r\n\r\n".to_vec();
     let line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
     while body.len() < size {
         let take = (size - body.len()).min(line.len());
@@ -176,7 +176,10 @@ impl PrivateSite {
             bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
         }
         let store = crate::serve::open_store(&dir)?;
-        store.apply(Command::AddDomain { domain: maildr_types::Domain::parse("bench.test")?, at: crate::serve::now() })??;
+        store.apply(Command::AddDomain {
+            domain: maildr_types::Domain::parse("bench.test")?,
+            at: crate::serve::now(),
+        })??;
         let sink = maildr_types::EmailAddress::parse("sink@bench.test")?;
         store.apply(crate::serve::add_account_command(&sink, "unused-password", 0))??;
         let config = maildr_config::SiteConfig::default();

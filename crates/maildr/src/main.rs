@@ -80,7 +80,9 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
-        Top::Serve { config, dev, data_dir } => runtime()?.block_on(serve::run(serve::ServeArgs { config, dev, data_dir })),
+        Top::Serve { config, dev, data_dir } => {
+            runtime()?.block_on(serve::run(serve::ServeArgs { config, dev, data_dir }))
+        }
         Top::Config { action } => match action {
             ConfigAction::Example => {
                 print!("{}", maildr_config::SiteConfig::example());

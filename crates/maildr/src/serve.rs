@@ -106,7 +106,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             println!("created dev account {address} with password {password}");
         }
     }
-    let tls_files = tls::ensure_files(&data_dir, &config.site.hostname, config.tls.cert_path.as_deref(), config.tls.key_path.as_deref())?;
+    let tls_files = tls::ensure_files(
+        &data_dir,
+        &config.site.hostname,
+        config.tls.cert_path.as_deref(),
+        config.tls.key_path.as_deref(),
+    )?;
     let tls_config = tls::server_config(&tls_files)?;
     let limits = WritePathLimits {
         batch_commands_max: config.store.batch_commands_max as usize,

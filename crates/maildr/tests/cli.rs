@@ -16,7 +16,16 @@ fn the_config_example_documents_every_field_and_passes_config_check() {
     let out = maildr(&["config", "example"]);
     assert!(out.status.success());
     let example = String::from_utf8(out.stdout).unwrap();
-    for key in ["[site]", "[smtp]", "[tls]", "[store]", "mx_listen", "message_size_max_bytes", "recipients_max", "idle_timeout_secs"] {
+    for key in [
+        "[site]",
+        "[smtp]",
+        "[tls]",
+        "[store]",
+        "mx_listen",
+        "message_size_max_bytes",
+        "recipients_max",
+        "idle_timeout_secs",
+    ] {
         assert!(example.contains(key), "example lacks {key}");
     }
     let dir = tempfile::tempdir().unwrap();
@@ -69,7 +78,13 @@ fn admin_manages_domains_users_and_aliases() {
 fn admin_refusals_say_why_and_change_nothing() {
     let dir = provisioned_dir();
     let d = dir.path();
-    let state = || (admin_ok(d, &["domain", "list"], None), admin_ok(d, &["user", "list"], None), admin_ok(d, &["alias", "list"], None));
+    let state = || {
+        (
+            admin_ok(d, &["domain", "list"], None),
+            admin_ok(d, &["user", "list"], None),
+            admin_ok(d, &["alias", "list"], None),
+        )
+    };
     let before = state();
     for (args, stdin, why) in [
         (vec!["domain", "add", "example.test"], None, "already hosted"),

@@ -52,7 +52,10 @@ fn sender(port: u16, id: usize, acked: Arc<Mutex<Vec<String>>>, stop: Arc<Atomic
         if reply(&mut r) != Some(250) || reply(&mut r) != Some(250) || reply(&mut r) != Some(354) {
             return;
         }
-        let body = format!("Subject: {tag}\r\nMessage-ID: <{tag}@load.test>\r\n\r\n{}\r\n.\r\n", "payload line\r\n".repeat(64));
+        let body = format!(
+            "Subject: {tag}\r\nMessage-ID: <{tag}@load.test>\r\n\r\n{}\r\n.\r\n",
+            "payload line\r\n".repeat(64)
+        );
         if w.write_all(body.as_bytes()).is_err() {
             return;
         }

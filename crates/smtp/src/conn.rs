@@ -172,7 +172,6 @@ impl Conn {
         Ok(Line::Ok(content.to_vec()))
     }
 
-
     /// Read a DATA section up to the terminating `CRLF.CRLF`. Lines are
     /// dot-unstuffed; the result is capped at `max` bytes.
     pub async fn read_data(&mut self, max: usize) -> Result<Data, ConnError> {

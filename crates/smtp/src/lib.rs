@@ -56,7 +56,12 @@ pub struct SmtpService {
 }
 
 impl SmtpService {
-    pub fn new(cluster: Cluster, config: SmtpSection, hostname: String, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<Self> {
+    pub fn new(
+        cluster: Cluster,
+        config: SmtpSection,
+        hostname: String,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(config.connections_max as usize));
         Arc::new(SmtpService { cluster, config, hostname, tls: tls.map(TlsAcceptor::from), connections })
     }
@@ -80,7 +85,8 @@ impl SmtpListeners {
     /// Bind the MX and submission listeners, and the implicit-TLS one when TLS is
     /// available.
     pub async fn bind(config: &SmtpSection, with_tls: bool) -> Result<SmtpListeners, BindError> {
-        let mut wanted = vec![(ListenerKind::Mx, config.mx_listen), (ListenerKind::Submission, config.submission_listen)];
+        let mut wanted =
+            vec![(ListenerKind::Mx, config.mx_listen), (ListenerKind::Submission, config.submission_listen)];
         if with_tls {
             wanted.push((ListenerKind::Submissions, config.submissions_listen));
         }
@@ -94,10 +100,7 @@ impl SmtpListeners {
 
     /// The address each listener is bound to.
     pub fn local_addrs(&self) -> Vec<(ListenerKind, SocketAddr)> {
-        self.listeners
-            .iter()
-            .map(|(k, l)| (*k, l.local_addr().expect("a bound listener has an address")))
-            .collect()
+        self.listeners.iter().map(|(k, l)| (*k, l.local_addr().expect("a bound listener has an address"))).collect()
     }
 }
 
@@ -148,7 +151,12 @@ pub async fn serve(service: Arc<SmtpService>, listeners: SmtpListeners, mut shut
     sessions.abort_all();
 }
 
-async fn handle_connection(service: Arc<SmtpService>, kind: ListenerKind, stream: tokio::net::TcpStream, peer: SocketAddr) {
+async fn handle_connection(
+    service: Arc<SmtpService>,
+    kind: ListenerKind,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
     let _ = stream.set_nodelay(true);
     let Ok(permit) = Arc::clone(&service.connections).try_acquire_owned() else {
         use tokio::io::AsyncWriteExt;

@@ -113,7 +113,11 @@ impl Session {
                     return;
                 }
                 Err(ConnError::Idle(d)) => {
-                    conn.reply(&format!("421 4.4.2 {} idle for more than {}s, closing", self.service.hostname, d.as_secs()));
+                    conn.reply(&format!(
+                        "421 4.4.2 {} idle for more than {}s, closing",
+                        self.service.hostname,
+                        d.as_secs()
+                    ));
                     conn.close().await;
                     return;
                 }
@@ -195,7 +199,10 @@ impl Session {
                 return Ok(Next::Continue);
             }
             Err(smtp_proto::Error::UnsupportedParameter { param }) => {
-                self.error(conn, &format!("555 5.5.4 Unsupported parameter {}", param.chars().take(64).collect::<String>()));
+                self.error(
+                    conn,
+                    &format!("555 5.5.4 Unsupported parameter {}", param.chars().take(64).collect::<String>()),
+                );
                 return Ok(Next::Continue);
             }
             Err(_) => {
@@ -233,9 +240,12 @@ impl Session {
                 return Ok(Next::Close);
             }
             // Do not reveal which addresses exist (RFC 5321 §3.5.3 allows 252).
-            Request::Vrfy { .. } => conn.reply("252 2.5.0 Cannot VRFY user; send mail and it will be delivered if the address exists"),
+            Request::Vrfy { .. } => {
+                conn.reply("252 2.5.0 Cannot VRFY user; send mail and it will be delivered if the address exists")
+            }
             Request::Expn { .. } => self.error(conn, "502 5.5.1 EXPN is not offered"),
-            Request::Help { .. } => conn.reply("214 2.0.0 See RFC 5321; maildr speaks EHLO HELO MAIL RCPT DATA RSET NOOP QUIT STARTTLS AUTH"),
+            Request::Help { .. } => conn
+                .reply("214 2.0.0 See RFC 5321; maildr speaks EHLO HELO MAIL RCPT DATA RSET NOOP QUIT STARTTLS AUTH"),
             Request::Etrn { .. } | Request::Atrn { .. } | Request::Burl { .. } => {
                 self.error(conn, "502 5.5.1 Command not implemented")
             }
@@ -408,7 +418,13 @@ impl Session {
             return;
         }
         if size as u64 > self.service.config.message_size_max_bytes {
-            self.error(conn, &format!("552 5.3.4 Message size exceeds the limit of {} bytes", self.service.config.message_size_max_bytes));
+            self.error(
+                conn,
+                &format!(
+                    "552 5.3.4 Message size exceeds the limit of {} bytes",
+                    self.service.config.message_size_max_bytes
+                ),
+            );
             return;
         }
         let sender = if address.is_empty() {
@@ -526,7 +542,10 @@ impl Session {
         let header_fields = count_header_fields(&body);
         let header_fields_max = self.service.config.header_fields_max as usize;
         if header_fields > header_fields_max {
-            self.error(conn, &format!("554 5.6.0 Message has {header_fields} header fields; the limit is {header_fields_max}"));
+            self.error(
+                conn,
+                &format!("554 5.6.0 Message has {header_fields} header fields; the limit is {header_fields_max}"),
+            );
             return Ok(Next::Continue);
         }
         let reply = self.deliver(transaction, body).await;
@@ -566,7 +585,8 @@ impl Session {
                 return "451 4.3.0 Message not stored (temporary local problem); try again later".into();
             }
         };
-        let command = Command::Deliver { recipients: accounts, body: blob, internal_date: at, flags: SystemFlags::default() };
+        let command =
+            Command::Deliver { recipients: accounts, body: blob, internal_date: at, flags: SystemFlags::default() };
         match self.cluster().write(command).await {
             Ok(Applied::Delivered { placements }) => {
                 tracing::info!(

@@ -5,16 +5,14 @@
 //! transaction (group commit) without savepoints. Nothing here reads a clock, draws
 //! a random number or touches a file outside the database.
 
-use maildr_types::{
-    AccountId, EmailAddress, MailboxId, MailboxName, ModSeq, Uid, UidValidity,
-};
+use maildr_types::{AccountId, EmailAddress, MailboxId, MailboxName, ModSeq, Uid, UidValidity};
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::command::{Applied, Command, CommandError, Placement};
 use crate::model::{Account, Alias, DomainRecord, Mailbox, MailboxDigest, Message};
 use crate::{
-    decode, encode, StoreError, ACCOUNTS, ALIASES, BLOB_REFS, DOMAINS, MAILBOXES, MAILBOX_NAMES,
-    MESSAGES, META, META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_MAILBOX_ID,
+    decode, encode, StoreError, ACCOUNTS, ALIASES, BLOB_REFS, DOMAINS, MAILBOXES, MAILBOX_NAMES, MESSAGES, META,
+    META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_MAILBOX_ID,
 };
 
 type Outcome = Result<Result<Applied, CommandError>, StoreError>;
@@ -71,8 +69,8 @@ impl<'txn> Tables<'txn> {
                 if self.domains.get(domain.as_str()).map_err(db)?.is_none() {
                     return Ok(Err(CommandError::DomainUnknown(domain.clone())));
                 }
-                let accounts = self.count_in_domain_accounts(domain.as_str())?;
-                let aliases = self.count_in_domain_aliases(domain.as_str())?;
+                let accounts = Self::count_in_domain(&self.accounts, domain.as_str())?;
+                let aliases = Self::count_in_domain(&self.aliases, domain.as_str())?;
                 if accounts + aliases > 0 {
                     return Ok(Err(CommandError::DomainNotEmpty { domain: domain.clone(), accounts, aliases }));
                 }
@@ -145,9 +143,8 @@ impl<'txn> Tables<'txn> {
                 if self.accounts.get(target.as_str()).map_err(db)?.is_none() {
                     return Ok(Err(CommandError::AliasTargetNotLocal(target.clone())));
                 }
-                let mut record = self
-                    .get_alias(alias)?
-                    .unwrap_or_else(|| Alias { address: alias.clone(), targets: Vec::new() });
+                let mut record =
+                    self.get_alias(alias)?.unwrap_or_else(|| Alias { address: alias.clone(), targets: Vec::new() });
                 if record.targets.contains(target) {
                     return Ok(Err(CommandError::AliasTargetExists { alias: alias.clone(), target: target.clone() }));
                 }
@@ -164,7 +161,10 @@ impl<'txn> Tables<'txn> {
                     None => record.targets.clear(),
                     Some(t) => {
                         if !record.targets.contains(t) {
-                            return Ok(Err(CommandError::AliasTargetUnknown { alias: alias.clone(), target: t.clone() }));
+                            return Ok(Err(CommandError::AliasTargetUnknown {
+                                alias: alias.clone(),
+                                target: t.clone(),
+                            }));
                         }
                         record.targets.retain(|x| x != t);
                     }
@@ -192,9 +192,9 @@ impl<'txn> Tables<'txn> {
                     if account.would_exceed_quota(body.size_bytes) {
                         return Ok(Err(CommandError::OverQuota(address.clone())));
                     }
-                    let inbox = self.mailbox_id(account.id, &MailboxName::inbox())?.ok_or_else(|| {
-                        StoreError::Corrupt(format!("account {} has no INBOX", account.address))
-                    })?;
+                    let inbox = self
+                        .mailbox_id(account.id, &MailboxName::inbox())?
+                        .ok_or_else(|| StoreError::Corrupt(format!("account {} has no INBOX", account.address)))?;
                     targets.push((account, inbox));
                 }
                 let mut placements = Vec::with_capacity(targets.len());
@@ -235,20 +235,10 @@ impl<'txn> Tables<'txn> {
         v.map(|v| decode("alias", v.value())).transpose()
     }
 
-    fn count_in_domain_accounts(&self, domain: &str) -> Result<usize, StoreError> {
+    /// Number of keys `local@domain` in an address-keyed table.
+    fn count_in_domain(table: &Table<'txn, &'static str, &'static [u8]>, domain: &str) -> Result<usize, StoreError> {
         let mut n = 0;
-        for row in self.accounts.iter().map_err(db)? {
-            let (k, _) = row.map_err(db)?;
-            if k.value().rsplit_once('@').is_some_and(|(_, d)| d == domain) {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    fn count_in_domain_aliases(&self, domain: &str) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for row in self.aliases.iter().map_err(db)? {
+        for row in table.iter().map_err(db)? {
             let (k, _) = row.map_err(db)?;
             if k.value().rsplit_once('@').is_some_and(|(_, d)| d == domain) {
                 n += 1;

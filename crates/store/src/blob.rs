@@ -83,12 +83,8 @@ impl BlobStore {
         }
         // A unique temporary name: two writers of the same body race harmlessly,
         // both renames put identical bytes in place.
-        let tmp = dir.join(format!(
-            "{}.{}.{:?}.tmp",
-            &hash.to_hex()[2..],
-            std::process::id(),
-            std::thread::current().id()
-        ));
+        let tmp =
+            dir.join(format!("{}.{}.{:?}.tmp", &hash.to_hex()[2..], std::process::id(), std::thread::current().id()));
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(body)?;
@@ -114,10 +110,7 @@ impl BlobStore {
         let body = self.get(hash)?;
         let actual = hash_body(&body);
         if actual != *hash {
-            return Err(StoreError::Corrupt(format!(
-                "blob {} holds content hashing to {}",
-                hash, actual
-            )));
+            return Err(StoreError::Corrupt(format!("blob {} holds content hashing to {}", hash, actual)));
         }
         Ok(body)
     }

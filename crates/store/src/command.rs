@@ -5,18 +5,20 @@
 //! pure function of (state, command). That is what lets the same command travel
 //! through a replicated log and produce identical replicas.
 
-use maildr_types::{
-    AccountId, BlobRef, Domain, EmailAddress, MailboxId, SystemFlags, Uid, UidValidity,
-    UnixSeconds,
-};
+use maildr_types::{AccountId, BlobRef, Domain, EmailAddress, MailboxId, SystemFlags, Uid, UidValidity, UnixSeconds};
 use serde::{Deserialize, Serialize};
 
 /// A change to mail state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    AddDomain { domain: Domain, at: UnixSeconds },
+    AddDomain {
+        domain: Domain,
+        at: UnixSeconds,
+    },
     /// Refused while the domain still has accounts or aliases.
-    RemoveDomain { domain: Domain },
+    RemoveDomain {
+        domain: Domain,
+    },
     AddAccount {
         address: EmailAddress,
         password_hash: String,
@@ -25,14 +27,28 @@ pub enum Command {
         uid_validity: UidValidity,
         at: UnixSeconds,
     },
-    SetPassword { address: EmailAddress, password_hash: String },
-    SetQuota { address: EmailAddress, quota_bytes: u64 },
+    SetPassword {
+        address: EmailAddress,
+        password_hash: String,
+    },
+    SetQuota {
+        address: EmailAddress,
+        quota_bytes: u64,
+    },
     /// Removes the account, its mailboxes and its messages.
-    RemoveAccount { address: EmailAddress },
+    RemoveAccount {
+        address: EmailAddress,
+    },
     /// Adds `target` to the alias, creating the alias if needed.
-    AddAlias { alias: EmailAddress, target: EmailAddress },
+    AddAlias {
+        alias: EmailAddress,
+        target: EmailAddress,
+    },
     /// Removes one target, or the whole alias when `target` is `None`.
-    RemoveAlias { alias: EmailAddress, target: Option<EmailAddress> },
+    RemoveAlias {
+        alias: EmailAddress,
+        target: Option<EmailAddress>,
+    },
     /// Appends one stored body to the INBOX of each recipient account, all or none.
     Deliver {
         recipients: Vec<EmailAddress>,

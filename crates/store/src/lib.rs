@@ -10,8 +10,8 @@
 //! This crate must never talk to the network, read a clock or draw random numbers
 //! while applying a command.
 
-pub mod blob;
 mod apply;
+pub mod blob;
 pub mod command;
 pub mod model;
 
@@ -30,8 +30,7 @@ pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
 pub(crate) const MAILBOXES: TableDefinition<u64, &[u8]> = TableDefinition::new("mailboxes");
 /// (account id, mailbox name) → mailbox id.
-pub(crate) const MAILBOX_NAMES: TableDefinition<(u64, &str), u64> =
-    TableDefinition::new("mailbox_names");
+pub(crate) const MAILBOX_NAMES: TableDefinition<(u64, &str), u64> = TableDefinition::new("mailbox_names");
 /// (mailbox id, uid) → message.
 pub(crate) const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
 /// body hash → number of messages referring to it.
@@ -281,10 +280,9 @@ impl Store {
         let mut out = Vec::new();
         for row in names.range((account.0, "")..(account.0 + 1, "")).map_err(|e| self.db_err(e))? {
             let (_, id) = row.map_err(|e| self.db_err(e))?;
-            let v = boxes
-                .get(id.value())
-                .map_err(|e| self.db_err(e))?
-                .ok_or_else(|| StoreError::Corrupt(format!("mailbox name index points at missing mailbox {}", id.value())))?;
+            let v = boxes.get(id.value()).map_err(|e| self.db_err(e))?.ok_or_else(|| {
+                StoreError::Corrupt(format!("mailbox name index points at missing mailbox {}", id.value()))
+            })?;
             out.push(decode("mailbox", v.value())?);
         }
         Ok(out)
@@ -340,29 +338,48 @@ impl Store {
                     digest.toggle(&message);
                     *refs.entry(message.body.0).or_default() += 1;
                     if message.uid.0 <= last_uid || message.uid >= mailbox.uid_next {
-                        report.problems.push(format!("{}/{}: uid {} out of order or beyond uidnext {}", account.address, mailbox.name, message.uid, mailbox.uid_next));
+                        report.problems.push(format!(
+                            "{}/{}: uid {} out of order or beyond uidnext {}",
+                            account.address, mailbox.name, message.uid, mailbox.uid_next
+                        ));
                     }
                     last_uid = message.uid.0;
                     match self.blobs.get_verified(&message.body) {
                         Ok(body) if body.len() as u64 == message.size_bytes => {}
                         Ok(body) => report.problems.push(format!(
                             "{}/{} uid {}: body {} is {} bytes, message says {}",
-                            account.address, mailbox.name, message.uid, message.body, body.len(), message.size_bytes
+                            account.address,
+                            mailbox.name,
+                            message.uid,
+                            message.body,
+                            body.len(),
+                            message.size_bytes
                         )),
-                        Err(e) => report.problems.push(format!("{}/{} uid {}: {e}", account.address, mailbox.name, message.uid)),
+                        Err(e) => report
+                            .problems
+                            .push(format!("{}/{} uid {}: {e}", account.address, mailbox.name, message.uid)),
                     }
                 }
                 used += size;
                 if digest != mailbox.digest || count != mailbox.message_count || size != mailbox.size_bytes {
                     report.problems.push(format!(
                         "{}/{}: recorded digest/count/size {}/{}/{} but messages give {}/{}/{}",
-                        account.address, mailbox.name, mailbox.digest.to_hex(), mailbox.message_count, mailbox.size_bytes,
-                        digest.to_hex(), count, size
+                        account.address,
+                        mailbox.name,
+                        mailbox.digest.to_hex(),
+                        mailbox.message_count,
+                        mailbox.size_bytes,
+                        digest.to_hex(),
+                        count,
+                        size
                     ));
                 }
             }
             if used != account.used_bytes {
-                report.problems.push(format!("{}: used_bytes {} but mailboxes hold {}", account.address, account.used_bytes, used));
+                report.problems.push(format!(
+                    "{}: used_bytes {} but mailboxes hold {}",
+                    account.address, account.used_bytes, used
+                ));
             }
         }
         let txn = self.read()?;
@@ -370,13 +387,18 @@ impl Store {
         let mut recorded: std::collections::BTreeMap<[u8; 32], u64> = Default::default();
         for row in t.iter().map_err(|e| self.db_err(e))? {
             let (k, v) = row.map_err(|e| self.db_err(e))?;
-            let key: [u8; 32] = k.value().try_into().map_err(|_| StoreError::Corrupt("blob ref key is not 32 bytes".into()))?;
+            let key: [u8; 32] =
+                k.value().try_into().map_err(|_| StoreError::Corrupt("blob ref key is not 32 bytes".into()))?;
             if v.value() > 0 {
                 recorded.insert(key, v.value());
             }
         }
         if recorded != refs {
-            report.problems.push(format!("blob reference counts disagree: {} recorded, {} counted", recorded.len(), refs.len()));
+            report.problems.push(format!(
+                "blob reference counts disagree: {} recorded, {} counted",
+                recorded.len(),
+                refs.len()
+            ));
         }
         Ok(report)
     }

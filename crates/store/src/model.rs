@@ -3,8 +3,8 @@
 //! These are plain data: every rule about how they change lives in `apply`.
 
 use maildr_types::{
-    AccountId, BlobHash, Domain, EmailAddress, MailboxId, MailboxName, ModSeq, SpecialUse,
-    SystemFlags, Uid, UidValidity, UnixSeconds,
+    AccountId, BlobHash, Domain, EmailAddress, MailboxId, MailboxName, ModSeq, SpecialUse, SystemFlags, Uid,
+    UidValidity, UnixSeconds,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -76,7 +76,10 @@ fn aliases_resolve_to_accounts_and_unknown_addresses_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     setup(&store);
-    assert_eq!(store.resolve_recipient(&addr("sales@example.test")).unwrap(), Recipient::Local(vec![addr("alice@example.test")]));
+    assert_eq!(
+        store.resolve_recipient(&addr("sales@example.test")).unwrap(),
+        Recipient::Local(vec![addr("alice@example.test")])
+    );
     assert_eq!(store.resolve_recipient(&addr("nobody@example.test")).unwrap(), Recipient::UnknownUser);
     assert_eq!(store.resolve_recipient(&addr("alice@elsewhere.test")).unwrap(), Recipient::NotHosted);
     assert!(store.may_send_as(&addr("alice@example.test"), &addr("sales@example.test")).unwrap());
@@ -107,10 +110,34 @@ fn refused_commands_change_nothing() {
     let refusals = [
         (Command::AddDomain { domain: Domain::parse("example.test").unwrap(), at: UnixSeconds(9) }, "already hosted"),
         (Command::RemoveDomain { domain: Domain::parse("example.test").unwrap() }, "still has"),
-        (Command::AddAlias { alias: addr("alice@example.test"), target: addr("bob@example.test") }, "already an account"),
-        (Command::AddAlias { alias: addr("x@example.test"), target: addr("out@elsewhere.test") }, "not a local account"),
-        (Command::AddAccount { address: addr("sales@example.test"), password_hash: "y".into(), quota_bytes: 0, uid_validity: UidValidity(1), at: UnixSeconds(1) }, "already an alias"),
-        (Command::AddAccount { address: addr("carol@other.test"), password_hash: "y".into(), quota_bytes: 0, uid_validity: UidValidity(1), at: UnixSeconds(1) }, "not hosted"),
+        (
+            Command::AddAlias { alias: addr("alice@example.test"), target: addr("bob@example.test") },
+            "already an account",
+        ),
+        (
+            Command::AddAlias { alias: addr("x@example.test"), target: addr("out@elsewhere.test") },
+            "not a local account",
+        ),
+        (
+            Command::AddAccount {
+                address: addr("sales@example.test"),
+                password_hash: "y".into(),
+                quota_bytes: 0,
+                uid_validity: UidValidity(1),
+                at: UnixSeconds(1),
+            },
+            "already an alias",
+        ),
+        (
+            Command::AddAccount {
+                address: addr("carol@other.test"),
+                password_hash: "y".into(),
+                quota_bytes: 0,
+                uid_validity: UidValidity(1),
+                at: UnixSeconds(1),
+            },
+            "not hosted",
+        ),
     ];
     for (command, why) in refusals {
         let err = store.apply(command.clone()).unwrap().expect_err(&format!("{command:?} should be refused"));
@@ -154,7 +181,13 @@ fn a_recreated_account_never_reuses_a_uidvalidity_even_with_the_same_proposed_va
     let first = inbox_uid_validity(&store, "alice@example.test");
     store.apply(Command::RemoveAccount { address: addr("alice@example.test") }).unwrap().unwrap();
     store
-        .apply(Command::AddAccount { address: addr("alice@example.test"), password_hash: "x".into(), quota_bytes: 0, uid_validity: UidValidity(7), at: UnixSeconds(2) })
+        .apply(Command::AddAccount {
+            address: addr("alice@example.test"),
+            password_hash: "x".into(),
+            quota_bytes: 0,
+            uid_validity: UidValidity(7),
+            at: UnixSeconds(2),
+        })
         .unwrap()
         .unwrap();
     assert!(inbox_uid_validity(&store, "alice@example.test") > first);

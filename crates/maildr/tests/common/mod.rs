@@ -139,10 +139,7 @@ impl Drop for SiteProcess {
 
 /// Messages of an account's mailbox as the admin CLI reports them.
 pub fn messages(dir: &Path, account: &str) -> Vec<serde_json::Value> {
-    admin_ok(dir, &["messages", account, "--json"], None)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    admin_ok(dir, &["messages", account, "--json"], None).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 pub fn subjects(dir: &Path, account: &str) -> Vec<String> {

@@ -47,10 +47,12 @@ impl Site {
             });
         }
         ok(Command::AddAlias { alias: addr("sales@example.test"), target: addr("alice@example.test") });
-        let mut config = SmtpSection::default();
-        config.mx_listen = "127.0.0.1:0".parse().unwrap();
-        config.submission_listen = "127.0.0.1:0".parse().unwrap();
-        config.idle_timeout_secs = 30;
+        let mut config = SmtpSection {
+            mx_listen: "127.0.0.1:0".parse().unwrap(),
+            submission_listen: "127.0.0.1:0".parse().unwrap(),
+            idle_timeout_secs: 30,
+            ..SmtpSection::default()
+        };
         tune(&mut config);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let cluster = Cluster::single_site(store, WritePathLimits::default());
@@ -141,6 +143,14 @@ impl Client {
     pub fn is_closed(&mut self) -> bool {
         let mut buf = [0u8; 1];
         matches!(self.reader.read(&mut buf), Ok(0) | Err(_))
+    }
+
+    /// EHLO, MAIL, RCPT and DATA, each asserted accepted: the client may send data.
+    pub fn open_data(&mut self, from: &str, to: &str) {
+        assert!(self.cmd("EHLO a.test").starts_with("250"));
+        assert!(self.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+        assert!(self.cmd(&format!("RCPT TO:<{to}>")).starts_with("250"));
+        assert!(self.cmd("DATA").starts_with("354"));
     }
 
     /// EHLO, MAIL, RCPT..., DATA with a CRLF body; returns the reply to the dot.
