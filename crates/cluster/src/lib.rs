@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use maildr_store::{Applied, Command, CommandError, Store, StoreError};
 use maildr_types::BlobRef;
-use tokio::sync::{mpsc, oneshot};
+use maildr_types::MailboxId;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use maildr_store;
 
@@ -60,7 +61,12 @@ pub struct Cluster {
     store: Arc<Store>,
     queue: mpsc::Sender<Pending>,
     limits: Arc<WritePathLimits>,
+    changes: broadcast::Sender<MailboxId>,
 }
+
+/// Most change notices buffered per watcher; a watcher that falls further behind
+/// is told it lagged and must resynchronise everything it shows.
+const CHANGE_FEED_CAPACITY: usize = 4096;
 
 impl Cluster {
     /// Start the write path of a single site over `store`. The writer thread stops
@@ -71,11 +77,19 @@ impl Cluster {
         let (queue, rx) = mpsc::channel(limits.queue_commands_max);
         let writer_store = Arc::clone(&store);
         let batch_max = limits.batch_commands_max;
+        let (changes, _) = broadcast::channel(CHANGE_FEED_CAPACITY);
+        let feed = changes.clone();
         std::thread::Builder::new()
             .name("maildr-writer".into())
-            .spawn(move || writer_loop(writer_store, rx, batch_max))
+            .spawn(move || writer_loop(writer_store, rx, batch_max, feed))
             .expect("spawning the writer thread");
-        Cluster { store, queue, limits: Arc::new(limits) }
+        Cluster { store, queue, limits: Arc::new(limits), changes }
+    }
+
+    /// Notices of mailboxes whose state changed, sent after each commit. IMAP
+    /// sessions use them to push EXISTS/EXPUNGE/FETCH to idle clients.
+    pub fn watch_mailboxes(&self) -> broadcast::Receiver<MailboxId> {
+        self.changes.subscribe()
     }
 
     /// Read access to the site's state. Reads see every write acknowledged before.
@@ -118,7 +132,12 @@ impl Cluster {
     }
 }
 
-fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Pending>, batch_max: usize) {
+fn writer_loop(
+    store: Arc<Store>,
+    mut rx: mpsc::Receiver<Pending>,
+    batch_max: usize,
+    feed: broadcast::Sender<MailboxId>,
+) {
     let mut batch: Vec<Pending> = Vec::with_capacity(batch_max);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -135,6 +154,12 @@ fn writer_loop(store: Arc<Store>, mut rx: mpsc::Receiver<Pending>, batch_max: us
             Ok(outcomes) => {
                 assert_eq!(outcomes.len(), batch.len(), "one outcome per command");
                 for (pending, outcome) in batch.drain(..).zip(outcomes) {
+                    if let Ok(applied) = &outcome {
+                        for mailbox in applied.touched_mailboxes() {
+                            // No watchers is fine: nobody needs telling.
+                            let _ = feed.send(mailbox);
+                        }
+                    }
                     let _ = pending.reply.send(outcome.map_err(WriteError::Refused));
                 }
             }

@@ -5,14 +5,14 @@
 //! transaction (group commit) without savepoints. Nothing here reads a clock, draws
 //! a random number or touches a file outside the database.
 
-use maildr_types::{AccountId, EmailAddress, MailboxId, MailboxName, ModSeq, Uid, UidValidity};
+use maildr_types::{AccountId, EmailAddress, MailboxId, MailboxName, ModSeq, SystemFlags, Uid, UidValidity};
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use crate::command::{Applied, Command, CommandError, Placement};
+use crate::command::{Applied, Command, CommandError, FlagOp, Placement};
 use crate::model::{Account, Alias, DomainRecord, Mailbox, MailboxDigest, Message};
 use crate::{
-    decode, encode, StoreError, ACCOUNTS, ALIASES, BLOB_REFS, DOMAINS, MAILBOXES, MAILBOX_NAMES, MESSAGES, META,
-    META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_MAILBOX_ID,
+    decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, DOMAINS, MAILBOXES, MAILBOX_NAMES, MESSAGES,
+    META, META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_MAILBOX_ID,
 };
 
 type Outcome = Result<Result<Applied, CommandError>, StoreError>;
@@ -22,6 +22,7 @@ pub(crate) struct Tables<'txn> {
     domains: Table<'txn, &'static str, &'static [u8]>,
     accounts: Table<'txn, &'static str, &'static [u8]>,
     aliases: Table<'txn, &'static str, &'static [u8]>,
+    account_ids: Table<'txn, u64, &'static str>,
     mailboxes: Table<'txn, u64, &'static [u8]>,
     mailbox_names: Table<'txn, (u64, &'static str), u64>,
     messages: Table<'txn, (u64, u32), &'static [u8]>,
@@ -39,6 +40,7 @@ impl<'txn> Tables<'txn> {
             domains: txn.open_table(DOMAINS)?,
             accounts: txn.open_table(ACCOUNTS)?,
             aliases: txn.open_table(ALIASES)?,
+            account_ids: txn.open_table(ACCOUNT_IDS)?,
             mailboxes: txn.open_table(MAILBOXES)?,
             mailbox_names: txn.open_table(MAILBOX_NAMES)?,
             messages: txn.open_table(MESSAGES)?,
@@ -87,13 +89,7 @@ impl<'txn> Tables<'txn> {
                 if self.aliases.get(address.as_str()).map_err(db)?.is_some() {
                     return Ok(Err(CommandError::AddressIsAlias(address.clone())));
                 }
-                // UIDVALIDITY must differ from any earlier mailbox's, even when an
-                // account is re-created within the same second or the proposer's
-                // clock stepped back: take the larger of the proposed value and
-                // one past the last given out. Deterministic: it depends on state.
-                let last = self.meta_get(META_LAST_UID_VALIDITY)?;
-                let uid_validity = UidValidity((uid_validity.0 as u64).max(last + 1).min(u32::MAX as u64) as u32);
-                self.meta.insert(META_LAST_UID_VALIDITY, uid_validity.0 as u64).map_err(db)?;
+                let uid_validity = self.fresh_uid_validity(*uid_validity)?;
                 let id = AccountId(self.take_id(META_NEXT_ACCOUNT_ID)?);
                 let account = Account {
                     id,
@@ -104,6 +100,7 @@ impl<'txn> Tables<'txn> {
                     created_at: *at,
                 };
                 self.put_account(&account)?;
+                self.account_ids.insert(id.0, address.as_str()).map_err(db)?;
                 for (special_use, name) in maildr_types::SpecialUse::CREATED_WITH_ACCOUNT {
                     let name = MailboxName::parse(name).expect("built-in mailbox names are valid");
                     self.create_mailbox(id, name, Some(special_use), uid_validity)?;
@@ -199,14 +196,343 @@ impl<'txn> Tables<'txn> {
                 }
                 let mut placements = Vec::with_capacity(targets.len());
                 for (mut account, inbox) in targets {
-                    let uid = self.append_message(inbox, body, *flags, *internal_date)?;
+                    let uid = self.append_message(inbox, body, *flags, &[], *internal_date)?;
                     account.used_bytes += body.size_bytes;
                     self.put_account(&account)?;
                     placements.push(Placement { account: account.address.clone(), mailbox: inbox, uid });
                 }
                 Ok(Ok(Applied::Delivered { placements }))
             }
+            Command::CreateMailbox { account, name, uid_validity } => {
+                let Some(owner) = self.get_account(account)? else {
+                    return Ok(Err(CommandError::AccountUnknown(account.clone())));
+                };
+                if self.mailbox_id(owner.id, name)?.is_some() {
+                    return Ok(Err(CommandError::MailboxExists(name.clone())));
+                }
+                let uid_validity = self.fresh_uid_validity(*uid_validity)?;
+                // Missing parents are created too, as IMAP CREATE promises.
+                let parts: Vec<&str> = name.as_str().split('/').collect();
+                let mut created = None;
+                for depth in 1..=parts.len() {
+                    let path = MailboxName::parse(&parts[..depth].join("/")).expect("prefix of a valid name is valid");
+                    if self.mailbox_id(owner.id, &path)?.is_none() {
+                        created = Some(self.create_mailbox(owner.id, path, None, uid_validity)?);
+                    }
+                }
+                Ok(Ok(Applied::MailboxCreated { id: created.expect("the mailbox itself did not exist") }))
+            }
+            Command::DeleteMailbox { account, name } => {
+                let Some(mut owner) = self.get_account(account)? else {
+                    return Ok(Err(CommandError::AccountUnknown(account.clone())));
+                };
+                if name.is_inbox() {
+                    return Ok(Err(CommandError::InboxUndeletable));
+                }
+                let Some(id) = self.mailbox_id(owner.id, name)? else {
+                    return Ok(Err(CommandError::MailboxUnknown(name.to_string())));
+                };
+                let freed = self.remove_all_messages(id)?;
+                owner.used_bytes -= freed;
+                self.put_account(&owner)?;
+                self.mailboxes.remove(id.0).map_err(db)?;
+                self.mailbox_names.remove((owner.id.0, name.as_str())).map_err(db)?;
+                Ok(Ok(Applied::MailboxesChanged { ids: vec![id] }))
+            }
+            Command::RenameMailbox { account, from, to, uid_validity } => {
+                let Some(owner) = self.get_account(account)? else {
+                    return Ok(Err(CommandError::AccountUnknown(account.clone())));
+                };
+                let Some(from_id) = self.mailbox_id(owner.id, from)? else {
+                    return Ok(Err(CommandError::MailboxUnknown(from.to_string())));
+                };
+                if self.mailbox_id(owner.id, to)?.is_some() {
+                    return Ok(Err(CommandError::MailboxExists(to.clone())));
+                }
+                let child_prefix = format!("{}/", from.as_str());
+                if to == from || to.as_str().starts_with(&child_prefix) {
+                    return Ok(Err(CommandError::RenameIntoSelf));
+                }
+                if from.is_inbox() {
+                    // Messages move to a new mailbox; INBOX stays, empty.
+                    let uid_validity = self.fresh_uid_validity(*uid_validity)?;
+                    let new_id = self.create_mailbox(owner.id, to.clone(), None, uid_validity)?;
+                    let uids: Vec<Uid> = self.message_uids(from_id)?;
+                    self.copy_into(from_id, &uids, new_id, true)?;
+                    return Ok(Ok(Applied::MailboxesChanged { ids: vec![from_id, new_id] }));
+                }
+                let mut renames = vec![(from.clone(), to.clone(), from_id)];
+                for (name, id) in self.mailbox_names_of(owner.id)? {
+                    if let Some(rest) = name.strip_prefix(&child_prefix) {
+                        let new = MailboxName::parse(&format!("{}/{}", to.as_str(), rest));
+                        match new {
+                            Ok(new) => {
+                                renames.push((MailboxName::parse(&name).expect("stored names are valid"), new, id))
+                            }
+                            Err(_) => {
+                                return Ok(Err(CommandError::MailboxUnknown(format!(
+                                    "{}/{rest} (new name too long)",
+                                    to
+                                ))))
+                            }
+                        }
+                    }
+                }
+                for (_, new, _) in &renames[1..] {
+                    if self.mailbox_id(owner.id, new)?.is_some() {
+                        return Ok(Err(CommandError::MailboxExists(new.clone())));
+                    }
+                }
+                let mut ids = Vec::new();
+                for (old, new, id) in renames {
+                    let mut mailbox = self.get_mailbox(id)?;
+                    mailbox.name = new.clone();
+                    self.put_mailbox(&mailbox)?;
+                    self.mailbox_names.remove((owner.id.0, old.as_str())).map_err(db)?;
+                    self.mailbox_names.insert((owner.id.0, new.as_str()), id.0).map_err(db)?;
+                    ids.push(id);
+                }
+                Ok(Ok(Applied::MailboxesChanged { ids }))
+            }
+            Command::SetSubscribed { account, name, subscribed } => {
+                let Some(owner) = self.get_account(account)? else {
+                    return Ok(Err(CommandError::AccountUnknown(account.clone())));
+                };
+                let Some(id) = self.mailbox_id(owner.id, name)? else {
+                    return Ok(Err(CommandError::MailboxUnknown(name.to_string())));
+                };
+                let mut mailbox = self.get_mailbox(id)?;
+                mailbox.subscribed = *subscribed;
+                self.put_mailbox(&mailbox)?;
+                Ok(Ok(Applied::Done))
+            }
+            Command::Append { account, mailbox, body, flags, keywords, internal_date } => {
+                let Some(mut owner) = self.get_account(account)? else {
+                    return Ok(Err(CommandError::AccountUnknown(account.clone())));
+                };
+                let Some(id) = self.mailbox_id(owner.id, mailbox)? else {
+                    return Ok(Err(CommandError::MailboxUnknown(mailbox.to_string())));
+                };
+                if owner.would_exceed_quota(body.size_bytes) {
+                    return Ok(Err(CommandError::OverQuota(account.clone())));
+                }
+                let uid = self.append_message(id, body, *flags, keywords, *internal_date)?;
+                owner.used_bytes += body.size_bytes;
+                self.put_account(&owner)?;
+                let uid_validity = self.get_mailbox(id)?.uid_validity;
+                Ok(Ok(Applied::Appended { mailbox: id, uid_validity, uid }))
+            }
+            Command::StoreFlags { mailbox, uids, op, flags, keywords, unchanged_since } => {
+                let Some(mut record) = self.find_mailbox(*mailbox)? else {
+                    return Ok(Err(CommandError::MailboxUnknown(mailbox.to_string())));
+                };
+                let modseq = ModSeq(record.highest_modseq.0 + 1);
+                let mut changed = Vec::new();
+                let mut modified_since = Vec::new();
+                for uid in uids {
+                    let Some(mut message) = self.get_message(*mailbox, *uid)? else {
+                        continue; // expunged meanwhile: nothing to do (RFC 3501 §7.4.1)
+                    };
+                    if unchanged_since.is_some_and(|since| message.modseq > since) {
+                        modified_since.push(*uid);
+                        continue;
+                    }
+                    let (new_flags, new_keywords) = combine_flags(&message, *op, *flags, keywords);
+                    if new_flags == message.flags && new_keywords == message.keywords {
+                        continue;
+                    }
+                    record.digest.toggle(&message);
+                    message.flags = new_flags;
+                    message.keywords = new_keywords;
+                    message.modseq = modseq;
+                    record.digest.toggle(&message);
+                    self.messages.insert((mailbox.0, uid.0), encode(&message).as_slice()).map_err(db)?;
+                    changed.push((*uid, modseq));
+                }
+                if !changed.is_empty() {
+                    record.highest_modseq = modseq;
+                    self.put_mailbox(&record)?;
+                }
+                Ok(Ok(Applied::FlagsStored { mailbox: *mailbox, changed, modified_since }))
+            }
+            Command::Expunge { mailbox, uids } => {
+                let Some(record) = self.find_mailbox(*mailbox)? else {
+                    return Ok(Err(CommandError::MailboxUnknown(mailbox.to_string())));
+                };
+                let candidates = match uids {
+                    Some(u) => u.clone(),
+                    None => self.message_uids(*mailbox)?,
+                };
+                let mut doomed = Vec::new();
+                for uid in candidates {
+                    if let Some(m) = self.get_message(*mailbox, uid)? {
+                        if m.flags.contains(SystemFlags::DELETED) {
+                            doomed.push(uid);
+                        }
+                    }
+                }
+                doomed.sort();
+                doomed.dedup();
+                let freed = self.remove_messages(*mailbox, &doomed)?;
+                self.release_quota(record.account, freed)?;
+                Ok(Ok(Applied::Expunged { mailbox: *mailbox, uids: doomed }))
+            }
+            Command::CopyMessages { from, uids, to, remove_source } => {
+                let Some(source) = self.find_mailbox(*from)? else {
+                    return Ok(Err(CommandError::MailboxUnknown(from.to_string())));
+                };
+                let Some(target) = self.mailbox_id(source.account, to)? else {
+                    return Ok(Err(CommandError::MailboxUnknown(to.to_string())));
+                };
+                let mut present = Vec::new();
+                let mut size = 0u64;
+                for uid in uids {
+                    if let Some(m) = self.get_message(*from, *uid)? {
+                        present.push(*uid);
+                        size += m.size_bytes;
+                    }
+                }
+                present.sort();
+                present.dedup();
+                let owner = self.account_by_id(source.account)?;
+                if !*remove_source && owner.would_exceed_quota(size) {
+                    return Ok(Err(CommandError::OverQuota(owner.address.clone())));
+                }
+                let pairs = self.copy_into(*from, &present, target, *remove_source)?;
+                let uid_validity = self.get_mailbox(target)?.uid_validity;
+                Ok(Ok(Applied::Copied { from: *from, to: target, uid_validity, pairs, removed: *remove_source }))
+            }
         }
+    }
+
+    /// UIDVALIDITY must differ from any earlier mailbox's, even when a mailbox is
+    /// re-created within the same second or the proposer's clock stepped back:
+    /// take the larger of the proposed value and one past the last given out.
+    /// Deterministic: it depends on state only.
+    fn fresh_uid_validity(&mut self, proposed: UidValidity) -> Result<UidValidity, StoreError> {
+        let last = self.meta_get(META_LAST_UID_VALIDITY)?;
+        let value = UidValidity((proposed.0 as u64).max(last + 1).min(u32::MAX as u64) as u32);
+        self.meta.insert(META_LAST_UID_VALIDITY, value.0 as u64).map_err(db)?;
+        Ok(value)
+    }
+
+    fn find_mailbox(&self, id: MailboxId) -> Result<Option<Mailbox>, StoreError> {
+        let v = self.mailboxes.get(id.0).map_err(db)?;
+        v.map(|v| decode("mailbox", v.value())).transpose()
+    }
+
+    fn account_by_id(&self, id: AccountId) -> Result<Account, StoreError> {
+        let address = self
+            .account_ids
+            .get(id.0)
+            .map_err(db)?
+            .map(|v| v.value().to_string())
+            .ok_or_else(|| StoreError::Corrupt(format!("mailbox owner {id} has no account")))?;
+        let address = EmailAddress::parse(&address).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.get_account(&address)?.ok_or_else(|| StoreError::Corrupt(format!("account index names missing {address}")))
+    }
+
+    fn release_quota(&mut self, account: AccountId, freed: u64) -> Result<(), StoreError> {
+        if freed > 0 {
+            let mut owner = self.account_by_id(account)?;
+            assert!(owner.used_bytes >= freed, "account {} frees more than it used", owner.address);
+            owner.used_bytes -= freed;
+            self.put_account(&owner)?;
+        }
+        Ok(())
+    }
+
+    fn get_message(&self, mailbox: MailboxId, uid: Uid) -> Result<Option<Message>, StoreError> {
+        let v = self.messages.get((mailbox.0, uid.0)).map_err(db)?;
+        v.map(|v| decode("message", v.value())).transpose()
+    }
+
+    fn message_uids(&self, mailbox: MailboxId) -> Result<Vec<Uid>, StoreError> {
+        let mut out = Vec::new();
+        for row in self.messages.range((mailbox.0, 0)..=(mailbox.0, u32::MAX)).map_err(db)? {
+            let (k, _) = row.map_err(db)?;
+            out.push(Uid(k.value().1));
+        }
+        Ok(out)
+    }
+
+    fn mailbox_names_of(&self, account: AccountId) -> Result<Vec<(String, MailboxId)>, StoreError> {
+        let mut out = Vec::new();
+        for row in self.mailbox_names.range((account.0, "")..(account.0 + 1, "")).map_err(db)? {
+            let (k, v) = row.map_err(db)?;
+            out.push((k.value().1.to_string(), MailboxId(v.value())));
+        }
+        Ok(out)
+    }
+
+    /// Copy messages (in UID order) into `target`, optionally removing them from
+    /// the source; returns (source uid, new uid) pairs. Quota moves with MOVE.
+    fn copy_into(
+        &mut self,
+        from: MailboxId,
+        uids: &[Uid],
+        target: MailboxId,
+        remove_source: bool,
+    ) -> Result<Vec<(Uid, Uid)>, StoreError> {
+        let mut pairs = Vec::with_capacity(uids.len());
+        let mut added = 0u64;
+        for uid in uids {
+            let Some(m) = self.get_message(from, *uid)? else { continue };
+            let body = maildr_types::BlobRef { hash: m.body, size_bytes: m.size_bytes };
+            let new_uid = self.append_message(target, &body, m.flags, &m.keywords, m.internal_date)?;
+            added += m.size_bytes;
+            pairs.push((*uid, new_uid));
+        }
+        let source = self.get_mailbox(from)?;
+        let mut owner = self.account_by_id(source.account)?;
+        owner.used_bytes += added;
+        self.put_account(&owner)?;
+        if remove_source {
+            let moved: Vec<Uid> = pairs.iter().map(|(s, _)| *s).collect();
+            let freed = self.remove_messages(from, &moved)?;
+            self.release_quota(source.account, freed)?;
+        }
+        Ok(pairs)
+    }
+
+    /// Remove messages from a mailbox; returns the bytes freed. Callers adjust quota.
+    fn remove_messages(&mut self, mailbox_id: MailboxId, uids: &[Uid]) -> Result<u64, StoreError> {
+        if uids.is_empty() {
+            return Ok(0);
+        }
+        let mut mailbox = self.get_mailbox(mailbox_id)?;
+        let mut freed = 0;
+        for uid in uids {
+            let Some(message) = self.get_message(mailbox_id, *uid)? else { continue };
+            self.messages.remove((mailbox_id.0, uid.0)).map_err(db)?;
+            mailbox.digest.toggle(&message);
+            mailbox.message_count -= 1;
+            mailbox.size_bytes -= message.size_bytes;
+            freed += message.size_bytes;
+            self.release_blob(&message.body)?;
+        }
+        // An expunge is a change too: CONDSTORE/QRESYNC clients see it by MODSEQ.
+        mailbox.highest_modseq = ModSeq(mailbox.highest_modseq.0 + 1);
+        self.put_mailbox(&mailbox)?;
+        Ok(freed)
+    }
+
+    fn remove_all_messages(&mut self, mailbox: MailboxId) -> Result<u64, StoreError> {
+        let uids = self.message_uids(mailbox)?;
+        self.remove_messages(mailbox, &uids)
+    }
+
+    fn release_blob(&mut self, body: &maildr_types::BlobHash) -> Result<(), StoreError> {
+        let refs = self.blob_refs.get(body.0.as_slice()).map_err(db)?.map(|v| v.value()).unwrap_or(0);
+        assert!(refs > 0, "blob {body} referenced by a message has no reference count");
+        if refs == 1 {
+            // The file stays until a sweep removes unreferenced blobs; a replica
+            // that is behind may still need to serve it.
+            self.blob_refs.remove(body.0.as_slice()).map_err(db)?;
+        } else {
+            self.blob_refs.insert(body.0.as_slice(), refs - 1).map_err(db)?;
+        }
+        Ok(())
     }
 
     fn meta_get(&self, key: &str) -> Result<u64, StoreError> {
@@ -296,6 +622,7 @@ impl<'txn> Tables<'txn> {
         mailbox_id: MailboxId,
         body: &maildr_types::BlobRef,
         flags: maildr_types::SystemFlags,
+        keywords: &[String],
         internal_date: maildr_types::UnixSeconds,
     ) -> Result<Uid, StoreError> {
         let mut mailbox = self.get_mailbox(mailbox_id)?;
@@ -307,7 +634,7 @@ impl<'txn> Tables<'txn> {
             uid,
             modseq,
             flags,
-            keywords: Vec::new(),
+            keywords: normalise_keywords(keywords.to_vec()),
             internal_date,
             size_bytes: body.size_bytes,
             body: body.hash,
@@ -327,30 +654,8 @@ impl<'txn> Tables<'txn> {
     }
 
     fn remove_account(&mut self, account: &Account) -> Result<(), StoreError> {
-        let mut boxes = Vec::new();
-        for row in self.mailbox_names.range((account.id.0, "")..(account.id.0 + 1, "")).map_err(db)? {
-            let (k, v) = row.map_err(db)?;
-            boxes.push((k.value().1.to_string(), MailboxId(v.value())));
-        }
-        for (name, id) in boxes {
-            let mut bodies = Vec::new();
-            for row in self.messages.range((id.0, 0)..=(id.0, u32::MAX)).map_err(db)? {
-                let (k, v) = row.map_err(db)?;
-                let message: Message = decode("message", v.value())?;
-                bodies.push((k.value().1, message.body));
-            }
-            for (uid, body) in bodies {
-                self.messages.remove((id.0, uid)).map_err(db)?;
-                let refs = self.blob_refs.get(body.0.as_slice()).map_err(db)?.map(|v| v.value()).unwrap_or(0);
-                assert!(refs > 0, "blob {body} referenced by a message has no reference count");
-                if refs == 1 {
-                    // The file stays until a sweep removes unreferenced blobs; a
-                    // replica that is behind may still need to serve it.
-                    self.blob_refs.remove(body.0.as_slice()).map_err(db)?;
-                } else {
-                    self.blob_refs.insert(body.0.as_slice(), refs - 1).map_err(db)?;
-                }
-            }
+        for (name, id) in self.mailbox_names_of(account.id)? {
+            self.remove_all_messages(id)?;
             self.mailboxes.remove(id.0).map_err(db)?;
             self.mailbox_names.remove((account.id.0, name.as_str())).map_err(db)?;
         }
@@ -372,6 +677,29 @@ impl<'txn> Tables<'txn> {
             }
         }
         self.accounts.remove(account.address.as_str()).map_err(db)?;
+        self.account_ids.remove(account.id.0).map_err(db)?;
         Ok(())
+    }
+}
+
+fn normalise_keywords(mut keywords: Vec<String>) -> Vec<String> {
+    keywords.sort();
+    keywords.dedup();
+    keywords
+}
+
+/// The flags and keywords a message has after a STORE.
+fn combine_flags(message: &Message, op: FlagOp, flags: SystemFlags, keywords: &[String]) -> (SystemFlags, Vec<String>) {
+    match op {
+        FlagOp::Replace => (flags, normalise_keywords(keywords.to_vec())),
+        FlagOp::Add => {
+            let mut k = message.keywords.clone();
+            k.extend(keywords.iter().cloned());
+            (SystemFlags(message.flags.0 | flags.0), normalise_keywords(k))
+        }
+        FlagOp::Remove => {
+            let k = message.keywords.iter().filter(|x| !keywords.contains(x)).cloned().collect();
+            (SystemFlags(message.flags.0 & !flags.0), k)
+        }
     }
 }

@@ -5,7 +5,10 @@
 //! pure function of (state, command). That is what lets the same command travel
 //! through a replicated log and produce identical replicas.
 
-use maildr_types::{AccountId, BlobRef, Domain, EmailAddress, MailboxId, SystemFlags, Uid, UidValidity, UnixSeconds};
+use maildr_types::{
+    AccountId, BlobRef, Domain, EmailAddress, MailboxId, MailboxName, ModSeq, SystemFlags, Uid, UidValidity,
+    UnixSeconds,
+};
 use serde::{Deserialize, Serialize};
 
 /// A change to mail state.
@@ -56,6 +59,69 @@ pub enum Command {
         internal_date: UnixSeconds,
         flags: SystemFlags,
     },
+    /// Create a mailbox (and any missing parents, as IMAP CREATE does).
+    CreateMailbox {
+        account: EmailAddress,
+        name: MailboxName,
+        uid_validity: UidValidity,
+    },
+    /// Delete a mailbox and its messages. INBOX cannot be deleted.
+    DeleteMailbox {
+        account: EmailAddress,
+        name: MailboxName,
+    },
+    /// Rename a mailbox and its children. Renaming INBOX moves its messages into a
+    /// new mailbox and leaves INBOX empty (RFC 3501 §6.3.5).
+    RenameMailbox {
+        account: EmailAddress,
+        from: MailboxName,
+        to: MailboxName,
+        uid_validity: UidValidity,
+    },
+    SetSubscribed {
+        account: EmailAddress,
+        name: MailboxName,
+        subscribed: bool,
+    },
+    /// Add one stored body to a mailbox (IMAP APPEND).
+    Append {
+        account: EmailAddress,
+        mailbox: MailboxName,
+        body: BlobRef,
+        flags: SystemFlags,
+        keywords: Vec<String>,
+        internal_date: UnixSeconds,
+    },
+    /// Change flags of messages of a mailbox (IMAP STORE). With `unchanged_since`,
+    /// messages modified after that MODSEQ are left alone and reported (CONDSTORE).
+    StoreFlags {
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+        op: FlagOp,
+        flags: SystemFlags,
+        keywords: Vec<String>,
+        unchanged_since: Option<ModSeq>,
+    },
+    /// Remove messages flagged \Deleted; only those in `uids` when given (UID EXPUNGE).
+    Expunge {
+        mailbox: MailboxId,
+        uids: Option<Vec<Uid>>,
+    },
+    /// Copy (or move) messages to another mailbox of the same account.
+    CopyMessages {
+        from: MailboxId,
+        uids: Vec<Uid>,
+        to: MailboxName,
+        remove_source: bool,
+    },
+}
+
+/// How STORE combines the given flags with the present ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FlagOp {
+    Add,
+    Remove,
+    Replace,
 }
 
 impl Command {
@@ -71,6 +137,14 @@ impl Command {
             Command::AddAlias { .. } => "add_alias",
             Command::RemoveAlias { .. } => "remove_alias",
             Command::Deliver { .. } => "deliver",
+            Command::CreateMailbox { .. } => "create_mailbox",
+            Command::DeleteMailbox { .. } => "delete_mailbox",
+            Command::RenameMailbox { .. } => "rename_mailbox",
+            Command::SetSubscribed { .. } => "set_subscribed",
+            Command::Append { .. } => "append",
+            Command::StoreFlags { .. } => "store_flags",
+            Command::Expunge { .. } => "expunge",
+            Command::CopyMessages { .. } => "copy_messages",
         }
     }
 }
@@ -79,8 +153,56 @@ impl Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {
     Done,
-    AccountAdded { id: AccountId },
-    Delivered { placements: Vec<Placement> },
+    AccountAdded {
+        id: AccountId,
+    },
+    Delivered {
+        placements: Vec<Placement>,
+    },
+    MailboxCreated {
+        id: MailboxId,
+    },
+    /// Mailboxes whose contents or names changed.
+    MailboxesChanged {
+        ids: Vec<MailboxId>,
+    },
+    Appended {
+        mailbox: MailboxId,
+        uid_validity: UidValidity,
+        uid: Uid,
+    },
+    FlagsStored {
+        mailbox: MailboxId,
+        changed: Vec<(Uid, ModSeq)>,
+        modified_since: Vec<Uid>,
+    },
+    Expunged {
+        mailbox: MailboxId,
+        uids: Vec<Uid>,
+    },
+    Copied {
+        from: MailboxId,
+        to: MailboxId,
+        uid_validity: UidValidity,
+        pairs: Vec<(Uid, Uid)>,
+        removed: bool,
+    },
+}
+
+impl Applied {
+    /// Mailboxes whose state this change touched: sessions watching them resync.
+    pub fn touched_mailboxes(&self) -> Vec<MailboxId> {
+        match self {
+            Applied::Done | Applied::AccountAdded { .. } => Vec::new(),
+            Applied::Delivered { placements } => placements.iter().map(|p| p.mailbox).collect(),
+            Applied::MailboxCreated { id } => vec![*id],
+            Applied::MailboxesChanged { ids } => ids.clone(),
+            Applied::Appended { mailbox, .. }
+            | Applied::FlagsStored { mailbox, .. }
+            | Applied::Expunged { mailbox, .. } => vec![*mailbox],
+            Applied::Copied { from, to, .. } => vec![*from, *to],
+        }
+    }
 }
 
 /// Where one delivered copy went.
@@ -121,4 +243,12 @@ pub enum CommandError {
     OverQuota(EmailAddress),
     #[error("a delivery needs at least one recipient")]
     NoRecipients,
+    #[error("mailbox {0} does not exist")]
+    MailboxUnknown(String),
+    #[error("mailbox {0} already exists")]
+    MailboxExists(MailboxName),
+    #[error("INBOX cannot be deleted")]
+    InboxUndeletable,
+    #[error("a mailbox cannot be renamed into itself or its own child")]
+    RenameIntoSelf,
 }

@@ -21,13 +21,15 @@ use maildr_types::{AccountId, Domain, EmailAddress, MailboxId, MailboxName, Uid}
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use blob::{hash_body, BlobStore};
-pub use command::{Applied, Command, CommandError, Placement};
+pub use command::{Applied, Command, CommandError, FlagOp, Placement};
 pub use model::{Account, Alias, DomainRecord, Mailbox, MailboxDigest, Message};
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
 pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 pub(crate) const ALIASES: TableDefinition<&str, &[u8]> = TableDefinition::new("aliases");
+/// account id → account address.
+pub(crate) const ACCOUNT_IDS: TableDefinition<u64, &str> = TableDefinition::new("account_ids");
 pub(crate) const MAILBOXES: TableDefinition<u64, &[u8]> = TableDefinition::new("mailboxes");
 /// (account id, mailbox name) → mailbox id.
 pub(crate) const MAILBOX_NAMES: TableDefinition<(u64, &str), u64> = TableDefinition::new("mailbox_names");
@@ -140,6 +142,7 @@ impl Store {
             txn.open_table(DOMAINS).map_err(|e| self.db_err(e))?;
             txn.open_table(ACCOUNTS).map_err(|e| self.db_err(e))?;
             txn.open_table(ALIASES).map_err(|e| self.db_err(e))?;
+            txn.open_table(ACCOUNT_IDS).map_err(|e| self.db_err(e))?;
             txn.open_table(MAILBOXES).map_err(|e| self.db_err(e))?;
             txn.open_table(MAILBOX_NAMES).map_err(|e| self.db_err(e))?;
             txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
