@@ -1,6 +1,7 @@
 //! `maildr serve`: wire one site together and run it until told to stop.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -120,31 +121,42 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let cluster = Cluster::single_site(store, limits);
     let listeners = SmtpListeners::bind(&config.smtp, true).await?;
+    let imap_listeners = maildr_imap::ImapListeners::bind(&config.imap, true).await?;
     let addrs = listeners.local_addrs();
     let mut smtp = serde_json::Map::new();
     for (kind, addr) in &addrs {
         smtp.insert(kind.name().into(), addr.to_string().into());
+    }
+    let mut imap = serde_json::Map::new();
+    for (kind, addr) in imap_listeners.local_addrs() {
+        imap.insert(kind.name().into(), addr.to_string().into());
     }
     let endpoints = serde_json::json!({
         "site": config.site.name,
         "pid": std::process::id(),
         "data_dir": data_dir,
         "smtp": smtp,
+        "imap": imap,
         "tls_ca": tls_files.ca.as_ref().unwrap_or(&tls_files.cert),
     });
     write_endpoints(&data_dir, &endpoints)?;
-    let listing: Vec<String> = addrs.iter().map(|(k, a)| format!("{} {}", k.name(), a)).collect();
+    let mut listing: Vec<String> = addrs.iter().map(|(k, a)| format!("{} {}", k.name(), a)).collect();
+    listing.extend(imap_listeners.local_addrs().iter().map(|(k, a)| format!("{} {}", k.name(), a)));
     println!("maildr site {} serving from {}: {}", config.site.name, data_dir.display(), listing.join(", "));
     if let Some(ca) = &tls_files.ca {
         println!("clients trust the lab CA in {}", ca.display());
     }
+    let imap_service =
+        maildr_imap::ImapService::new(cluster.clone(), config.imap.clone(), Some(Arc::clone(&tls_config)));
     let service = SmtpService::new(cluster, config.smtp.clone(), config.site.hostname.clone(), Some(tls_config));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(maildr_smtp::serve(service, listeners, stop_rx));
+    let smtp_server = tokio::spawn(maildr_smtp::serve(service, listeners, stop_rx.clone()));
+    let imap_server = tokio::spawn(maildr_imap::serve(imap_service, imap_listeners, stop_rx));
     wait_for_stop_signal().await;
     tracing::info!("stopping: no new connections; sessions get a few seconds to finish");
     let _ = stop_tx.send(true);
-    let _ = server.await;
+    let _ = smtp_server.await;
+    let _ = imap_server.await;
     Ok(())
 }
 

@@ -1,0 +1,242 @@
+//! IMAP4rev1 for one maildr site: real mail clients read, organise and
+//! resynchronise mail here.
+//!
+//! Two listeners share one [`ImapService`]: implicit TLS (993 in production) and
+//! plain (lab 2143, logins from loopback only unless configured). Everything a
+//! client sees — UIDs, UIDVALIDITY, MODSEQ, flags — is replicated state read from
+//! the store, never session- or site-local, so a client that fails over to another
+//! site finds its mail unchanged. Every change goes through the cluster's write
+//! path. This crate must never write to the store directly nor panic on input.
+
+mod flags;
+mod mime;
+mod search;
+mod session;
+mod view;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use maildr_cluster::Cluster;
+use maildr_config::ImapSection;
+use maildr_types::EmailAddress;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+/// Source addresses remembered for login-failure delays.
+const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
+/// A source's failures are forgotten after this long without another.
+const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub(crate) fn verify_password(phc: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    match PasswordHash::new(phc) {
+        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// What every IMAP session of a site shares.
+pub struct ImapService {
+    pub(crate) cluster: Cluster,
+    pub(crate) config: ImapSection,
+    tls: Option<TlsAcceptor>,
+    connections: Arc<Semaphore>,
+    sessions: Mutex<HashMap<EmailAddress, u32>>,
+    auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+/// Counts one logged-in session of an account while it lives.
+pub(crate) struct SessionGuard {
+    service: Arc<ImapService>,
+    account: EmailAddress,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let mut sessions = self.service.sessions.lock().expect("session table lock");
+        if let Some(n) = sessions.get_mut(&self.account) {
+            *n -= 1;
+            if *n == 0 {
+                sessions.remove(&self.account);
+            }
+        }
+    }
+}
+
+impl ImapService {
+    pub fn new(cluster: Cluster, config: ImapSection, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<Self> {
+        let connections = Arc::new(Semaphore::new(config.connections_max as usize));
+        Arc::new(ImapService {
+            cluster,
+            config,
+            tls: tls.map(TlsAcceptor::from),
+            connections,
+            sessions: Mutex::new(HashMap::new()),
+            auth_failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub(crate) fn session_started(self: &Arc<Self>, account: &EmailAddress) -> Option<SessionGuard> {
+        let mut sessions = self.sessions.lock().expect("session table lock");
+        let n = sessions.entry(account.clone()).or_insert(0);
+        if *n >= self.config.sessions_per_account_max {
+            return None;
+        }
+        *n += 1;
+        Some(SessionGuard { service: Arc::clone(self), account: account.clone() })
+    }
+
+    /// Delay before answering a login from `ip`: doubles with each recent failure.
+    pub(crate) fn auth_delay(&self, ip: IpAddr) -> Duration {
+        let failures = self.auth_failures.lock().expect("auth table lock");
+        match failures.get(&ip) {
+            Some((n, at)) if at.elapsed() < AUTH_FAILURE_MEMORY && *n > 0 => {
+                Duration::from_millis(self.config.auth_failure_delay_ms.saturating_mul(1 << (*n - 1).min(6)))
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    pub(crate) fn auth_failed(&self, ip: IpAddr) {
+        let mut failures = self.auth_failures.lock().expect("auth table lock");
+        if failures.len() >= AUTH_FAILURE_SOURCES_MAX {
+            failures.retain(|_, (_, at)| at.elapsed() < AUTH_FAILURE_MEMORY);
+            if failures.len() >= AUTH_FAILURE_SOURCES_MAX {
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(ip).or_insert((0, Instant::now()));
+        entry.0 = entry.0.saturating_add(1);
+        entry.1 = Instant::now();
+    }
+
+    pub(crate) fn auth_succeeded(&self, ip: IpAddr) {
+        self.auth_failures.lock().expect("auth table lock").remove(&ip);
+    }
+}
+
+/// Which IMAP listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapListenerKind {
+    Plain,
+    Tls,
+}
+
+impl ImapListenerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ImapListenerKind::Plain => "imap",
+            ImapListenerKind::Tls => "imaps",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for IMAP ({kind}) on {addr}: {source}")]
+pub struct BindError {
+    pub kind: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Bound IMAP listeners, before serving.
+pub struct ImapListeners {
+    listeners: Vec<(ImapListenerKind, TcpListener)>,
+}
+
+impl ImapListeners {
+    pub async fn bind(config: &ImapSection, with_tls: bool) -> Result<ImapListeners, BindError> {
+        let mut wanted = vec![(ImapListenerKind::Plain, config.plain_listen)];
+        if with_tls {
+            wanted.push((ImapListenerKind::Tls, config.tls_listen));
+        }
+        let mut listeners = Vec::new();
+        for (kind, addr) in wanted {
+            let l = TcpListener::bind(addr).await.map_err(|source| BindError { kind: kind.name(), addr, source })?;
+            listeners.push((kind, l));
+        }
+        Ok(ImapListeners { listeners })
+    }
+
+    pub fn local_addrs(&self) -> Vec<(ImapListenerKind, SocketAddr)> {
+        self.listeners.iter().map(|(k, l)| (*k, l.local_addr().expect("bound listener has an address"))).collect()
+    }
+}
+
+/// Serve until `shutdown` turns true.
+pub async fn serve(service: Arc<ImapService>, listeners: ImapListeners, mut shutdown: watch::Receiver<bool>) {
+    let mut sessions = JoinSet::new();
+    let mut accepts = JoinSet::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    for (kind, listener) in listeners.listeners {
+        let tx = tx.clone();
+        accepts.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        if tx.send((kind, stream, peer)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(listener = kind.name(), error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(tx);
+    loop {
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    break;
+                }
+            }
+            Some((kind, stream, peer)) = rx.recv() => {
+                sessions.spawn(handle_connection(Arc::clone(&service), kind, stream, peer));
+            }
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    accepts.abort_all();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
+    sessions.abort_all();
+}
+
+async fn handle_connection(
+    service: Arc<ImapService>,
+    kind: ImapListenerKind,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let Ok(permit) = Arc::clone(&service.connections).try_acquire_owned() else {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = stream;
+        let _ = stream.write_all(b"* BYE [UNAVAILABLE] too many connections, try again later\r\n").await;
+        return;
+    };
+    let stream = match kind {
+        ImapListenerKind::Plain => imap_next::stream::Stream::insecure(stream),
+        ImapListenerKind::Tls => {
+            let acceptor = service.tls.clone().expect("the TLS listener is bound only with TLS");
+            match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => imap_next::stream::Stream::tls(tokio_rustls::TlsStream::Server(tls)),
+                _ => {
+                    tracing::debug!(%peer, "IMAP TLS handshake failed");
+                    return;
+                }
+            }
+        }
+    };
+    session::Session::new(Arc::clone(&service), peer, kind == ImapListenerKind::Tls).run(stream).await;
+    drop(permit);
+}
