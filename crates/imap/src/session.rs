@@ -278,9 +278,8 @@ impl Session {
                         }
                         None => {
                             self.pending_auth = Some(tag);
-                            let ccr = CommandContinuationRequest::basic(None, text("")).unwrap_or_else(|_| {
-                                CommandContinuationRequest::basic(None, text("go ahead")).expect("valid")
-                            });
+                            // An empty base64 challenge: "+ " (RFC 4616 has no server challenge).
+                            let ccr = CommandContinuationRequest::Base64(Cow::Borrowed(b""));
                             let _ = server.authenticate_continue(ccr);
                         }
                     }

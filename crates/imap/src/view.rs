@@ -79,11 +79,12 @@ impl View {
         }
         let last = self.highest_uid().map(|u| u.0).unwrap_or(0);
         let before = self.messages.len();
-        self.messages.extend(current.into_iter().filter(|m| m.uid.0 > last));
-        if self.messages.len() != before || (allow_expunge && self.dirty) {
+        self.messages.extend(current.iter().filter(|m| m.uid.0 > last).cloned());
+        if self.messages.len() != before {
             out.push(Data::Exists(self.exists()));
         }
-        self.dirty = false;
+        // Expunges we could not report yet keep the view dirty until we can.
+        self.dirty = self.messages.iter().any(|m| !by_uid.contains_key(&m.uid));
         Ok(())
     }
 

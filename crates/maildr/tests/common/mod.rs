@@ -68,7 +68,7 @@ impl SiteProcess {
         std::fs::write(
             &config,
             format!(
-                "[site]\nname = \"t\"\ndata_dir = \"{}\"\n[smtp]\nmx_listen = \"127.0.0.1:0\"\nsubmission_listen = \"127.0.0.1:0\"\nsubmissions_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 100\n{smtp_extra}\n[log]\nlevel = \"warn\"\n",
+                "[site]\nname = \"t\"\ndata_dir = \"{}\"\n[smtp]\nmx_listen = \"127.0.0.1:0\"\nsubmission_listen = \"127.0.0.1:0\"\nsubmissions_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 100\n{smtp_extra}\n[imap]\nplain_listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 50\n[log]\nlevel = \"warn\"\n",
                 dir.display()
             ),
         )
@@ -102,7 +102,8 @@ impl SiteProcess {
     }
 
     pub fn port(&self, listener: &str) -> u16 {
-        let addr: std::net::SocketAddr = self.endpoints["smtp"][listener].as_str().unwrap().parse().unwrap();
+        let service = if listener.starts_with("imap") { "imap" } else { "smtp" };
+        let addr: std::net::SocketAddr = self.endpoints[service][listener].as_str().unwrap().parse().unwrap();
         addr.port()
     }
 
