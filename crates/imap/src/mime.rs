@@ -310,7 +310,7 @@ pub fn header_text(message: &Message<'_>, name: &str) -> Option<Cow<'static, str
             }
         }
     }
-    (!joined.is_empty()).then(|| Cow::Owned(joined))
+    (!joined.is_empty()).then_some(Cow::Owned(joined))
 }
 
 #[cfg(test)]

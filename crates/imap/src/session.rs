@@ -566,7 +566,7 @@ impl Session {
                 server.enqueue_status(status);
             }
             CommandBody::Subscribe { mailbox } | CommandBody::Unsubscribe { mailbox }
-                if matches!(mailbox_name(&mailbox), Err(_)) =>
+                if mailbox_name(&mailbox).is_err() =>
             {
                 server.enqueue_status(bad(Some(&tag), "invalid mailbox name"));
             }
@@ -1404,7 +1404,7 @@ fn decode_body(message: &mail_parser::Message<'_>, path: &[NonZeroU32], raw: &[u
 }
 
 fn looks_base64(s: &str) -> bool {
-    s.len() % 4 == 0 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+    s.len().is_multiple_of(4) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
 }
 
 /// Bytes of BODY[section].
