@@ -643,6 +643,18 @@ impl Session {
             }
             CommandBody::Expunge => self.expunge(server, &tag, None).await,
             CommandBody::ExpungeUid { sequence_set } => self.expunge(server, &tag, Some(sequence_set)).await,
+            CommandBody::Search { charset, .. }
+                if charset.as_ref().is_some_and(|c| {
+                    let c = c.as_ref().to_ascii_uppercase();
+                    c != "UTF-8" && c != "US-ASCII"
+                }) =>
+            {
+                let allowed = ["UTF-8", "US-ASCII"]
+                    .iter()
+                    .filter_map(|c| imap_codec::imap_types::core::Charset::try_from(*c).ok())
+                    .collect();
+                server.enqueue_status(no(&tag, Some(Code::BadCharset { allowed }), "only UTF-8 and US-ASCII searches"));
+            }
             CommandBody::Search { criteria, uid, .. } => {
                 self.sync(server, false);
                 self.search(server, &tag, criteria, uid);
