@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod bench_imap;
 mod serve;
 mod tls;
 
@@ -68,6 +69,8 @@ enum ConfigAction {
 enum BenchWhich {
     /// Durable SMTP deliveries per second and DATA→250 latency.
     Smtp(bench::SmtpBench),
+    /// FETCH and SEARCH throughput on a large mailbox with concurrent sessions.
+    Imap(bench_imap::ImapBench),
 }
 
 pub(crate) fn init_logging(default_filter: &str) {
@@ -106,6 +109,7 @@ fn main() -> Result<()> {
             init_logging("warn");
             match which {
                 BenchWhich::Smtp(args) => runtime()?.block_on(bench::run(args)),
+                BenchWhich::Imap(args) => runtime()?.block_on(bench_imap::run(args)),
             }
         }
     }

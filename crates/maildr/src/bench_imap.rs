@@ -1,0 +1,184 @@
+//! `maildr bench imap`: FETCH and SEARCH throughput on a large mailbox.
+//!
+//! Starts a private site in a temporary directory, fills one INBOX with
+//! `--messages` messages through the real write path, then runs `--sessions`
+//! concurrent IMAP sessions that each repeat a FETCH of every message's
+//! (FLAGS UID RFC822.SIZE ENVELOPE) and a header SEARCH, bounded by rounds and
+//! time. Prints figures; decides nothing.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use maildr_store::Command;
+use maildr_types::{EmailAddress, SystemFlags};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+#[derive(Args)]
+pub struct ImapBench {
+    /// Messages in the mailbox.
+    #[arg(long, default_value_t = 10_000)]
+    messages: u32,
+    /// Concurrent IMAP sessions.
+    #[arg(long, default_value_t = 4)]
+    sessions: u32,
+    /// FETCH and SEARCH rounds per session.
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Stop after this many seconds even if rounds remain.
+    #[arg(long, default_value_t = 300)]
+    duration_max_secs: u64,
+    /// Where the private site keeps its data (default: a temporary directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Send a tagged command; read until its tagged reply; return bytes received.
+async fn command(
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    tag: &str,
+    text: &str,
+) -> Result<usize> {
+    w.write_all(format!("{tag} {text}\r\n").as_bytes()).await?;
+    let mut total = 0;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = r.read_until(b'\n', &mut line).await?;
+        if n == 0 {
+            bail!("server closed the connection during {text}");
+        }
+        total += n;
+        // Literals: {N}\r\n then N bytes.
+        if let Some(open) = line.iter().rposition(|b| *b == b'{') {
+            if line.ends_with(b"}\r\n") {
+                let len: usize = std::str::from_utf8(&line[open + 1..line.len() - 3])?.parse()?;
+                let mut buf = vec![0u8; len];
+                tokio::io::AsyncReadExt::read_exact(r, &mut buf).await?;
+                total += len;
+                continue;
+            }
+        }
+        if line.starts_with(format!("{tag} ").as_bytes()) {
+            if !line.starts_with(format!("{tag} OK").as_bytes()) {
+                bail!("{text}: {}", String::from_utf8_lossy(&line));
+            }
+            return Ok(total);
+        }
+    }
+}
+
+pub async fn run(args: ImapBench) -> Result<()> {
+    anyhow::ensure!(args.messages > 0 && args.sessions > 0 && args.rounds > 0, "all counts must be positive");
+    let remove_dir = args.data_dir.is_none();
+    let dir = args.data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("maildr-imap-bench-{}", std::process::id())));
+    if dir.exists() {
+        bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
+    }
+    let store = crate::serve::open_store(&dir)?;
+    store.apply(Command::AddDomain { domain: maildr_types::Domain::parse("bench.test")?, at: crate::serve::now() })??;
+    let reader = EmailAddress::parse("reader@bench.test")?;
+    store.apply(crate::serve::add_account_command(&reader, "bench-pw", 0))??;
+    let cluster = maildr_cluster::Cluster::single_site(store, maildr_cluster::WritePathLimits::default());
+    let fill = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..args.messages {
+        let c = cluster.clone();
+        let to = reader.clone();
+        pending.push(tokio::spawn(async move {
+            let body = format!(
+                "From: Sender {i} <sender{}@example.test>\r\nTo: reader@bench.test\r\nSubject: message number {i}\r\nMessage-ID: <{i}@bench.test>\r\nDate: Tue, 03 Mar 2026 10:00:00 +0000\r\n\r\n{}\r\n",
+                i % 97,
+                "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n".repeat(40)
+            );
+            let blob = c.put_body(body.into_bytes()).await?;
+            let flags = if i % 3 == 0 { SystemFlags(SystemFlags::SEEN) } else { SystemFlags::default() };
+            c.write(Command::Deliver { recipients: vec![to], body: blob, internal_date: crate::serve::now(), flags }).await?;
+            anyhow::Ok(())
+        }));
+        if pending.len() >= 64 {
+            for p in pending.drain(..) {
+                p.await??;
+            }
+        }
+    }
+    for p in pending {
+        p.await??;
+    }
+    println!("filled INBOX with {} messages in {:.1} s", args.messages, fill.elapsed().as_secs_f64());
+    let mut config = maildr_config::ImapSection { plain_listen: "127.0.0.1:0".parse()?, ..Default::default() };
+    config.sessions_per_account_max = config.sessions_per_account_max.max(args.sessions + 1);
+    let listeners = maildr_imap::ImapListeners::bind(&config, false).await?;
+    let addr = listeners.local_addrs()[0].1;
+    let service = maildr_imap::ImapService::new(cluster, config, None);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(maildr_imap::serve(service, listeners, rx));
+
+    let deadline = Instant::now() + Duration::from_secs(args.duration_max_secs);
+    let fetch_time = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let search_time = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for s in 0..args.sessions {
+        let (fetch_time, search_time) = (Arc::clone(&fetch_time), Arc::clone(&search_time));
+        let rounds = args.rounds;
+        workers.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.context("connecting")?;
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            let mut greeting = String::new();
+            r.read_line(&mut greeting).await?;
+            command(&mut r, &mut w, "l", "LOGIN reader@bench.test bench-pw").await?;
+            command(&mut r, &mut w, "s", "EXAMINE INBOX").await?;
+            let mut bytes = 0;
+            for round in 0..rounds {
+                if Instant::now() > deadline {
+                    break;
+                }
+                let t = Instant::now();
+                bytes += command(&mut r, &mut w, "f", "FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE)").await?;
+                fetch_time.lock().expect("lock").push(t.elapsed());
+                let t = Instant::now();
+                let needle = format!("SEARCH FROM sender{}@ SUBJECT \"number {}\"", (s + round) % 97, round);
+                command(&mut r, &mut w, "q", &needle).await?;
+                search_time.lock().expect("lock").push(t.elapsed());
+            }
+            command(&mut r, &mut w, "o", "LOGOUT").await.ok();
+            anyhow::Ok(bytes)
+        }));
+    }
+    let mut bytes = 0;
+    for w in workers {
+        bytes += w.await??;
+    }
+    let elapsed = started.elapsed();
+    let fetches = fetch_time.lock().expect("lock").clone();
+    let searches = search_time.lock().expect("lock").clone();
+    let mean = |v: &[Duration]| v.iter().map(|d| d.as_secs_f64()).sum::<f64>() / v.len().max(1) as f64;
+    let n = f64::from(args.messages);
+    println!("imap bench: {} messages, {} sessions, {} rounds each, {:.1} s", args.messages, args.sessions, args.rounds, elapsed.as_secs_f64());
+    println!(
+        "FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE): {} done, mean {:.0} ms, {:.0} messages/s per session, {:.0} messages/s all sessions",
+        fetches.len(),
+        mean(&fetches) * 1000.0,
+        n / mean(&fetches).max(1e-9),
+        n * fetches.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "SEARCH FROM+SUBJECT over all messages: {} done, mean {:.0} ms, {:.0} messages scanned/s all sessions",
+        searches.len(),
+        mean(&searches) * 1000.0,
+        n * searches.len() as f64 / elapsed.as_secs_f64()
+    );
+    println!("received {:.1} MB", bytes as f64 / 1e6);
+    let _ = stop.send(true);
+    let _ = server.await;
+    if remove_dir {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
