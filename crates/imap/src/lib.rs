@@ -240,3 +240,61 @@ async fn handle_connection(
     session::Session::new(Arc::clone(&service), peer, kind == ImapListenerKind::Tls).run(stream).await;
     drop(permit);
 }
+
+/// Entry points for fuzzing the parts of the command path that see untrusted
+/// bytes without a socket: command decoding plus the evaluation maildr does on a
+/// decoded command, and everything FETCH computes from a stored message.
+/// Used by `fuzz/` (cargo-fuzz) and by ordinary tests; never by the server.
+pub mod fuzzing {
+    use std::num::NonZeroU32;
+
+    use imap_codec::decode::Decoder;
+    use imap_codec::imap_types::command::CommandBody;
+    use imap_codec::CommandCodec;
+
+    /// Decode one command and run what the server would run on its arguments.
+    pub fn command(bytes: &[u8]) {
+        let Ok((_, command)) = CommandCodec::default().decode(bytes) else { return };
+        match &command.body {
+            CommandBody::Fetch { sequence_set, .. }
+            | CommandBody::Copy { sequence_set, .. }
+            | CommandBody::Move { sequence_set, .. }
+            | CommandBody::ExpungeUid { sequence_set } => {
+                for n in [1, 2, 1000, u32::MAX] {
+                    let _ = crate::view::set_contains(sequence_set, n, 1000);
+                }
+            }
+            CommandBody::Store { sequence_set, flags, .. } => {
+                let _ = crate::view::set_contains(sequence_set, 1, 1);
+                let _ = crate::flags::split(flags);
+            }
+            CommandBody::Append { flags, message, .. } => {
+                let _ = crate::flags::split(flags);
+                let bytes = match message {
+                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
+                    imap_codec::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                };
+                message_views(&bytes);
+            }
+            _ => {}
+        }
+    }
+
+    /// Everything FETCH derives from a message's bytes.
+    pub fn message_views(bytes: &[u8]) {
+        let header = crate::mime::header_of(bytes);
+        let _ = crate::mime::header_fields(header, &["subject".into(), "from".into()], false);
+        let _ = crate::mime::header_fields(header, &["received".into()], true);
+        let Some(parsed) = crate::mime::parse(bytes) else { return };
+        let _ = crate::mime::envelope(&parsed);
+        let _ = crate::mime::body_structure(&parsed, true);
+        let _ = crate::mime::body_structure(&parsed, false);
+        let n = |v: u32| NonZeroU32::new(v).expect("non-zero literal");
+        for path in [vec![n(1)], vec![n(2)], vec![n(1), n(1)], vec![n(2), n(1), n(3)], vec![n(1); 40]] {
+            if let Some(part) = crate::mime::resolve(&parsed, &path) {
+                let _ = crate::mime::header_of(part.body);
+            }
+        }
+        let _ = crate::mime::header_text(&parsed, "Subject");
+    }
+}

@@ -32,9 +32,14 @@ pub fn nstring(value: Option<&str>) -> NString<'static> {
 pub fn istring(bytes: &[u8]) -> IString<'static> {
     match IString::try_from(bytes.to_vec()) {
         Ok(s) => s,
-        // NUL bytes cannot travel in a literal; send them as received anyway
-        // rather than hiding content (clients cope; the codec validates).
-        Err(_) => IString::Literal(Literal::unvalidated(bytes.to_vec())),
+        // NUL cannot travel in an IMAP4rev1 literal: show it as 0x80, as Dovecot
+        // does (BINARY[] gives the exact bytes).
+        Err(_) => {
+            let cleaned: Vec<u8> = bytes.iter().map(|&b| if b == 0 { 0x80 } else { b }).collect();
+            Literal::try_from(cleaned)
+                .map(IString::Literal)
+                .unwrap_or_else(|_| IString::try_from("").expect("empty quoted string is valid"))
+        }
     }
 }
 
@@ -350,5 +355,18 @@ mod tests {
         let not = header_fields(h, &["subject".into(), "content-type".into()], true);
         assert!(!String::from_utf8_lossy(&not).contains("Subject"));
         assert!(String::from_utf8_lossy(&not).contains("Message-ID"));
+    }
+}
+
+#[cfg(test)]
+mod nul_tests {
+    /// Found by `cargo fuzz run imap_message`: a NUL in a display name panicked.
+    #[test]
+    fn nul_bytes_in_headers_and_bodies_do_not_panic() {
+        let raw = b"From: a\0b <x@y.test>\r\nSubject: s\0t\r\n\r\nbody\0body\r\n";
+        crate::fuzzing::message_views(raw);
+        let m = super::parse(raw).unwrap();
+        let _ = super::envelope(&m);
+        assert!(!super::istring(b"a\0b").as_ref().contains(&0));
     }
 }

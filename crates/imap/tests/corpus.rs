@@ -225,3 +225,51 @@ fn connections_beyond_the_limit_get_bye() {
     BufReader::new(s).read_line(&mut line).unwrap();
     assert!(line.starts_with("* BYE"), "{line}");
 }
+
+/// The fuzz entry points run over the corpus and over seeded random mutations of
+/// it, so `cargo test` covers what `cargo fuzz` explores. Replay a failure with
+/// `MAILDR_FUZZ_SEED`.
+#[test]
+fn fuzz_entry_points_survive_the_corpus_and_seeded_mutations() {
+    let seed: u64 = std::env::var("MAILDR_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    });
+    println!("MAILDR_FUZZ_SEED={seed}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let mut inputs: Vec<Vec<u8>> = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
+            if let Some(send) = line.strip_prefix("C: ") {
+                let mut b = unescape(send);
+                b.extend_from_slice(b"\r\n");
+                inputs.push(b);
+            }
+        }
+    }
+    inputs.push(b"a APPEND INBOX (\\Seen) {60}\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\nhi\r\n--x--\r\n\r\n".to_vec());
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..2000 {
+        let mut input = inputs[round % inputs.len()].clone();
+        for _ in 0..(next() % 6) {
+            if input.is_empty() {
+                break;
+            }
+            let i = (next() as usize) % input.len();
+            match next() % 3 {
+                0 => input[i] = next() as u8,
+                1 => input.insert(i, b"({[\"\\*%"[(next() % 7) as usize]),
+                _ => {
+                    input.remove(i);
+                }
+            }
+        }
+        maildr_imap::fuzzing::command(&input);
+        maildr_imap::fuzzing::message_views(&input);
+    }
+}

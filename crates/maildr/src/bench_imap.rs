@@ -75,12 +75,14 @@ async fn command(
 pub async fn run(args: ImapBench) -> Result<()> {
     anyhow::ensure!(args.messages > 0 && args.sessions > 0 && args.rounds > 0, "all counts must be positive");
     let remove_dir = args.data_dir.is_none();
-    let dir = args.data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("maildr-imap-bench-{}", std::process::id())));
+    let dir =
+        args.data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("maildr-imap-bench-{}", std::process::id())));
     if dir.exists() {
         bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
     }
     let store = crate::serve::open_store(&dir)?;
-    store.apply(Command::AddDomain { domain: maildr_types::Domain::parse("bench.test")?, at: crate::serve::now() })??;
+    store
+        .apply(Command::AddDomain { domain: maildr_types::Domain::parse("bench.test")?, at: crate::serve::now() })??;
     let reader = EmailAddress::parse("reader@bench.test")?;
     store.apply(crate::serve::add_account_command(&reader, "bench-pw", 0))??;
     let cluster = maildr_cluster::Cluster::single_site(store, maildr_cluster::WritePathLimits::default());
@@ -160,7 +162,13 @@ pub async fn run(args: ImapBench) -> Result<()> {
     let searches = search_time.lock().expect("lock").clone();
     let mean = |v: &[Duration]| v.iter().map(|d| d.as_secs_f64()).sum::<f64>() / v.len().max(1) as f64;
     let n = f64::from(args.messages);
-    println!("imap bench: {} messages, {} sessions, {} rounds each, {:.1} s", args.messages, args.sessions, args.rounds, elapsed.as_secs_f64());
+    println!(
+        "imap bench: {} messages, {} sessions, {} rounds each, {:.1} s",
+        args.messages,
+        args.sessions,
+        args.rounds,
+        elapsed.as_secs_f64()
+    );
     println!(
         "FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE): {} done, mean {:.0} ms, {:.0} messages/s per session, {:.0} messages/s all sessions",
         fetches.len(),
