@@ -363,6 +363,25 @@ def _():
     sock.close()
 
 
+@check("LITERAL+ APPEND needs no continuation; UNSELECT leaves the mailbox without expunging")
+def _():
+    sock = socket.create_connection((HOST, IMAP), timeout=30)
+    f = sock.makefile("rwb")
+    f.readline()
+    msg = b"Subject: literal-plus\r\n\r\nsent in one go\r\n"
+    f.write(b"l1 LOGIN bob@example.test bob-pw\r\n"
+            b"l2 APPEND Drafts (\\Deleted) {" + str(len(msg)).encode() + b"+}\r\n" + msg + b"\r\n"
+            b"l3 SELECT Drafts\r\nl4 UNSELECT\r\nl5 STATUS Drafts (MESSAGES)\r\nl6 LOGOUT\r\n")
+    f.flush()
+    lines = [f.readline() for _ in range(40)]
+    text = b"".join(lines)
+    assert b"l2 OK [APPENDUID" in text, text
+    assert not any(l.startswith(b"+") for l in lines), "server asked for a continuation"
+    assert b"l4 OK" in text, text
+    assert re.search(rb"STATUS Drafts \(MESSAGES 1\)", text), text
+    sock.close()
+
+
 failed = [(n, tb) for n, tb in results if tb]
 for name, tb in results:
     print(("ok   " if tb is None else "FAIL ") + name)
