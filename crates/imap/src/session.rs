@@ -113,6 +113,12 @@ fn datetime(secs: i64) -> DateTime {
     DateTime::unvalidated(dt)
 }
 
+/// Passwords may cross the wire only inside TLS, or on loopback, or where the
+/// operator said the network is trusted.
+fn login_allowed(tls: bool, peer: std::net::IpAddr, plain_auth_anywhere: bool) -> bool {
+    tls || peer.is_loopback() || plain_auth_anywhere
+}
+
 /// LIST pattern matching: `*` matches anything, `%` anything but the delimiter.
 fn list_matches(pattern: &[u8], name: &[u8]) -> bool {
     match pattern.split_first() {
@@ -147,7 +153,7 @@ impl Session {
     }
 
     fn login_allowed(&self) -> bool {
-        self.tls || self.peer.ip().is_loopback() || self.service.config.plain_auth_anywhere
+        login_allowed(self.tls, self.peer.ip(), self.service.config.plain_auth_anywhere)
     }
 
     fn capabilities(&self) -> Vec1<Capability<'static>> {
@@ -336,25 +342,18 @@ impl Session {
         }
     }
 
+    /// Tell an idling client what changed (expunges included: IDLE allows them).
     fn push_idle_updates(&mut self, server: &mut Server) {
-        let condstore = self.condstore;
-        let Some(view) = self.selected.as_mut() else { return };
-        if !view.dirty {
-            return;
-        }
-        let mut out = Vec::new();
-        let store = self.service.cluster.store();
-        if let Err(e) = tokio::task::block_in_place(|| view.sync(store, true, condstore, &mut out)) {
-            tracing::error!(error = %e, "reading the selected mailbox failed");
-        }
-        for d in out {
-            server.enqueue_data(d);
-        }
+        self.catch_up(server, true);
     }
 
     /// Catch the view up after a command; expunges only where RFC 3501 allows.
     fn sync(&mut self, server: &mut Server, allow_expunge: bool) {
         self.drain_changes();
+        self.catch_up(server, allow_expunge);
+    }
+
+    fn catch_up(&mut self, server: &mut Server, allow_expunge: bool) {
         let condstore = self.condstore;
         let Some(view) = self.selected.as_mut() else { return };
         if !view.dirty {
@@ -1462,5 +1461,31 @@ fn section_bytes(
             };
             Some(mime::header_fields(header, &names_of(names), not))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_logins_are_allowed_only_over_tls_on_loopback_or_when_configured() {
+        let remote: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let local: std::net::IpAddr = "127.0.10.1".parse().unwrap();
+        assert!(!login_allowed(false, remote, false));
+        assert!(login_allowed(true, remote, false));
+        assert!(login_allowed(false, local, false));
+        assert!(login_allowed(false, remote, true));
+        assert!(login_allowed(false, "::1".parse().unwrap(), false));
+    }
+
+    #[test]
+    fn list_wildcards_follow_rfc_3501() {
+        assert!(list_matches(b"*", b"a/b/c"));
+        assert!(list_matches(b"%", b"INBOX"));
+        assert!(!list_matches(b"%", b"a/b"));
+        assert!(list_matches(b"a/%", b"a/b"));
+        assert!(!list_matches(b"a/%", b"a/b/c"));
+        assert!(list_matches(b"a*c", b"a/b/c"));
     }
 }

@@ -154,3 +154,13 @@ fn dev_mode_creates_example_test_with_alice_and_bob_once() {
     }
     assert_eq!(admin_ok(&d, &["user", "list"], None).lines().count(), 2);
 }
+
+#[test]
+fn the_documented_config_example_is_the_generated_one() {
+    let generated = String::from_utf8(maildr(&["config", "example"]).stdout).unwrap();
+    let doc = std::fs::read_to_string(workspace_root().join("docs/configuration.md")).unwrap();
+    assert!(
+        doc.contains(generated.trim_end()),
+        "docs/configuration.md is stale: paste the output of `maildr config example` into it"
+    );
+}
