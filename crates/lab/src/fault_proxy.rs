@@ -26,7 +26,8 @@ pub const LATENCY_MS_MAX: u64 = 60_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Faults of one direction of a link.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct DirectionFaults {
     /// Added one-way delay.
     pub latency_ms: u64,
@@ -40,7 +41,8 @@ pub struct DirectionFaults {
 }
 
 /// Faults of a whole link.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LinkFaults {
     /// From the connecting side to the upstream.
     pub forward: DirectionFaults,

@@ -6,3 +6,4 @@
 //! used by a production site.
 
 pub mod fault_proxy;
+pub mod link_control;
