@@ -11,6 +11,8 @@
 //!
 //! This crate must never interpret protocol input; it takes typed commands only.
 
+pub mod raft;
+
 use std::sync::Arc;
 use std::time::Duration;
 

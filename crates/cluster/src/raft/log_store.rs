@@ -1,0 +1,225 @@
+//! The Raft log on disk: entries, vote, committed and last purged log ids in
+//! `raft-log.redb`.
+//!
+//! It exists so that what a site promised in Raft (its vote, the entries it accepted)
+//! survives a crash: every change is one redb transaction committed with fsync before
+//! openraft hears that it is done. Writes are serialised because openraft calls them
+//! through `&mut self` and each one is awaited to completion.
+//!
+//! It must never leave a hole in the log: a truncation or purge removes a contiguous
+//! range in one transaction, and a purge records the last purged log id in the same
+//! transaction that removes the entries.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
+use redb::{ReadableTable, TableDefinition};
+
+use super::{blocking, Entry, NodeId, RaftDb, RaftStorageError, TypeConfig};
+
+/// Log index → postcard-encoded [`Entry`].
+pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// The log's own state, one postcard-encoded value per key.
+pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
+
+const KEY_VOTE: &str = "vote";
+const KEY_COMMITTED: &str = "committed";
+const KEY_LAST_PURGED: &str = "last_purged";
+
+/// openraft's log storage for one site. Cheap to clone: clones share the database,
+/// and a clone serves as the log reader of replication tasks.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<RaftDb>,
+}
+
+impl LogStore {
+    pub(crate) fn new(db: Arc<RaftDb>) -> LogStore {
+        LogStore { db }
+    }
+}
+
+impl RaftDb {
+    fn read_entries(&self, range: (Bound<u64>, Bound<u64>)) -> Result<Vec<Entry>, RaftStorageError> {
+        let txn = self.begin_read()?;
+        let log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
+        let mut entries = Vec::new();
+        for row in log.range(range).map_err(|e| self.db_err(e))? {
+            let (index, bytes) = row.map_err(|e| self.db_err(e))?;
+            let index = index.value();
+            let entry: Entry = self.decode(&format!("log entry {index}"), bytes.value())?;
+            if entry.log_id.index != index {
+                return Err(
+                    self.corrupt(format!("log entry {index}"), format_args!("it holds log id {}", entry.log_id))
+                );
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    fn read_meta<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, RaftStorageError> {
+        let txn = self.begin_read()?;
+        let meta = txn.open_table(LOG_META).map_err(|e| self.db_err(e))?;
+        let value = meta.get(key).map_err(|e| self.db_err(e))?;
+        value.map(|v| self.decode(&format!("raft log meta `{key}`"), v.value())).transpose()
+    }
+
+    fn write_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), RaftStorageError> {
+        let bytes = self.encode(&format!("raft log meta `{key}`"), value)?;
+        let txn = self.begin_write()?;
+        {
+            let mut meta = txn.open_table(LOG_META).map_err(|e| self.db_err(e))?;
+            meta.insert(key, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+        }
+        self.commit(txn)
+    }
+
+    fn log_state(&self) -> Result<LogState<TypeConfig>, RaftStorageError> {
+        let last_purged_log_id: Option<LogId<NodeId>> = self.read_meta(KEY_LAST_PURGED)?;
+        let txn = self.begin_read()?;
+        let log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
+        let last = match log.last().map_err(|e| self.db_err(e))? {
+            Some((index, bytes)) => {
+                let index = index.value();
+                let entry: Entry = self.decode(&format!("log entry {index}"), bytes.value())?;
+                Some(entry.log_id)
+            }
+            None => None,
+        };
+        // With every entry purged, the last log id is the last purged one.
+        Ok(LogState { last_purged_log_id, last_log_id: last.or(last_purged_log_id) })
+    }
+
+    fn append_entries(&self, entries: Vec<Entry>) -> Result<(), RaftStorageError> {
+        let txn = self.begin_write()?;
+        {
+            let mut log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
+            for entry in &entries {
+                let index = entry.log_id.index;
+                let bytes = self.encode(&format!("log entry {index}"), entry)?;
+                log.insert(index, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+            }
+        }
+        self.commit(txn)
+    }
+
+    /// Remove the entries at `range` and, for a purge, record the last purged log id,
+    /// in one transaction.
+    fn remove_entries(
+        &self,
+        range: (Bound<u64>, Bound<u64>),
+        last_purged: Option<LogId<NodeId>>,
+    ) -> Result<(), RaftStorageError> {
+        let txn = self.begin_write()?;
+        {
+            let mut log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
+            log.retain_in(range, |_, _| false).map_err(|e| self.db_err(e))?;
+            if let Some(log_id) = last_purged {
+                let mut meta = txn.open_table(LOG_META).map_err(|e| self.db_err(e))?;
+                let previous: Option<LogId<NodeId>> = match meta.get(KEY_LAST_PURGED).map_err(|e| self.db_err(e))? {
+                    Some(v) => Some(self.decode("last purged log id", v.value())?),
+                    None => None,
+                };
+                assert!(
+                    previous <= Some(log_id),
+                    "purging up to {log_id} after purging up to {previous:?}: the purged prefix only grows"
+                );
+                let bytes = self.encode("last purged log id", &log_id)?;
+                meta.insert(KEY_LAST_PURGED, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+            }
+        }
+        self.commit(txn)
+    }
+}
+
+fn owned_bounds(range: &impl RangeBounds<u64>) -> (Bound<u64>, Bound<u64>) {
+    (range.start_bound().cloned(), range.end_bound().cloned())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<NodeId>> {
+        let db = Arc::clone(&self.db);
+        let bounds = owned_bounds(&range);
+        blocking(ErrorSubject::Logs, ErrorVerb::Read, move || db.read_entries(bounds)).await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let db = Arc::clone(&self.db);
+        blocking(ErrorSubject::Logs, ErrorVerb::Read, move || db.log_state()).await
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let db = Arc::clone(&self.db);
+        let vote = *vote;
+        blocking(ErrorSubject::Vote, ErrorVerb::Write, move || db.write_meta(KEY_VOTE, &vote)).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        let db = Arc::clone(&self.db);
+        blocking(ErrorSubject::Vote, ErrorVerb::Read, move || db.read_meta(KEY_VOTE)).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> Result<(), StorageError<NodeId>> {
+        let db = Arc::clone(&self.db);
+        blocking(ErrorSubject::Store, ErrorVerb::Write, move || db.write_meta(KEY_COMMITTED, &committed)).await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        let db = Arc::clone(&self.db);
+        let stored: Option<Option<LogId<NodeId>>> =
+            blocking(ErrorSubject::Store, ErrorVerb::Read, move || db.read_meta(KEY_COMMITTED)).await?;
+        Ok(stored.flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = Arc::clone(&self.db);
+        match blocking(ErrorSubject::Logs, ErrorVerb::Write, move || db.append_entries(entries)).await {
+            Ok(()) => {
+                // The transaction has committed, so the entries are fsynced: only now
+                // may openraft count them towards a quorum.
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let db = Arc::clone(&self.db);
+        blocking(ErrorSubject::Log(log_id), ErrorVerb::Delete, move || {
+            db.remove_entries((Bound::Included(log_id.index), Bound::Unbounded), None)
+        })
+        .await
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let db = Arc::clone(&self.db);
+        blocking(ErrorSubject::Log(log_id), ErrorVerb::Delete, move || {
+            db.remove_entries((Bound::Unbounded, Bound::Included(log_id.index)), Some(log_id))
+        })
+        .await
+    }
+}

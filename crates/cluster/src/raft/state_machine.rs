@@ -1,0 +1,719 @@
+//! The mail store as openraft's state machine, and its snapshots.
+//!
+//! Committed entries reach the mail store here, and only here, once Raft runs: the
+//! commands of a batch of entries go to `Store::apply_batch` (one redb transaction,
+//! fsynced), the same deterministic path the single-site writer uses, so every
+//! replica that applies the same log holds the same state.
+//!
+//! # Applied state across crashes
+//! The mail store is one redb file and the applied state (last applied log id, last
+//! membership) lives in the Raft log database; no transaction spans both. Before a
+//! batch goes to the store, an [`AppliedRecord`] is committed that holds the applied
+//! state before and after the batch together with the store's `commands_applied`
+//! counter before and after it (the store counts every command, refused or not, in
+//! the same transaction that applies it). On open, the counter says which of the two
+//! states the store is in, so a batch is never applied twice and never skipped. A
+//! counter matching neither is refused as [`RaftStorageError::OutOfStep`], and so is a
+//! store that applied commands without any record (it was written outside Raft).
+//! This costs a second fsync per applied batch; folding the applied state into the
+//! store's own transaction would save it, but needs a table in the store crate.
+//!
+//! # Snapshots, and their limits today
+//! A snapshot is a header (metadata, see `snapshot_file`) followed by a byte copy of
+//! the mail store's database file (`maildr.redb`), taken under the state machine's
+//! read lock right after a committed transaction, so no write is in flight. A redb
+//! file copied this way is a valid crash image: opening it runs redb's repair. Limits:
+//! - Message bodies (the blob files) are **not** in the snapshot. A site installing a
+//!   snapshot holds metadata whose bodies may be missing until blob replication
+//!   (fetching missing blobs) lands; `Store::check` reports them.
+//! - The snapshot is a full copy: building one reads and writes the whole database
+//!   and holds off applies while it copies (reads continue). Fine for lab-sized
+//!   stores; incremental snapshots are future work.
+//! - Installing keeps the database closed for the moment of the swap.
+//!
+//! Installing a snapshot is made crash-safe by staging: the database copy is written
+//! and fsynced beside the live file, an "installing" marker is committed, and only then
+//! is the copy renamed over the live file. On open, a marker finishes the install (the
+//! rename is redone if needed); a staged file without a marker is discarded.
+//!
+//! This module must never interpret a command (the store does) or apply an entry out
+//! of log order.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use maildr_store::{Store, DATABASE_FILE};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StoredMembership,
+};
+use redb::TableDefinition;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use super::snapshot_file::{copy_exact, SnapshotHeader};
+use super::{blocking, sync_dir, Entry, EntryOutcome, NodeId, RaftDb, RaftStorageError, SiteNode, TypeConfig};
+
+/// Snapshot metadata of maildr's type configuration.
+pub type SiteSnapshotMeta = SnapshotMeta<NodeId, SiteNode>;
+
+/// The state machine's own records in the Raft log database.
+pub(crate) const SM_META: TableDefinition<&str, &[u8]> = TableDefinition::new("state_machine");
+/// The [`AppliedRecord`] of the last batch.
+const KEY_APPLIED: &str = "applied";
+/// The [`AppliedState`] of a snapshot whose install was decided but maybe not finished.
+const KEY_INSTALLING: &str = "installing";
+
+/// The current snapshot, in the data directory.
+pub const SNAPSHOT_FILE: &str = "raft-snapshot.bin";
+/// Snapshots being built or checked; removed on open.
+const SNAPSHOT_TEMP_PREFIX: &str = "raft-snapshot.tmp-";
+/// Snapshots being received from the leader; removed on open and after an install.
+const SNAPSHOT_RECEIVING_PREFIX: &str = "raft-snapshot.receiving-";
+
+/// Where the database copy of a snapshot being installed waits for its rename.
+fn staged_store_file() -> String {
+    format!("{DATABASE_FILE}.installing")
+}
+
+/// What the state machine has applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AppliedState {
+    pub last_applied: Option<LogId<NodeId>>,
+    pub last_membership: StoredMembership<NodeId, SiteNode>,
+}
+
+/// The applied state before and after one batch, and the store's command counter
+/// at each; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct AppliedRecord {
+    pub before: AppliedState,
+    pub commands_before: u64,
+    pub after: AppliedState,
+    pub commands_after: u64,
+}
+
+impl AppliedRecord {
+    /// A record with nothing in flight.
+    pub fn settled(state: AppliedState, commands_applied: u64) -> AppliedRecord {
+        AppliedRecord {
+            before: state.clone(),
+            commands_before: commands_applied,
+            after: state,
+            commands_after: commands_applied,
+        }
+    }
+
+    /// The applied state of a mail store that has applied `commands_applied` commands,
+    /// or `None` if it matches neither side of the batch.
+    pub fn resolve(self, commands_applied: u64) -> Option<AppliedState> {
+        if commands_applied == self.commands_after {
+            Some(self.after)
+        } else if commands_applied == self.commands_before {
+            Some(self.before)
+        } else {
+            None
+        }
+    }
+}
+
+/// openraft's state machine for one site: the mail store plus the applied state.
+/// Clones share the same store.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+/// Builds snapshots of the state machine it came from, at the state current when
+/// `build_snapshot` runs.
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    data_dir: PathBuf,
+    db: Arc<RaftDb>,
+    inner: RwLock<Inner>,
+    /// Metadata of the snapshot in [`SNAPSHOT_FILE`]. Held while snapshot files are
+    /// renamed, so a build and an install never replace it at once.
+    current_snapshot: Mutex<Option<SiteSnapshotMeta>>,
+    /// Makes names of temporary snapshot files unique within the process.
+    next_file_seq: AtomicU64,
+}
+
+struct Inner {
+    /// `None` once a storage failure left the store's state uncertain, or while a
+    /// snapshot replaces the database; every operation then fails until a restart.
+    store: Option<Store>,
+    applied: AppliedState,
+    /// The store's `commands_applied` counter after the last batch.
+    commands_applied: u64,
+}
+
+impl StateMachineStore {
+    /// Open the state machine over the mail store in `data_dir`, finishing an
+    /// interrupted snapshot install and resolving the applied state of a batch that
+    /// was in flight at a crash.
+    pub(crate) fn open(data_dir: &Path, db: Arc<RaftDb>) -> Result<StateMachineStore, RaftStorageError> {
+        remove_files_starting_with(data_dir, &[SNAPSHOT_TEMP_PREFIX, SNAPSHOT_RECEIVING_PREFIX])?;
+        let installing: Option<AppliedState> = db.sm_read(KEY_INSTALLING)?;
+        let staged = data_dir.join(staged_store_file());
+        let live = data_dir.join(DATABASE_FILE);
+        match (&installing, staged.exists()) {
+            (Some(_), true) => {
+                tracing::warn!(path = %staged.display(), "finishing a snapshot install interrupted by a crash");
+                std::fs::rename(&staged, &live)
+                    .map_err(|source| RaftStorageError::Io { path: staged.clone(), source })?;
+                sync_dir(data_dir)?;
+            }
+            (Some(_), false) => {}
+            (None, true) => {
+                // The crash came before the install was decided; the live store stands.
+                std::fs::remove_file(&staged)
+                    .map_err(|source| RaftStorageError::Io { path: staged.clone(), source })?;
+            }
+            (None, false) => {}
+        }
+
+        let store = Store::open(data_dir)?;
+        let commands_applied = store.commands_applied()?;
+        let applied = match installing {
+            Some(state) => {
+                db.sm_settle_install(&AppliedRecord::settled(state.clone(), commands_applied))?;
+                state
+            }
+            None => match db.sm_read::<AppliedRecord>(KEY_APPLIED)? {
+                Some(record) => {
+                    let expected = format!("{} or {}", record.commands_before, record.commands_after);
+                    record.resolve(commands_applied).ok_or_else(|| RaftStorageError::OutOfStep {
+                        data_dir: data_dir.into(),
+                        commands_applied,
+                        expected,
+                    })?
+                }
+                None if commands_applied == 0 => AppliedState::default(),
+                None => {
+                    return Err(RaftStorageError::OutOfStep {
+                        data_dir: data_dir.into(),
+                        commands_applied,
+                        expected: "0 (no command has gone through Raft here)".into(),
+                    })
+                }
+            },
+        };
+
+        let snapshot_path = data_dir.join(SNAPSHOT_FILE);
+        let current_snapshot = if snapshot_path.exists() { Some(read_snapshot_meta(&snapshot_path)?) } else { None };
+
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                data_dir: data_dir.into(),
+                db,
+                inner: RwLock::new(Inner { store: Some(store), applied, commands_applied }),
+                current_snapshot: Mutex::new(current_snapshot),
+                next_file_seq: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Run `read` against the mail store. It waits while a batch is applied or a
+    /// snapshot installed, so async callers should run it on the blocking pool.
+    pub fn with_store<T>(&self, read: impl FnOnce(&Store) -> T) -> Result<T, RaftStorageError> {
+        let inner = self.shared.read()?;
+        let store = inner.store.as_ref().ok_or_else(|| self.shared.stopped())?;
+        Ok(read(store))
+    }
+}
+
+impl RaftDb {
+    fn sm_read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, RaftStorageError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(SM_META).map_err(|e| self.db_err(e))?;
+        let value = table.get(key).map_err(|e| self.db_err(e))?;
+        value.map(|v| self.decode(&format!("state machine record `{key}`"), v.value())).transpose()
+    }
+
+    fn sm_write<T: Serialize>(&self, key: &str, value: &T) -> Result<(), RaftStorageError> {
+        let bytes = self.encode(&format!("state machine record `{key}`"), value)?;
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(SM_META).map_err(|e| self.db_err(e))?;
+            table.insert(key, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+        }
+        self.commit(txn)
+    }
+
+    /// Record the applied state after an install and drop the install marker, at once.
+    fn sm_settle_install(&self, record: &AppliedRecord) -> Result<(), RaftStorageError> {
+        let bytes = self.encode("state machine record `applied`", record)?;
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(SM_META).map_err(|e| self.db_err(e))?;
+            table.insert(KEY_APPLIED, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+            table.remove(KEY_INSTALLING).map_err(|e| self.db_err(e))?;
+        }
+        self.commit(txn)
+    }
+}
+
+impl Shared {
+    fn read(&self) -> Result<RwLockReadGuard<'_, Inner>, RaftStorageError> {
+        // A poisoned lock means an invariant broke mid-operation: stop, do not guess.
+        self.inner.read().map_err(|_| self.stopped())
+    }
+
+    fn write(&self) -> Result<RwLockWriteGuard<'_, Inner>, RaftStorageError> {
+        self.inner.write().map_err(|_| self.stopped())
+    }
+
+    fn snapshot_lock(&self) -> Result<MutexGuard<'_, Option<SiteSnapshotMeta>>, RaftStorageError> {
+        self.current_snapshot.lock().map_err(|_| self.stopped())
+    }
+
+    fn stopped(&self) -> RaftStorageError {
+        RaftStorageError::Stopped(self.data_dir.clone())
+    }
+
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RaftStorageError + '_ {
+        move |source| RaftStorageError::Io { path: path.into(), source }
+    }
+
+    fn temp_path(&self, prefix: &str) -> PathBuf {
+        let seq = self.next_file_seq.fetch_add(1, Ordering::Relaxed);
+        self.data_dir.join(format!("{prefix}{seq}"))
+    }
+
+    fn applied_state(&self) -> Result<AppliedState, RaftStorageError> {
+        Ok(self.read()?.applied.clone())
+    }
+
+    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<EntryOutcome>, RaftStorageError> {
+        let mut inner = self.write()?;
+        let before = inner.applied.clone();
+        let commands_before = inner.commands_applied;
+        let mut after = before.clone();
+        let mut commands = Vec::new();
+        let mut is_command = Vec::with_capacity(entries.len());
+        for entry in entries {
+            assert!(
+                after.last_applied.is_none_or(|last| entry.log_id.index > last.index),
+                "applying log entry {} after {:?}: entries are applied once, in log order",
+                entry.log_id,
+                after.last_applied
+            );
+            after.last_applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => is_command.push(false),
+                EntryPayload::Normal(command) => {
+                    is_command.push(true);
+                    commands.push(command);
+                }
+                EntryPayload::Membership(membership) => {
+                    after.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                    is_command.push(false);
+                }
+            }
+        }
+        let commands_after = commands_before + commands.len() as u64;
+        let record = AppliedRecord { before, commands_before, after: after.clone(), commands_after };
+
+        let applied = (|| {
+            let store = inner.store.as_ref().ok_or_else(|| self.stopped())?;
+            // The record is durable before the store changes: see the module docs.
+            self.db.sm_write(KEY_APPLIED, &record)?;
+            if commands.is_empty() {
+                return Ok(Vec::new());
+            }
+            let outcomes = store.apply_batch(&commands)?;
+            assert_eq!(outcomes.len(), commands.len(), "one outcome per command");
+            let counted = store.commands_applied()?;
+            assert_eq!(counted, commands_after, "only the state machine writes to the mail store");
+            Ok(outcomes)
+        })();
+        let outcomes = match applied {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                // Whether the batch reached the disk is now unknown; the next open
+                // finds out from the store's counter.
+                tracing::error!(error = %e, "applying committed entries failed; the state machine stops");
+                inner.store = None;
+                return Err(e);
+            }
+        };
+        inner.applied = after;
+        inner.commands_applied = commands_after;
+
+        let mut outcomes = outcomes.into_iter();
+        Ok(is_command
+            .into_iter()
+            .map(|command| match command {
+                true => EntryOutcome::Command(outcomes.next().expect("one outcome per command")),
+                false => EntryOutcome::NoCommand,
+            })
+            .collect())
+    }
+
+    fn build_snapshot(&self) -> Result<(SiteSnapshotMeta, File), RaftStorageError> {
+        let temp_path = self.temp_path(SNAPSHOT_TEMP_PREFIX);
+        let leftovers = RemoveOnFailure(vec![temp_path.clone()]);
+        let (meta, out) = {
+            // The read lock keeps applies and installs out while the file is copied,
+            // so the copy is the state right after a committed transaction.
+            let inner = self.read()?;
+            inner.store.as_ref().ok_or_else(|| self.stopped())?;
+            let meta = SnapshotMeta {
+                last_log_id: inner.applied.last_applied,
+                last_membership: inner.applied.last_membership.clone(),
+                snapshot_id: snapshot_id(&inner.applied, inner.commands_applied),
+            };
+            let db_path = self.data_dir.join(DATABASE_FILE);
+            let mut source = File::open(&db_path).map_err(Self::io(&db_path))?;
+            let store_size_bytes = source.metadata().map_err(Self::io(&db_path))?.len();
+            let header = SnapshotHeader { meta: meta.clone(), store_size_bytes };
+            let mut out = File::create(&temp_path).map_err(Self::io(&temp_path))?;
+            out.write_all(&header.prefix(&temp_path)?).map_err(Self::io(&temp_path))?;
+            copy_exact(&mut source, &db_path, &mut out, &temp_path, store_size_bytes)?;
+            (meta, out)
+        };
+        out.sync_all().map_err(Self::io(&temp_path))?;
+        drop(out);
+        leftovers.disarm();
+
+        let mut current = self.snapshot_lock()?;
+        let snapshot_path = self.data_dir.join(SNAPSHOT_FILE);
+        if let Some(newer) = current.as_ref().filter(|c| c.last_log_id > meta.last_log_id) {
+            // An install overtook this build; the installed snapshot is the better answer.
+            let newer = newer.clone();
+            std::fs::remove_file(&temp_path).map_err(Self::io(&temp_path))?;
+            let file = File::open(&snapshot_path).map_err(Self::io(&snapshot_path))?;
+            return Ok((newer, file));
+        }
+        std::fs::rename(&temp_path, &snapshot_path).map_err(Self::io(&temp_path))?;
+        sync_dir(&self.data_dir)?;
+        *current = Some(meta.clone());
+        let file = File::open(&snapshot_path).map_err(Self::io(&snapshot_path))?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, "built a snapshot");
+        Ok((meta, file))
+    }
+
+    fn current_snapshot(&self) -> Result<Option<(SiteSnapshotMeta, File)>, RaftStorageError> {
+        let current = self.snapshot_lock()?;
+        let Some(meta) = current.as_ref() else { return Ok(None) };
+        let snapshot_path = self.data_dir.join(SNAPSHOT_FILE);
+        let file = File::open(&snapshot_path).map_err(Self::io(&snapshot_path))?;
+        Ok(Some((meta.clone(), file)))
+    }
+
+    fn begin_receiving(&self) -> Result<File, RaftStorageError> {
+        let path = self.temp_path(SNAPSHOT_RECEIVING_PREFIX);
+        OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(Self::io(&path))
+    }
+
+    fn install_snapshot(&self, meta: SiteSnapshotMeta, mut source: File) -> Result<(), RaftStorageError> {
+        let source_path = PathBuf::from(format!("<received snapshot {}>", meta.snapshot_id));
+        let mut current = self.snapshot_lock()?;
+
+        // 1. Check the received bytes and keep them as a file of our own.
+        source.seek(SeekFrom::Start(0)).map_err(Self::io(&source_path))?;
+        let (header, prefix_size_bytes) = SnapshotHeader::read(&mut source, &source_path)?;
+        if header.meta != meta {
+            return Err(RaftStorageError::SnapshotMismatch {
+                snapshot_id: meta.snapshot_id.clone(),
+                detail: format!("the file says {}, openraft says {}", header.meta, meta),
+            });
+        }
+        let temp_path = self.temp_path(SNAPSHOT_TEMP_PREFIX);
+        let staged_path = self.data_dir.join(staged_store_file());
+        let leftovers = RemoveOnFailure(vec![temp_path.clone(), staged_path.clone()]);
+        let mut kept = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&temp_path)
+            .map_err(Self::io(&temp_path))?;
+        source.seek(SeekFrom::Start(0)).map_err(Self::io(&source_path))?;
+        let total_size_bytes = prefix_size_bytes + header.store_size_bytes;
+        copy_exact(&mut source, &source_path, &mut kept, &temp_path, total_size_bytes)?;
+        if source.read(&mut [0u8; 1]).map_err(Self::io(&source_path))? != 0 {
+            return Err(RaftStorageError::Corrupt {
+                path: source_path,
+                what: "snapshot".into(),
+                detail: format!("longer than the {total_size_bytes} bytes its header announces"),
+            });
+        }
+        kept.sync_all().map_err(Self::io(&temp_path))?;
+
+        // 2. Stage the database copy beside the live database.
+        let mut staged = File::create(&staged_path).map_err(Self::io(&staged_path))?;
+        kept.seek(SeekFrom::Start(prefix_size_bytes)).map_err(Self::io(&temp_path))?;
+        copy_exact(&mut kept, &temp_path, &mut staged, &staged_path, header.store_size_bytes)?;
+        staged.sync_all().map_err(Self::io(&staged_path))?;
+        drop(staged);
+        drop(kept);
+        leftovers.disarm();
+
+        // 3. The received snapshot becomes the current one.
+        let snapshot_path = self.data_dir.join(SNAPSHOT_FILE);
+        std::fs::rename(&temp_path, &snapshot_path).map_err(Self::io(&temp_path))?;
+        sync_dir(&self.data_dir)?;
+        *current = Some(meta.clone());
+
+        // 4. Decide the install durably, then swap the database under the write lock.
+        let state = AppliedState { last_applied: meta.last_log_id, last_membership: meta.last_membership.clone() };
+        self.db.sm_write(KEY_INSTALLING, &state)?;
+        let mut inner = self.write()?;
+        // Closing the old store releases redb's lock on the live file.
+        inner.store = None;
+        let live_path = self.data_dir.join(DATABASE_FILE);
+        std::fs::rename(&staged_path, &live_path).map_err(Self::io(&staged_path))?;
+        sync_dir(&self.data_dir)?;
+        let store = Store::open(&self.data_dir)?;
+        let commands_applied = store.commands_applied()?;
+        self.db.sm_settle_install(&AppliedRecord::settled(state.clone(), commands_applied))?;
+        inner.store = Some(store);
+        inner.applied = state;
+        inner.commands_applied = commands_applied;
+        drop(inner);
+
+        remove_files_starting_with(&self.data_dir, &[SNAPSHOT_RECEIVING_PREFIX])?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, commands_applied, "installed a snapshot");
+        Ok(())
+    }
+}
+
+/// Removes the files of a snapshot operation that failed half way, unless disarmed.
+/// (Whatever a crash leaves instead is removed on open.)
+struct RemoveOnFailure(Vec<PathBuf>);
+
+impl RemoveOnFailure {
+    fn disarm(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for RemoveOnFailure {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            // Best effort: the file may not exist yet, and open removes it anyway.
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A snapshot id unique across builds: the state it holds, and the build time.
+fn snapshot_id(applied: &AppliedState, commands_applied: u64) -> String {
+    // Reading the clock is fine here: the id names a snapshot stream, it is not state.
+    let micros =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or_default();
+    match &applied.last_applied {
+        Some(log_id) => format!("{log_id}-c{commands_applied}-{micros}"),
+        None => format!("none-c{commands_applied}-{micros}"),
+    }
+}
+
+fn read_snapshot_meta(path: &Path) -> Result<SiteSnapshotMeta, RaftStorageError> {
+    let mut file = File::open(path).map_err(|source| RaftStorageError::Io { path: path.into(), source })?;
+    let (header, prefix_size_bytes) = SnapshotHeader::read(&mut file, path)?;
+    let size_bytes = file.metadata().map_err(|source| RaftStorageError::Io { path: path.into(), source })?.len();
+    if size_bytes != prefix_size_bytes + header.store_size_bytes {
+        return Err(RaftStorageError::Corrupt {
+            path: path.into(),
+            what: "snapshot".into(),
+            detail: format!(
+                "{size_bytes} bytes, but its header announces {}",
+                prefix_size_bytes + header.store_size_bytes
+            ),
+        });
+    }
+    Ok(header.meta)
+}
+
+fn remove_files_starting_with(dir: &Path, prefixes: &[&str]) -> Result<(), RaftStorageError> {
+    let io = |source| RaftStorageError::Io { path: dir.into(), source };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if prefixes.iter().any(|p| name.starts_with(p)) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|source| RaftStorageError::Io { path, source })?;
+        }
+    }
+    Ok(())
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let shared = Arc::clone(&self.shared);
+        let (meta, file) =
+            blocking(ErrorSubject::Snapshot(None), ErrorVerb::Write, move || shared.build_snapshot()).await?;
+        Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, SiteNode>), StorageError<NodeId>> {
+        let shared = Arc::clone(&self.shared);
+        let state = blocking(ErrorSubject::StateMachine, ErrorVerb::Read, move || shared.applied_state()).await?;
+        Ok((state.last_applied, state.last_membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<EntryOutcome>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let shared = Arc::clone(&self.shared);
+        blocking(ErrorSubject::StateMachine, ErrorVerb::Write, move || shared.apply_entries(entries)).await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { shared: Arc::clone(&self.shared) }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError<NodeId>> {
+        let shared = Arc::clone(&self.shared);
+        let file = blocking(ErrorSubject::Snapshot(None), ErrorVerb::Write, move || shared.begin_receiving()).await?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SiteSnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        let mut snapshot = *snapshot;
+        // Let writes still buffered by tokio reach the file before it is read back.
+        snapshot.flush().await.map_err(|e| StorageError::from_io_error(subject.clone(), ErrorVerb::Write, e))?;
+        let source = snapshot.into_std().await;
+        let shared = Arc::clone(&self.shared);
+        let meta = meta.clone();
+        blocking(subject, ErrorVerb::Write, move || shared.install_snapshot(meta, source)).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        let shared = Arc::clone(&self.shared);
+        let current =
+            blocking(ErrorSubject::Snapshot(None), ErrorVerb::Read, move || shared.current_snapshot()).await?;
+        Ok(current.map(|(meta, file)| Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use maildr_store::Command;
+    use maildr_types::{Domain, UnixSeconds};
+
+    fn state(index: u64) -> AppliedState {
+        AppliedState { last_applied: Some(openraft::testing::log_id(1, 0, index)), ..AppliedState::default() }
+    }
+
+    fn add_domain(index: u64, domain: &str) -> Entry {
+        Entry {
+            log_id: openraft::testing::log_id(1, 0, index),
+            payload: EntryPayload::Normal(Command::AddDomain {
+                domain: Domain::parse(domain).unwrap(),
+                at: UnixSeconds(0),
+            }),
+        }
+    }
+
+    fn hosts(state_machine: &StateMachineStore, domain: &str) -> bool {
+        state_machine.with_store(|store| store.is_hosted(&Domain::parse(domain).unwrap()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_batch_lost_in_a_crash_is_applied_again_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let (_log_store, state_machine) = super::super::open(dir.path()).unwrap();
+            state_machine.shared.apply_entries(vec![add_domain(1, "one.test")]).unwrap();
+            let before = state_machine.shared.applied_state().unwrap();
+            // The record of the next batch committed, then the site died before the
+            // store's transaction did.
+            let record =
+                AppliedRecord { before: before.clone(), commands_before: 1, after: state(2), commands_after: 2 };
+            state_machine.shared.db.sm_write(KEY_APPLIED, &record).unwrap();
+            before
+        };
+        let (_log_store, state_machine) = super::super::open(dir.path()).unwrap();
+        assert_eq!(state_machine.shared.applied_state().unwrap(), before);
+        state_machine.shared.apply_entries(vec![add_domain(2, "two.test")]).unwrap();
+        assert!(hosts(&state_machine, "one.test") && hosts(&state_machine, "two.test"));
+        assert_eq!(state_machine.with_store(|store| store.commands_applied().unwrap()).unwrap(), 2);
+    }
+
+    #[test]
+    fn an_install_decided_before_a_crash_is_finished_on_open() {
+        let source = tempfile::tempdir().unwrap();
+        {
+            let (_log_store, state_machine) = super::super::open(source.path()).unwrap();
+            state_machine.shared.apply_entries(vec![add_domain(1, "one.test"), add_domain(2, "two.test")]).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (_log_store, state_machine) = super::super::open(dir.path()).unwrap();
+            state_machine.shared.db.sm_write(KEY_INSTALLING, &state(2)).unwrap();
+        }
+        std::fs::copy(source.path().join(DATABASE_FILE), dir.path().join(staged_store_file())).unwrap();
+
+        let (_log_store, state_machine) = super::super::open(dir.path()).unwrap();
+        assert_eq!(state_machine.shared.applied_state().unwrap(), state(2));
+        assert!(hosts(&state_machine, "one.test") && hosts(&state_machine, "two.test"));
+        assert!(!dir.path().join(staged_store_file()).exists());
+        assert_eq!(state_machine.shared.db.sm_read::<AppliedState>(KEY_INSTALLING).unwrap(), None);
+    }
+
+    #[test]
+    fn a_staged_database_without_a_decision_is_discarded_on_open() {
+        let source = tempfile::tempdir().unwrap();
+        {
+            let (_log_store, state_machine) = super::super::open(source.path()).unwrap();
+            state_machine.shared.apply_entries(vec![add_domain(1, "one.test")]).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        drop(super::super::open(dir.path()).unwrap());
+        std::fs::copy(source.path().join(DATABASE_FILE), dir.path().join(staged_store_file())).unwrap();
+
+        let (_log_store, state_machine) = super::super::open(dir.path()).unwrap();
+        assert_eq!(state_machine.shared.applied_state().unwrap(), AppliedState::default());
+        assert!(!hosts(&state_machine, "one.test"));
+        assert!(!dir.path().join(staged_store_file()).exists());
+    }
+
+    #[test]
+    fn a_batch_whose_commands_reached_the_store_resolves_to_the_state_after_it() {
+        let record = AppliedRecord { before: state(1), commands_before: 5, after: state(3), commands_after: 7 };
+        assert_eq!(record.resolve(7), Some(state(3)));
+    }
+
+    #[test]
+    fn a_batch_lost_in_a_crash_resolves_to_the_state_before_it() {
+        let record = AppliedRecord { before: state(1), commands_before: 5, after: state(3), commands_after: 7 };
+        assert_eq!(record.resolve(5), Some(state(1)));
+    }
+
+    #[test]
+    fn a_store_counter_matching_neither_side_is_out_of_step() {
+        let record = AppliedRecord { before: state(1), commands_before: 5, after: state(3), commands_after: 7 };
+        assert_eq!(record.clone().resolve(6), None);
+        assert_eq!(record.resolve(8), None);
+    }
+
+    #[test]
+    fn a_batch_without_commands_resolves_to_the_state_after_it() {
+        let record = AppliedRecord { before: state(1), commands_before: 5, after: state(2), commands_after: 5 };
+        assert_eq!(record.resolve(5), Some(state(2)));
+    }
+}
