@@ -6,44 +6,10 @@
 # Needs: mbsync (Debian isync), curl, python3, a built maildr.
 set -euo pipefail
 
-MAILDR=${MAILDR:-target/debug/maildr}
 MESSAGES=${MESSAGES:-300}
-WORK=$(mktemp -d)
-PID=""
-cleanup() {
-    if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then kill -TERM "$PID"; wait "$PID" || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-passed=0; failed=0
-ok()   { echo "ok   $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); }
-
-DIR=$WORK/site
-$MAILDR admin --data-dir "$DIR" domain add example.test >/dev/null
-echo alice-pw | $MAILDR admin --data-dir "$DIR" user add alice@example.test --password-stdin >/dev/null
-cat > "$WORK/site.toml" <<TOML
-[site]
-data_dir = "$DIR"
-[smtp]
-mx_listen = "127.0.0.1:0"
-submission_listen = "127.0.0.1:0"
-submissions_listen = "127.0.0.1:0"
-[imap]
-plain_listen = "127.0.0.1:0"
-tls_listen = "127.0.0.1:0"
-[log]
-level = "warn"
-TOML
-$MAILDR serve --config "$WORK/site.toml" >/dev/null &
-PID=$!
-for _ in $(seq 1 300); do
-    [[ -f "$DIR/run/endpoints.json" ]] && grep -q "\"pid\": $PID" "$DIR/run/endpoints.json" && break
-    sleep 0.1
-done
-port() { python3 -c "import json; print(json.load(open('$DIR/run/endpoints.json'))['$1']['$2'].rsplit(':',1)[1])"; }
+source "$(dirname "$0")/lib.sh"
+start_site alice:alice-pw
 MX=$(port smtp mx); IMAPS=$(port imap imaps)
-CA="$DIR/tls/ca.pem"
 
 python3 - "$MX" "$MESSAGES" <<'PY'
 import smtplib, sys
@@ -144,7 +110,7 @@ grep -q 'INBOX' <<<"$listing" && grep -q 'Sent' <<<"$listing" && ok "curl lists 
 fetched=$(curl -sS --cacert "$CA" --user alice@example.test:alice-pw "imaps://localhost:$IMAPS/INBOX;UID=2")
 grep -q 'Subject: sync-1' <<<"$fetched" && ok "curl fetches a message by UID over IMAPS" || { echo "$fetched" | head; fail "curl FETCH"; }
 
-kill -TERM "$PID"; wait "$PID"; PID=""
+stop_site
 $MAILDR admin --data-dir "$DIR" check >/dev/null && ok "store check" || fail "store check"
 echo "mbsync+curl: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -5,42 +5,9 @@
 # exactly the accepted messages. Needs: swaks (Debian package), a built maildr.
 set -euo pipefail
 
-MAILDR=${MAILDR:-target/debug/maildr}
-WORK=$(mktemp -d)
-PID=""
-cleanup() {
-    if [[ -n "$PID" ]] && kill -0 "$PID" 2>/dev/null; then kill -TERM "$PID"; wait "$PID" || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-passed=0; failed=0
-ok()   { echo "ok   $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); }
-
-DIR=$WORK/site
-$MAILDR admin --data-dir "$DIR" domain add example.test >/dev/null
-echo alice-pw | $MAILDR admin --data-dir "$DIR" user add alice@example.test --password-stdin >/dev/null
-echo bob-pw | $MAILDR admin --data-dir "$DIR" user add bob@example.test --password-stdin >/dev/null
-cat > "$WORK/site.toml" <<TOML
-[site]
-data_dir = "$DIR"
-[smtp]
-mx_listen = "127.0.0.1:0"
-submission_listen = "127.0.0.1:0"
-submissions_listen = "127.0.0.1:0"
-[log]
-level = "warn"
-TOML
-$MAILDR serve --config "$WORK/site.toml" >/dev/null &
-PID=$!
-for _ in $(seq 1 300); do
-    [[ -f "$DIR/run/endpoints.json" ]] && grep -q "\"pid\": $PID" "$DIR/run/endpoints.json" && break
-    sleep 0.1
-done
-port() { python3 -c "import json,sys; print(json.load(open('$DIR/run/endpoints.json'))['smtp']['$1'].rsplit(':',1)[1])"; }
-MX=$(port mx); SUB=$(port submission); SUBS=$(port submissions)
-CA="$DIR/tls/ca.pem"
+source "$(dirname "$0")/lib.sh"
+start_site alice:alice-pw bob:bob-pw
+MX=$(port smtp mx); SUB=$(port smtp submission); SUBS=$(port smtp submissions)
 common=(--server 127.0.0.1 --timeout 20 --hide-all --tls-ca-path "$CA")
 
 if swaks "${common[@]}" --port "$SUB" --tls --auth PLAIN --auth-user alice@example.test --auth-password alice-pw \
@@ -72,7 +39,7 @@ expect_refusal "forged sender → 553 5.7.1" "553 5.7.1" --port "$SUBS" --tlsc -
     --auth-user alice@example.test --auth-password alice-pw --from bob@example.test --to bob@example.test
 expect_refusal "no AUTH → 530" "530 5.7.0" --port "$SUB" --tls --from alice@example.test --to bob@example.test
 
-kill -TERM "$PID"; wait "$PID"; PID=""
+stop_site
 subjects() { $MAILDR admin --data-dir "$DIR" messages "$1" --json | python3 -c "import json,sys; print(' '.join(sorted(json.loads(l)['subject'] for l in sys.stdin)))"; }
 [[ "$(subjects bob@example.test)" == "swaks-starttls-login swaks-starttls-plain" ]] && ok "bob holds exactly the accepted mail" || { fail "bob's INBOX: $(subjects bob@example.test)"; }
 [[ "$(subjects alice@example.test)" == "swaks-implicit-tls swaks-mx" ]] && ok "alice holds exactly the accepted mail" || { fail "alice's INBOX: $(subjects alice@example.test)"; }

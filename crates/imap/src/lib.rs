@@ -24,22 +24,12 @@ use maildr_config::ImapSection;
 use maildr_types::EmailAddress;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 /// Source addresses remembered for login-failure delays.
 const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
 /// A source's failures are forgotten after this long without another.
 const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-pub(crate) fn verify_password(phc: &str, password: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    match PasswordHash::new(phc) {
-        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
-    }
-}
 
 /// What every IMAP session of a site shares.
 pub struct ImapService {
@@ -170,45 +160,11 @@ impl ImapListeners {
 }
 
 /// Serve until `shutdown` turns true.
-pub async fn serve(service: Arc<ImapService>, listeners: ImapListeners, mut shutdown: watch::Receiver<bool>) {
-    let mut sessions = JoinSet::new();
-    let mut accepts = JoinSet::new();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    for (kind, listener) in listeners.listeners {
-        let tx = tx.clone();
-        accepts.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        if tx.send((kind, stream, peer)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(listener = kind.name(), error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
-    }
-    drop(tx);
-    loop {
-        tokio::select! {
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break;
-                }
-            }
-            Some((kind, stream, peer)) = rx.recv() => {
-                sessions.spawn(handle_connection(Arc::clone(&service), kind, stream, peer));
-            }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        }
-    }
-    accepts.abort_all();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
-    sessions.abort_all();
+pub async fn serve(service: Arc<ImapService>, listeners: ImapListeners, shutdown: watch::Receiver<bool>) {
+    maildr_frontend::serve_listeners(listeners.listeners, shutdown, move |kind, stream, peer| {
+        handle_connection(Arc::clone(&service), kind, stream, peer)
+    })
+    .await;
 }
 
 async fn handle_connection(
@@ -217,7 +173,6 @@ async fn handle_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
     let Ok(permit) = Arc::clone(&service.connections).try_acquire_owned() else {
         use tokio::io::AsyncWriteExt;
         let mut stream = stream;

@@ -402,7 +402,7 @@ impl Session {
             Some(account) => {
                 let hash = account.password_hash.clone();
                 let password = password.to_string();
-                let good = tokio::task::spawn_blocking(move || crate::verify_password(&hash, &password))
+                let good = tokio::task::spawn_blocking(move || maildr_frontend::verify_password(&hash, &password))
                     .await
                     .unwrap_or(false);
                 good.then_some(account)

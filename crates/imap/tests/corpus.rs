@@ -31,12 +31,6 @@ impl Drop for Site {
     }
 }
 
-fn hash(password: &str) -> String {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt = SaltString::encode_b64(b"fixed-test-salt!").unwrap();
-    argon2::Argon2::default().hash_password(password.as_bytes(), &salt).unwrap().to_string()
-}
-
 fn start(tune: impl FnOnce(&mut ImapSection)) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
@@ -47,7 +41,7 @@ fn start(tune: impl FnOnce(&mut ImapSection)) -> Site {
     store
         .apply(Command::AddAccount {
             address: EmailAddress::parse("alice@example.test").unwrap(),
-            password_hash: hash("pw"),
+            password_hash: maildr_frontend::hash_password("pw"),
             quota_bytes: 0,
             uid_validity: UidValidity(1),
             at: UnixSeconds(1),

@@ -184,7 +184,10 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
                 let (password, generated) = read_password(password_stdin)?;
                 apply(
                     &store,
-                    Command::SetPassword { address: a.clone(), password_hash: maildr_smtp::hash_password(&password) },
+                    Command::SetPassword {
+                        address: a.clone(),
+                        password_hash: maildr_frontend::hash_password(&password),
+                    },
                 )?;
                 if generated {
                     println!("new password for {a}: {password}");

@@ -61,7 +61,7 @@ pub fn add_account_command(address: &EmailAddress, password: &str, quota_bytes: 
     let at = now();
     Command::AddAccount {
         address: address.clone(),
-        password_hash: maildr_smtp::hash_password(password),
+        password_hash: maildr_frontend::hash_password(password),
         quota_bytes,
         uid_validity: UidValidity(at.0.clamp(1, u32::MAX as i64) as u32),
         at,

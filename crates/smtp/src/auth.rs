@@ -35,27 +35,8 @@ pub async fn verify_login(cluster: &Cluster, user: &str, password: &str) -> Opti
     let account = cluster.store().account(&address).ok()??;
     let hash = account.password_hash;
     let password = password.to_string();
-    let matches = tokio::task::spawn_blocking(move || verify_password(&hash, &password)).await.ok()?;
+    let matches = tokio::task::spawn_blocking(move || maildr_frontend::verify_password(&hash, &password)).await.ok()?;
     matches.then_some(account.address)
-}
-
-/// Verify a password against an argon2 PHC string.
-pub fn verify_password(phc: &str, password: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    match PasswordHash::new(phc) {
-        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-        Err(_) => false,
-    }
-}
-
-/// Hash a password for storage (argon2id, random salt).
-pub fn hash_password(password: &str) -> String {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .expect("argon2 with default parameters accepts any password")
-        .to_string()
 }
 
 #[cfg(test)]
@@ -70,13 +51,5 @@ mod tests {
         assert_eq!(decode_plain(&enc(b"bob@example.test\0alice@example.test\0pw")), None);
         assert_eq!(decode_plain("not base64!"), None);
         assert_eq!(decode_plain(&enc(b"no separators")), None);
-    }
-
-    #[test]
-    fn hashed_passwords_verify_only_with_the_right_password() {
-        let h = hash_password("correct horse");
-        assert!(verify_password(&h, "correct horse"));
-        assert!(!verify_password(&h, "wrong"));
-        assert!(!verify_password("garbage", "x"));
     }
 }

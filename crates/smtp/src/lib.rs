@@ -19,10 +19,8 @@ use maildr_cluster::Cluster;
 use maildr_config::SmtpSection;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-pub use auth::{hash_password, verify_password};
 pub use session::count_header_fields;
 
 /// Which role a listener plays; decides what the session allows.
@@ -104,51 +102,12 @@ impl SmtpListeners {
     }
 }
 
-/// How long sessions in progress get to finish after shutdown is signalled.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 /// Serve all listeners until `shutdown` turns true.
-pub async fn serve(service: Arc<SmtpService>, listeners: SmtpListeners, mut shutdown: watch::Receiver<bool>) {
-    let mut sessions = JoinSet::new();
-    let mut accepts = JoinSet::new();
-    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::channel(64);
-    for (kind, listener) in listeners.listeners {
-        let tx = conn_tx.clone();
-        accepts.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        if tx.send((kind, stream, peer)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(listener = kind.name(), error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
-    }
-    drop(conn_tx);
-    loop {
-        tokio::select! {
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    break;
-                }
-            }
-            Some((kind, stream, peer)) = conn_rx.recv() => {
-                let service = Arc::clone(&service);
-                sessions.spawn(handle_connection(service, kind, stream, peer));
-            }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        }
-    }
-    accepts.abort_all();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
-    sessions.abort_all();
+pub async fn serve(service: Arc<SmtpService>, listeners: SmtpListeners, shutdown: watch::Receiver<bool>) {
+    maildr_frontend::serve_listeners(listeners.listeners, shutdown, move |kind, stream, peer| {
+        handle_connection(Arc::clone(&service), kind, stream, peer)
+    })
+    .await;
 }
 
 async fn handle_connection(
@@ -157,7 +116,6 @@ async fn handle_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
     let Ok(permit) = Arc::clone(&service.connections).try_acquire_owned() else {
         use tokio::io::AsyncWriteExt;
         let mut stream = stream;

@@ -40,7 +40,7 @@ impl Site {
         for user in ["alice@example.test", "bob@example.test"] {
             ok(Command::AddAccount {
                 address: addr(user),
-                password_hash: maildr_smtp::hash_password("secret"),
+                password_hash: maildr_frontend::hash_password("secret"),
                 quota_bytes: 0,
                 uid_validity: UidValidity(1),
                 at: UnixSeconds(1),
