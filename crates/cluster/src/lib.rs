@@ -1,24 +1,29 @@
 //! The write path of a site: where a command becomes durable and acknowledged.
 //!
-//! Protocol crates (SMTP, IMAP, later the admin API) hand every change of mail state
+//! Protocol crates (SMTP, IMAP, the admin commands) hand every change of mail state
 //! to [`Cluster::write`] and read through [`Cluster::store`]; they never write to the
-//! store themselves. Today a cluster is one site: a dedicated writer thread drains
-//! queued commands and commits them together in one fsynced transaction (group
-//! commit), so concurrent deliveries share one fsync. The replication issue replaces
-//! the inside of `write` with a quorum commit through Raft; the contract stays:
-//! `Ok` means durable, [`WriteError::Unavailable`] means "try again later, nothing
-//! was acknowledged".
+//! store themselves. A cluster is either
+//! - one site alone ([`Cluster::single_site`]): a dedicated writer thread drains queued
+//!   commands and commits them together in one fsynced transaction (group commit), or
+//! - a member of a Raft group ([`Cluster::replicated`], see [`replicated`]): a write is
+//!   acknowledged once a quorum of sites has it, and message bodies are on two sites
+//!   before the entry that refers to them is proposed.
+//!
+//! The contract is the same for both: `Ok` means durable, [`WriteError::Unavailable`]
+//! means "try again later, nothing was acknowledged".
 //!
 //! This crate must never interpret protocol input; it takes typed commands only.
 
 pub mod raft;
+pub mod replicated;
+pub mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use maildr_store::{Applied, Command, CommandError, Store, StoreError};
-use maildr_types::BlobRef;
-use maildr_types::MailboxId;
+use maildr_types::{BlobHash, BlobRef, MailboxId};
+pub use replicated::Replicated;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use maildr_store;
@@ -60,11 +65,24 @@ struct Pending {
 /// Handle on a site's write path and its readable state. Cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
+    engine: Engine,
+}
+
+#[derive(Clone)]
+enum Engine {
+    Single(Arc<SingleSite>),
+    Replicated(Arc<Replicated>),
+}
+
+struct SingleSite {
     store: Arc<Store>,
     queue: mpsc::Sender<Pending>,
-    limits: Arc<WritePathLimits>,
+    limits: WritePathLimits,
     changes: broadcast::Sender<MailboxId>,
 }
+
+/// How long a reader waits for a body that this site has not received yet.
+const BODY_WAIT: Duration = Duration::from_secs(5);
 
 /// Most change notices buffered per watcher; a watcher that falls further behind
 /// is told it lagged and must resynchronise everything it shows.
@@ -85,22 +103,72 @@ impl Cluster {
             .name("maildr-writer".into())
             .spawn(move || writer_loop(writer_store, rx, batch_max, feed))
             .expect("spawning the writer thread");
-        Cluster { store, queue, limits: Arc::new(limits), changes }
+        Cluster { engine: Engine::Single(Arc::new(SingleSite { store, queue, limits, changes })) }
+    }
+
+    /// The write path of a site that is a member of a Raft group.
+    pub fn replicated(site: Arc<Replicated>) -> Cluster {
+        Cluster { engine: Engine::Replicated(site) }
+    }
+
+    /// The replicated site, when this is one.
+    pub fn replication(&self) -> Option<&Arc<Replicated>> {
+        match &self.engine {
+            Engine::Single(_) => None,
+            Engine::Replicated(r) => Some(r),
+        }
     }
 
     /// Notices of mailboxes whose state changed, sent after each commit. IMAP
     /// sessions use them to push EXISTS/EXPUNGE/FETCH to idle clients.
     pub fn watch_mailboxes(&self) -> broadcast::Receiver<MailboxId> {
-        self.changes.subscribe()
+        match &self.engine {
+            Engine::Single(s) => s.changes.subscribe(),
+            Engine::Replicated(r) => r.watch_mailboxes(),
+        }
     }
 
-    /// Read access to the site's state. Reads see every write acknowledged before.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Read access to the site's state. Reads see every write acknowledged to a
+    /// client of this site before.
+    pub fn store(&self) -> Arc<Store> {
+        match &self.engine {
+            Engine::Single(s) => Arc::clone(&s.store),
+            Engine::Replicated(r) => r.store(),
+        }
     }
 
-    /// Apply a command durably; returns once it is committed (fsynced).
+    /// Make sure the message bodies are on this site before they are read: a
+    /// replica may hold a message whose body is still on its way. Waits a bounded
+    /// time, then says the body is unavailable (never serves an empty one).
+    pub async fn ensure_bodies(&self, hashes: &[BlobHash]) -> Result<(), WriteError> {
+        match &self.engine {
+            Engine::Single(_) => Ok(()),
+            Engine::Replicated(r) => r.ensure_bodies(hashes, BODY_WAIT).await,
+        }
+    }
+
+    /// Apply a command durably; returns once it is committed (fsynced; on a
+    /// replicated site, by a quorum).
     pub async fn write(&self, command: Command) -> Result<Applied, WriteError> {
+        match &self.engine {
+            Engine::Single(s) => s.write(command).await,
+            Engine::Replicated(r) => r.write(command).await,
+        }
+    }
+
+    /// Store a message body durably (file and directory fsynced; on a replicated
+    /// site, on at least one other site too) before the command that refers to it is
+    /// written.
+    pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
+        match &self.engine {
+            Engine::Single(s) => s.put_body(body).await,
+            Engine::Replicated(r) => r.put_body(body).await,
+        }
+    }
+}
+
+impl SingleSite {
+    async fn write(&self, command: Command) -> Result<Applied, WriteError> {
         let (reply, answer) = oneshot::channel();
         let kind = command.kind();
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
@@ -120,9 +188,7 @@ impl Cluster {
         }
     }
 
-    /// Store a message body durably (file and directory fsynced) before the command
-    /// that refers to it is written.
-    pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
+    async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || store.blobs().put(&body))
             .await
@@ -210,6 +276,7 @@ mod tests {
                     body,
                     internal_date: UnixSeconds(0),
                     flags: SystemFlags::default(),
+                    message_id: None,
                 })
                 .await
                 .unwrap()

@@ -160,6 +160,85 @@ section! {
     }
 }
 
+/// What a site is in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteRole {
+    /// Serves mail and holds a full voting replica; may become primary.
+    Data,
+    /// Votes and persists the log; never campaigns and serves no mail.
+    Witness,
+    /// Non-voting replica (Raft learner) far away; promoted only by a forced failover.
+    Standby,
+}
+
+impl SiteRole {
+    /// Whether this role votes in elections and counts toward the commit quorum.
+    pub fn votes(self) -> bool {
+        matches!(self, SiteRole::Data | SiteRole::Witness)
+    }
+
+    /// Whether this role serves SMTP and IMAP.
+    pub fn serves_mail(self) -> bool {
+        matches!(self, SiteRole::Data)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SiteRole::Data => "data",
+            SiteRole::Witness => "witness",
+            SiteRole::Standby => "standby",
+        }
+    }
+}
+
+/// One member of the cluster as this site sees it: who it is and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMember {
+    /// Raft node id; unique in the cluster and never reused (a site whose data
+    /// directory was lost rejoins under a new id).
+    pub node_id: u64,
+    /// The member's site name (`site.name` in its own config).
+    pub site: String,
+    /// Its role.
+    pub role: SiteRole,
+    /// Where this site reaches the member's replication listener (`host:port`).
+    /// In the lab this is a fault-proxy link, so it differs from site to site.
+    pub addr: String,
+}
+
+section! {
+    /// Replication between sites (one Raft group). With no `[[cluster.members]]` the
+    /// site runs alone: every write is durable on this site only. With members, every
+    /// site lists all of them (itself included), in a `[[cluster.members]]` table each
+    /// with `node_id`, `site`, `role` (`data`, `witness` or `standby`) and `addr`.
+    ClusterSection {
+        /// This site's Raft node id; must be one of the members.
+        node_id: u64 = 1,
+        /// Address the replication listener binds (peers, and `maildr cluster`).
+        listen: SocketAddr = addr("127.0.0.1:2700"),
+        /// Shared secret every member and the `maildr cluster` commands present;
+        /// required when members are configured. Keep it out of version control.
+        secret: Option<String> = None,
+        /// Shortest election timeout in milliseconds. The defaults suit two cities
+        /// about 30 ms apart; the lab uses a few hundred milliseconds.
+        election_timeout_min_ms: u64 = 1500,
+        /// Longest election timeout in milliseconds (a random value in between is used).
+        election_timeout_max_ms: u64 = 3000,
+        /// Milliseconds between heartbeats from the primary.
+        heartbeat_interval_ms: u64 = 300,
+        /// Build a snapshot (and allow the log before it to be purged) after this
+        /// many applied entries.
+        snapshot_after_entries: u64 = 20_000,
+        /// Milliseconds a message body push to peers may take before the write is
+        /// refused as temporarily unavailable.
+        body_push_timeout_ms: u64 = 5_000,
+        /// Every member of the cluster, this site included.
+        members: Vec<ClusterMember> = Vec::new(),
+    }
+}
+
 section! {
     /// Logging.
     LogSection {
@@ -178,6 +257,7 @@ pub struct SiteConfig {
     pub imap: ImapSection,
     pub tls: TlsSection,
     pub store: StoreSection,
+    pub cluster: ClusterSection,
     pub log: LogSection,
 }
 
@@ -255,7 +335,79 @@ impl SiteConfig {
             (None, Some(_)) => return Err(bad("tls.cert_path", "must be set when tls.key_path is".into())),
             _ => {}
         }
+        self.check_cluster(path)
+    }
+
+    fn check_cluster(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Invalid { path: path.into(), key: key.into(), reason };
+        let c = &self.cluster;
+        if c.election_timeout_min_ms == 0 || c.election_timeout_max_ms <= c.election_timeout_min_ms {
+            return Err(bad(
+                "cluster.election_timeout_max_ms",
+                "must be greater than cluster.election_timeout_min_ms, which must be greater than 0".into(),
+            ));
+        }
+        if c.heartbeat_interval_ms == 0 || c.heartbeat_interval_ms >= c.election_timeout_min_ms {
+            return Err(bad(
+                "cluster.heartbeat_interval_ms",
+                "must be greater than 0 and less than cluster.election_timeout_min_ms".into(),
+            ));
+        }
+        if c.snapshot_after_entries == 0 || c.body_push_timeout_ms == 0 {
+            return Err(bad(
+                "cluster.snapshot_after_entries",
+                "and body_push_timeout_ms must be greater than 0".into(),
+            ));
+        }
+        if c.members.is_empty() {
+            return Ok(());
+        }
+        if c.secret.as_deref().is_none_or(|s| s.len() < 16) {
+            return Err(bad(
+                "cluster.secret",
+                "must be set, at least 16 characters, when members are configured".into(),
+            ));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut sites = std::collections::BTreeSet::new();
+        for m in &c.members {
+            if !ids.insert(m.node_id) {
+                return Err(bad("cluster.members", format!("node_id {} appears twice", m.node_id)));
+            }
+            if !sites.insert(m.site.as_str()) {
+                return Err(bad("cluster.members", format!("site {:?} appears twice", m.site)));
+            }
+            if m.addr.rsplit_once(':').is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err()) {
+                return Err(bad("cluster.members", format!("addr {:?} of site {} is not host:port", m.addr, m.site)));
+            }
+        }
+        let Some(me) = c.members.iter().find(|m| m.node_id == c.node_id) else {
+            return Err(bad("cluster.node_id", format!("{} is not among cluster.members", c.node_id)));
+        };
+        if me.site != self.site.name {
+            return Err(bad(
+                "cluster.members",
+                format!("node_id {} is site {:?} but site.name is {:?}", me.node_id, me.site, self.site.name),
+            ));
+        }
+        let voters = c.members.iter().filter(|m| m.role.votes()).count();
+        if voters < 3 {
+            return Err(bad(
+                "cluster.members",
+                format!("{voters} voting members (data or witness); at least 3 are needed to survive losing one"),
+            ));
+        }
         Ok(())
+    }
+
+    /// This site's own entry in the member list, when it is part of a cluster.
+    pub fn cluster_self(&self) -> Option<&ClusterMember> {
+        self.cluster.members.iter().find(|m| m.node_id == self.cluster.node_id)
+    }
+
+    /// This site's role (a site outside any cluster is a data site).
+    pub fn role(&self) -> SiteRole {
+        self.cluster_self().map(|m| m.role).unwrap_or(SiteRole::Data)
     }
 
     /// A complete commented example with every field at its default.
@@ -264,12 +416,13 @@ impl SiteConfig {
             "# maildr site configuration. Every key is optional: shown here is its default.\n\
              # Unknown keys are refused. Generated by `maildr config example`.\n",
         );
-        let sections: [(&str, &[&str], Vec<FieldDoc>); 6] = [
+        let sections: [(&str, &[&str], Vec<FieldDoc>); 7] = [
             ("site", SiteSection::DOC, SiteSection::fields()),
             ("smtp", SmtpSection::DOC, SmtpSection::fields()),
             ("imap", ImapSection::DOC, ImapSection::fields()),
             ("tls", TlsSection::DOC, TlsSection::fields()),
             ("store", StoreSection::DOC, StoreSection::fields()),
+            ("cluster", ClusterSection::DOC, ClusterSection::fields()),
             ("log", LogSection::DOC, LogSection::fields()),
         ];
         for (name, doc, fields) in sections {
@@ -323,5 +476,50 @@ mod tests {
         assert!(err.to_string().contains("tls.key_path"), "{err}");
         let err = SiteConfig::parse("[site]\nname = \"b j\"\n", Path::new("a.toml")).unwrap_err();
         assert!(err.to_string().contains("site.name"), "{err}");
+    }
+
+    fn three_sites(node_id: u64, site: &str) -> String {
+        format!(
+            "[site]\nname = \"{site}\"\n[cluster]\nnode_id = {node_id}\nsecret = \"0123456789abcdef\"\n\
+             [[cluster.members]]\nnode_id = 1\nsite = \"bj\"\nrole = \"data\"\naddr = \"127.0.10.1:2700\"\n\
+             [[cluster.members]]\nnode_id = 2\nsite = \"sh\"\nrole = \"data\"\naddr = \"127.0.20.1:2700\"\n\
+             [[cluster.members]]\nnode_id = 3\nsite = \"hz\"\nrole = \"witness\"\naddr = \"127.0.30.1:2700\"\n"
+        )
+    }
+
+    #[test]
+    fn a_three_site_cluster_parses_with_roles() {
+        let config = SiteConfig::parse(&three_sites(3, "hz"), Path::new("hz.toml")).unwrap();
+        assert_eq!(config.role(), SiteRole::Witness);
+        assert!(!config.role().serves_mail() && config.role().votes());
+        assert_eq!(config.cluster.members.len(), 3);
+        assert_eq!(SiteConfig::default().role(), SiteRole::Data, "a site alone is a data site");
+    }
+
+    #[test]
+    fn cluster_mistakes_are_refused_naming_the_key() {
+        let refuse = |text: String, key: &str, reason: &str| {
+            let err = SiteConfig::parse(&text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(reason), "{err}");
+        };
+        refuse(three_sites(4, "bj"), "cluster.node_id", "not among");
+        refuse(three_sites(1, "sh"), "cluster.members", "site.name");
+        refuse(three_sites(1, "bj").replace("0123456789abcdef", "short"), "cluster.secret", "16");
+        refuse(three_sites(1, "bj").replace("node_id = 2", "node_id = 1"), "cluster.members", "appears twice");
+        refuse(
+            three_sites(1, "bj").replace("role = \"witness\"", "role = \"standby\""),
+            "cluster.members",
+            "at least 3",
+        );
+        refuse(three_sites(1, "bj").replace("127.0.20.1:2700", "127.0.20.1"), "cluster.members", "host:port");
+        refuse(
+            three_sites(1, "bj").replace("node_id = 1\nsecret", "node_id = 1\nheartbeat_interval_ms = 5000\nsecret"),
+            "cluster.heartbeat_interval_ms",
+            "less than",
+        );
+        let err = SiteConfig::parse(&three_sites(1, "bj").replace("\"witness\"", "\"lagged\""), Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("lagged") || err.contains("unknown variant"), "{err}");
     }
 }

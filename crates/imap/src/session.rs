@@ -361,7 +361,7 @@ impl Session {
         }
         let mut out = Vec::new();
         let store = self.service.cluster.store();
-        if let Err(e) = tokio::task::block_in_place(|| view.sync(store, allow_expunge, condstore, &mut out)) {
+        if let Err(e) = tokio::task::block_in_place(|| view.sync(&store, allow_expunge, condstore, &mut out)) {
             tracing::error!(error = %e, "reading the selected mailbox failed");
         }
         for d in out {
@@ -830,7 +830,7 @@ impl Session {
             self.condstore = true;
         }
         self.drain_changes();
-        let view = match tokio::task::block_in_place(|| View::open(self.cluster().store(), record.id, read_only)) {
+        let view = match tokio::task::block_in_place(|| View::open(&self.cluster().store(), record.id, read_only)) {
             Ok(v) => v,
             Err(_) => {
                 server.enqueue_status(no(tag, Some(other_code("UNAVAILABLE")), "cannot read now"));
@@ -930,8 +930,11 @@ impl Session {
     fn search(&mut self, server: &mut Server, tag: &Tag<'static>, criteria: Vec1<SearchKey<'static>>, uid: bool) {
         let view = self.selected.as_ref().expect("selected state");
         let store = self.service.cluster.store();
-        let ctx =
-            search::Context { store, exists: view.exists(), highest_uid: view.highest_uid().map(|u| u.0).unwrap_or(0) };
+        let ctx = search::Context {
+            store: &store,
+            exists: view.exists(),
+            highest_uid: view.highest_uid().map(|u| u.0).unwrap_or(0),
+        };
         let keys = criteria.into_inner();
         let with_modseq = keys.iter().any(search::uses_modseq);
         let mut found = Vec::new();
@@ -1010,7 +1013,7 @@ impl Session {
         let view = self.selected.as_mut().expect("selected state");
         let mut out = Vec::new();
         view.dirty = true;
-        let _ = tokio::task::block_in_place(|| view.sync(store, false, condstore, &mut out));
+        let _ = tokio::task::block_in_place(|| view.sync(&store, false, condstore, &mut out));
         let changed: std::collections::HashSet<Uid> = changed.into_iter().map(|(u, _)| u).collect();
         for data in out {
             let silent_own = matches!(response, StoreResponse::Silent)
@@ -1213,7 +1216,7 @@ impl Session {
                 let condstore = self.condstore;
                 if let Some(v) = self.selected.as_mut() {
                     let mut discard = Vec::new();
-                    let _ = tokio::task::block_in_place(|| v.sync(store, false, condstore, &mut discard));
+                    let _ = tokio::task::block_in_place(|| v.sync(&store, false, condstore, &mut discard));
                     for d in discard {
                         if !matches!(d, Data::Fetch { .. }) {
                             server.enqueue_data(d);
@@ -1225,13 +1228,19 @@ impl Session {
                 }
             }
         }
+        if names.iter().any(needs_body) {
+            // A replica may hold messages whose bodies are still on their way.
+            let view = self.selected.as_ref().expect("selected state");
+            let bodies: Vec<_> = indexes.iter().map(|i| view.messages[*i].body).collect();
+            let _ = self.service.cluster.ensure_bodies(&bodies).await;
+        }
         let view = self.selected.as_ref().expect("selected state");
         let store = self.service.cluster.store();
         let mut failed = false;
         tokio::task::block_in_place(|| {
             for i in &indexes {
                 let message = &view.messages[*i];
-                match fetch_items(store, message, &names) {
+                match fetch_items(&store, message, &names) {
                     Some(items) => {
                         if let Ok(items) = Vec1::try_from(items) {
                             server.enqueue_data(Data::Fetch { seq: nz(*i as u32 + 1), items });
@@ -1317,21 +1326,24 @@ fn partial(data: &[u8], range: Option<(u32, NonZeroU32)>) -> (Vec<u8>, Option<u3
 }
 
 /// Compute the FETCH items for one message; `None` when its body is missing.
+/// Whether answering this FETCH item reads the message body.
+fn needs_body(name: &MessageDataItemName<'static>) -> bool {
+    !matches!(
+        name,
+        MessageDataItemName::Flags
+            | MessageDataItemName::Uid
+            | MessageDataItemName::InternalDate
+            | MessageDataItemName::Rfc822Size
+            | MessageDataItemName::ModSeq
+    )
+}
+
 fn fetch_items(
     store: &maildr_store::Store,
     message: &maildr_store::Message,
     names: &[MessageDataItemName<'static>],
 ) -> Option<Vec<MessageDataItem<'static>>> {
-    let needs_body = names.iter().any(|n| {
-        !matches!(
-            n,
-            MessageDataItemName::Flags
-                | MessageDataItemName::Uid
-                | MessageDataItemName::InternalDate
-                | MessageDataItemName::Rfc822Size
-                | MessageDataItemName::ModSeq
-        )
-    });
+    let needs_body = names.iter().any(needs_body);
     let raw = if needs_body { Some(store.blobs().get(&message.body).ok()?) } else { None };
     let raw_ref: &[u8] = raw.as_deref().unwrap_or(b"");
     let parsed = if needs_body { mime::parse(raw_ref) } else { None };

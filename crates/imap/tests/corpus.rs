@@ -55,6 +55,7 @@ fn start(tune: impl FnOnce(&mut ImapSection)) -> Site {
             body: blob,
             internal_date: UnixSeconds(1),
             flags: Default::default(),
+            message_id: None,
         })
         .unwrap()
         .unwrap();

@@ -8,6 +8,8 @@
 //! link 404; neither changes anything.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -17,7 +19,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::fault_proxy::{Link, LinkFaults};
+use crate::fault_proxy::{FaultProxyError, Link, LinkFaults};
+use crate::topology::LinkSpec;
 
 /// The links of a lab, by name.
 #[derive(Default)]
@@ -99,6 +102,42 @@ pub fn router(links: Arc<LinkSet>) -> Router {
         .route("/links/{name}/heal", post(heal))
         .route("/links/{name}/reset", post(reset))
         .with_state(links)
+}
+
+/// Why a lab's links could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeLinksError {
+    #[error(transparent)]
+    Link(#[from] FaultProxyError),
+    #[error("link control: cannot listen on {addr}: {source}")]
+    ControlBind { addr: SocketAddr, source: std::io::Error },
+    #[error("link control on {addr}: {source}")]
+    Serve { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Start every link in `specs` and serve their control API on `control` until
+/// `shutdown` completes; then the links stop and their connections close.
+///
+/// Every listener is bound before the first request is served, so once `control`
+/// accepts connections every link is up.
+pub async fn serve_links(
+    specs: &[LinkSpec],
+    control: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeLinksError> {
+    let links = Arc::new(LinkSet::default());
+    for spec in specs {
+        links.insert(Link::start(&spec.name, spec.listen, spec.upstream).await?);
+        tracing::info!(link = %spec.name, listen = %spec.listen, upstream = %spec.upstream, "link up");
+    }
+    let listener = tokio::net::TcpListener::bind(control)
+        .await
+        .map_err(|source| ServeLinksError::ControlBind { addr: control, source })?;
+    tracing::info!(%control, links = specs.len(), "link control serving");
+    axum::serve(listener, router(links))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| ServeLinksError::Serve { addr: control, source })
 }
 
 #[cfg(test)]

@@ -1,10 +1,13 @@
-//! `maildr admin`: manage domains, accounts and aliases on a stopped site's data
-//! directory, and inspect what the store holds.
+//! `maildr admin`: manage domains, accounts and aliases, and inspect what a stopped
+//! site's store holds.
 //!
 //! Changes go through the same commands the servers use, so the admin CLI cannot
-//! create a state the servers could not. While `maildr serve` runs on the
-//! directory, the database lock refuses us with a clear message (the admin API will
-//! serve the running case).
+//! create a state the servers could not. On a site that is a cluster member, changes
+//! are sent to the running site, which commits them through the primary like any
+//! other write (a replica's store is written only by Raft). On a single site they are
+//! applied to the stopped site's data directory. Reads open the store directly, so
+//! they need the site stopped; while `maildr serve` runs, the database lock refuses
+//! us with a clear message (the admin API will serve the running case).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -14,6 +17,10 @@ use clap::Subcommand;
 use maildr_store::{Command, Store};
 use maildr_types::{Domain, EmailAddress, MailboxName};
 
+use maildr_cluster::raft::wire::{ControlRequest, ControlResponse};
+use maildr_config::SiteConfig;
+
+use crate::cluster_cmd::ControlClient;
 use crate::serve::{add_account_command, generate_password, now, open_store};
 
 #[derive(Subcommand)]
@@ -127,20 +134,63 @@ fn read_password(from_stdin: bool) -> Result<(String, bool)> {
     Ok((password, false))
 }
 
-fn apply(store: &Store, command: Command) -> Result<maildr_store::Applied> {
-    Ok(store.apply(command)??)
+/// Where changes go and reads come from.
+enum Target {
+    /// A stopped single site's data directory.
+    Local(Store),
+    /// A running cluster member: changes go through it; reads need it stopped.
+    Cluster { client: Box<ControlClient>, data_dir: PathBuf, store: std::cell::OnceCell<Store> },
 }
 
-pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
-    if !data_dir.join(maildr_store::DATABASE_FILE).exists()
-        && !matches!(command, AdminCommand::Domain { action: DomainAction::Add { .. } })
-    {
-        bail!(
-            "{} holds no maildr store (create one with `maildr admin --data-dir DIR domain add DOMAIN`)",
-            data_dir.display()
-        );
+impl Target {
+    fn apply(&self, command: Command) -> Result<maildr_store::Applied> {
+        match self {
+            Target::Local(store) => Ok(store.apply(command)??),
+            Target::Cluster { client, .. } => {
+                let local = client.local().clone();
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                match runtime.block_on(client.call(&local, ControlRequest::Write(command)))? {
+                    ControlResponse::Written(result) => Ok(result?),
+                    other => bail!("site {} answered a write with {other:?}", local.site),
+                }
+            }
+        }
     }
-    let store = open_store(&data_dir)?;
+
+    fn store(&self) -> Result<&Store> {
+        match self {
+            Target::Local(store) => Ok(store),
+            Target::Cluster { data_dir, store, .. } => {
+                if let Some(s) = store.get() {
+                    return Ok(s);
+                }
+                let opened = open_store(data_dir).context("reads open the store; stop the site first")?;
+                Ok(store.get_or_init(|| opened))
+            }
+        }
+    }
+}
+
+pub fn run(data_dir: PathBuf, cluster: Option<SiteConfig>, command: AdminCommand) -> Result<()> {
+    let store = match cluster {
+        Some(config) => Target::Cluster {
+            client: Box::new(ControlClient::new(config)?),
+            data_dir,
+            store: std::cell::OnceCell::new(),
+        },
+        None => {
+            if !data_dir.join(maildr_store::DATABASE_FILE).exists()
+                && !matches!(command, AdminCommand::Domain { action: DomainAction::Add { .. } })
+            {
+                bail!(
+                    "{} holds no maildr store (create one with `maildr admin --data-dir DIR domain add DOMAIN`)",
+                    data_dir.display()
+                );
+            }
+            Target::Local(open_store(&data_dir)?)
+        }
+    };
+    let apply = |store: &Target, command| store.apply(command);
     match command {
         AdminCommand::Domain { action } => match action {
             DomainAction::Add { domain: d } => {
@@ -148,7 +198,7 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
                 println!("added domain {}", domain(&d)?);
             }
             DomainAction::List => {
-                for d in store.domains()? {
+                for d in store.store()?.domains()? {
                     println!("{}", d.name);
                 }
             }
@@ -170,7 +220,7 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
             }
             UserAction::List { domain: d } => {
                 let d = d.as_deref().map(domain).transpose()?;
-                for account in store.accounts(d.as_ref())? {
+                for account in store.store()?.accounts(d.as_ref())? {
                     let quota = if account.quota_bytes == 0 {
                         "unlimited".to_string()
                     } else {
@@ -214,7 +264,7 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
             }
             AliasAction::List { domain: d } => {
                 let d = d.as_deref().map(domain).transpose()?;
-                for alias in store.aliases(d.as_ref())? {
+                for alias in store.store()?.aliases(d.as_ref())? {
                     let targets: Vec<String> = alias.targets.iter().map(|t| t.to_string()).collect();
                     println!("{}\t{}", alias.address, targets.join(","));
                 }
@@ -228,9 +278,9 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
         },
         AdminCommand::Mailboxes { account } => {
             let a = address(&account)?;
-            let account = store.account(&a)?.with_context(|| format!("no account {a}"))?;
+            let account = store.store()?.account(&a)?.with_context(|| format!("no account {a}"))?;
             println!("NAME\tSPECIAL-USE\tUIDVALIDITY\tUIDNEXT\tHIGHESTMODSEQ\tMESSAGES\tBYTES\tDIGEST");
-            for m in store.mailboxes(account.id)? {
+            for m in store.store()?.mailboxes(account.id)? {
                 let special = m.special_use.and_then(|s| s.imap_attribute()).unwrap_or("-");
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
@@ -247,12 +297,14 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
         }
         AdminCommand::Messages { account, mailbox, json } => {
             let a = address(&account)?;
-            let account = store.account(&a)?.with_context(|| format!("no account {a}"))?;
+            let account = store.store()?.account(&a)?.with_context(|| format!("no account {a}"))?;
             let name = MailboxName::parse(&mailbox)?;
-            let mailbox =
-                store.mailbox_by_name(account.id, &name)?.with_context(|| format!("{a} has no mailbox {name}"))?;
-            for m in store.messages(mailbox.id)? {
-                let body = store.blobs().get(&m.body);
+            let mailbox = store
+                .store()?
+                .mailbox_by_name(account.id, &name)?
+                .with_context(|| format!("{a} has no mailbox {name}"))?;
+            for m in store.store()?.messages(mailbox.id)? {
+                let body = store.store()?.blobs().get(&m.body);
                 let (subject, message_id) = match &body {
                     Ok(bytes) => {
                         let parsed = mail_parser::MessageParser::default().parse_headers(bytes);
@@ -282,7 +334,7 @@ pub fn run(data_dir: PathBuf, command: AdminCommand) -> Result<()> {
             }
         }
         AdminCommand::Check { json } => {
-            let report = store.check()?;
+            let report = store.store()?.check()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -4,6 +4,8 @@
 mod admin;
 mod bench;
 mod bench_imap;
+mod cluster_cmd;
+mod lab;
 mod serve;
 mod tls;
 
@@ -39,7 +41,13 @@ enum Top {
         #[command(subcommand)]
         action: ConfigAction,
     },
-    /// Manage a stopped site's domains, accounts and aliases; inspect its store.
+    /// A replicated cluster: init, status, switchover, verify.
+    Cluster {
+        #[command(subcommand)]
+        action: cluster_cmd::ClusterAction,
+    },
+    /// Manage domains, accounts and aliases (through the running cluster when the
+    /// config names cluster members; else on a stopped site); inspect a stopped store.
     Admin {
         /// The site's data directory.
         #[arg(long, required_unless_present = "config")]
@@ -49,6 +57,11 @@ enum Top {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: admin::AdminCommand,
+    },
+    /// The lab: a whole multi-site deployment on this machine, one process per site.
+    Lab {
+        #[command(subcommand)]
+        action: lab::LabAction,
     },
     /// Benchmarks that print figures.
     Bench {
@@ -97,14 +110,21 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
+        Top::Cluster { action } => {
+            init_logging("warn");
+            runtime()?.block_on(cluster_cmd::run(action))
+        }
         Top::Admin { data_dir, config, command } => {
-            let dir = match (data_dir, config) {
+            let config = config.map(|c| maildr_config::SiteConfig::load(&c)).transpose()?;
+            let dir = match (data_dir, &config) {
                 (Some(d), _) => d,
-                (None, Some(c)) => maildr_config::SiteConfig::load(&c)?.site.data_dir,
+                (None, Some(c)) => c.site.data_dir.clone(),
                 (None, None) => unreachable!("clap requires one of them"),
             };
-            admin::run(dir, command)
+            let cluster = config.filter(|c| !c.cluster.members.is_empty());
+            admin::run(dir, cluster, command)
         }
+        Top::Lab { action } => lab::run(action),
         Top::Bench { which } => {
             init_logging("warn");
             match which {

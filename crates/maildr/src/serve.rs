@@ -101,11 +101,31 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let data_dir = config.site.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().with_context(|| format!("resolving {}", data_dir.display()))?;
-    let store = open_store(&data_dir)?;
-    if args.dev {
-        for (address, password) in bootstrap_dev(&store)? {
-            println!("created dev account {address} with password {password}");
+    let limits = WritePathLimits {
+        batch_commands_max: config.store.batch_commands_max as usize,
+        queue_commands_max: config.store.queue_commands_max as usize,
+        write_timeout_ms: config.store.write_timeout_ms,
+    };
+    let replicated = !config.cluster.members.is_empty();
+    if replicated && args.dev {
+        anyhow::bail!("--dev runs a single site; drop it, or drop [[cluster.members]] from the config");
+    }
+    let cluster = if replicated {
+        let site = maildr_cluster::Replicated::start(&data_dir, &config.site.name, &config.cluster, limits)
+            .await
+            .with_context(|| format!("starting replication of site {}", config.site.name))?;
+        Cluster::replicated(site)
+    } else {
+        let store = open_store(&data_dir)?;
+        if args.dev {
+            for (address, password) in bootstrap_dev(&store)? {
+                println!("created dev account {address} with password {password}");
+            }
         }
+        Cluster::single_site(store, limits)
+    };
+    if !config.role().serves_mail() {
+        return serve_without_mail(&config, &data_dir, cluster).await;
     }
     let tls_files = tls::ensure_files(
         &data_dir,
@@ -114,12 +134,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         config.tls.key_path.as_deref(),
     )?;
     let tls_config = tls::server_config(&tls_files)?;
-    let limits = WritePathLimits {
-        batch_commands_max: config.store.batch_commands_max as usize,
-        queue_commands_max: config.store.queue_commands_max as usize,
-        write_timeout_ms: config.store.write_timeout_ms,
-    };
-    let cluster = Cluster::single_site(store, limits);
     let listeners = SmtpListeners::bind(&config.smtp, true).await?;
     let imap_listeners = maildr_imap::ImapListeners::bind(&config.imap, true).await?;
     let addrs = listeners.local_addrs();
@@ -138,6 +152,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "smtp": smtp,
         "imap": imap,
         "tls_ca": tls_files.ca.as_ref().unwrap_or(&tls_files.cert),
+        "role": config.role().name(),
+        "replication": cluster.replication().map(|r| r.listen_addr().to_string()),
     });
     write_endpoints(&data_dir, &endpoints)?;
     let mut listing: Vec<String> = addrs.iter().map(|(k, a)| format!("{} {}", k.name(), a)).collect();
@@ -148,7 +164,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let imap_service =
         maildr_imap::ImapService::new(cluster.clone(), config.imap.clone(), Some(Arc::clone(&tls_config)));
-    let service = SmtpService::new(cluster, config.smtp.clone(), config.site.hostname.clone(), Some(tls_config));
+    let service =
+        SmtpService::new(cluster.clone(), config.smtp.clone(), config.site.hostname.clone(), Some(tls_config));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let smtp_server = tokio::spawn(maildr_smtp::serve(service, listeners, stop_rx.clone()));
     let imap_server = tokio::spawn(maildr_imap::serve(imap_service, imap_listeners, stop_rx));
@@ -157,6 +174,32 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = smtp_server.await;
     let _ = imap_server.await;
+    if let Some(replication) = cluster.replication() {
+        replication.shutdown().await;
+    }
+    Ok(())
+}
+
+/// A witness or standby: replication only, no mail listeners.
+async fn serve_without_mail(config: &SiteConfig, data_dir: &Path, cluster: Cluster) -> Result<()> {
+    let replication = cluster.replication().expect("only cluster members have roles without mail").clone();
+    let endpoints = serde_json::json!({
+        "site": config.site.name,
+        "pid": std::process::id(),
+        "data_dir": data_dir,
+        "role": config.role().name(),
+        "replication": replication.listen_addr().to_string(),
+    });
+    write_endpoints(data_dir, &endpoints)?;
+    println!(
+        "maildr site {} ({}) replicating on {}; it serves no mail",
+        config.site.name,
+        config.role().name(),
+        replication.listen_addr()
+    );
+    wait_for_stop_signal().await;
+    tracing::info!("stopping");
+    replication.shutdown().await;
     Ok(())
 }
 

@@ -576,6 +576,7 @@ impl Session {
                 }
             }
         }
+        let message_id = message_id_of(&body);
         message.extend_from_slice(&body);
         drop(body);
         let blob = match self.cluster().put_body(message).await {
@@ -585,8 +586,13 @@ impl Session {
                 return "451 4.3.0 Message not stored (temporary local problem); try again later".into();
             }
         };
-        let command =
-            Command::Deliver { recipients: accounts, body: blob, internal_date: at, flags: SystemFlags::default() };
+        let command = Command::Deliver {
+            recipients: accounts,
+            body: blob,
+            internal_date: at,
+            flags: SystemFlags::default(),
+            message_id,
+        };
         match self.cluster().write(command).await {
             Ok(Applied::Delivered { placements }) => {
                 tracing::info!(
@@ -668,5 +674,55 @@ mod tests {
         assert_eq!(count_header_fields(b"A: 1\r\nB: 2\r\n\tcont\r\n\r\nC: not a header\r\n"), 2);
         assert_eq!(count_header_fields(b""), 0);
         assert_eq!(count_header_fields(b"no empty line"), 1);
+    }
+}
+
+/// Longest Message-ID kept for recognising retried deliveries (RFC 5322 line limit).
+const MESSAGE_ID_MAX_BYTES: usize = 998;
+
+/// The Message-ID header's value, unfolded and trimmed, if the header block has
+/// exactly one that fits the limit. Used only to recognise a retried delivery.
+fn message_id_of(message: &[u8]) -> Option<String> {
+    let header_end = message.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2).unwrap_or(message.len());
+    let headers = &message[..header_end];
+    let mut found: Option<String> = None;
+    let mut lines = headers.split(|b| *b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
+        if !line[..colon].eq_ignore_ascii_case(b"message-id") {
+            continue;
+        }
+        let mut value = line[colon + 1..].to_vec();
+        while let Some(next) = lines.peek().filter(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t')) {
+            value.extend_from_slice(next.strip_suffix(b"\r").unwrap_or(next));
+            lines.next();
+        }
+        if found.is_some() {
+            return None; // two Message-IDs: trust neither
+        }
+        let value = String::from_utf8(value).ok()?;
+        let value = value.trim();
+        if value.is_empty() || value.len() > MESSAGE_ID_MAX_BYTES {
+            return None;
+        }
+        found = Some(value.to_string());
+    }
+    found
+}
+
+#[cfg(test)]
+mod message_id_tests {
+    use super::message_id_of;
+
+    #[test]
+    fn the_message_id_is_found_unfolded_and_only_when_unambiguous() {
+        let m = b"Subject: x\r\nMessage-ID:\r\n <a@b.test>\r\n\r\nMessage-ID: <body@x>\r\n";
+        assert_eq!(message_id_of(m).as_deref(), Some("<a@b.test>"));
+        assert_eq!(message_id_of(b"message-id: <c@d>\r\n\r\n").as_deref(), Some("<c@d>"));
+        assert_eq!(message_id_of(b"Subject: none\r\n\r\nMessage-ID: <in@body>\r\n"), None);
+        assert_eq!(message_id_of(b"Message-ID: <1@x>\r\nMessage-ID: <2@x>\r\n\r\n"), None);
+        let long = format!("Message-ID: <{}@x>\r\n\r\n", "a".repeat(1000));
+        assert_eq!(message_id_of(long.as_bytes()), None);
     }
 }

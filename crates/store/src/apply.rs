@@ -11,8 +11,9 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::command::{Applied, Command, CommandError, FlagOp, Placement};
 use crate::model::{Account, Alias, DomainRecord, Mailbox, MailboxDigest, Message};
 use crate::{
-    decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, DOMAINS, MAILBOXES, MAILBOX_NAMES, MESSAGES,
-    META, META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_MAILBOX_ID,
+    decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, DELIVERED_IDS, DOMAINS, MAILBOXES,
+    MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID,
+    META_NEXT_MAILBOX_ID,
 };
 
 type Outcome = Result<Result<Applied, CommandError>, StoreError>;
@@ -27,6 +28,7 @@ pub(crate) struct Tables<'txn> {
     mailbox_names: Table<'txn, (u64, &'static str), u64>,
     messages: Table<'txn, (u64, u32), &'static [u8]>,
     blob_refs: Table<'txn, &'static [u8], u64>,
+    delivered_ids: Table<'txn, (u64, &'static str), u32>,
 }
 
 fn db(e: impl Into<redb::Error>) -> StoreError {
@@ -45,6 +47,7 @@ impl<'txn> Tables<'txn> {
             mailbox_names: txn.open_table(MAILBOX_NAMES)?,
             messages: txn.open_table(MESSAGES)?,
             blob_refs: txn.open_table(BLOB_REFS)?,
+            delivered_ids: txn.open_table(DELIVERED_IDS)?,
         })
     }
 
@@ -173,7 +176,7 @@ impl<'txn> Tables<'txn> {
                 }
                 Ok(Ok(Applied::Done))
             }
-            Command::Deliver { recipients, body, internal_date, flags } => {
+            Command::Deliver { recipients, body, internal_date, flags, message_id } => {
                 if recipients.is_empty() {
                     return Ok(Err(CommandError::NoRecipients));
                 }
@@ -196,7 +199,16 @@ impl<'txn> Tables<'txn> {
                 }
                 let mut placements = Vec::with_capacity(targets.len());
                 for (mut account, inbox) in targets {
+                    if let Some(uid) = self.already_delivered(inbox, message_id.as_deref())? {
+                        // A retry of a delivery that did land: the sender gets its 250,
+                        // the mailbox does not get a second copy.
+                        placements.push(Placement { account: account.address.clone(), mailbox: inbox, uid });
+                        continue;
+                    }
                     let uid = self.append_message(inbox, body, *flags, &[], *internal_date)?;
+                    if let Some(id) = message_id.as_deref() {
+                        self.delivered_ids.insert((inbox.0, id), uid.0).map_err(db)?;
+                    }
                     account.used_bytes += body.size_bytes;
                     self.put_account(&account)?;
                     placements.push(Placement { account: account.address.clone(), mailbox: inbox, uid });
@@ -515,6 +527,17 @@ impl<'txn> Tables<'txn> {
         mailbox.highest_modseq = ModSeq(mailbox.highest_modseq.0 + 1);
         self.put_mailbox(&mailbox)?;
         Ok(freed)
+    }
+
+    /// The UID under which a message with this Message-ID was delivered to `inbox`
+    /// and is still there.
+    fn already_delivered(&self, inbox: MailboxId, message_id: Option<&str>) -> Result<Option<Uid>, StoreError> {
+        let Some(id) = message_id else { return Ok(None) };
+        let Some(uid) = self.delivered_ids.get((inbox.0, id)).map_err(db)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let present = self.messages.get((inbox.0, uid)).map_err(db)?.is_some();
+        Ok(present.then_some(Uid(uid)))
     }
 
     fn remove_all_messages(&mut self, mailbox: MailboxId) -> Result<u64, StoreError> {

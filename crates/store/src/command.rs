@@ -58,6 +58,9 @@ pub enum Command {
         body: BlobRef,
         internal_date: UnixSeconds,
         flags: SystemFlags,
+        /// The message's Message-ID, when it has one: a retried delivery with the same
+        /// Message-ID to an INBOX that still holds the first copy is not stored again.
+        message_id: Option<String>,
     },
     /// Create a mailbox (and any missing parents, as IMAP CREATE does).
     CreateMailbox {

@@ -17,7 +17,7 @@ pub mod model;
 
 use std::path::{Path, PathBuf};
 
-use maildr_types::{AccountId, Domain, EmailAddress, MailboxId, MailboxName, Uid};
+use maildr_types::{AccountId, BlobHash, Domain, EmailAddress, MailboxId, MailboxName, Uid};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use blob::{hash_body, BlobStore};
@@ -37,6 +37,11 @@ pub(crate) const MAILBOX_NAMES: TableDefinition<(u64, &str), u64> = TableDefinit
 pub(crate) const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
 /// body hash → number of messages referring to it.
 pub(crate) const BLOB_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("blob_refs");
+/// (INBOX mailbox id, Message-ID) → UID of the copy delivered there: makes an SMTP
+/// retry of a delivery whose outcome the sender never learnt (451 after a timeout or
+/// a failover) land once. Rows of removed mailboxes and expunged messages are
+/// ignored when read and replaced on the next delivery; a sweep is future work.
+pub(crate) const DELIVERED_IDS: TableDefinition<(u64, &str), u32> = TableDefinition::new("delivered_ids");
 
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(crate) const META_NEXT_ACCOUNT_ID: &str = "next_account_id";
@@ -147,6 +152,7 @@ impl Store {
             txn.open_table(MAILBOX_NAMES).map_err(|e| self.db_err(e))?;
             txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
             txn.open_table(BLOB_REFS).map_err(|e| self.db_err(e))?;
+            txn.open_table(DELIVERED_IDS).map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))
     }
@@ -287,6 +293,34 @@ impl Store {
                 StoreError::Corrupt(format!("mailbox name index points at missing mailbox {}", id.value()))
             })?;
             out.push(decode("mailbox", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Every mailbox of every account, ordered by mailbox id (for cross-site
+    /// verification, which compares digests in O(mailboxes)).
+    pub fn all_mailboxes(&self) -> Result<Vec<Mailbox>, StoreError> {
+        let txn = self.read()?;
+        let boxes = txn.open_table(MAILBOXES).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in boxes.iter().map_err(|e| self.db_err(e))? {
+            let (_, v) = row.map_err(|e| self.db_err(e))?;
+            out.push(decode("mailbox", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The hashes of every body some message refers to (for finding bodies a
+    /// replica still lacks after catching up).
+    pub fn referenced_blobs(&self) -> Result<Vec<BlobHash>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(BLOB_REFS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            let bytes: [u8; 32] =
+                k.value().try_into().map_err(|_| StoreError::Corrupt("blob reference key is not 32 bytes".into()))?;
+            out.push(BlobHash(bytes));
         }
         Ok(out)
     }

@@ -25,8 +25,10 @@
 //! never acknowledge a write before it is on disk.
 
 mod log_store;
+pub mod network;
 mod snapshot_file;
 pub mod state_machine;
+pub mod wire;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -45,7 +45,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use maildr_store::{Store, DATABASE_FILE};
+use maildr_store::{Applied, Command, Store, DATABASE_FILE};
+use maildr_types::{BlobHash, MailboxId};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageError,
@@ -138,6 +139,16 @@ struct Shared {
     data_dir: PathBuf,
     db: Arc<RaftDb>,
     inner: RwLock<Inner>,
+    /// The store readers use. Replaced only when a snapshot is installed; readers
+    /// holding the previous one finish on it.
+    published: RwLock<Arc<Store>>,
+    /// Mailboxes changed by applied entries (the change feed of IMAP sessions).
+    changes: tokio::sync::broadcast::Sender<MailboxId>,
+    /// Bodies referenced by applied state that this site does not hold yet.
+    missing_bodies: Mutex<std::collections::BTreeSet<BlobHash>>,
+    missing_bodies_added: tokio::sync::Notify,
+    /// Whether this site keeps every body (a witness does not; it only relays).
+    tracks_bodies: std::sync::atomic::AtomicBool,
     /// Metadata of the snapshot in [`SNAPSHOT_FILE`]. Held while snapshot files are
     /// renamed, so a build and an install never replace it at once.
     current_snapshot: Mutex<Option<SiteSnapshotMeta>>,
@@ -148,7 +159,7 @@ struct Shared {
 struct Inner {
     /// `None` once a storage failure left the store's state uncertain, or while a
     /// snapshot replaces the database; every operation then fails until a restart.
-    store: Option<Store>,
+    store: Option<Arc<Store>>,
     applied: AppliedState,
     /// The store's `commands_applied` counter after the last batch.
     commands_applied: u64,
@@ -208,11 +219,21 @@ impl StateMachineStore {
 
         let snapshot_path = data_dir.join(SNAPSHOT_FILE);
         let current_snapshot = if snapshot_path.exists() { Some(read_snapshot_meta(&snapshot_path)?) } else { None };
+        let missing = missing_bodies_of(&store)?;
+        if !missing.is_empty() {
+            tracing::warn!(bodies = missing.len(), "bodies referenced by the store are missing here; fetching them");
+        }
+        let store = Arc::new(store);
 
         Ok(StateMachineStore {
             shared: Arc::new(Shared {
                 data_dir: data_dir.into(),
                 db,
+                published: RwLock::new(Arc::clone(&store)),
+                changes: tokio::sync::broadcast::channel(CHANGE_FEED_CAPACITY).0,
+                missing_bodies: Mutex::new(missing),
+                missing_bodies_added: tokio::sync::Notify::new(),
+                tracks_bodies: std::sync::atomic::AtomicBool::new(true),
                 inner: RwLock::new(Inner { store: Some(store), applied, commands_applied }),
                 current_snapshot: Mutex::new(current_snapshot),
                 next_file_seq: AtomicU64::new(0),
@@ -226,6 +247,63 @@ impl StateMachineStore {
         let inner = self.shared.read()?;
         let store = inner.store.as_ref().ok_or_else(|| self.shared.stopped())?;
         Ok(read(store))
+    }
+
+    /// The store for readers: it does not wait for applies. After a snapshot install
+    /// the next call returns the new store.
+    pub fn store(&self) -> Arc<Store> {
+        Arc::clone(&self.shared.published.read().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// The applied log index, read consistently with the store: `read` runs while no
+    /// batch is being applied, so what it sees is exactly the state at that index.
+    pub fn at_applied_index<T>(&self, read: impl FnOnce(Option<u64>, &Store) -> T) -> Result<T, RaftStorageError> {
+        let inner = self.shared.read()?;
+        let store = inner.store.as_ref().ok_or_else(|| self.shared.stopped())?;
+        Ok(read(inner.applied.last_applied.map(|l| l.index), store))
+    }
+
+    /// Notices of mailboxes changed by applied entries.
+    pub fn watch_mailboxes(&self) -> tokio::sync::broadcast::Receiver<MailboxId> {
+        self.shared.changes.subscribe()
+    }
+
+    /// Bodies referenced by the applied state that this site does not hold.
+    pub fn missing_bodies(&self) -> Vec<BlobHash> {
+        self.shared.missing_bodies.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
+
+    /// Stop tracking missing bodies: this site (a witness) does not keep every body.
+    pub fn ignore_missing_bodies(&self) {
+        self.shared.tracks_bodies.store(false, Ordering::SeqCst);
+        self.shared.missing_bodies.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Forget a missing body once it is stored (or once nothing refers to it).
+    pub fn body_arrived(&self, hash: &BlobHash) {
+        self.shared.missing_bodies.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
+    }
+
+    /// Resolves when bodies were added to the missing list.
+    pub async fn missing_bodies_added(&self) {
+        self.shared.missing_bodies_added.notified().await
+    }
+}
+
+/// Most change notices buffered per watcher; a watcher that falls further behind is
+/// told it lagged and resynchronises everything it shows.
+const CHANGE_FEED_CAPACITY: usize = 4096;
+
+/// Bodies the store refers to that are not in its blob directory.
+fn missing_bodies_of(store: &Store) -> Result<std::collections::BTreeSet<BlobHash>, RaftStorageError> {
+    Ok(store.referenced_blobs()?.into_iter().filter(|h| !store.blobs().contains(h)).collect())
+}
+
+/// The body a command brings in, if any.
+fn new_body(command: &Command) -> Option<BlobHash> {
+    match command {
+        Command::Deliver { body, .. } | Command::Append { body, .. } => Some(body.hash),
+        _ => None,
     }
 }
 
@@ -322,7 +400,7 @@ impl Shared {
         let record = AppliedRecord { before, commands_before, after: after.clone(), commands_after };
 
         let applied = (|| {
-            let store = inner.store.as_ref().ok_or_else(|| self.stopped())?;
+            let store = Arc::clone(inner.store.as_ref().ok_or_else(|| self.stopped())?);
             // The record is durable before the store changes: see the module docs.
             self.db.sm_write(KEY_APPLIED, &record)?;
             if commands.is_empty() {
@@ -346,6 +424,9 @@ impl Shared {
         };
         inner.applied = after;
         inner.commands_applied = commands_after;
+        if let Some(store) = inner.store.as_ref() {
+            self.note_effects(store, &commands, &outcomes);
+        }
 
         let mut outcomes = outcomes.into_iter();
         Ok(is_command
@@ -355,6 +436,31 @@ impl Shared {
                 false => EntryOutcome::NoCommand,
             })
             .collect())
+    }
+
+    /// Tell watchers which mailboxes changed, and list bodies that arrived in
+    /// metadata before their files did.
+    fn note_effects(
+        &self,
+        store: &Store,
+        commands: &[Command],
+        outcomes: &[Result<Applied, maildr_store::CommandError>],
+    ) {
+        let mut missing = Vec::new();
+        for (command, outcome) in commands.iter().zip(outcomes) {
+            let Ok(applied) = outcome else { continue };
+            for mailbox in applied.touched_mailboxes() {
+                // No watchers is fine: nobody needs telling.
+                let _ = self.changes.send(mailbox);
+            }
+            if let Some(hash) = new_body(command).filter(|h| !store.blobs().contains(h)) {
+                missing.push(hash);
+            }
+        }
+        if !missing.is_empty() && self.tracks_bodies.load(Ordering::SeqCst) {
+            self.missing_bodies.lock().unwrap_or_else(|p| p.into_inner()).extend(missing);
+            self.missing_bodies_added.notify_one();
+        }
     }
 
     fn build_snapshot(&self) -> Result<(SiteSnapshotMeta, File), RaftStorageError> {
@@ -471,10 +577,21 @@ impl Shared {
         let live_path = self.data_dir.join(DATABASE_FILE);
         std::fs::rename(&staged_path, &live_path).map_err(Self::io(&staged_path))?;
         sync_dir(&self.data_dir)?;
-        let store = Store::open(&self.data_dir)?;
+        let store = Arc::new(Store::open(&self.data_dir)?);
         let commands_applied = store.commands_applied()?;
         self.db.sm_settle_install(&AppliedRecord::settled(state.clone(), commands_applied))?;
-        inner.store = Some(store);
+        inner.store = Some(Arc::clone(&store));
+        *self.published.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&store);
+        let missing =
+            if self.tracks_bodies.load(Ordering::SeqCst) { missing_bodies_of(&store)? } else { Default::default() };
+        let missing_count = missing.len();
+        *self.missing_bodies.lock().unwrap_or_else(|p| p.into_inner()) = missing;
+        self.missing_bodies_added.notify_one();
+        // Every mailbox may have changed: watchers resynchronise each.
+        for mailbox in store.all_mailboxes()? {
+            let _ = self.changes.send(mailbox.id);
+        }
+        tracing::info!(missing_bodies = missing_count, "snapshot state in place; fetching the bodies it refers to");
         inner.applied = state;
         inner.commands_applied = commands_applied;
         drop(inner);

@@ -1,0 +1,239 @@
+//! The client side of the replication channel: connections to peers, and openraft's
+//! `RaftNetwork` over them.
+//!
+//! Each peer has a small pool of open connections; a call takes one (or opens one and
+//! says Hello with the cluster secret), sends one request, reads one response and puts
+//! the connection back. Every call has a deadline; a peer that does not answer in time
+//! is unreachable for that call and its connection is dropped, so a partition (which
+//! stalls rather than resets) never holds a caller longer than its deadline.
+//!
+//! Addresses come from this site's configuration, not from the replicated membership:
+//! in the lab each site reaches its peers through its own fault-proxy links.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use tokio::net::TcpStream;
+
+use super::wire::{read_frame, write_frame, PeerRequest, PeerResponse};
+use super::{NodeId, SiteNode, TypeConfig};
+
+/// Most idle connections kept per peer.
+const IDLE_CONNECTIONS_MAX: usize = 64;
+
+/// Why a call to a peer got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerCallError {
+    #[error("site {site} ({addr}) did not answer within {timeout_ms} ms")]
+    Timeout { site: String, addr: String, timeout_ms: u128 },
+    #[error("site {site} ({addr}): {source}")]
+    Io { site: String, addr: String, source: io::Error },
+    #[error("site {site} ({addr}) refused: {reason}")]
+    Refused { site: String, addr: String, reason: String },
+}
+
+/// Connections to one peer site.
+pub struct PeerClient {
+    pub node_id: NodeId,
+    pub site: String,
+    pub addr: String,
+    secret: String,
+    /// Our node id, or `None` for an operator's command.
+    from: Option<NodeId>,
+    idle: Mutex<Vec<TcpStream>>,
+    last_heard: Mutex<Option<Instant>>,
+}
+
+impl PeerClient {
+    pub fn new(node_id: NodeId, site: String, addr: String, secret: String, from: Option<NodeId>) -> PeerClient {
+        PeerClient { node_id, site, addr, secret, from, idle: Mutex::new(Vec::new()), last_heard: Mutex::new(None) }
+    }
+
+    /// When this site last heard from the peer (an answer, or a request from it).
+    pub fn last_heard(&self) -> Option<Instant> {
+        *self.last_heard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Note that the peer was heard from just now.
+    pub fn mark_heard(&self) {
+        *self.last_heard.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// Send `request` and wait for its response, all within `timeout`. Requests that
+    /// are safe to repeat (`idempotent`) are retried once on a fresh connection when a
+    /// pooled one turns out to be dead; others are never sent twice by this call.
+    pub async fn call(
+        &self,
+        request: &PeerRequest,
+        timeout: Duration,
+        idempotent: bool,
+    ) -> Result<PeerResponse, PeerCallError> {
+        let deadline = Instant::now() + timeout;
+        let work = async {
+            let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            if let Some(mut stream) = pooled {
+                match exchange(&mut stream, request).await {
+                    Ok(response) => return Ok((stream, response)),
+                    Err(e) if !idempotent => return Err(self.io(e)),
+                    Err(_) => {} // a stale pooled connection: try once on a new one
+                }
+            }
+            let mut stream = self.connect().await?;
+            let response = exchange(&mut stream, request).await.map_err(|e| self.io(e))?;
+            Ok((stream, response))
+        };
+        let (stream, response) = match tokio::time::timeout_at(deadline.into(), work).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(PeerCallError::Timeout {
+                    site: self.site.clone(),
+                    addr: self.addr.clone(),
+                    timeout_ms: timeout.as_millis(),
+                })
+            }
+        };
+        self.mark_heard();
+        if let PeerResponse::Refused(reason) = response {
+            return Err(PeerCallError::Refused { site: self.site.clone(), addr: self.addr.clone(), reason });
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_CONNECTIONS_MAX {
+            idle.push(stream);
+        }
+        Ok(response)
+    }
+
+    async fn connect(&self) -> Result<TcpStream, PeerCallError> {
+        let mut stream = TcpStream::connect(&self.addr).await.map_err(|e| self.io(e))?;
+        let _ = stream.set_nodelay(true);
+        let hello = PeerRequest::Hello { secret: self.secret.clone(), from: self.from };
+        match exchange(&mut stream, &hello).await.map_err(|e| self.io(e))? {
+            PeerResponse::Hello => Ok(stream),
+            PeerResponse::Refused(reason) => {
+                Err(PeerCallError::Refused { site: self.site.clone(), addr: self.addr.clone(), reason })
+            }
+            other => Err(self.io(io::Error::new(io::ErrorKind::InvalidData, format!("answered Hello with {other:?}")))),
+        }
+    }
+
+    fn io(&self, source: io::Error) -> PeerCallError {
+        PeerCallError::Io { site: self.site.clone(), addr: self.addr.clone(), source }
+    }
+}
+
+async fn exchange(stream: &mut TcpStream, request: &PeerRequest) -> io::Result<PeerResponse> {
+    write_frame(stream, request).await?;
+    read_frame(stream)
+        .await?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the answer"))
+}
+
+/// The peers of a site, by node id, as its configuration addresses them.
+#[derive(Clone, Default)]
+pub struct PeerDirectory {
+    peers: Arc<BTreeMap<NodeId, Arc<PeerClient>>>,
+}
+
+impl PeerDirectory {
+    pub fn new(peers: impl IntoIterator<Item = PeerClient>) -> PeerDirectory {
+        PeerDirectory { peers: Arc::new(peers.into_iter().map(|p| (p.node_id, Arc::new(p))).collect()) }
+    }
+
+    pub fn get(&self, node_id: NodeId) -> Option<Arc<PeerClient>> {
+        self.peers.get(&node_id).cloned()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<PeerClient>> {
+        self.peers.values()
+    }
+}
+
+/// openraft's network factory: one [`PeerConnection`] per replication target.
+#[derive(Clone)]
+pub struct Network {
+    pub directory: PeerDirectory,
+    pub secret: String,
+    pub me: NodeId,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &SiteNode) -> PeerConnection {
+        // A member missing from our configuration is reached at the address the
+        // membership records (e.g. a site added later).
+        let client = self.directory.get(target).unwrap_or_else(|| {
+            Arc::new(PeerClient::new(target, node.site.clone(), node.addr.clone(), self.secret.clone(), Some(self.me)))
+        });
+        PeerConnection { target, client }
+    }
+}
+
+/// openraft's view of one peer.
+pub struct PeerConnection {
+    target: NodeId,
+    client: Arc<PeerClient>,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, SiteNode, RaftError<NodeId, E>>>;
+
+impl PeerConnection {
+    async fn rpc(&self, request: PeerRequest, option: &RPCOption) -> Result<PeerResponse, Unreachable> {
+        self.client.call(&request, option.hard_ttl(), true).await.map_err(|e| Unreachable::new(&e))
+    }
+
+    fn unexpected<E: std::error::Error>(&self, what: &str, response: PeerResponse) -> RPCError<NodeId, SiteNode, E> {
+        RPCError::Network(NetworkError::new(&io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} answered {what} with {response:?}", self.client.site),
+        )))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        match self.rpc(PeerRequest::AppendEntries(rpc), &option).await? {
+            PeerResponse::AppendEntries(Ok(response)) => Ok(response),
+            PeerResponse::AppendEntries(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            other => Err(self.unexpected("AppendEntries", other)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        match self.rpc(PeerRequest::InstallSnapshot(rpc), &option).await? {
+            PeerResponse::InstallSnapshot(Ok(response)) => Ok(response),
+            PeerResponse::InstallSnapshot(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            other => Err(self.unexpected("InstallSnapshot", other)),
+        }
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        match self.rpc(PeerRequest::Vote(rpc), &option).await? {
+            PeerResponse::Vote(Ok(response)) => Ok(response),
+            PeerResponse::Vote(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+            other => Err(self.unexpected("Vote", other)),
+        }
+    }
+
+    fn backoff(&self) -> Backoff {
+        // A peer that is down is retried often enough to notice its return within a
+        // heartbeat or two of lab timings, without spinning.
+        Backoff::new(std::iter::repeat(Duration::from_millis(200)))
+    }
+}

@@ -1,0 +1,913 @@
+//! A site that is a member of a Raft group: quorum commit, forwarding to the primary,
+//! message body replication, and the control requests behind `maildr cluster`.
+//!
+//! # The write path
+//! A write on the primary is `Raft::client_write`, which returns once a quorum of
+//! voters has the entry fsynced and the primary has applied it. A data site that is not
+//! primary forwards the command to the primary over the replication channel, gets the
+//! entry's log index back, and answers its client only once it has applied that index
+//! itself, so the client then reads its own write here. Every write has one deadline
+//! (`store.write_timeout_ms`); past it the client is told "unavailable, retry" (SMTP
+//! 451, IMAP NO \[UNAVAILABLE\]). A write that timed out may still commit later: the
+//! client's retry is then a duplicate, never a loss.
+//!
+//! # Message bodies
+//! Bodies never enter the Raft log. [`Replicated::put_body`] stores the body here and
+//! pushes it to every peer, and returns once at least one peer has it durable: the
+//! body is then on two sites before the entry that refers to it is proposed. A site
+//! whose applied state refers to a body it lacks (it was down during the push, or it
+//! installed a snapshot, which carries metadata only) fetches it from a peer in the
+//! background; readers that need it sooner ask for it with [`Replicated::ensure_bodies`].
+//!
+//! This module never interprets a command (the store does) and never answers a client
+//! before the quorum commit.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use maildr_config::{ClusterMember, ClusterSection, SiteRole};
+use maildr_store::{Applied, Command, Store};
+use maildr_types::{BlobHash, BlobRef, MailboxId};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::raft::network::{Network, PeerCallError, PeerClient, PeerDirectory};
+use crate::raft::wire::{
+    read_frame, write_frame, BodyPiece, ControlRequest, ControlResponse, ForwardError, ForwardedWrite, PeerRequest,
+    PeerResponse, BODY_CHUNK_BYTES,
+};
+use crate::raft::{self, EntryOutcome, NodeId, RaftStorageError, SiteNode, StateMachineStore, TypeConfig};
+use crate::status::{LatencyWindow, MailboxDigest, MessageSummary, PeerStatus, SiteStatus, WriteMetrics};
+use crate::{WriteError, WritePathLimits};
+
+/// The openraft handle of maildr.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Why a replicated site could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] RaftStorageError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen for replication on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("the cluster configuration has no member with node_id {0}")]
+    NotAMember(NodeId),
+}
+
+/// One site of a replicated cluster.
+pub struct Replicated {
+    me: NodeId,
+    site: String,
+    role: SiteRole,
+    members: Vec<ClusterMember>,
+    secret: String,
+    raft: Raft,
+    state_machine: StateMachineStore,
+    directory: PeerDirectory,
+    limits: WritePathLimits,
+    body_push_timeout: Duration,
+    listen_addr: SocketAddr,
+    metrics: Mutex<Metrics>,
+    /// On the primary: when each follower last had every entry the primary had.
+    caught_up_at: Mutex<BTreeMap<NodeId, Instant>>,
+    /// Bodies arriving in several pieces, by hash, until their last piece.
+    partial_bodies: Mutex<BTreeMap<BlobHash, Vec<u8>>>,
+    stop: watch::Sender<bool>,
+}
+
+/// How many times longer than a data site a witness waits before it campaigns.
+const WITNESS_ELECTION_PATIENCE: u64 = 3;
+
+/// Least time between two hand-over attempts of a witness that leads.
+const HANDOVER_RETRY: Duration = Duration::from_millis(300);
+
+/// Most bodies received in pieces at once; beyond it the oldest is dropped (its
+/// sender's push then fails and the body is fetched later instead).
+const PARTIAL_BODIES_MAX: usize = 16;
+
+#[derive(Default)]
+struct Metrics {
+    counters: WriteMetrics,
+    commit_latency: LatencyWindow,
+    body_push_latency: LatencyWindow,
+}
+
+impl Replicated {
+    /// Open the site's Raft storage in `data_dir`, start Raft, listen for peers on
+    /// `cluster.listen` and start the background tasks (body fetching, lag tracking).
+    pub async fn start(
+        data_dir: &Path,
+        site: &str,
+        cluster: &ClusterSection,
+        limits: WritePathLimits,
+    ) -> Result<Arc<Replicated>, StartError> {
+        let me = cluster.node_id;
+        let member = cluster.members.iter().find(|m| m.node_id == me).ok_or(StartError::NotAMember(me))?;
+        let role = member.role;
+        let secret = cluster.secret.clone().unwrap_or_default();
+        // A witness campaigns only after data sites had three times as long: it
+        // leads only when no data site can (the survivor lacks entries that only the
+        // witness holds), and then hands the lead to the first data site it has
+        // brought up to date (see `track_lag`). A standby never campaigns.
+        let patience = if role == SiteRole::Witness { WITNESS_ELECTION_PATIENCE } else { 1 };
+        let config = openraft::Config {
+            cluster_name: "maildr".into(),
+            election_timeout_min: cluster.election_timeout_min_ms * patience,
+            election_timeout_max: cluster.election_timeout_max_ms * patience,
+            heartbeat_interval: cluster.heartbeat_interval_ms,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cluster.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: 1_000,
+            enable_elect: role != SiteRole::Standby,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let directory = PeerDirectory::new(
+            cluster
+                .members
+                .iter()
+                .filter(|m| m.node_id != me)
+                .map(|m| PeerClient::new(m.node_id, m.site.clone(), m.addr.clone(), secret.clone(), Some(me))),
+        );
+        let (log_store, state_machine) = {
+            let data_dir = data_dir.to_path_buf();
+            tokio::task::spawn_blocking(move || raft::open(&data_dir))
+                .await
+                .map_err(|e| StartError::Raft(format!("opening storage: {e}")))??
+        };
+        if role == SiteRole::Witness {
+            state_machine.ignore_missing_bodies();
+        }
+        let network = Network { directory: directory.clone(), secret: secret.clone(), me };
+        let raft = Raft::new(me, Arc::new(config), network, log_store, state_machine.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+
+        let listener = TcpListener::bind(cluster.listen)
+            .await
+            .map_err(|source| StartError::Listen { addr: cluster.listen, source })?;
+        let listen_addr =
+            listener.local_addr().map_err(|source| StartError::Listen { addr: cluster.listen, source })?;
+        let (stop, stop_rx) = watch::channel(false);
+        let site = Arc::new(Replicated {
+            me,
+            site: site.to_string(),
+            role,
+            members: cluster.members.clone(),
+            secret,
+            raft,
+            state_machine,
+            directory,
+            limits,
+            body_push_timeout: Duration::from_millis(cluster.body_push_timeout_ms),
+            listen_addr,
+            metrics: Mutex::new(Metrics::default()),
+            caught_up_at: Mutex::new(BTreeMap::new()),
+            partial_bodies: Mutex::new(BTreeMap::new()),
+            stop,
+        });
+        tokio::spawn(serve_peers(Arc::clone(&site), listener, stop_rx.clone()));
+        tokio::spawn(track_lag(Arc::clone(&site), stop_rx.clone()));
+        if role != SiteRole::Witness {
+            tokio::spawn(fetch_missing_bodies(Arc::clone(&site), stop_rx));
+        }
+        tracing::info!(site = %site.site, node_id = me, role = role.name(), %listen_addr, "replication started");
+        Ok(site)
+    }
+
+    /// Where the replication listener is bound.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    pub fn role(&self) -> SiteRole {
+        self.role
+    }
+
+    /// The store as applied on this site.
+    pub fn store(&self) -> Arc<Store> {
+        self.state_machine.store()
+    }
+
+    pub fn watch_mailboxes(&self) -> tokio::sync::broadcast::Receiver<MailboxId> {
+        self.state_machine.watch_mailboxes()
+    }
+
+    /// Stop Raft and the background tasks.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not shut down cleanly");
+        }
+    }
+
+    /// Commit `command` through the primary; see the module documentation.
+    pub async fn write(&self, command: Command) -> Result<Applied, WriteError> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(self.limits.write_timeout_ms);
+        let kind = command.kind();
+        let result = self.write_by(command, deadline).await;
+        let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(WriteError::Unavailable(reason)) => {
+                metrics.counters.writes_unavailable += 1;
+                tracing::warn!(kind, reason = %reason, "write not committed");
+            }
+            _ => {
+                metrics.counters.writes_committed += 1;
+                metrics.commit_latency.record(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        result
+    }
+
+    async fn write_by(&self, command: Command, deadline: Instant) -> Result<Applied, WriteError> {
+        let unavailable = |why: &str| WriteError::Unavailable(format!("{} not committed: {why}", command.kind()));
+        let mut primary_hint: Option<NodeId> = None;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(unavailable("no primary with a quorum answered in time"));
+            }
+            let target = match primary_hint.take() {
+                Some(p) => Some(p),
+                None => self.raft.metrics().borrow().current_leader,
+            };
+            match target {
+                Some(primary) if primary == self.me => {
+                    match tokio::time::timeout_at(deadline.into(), self.raft.client_write(command.clone())).await {
+                        Err(_) => return Err(unavailable("the quorum did not confirm in time")),
+                        Ok(Ok(response)) => return outcome(response.data),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                            primary_hint = f.leader_id.filter(|l| *l != self.me);
+                            if primary_hint.is_none() {
+                                pause_before_retry(deadline).await;
+                            }
+                        }
+                        Ok(Err(e)) => return Err(unavailable(&e.to_string())),
+                    }
+                }
+                Some(primary) => match self.forward(primary, &command, deadline).await {
+                    Forwarded::Done(result) => return result,
+                    Forwarded::TryPrimary(next) => {
+                        primary_hint = next.filter(|n| *n != primary);
+                        if primary_hint.is_none() {
+                            pause_before_retry(deadline).await;
+                        }
+                    }
+                },
+                None => pause_before_retry(deadline).await,
+            }
+        }
+    }
+
+    async fn forward(&self, primary: NodeId, command: &Command, deadline: Instant) -> Forwarded {
+        let Some(peer) = self.directory.get(primary) else {
+            return Forwarded::Done(Err(WriteError::Unavailable(format!(
+                "primary {primary} is not in our configuration"
+            ))));
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.metrics.lock().unwrap_or_else(|p| p.into_inner()).counters.writes_forwarded += 1;
+        // Not idempotent: a forwarded write is sent at most once by this call.
+        let response = peer.call(&PeerRequest::Forward(command.clone()), remaining, false).await;
+        match response {
+            Ok(PeerResponse::Forward(Ok(ForwardedWrite { log_index, outcome }))) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let waited =
+                    self.raft.wait(Some(remaining)).applied_index_at_least(Some(log_index), "read your writes").await;
+                match waited {
+                    Ok(_) => Forwarded::Done(outcome.map_err(WriteError::Refused)),
+                    Err(e) => Forwarded::Done(Err(WriteError::Unavailable(format!(
+                        "committed at the primary as entry {log_index} but not applied here in time: {e}"
+                    )))),
+                }
+            }
+            Ok(PeerResponse::Forward(Err(ForwardError::NotPrimary { primary }))) => Forwarded::TryPrimary(primary),
+            Ok(PeerResponse::Forward(Err(ForwardError::Unavailable(reason)))) => {
+                Forwarded::Done(Err(WriteError::Unavailable(format!("primary {}: {reason}", peer.site))))
+            }
+            Ok(other) => Forwarded::Done(Err(WriteError::Unavailable(format!(
+                "primary {} answered a forwarded write with {other:?}",
+                peer.site
+            )))),
+            Err(PeerCallError::Io { source, .. }) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+                // Nothing was sent: safe to look for the primary again.
+                Forwarded::TryPrimary(None)
+            }
+            Err(e) => Forwarded::Done(Err(WriteError::Unavailable(format!("forwarding to the primary: {e}")))),
+        }
+    }
+
+    /// A forwarded write, committed here as primary.
+    async fn commit_forwarded(&self, command: Command) -> Result<ForwardedWrite, ForwardError> {
+        let timeout = Duration::from_millis(self.limits.write_timeout_ms);
+        match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
+            Err(_) => Err(ForwardError::Unavailable("the quorum did not confirm in time".into())),
+            Ok(Ok(response)) => match response.data {
+                EntryOutcome::Command(outcome) => Ok(ForwardedWrite { log_index: response.log_id.index, outcome }),
+                EntryOutcome::NoCommand => Err(ForwardError::Unavailable("entry carried no command".into())),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ForwardError::NotPrimary { primary: f.leader_id })
+            }
+            Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Store a body here and on at least one other site before returning.
+    pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
+        let started = Instant::now();
+        let body = Arc::new(body);
+        let local = {
+            let store = self.store();
+            let body = Arc::clone(&body);
+            tokio::task::spawn_blocking(move || store.blobs().put(&body))
+                .await
+                .map_err(|e| WriteError::Unavailable(format!("body writer failed: {e}")))?
+                .map_err(|e| WriteError::Unavailable(format!("storing the message body failed: {e}")))?
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let mut pushes = 0;
+        for peer in self.directory.all() {
+            pushes += 1;
+            let peer = Arc::clone(peer);
+            let body = Arc::clone(&body);
+            let tx = tx.clone();
+            let timeout = self.body_push_timeout;
+            let hash = local.hash;
+            // Each push runs to its end even after the write returns: the more
+            // sites hold the body early, the fewer fetches later.
+            tokio::spawn(async move {
+                let result = push_body(&peer, hash, &body, timeout).await;
+                if let Err(e) = &result {
+                    tracing::debug!(peer = %peer.site, error = %e, "body push failed");
+                }
+                let _ = tx.send(result.is_ok()).await;
+            });
+        }
+        drop(tx);
+        let mut failures = 0;
+        while let Some(ok) = rx.recv().await {
+            if ok {
+                let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+                metrics.counters.body_pushes += 1;
+                metrics.counters.body_push_bytes += body.len() as u64;
+                metrics.body_push_latency.record(started.elapsed().as_secs_f64() * 1000.0);
+                return Ok(local);
+            }
+            failures += 1;
+        }
+        Err(WriteError::Unavailable(format!(
+            "the message body reached no other site ({failures} of {pushes} pushes failed within {} ms)",
+            self.body_push_timeout.as_millis()
+        )))
+    }
+
+    /// Make sure the bodies are here, fetching missing ones from peers; gives up
+    /// after `wait` and says which are still missing.
+    pub async fn ensure_bodies(&self, hashes: &[BlobHash], wait: Duration) -> Result<(), WriteError> {
+        let deadline = Instant::now() + wait;
+        for hash in hashes {
+            if self.store().blobs().contains(hash) {
+                continue;
+            }
+            loop {
+                if self.fetch_body(hash, deadline.saturating_duration_since(Instant::now())).await.is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(WriteError::Unavailable(format!("message body {hash} is not on this site yet")));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetch one body from whichever peer has it, verify and store it.
+    async fn fetch_body(&self, hash: &BlobHash, timeout: Duration) -> Result<(), String> {
+        let mut reasons = Vec::new();
+        let mut peers: Vec<_> = self.directory.all().cloned().collect();
+        // Data sites hold every body; ask them first.
+        peers.sort_by_key(|p| self.members.iter().find(|m| m.node_id == p.node_id).map(|m| m.role != SiteRole::Data));
+        for peer in peers {
+            match fetch_from(&peer, hash, timeout).await {
+                Ok(Some(bytes)) => {
+                    let store = self.store();
+                    let stored = tokio::task::spawn_blocking(move || store.blobs().put(&bytes))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                    if stored.hash != *hash {
+                        reasons.push(format!("{} sent a body that does not match its hash", peer.site));
+                        continue;
+                    }
+                    self.state_machine.body_arrived(hash);
+                    self.metrics.lock().unwrap_or_else(|p| p.into_inner()).counters.bodies_fetched += 1;
+                    return Ok(());
+                }
+                Ok(None) => reasons.push(format!("{} does not have it", peer.site)),
+                Err(e) => reasons.push(e.to_string()),
+            }
+        }
+        Err(format!("body {hash}: {}", reasons.join("; ")))
+    }
+
+    /// This site's view of itself and its peers.
+    pub fn status(&self) -> SiteStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let learners: Vec<u64> = membership.learner_ids().collect();
+        let last_log_index = m.last_log_index;
+        let caught_up = self.caught_up_at.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let peers = self
+            .directory
+            .all()
+            .map(|peer| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(&peer.node_id)).map(|l| l.map(|l| l.index));
+                let lag_entries =
+                    matched.map(|matched| last_log_index.unwrap_or(0).saturating_sub(matched.unwrap_or(0)));
+                let lag_seconds = lag_entries.map(|lag| match (lag, caught_up.get(&peer.node_id)) {
+                    (0, _) => 0.0,
+                    (_, Some(at)) => at.elapsed().as_secs_f64(),
+                    (_, None) => f64::NAN,
+                });
+                PeerStatus {
+                    node_id: peer.node_id,
+                    site: peer.site.clone(),
+                    role: self.role_of(peer.node_id).map(|r| r.name().to_string()).unwrap_or_default(),
+                    last_heard_ms_ago: peer.last_heard().map(|t| t.elapsed().as_millis() as u64),
+                    matched_index: matched.flatten(),
+                    lag_entries,
+                    lag_seconds: lag_seconds.filter(|s| s.is_finite()),
+                }
+            })
+            .collect();
+        let metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counters = metrics.counters.clone();
+        counters.commit_latency_ms_p50 = metrics.commit_latency.quantile(0.5);
+        counters.commit_latency_ms_p99 = metrics.commit_latency.quantile(0.99);
+        counters.body_push_latency_ms_p50 = metrics.body_push_latency.quantile(0.5);
+        counters.body_push_latency_ms_p99 = metrics.body_push_latency.quantile(0.99);
+        SiteStatus {
+            site: self.site.clone(),
+            node_id: self.me,
+            role: self.role.name().into(),
+            state: format!("{:?}", m.state),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            initialized: !voters.is_empty(),
+            voters,
+            learners,
+            peers,
+            missing_bodies: self.state_machine.missing_bodies().len() as u64,
+            metrics: counters,
+        }
+    }
+
+    fn role_of(&self, node: NodeId) -> Option<SiteRole> {
+        self.members.iter().find(|m| m.node_id == node).map(|m| m.role)
+    }
+
+    fn site_node(member: &ClusterMember) -> SiteNode {
+        SiteNode { site: member.site.clone(), addr: member.addr.clone() }
+    }
+
+    async fn control(&self, request: ControlRequest) -> Result<ControlResponse, String> {
+        match request {
+            ControlRequest::Init => self.init().await,
+            ControlRequest::Status => Ok(ControlResponse::Status(Box::new(self.status()))),
+            ControlRequest::BecomePrimary => self.become_primary().await,
+            ControlRequest::Digests { applied_at_least, wait_ms } => {
+                let wait = Duration::from_millis(wait_ms.min(60_000));
+                self.raft
+                    .wait(Some(wait))
+                    .applied_index_at_least(Some(applied_at_least), "verify")
+                    .await
+                    .map_err(|e| format!("{} has not applied entry {applied_at_least}: {e}", self.site))?;
+                let sm = self.state_machine.clone();
+                tokio::task::spawn_blocking(move || {
+                    sm.at_applied_index(|index, store| {
+                        let mailboxes = store.all_mailboxes()?;
+                        Ok::<_, maildr_store::StoreError>(ControlResponse::Digests {
+                            applied_index: index.unwrap_or(0),
+                            mailboxes: mailboxes
+                                .into_iter()
+                                .map(|m| MailboxDigest {
+                                    mailbox: m.id.0,
+                                    account: m.account.0,
+                                    name: m.name.as_str().to_string(),
+                                    uid_validity: m.uid_validity.0,
+                                    uid_next: m.uid_next.0,
+                                    message_count: m.message_count,
+                                    digest: m.digest.to_hex(),
+                                })
+                                .collect(),
+                        })
+                    })
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+            }
+            ControlRequest::Messages { mailbox } => {
+                let store = self.store();
+                tokio::task::spawn_blocking(move || {
+                    let messages = store.messages(MailboxId(mailbox)).map_err(|e| e.to_string())?;
+                    Ok(ControlResponse::Messages(
+                        messages
+                            .into_iter()
+                            .map(|m| MessageSummary {
+                                uid: m.uid.0,
+                                modseq: m.modseq.0,
+                                flags: m.flags.0,
+                                keywords: m.keywords.clone(),
+                                body: m.body.to_hex(),
+                                body_present: store.blobs().contains(&m.body),
+                            })
+                            .collect(),
+                    ))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+            }
+            ControlRequest::Write(command) => match self.write(command).await {
+                Ok(applied) => Ok(ControlResponse::Written(Ok(applied))),
+                Err(WriteError::Refused(e)) => Ok(ControlResponse::Written(Err(e))),
+                Err(WriteError::Unavailable(reason)) => Err(reason),
+            },
+        }
+    }
+
+    async fn init(&self) -> Result<ControlResponse, String> {
+        let already = self.raft.is_initialized().await.map_err(|e| e.to_string())?;
+        if !already {
+            let voters: BTreeMap<NodeId, SiteNode> =
+                self.members.iter().filter(|m| m.role.votes()).map(|m| (m.node_id, Self::site_node(m))).collect();
+            tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "initialising the cluster");
+            if let Err(e) = self.raft.initialize(voters).await {
+                // Another site may have initialised it meanwhile; the wait below decides.
+                tracing::warn!(error = %e, "initialise");
+            }
+        }
+        self.raft
+            .wait(Some(Duration::from_secs(30)))
+            .metrics(|m| m.current_leader.is_some(), "a primary is elected")
+            .await
+            .map_err(|e| format!("no primary elected: {e}"))?;
+        Ok(ControlResponse::Initialized { already })
+    }
+
+    async fn become_primary(&self) -> Result<ControlResponse, String> {
+        if self.role != SiteRole::Data {
+            return Err(format!("{} is a {} site; only data sites become primary", self.site, self.role.name()));
+        }
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader == Some(self.me) {
+            return Ok(ControlResponse::BecamePrimary { unavailable_ms: 0, term: m.current_term });
+        }
+        let primary = m.current_leader.ok_or("no primary is known; switchover needs a healthy cluster")?;
+        let peer = self.directory.get(primary).ok_or("the primary is not in this site's configuration")?;
+        let primary_status =
+            match peer.call(&PeerRequest::Control(ControlRequest::Status), Duration::from_secs(3), true).await {
+                Ok(PeerResponse::Control(Ok(ControlResponse::Status(s)))) => s,
+                Ok(other) => return Err(format!("primary {} answered status with {other:?}", peer.site)),
+                Err(e) => return Err(format!("primary unreachable: {e}")),
+            };
+        let have = m.last_applied.map(|l| l.index).unwrap_or(0);
+        let want = primary_status.last_log_index.unwrap_or(0);
+        const CAUGHT_UP_SLACK_ENTRIES: u64 = 64;
+        if have + CAUGHT_UP_SLACK_ENTRIES < want {
+            return Err(format!(
+                "{} is not caught up: applied {have}, primary {} has {want}; try again when it is",
+                self.site, peer.site
+            ));
+        }
+        let started = Instant::now();
+        self.raft.trigger().elect().await.map_err(|e| e.to_string())?;
+        let me = self.me;
+        let done = self
+            .raft
+            .wait(Some(Duration::from_secs(15)))
+            .metrics(
+                |m| {
+                    m.state == ServerState::Leader
+                        && m.current_leader == Some(me)
+                        && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+                },
+                "this site is primary and has committed in its term",
+            )
+            .await
+            .map_err(|e| format!("{} did not become primary: {e}", self.site))?;
+        Ok(ControlResponse::BecamePrimary {
+            unavailable_ms: started.elapsed().as_millis() as u64,
+            term: done.current_term,
+        })
+    }
+
+    async fn handle(&self, request: PeerRequest) -> PeerResponse {
+        match request {
+            PeerRequest::Hello { .. } => PeerResponse::Refused("Hello only opens a connection".into()),
+            PeerRequest::AppendEntries(rpc) => PeerResponse::AppendEntries(self.raft.append_entries(rpc).await),
+            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
+            PeerRequest::InstallSnapshot(rpc) => PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await),
+            PeerRequest::Forward(command) => PeerResponse::Forward(self.commit_forwarded(command).await),
+            PeerRequest::PutBody { hash, offset, last, bytes } => {
+                PeerResponse::PutBody(self.receive_body(hash, offset, last, bytes).await)
+            }
+            PeerRequest::GetBody { hash, offset } => {
+                let store = self.store();
+                let piece = tokio::task::spawn_blocking(move || {
+                    let body = store.blobs().get(&hash).ok()?;
+                    let start = (offset as usize).min(body.len());
+                    let end = (start + BODY_CHUNK_BYTES).min(body.len());
+                    Some(BodyPiece { total_bytes: body.len() as u64, bytes: body[start..end].to_vec() })
+                })
+                .await
+                .ok()
+                .flatten();
+                PeerResponse::GetBody(piece)
+            }
+            PeerRequest::Control(request) => PeerResponse::Control(self.control(request).await),
+        }
+    }
+
+    async fn receive_body(&self, hash: BlobHash, offset: u64, last: bool, bytes: Vec<u8>) -> Result<(), String> {
+        let mut body = {
+            let mut partial = self.partial_bodies.lock().unwrap_or_else(|p| p.into_inner());
+            let mut body = match (offset, partial.remove(&hash)) {
+                (0, _) => bytes,
+                (offset, Some(mut so_far)) if so_far.len() as u64 == offset => {
+                    so_far.extend_from_slice(&bytes);
+                    so_far
+                }
+                _ => return Err(format!("body {hash}: piece at offset {offset} does not follow what was received")),
+            };
+            if body.len() > 2 * 1024 * 1024 * 1024 {
+                return Err("body larger than 2 GiB".into());
+            }
+            if !last {
+                if partial.len() >= PARTIAL_BODIES_MAX {
+                    let oldest = *partial.keys().next().expect("not empty");
+                    partial.remove(&oldest);
+                }
+                partial.insert(hash, std::mem::take(&mut body));
+                return Ok(());
+            }
+            body
+        };
+        let store = self.store();
+        let stored = tokio::task::spawn_blocking(move || {
+            let computed = maildr_store::blob::hash_body(&body);
+            if computed != hash {
+                return Err(format!("body announced as {hash} hashes to {computed}; not stored"));
+            }
+            store.blobs().put(&body).map_err(|e| e.to_string())
+        });
+        body = Vec::new();
+        drop(body);
+        let stored = stored.await.map_err(|e| e.to_string())??;
+        self.state_machine.body_arrived(&stored.hash);
+        Ok(())
+    }
+}
+
+enum Forwarded {
+    Done(Result<Applied, WriteError>),
+    TryPrimary(Option<NodeId>),
+}
+
+fn outcome(data: EntryOutcome) -> Result<Applied, WriteError> {
+    match data {
+        EntryOutcome::Command(Ok(applied)) => Ok(applied),
+        EntryOutcome::Command(Err(refused)) => Err(WriteError::Refused(refused)),
+        EntryOutcome::NoCommand => Err(WriteError::Unavailable("entry carried no command".into())),
+    }
+}
+
+/// Wait a little before looking for the primary again, never past the deadline.
+async fn pause_before_retry(deadline: Instant) {
+    let pause = Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
+    tokio::time::sleep(pause).await;
+}
+
+async fn push_body(peer: &PeerClient, hash: BlobHash, body: &[u8], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + BODY_CHUNK_BYTES).min(body.len());
+        let last = end == body.len();
+        let request = PeerRequest::PutBody { hash, offset: offset as u64, last, bytes: body[offset..end].to_vec() };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // Pieces go in order, each acknowledged before the next; the receiver
+        // assembles them by hash, whichever connection they come on.
+        match peer.call(&request, remaining, offset == 0 && last).await.map_err(|e| e.to_string())? {
+            PeerResponse::PutBody(Ok(())) if last => return Ok(()),
+            PeerResponse::PutBody(Ok(())) => offset = end,
+            PeerResponse::PutBody(Err(e)) => return Err(format!("{}: {e}", peer.site)),
+            other => return Err(format!("{} answered PutBody with {other:?}", peer.site)),
+        }
+    }
+}
+
+async fn fetch_from(peer: &PeerClient, hash: &BlobHash, timeout: Duration) -> Result<Option<Vec<u8>>, PeerCallError> {
+    let deadline = Instant::now() + timeout;
+    let mut body = Vec::new();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let request = PeerRequest::GetBody { hash: *hash, offset: body.len() as u64 };
+        match peer.call(&request, remaining, true).await? {
+            PeerResponse::GetBody(None) => return Ok(None),
+            PeerResponse::GetBody(Some(BodyPiece { total_bytes, bytes })) => {
+                if bytes.is_empty() && (body.len() as u64) < total_bytes {
+                    return Ok(None);
+                }
+                body.extend_from_slice(&bytes);
+                if body.len() as u64 >= total_bytes {
+                    return Ok(Some(body));
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Accept peers (and `maildr cluster` commands) until told to stop.
+async fn serve_peers(site: Arc<Replicated>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, from)) => {
+                    let site = Arc::clone(&site);
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_connection(&site, stream).await {
+                            tracing::debug!(%from, error = %e, "replication connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a replication connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Seconds a replication connection may wait for its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connection(site: &Replicated, mut stream: TcpStream) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<PeerRequest>(&mut stream))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no Hello"))??;
+    let peer = match hello {
+        Some(PeerRequest::Hello { secret, from }) if constant_time_eq(secret.as_bytes(), site.secret.as_bytes()) => {
+            write_frame(&mut stream, &PeerResponse::Hello).await?;
+            from.and_then(|id| site.directory.get(id))
+        }
+        Some(PeerRequest::Hello { .. }) => {
+            write_frame(&mut stream, &PeerResponse::Refused("wrong cluster secret".into())).await?;
+            return Ok(());
+        }
+        Some(_) => {
+            write_frame(&mut stream, &PeerResponse::Refused("the first request must be Hello".into())).await?;
+            return Ok(());
+        }
+        None => return Ok(()),
+    };
+    while let Some(request) = read_frame::<PeerRequest>(&mut stream).await? {
+        if let Some(peer) = &peer {
+            peer.mark_heard();
+        }
+        let response = site.handle(request).await;
+        write_frame(&mut stream, &response).await?;
+    }
+    Ok(())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Keep `caught_up_at` current on the primary, make configured standby sites
+/// learners once this site leads, and, on a witness that leads, hand the lead to a
+/// data site as soon as one has every entry.
+async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
+    let mut metrics = site.raft.metrics();
+    let mut last_handover: Option<Instant> = None;
+    let handing_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    loop {
+        {
+            let m = metrics.borrow_and_update().clone();
+            if m.state == ServerState::Leader {
+                let last = m.last_log_index.unwrap_or(0);
+                let now = Instant::now();
+                let mut caught_up = site.caught_up_at.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(replication) = &m.replication {
+                    for (node, matched) in replication.iter() {
+                        if matched.map(|l| l.index).unwrap_or(0) >= last {
+                            caught_up.insert(*node, now);
+                        }
+                    }
+                }
+                drop(caught_up);
+                if site.role == SiteRole::Witness && last_handover.is_none_or(|t| t.elapsed() >= HANDOVER_RETRY) {
+                    let ready = m.replication.as_ref().and_then(|r| {
+                        r.iter()
+                            .filter(|(node, matched)| {
+                                site.role_of(**node) == Some(SiteRole::Data)
+                                    && matched.map(|l| l.index).unwrap_or(0) >= last
+                            })
+                            .map(|(node, _)| *node)
+                            .next()
+                    });
+                    let busy = handing_over.load(std::sync::atomic::Ordering::SeqCst);
+                    if let Some(node) = ready.and_then(|n| site.directory.get(n)).filter(|_| !busy) {
+                        last_handover = Some(Instant::now());
+                        handing_over.store(true, std::sync::atomic::Ordering::SeqCst);
+                        tracing::warn!(to = %node.site, "this witness leads; handing the lead to a caught-up data site");
+                        let (raft, handing_over) = (site.raft.clone(), Arc::clone(&handing_over));
+                        tokio::spawn(async move {
+                            // A leader refuses votes while its lease runs, and the
+                            // lease is renewed by every acknowledged heartbeat: go quiet
+                            // so the lease runs out and the data site's campaign wins.
+                            raft.runtime_config().heartbeat(false);
+                            raft.runtime_config().elect(false);
+                            let request = PeerRequest::Control(ControlRequest::BecomePrimary);
+                            match node.call(&request, Duration::from_secs(20), true).await {
+                                Ok(PeerResponse::Control(Ok(_))) => tracing::info!(to = %node.site, "handed over"),
+                                Ok(other) => tracing::warn!(to = %node.site, answer = ?other, "hand-over refused"),
+                                Err(e) => tracing::warn!(to = %node.site, error = %e, "hand-over"),
+                            }
+                            raft.runtime_config().heartbeat(true);
+                            raft.runtime_config().elect(true);
+                            handing_over.store(false, std::sync::atomic::Ordering::SeqCst);
+                        });
+                    }
+                }
+                let membership = m.membership_config.membership();
+                let known: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
+                for member in site.members.iter().filter(|m| m.role == SiteRole::Standby) {
+                    if !known.contains(&member.node_id) {
+                        let raft = site.raft.clone();
+                        let (id, node) = (member.node_id, Replicated::site_node(member));
+                        tokio::spawn(async move {
+                            if let Err(e) = raft.add_learner(id, node, false).await {
+                                tracing::warn!(node = id, error = %e, "adding the standby as a learner");
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Fetch bodies that applied entries refer to but this site lacks.
+async fn fetch_missing_bodies(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let missing = site.state_machine.missing_bodies();
+        let mut failed = false;
+        for hash in &missing {
+            if *stop.borrow() {
+                return;
+            }
+            if site.store().blobs().contains(hash) {
+                site.state_machine.body_arrived(hash);
+                continue;
+            }
+            if let Err(e) = site.fetch_body(hash, Duration::from_secs(10)).await {
+                tracing::debug!(error = %e, "fetching a missing body");
+                failed = true;
+            }
+        }
+        let pause = if failed { Duration::from_millis(500) } else { Duration::from_secs(5) };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = site.state_machine.missing_bodies_added() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! What a site reports about itself and its peers: the answers behind
+//! `maildr cluster status` and `maildr cluster verify`.
+//!
+//! These are plain data, serialisable both on the replication channel and as JSON
+//! for operators and scripts. They are observations at one moment, never inputs to
+//! a decision that must be safe (Raft makes those).
+
+use serde::{Deserialize, Serialize};
+
+/// One site's view of itself and of the peers it talks to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SiteStatus {
+    pub site: String,
+    pub node_id: u64,
+    /// `data`, `witness` or `standby`.
+    pub role: String,
+    /// Raft state: `Leader`, `Follower`, `Candidate` or `Learner`.
+    pub state: String,
+    pub term: u64,
+    /// Node id of the primary this site knows of.
+    pub leader: Option<u64>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// Index up to which the log was compacted into a snapshot.
+    pub snapshot_index: Option<u64>,
+    /// Whether the cluster has been initialised (this site knows a membership).
+    pub initialized: bool,
+    /// The voting members and learners of the committed membership.
+    pub voters: Vec<u64>,
+    pub learners: Vec<u64>,
+    /// Peers as seen from this site.
+    pub peers: Vec<PeerStatus>,
+    /// Bodies referenced by applied entries that this site still lacks.
+    pub missing_bodies: u64,
+    pub metrics: WriteMetrics,
+}
+
+/// A peer as seen from one site.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub node_id: u64,
+    pub site: String,
+    pub role: String,
+    /// Milliseconds since this site last got an answer from the peer.
+    pub last_heard_ms_ago: Option<u64>,
+    /// On the primary: the last log index known to be on the peer.
+    pub matched_index: Option<u64>,
+    /// On the primary: entries the peer lacks.
+    pub lag_entries: Option<u64>,
+    /// On the primary: seconds since the peer last had every entry the primary had
+    /// (0 when it has them now).
+    pub lag_seconds: Option<f64>,
+}
+
+/// Counters and latencies of the write path since the site started.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WriteMetrics {
+    pub writes_committed: u64,
+    pub writes_unavailable: u64,
+    pub writes_forwarded: u64,
+    /// Commit latency seen by clients of this site, in milliseconds.
+    pub commit_latency_ms_p50: Option<f64>,
+    pub commit_latency_ms_p99: Option<f64>,
+    pub body_pushes: u64,
+    pub body_push_bytes: u64,
+    pub body_push_latency_ms_p50: Option<f64>,
+    pub body_push_latency_ms_p99: Option<f64>,
+    pub bodies_fetched: u64,
+}
+
+/// One mailbox's identity and digest, as compared by `maildr cluster verify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxDigest {
+    pub mailbox: u64,
+    pub account: u64,
+    pub name: String,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub message_count: u64,
+    pub digest: String,
+}
+
+/// One message, as listed when a mailbox's digests differ between sites.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageSummary {
+    pub uid: u32,
+    pub modseq: u64,
+    pub flags: u8,
+    pub keywords: Vec<String>,
+    pub body: String,
+    /// Whether this site holds the body file.
+    pub body_present: bool,
+}
+
+/// Latencies kept for percentiles: the most recent samples, bounded.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyWindow {
+    samples_ms: std::collections::VecDeque<f64>,
+}
+
+impl LatencyWindow {
+    const CAPACITY: usize = 4096;
+
+    pub fn record(&mut self, ms: f64) {
+        if self.samples_ms.len() == Self::CAPACITY {
+            self.samples_ms.pop_front();
+        }
+        self.samples_ms.push_back(ms);
+    }
+
+    /// The `q` quantile (0..=1) of the window, or `None` when it is empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.samples_ms.is_empty() {
+            return None;
+        }
+        let mut sorted: Vec<f64> = self.samples_ms.iter().copied().collect();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let rank = ((sorted.len() - 1) as f64 * q).round() as usize;
+        Some(sorted[rank])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_of_a_bounded_window() {
+        let mut w = LatencyWindow::default();
+        assert_eq!(w.quantile(0.5), None);
+        for i in 1..=100 {
+            w.record(i as f64);
+        }
+        assert_eq!(w.quantile(0.5), Some(51.0));
+        assert_eq!(w.quantile(0.99), Some(99.0));
+        for _ in 0..LatencyWindow::CAPACITY {
+            w.record(7.0);
+        }
+        assert_eq!(w.quantile(0.99), Some(7.0), "old samples leave the window");
+    }
+}

@@ -1,0 +1,261 @@
+//! The shape of a lab: which sites it has, on which loopback address and ports each
+//! one listens, and which fault-proxy links join them.
+//!
+//! This is pure data derived from one `--net A.B` choice, so the supervisor, the
+//! links process and (later) the drill engine compute the same addresses without
+//! asking each other. Nothing here opens a socket or touches a file.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The mail domain every lab hosts.
+pub const DOMAIN: &str = "example.test";
+
+/// Ports every site listens on, each on its own IP.
+pub mod ports {
+    /// Inbound SMTP (MX).
+    pub const SMTP: u16 = 2525;
+    /// Submission with STARTTLS.
+    pub const SUBMISSION: u16 = 2587;
+    /// Submission with implicit TLS.
+    pub const SUBMISSIONS: u16 = 2465;
+    /// Plain IMAP.
+    pub const IMAP: u16 = 2143;
+    /// IMAP with implicit TLS.
+    pub const IMAPS: u16 = 2993;
+    /// The replication (Raft) listener.
+    pub const REPLICATION: u16 = 2700;
+    /// The link-control HTTP API, on the control address.
+    pub const LINK_CONTROL: u16 = 2790;
+}
+
+/// Third octet of the address the links process serves its control API on.
+const CONTROL_OCTET: u8 = 99;
+
+/// The first two octets of every lab address (`A.B` of `A.B.x.1`). Labs with
+/// different nets run side by side on one machine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Net {
+    b: u8,
+}
+
+impl Net {
+    /// The address `127.B.<third>.1`.
+    pub fn host(self, third: u8) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.b, third, 1)
+    }
+}
+
+impl fmt::Display for Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "127.{}", self.b)
+    }
+}
+
+/// Why a `--net` value was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("{0:?} is not two octets A.B (for example 127.0)")]
+    Syntax(String),
+    #[error("{0:?}: the lab runs on loopback addresses, so the first octet must be 127")]
+    NotLoopback(String),
+}
+
+impl FromStr for Net {
+    type Err = NetError;
+
+    fn from_str(s: &str) -> Result<Net, NetError> {
+        let octets: Vec<&str> = s.split('.').collect();
+        let parsed: Vec<u8> = octets.iter().filter_map(|o| o.parse().ok()).collect();
+        let (2, [a, b]) = (octets.len(), parsed.as_slice()) else {
+            return Err(NetError::Syntax(s.to_string()));
+        };
+        if *a != 127 {
+            return Err(NetError::NotLoopback(s.to_string()));
+        }
+        Ok(Net { b: *b })
+    }
+}
+
+impl TryFrom<String> for Net {
+    type Error = NetError;
+    fn try_from(s: String) -> Result<Net, NetError> {
+        s.parse()
+    }
+}
+
+impl From<Net> for String {
+    fn from(n: Net) -> String {
+        n.to_string()
+    }
+}
+
+/// What a site is in the lab's cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Serves mail and holds a full voting replica.
+    Data,
+    /// Votes and keeps the log; serves no mail.
+    Witness,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Data => "data",
+            Role::Witness => "witness",
+        }
+    }
+}
+
+/// One site of the lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteSpec {
+    /// Site name, also its host name's first label (`bj.example.test`).
+    pub name: String,
+    /// Raft node id.
+    pub node_id: u64,
+    pub role: Role,
+    /// The site's own loopback address.
+    pub ip: Ipv4Addr,
+    /// Third octet of `ip`; a tenth of it picks the site's link ports.
+    octet: u8,
+}
+
+impl SiteSpec {
+    /// Where the site's replication listener binds.
+    pub fn replication_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.ip, ports::REPLICATION))
+    }
+
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.ip, port))
+    }
+}
+
+/// One direction of replication traffic through the fault proxy: `from` dials
+/// `listen` (on its own IP) and reaches `to`'s replication listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSpec {
+    /// `<from>-<to>`, e.g. `bj-sh`.
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub listen: SocketAddr,
+    pub upstream: SocketAddr,
+}
+
+/// Every site and link of one lab.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub net: Net,
+    pub sites: Vec<SiteSpec>,
+}
+
+impl Topology {
+    /// The standard lab: data sites bj (node 1, `A.B.10.1`) and sh (node 2,
+    /// `A.B.20.1`), witness hz (node 3, `A.B.30.1`).
+    pub fn three_sites(net: Net) -> Topology {
+        let site = |name: &str, node_id, role, octet| SiteSpec {
+            name: name.to_string(),
+            node_id,
+            role,
+            ip: net.host(octet),
+            octet,
+        };
+        Topology {
+            net,
+            sites: vec![site("bj", 1, Role::Data, 10), site("sh", 2, Role::Data, 20), site("hz", 3, Role::Witness, 30)],
+        }
+    }
+
+    pub fn site(&self, name: &str) -> Option<&SiteSpec> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+
+    /// The link from `from` to `to`: it listens on `from`'s IP, port
+    /// `2700 + 10 * (to's third octet / 10)`, and forwards to `to`'s replication port.
+    pub fn link(&self, from: &SiteSpec, to: &SiteSpec) -> LinkSpec {
+        assert_ne!(from.name, to.name, "a site has no link to itself");
+        let port = ports::REPLICATION + 10 * u16::from(to.octet / 10);
+        LinkSpec {
+            name: format!("{}-{}", from.name, to.name),
+            from: from.name.clone(),
+            to: to.name.clone(),
+            listen: SocketAddr::from((from.ip, port)),
+            upstream: to.replication_addr(),
+        }
+    }
+
+    /// Every ordered pair of distinct sites, in site order.
+    pub fn links(&self) -> Vec<LinkSpec> {
+        let mut out = Vec::new();
+        for from in &self.sites {
+            for to in self.sites.iter().filter(|s| s.name != from.name) {
+                out.push(self.link(from, to));
+            }
+        }
+        out
+    }
+
+    /// Where the links process serves the link-control API.
+    pub fn control_addr(&self) -> SocketAddr {
+        SocketAddr::from((self.net.host(CONTROL_OCTET), ports::LINK_CONTROL))
+    }
+
+    /// Every address the lab binds, for a conflict check at a glance.
+    pub fn bound_addrs(&self) -> Vec<SocketAddr> {
+        let mut out = vec![self.control_addr()];
+        for s in &self.sites {
+            for p in [ports::SMTP, ports::SUBMISSION, ports::SUBMISSIONS, ports::IMAP, ports::IMAPS, ports::REPLICATION]
+            {
+                out.push(s.addr(p));
+            }
+        }
+        out.extend(self.links().into_iter().map(|l| l.listen));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nets_parse_only_as_two_loopback_octets() {
+        assert_eq!("127.61".parse::<Net>().unwrap().host(10), Ipv4Addr::new(127, 61, 10, 1));
+        assert_eq!(Net::default().to_string(), "127.0");
+        for bad in ["127", "127.0.0", "127.256", "x.1", "", "127.-1"] {
+            assert!(matches!(bad.parse::<Net>(), Err(NetError::Syntax(_))), "{bad}");
+        }
+        assert!(matches!("10.0".parse::<Net>(), Err(NetError::NotLoopback(_))));
+    }
+
+    #[test]
+    fn each_site_reaches_each_other_site_through_its_own_link() {
+        let t = Topology::three_sites("127.5".parse().unwrap());
+        let links = t.links();
+        let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["bj-sh", "bj-hz", "sh-bj", "sh-hz", "hz-bj", "hz-sh"]);
+        let bj_sh = &links[0];
+        assert_eq!(bj_sh.listen, "127.5.10.1:2720".parse().unwrap());
+        assert_eq!(bj_sh.upstream, "127.5.20.1:2700".parse().unwrap());
+        let hz_bj = &links[4];
+        assert_eq!(hz_bj.listen, "127.5.30.1:2710".parse().unwrap());
+        assert_eq!(hz_bj.upstream, "127.5.10.1:2700".parse().unwrap());
+        assert_eq!(t.control_addr(), "127.5.99.1:2790".parse().unwrap());
+        assert_eq!(t.site("hz").unwrap().role, Role::Witness);
+    }
+
+    #[test]
+    fn no_two_listeners_of_a_lab_share_an_address() {
+        let addrs = Topology::three_sites(Net::default()).bound_addrs();
+        let unique: std::collections::BTreeSet<_> = addrs.iter().collect();
+        assert_eq!(unique.len(), addrs.len());
+    }
+}

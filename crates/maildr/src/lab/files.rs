@@ -1,0 +1,133 @@
+//! What `lab up` writes before anything runs: the lab CA, one certificate per
+//! site, and each site's config file.
+//!
+//! Configs are built as typed `SiteConfig` values and checked with the same
+//! `check()` that `maildr serve` runs, so a lab never starts on a config the
+//! server would refuse.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use maildr_config::{ClusterMember, SiteConfig, SiteRole};
+use maildr_lab::state::{site_dir, SiteState};
+use maildr_lab::topology::{ports, Role, SiteSpec, Topology, DOMAIN};
+
+/// Cluster timings for a lab on one machine: elections in under a second.
+const ELECTION_TIMEOUT_MIN_MS: u64 = 400;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+const HEARTBEAT_INTERVAL_MS: u64 = 100;
+const BODY_PUSH_TIMEOUT_MS: u64 = 2_000;
+const WRITE_TIMEOUT_MS: u64 = 3_000;
+
+/// A site's certificate and key files.
+pub struct SiteTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Generate the lab CA (`dir/ca.pem`, key beside it) and a certificate for every
+/// site signed by it, valid for `<site>.example.test`, `mail.example.test`,
+/// `example.test` and the site's IP. Returns the CA path and each site's files.
+pub fn write_certs(dir: &Path, topology: &Topology) -> Result<(PathBuf, Vec<SiteTls>)> {
+    let ca_key = rcgen::KeyPair::generate().context("generating the lab CA key")?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).context("lab CA parameters")?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("maildr lab CA ({})", dir.display()));
+    let ca_cert = ca_params.self_signed(&ca_key).context("signing the lab CA")?;
+    let ca_path = dir.join("ca.pem");
+    write_file(&ca_path, ca_cert.pem().as_bytes(), 0o644)?;
+    write_file(&dir.join("ca-key.pem"), ca_key.serialize_pem().as_bytes(), 0o600)?;
+    let mut out = Vec::new();
+    for site in &topology.sites {
+        let hostname = format!("{}.{DOMAIN}", site.name);
+        let key = rcgen::KeyPair::generate().with_context(|| format!("generating the key of site {}", site.name))?;
+        let mut params = rcgen::CertificateParams::new(vec![
+            hostname.clone(),
+            format!("mail.{DOMAIN}"),
+            DOMAIN.to_string(),
+            site.ip.to_string(),
+        ])
+        .with_context(|| format!("certificate parameters of site {}", site.name))?;
+        params.distinguished_name.push(rcgen::DnType::CommonName, hostname);
+        let cert = params
+            .signed_by(&key, &ca_cert, &ca_key)
+            .with_context(|| format!("signing the certificate of site {}", site.name))?;
+        let tls_dir = site_dir(dir, &site.name).join("tls");
+        std::fs::create_dir_all(&tls_dir).with_context(|| format!("creating {}", tls_dir.display()))?;
+        let files = SiteTls { cert: tls_dir.join("cert.pem"), key: tls_dir.join("key.pem") };
+        write_file(&files.cert, cert.pem().as_bytes(), 0o644)?;
+        write_file(&files.key, key.serialize_pem().as_bytes(), 0o600)?;
+        out.push(files);
+    }
+    Ok((ca_path, out))
+}
+
+/// The config of `site`: listeners on its own IP, and every other member reached
+/// through the fault-proxy link from this site to that member.
+pub fn site_config(topology: &Topology, site: &SiteSpec, state: &SiteState, tls: &SiteTls, secret: &str) -> SiteConfig {
+    let mut c = SiteConfig::default();
+    c.site.name = site.name.clone();
+    c.site.hostname = format!("{}.{DOMAIN}", site.name);
+    c.site.data_dir = state.data_dir.clone();
+    c.smtp.mx_listen = site.addr(ports::SMTP);
+    c.smtp.submission_listen = site.addr(ports::SUBMISSION);
+    c.smtp.submissions_listen = site.addr(ports::SUBMISSIONS);
+    c.imap.plain_listen = site.addr(ports::IMAP);
+    c.imap.tls_listen = site.addr(ports::IMAPS);
+    c.tls.cert_path = Some(tls.cert.clone());
+    c.tls.key_path = Some(tls.key.clone());
+    c.store.write_timeout_ms = WRITE_TIMEOUT_MS;
+    c.cluster.node_id = site.node_id;
+    c.cluster.listen = site.replication_addr();
+    c.cluster.secret = Some(secret.to_string());
+    c.cluster.election_timeout_min_ms = ELECTION_TIMEOUT_MIN_MS;
+    c.cluster.election_timeout_max_ms = ELECTION_TIMEOUT_MAX_MS;
+    c.cluster.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS;
+    c.cluster.body_push_timeout_ms = BODY_PUSH_TIMEOUT_MS;
+    c.cluster.members = topology
+        .sites
+        .iter()
+        .map(|m| {
+            let addr: SocketAddr =
+                if m.name == site.name { m.replication_addr() } else { topology.link(site, m).listen };
+            ClusterMember {
+                node_id: m.node_id,
+                site: m.name.clone(),
+                role: match m.role {
+                    Role::Data => SiteRole::Data,
+                    Role::Witness => SiteRole::Witness,
+                },
+                addr: addr.to_string(),
+            }
+        })
+        .collect();
+    c.log.level = "info".into();
+    c
+}
+
+/// Check `config` as `maildr serve` would and write it to `path`.
+pub fn write_config(path: &Path, config: &SiteConfig) -> Result<()> {
+    config
+        .check(path)
+        .with_context(|| format!("the lab built a config the server would refuse: {}", path.display()))?;
+    let text = toml::to_string(config).with_context(|| format!("serializing {}", path.display()))?;
+    let text = format!("# Written by `maildr lab up`; rewritten on every `lab up`.\n{text}");
+    // Round trip, so what is on disk is exactly what was checked.
+    let parsed = SiteConfig::parse(&text, path).with_context(|| format!("re-reading {}", path.display()))?;
+    anyhow::ensure!(&parsed == config, "{} does not read back as written", path.display());
+    write_file(path, text.as_bytes(), 0o600)
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))
+}

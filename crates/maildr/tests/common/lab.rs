@@ -1,0 +1,361 @@
+//! A three-site lab for tests: `maildr lab up` in a temporary directory on its own
+//! loopback network, driven through the same commands an operator uses, and SMTP /
+//! IMAP clients that record exactly what a sender was told.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Labs share two cores; one at a time keeps election timings honest.
+pub static ONE_LAB_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+pub fn maildr() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_maildr"))
+}
+
+fn ok(output: Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub net: String,
+    status: Value,
+}
+
+impl Lab {
+    /// Start a lab on `net` (e.g. "127.71"): sites bj, sh (data) and hz (witness).
+    pub fn up(net: &str) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let dir_arg = dir.path().join("lab");
+        let output =
+            maildr().args(["lab", "up", "--net", net, "--dir"]).arg(&dir_arg).output().expect("running maildr lab up");
+        let mut lab = Lab { dir, net: net.to_string(), status: Value::Null };
+        if !output.status.success() {
+            // Drop still runs `lab down` for whatever was started.
+            panic!(
+                "lab up failed:\n{}\n{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        lab.status = lab.read_status();
+        lab
+    }
+
+    pub fn lab_dir(&self) -> PathBuf {
+        self.dir.path().join("lab")
+    }
+
+    pub fn lab_cmd(&self, args: &[&str]) -> Output {
+        maildr().arg("lab").args(args).arg("--dir").arg(self.lab_dir()).output().unwrap()
+    }
+
+    pub fn read_status(&self) -> Value {
+        let output = self.lab_cmd(&["status", "--json"]);
+        serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("lab status --json: {e}: {}", String::from_utf8_lossy(&output.stdout)))
+    }
+
+    fn site(&self, name: &str) -> &Value {
+        self.status["sites"].as_array().unwrap().iter().find(|s| s["site"] == name).unwrap()
+    }
+
+    pub fn ip(&self, site: &str) -> String {
+        self.site(site)["ip"].as_str().unwrap().to_string()
+    }
+
+    pub fn config(&self, site: &str) -> PathBuf {
+        PathBuf::from(self.site(site)["config"].as_str().unwrap())
+    }
+
+    pub fn password(&self, address: &str) -> String {
+        let accounts = self.status["accounts"].as_array().unwrap();
+        let account = accounts.iter().find(|a| a["address"] == address).unwrap();
+        account["password"].as_str().unwrap().to_string()
+    }
+
+    pub fn data_sites(&self) -> Vec<String> {
+        vec!["bj".into(), "sh".into()]
+    }
+
+    /// `maildr cluster ARGS --config <site's config>`.
+    pub fn cluster(&self, site: &str, args: &[&str]) -> Output {
+        maildr().arg("cluster").args(args).arg("--config").arg(self.config(site)).output().unwrap()
+    }
+
+    pub fn cluster_status(&self, site: &str) -> Value {
+        let out = self.cluster(site, &["status", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    /// The primary as seen from `site`'s configuration, waiting up to `within`.
+    pub fn wait_for_primary(&self, asking: &str, within: Duration, not: Option<&str>) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.cluster_status(asking);
+            if let Some(leader) = status["leader"].as_str() {
+                if Some(leader) != not {
+                    return leader.to_string();
+                }
+            }
+            assert!(Instant::now() < deadline, "no primary (other than {not:?}) within {within:?}: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until `asking` sees `site` as the primary.
+    pub fn wait_for_primary_to_be(&self, asking: &str, site: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.cluster_status(asking);
+            if status["leader"].as_str() == Some(site) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{site} did not become primary within {within:?}: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until every member is reachable and has applied everything, with no
+    /// body missing anywhere.
+    pub fn wait_until_converged(&self, asking: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.cluster_status(asking);
+            let members = status["members"].as_array().cloned().unwrap_or_default();
+            let applied: Vec<Option<u64>> = members.iter().map(|m| m["applied_index"].as_u64()).collect();
+            let converged = status["leader"].is_string()
+                && members.len() == 3
+                && members.iter().all(|m| m["reachable"] == true && m["missing_bodies"] == 0)
+                && applied.iter().all(|a| a.is_some() && *a == applied[0]);
+            if converged {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster did not converge within {within:?}: {status}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn verify(&self, asking: &str) -> Value {
+        let out = self.cluster(asking, &["verify", "--json", "--messages"]);
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "verify --json: {e}: {} {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        report
+    }
+
+    pub fn links_control(&self) -> String {
+        self.status["links"]["control"].as_str().unwrap().trim_start_matches("http://").to_string()
+    }
+
+    /// PUT faults on one link through the fault proxy's HTTP control.
+    pub fn set_link(&self, name: &str, faults: &str) {
+        let status = http(&self.links_control(), "PUT", &format!("/links/{name}/faults"), faults);
+        assert_eq!(status, 200, "setting faults on {name}");
+    }
+
+    pub fn heal_link(&self, name: &str) {
+        let status = http(&self.links_control(), "POST", &format!("/links/{name}/heal"), "");
+        assert_eq!(status, 200, "healing {name}");
+    }
+
+    /// Cut `site` off from every other site, both ways.
+    pub fn partition(&self, site: &str) {
+        for other in ["bj", "sh", "hz"].into_iter().filter(|o| *o != site) {
+            let cut = r#"{"forward":{"blackhole":true},"backward":{"blackhole":true}}"#;
+            self.set_link(&format!("{site}-{other}"), cut);
+            self.set_link(&format!("{other}-{site}"), cut);
+        }
+    }
+
+    pub fn heal_all(&self) {
+        for a in ["bj", "sh", "hz"] {
+            for b in ["bj", "sh", "hz"].into_iter().filter(|b| *b != a) {
+                self.heal_link(&format!("{a}-{b}"));
+            }
+        }
+    }
+
+    pub fn kill(&self, site: &str) {
+        ok(self.lab_cmd(&["kill", site]), &format!("lab kill {site}"));
+    }
+
+    pub fn start(&self, site: &str) {
+        ok(self.lab_cmd(&["start", site]), &format!("lab start {site}"));
+    }
+
+    pub fn pause(&self, site: &str) {
+        ok(self.lab_cmd(&["pause", site]), &format!("lab pause {site}"));
+    }
+
+    pub fn resume(&self, site: &str) {
+        ok(self.lab_cmd(&["resume", site]), &format!("lab resume {site}"));
+    }
+
+    /// Subjects by UID in alice's INBOX as IMAP at `site` shows them.
+    pub fn inbox(&self, site: &str) -> BTreeMap<u32, String> {
+        imap_subjects(&self.ip(site), "alice@example.test", &self.password("alice@example.test"))
+    }
+
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for site in ["bj", "sh", "hz"] {
+            let path = self.lab_dir().join("sites").join(site).join("serve.log");
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out.push_str(&format!("--- {site} ---\n"));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("lab logs at failure:\n{}", self.logs());
+        }
+        let _ = self.lab_cmd(&["down"]);
+    }
+}
+
+/// One HTTP/1.1 request; returns the status code.
+fn http(addr: &str, method: &str, path: &str, body: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// What a sender was told about one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Told {
+    Accepted,
+    Deferred(u16),
+    Refused(u16),
+    NoAnswer,
+}
+
+fn reply(r: &mut BufReader<TcpStream>) -> Option<u16> {
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 || line.len() < 4 {
+            return None;
+        }
+        if line.as_bytes()[3] != b'-' {
+            return line[..3].parse().ok();
+        }
+    }
+}
+
+/// Send one message tagged `tag` to alice through the MX of the site at `ip`.
+pub fn send_tagged(ip: &str, tag: &str) -> Told {
+    let Ok(stream) = TcpStream::connect_timeout(&format!("{ip}:2525").parse().unwrap(), Duration::from_secs(2)) else {
+        return Told::NoAnswer;
+    };
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut step = |line: &str, want: u16| -> Result<(), Told> {
+        if !line.is_empty() && w.write_all(line.as_bytes()).is_err() {
+            return Err(Told::NoAnswer);
+        }
+        match reply(&mut r) {
+            Some(code) if code == want => Ok(()),
+            Some(code) if (400..500).contains(&code) => Err(Told::Deferred(code)),
+            Some(code) => Err(Told::Refused(code)),
+            None => Err(Told::NoAnswer),
+        }
+    };
+    let result = (|| {
+        step("", 220)?;
+        step("EHLO load.test\r\n", 250)?;
+        step("MAIL FROM:<load@remote.test>\r\n", 250)?;
+        step("RCPT TO:<alice@example.test>\r\n", 250)?;
+        step("DATA\r\n", 354)?;
+        step(&format!("Subject: {tag}\r\nMessage-ID: <{tag}@remote.test>\r\n\r\nbody of {tag}\r\n.\r\n"), 250)?;
+        Ok(())
+    })();
+    let _ = w.write_all(b"QUIT\r\n");
+    match result {
+        Ok(()) => Told::Accepted,
+        Err(told) => told,
+    }
+}
+
+/// UID → Subject of every message in the INBOX, read over plain IMAP.
+pub fn imap_subjects(ip: &str, user: &str, password: &str) -> BTreeMap<u32, String> {
+    let stream = TcpStream::connect(format!("{ip}:2143")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("* OK"), "greeting: {line}");
+    let mut command = |tag: &str, text: &str| -> Vec<(String, Vec<u8>)> {
+        write!(w, "{tag} {text}\r\n").unwrap();
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            assert!(r.read_line(&mut line).unwrap() > 0, "IMAP server closed the connection after {text}");
+            let mut literal = Vec::new();
+            if let Some(size) = line.trim_end().strip_suffix('}').and_then(|l| l.rsplit_once('{')).map(|(_, n)| n) {
+                let size: usize = size.parse().unwrap();
+                literal = vec![0; size];
+                r.read_exact(&mut literal).unwrap();
+                let mut rest = String::new();
+                r.read_line(&mut rest).unwrap();
+            }
+            if line.starts_with(&format!("{tag} ")) {
+                assert!(line.starts_with(&format!("{tag} OK")), "{text}: {line}");
+                return lines;
+            }
+            lines.push((line, literal));
+        }
+    };
+    command("a1", &format!("LOGIN {user} {password}"));
+    command("a2", "SELECT INBOX");
+    let mut out = BTreeMap::new();
+    for (line, literal) in command("a3", "UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])") {
+        let Some(uid) =
+            line.split("UID ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|u| u.parse().ok())
+        else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&literal);
+        let subject = text.trim().strip_prefix("Subject: ").unwrap_or(text.trim()).to_string();
+        out.insert(uid, subject);
+    }
+    command("a4", "LOGOUT");
+    out
+}
