@@ -124,7 +124,9 @@ impl Replicated {
             heartbeat_interval: cluster.heartbeat_interval_ms,
             install_snapshot_timeout: 10_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cluster.snapshot_after_entries),
-            max_in_snapshot_log_to_keep: 1_000,
+            // Entries kept after a snapshot, for peers slightly behind; a peer
+            // further behind gets the snapshot.
+            max_in_snapshot_log_to_keep: cluster.snapshot_after_entries.min(1_000),
             enable_elect: role != SiteRole::Standby,
             ..Default::default()
         }

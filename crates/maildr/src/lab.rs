@@ -74,6 +74,10 @@ pub enum LabAction {
         /// Print the status JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Sites snapshot their state (and may purge their log) after this many
+        /// entries; small values exercise catch-up by snapshot.
+        #[arg(long, default_value_t = 1000)]
+        snapshot_after_entries: u64,
     },
     /// Every endpoint, which processes are alive, and the accounts; exits 1 unless
     /// every process is alive.
@@ -134,7 +138,9 @@ pub fn run(action: LabAction) -> Result<()> {
     }
     let dir_of = |d: &DirArg| std::path::absolute(&d.dir).with_context(|| format!("resolving {}", d.dir.display()));
     match &action {
-        LabAction::Up { dir, net, json } => up(&dir_of(dir)?, *net, *json),
+        LabAction::Up { dir, net, json, snapshot_after_entries } => {
+            up(&dir_of(dir)?, *net, *json, *snapshot_after_entries)
+        }
         LabAction::Status { dir, json } => status(&dir_of(dir)?, *json),
         LabAction::Down { dir, keep } => down(&dir_of(dir)?, *keep),
         LabAction::Kill { site, dir } => kill(&dir_of(dir)?, site),
@@ -147,12 +153,12 @@ pub fn run(action: LabAction) -> Result<()> {
 
 // ---------------------------------------------------------------- lab up
 
-fn up(dir: &Path, net: Net, json: bool) -> Result<()> {
+fn up(dir: &Path, net: Net, json: bool, snapshot_after_entries: u64) -> Result<()> {
     clear_previous(dir)?;
     let topology = Topology::three_sites(net);
     check_addresses_free(&topology)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut state = write_lab(dir, &topology)?;
+    let mut state = write_lab(dir, &topology, snapshot_after_entries)?;
     state.save()?;
     let exe = std::env::current_exe().context("finding the maildr binary")?;
     let mut started = Started::default();
@@ -219,12 +225,14 @@ fn check_addresses_free(topology: &Topology) -> Result<()> {
 }
 
 /// Certificates, configs and the initial state (no process yet).
-fn write_lab(dir: &Path, topology: &Topology) -> Result<LabState> {
+fn write_lab(dir: &Path, topology: &Topology, snapshot_after_entries: u64) -> Result<LabState> {
     let (ca, tls) = files::write_certs(dir, topology)?;
     let secret = hex::encode(rand::random::<[u8; 24]>());
     let sites: Vec<SiteState> = topology.sites.iter().map(|s| SiteState::planned(dir, s)).collect();
     for ((spec, site), tls) in topology.sites.iter().zip(&sites).zip(&tls) {
-        files::write_config(&site.config, &files::site_config(topology, spec, site, tls, &secret))?;
+        let mut config = files::site_config(topology, spec, site, tls, &secret);
+        config.cluster.snapshot_after_entries = snapshot_after_entries;
+        files::write_config(&site.config, &config)?;
     }
     Ok(LabState {
         dir: dir.to_path_buf(),

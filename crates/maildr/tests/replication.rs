@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lab::{send_tagged, Lab, Told, ONE_LAB_AT_A_TIME};
+use lab::{imap_append, imap_bodies, send_tagged, Lab, Told, ONE_LAB_AT_A_TIME};
 
 /// Bounds of every load: messages, senders, seconds.
 const LOAD_MESSAGES_MAX: usize = 240;
@@ -203,6 +203,11 @@ fn an_isolated_primary_answers_451_and_the_others_carry_on() {
     let took = started.elapsed();
     assert_eq!(told, Told::Deferred(451), "the cut-off primary must not acknowledge");
     assert!(took < Duration::from_secs(10), "451 within a bounded time, took {took:?}");
+    let started = Instant::now();
+    let password = lab.password("alice@example.test");
+    let answer = imap_append(&lab.ip(&old), "alice@example.test", &password, "appended-cut-off");
+    assert!(answer.starts_with("a2 NO [UNAVAILABLE]"), "IMAP APPEND at the cut-off primary: {answer}");
+    assert!(started.elapsed() < Duration::from_secs(10), "NO within a bounded time");
     let new = lab.wait_for_primary(other, Duration::from_secs(15), Some(&old));
     assert_eq!(new, other);
     assert_eq!(send_tagged(&lab.ip(other), "at-new-primary"), Told::Accepted);
@@ -213,6 +218,36 @@ fn an_isolated_primary_answers_451_and_the_others_carry_on() {
     // it must never be there twice.
     let inbox = lab.inbox(&old);
     assert!(inbox.values().filter(|s| *s == "at-isolated-primary").count() <= 1);
+    assert!(inbox.values().all(|s| s != "appended-cut-off"), "an APPEND answered NO must not appear");
+}
+
+#[test]
+fn a_site_that_missed_the_compacted_log_catches_up_by_snapshot_and_fetches_bodies() {
+    let _one = one_lab();
+    let lab = Lab::up_with("127.78", &["--snapshot-after-entries", "20"]);
+    let primary = lab.wait_for_primary("bj", Duration::from_secs(5), None);
+    let other = if primary == "bj" { "sh" } else { "bj" };
+    lab.kill(other);
+    // Far more entries than the log keeps after a snapshot: the returning site
+    // cannot replay them and must install a snapshot (metadata only), then fetch
+    // every body it lacks from its peers.
+    for n in 0..80 {
+        assert_eq!(send_tagged(&lab.ip(&primary), &format!("missed-{n:02}")), Told::Accepted);
+    }
+    lab.start(other);
+    let acked: BTreeSet<String> = (0..80).map(|n| format!("missed-{n:02}")).collect();
+    assert_nothing_acknowledged_was_lost(&lab, &acked);
+    let status = lab.cluster_status(other);
+    let me = status["members"].as_array().unwrap().iter().find(|m| m["site"] == other).unwrap().clone();
+    assert!(me["status"]["metrics"]["bodies_fetched"].as_u64() >= Some(80), "{other} fetched the bodies: {me}");
+    let log = std::fs::read_to_string(lab.lab_dir().join("sites").join(other).join("serve.log")).unwrap();
+    assert!(log.contains("installed a snapshot"), "{other} caught up through a snapshot");
+    let bodies = imap_bodies(&lab.ip(other), "alice@example.test", &lab.password("alice@example.test"));
+    assert_eq!(bodies.len(), 80);
+    for (n, body) in bodies.iter().enumerate() {
+        let text = String::from_utf8_lossy(body);
+        assert!(text.contains(&format!("body of missed-{n:02}")), "message {n} at {other} has its whole body: {text}");
+    }
 }
 
 #[test]

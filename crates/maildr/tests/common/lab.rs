@@ -41,10 +41,19 @@ pub struct Lab {
 impl Lab {
     /// Start a lab on `net` (e.g. "127.71"): sites bj, sh (data) and hz (witness).
     pub fn up(net: &str) -> Lab {
+        Lab::up_with(net, &[])
+    }
+
+    /// Start a lab with extra `lab up` arguments.
+    pub fn up_with(net: &str, extra: &[&str]) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let dir_arg = dir.path().join("lab");
-        let output =
-            maildr().args(["lab", "up", "--net", net, "--dir"]).arg(&dir_arg).output().expect("running maildr lab up");
+        let output = maildr()
+            .args(["lab", "up", "--net", net, "--dir"])
+            .arg(&dir_arg)
+            .args(extra)
+            .output()
+            .expect("running maildr lab up");
         let mut lab = Lab { dir, net: net.to_string(), status: Value::Null };
         if !output.status.success() {
             // Drop still runs `lab down` for whatever was started.
@@ -358,4 +367,60 @@ pub fn imap_subjects(ip: &str, user: &str, password: &str) -> BTreeMap<u32, Stri
     }
     command("a4", "LOGOUT");
     out
+}
+
+/// APPEND a small message to the INBOX over plain IMAP at `ip`; returns the tagged
+/// answer line.
+pub fn imap_append(ip: &str, user: &str, password: &str, subject: &str) -> String {
+    let stream = TcpStream::connect(format!("{ip}:2143")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let mut until_tagged = |tag: &str| -> String {
+        loop {
+            let mut line = String::new();
+            assert!(r.read_line(&mut line).unwrap() > 0, "IMAP server closed the connection");
+            if line.starts_with(&format!("{tag} ")) {
+                return line.trim_end().to_string();
+            }
+        }
+    };
+    write!(w, "a1 LOGIN {user} {password}\r\n").unwrap();
+    assert!(until_tagged("a1").starts_with("a1 OK"));
+    let message = format!("Subject: {subject}\r\n\r\nappended\r\n");
+    write!(w, "a2 APPEND INBOX {{{}+}}\r\n{message}\r\n", message.len()).unwrap();
+    let answer = until_tagged("a2");
+    let _ = write!(w, "a3 LOGOUT\r\n");
+    answer
+}
+
+/// The full text of every message in the INBOX at `ip`, read over plain IMAP.
+pub fn imap_bodies(ip: &str, user: &str, password: &str) -> Vec<Vec<u8>> {
+    let stream = TcpStream::connect(format!("{ip}:2143")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    write!(w, "a1 LOGIN {user} {password}\r\na2 SELECT INBOX\r\na3 FETCH 1:* (BODY.PEEK[])\r\n").unwrap();
+    let mut bodies = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "IMAP server closed the connection");
+        if let Some(size) = line.trim_end().strip_suffix('}').and_then(|l| l.rsplit_once('{')).map(|(_, n)| n) {
+            let mut literal = vec![0; size.parse().unwrap()];
+            r.read_exact(&mut literal).unwrap();
+            bodies.push(literal);
+            continue;
+        }
+        if line.starts_with("a3 ") {
+            assert!(line.starts_with("a3 OK"), "FETCH: {line}");
+            break;
+        }
+        assert!(!line.starts_with("a1 NO") && !line.starts_with("a2 NO"), "{line}");
+    }
+    let _ = write!(w, "a4 LOGOUT\r\n");
+    bodies
 }
