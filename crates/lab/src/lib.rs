@@ -7,6 +7,7 @@
 //! by a production site.
 
 pub mod fault_proxy;
+pub mod link_client;
 pub mod link_control;
 pub mod state;
 pub mod topology;

@@ -82,7 +82,6 @@ fn body_of(size: usize) -> Vec<u8> {
 }
 
 pub async fn run(args: SmtpBench) -> Result<()> {
-    anyhow::ensure!(args.concurrency > 0 && args.messages > 0, "--messages and --concurrency must be positive");
     let mut private = None;
     let (target, rcpt) = match args.target {
         Some(t) => (t, args.rcpt.clone().context("--target needs --rcpt")?),
@@ -93,14 +92,62 @@ pub async fn run(args: SmtpBench) -> Result<()> {
             (addr, "sink@bench.test".to_string())
         }
     };
-    let body = Arc::new(body_of(args.size));
+    let figures = load(target, &rcpt, args.messages, args.concurrency, args.size, args.duration_max_secs).await?;
+    println!("smtp bench: target {target}, {} B messages, concurrency {}", args.size, args.concurrency);
+    figures.print();
+    if let Some(site) = private {
+        site.stop().await;
+    }
+    Ok(())
+}
+
+/// What one load gave.
+pub struct Figures {
+    pub accepted: usize,
+    pub refused: u64,
+    pub elapsed: Duration,
+    /// DATA→250 latencies in milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Figures {
+    pub fn per_sec(&self) -> f64 {
+        self.accepted as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn print(&self) {
+        println!(
+            "accepted {} messages in {:.2} s, {} refused",
+            self.accepted,
+            self.elapsed.as_secs_f64(),
+            self.refused
+        );
+        println!("throughput {:.0} messages/s", self.per_sec());
+        println!("latency DATA→250 ms: p50 {:.2}  p99 {:.2}  max {:.2}", self.p50_ms, self.p99_ms, self.max_ms);
+    }
+}
+
+/// Send `messages` messages of `size` bytes to `rcpt` at the MX `target` over
+/// `concurrency` connections, bounded by `duration_max_secs`.
+pub async fn load(
+    target: SocketAddr,
+    rcpt: &str,
+    messages: u64,
+    concurrency: u64,
+    size: usize,
+    duration_max_secs: u64,
+) -> Result<Figures> {
+    anyhow::ensure!(concurrency > 0 && messages > 0, "messages and concurrency must be positive");
+    let body = Arc::new(body_of(size));
     let next = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs(args.duration_max_secs);
+    let deadline = Instant::now() + Duration::from_secs(duration_max_secs);
     let started = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (body, next, rcpt) = (Arc::clone(&body), Arc::clone(&next), rcpt.clone());
-        let total = args.messages;
+    for _ in 0..concurrency {
+        let (body, next, rcpt) = (Arc::clone(&body), Arc::clone(&next), rcpt.to_string());
+        let total = messages;
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failures = 0u64;
@@ -149,18 +196,18 @@ pub async fn run(args: SmtpBench) -> Result<()> {
         let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
         latencies[i].as_secs_f64() * 1000.0
     };
-    println!("smtp bench: target {target}, {} B messages, concurrency {}", args.size, args.concurrency);
-    println!("accepted {} messages in {:.2} s, {} refused", latencies.len(), elapsed.as_secs_f64(), failures);
-    println!("throughput {:.0} messages/s", latencies.len() as f64 / elapsed.as_secs_f64());
-    println!("latency DATA→250 ms: p50 {:.2}  p99 {:.2}  max {:.2}", pct(0.5), pct(0.99), pct(1.0));
-    if let Some(site) = private {
-        site.stop().await;
-    }
-    Ok(())
+    Ok(Figures {
+        accepted: latencies.len(),
+        refused: failures,
+        elapsed,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        max_ms: pct(1.0),
+    })
 }
 
-struct PrivateSite {
-    mx: SocketAddr,
+pub struct PrivateSite {
+    pub mx: SocketAddr,
     dir: PathBuf,
     remove_dir: bool,
     stop: tokio::sync::watch::Sender<bool>,
@@ -168,7 +215,7 @@ struct PrivateSite {
 }
 
 impl PrivateSite {
-    async fn start(dir: Option<PathBuf>) -> Result<Self> {
+    pub async fn start(dir: Option<PathBuf>) -> Result<Self> {
         use maildr_store::Command;
         let remove_dir = dir.is_none();
         let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("maildr-bench-{}", std::process::id())));
@@ -197,7 +244,7 @@ impl PrivateSite {
         Ok(PrivateSite { mx, dir, remove_dir, stop, server })
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.server.await;
         if self.remove_dir {

@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod bench_imap;
+mod bench_replication;
 mod cluster_cmd;
 mod lab;
 mod serve;
@@ -84,6 +85,9 @@ enum BenchWhich {
     Smtp(bench::SmtpBench),
     /// FETCH and SEARCH throughput on a large mailbox with concurrent sessions.
     Imap(bench_imap::ImapBench),
+    /// SMTP ingest on one site alone vs three replicated sites (a temporary lab),
+    /// optionally with an inter-site delay.
+    Replication(bench_replication::ReplicationBench),
 }
 
 pub(crate) fn init_logging(default_filter: &str) {
@@ -130,6 +134,7 @@ fn main() -> Result<()> {
             match which {
                 BenchWhich::Smtp(args) => runtime()?.block_on(bench::run(args)),
                 BenchWhich::Imap(args) => runtime()?.block_on(bench_imap::run(args)),
+                BenchWhich::Replication(args) => runtime()?.block_on(bench_replication::run(args)),
             }
         }
     }
