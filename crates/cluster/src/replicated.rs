@@ -59,6 +59,12 @@ pub enum StartError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("the cluster configuration has no member with node_id {0}")]
     NotAMember(NodeId),
+    #[error(
+        "this site's Raft state is new, but {peer} counts node_id {node_id} as a member: a site that lost its data \
+         must not come back under its old id (it may have voted or acknowledged entries it no longer has). Give it a \
+         new node_id in its config, start it, and run `maildr cluster rejoin --config <its config>`"
+    )]
+    LostDataUnderOldId { node_id: NodeId, peer: String },
 }
 
 /// One site of a replicated cluster.
@@ -140,6 +146,7 @@ impl Replicated {
                 .filter(|m| m.node_id != me)
                 .map(|m| PeerClient::new(m.node_id, m.site.clone(), m.addr.clone(), secret.clone(), Some(me))),
         );
+        let fresh = !data_dir.join(raft::LOG_DATABASE_FILE).exists();
         let (log_store, state_machine) = {
             let data_dir = data_dir.to_path_buf();
             tokio::task::spawn_blocking(move || raft::open(&data_dir))
@@ -148,6 +155,9 @@ impl Replicated {
         };
         if role == SiteRole::Witness {
             state_machine.ignore_missing_bodies();
+        }
+        if fresh {
+            refuse_lost_data_under_old_id(&directory, me).await?;
         }
         let network = Network { directory: directory.clone(), secret: secret.clone(), me };
         let raft = Raft::new(me, Arc::new(config), network, log_store, state_machine.clone())
@@ -272,7 +282,7 @@ impl Replicated {
     }
 
     async fn forward(&self, primary: NodeId, command: &Command, deadline: Instant) -> Forwarded {
-        let Some(peer) = self.directory.get(primary) else {
+        let Some(peer) = self.peer(primary) else {
             return Forwarded::Done(Err(WriteError::Unavailable(format!(
                 "primary {primary} is not in our configuration"
             ))));
@@ -480,8 +490,23 @@ impl Replicated {
         }
     }
 
+    /// The peer with this node id: by id in our configuration, else by the site
+    /// name the membership gives it (a site that rejoined under a new id).
+    fn peer(&self, node: NodeId) -> Option<Arc<PeerClient>> {
+        if let Some(peer) = self.directory.get(node) {
+            return Some(peer);
+        }
+        let site = self.raft.metrics().borrow().membership_config.membership().get_node(&node)?.site.clone();
+        let configured = self.directory.by_site(&site)?;
+        Some(Arc::new(PeerClient::new(node, site, configured.addr.clone(), self.secret.clone(), Some(self.me))))
+    }
+
     fn role_of(&self, node: NodeId) -> Option<SiteRole> {
-        self.members.iter().find(|m| m.node_id == node).map(|m| m.role)
+        let by_id = self.members.iter().find(|m| m.node_id == node).map(|m| m.role);
+        by_id.or_else(|| {
+            let site = self.raft.metrics().borrow().membership_config.membership().get_node(&node)?.site.clone();
+            self.members.iter().find(|m| m.site == site).map(|m| m.role)
+        })
     }
 
     fn site_node(member: &ClusterMember) -> SiteNode {
@@ -547,12 +572,41 @@ impl Replicated {
                 .await
                 .map_err(|e| e.to_string())?
             }
+            ControlRequest::Rejoin { node_id, site, addr } => self.rejoin(node_id, site, addr).await,
             ControlRequest::Write(command) => match self.write(command).await {
                 Ok(applied) => Ok(ControlResponse::Written(Ok(applied))),
                 Err(WriteError::Refused(e)) => Ok(ControlResponse::Written(Err(e))),
                 Err(WriteError::Unavailable(reason)) => Err(reason),
             },
         }
+    }
+
+    async fn rejoin(&self, node_id: NodeId, site: String, addr: String) -> Result<ControlResponse, String> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.me) {
+            return Err(format!("{} is not the primary; ask the primary ({:?})", self.site, m.current_leader));
+        }
+        let membership = m.membership_config.membership().clone();
+        if membership.voter_ids().any(|v| v == node_id) {
+            return Ok(ControlResponse::Rejoined { replaced: None, voters: membership.voter_ids().collect() });
+        }
+        let old = membership.nodes().find(|(id, node)| node.site == site && **id != node_id).map(|(id, _)| *id);
+        tracing::warn!(site, node_id, ?old, "a site rejoins under a new node id; catching it up as a learner");
+        // Blocking: returns once the learner has caught up (log or snapshot).
+        self.raft
+            .add_learner(node_id, SiteNode { site: site.clone(), addr }, true)
+            .await
+            .map_err(|e| format!("adding {site} as learner {node_id}: {e}"))?;
+        let mut voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        if let Some(old) = old {
+            voters.remove(&old);
+        }
+        voters.insert(node_id);
+        self.raft
+            .change_membership(openraft::ChangeMembers::ReplaceAllVoters(voters.clone()), false)
+            .await
+            .map_err(|e| format!("making {site} ({node_id}) a voter: {e}"))?;
+        Ok(ControlResponse::Rejoined { replaced: old, voters: voters.into_iter().collect() })
     }
 
     async fn init(&self) -> Result<ControlResponse, String> {
@@ -583,7 +637,7 @@ impl Replicated {
             return Ok(ControlResponse::BecamePrimary { unavailable_ms: 0, term: m.current_term });
         }
         let primary = m.current_leader.ok_or("no primary is known; switchover needs a healthy cluster")?;
-        let peer = self.directory.get(primary).ok_or("the primary is not in this site's configuration")?;
+        let peer = self.peer(primary).ok_or("the primary is not in this site's configuration")?;
         let primary_status =
             match peer.call(&PeerRequest::Control(ControlRequest::Status), Duration::from_secs(3), true).await {
                 Ok(PeerResponse::Control(Ok(ControlResponse::Status(s)))) => s,
@@ -688,6 +742,22 @@ impl Replicated {
     }
 }
 
+/// A site whose Raft state is new must not be one the cluster already counts as a
+/// member (openraft issue 898): ask the peers that answer.
+async fn refuse_lost_data_under_old_id(directory: &PeerDirectory, me: NodeId) -> Result<(), StartError> {
+    for peer in directory.all() {
+        let request = PeerRequest::Control(ControlRequest::Status);
+        if let Ok(PeerResponse::Control(Ok(ControlResponse::Status(status)))) =
+            peer.call(&request, Duration::from_secs(2), true).await
+        {
+            if status.voters.contains(&me) || status.learners.contains(&me) {
+                return Err(StartError::LostDataUnderOldId { node_id: me, peer: peer.site.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
 enum Forwarded {
     Done(Result<Applied, WriteError>),
     TryPrimary(Option<NodeId>),
@@ -780,7 +850,16 @@ async fn serve_connection(site: &Replicated, mut stream: TcpStream) -> std::io::
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no Hello"))??;
     let peer = match hello {
-        Some(PeerRequest::Hello { secret, from }) if constant_time_eq(secret.as_bytes(), site.secret.as_bytes()) => {
+        Some(PeerRequest::Hello { secret, to: Some(to), .. })
+            if to != site.me && constant_time_eq(secret.as_bytes(), site.secret.as_bytes()) =>
+        {
+            let reason = format!("this is node {} ({}), not node {to}", site.me, site.site);
+            write_frame(&mut stream, &PeerResponse::Refused(reason)).await?;
+            return Ok(());
+        }
+        Some(PeerRequest::Hello { secret, from, .. })
+            if constant_time_eq(secret.as_bytes(), site.secret.as_bytes()) =>
+        {
             write_frame(&mut stream, &PeerResponse::Hello).await?;
             from.and_then(|id| site.directory.get(id))
         }
@@ -841,7 +920,7 @@ async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
                             .next()
                     });
                     let busy = handing_over.load(std::sync::atomic::Ordering::SeqCst);
-                    if let Some(node) = ready.and_then(|n| site.directory.get(n)).filter(|_| !busy) {
+                    if let Some(node) = ready.and_then(|n| site.peer(n)).filter(|_| !busy) {
                         last_handover = Some(Instant::now());
                         handing_over.store(true, std::sync::atomic::Ordering::SeqCst);
                         tracing::warn!(to = %node.site, "this witness leads; handing the lead to a caught-up data site");

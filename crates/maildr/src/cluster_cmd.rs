@@ -40,6 +40,13 @@ pub enum ClusterAction {
         #[arg(long)]
         to: String,
     },
+    /// Bring back a site that lost its data directory: run it empty under a NEW
+    /// node_id (in its config), then run this with its config. The primary catches it
+    /// up and swaps its old node id for the new one among the voters.
+    Rejoin {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Compare every mailbox's digest across all sites at one applied index; exits
     /// 1 when any diverges.
     Verify {
@@ -95,9 +102,23 @@ impl ControlClient {
         )
     }
 
+    /// This site's replication listener.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.config.cluster.listen
+    }
+
     pub async fn call(&self, member: &ClusterMember, request: ControlRequest) -> Result<ControlResponse> {
+        self.call_with_timeout(member, request, CONTROL_TIMEOUT).await
+    }
+
+    pub async fn call_with_timeout(
+        &self,
+        member: &ClusterMember,
+        request: ControlRequest,
+        timeout: Duration,
+    ) -> Result<ControlResponse> {
         let client = self.client(member);
-        match client.call(&PeerRequest::Control(request), CONTROL_TIMEOUT, false).await? {
+        match client.call(&PeerRequest::Control(request), timeout, false).await? {
             PeerResponse::Control(Ok(response)) => Ok(response),
             PeerResponse::Control(Err(reason)) => Err(anyhow!("site {}: {reason}", member.site)),
             other => Err(anyhow!("site {} answered {other:?}", member.site)),
@@ -152,6 +173,37 @@ pub async fn run(action: ClusterAction) -> Result<()> {
                     Ok(())
                 }
                 other => bail!("unexpected answer to switchover: {other:?}"),
+            }
+        }
+        ClusterAction::Rejoin { config } => {
+            let client = ControlClient::new(SiteConfig::load(&config)?)?;
+            let me = client.local().clone();
+            let mut primary = None;
+            for member in client.members().iter().filter(|m| m.node_id != me.node_id) {
+                if let Ok(status) = client.status_of(member).await {
+                    if let Some(leader) = status.leader {
+                        primary =
+                            client.members().iter().find(|m| m.node_id == leader).cloned().or(Some(member.clone()));
+                        break;
+                    }
+                }
+            }
+            let primary = primary.context("no reachable member knows a primary")?;
+            let request = ControlRequest::Rejoin {
+                node_id: me.node_id,
+                site: me.site.clone(),
+                addr: client.listen_addr().to_string(),
+            };
+            match client.call_with_timeout(&primary, request, Duration::from_secs(600)).await? {
+                ControlResponse::Rejoined { replaced, voters } => {
+                    match replaced {
+                        Some(old) => println!("{} rejoined as node {} in place of node {old}", me.site, me.node_id),
+                        None => println!("{} is a voter as node {}", me.site, me.node_id),
+                    }
+                    println!("voters now: {voters:?}");
+                    Ok(())
+                }
+                other => bail!("unexpected answer to rejoin: {other:?}"),
             }
         }
         ClusterAction::Verify { config, messages, json } => {

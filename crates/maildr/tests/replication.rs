@@ -279,6 +279,48 @@ fn a_data_site_that_lags_behind_the_witness_still_takes_over() {
     assert_nothing_acknowledged_was_lost(&lab, &acked);
 }
 
+#[test]
+fn a_site_that_lost_its_data_is_refused_under_its_old_id_and_rejoins_under_a_new_one() {
+    let _one = one_lab();
+    let lab = Lab::up("127.79");
+    let primary = lab.wait_for_primary("bj", Duration::from_secs(5), None);
+    let lost = if primary == "bj" { "sh" } else { "bj" };
+    for n in 0..10 {
+        assert_eq!(send_tagged(&lab.ip(&primary), &format!("before-loss-{n}")), Told::Accepted);
+    }
+    lab.kill(lost);
+    let site_dir = lab.lab_dir().join("sites").join(lost);
+    std::fs::remove_dir_all(site_dir.join("data")).unwrap();
+    // Back under its old node id with nothing on disk: refused, with the way out.
+    let started = lab.lab_cmd(&["start", lost]);
+    assert!(!started.status.success(), "a wiped site must not rejoin under its old id");
+    let log = std::fs::read_to_string(site_dir.join("serve.log")).unwrap();
+    assert!(log.contains("must not come back under its old id"), "{log}");
+    // Under a new node id it starts empty, and `cluster rejoin` makes it a voter.
+    let config_path = lab.config(lost);
+    let old_id = if lost == "bj" { 1 } else { 2 };
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let renumbered = config.replace(&format!("node_id = {old_id}\n"), "node_id = 4\n");
+    assert_ne!(config, renumbered);
+    std::fs::write(&config_path, renumbered).unwrap();
+    assert!(lab.lab_cmd(&["start", lost]).status.success());
+    let out = lab.cluster(lost, &["rejoin"]);
+    assert!(out.status.success(), "rejoin: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("in place of node {old_id}")));
+    // It holds everything, and it is a full voter: the old primary can go.
+    assert_eq!(send_tagged(&lab.ip(lost), "after-rejoin"), Told::Accepted);
+    lab.kill(&primary);
+    lab.wait_for_primary_to_be(lost, lost, Duration::from_secs(20));
+    assert_eq!(send_tagged(&lab.ip(lost), "after-old-primary-lost"), Told::Accepted);
+    let inbox = lab.inbox(lost);
+    let mut expected: BTreeSet<String> = (0..10).map(|n| format!("before-loss-{n}")).collect();
+    expected.insert("after-rejoin".into());
+    expected.insert("after-old-primary-lost".into());
+    let found: BTreeSet<String> = inbox.values().cloned().collect();
+    assert_eq!(found, expected);
+    assert_eq!(inbox.len(), expected.len(), "each exactly once");
+}
+
 /// A tiny deterministic generator, so a failing schedule replays from its seed.
 struct Rng(u64);
 

@@ -114,7 +114,10 @@ impl PeerClient {
     async fn connect(&self) -> Result<TcpStream, PeerCallError> {
         let mut stream = TcpStream::connect(&self.addr).await.map_err(|e| self.io(e))?;
         let _ = stream.set_nodelay(true);
-        let hello = PeerRequest::Hello { secret: self.secret.clone(), from: self.from };
+        // Sites name the node they mean; an operator's command reaches whoever
+        // listens at the configured address.
+        let to = self.from.map(|_| self.node_id);
+        let hello = PeerRequest::Hello { secret: self.secret.clone(), from: self.from, to };
         match exchange(&mut stream, &hello).await.map_err(|e| self.io(e))? {
             PeerResponse::Hello => Ok(stream),
             PeerResponse::Refused(reason) => {
@@ -151,6 +154,12 @@ impl PeerDirectory {
         self.peers.get(&node_id).cloned()
     }
 
+    /// The configured peer of this site name, whatever its node id (a site that
+    /// rejoined under a new node id keeps its name and address).
+    pub fn by_site(&self, site: &str) -> Option<Arc<PeerClient>> {
+        self.peers.values().find(|p| p.site == site).cloned()
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Arc<PeerClient>> {
         self.peers.values()
     }
@@ -168,11 +177,17 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerConnection;
 
     async fn new_client(&mut self, target: NodeId, node: &SiteNode) -> PeerConnection {
-        // A member missing from our configuration is reached at the address the
-        // membership records (e.g. a site added later).
-        let client = self.directory.get(target).unwrap_or_else(|| {
-            Arc::new(PeerClient::new(target, node.site.clone(), node.addr.clone(), self.secret.clone(), Some(self.me)))
-        });
+        // A member is reached at the address our configuration gives its node id,
+        // else its site name (it rejoined under a new id), else the address the
+        // membership records.
+        let addr = match self.directory.get(target).or_else(|| self.directory.by_site(&node.site)) {
+            Some(configured) if configured.node_id == target => {
+                return PeerConnection { target, client: configured };
+            }
+            Some(configured) => configured.addr.clone(),
+            None => node.addr.clone(),
+        };
+        let client = Arc::new(PeerClient::new(target, node.site.clone(), addr, self.secret.clone(), Some(self.me)));
         PeerConnection { target, client }
     }
 }

@@ -38,10 +38,14 @@ pub const BODY_CHUNK_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
     /// First request of every connection. `from` is the caller's node id, or `None`
-    /// for an operator's command.
+    /// for an operator's command; `to` is the node id the caller means to reach.
+    /// A site refuses a connection meant for another node id: after a site lost its
+    /// data and came back under a new id, Raft traffic for its old id must not reach
+    /// it (its empty log would look like a follower's log going backwards).
     Hello {
         secret: String,
         from: Option<NodeId>,
+        to: Option<NodeId>,
     },
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<NodeId>),
@@ -124,6 +128,10 @@ pub enum ControlRequest {
     Messages { mailbox: u64 },
     /// Apply a command through the cluster (admin commands of the operator).
     Write(Command),
+    /// On the primary: make the site that lost its data, now running empty under
+    /// the new node id, a learner, wait until it has caught up, then let it replace
+    /// its old node id among the voters.
+    Rejoin { node_id: NodeId, site: String, addr: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +151,10 @@ pub enum ControlResponse {
     },
     Messages(Vec<MessageSummary>),
     Written(Result<Applied, CommandError>),
+    Rejoined {
+        replaced: Option<NodeId>,
+        voters: Vec<NodeId>,
+    },
 }
 
 /// Write one frame.
@@ -186,10 +198,12 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_oversized_frames_are_refused_unread() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        let hello = PeerRequest::Hello { secret: "s".repeat(16), from: Some(2) };
+        let hello = PeerRequest::Hello { secret: "s".repeat(16), from: Some(2), to: Some(1) };
         write_frame(&mut a, &hello).await.unwrap();
         match read_frame::<PeerRequest>(&mut b).await.unwrap() {
-            Some(PeerRequest::Hello { secret, from }) => assert_eq!((secret.len(), from), (16, Some(2))),
+            Some(PeerRequest::Hello { secret, from, to }) => {
+                assert_eq!((secret.len(), from, to), (16, Some(2), Some(1)))
+            }
             other => panic!("{other:?}"),
         }
         a.write_all(&(FRAME_MAX_BYTES + 1).to_be_bytes()).await.unwrap();
