@@ -137,6 +137,17 @@ impl Cluster {
         }
     }
 
+    /// Whether this site's state is known to be current: always for a site alone;
+    /// for a replica, when it is a member that knows a primary and has applied every
+    /// entry it holds. A site that is not current must not give permanent answers
+    /// ("no such user") from its state.
+    pub fn is_caught_up(&self) -> bool {
+        match &self.engine {
+            Engine::Single(_) => true,
+            Engine::Replicated(r) => r.is_caught_up(),
+        }
+    }
+
     /// Make sure the message bodies are on this site before they are read: a
     /// replica may hold a message whose body is still on its way. Waits a bounded
     /// time, then says the body is unavailable (never serves an empty one).

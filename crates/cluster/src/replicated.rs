@@ -214,6 +214,16 @@ impl Replicated {
         self.state_machine.watch_mailboxes()
     }
 
+    /// A voter or learner that knows a primary and has applied everything it holds.
+    /// (openraft 0.9 does not tell a follower the primary's commit index; entries
+    /// not yet received cannot be seen here, so this is the best local evidence.)
+    pub fn is_caught_up(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let member = m.membership_config.membership().get_node(&self.me).is_some();
+        let applied = m.last_applied.map(|l| l.index);
+        member && m.current_leader.is_some() && applied.is_some() && applied >= m.last_log_index
+    }
+
     /// Stop Raft and the background tasks.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);

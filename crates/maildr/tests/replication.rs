@@ -307,8 +307,18 @@ fn a_site_that_lost_its_data_is_refused_under_its_old_id_and_rejoins_under_a_new
     let out = lab.cluster(lost, &["rejoin"]);
     assert!(out.status.success(), "rejoin: {}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("in place of node {old_id}")));
-    // It holds everything, and it is a full voter: the old primary can go.
-    assert_eq!(send_tagged(&lab.ip(lost), "after-rejoin"), Told::Accepted);
+    // It holds everything, and it is a full voter: the old primary can go. Until it
+    // has applied what it received, it defers (4xx) rather than bounce.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match send_tagged(&lab.ip(lost), "after-rejoin") {
+            Told::Accepted => break,
+            Told::Deferred(_) | Told::NoAnswer if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            other => panic!("after rejoin, {lost} answered {other:?}"),
+        }
+    }
     lab.kill(&primary);
     lab.wait_for_primary_to_be(lost, lost, Duration::from_secs(20));
     assert_eq!(send_tagged(&lab.ip(lost), "after-old-primary-lost"), Told::Accepted);
@@ -319,6 +329,83 @@ fn a_site_that_lost_its_data_is_refused_under_its_old_id_and_rejoins_under_a_new
     let found: BTreeSet<String> = inbox.values().cloned().collect();
     assert_eq!(found, expected);
     assert_eq!(inbox.len(), expected.len(), "each exactly once");
+}
+
+#[test]
+fn a_planned_switchover_moves_the_primary_and_reports_the_unavailable_time() {
+    let _one = one_lab();
+    let lab = Lab::up("127.80");
+    let primary = lab.wait_for_primary("bj", Duration::from_secs(5), None);
+    let other = if primary == "bj" { "sh" } else { "bj" };
+    let refused = lab.cluster("bj", &["switchover", "--to", "hz"]);
+    assert!(!refused.status.success(), "the witness cannot become primary");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("only data sites"));
+    let out = lab.cluster("bj", &["switchover", "--to", other]);
+    assert!(out.status.success(), "switchover: {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains(&format!("{other} is primary")) && said.contains("unavailable for at most"), "{said}");
+    lab.wait_for_primary_to_be(primary.as_str(), other, Duration::from_secs(5));
+    assert_eq!(send_tagged(&lab.ip(&primary), "after-switchover"), Told::Accepted);
+    let back = lab.cluster("bj", &["switchover", "--to", &primary]);
+    assert!(back.status.success(), "switch back: {}", String::from_utf8_lossy(&back.stderr));
+    lab.wait_for_primary_to_be(other, &primary, Duration::from_secs(5));
+    let acked: BTreeSet<String> = ["after-switchover".to_string()].into();
+    assert_nothing_acknowledged_was_lost(&lab, &acked);
+}
+
+#[test]
+fn a_member_that_has_not_caught_up_defers_unknown_recipients_instead_of_bouncing() {
+    let _one = one_lab();
+    // One member of a three-site cluster, alone: it knows no primary and has
+    // applied nothing, so it cannot tell whether alice exists.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sh.toml");
+    let members =
+        [(1, "bj", "data", "127.81.10.1"), (2, "sh", "data", "127.81.20.1"), (3, "hz", "witness", "127.81.30.1")]
+            .iter()
+            .map(|(id, site, role, ip)| {
+                format!(
+                    "[[cluster.members]]\nnode_id = {id}\nsite = \"{site}\"\nrole = \"{role}\"\naddr = \"{ip}:2700\"\n"
+                )
+            })
+            .collect::<String>();
+    let ip = "127.81.20.1";
+    std::fs::write(
+        &config,
+        format!(
+            "[site]\nname = \"sh\"\nhostname = \"sh.example.test\"\ndata_dir = \"{}\"\n\
+             [smtp]\nmx_listen = \"{ip}:2525\"\nsubmission_listen = \"{ip}:2587\"\nsubmissions_listen = \"{ip}:2465\"\n\
+             [imap]\nplain_listen = \"{ip}:2143\"\ntls_listen = \"{ip}:2993\"\n\
+             [cluster]\nnode_id = 2\nlisten = \"{ip}:2700\"\nsecret = \"0123456789abcdef\"\n{members}",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    /// Stops the site by its pid however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _site = Stop(
+        lab::maildr()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let told = loop {
+        match send_tagged(ip, "to-a-site-catching-up") {
+            Told::NoAnswer if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            told => break told,
+        }
+    };
+    assert_eq!(told, Told::Deferred(451), "never a permanent 550 from a site that is not current");
 }
 
 /// A tiny deterministic generator, so a failing schedule replays from its seed.
