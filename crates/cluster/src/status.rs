@@ -80,6 +80,20 @@ pub struct MailboxDigest {
     pub digest: String,
 }
 
+impl MailboxDigest {
+    pub fn of(m: &maildr_store::Mailbox) -> MailboxDigest {
+        MailboxDigest {
+            mailbox: m.id.0,
+            account: m.account.0,
+            name: m.name.as_str().to_string(),
+            uid_validity: m.uid_validity.0,
+            uid_next: m.uid_next.0,
+            message_count: m.message_count,
+            digest: m.digest.to_hex(),
+        }
+    }
+}
+
 /// One message, as listed when a mailbox's digests differ between sites.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageSummary {
@@ -90,6 +104,25 @@ pub struct MessageSummary {
     pub body: String,
     /// Whether this site holds the body file.
     pub body_present: bool,
+}
+
+impl MessageSummary {
+    pub fn of(m: &maildr_store::Message, body_present: bool) -> MessageSummary {
+        MessageSummary {
+            uid: m.uid.0,
+            modseq: m.modseq.0,
+            flags: m.flags.0,
+            keywords: m.keywords.clone(),
+            body: m.body.to_hex(),
+            body_present,
+        }
+    }
+
+    /// Whether two sites agree on this message (holding the body file is not state).
+    pub fn same_state(&self, other: &MessageSummary) -> bool {
+        (self.uid, self.modseq, self.flags, &self.keywords, &self.body)
+            == (other.uid, other.modseq, other.flags, &other.keywords, &other.body)
+    }
 }
 
 /// Latencies kept for percentiles: the most recent samples, bounded.

@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,18 +16,6 @@ const SENDERS: usize = 6;
 const MESSAGES_PER_SENDER_MAX: usize = 400;
 const LOAD_SECS_MAX: u64 = 60;
 
-fn reply(r: &mut BufReader<TcpStream>) -> Option<u16> {
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).ok()? == 0 || line.len() < 4 {
-            return None;
-        }
-        if line.as_bytes()[3] != b'-' {
-            return line[..3].parse().ok();
-        }
-    }
-}
-
 /// Send tagged messages until the connection breaks or the bounds are reached;
 /// record each tag whose DATA got a 250.
 fn sender(port: u16, id: usize, acked: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) {
@@ -35,7 +23,8 @@ fn sender(port: u16, id: usize, acked: Arc<Mutex<Vec<String>>>, stop: Arc<Atomic
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
-    if reply(&mut r) != Some(220) || w.write_all(b"EHLO load.test\r\n").is_err() || reply(&mut r) != Some(250) {
+    if smtp_reply(&mut r) != Some(220) || w.write_all(b"EHLO load.test\r\n").is_err() || smtp_reply(&mut r) != Some(250)
+    {
         return;
     }
     let deadline = Instant::now() + Duration::from_secs(LOAD_SECS_MAX);
@@ -49,7 +38,7 @@ fn sender(port: u16, id: usize, acked: Arc<Mutex<Vec<String>>>, stop: Arc<Atomic
         if w.write_all(envelope.as_bytes()).is_err() {
             return;
         }
-        if reply(&mut r) != Some(250) || reply(&mut r) != Some(250) || reply(&mut r) != Some(354) {
+        if smtp_reply(&mut r) != Some(250) || smtp_reply(&mut r) != Some(250) || smtp_reply(&mut r) != Some(354) {
             return;
         }
         let body = format!(
@@ -59,7 +48,7 @@ fn sender(port: u16, id: usize, acked: Arc<Mutex<Vec<String>>>, stop: Arc<Atomic
         if w.write_all(body.as_bytes()).is_err() {
             return;
         }
-        match reply(&mut r) {
+        match smtp_reply(&mut r) {
             Some(250) => acked.lock().unwrap().push(tag),
             _ => return,
         }

@@ -12,15 +12,14 @@
 //! printed on failure. `MAILDR_FAULT_RUNS=<n>` runs n schedules (CI runs one; use
 //! `scripts/fault-schedules.sh` for the long mode).
 
-#[path = "common/lab.rs"]
-mod lab;
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lab::{imap_append, imap_bodies, send_tagged, Lab, Told, ONE_LAB_AT_A_TIME};
+use common::lab::{self, imap_append, imap_bodies, send_tagged, Lab, Told, ONE_LAB_AT_A_TIME};
 
 /// Bounds of every load: messages, senders, seconds.
 const LOAD_MESSAGES_MAX: usize = 240;

@@ -2,8 +2,6 @@
 //! loopback network, driven through the same commands an operator uses, and SMTP /
 //! IMAP clients that record exactly what a sender was told.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -275,18 +273,6 @@ pub enum Told {
     NoAnswer,
 }
 
-fn reply(r: &mut BufReader<TcpStream>) -> Option<u16> {
-    loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).ok()? == 0 || line.len() < 4 {
-            return None;
-        }
-        if line.as_bytes()[3] != b'-' {
-            return line[..3].parse().ok();
-        }
-    }
-}
-
 /// Send one message tagged `tag` to alice through the MX of the site at `ip`.
 pub fn send_tagged(ip: &str, tag: &str) -> Told {
     let Ok(stream) = TcpStream::connect_timeout(&format!("{ip}:2525").parse().unwrap(), Duration::from_secs(2)) else {
@@ -299,7 +285,7 @@ pub fn send_tagged(ip: &str, tag: &str) -> Told {
         if !line.is_empty() && w.write_all(line.as_bytes()).is_err() {
             return Err(Told::NoAnswer);
         }
-        match reply(&mut r) {
+        match super::smtp_reply(&mut r) {
             Some(code) if code == want => Ok(()),
             Some(code) if (400..500).contains(&code) => Err(Told::Deferred(code)),
             Some(code) => Err(Told::Refused(code)),
@@ -322,40 +308,68 @@ pub fn send_tagged(ip: &str, tag: &str) -> Told {
     }
 }
 
-/// UID → Subject of every message in the INBOX, read over plain IMAP.
-pub fn imap_subjects(ip: &str, user: &str, password: &str) -> BTreeMap<u32, String> {
-    let stream = TcpStream::connect(format!("{ip}:2143")).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("* OK"), "greeting: {line}");
-    let mut command = |tag: &str, text: &str| -> Vec<(String, Vec<u8>)> {
-        write!(w, "{tag} {text}\r\n").unwrap();
+/// A plain-IMAP session at a lab site, logged in.
+struct Imap {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Imap {
+    fn login(ip: &str, user: &str, password: &str) -> Imap {
+        let stream = TcpStream::connect(format!("{ip}:2143")).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let w = stream.try_clone().unwrap();
+        let mut imap = Imap { w, r: BufReader::new(stream) };
+        let mut greeting = String::new();
+        imap.r.read_line(&mut greeting).unwrap();
+        assert!(greeting.starts_with("* OK"), "greeting: {greeting}");
+        let (_, answer) = imap.command("a1", &format!("LOGIN {user} {password}"));
+        assert!(answer.starts_with("a1 OK"), "LOGIN: {answer}");
+        imap
+    }
+
+    /// Send one command; returns its untagged lines (each with the literal that
+    /// ends it, if any) and the tagged answer line.
+    fn command(&mut self, tag: &str, text: &str) -> (Vec<(String, Vec<u8>)>, String) {
+        write!(self.w, "{tag} {text}\r\n").unwrap();
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
-            assert!(r.read_line(&mut line).unwrap() > 0, "IMAP server closed the connection after {text}");
+            assert!(self.r.read_line(&mut line).unwrap() > 0, "IMAP server closed the connection after {text}");
             let mut literal = Vec::new();
             if let Some(size) = line.trim_end().strip_suffix('}').and_then(|l| l.rsplit_once('{')).map(|(_, n)| n) {
-                let size: usize = size.parse().unwrap();
-                literal = vec![0; size];
-                r.read_exact(&mut literal).unwrap();
+                literal = vec![0; size.parse().unwrap()];
+                self.r.read_exact(&mut literal).unwrap();
                 let mut rest = String::new();
-                r.read_line(&mut rest).unwrap();
+                self.r.read_line(&mut rest).unwrap();
             }
             if line.starts_with(&format!("{tag} ")) {
-                assert!(line.starts_with(&format!("{tag} OK")), "{text}: {line}");
-                return lines;
+                return (lines, line.trim_end().to_string());
             }
             lines.push((line, literal));
         }
-    };
-    command("a1", &format!("LOGIN {user} {password}"));
-    command("a2", "SELECT INBOX");
+    }
+
+    /// A command that must succeed; its untagged lines.
+    fn ok(&mut self, tag: &str, text: &str) -> Vec<(String, Vec<u8>)> {
+        let (lines, answer) = self.command(tag, text);
+        assert!(answer.starts_with(&format!("{tag} OK")), "{text}: {answer}");
+        lines
+    }
+}
+
+impl Drop for Imap {
+    fn drop(&mut self) {
+        let _ = write!(self.w, "z LOGOUT\r\n");
+    }
+}
+
+/// UID → Subject of every message in the INBOX, read over plain IMAP.
+pub fn imap_subjects(ip: &str, user: &str, password: &str) -> BTreeMap<u32, String> {
+    let mut imap = Imap::login(ip, user, password);
+    imap.ok("a2", "SELECT INBOX");
     let mut out = BTreeMap::new();
-    for (line, literal) in command("a3", "UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])") {
+    for (line, literal) in imap.ok("a3", "UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])") {
         let Some(uid) =
             line.split("UID ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|u| u.parse().ok())
         else {
@@ -365,62 +379,20 @@ pub fn imap_subjects(ip: &str, user: &str, password: &str) -> BTreeMap<u32, Stri
         let subject = text.trim().strip_prefix("Subject: ").unwrap_or(text.trim()).to_string();
         out.insert(uid, subject);
     }
-    command("a4", "LOGOUT");
     out
 }
 
 /// APPEND a small message to the INBOX over plain IMAP at `ip`; returns the tagged
 /// answer line.
 pub fn imap_append(ip: &str, user: &str, password: &str, subject: &str) -> String {
-    let stream = TcpStream::connect(format!("{ip}:2143")).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let mut until_tagged = |tag: &str| -> String {
-        loop {
-            let mut line = String::new();
-            assert!(r.read_line(&mut line).unwrap() > 0, "IMAP server closed the connection");
-            if line.starts_with(&format!("{tag} ")) {
-                return line.trim_end().to_string();
-            }
-        }
-    };
-    write!(w, "a1 LOGIN {user} {password}\r\n").unwrap();
-    assert!(until_tagged("a1").starts_with("a1 OK"));
+    let mut imap = Imap::login(ip, user, password);
     let message = format!("Subject: {subject}\r\n\r\nappended\r\n");
-    write!(w, "a2 APPEND INBOX {{{}+}}\r\n{message}\r\n", message.len()).unwrap();
-    let answer = until_tagged("a2");
-    let _ = write!(w, "a3 LOGOUT\r\n");
-    answer
+    imap.command("a2", &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len())).1
 }
 
 /// The full text of every message in the INBOX at `ip`, read over plain IMAP.
 pub fn imap_bodies(ip: &str, user: &str, password: &str) -> Vec<Vec<u8>> {
-    let stream = TcpStream::connect(format!("{ip}:2143")).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    write!(w, "a1 LOGIN {user} {password}\r\na2 SELECT INBOX\r\na3 FETCH 1:* (BODY.PEEK[])\r\n").unwrap();
-    let mut bodies = Vec::new();
-    loop {
-        let mut line = String::new();
-        assert!(r.read_line(&mut line).unwrap() > 0, "IMAP server closed the connection");
-        if let Some(size) = line.trim_end().strip_suffix('}').and_then(|l| l.rsplit_once('{')).map(|(_, n)| n) {
-            let mut literal = vec![0; size.parse().unwrap()];
-            r.read_exact(&mut literal).unwrap();
-            bodies.push(literal);
-            continue;
-        }
-        if line.starts_with("a3 ") {
-            assert!(line.starts_with("a3 OK"), "FETCH: {line}");
-            break;
-        }
-        assert!(!line.starts_with("a1 NO") && !line.starts_with("a2 NO"), "{line}");
-    }
-    let _ = write!(w, "a4 LOGOUT\r\n");
-    bodies
+    let mut imap = Imap::login(ip, user, password);
+    imap.ok("a2", "SELECT INBOX");
+    imap.ok("a3", "FETCH 1:* (BODY.PEEK[])").into_iter().map(|(_, literal)| literal).collect()
 }

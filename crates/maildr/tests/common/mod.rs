@@ -8,7 +8,23 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod lab;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_maildr");
+
+/// Read one SMTP reply (all its lines); its code, or `None` if the connection broke.
+pub fn smtp_reply(r: &mut std::io::BufReader<std::net::TcpStream>) -> Option<u16> {
+    use std::io::BufRead;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 || line.len() < 4 {
+            return None;
+        }
+        if line.as_bytes()[3] != b'-' {
+            return line[..3].parse().ok();
+        }
+    }
+}
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
