@@ -85,16 +85,22 @@ pub struct Replicated {
     caught_up_at: Mutex<BTreeMap<NodeId, Instant>>,
     /// Bodies arriving in several pieces, by hash, until their last piece.
     partial_bodies: Mutex<BTreeMap<BlobHash, Vec<u8>>>,
+    /// Set while this primary hands its lead to another site.
+    handing_over: std::sync::atomic::AtomicBool,
     stop: watch::Sender<bool>,
 }
 
 /// How many times longer than a data site a witness waits before it campaigns.
 const WITNESS_ELECTION_PATIENCE: u64 = 3;
 
+/// Entries a site may lack and still be handed the lead (it gets them while it
+/// campaigns; a vote is refused only to a log behind the voter's).
+const CAUGHT_UP_SLACK_ENTRIES: u64 = 64;
+
 /// Least time between two hand-over attempts of a witness that leads.
 const HANDOVER_RETRY: Duration = Duration::from_millis(300);
 
-/// Most bodies received in pieces at once; beyond it the oldest is dropped (its
+/// Most bodies received in pieces at once; beyond it one of them is dropped (its
 /// sender's push then fails and the body is fetched later instead).
 const PARTIAL_BODIES_MAX: usize = 16;
 
@@ -185,6 +191,7 @@ impl Replicated {
             metrics: Mutex::new(Metrics::default()),
             caught_up_at: Mutex::new(BTreeMap::new()),
             partial_bodies: Mutex::new(BTreeMap::new()),
+            handing_over: std::sync::atomic::AtomicBool::new(false),
             stop,
         });
         tokio::spawn(serve_peers(Arc::clone(&site), listener, stop_rx.clone()));
@@ -506,7 +513,7 @@ impl Replicated {
         if let Some(peer) = self.directory.get(node) {
             return Some(peer);
         }
-        let site = self.raft.metrics().borrow().membership_config.membership().get_node(&node)?.site.clone();
+        let site = self.site_in_membership(node)?;
         let configured = self.directory.by_site(&site)?;
         Some(Arc::new(PeerClient::new(node, site, configured.addr.clone(), self.secret.clone(), Some(self.me))))
     }
@@ -514,9 +521,14 @@ impl Replicated {
     fn role_of(&self, node: NodeId) -> Option<SiteRole> {
         let by_id = self.members.iter().find(|m| m.node_id == node).map(|m| m.role);
         by_id.or_else(|| {
-            let site = self.raft.metrics().borrow().membership_config.membership().get_node(&node)?.site.clone();
+            let site = self.site_in_membership(node)?;
             self.members.iter().find(|m| m.site == site).map(|m| m.role)
         })
+    }
+
+    /// The site name the replicated membership gives a node id.
+    fn site_in_membership(&self, node: NodeId) -> Option<String> {
+        Some(self.raft.metrics().borrow().membership_config.membership().get_node(&node)?.site.clone())
     }
 
     fn site_node(member: &ClusterMember) -> SiteNode {
@@ -528,56 +540,14 @@ impl Replicated {
             ControlRequest::Init => self.init().await,
             ControlRequest::Status => Ok(ControlResponse::Status(Box::new(self.status()))),
             ControlRequest::BecomePrimary => self.become_primary().await,
-            ControlRequest::Digests { applied_at_least, wait_ms } => {
-                let wait = Duration::from_millis(wait_ms.min(60_000));
-                self.raft
-                    .wait(Some(wait))
-                    .applied_index_at_least(Some(applied_at_least), "verify")
-                    .await
-                    .map_err(|e| format!("{} has not applied entry {applied_at_least}: {e}", self.site))?;
-                let sm = self.state_machine.clone();
-                tokio::task::spawn_blocking(move || {
-                    sm.at_applied_index(|index, store| {
-                        let mailboxes = store.all_mailboxes()?;
-                        Ok::<_, maildr_store::StoreError>(ControlResponse::Digests {
-                            applied_index: index.unwrap_or(0),
-                            mailboxes: mailboxes
-                                .into_iter()
-                                .map(|m| MailboxDigest {
-                                    mailbox: m.id.0,
-                                    account: m.account.0,
-                                    name: m.name.as_str().to_string(),
-                                    uid_validity: m.uid_validity.0,
-                                    uid_next: m.uid_next.0,
-                                    message_count: m.message_count,
-                                    digest: m.digest.to_hex(),
-                                })
-                                .collect(),
-                        })
-                    })
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
-            }
+            ControlRequest::HandOver { to } => self.hand_over(to).await,
+            ControlRequest::Digests { applied_at_least, wait_ms } => self.digests(applied_at_least, wait_ms).await,
             ControlRequest::Messages { mailbox } => {
                 let store = self.store();
                 tokio::task::spawn_blocking(move || {
                     let messages = store.messages(MailboxId(mailbox)).map_err(|e| e.to_string())?;
-                    Ok(ControlResponse::Messages(
-                        messages
-                            .into_iter()
-                            .map(|m| MessageSummary {
-                                uid: m.uid.0,
-                                modseq: m.modseq.0,
-                                flags: m.flags.0,
-                                keywords: m.keywords.clone(),
-                                body: m.body.to_hex(),
-                                body_present: store.blobs().contains(&m.body),
-                            })
-                            .collect(),
-                    ))
+                    let present = |m: &maildr_store::Message| store.blobs().contains(&m.body);
+                    Ok(ControlResponse::Messages(messages.iter().map(|m| MessageSummary::of(m, present(m))).collect()))
                 })
                 .await
                 .map_err(|e| e.to_string())?
@@ -589,6 +559,28 @@ impl Replicated {
                 Err(WriteError::Unavailable(reason)) => Err(reason),
             },
         }
+    }
+
+    /// Every mailbox's digest, read at one applied index once at least
+    /// `applied_at_least` is applied (waiting at most `wait_ms`).
+    async fn digests(&self, applied_at_least: u64, wait_ms: u64) -> Result<ControlResponse, String> {
+        let wait = Duration::from_millis(wait_ms.min(60_000));
+        self.raft
+            .wait(Some(wait))
+            .applied_index_at_least(Some(applied_at_least), "verify")
+            .await
+            .map_err(|e| format!("{} has not applied entry {applied_at_least}: {e}", self.site))?;
+        let sm = self.state_machine.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            sm.at_applied_index(|index, store| {
+                let mailboxes = store.all_mailboxes()?;
+                Ok::<_, maildr_store::StoreError>(ControlResponse::Digests {
+                    applied_index: index.unwrap_or(0),
+                    mailboxes: mailboxes.iter().map(MailboxDigest::of).collect(),
+                })
+            })
+        });
+        read.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
 
     async fn rejoin(&self, node_id: NodeId, site: String, addr: String) -> Result<ControlResponse, String> {
@@ -638,6 +630,49 @@ impl Replicated {
         Ok(ControlResponse::Initialized { already })
     }
 
+    /// On the primary: give the lead to data site `to`, refused unless it has every
+    /// entry but a few. openraft 0.9 has no leadership transfer, and a voter refuses
+    /// votes while its leader lease runs (renewed by every acknowledged heartbeat), so
+    /// the primary goes quiet (no heartbeats, no campaigns) and asks `to` to campaign;
+    /// once the lease runs out, `to` wins. Used by planned switchovers and by a witness
+    /// that had to lead.
+    async fn hand_over(&self, to: NodeId) -> Result<ControlResponse, String> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.current_leader != Some(self.me) {
+            return Err(format!("{} is not the primary (it knows {:?})", self.site, m.current_leader));
+        }
+        if to == self.me {
+            return Ok(ControlResponse::BecamePrimary { unavailable_ms: 0, term: m.current_term });
+        }
+        if self.role_of(to) != Some(SiteRole::Data) {
+            return Err(format!("node {to} is not a data site; only data sites become primary"));
+        }
+        let peer = self.peer(to).ok_or_else(|| format!("node {to} is not in {}'s configuration", self.site))?;
+        let matched = m.replication.as_ref().and_then(|r| r.get(&to).copied().flatten()).map(|l| l.index).unwrap_or(0);
+        let last = m.last_log_index.unwrap_or(0);
+        if matched + CAUGHT_UP_SLACK_ENTRIES < last {
+            return Err(format!(
+                "{} is not caught up: it has {matched} of {last} entries; try again when it is",
+                peer.site
+            ));
+        }
+        if self.handing_over.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(format!("{} is already handing over its lead", self.site));
+        }
+        self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
+        let answer =
+            peer.call(&PeerRequest::Control(ControlRequest::BecomePrimary), Duration::from_secs(20), true).await;
+        self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
+        self.handing_over.store(false, std::sync::atomic::Ordering::SeqCst);
+        match answer {
+            Ok(PeerResponse::Control(result)) => result,
+            Ok(other) => Err(format!("{} answered {other:?}", peer.site)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     async fn become_primary(&self) -> Result<ControlResponse, String> {
         if self.role != SiteRole::Data {
             return Err(format!("{} is a {} site; only data sites become primary", self.site, self.role.name()));
@@ -656,7 +691,6 @@ impl Replicated {
             };
         let have = m.last_applied.map(|l| l.index).unwrap_or(0);
         let want = primary_status.last_log_index.unwrap_or(0);
-        const CAUGHT_UP_SLACK_ENTRIES: u64 = 64;
         if have + CAUGHT_UP_SLACK_ENTRIES < want {
             return Err(format!(
                 "{} is not caught up: applied {have}, primary {} has {want}; try again when it is",
@@ -713,9 +747,9 @@ impl Replicated {
     }
 
     async fn receive_body(&self, hash: BlobHash, offset: u64, last: bool, bytes: Vec<u8>) -> Result<(), String> {
-        let mut body = {
+        let body = {
             let mut partial = self.partial_bodies.lock().unwrap_or_else(|p| p.into_inner());
-            let mut body = match (offset, partial.remove(&hash)) {
+            let body = match (offset, partial.remove(&hash)) {
                 (0, _) => bytes,
                 (offset, Some(mut so_far)) if so_far.len() as u64 == offset => {
                     so_far.extend_from_slice(&bytes);
@@ -728,10 +762,10 @@ impl Replicated {
             }
             if !last {
                 if partial.len() >= PARTIAL_BODIES_MAX {
-                    let oldest = *partial.keys().next().expect("not empty");
-                    partial.remove(&oldest);
+                    let dropped = *partial.keys().next().expect("not empty");
+                    partial.remove(&dropped);
                 }
-                partial.insert(hash, std::mem::take(&mut body));
+                partial.insert(hash, body);
                 return Ok(());
             }
             body
@@ -744,8 +778,6 @@ impl Replicated {
             }
             store.blobs().put(&body).map_err(|e| e.to_string())
         });
-        body = Vec::new();
-        drop(body);
         let stored = stored.await.map_err(|e| e.to_string())??;
         self.state_machine.body_arrived(&stored.hash);
         Ok(())
@@ -903,7 +935,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
     let mut metrics = site.raft.metrics();
     let mut last_handover: Option<Instant> = None;
-    let handing_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
     loop {
         {
             let m = metrics.borrow_and_update().clone();
@@ -929,27 +960,15 @@ async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
                             .map(|(node, _)| *node)
                             .next()
                     });
-                    let busy = handing_over.load(std::sync::atomic::Ordering::SeqCst);
-                    if let Some(node) = ready.and_then(|n| site.peer(n)).filter(|_| !busy) {
+                    let busy = site.handing_over.load(std::sync::atomic::Ordering::SeqCst);
+                    if let Some(node) = ready.filter(|_| !busy) {
                         last_handover = Some(Instant::now());
-                        handing_over.store(true, std::sync::atomic::Ordering::SeqCst);
-                        tracing::warn!(to = %node.site, "this witness leads; handing the lead to a caught-up data site");
-                        let (raft, handing_over) = (site.raft.clone(), Arc::clone(&handing_over));
+                        tracing::warn!(to = node, "this witness leads; handing the lead to a caught-up data site");
+                        let site = Arc::clone(&site);
                         tokio::spawn(async move {
-                            // A leader refuses votes while its lease runs, and the
-                            // lease is renewed by every acknowledged heartbeat: go quiet
-                            // so the lease runs out and the data site's campaign wins.
-                            raft.runtime_config().heartbeat(false);
-                            raft.runtime_config().elect(false);
-                            let request = PeerRequest::Control(ControlRequest::BecomePrimary);
-                            match node.call(&request, Duration::from_secs(20), true).await {
-                                Ok(PeerResponse::Control(Ok(_))) => tracing::info!(to = %node.site, "handed over"),
-                                Ok(other) => tracing::warn!(to = %node.site, answer = ?other, "hand-over refused"),
-                                Err(e) => tracing::warn!(to = %node.site, error = %e, "hand-over"),
+                            if let Err(e) = site.hand_over(node).await {
+                                tracing::warn!(to = node, error = %e, "hand-over");
                             }
-                            raft.runtime_config().heartbeat(true);
-                            raft.runtime_config().elect(true);
-                            handing_over.store(false, std::sync::atomic::Ordering::SeqCst);
                         });
                     }
                 }

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::Subcommand;
 use maildr_cluster::raft::network::PeerClient;
 use maildr_cluster::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
-use maildr_cluster::status::{MailboxDigest, MessageSummary, SiteStatus};
+use maildr_cluster::status::{MailboxDigest, SiteStatus};
 use maildr_config::{ClusterMember, SiteConfig};
 
 #[derive(Subcommand)]
@@ -167,7 +167,15 @@ pub async fn run(action: ClusterAction) -> Result<()> {
             if target.role != maildr_config::SiteRole::Data {
                 bail!("{to} is a {} site; only data sites become primary", target.role.name());
             }
-            match client.call(&target, ControlRequest::BecomePrimary).await? {
+            let local = client.local().clone();
+            let leader = client.status_of(&local).await?.leader.context("no primary is known; switchover needs one")?;
+            let primary = client
+                .members()
+                .iter()
+                .find(|m| m.node_id == leader)
+                .with_context(|| format!("the primary (node {leader}) is not in this config"))?
+                .clone();
+            match client.call(&primary, ControlRequest::HandOver { to: target.node_id }).await? {
                 ControlResponse::BecamePrimary { unavailable_ms, term } => {
                     println!("{to} is primary (term {term}); writes were unavailable for at most {unavailable_ms} ms");
                     Ok(())
@@ -251,28 +259,20 @@ struct MemberView {
 }
 
 async fn status(client: ControlClient, json: bool) -> Result<()> {
-    let mut views = Vec::new();
-    let mut statuses = BTreeMap::new();
+    let mut answers = Vec::new();
     for member in client.members() {
-        match client.status_of(member).await {
-            Ok(s) => {
-                statuses.insert(member.node_id, s);
-            }
-            Err(e) => {
-                views.push((member.clone(), Err(e.to_string())));
-                continue;
-            }
-        }
-        views.push((member.clone(), Ok(())));
+        answers.push((member, client.status_of(member).await.map_err(|e| e.to_string())));
     }
+    let statuses: BTreeMap<u64, &SiteStatus> =
+        answers.iter().filter_map(|(m, a)| a.as_ref().ok().map(|s| (m.node_id, s))).collect();
     let site_of = |id: u64| client.members().iter().find(|m| m.node_id == id).map(|m| m.site.clone());
     // The primary is the reachable site that says it leads in the highest term.
     let primary = statuses.values().filter(|s| s.state == "Leader").max_by_key(|s| s.term);
     let leader = primary.map(|p| p.node_id);
     let local_id = client.local().node_id;
     let mut members = Vec::new();
-    for (member, reached) in views {
-        let s = statuses.get(&member.node_id);
+    for (member, answer) in &answers {
+        let s = answer.as_ref().ok();
         let from_primary = primary.and_then(|p| p.peers.iter().find(|peer| peer.node_id == member.node_id));
         let from_local =
             statuses.get(&local_id).and_then(|l| l.peers.iter().find(|peer| peer.node_id == member.node_id));
@@ -280,8 +280,8 @@ async fn status(client: ControlClient, json: bool) -> Result<()> {
             site: member.site.clone(),
             node_id: member.node_id,
             role: member.role.name().into(),
-            reachable: reached.is_ok(),
-            error: reached.err(),
+            reachable: answer.is_ok(),
+            error: answer.as_ref().err().cloned(),
             state: s.map(|s| s.state.clone()),
             term: s.map(|s| s.term),
             leader: s.and_then(|s| s.leader).and_then(site_of),
@@ -464,16 +464,11 @@ pub async fn verify(client: &ControlClient, list_messages: bool) -> Result<Verif
                 }
                 let (_, reference) = &lists[0];
                 for (site, list) in &lists[1..] {
-                    // Whether a site holds the body file is not part of the state.
-                    let same = |a: &MessageSummary, b: &MessageSummary| {
-                        (a.uid, a.modseq, a.flags, &a.keywords, &a.body)
-                            == (b.uid, b.modseq, b.flags, &b.keywords, &b.body)
-                    };
                     let mut uids: Vec<u32> = list
                         .iter()
-                        .filter(|m| !reference.iter().any(|r| same(r, m)))
+                        .filter(|m| !reference.iter().any(|r| r.same_state(m)))
                         .map(|m| m.uid)
-                        .chain(reference.iter().filter(|r| !list.iter().any(|m| same(r, m))).map(|m| m.uid))
+                        .chain(reference.iter().filter(|r| !list.iter().any(|m| r.same_state(m))).map(|m| m.uid))
                         .collect();
                     uids.sort_unstable();
                     uids.dedup();

@@ -119,8 +119,11 @@ pub enum ControlRequest {
     /// This site's own view: role, term, leader, indexes, peers.
     Status,
     /// Make the receiver primary: refused unless it is a data site that has
-    /// everything the current primary has.
+    /// everything the current primary has. Sent by a primary that has gone quiet
+    /// to hand over its lead.
     BecomePrimary,
+    /// To the primary: hand the lead to data site `to` (planned switchover).
+    HandOver { to: NodeId },
     /// Per-mailbox digests at one applied index, once the site has applied at least
     /// `applied_at_least` (bounded wait).
     Digests { applied_at_least: u64, wait_ms: u64 },
