@@ -31,6 +31,9 @@ pub struct LabState {
     pub sites: Vec<SiteState>,
     /// Accounts created at bootstrap, with their passwords.
     pub accounts: Vec<AccountState>,
+    /// Bearer token of every data site's admin HTTP API.
+    #[serde(default)]
+    pub api_token: String,
 }
 
 /// The process that runs every fault-proxy link and their control API.
@@ -77,8 +80,9 @@ pub struct SitePorts {
 }
 
 impl SitePorts {
-    /// The ports of every lab site.
-    pub fn lab() -> SitePorts {
+    /// The ports of a lab site of this role (DNS and the admin API on data sites).
+    pub fn lab(role: Role) -> SitePorts {
+        let data = role == Role::Data;
         SitePorts {
             smtp: ports::SMTP,
             submission: ports::SUBMISSION,
@@ -86,8 +90,8 @@ impl SitePorts {
             imap: ports::IMAP,
             imaps: ports::IMAPS,
             replication: ports::REPLICATION,
-            dns: None,
-            http: None,
+            dns: data.then_some(ports::DNS),
+            http: data.then_some(ports::HTTP),
         }
     }
 }
@@ -105,7 +109,7 @@ impl SiteState {
             config: home.join("site.toml"),
             data_dir: home.join("data"),
             log: home.join("serve.log"),
-            ports: SitePorts::lab(),
+            ports: SitePorts::lab(spec.role),
         }
     }
 }
