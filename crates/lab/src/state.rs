@@ -185,7 +185,7 @@ mod tests {
     use crate::topology::Topology;
 
     #[test]
-    fn state_survives_a_save_and_load_and_unknown_ports_are_null() {
+    fn state_survives_a_save_and_load_and_ports_a_role_lacks_are_null() {
         let dir = std::env::temp_dir().join(format!("maildr-lab-state-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert!(LabState::load(&dir).unwrap().is_none());
@@ -203,6 +203,7 @@ mod tests {
             },
             sites: topo.sites.iter().map(|s| SiteState::planned(&dir, s)).collect(),
             accounts: vec![AccountState { address: "probe@example.test".into(), password: "pw".into() }],
+            api_token: "token".into(),
         };
         state.site_mut("sh").unwrap().pid = Some(42);
         state.save().unwrap();
@@ -210,7 +211,9 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();
         assert_eq!(json["net"], "127.9");
         assert_eq!(json["sites"][2]["role"], "witness");
-        assert_eq!(json["sites"][0]["ports"]["dns"], serde_json::Value::Null);
+        assert_eq!(json["sites"][0]["ports"]["dns"], 5353, "data sites serve DNS");
+        assert_eq!(json["sites"][2]["ports"]["dns"], serde_json::Value::Null, "the witness serves no DNS");
+        assert_eq!(json["api_token"], "token");
         assert_eq!(json["sites"][1]["config"], dir.join("sites/sh/site.toml").to_str().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
