@@ -8,6 +8,8 @@
 //! **Never:** decide failover, read cluster state, or invent a serial: the caller
 //! passes every decision in.
 
+pub mod server;
 pub mod zone;
 
+pub use server::{DnsServer, DnsServerError, ServedState, ServedZone, ServerLimits};
 pub use zone::{Lookup, RecordView, SiteAddress, Zone, ZoneError, ZoneInput, ZoneSet};
