@@ -8,8 +8,12 @@
 //! **Never:** decide failover, read cluster state, or invent a serial: the caller
 //! passes every decision in.
 
+pub mod provider;
 pub mod server;
 pub mod zone;
 
+pub use provider::{
+    BuiltInProvider, DnsProvider, ProviderError, PublishFuture, Rfc2136Provider, TsigAlgorithm, TsigKey,
+};
 pub use server::{DnsServer, DnsServerError, ServedState, ServedZone, ServerLimits};
 pub use zone::{Lookup, RecordView, SiteAddress, Zone, ZoneError, ZoneInput, ZoneSet};
