@@ -20,6 +20,7 @@
 pub mod health;
 pub mod probe;
 pub mod steer;
+pub mod zones;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};

@@ -126,6 +126,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = start_control_plane(&config, &data_dir, &cluster, stop_rx.clone())?;
+    let dns_addr = start_dns(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
     if !config.role().serves_mail() {
         return serve_without_mail(&config, &data_dir, cluster, stop_tx).await;
     }
@@ -156,10 +157,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "tls_ca": tls_files.ca.as_ref().unwrap_or(&tls_files.cert),
         "role": config.role().name(),
         "replication": cluster.replication().map(|r| r.listen_addr().to_string()),
+        "dns": dns_addr.map(|a| a.to_string()),
     });
     write_endpoints(&data_dir, &endpoints)?;
     let mut listing: Vec<String> = addrs.iter().map(|(k, a)| format!("{} {}", k.name(), a)).collect();
     listing.extend(imap_listeners.local_addrs().iter().map(|(k, a)| format!("{} {}", k.name(), a)));
+    listing.extend(dns_addr.map(|a| format!("dns {a}")));
     println!("maildr site {} serving from {}: {}", config.site.name, data_dir.display(), listing.join(", "));
     if let Some(ca) = &tls_files.ca {
         println!("clients trust the lab CA in {}", ca.display());
@@ -198,6 +201,47 @@ fn start_control_plane(
     let plane = maildr_control::ControlPlane::start(cluster.clone(), config, data_dir, stop)
         .context("starting the control plane")?;
     Ok(Some(plane))
+}
+
+/// The authoritative DNS server, fed from the committed steering; its address.
+async fn start_dns(
+    config: &SiteConfig,
+    cluster: &Cluster,
+    control: Option<&Arc<maildr_control::ControlPlane>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<std::net::SocketAddr>> {
+    let Some(listen) = config.dns.listen else {
+        return Ok(None);
+    };
+    if !config.role().serves_mail() {
+        return Ok(None);
+    }
+    if cluster.replication().is_none() {
+        anyhow::bail!("dns.listen needs [[cluster.members]]: the zones follow the replicated steering");
+    }
+    let sites: Vec<maildr_dns::SiteAddress> = config
+        .cluster
+        .members
+        .iter()
+        .filter(|m| m.role == maildr_config::SiteRole::Data)
+        .filter_map(|m| Some(maildr_dns::SiteAddress { site: m.site.clone(), ip: m.mail_ip? }))
+        .collect();
+    let server = maildr_dns::DnsServer::bind(listen).await.with_context(|| format!("DNS on {listen}"))?;
+    let addr = server.local_addr();
+    let (zones_tx, zones_rx) = tokio::sync::watch::channel(Arc::new(maildr_dns::ZoneSet::new()));
+    if let Some(plane) = control {
+        tokio::spawn(maildr_control::zones::record_served(Arc::clone(plane), server.served(), stop.clone()));
+    }
+    tokio::spawn(maildr_control::zones::feed(
+        cluster.clone(),
+        sites,
+        config.dns.ttl_secs,
+        zones_tx,
+        Vec::new(),
+        stop.clone(),
+    ));
+    tokio::spawn(server.serve(zones_rx, stop));
+    Ok(Some(addr))
 }
 
 /// A witness or standby: replication (and the control plane's probes) only, no

@@ -1,0 +1,124 @@
+//! Every site's DNS follows the replicated truth: this feed rebuilds the zones
+//! from the committed steering and the hosted domains whenever either changes,
+//! and hands them to the DNS server (and to any external provider).
+//!
+//! It reads the store as applied on this site and nothing else, so every site
+//! that has applied the same entries serves the same zones. It never decides
+//! anything: with no committed steering yet it serves no zone at all.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use maildr_cluster::Cluster;
+use maildr_dns::{DnsProvider, ServedState, SiteAddress, Zone, ZoneInput, ZoneSet};
+use maildr_store::ControlEventKind;
+use maildr_types::Domain;
+use tokio::sync::watch;
+
+use crate::ControlPlane;
+
+/// How often the feed looks for a new steering serial or domain list.
+const ZONE_POLL_MS: u64 = 100;
+/// Pause before publishing again to an external provider that failed.
+const EXTERNAL_RETRY_MS: u64 = 1_000;
+
+/// Zones of every hosted domain from the committed steering, or `None` when no
+/// steering has been committed yet.
+pub fn zones_from(cluster: &Cluster, sites: &[SiteAddress], ttl_secs: u32) -> Option<Vec<Zone>> {
+    let store = cluster.store();
+    let steering = store.steering().ok()??;
+    let domains = store.domains().ok()?;
+    let zones = domains
+        .into_iter()
+        .filter_map(|d| {
+            let input = ZoneInput {
+                domain: d.name.clone(),
+                serial: steering.serial,
+                ttl_secs,
+                sites: sites.to_vec(),
+                primary: steering.primary.clone(),
+                mx: steering.mx.clone(),
+            };
+            match Zone::build(&input) {
+                Ok(zone) => Some(zone),
+                Err(e) => {
+                    tracing::error!(domain = %d.name, error = %e, "zone not built");
+                    None
+                }
+            }
+        })
+        .collect();
+    Some(zones)
+}
+
+/// Keep `zones` (the local server's zone set) and `external` providers in step
+/// with the committed steering until `stop`.
+pub async fn feed(
+    cluster: Cluster,
+    sites: Vec<SiteAddress>,
+    ttl_secs: u32,
+    zones: watch::Sender<Arc<ZoneSet>>,
+    external: Vec<Arc<dyn DnsProvider>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut shown: Option<Vec<(Domain, u32)>> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(ZONE_POLL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(built) = zones_from(&cluster, &sites, ttl_secs) else {
+            continue;
+        };
+        let key: Vec<(Domain, u32)> = built.iter().map(|z| (z.origin().clone(), z.serial())).collect();
+        if shown.as_ref() == Some(&key) {
+            continue;
+        }
+        zones.send_replace(Arc::new(ZoneSet::from_zones(built.iter().cloned())));
+        let mut published = true;
+        for provider in &external {
+            for zone in &built {
+                if let Err(e) = provider.publish(zone).await {
+                    tracing::warn!(provider = %provider.describe(), error = %e, "zone not published; will retry");
+                    published = false;
+                }
+            }
+        }
+        if !published {
+            // Try again after a pause, without flooding an unreachable server.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(EXTERNAL_RETRY_MS)) => continue,
+                _ = stop.changed() => return,
+            }
+        }
+        tracing::info!(zones = ?key, "DNS zones rebuilt from the committed steering");
+        shown = Some(key);
+    }
+}
+
+/// Log a local `dns_served` event whenever the server begins answering from a new
+/// serial of a zone.
+pub async fn record_served(
+    plane: Arc<ControlPlane>,
+    mut served: watch::Receiver<ServedState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut seen: std::collections::BTreeMap<Domain, u32> = std::collections::BTreeMap::new();
+    loop {
+        let state = served.borrow_and_update().clone();
+        for (domain, zone) in state.zones {
+            if seen.get(&domain) == Some(&zone.serial) {
+                continue;
+            }
+            seen.insert(domain.clone(), zone.serial);
+            let at_ms = zone.since.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            plane.record_local_event(ControlEventKind::DnsServed, format!("{domain} serial {}", zone.serial), at_ms);
+        }
+        tokio::select! {
+            changed = served.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
