@@ -417,3 +417,27 @@ async fn serve_returns_when_stopped_and_when_the_stop_sender_is_dropped() {
     drop(stop);
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("serve returns").unwrap();
 }
+
+#[tokio::test]
+async fn the_built_in_provider_publishes_to_the_running_server() {
+    let server = start(ZoneSet::new()).await;
+    let provider: Arc<dyn maildr_dns::DnsProvider> = Arc::new(maildr_dns::BuiltInProvider::new(server.zones.clone()));
+    provider.publish(&zone(3, Some("bj"), &["bj", "sh"])).await.unwrap();
+    provider.publish(&zone(4, Some("sh"), &["sh", "bj"])).await.unwrap();
+    let refused = provider.publish(&zone(2, Some("bj"), &["bj"])).await;
+    assert!(refused.is_err(), "an older serial is refused");
+    let domain = Domain::parse("example.test").unwrap();
+    let mut served = server.served.clone();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        served.wait_for(|s| s.zones.get(&domain).map(|z| z.serial) == Some(4)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let (reply, _) = udp(server.addr, &query("mail.example.test.", RecordType::A)).await;
+    assert_eq!(data(&reply.answers), vec!["127.0.20.1"]);
+    let (reply, _) = udp(server.addr, &query("example.test.", RecordType::MX)).await;
+    assert_eq!(data(&reply.answers), vec!["10 sh.example.test.", "20 bj.example.test."]);
+    server.stop().await;
+}
