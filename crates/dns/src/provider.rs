@@ -317,7 +317,7 @@ pub fn managed_rrsets(zone: &Zone) -> Result<Vec<(Name, RecordType)>, String> {
     let mut managed = vec![(apex.clone(), RecordType::MX), (apex.clone(), RecordType::TXT)];
     let mut hosts =
         vec![Name::from_ascii(MAIL_LABEL).and_then(|m| m.append_domain(&apex)).map_err(|e| e.to_string())?];
-    for ((name, rtype), _) in zone.record_sets() {
+    for (name, rtype) in zone.record_sets().keys() {
         if matches!(rtype, RecordType::A | RecordType::AAAA) && !hosts.contains(name) {
             hosts.push(name.clone());
         }

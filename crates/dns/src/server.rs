@@ -267,6 +267,8 @@ fn note_served(served_tx: &watch::Sender<ServedState>, set: &ZoneSet) {
 }
 
 async fn serve_tcp(mut stream: TcpStream, zones: watch::Receiver<Arc<ZoneSet>>, idle_timeout_ms: u64) {
+    // Each reply is one write; without Nagle it leaves at once.
+    let _ = stream.set_nodelay(true);
     let idle = Duration::from_millis(idle_timeout_ms);
     let write = Duration::from_millis(TCP_WRITE_TIMEOUT_MS);
     for _ in 0..TCP_QUERIES_PER_CONNECTION_MAX {

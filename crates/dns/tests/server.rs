@@ -93,8 +93,10 @@ async fn udp(addr: SocketAddr, msg: &Message) -> (Message, usize) {
 
 async fn tcp_exchange(stream: &mut TcpStream, msg: &Message) -> Message {
     let bytes = msg.to_vec().unwrap();
-    stream.write_all(&(bytes.len() as u16).to_be_bytes()).await.unwrap();
-    stream.write_all(&bytes).await.unwrap();
+    // One write: a separate 2-byte write would meet Nagle and delayed ACKs (40 ms).
+    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&bytes);
+    stream.write_all(&framed).await.unwrap();
     let read = async {
         let mut len = [0u8; 2];
         stream.read_exact(&mut len).await.unwrap();
@@ -416,4 +418,41 @@ async fn serve_returns_when_stopped_and_when_the_stop_sender_is_dropped() {
     let Running { stop, task, .. } = running;
     drop(stop);
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("serve returns").unwrap();
+}
+
+#[tokio::test]
+async fn the_built_in_provider_publishes_to_the_running_server() {
+    let server = start(ZoneSet::new()).await;
+    let provider: Arc<dyn maildr_dns::DnsProvider> = Arc::new(maildr_dns::BuiltInProvider::new(server.zones.clone()));
+    provider.publish(&zone(3, Some("bj"), &["bj", "sh"])).await.unwrap();
+    provider.publish(&zone(4, Some("sh"), &["sh", "bj"])).await.unwrap();
+    let refused = provider.publish(&zone(2, Some("bj"), &["bj"])).await;
+    assert!(refused.is_err(), "an older serial is refused");
+    let domain = Domain::parse("example.test").unwrap();
+    let mut served = server.served.clone();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        served.wait_for(|s| s.zones.get(&domain).map(|z| z.serial) == Some(4)),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let (reply, _) = udp(server.addr, &query("mail.example.test.", RecordType::A)).await;
+    assert_eq!(data(&reply.answers), vec!["127.0.20.1"]);
+    let (reply, _) = udp(server.addr, &query("example.test.", RecordType::MX)).await;
+    assert_eq!(data(&reply.answers), vec!["10 sh.example.test.", "20 bj.example.test."]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_tcp_connection_is_closed_after_its_query_limit() {
+    use maildr_dns::server::TCP_QUERIES_PER_CONNECTION_MAX;
+    let server = start(ZoneSet::from_zones([zone(7, Some("bj"), &["bj"])])).await;
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let ask = query("mail.example.test.", RecordType::A);
+    for _ in 0..TCP_QUERIES_PER_CONNECTION_MAX {
+        assert_eq!(tcp_exchange(&mut stream, &ask).await.answers.len(), 1);
+    }
+    assert!(closed_by_server(&mut stream, Duration::from_secs(2)).await, "closed after the last allowed query");
+    server.stop().await;
 }

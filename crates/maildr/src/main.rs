@@ -6,6 +6,7 @@ mod bench;
 mod bench_imap;
 mod bench_replication;
 mod cluster_cmd;
+mod dns_cmd;
 mod lab;
 mod serve;
 mod tls;
@@ -63,6 +64,11 @@ enum Top {
     Lab {
         #[command(subcommand)]
         action: lab::LabAction,
+    },
+    /// DNS: print the zone for sites, primary and MX; push it with RFC 2136 + TSIG.
+    Dns {
+        #[command(subcommand)]
+        action: dns_cmd::DnsAction,
     },
     /// Benchmarks that print figures.
     Bench {
@@ -129,6 +135,7 @@ fn main() -> Result<()> {
             admin::run(dir, cluster, command)
         }
         Top::Lab { action } => lab::run(action),
+        Top::Dns { action } => dns_cmd::run(action),
         Top::Bench { which } => {
             init_logging("warn");
             match which {
