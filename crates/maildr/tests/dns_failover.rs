@@ -1,0 +1,120 @@
+//! DNS follows the primary: lab tests of the control plane with three real site
+//! processes. Clients find sites only through the lab's own DNS servers, the way
+//! external senders and mail clients do.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::dns::{mx_hosts, resolve};
+use common::lab::{imap_subjects, send_tagged, Lab, Told, ONE_LAB_AT_A_TIME};
+use hickory_proto::rr::RecordType;
+
+/// The lab's DNS port on every data site.
+const DNS_PORT: u16 = 5353;
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the DNS server of `site` says: (`mail.` addresses, MX hosts in order).
+fn steering_seen_at(lab: &Lab, site: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let ip = lab.ip(site);
+    let mail = resolve(&ip, DNS_PORT, "mail.example.test.", RecordType::A)?;
+    let mx = mx_hosts(&ip, DNS_PORT, "example.test.")?;
+    Some((mail, mx))
+}
+
+/// Wait until `site`'s DNS shows `mail.` at `mail_site` and MX `mx` (site names).
+fn wait_for_dns(lab: &Lab, site: &str, mail_site: &str, mx: &[&str], within: Duration) -> Duration {
+    let started = Instant::now();
+    let want = (vec![lab.ip(mail_site)], mx.iter().map(|s| format!("{s}.example.test.")).collect::<Vec<_>>());
+    let mut last = None;
+    while started.elapsed() < within {
+        last = steering_seen_at(lab, site);
+        if last.as_ref() == Some(&want) {
+            return started.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{site}'s DNS never showed {want:?} within {within:?}; last {last:?}\n{}", lab.logs());
+}
+
+/// Resolve like a sending MTA: the first MX host, then its address.
+fn mx_address(lab: &Lab, dns_site: &str) -> String {
+    let ip = lab.ip(dns_site);
+    let hosts = mx_hosts(&ip, DNS_PORT, "example.test.").expect("an MX answer");
+    let first = hosts.first().expect("at least one MX host");
+    resolve(&ip, DNS_PORT, first, RecordType::A).expect("an A answer for the MX host").remove(0)
+}
+
+#[test]
+fn killing_the_primary_moves_mail_and_mx_to_the_survivor_and_clients_follow_dns() {
+    let _one = one_lab();
+    let lab = Lab::up("127.81");
+    lab.wait_for_primary_to_be("bj", "bj", Duration::from_secs(10));
+    // Both data sites answer alike: mail. at the primary, MX primary first.
+    for site in ["bj", "sh"] {
+        wait_for_dns(&lab, site, "bj", &["bj", "sh"], Duration::from_secs(10));
+    }
+    // A hosted name outside the zone data gets NXDOMAIN (no answer records), and a
+    // domain not hosted is refused rather than answered.
+    assert_eq!(resolve(&lab.ip("sh"), DNS_PORT, "nothing.example.test.", RecordType::A), Some(vec![]));
+    assert_eq!(resolve(&lab.ip("sh"), DNS_PORT, "example.org.", RecordType::A), Some(vec![]));
+    let mut tags = Vec::new();
+    for i in 0..5 {
+        let tag = format!("before-{i}");
+        assert_eq!(send_tagged(&mx_address(&lab, "sh"), &tag), Told::Accepted);
+        tags.push(tag);
+    }
+    lab.kill("bj");
+    let took = wait_for_dns(&lab, "sh", "sh", &["sh"], Duration::from_secs(20));
+    eprintln!("DNS at sh pointed mail. and MX at sh {} ms after the kill", took.as_millis());
+    // A sender that resolves MX now reaches the survivor and is accepted there.
+    let mx = mx_address(&lab, "sh");
+    assert_eq!(mx, lab.ip("sh"));
+    assert_eq!(send_tagged(&mx, "after"), Told::Accepted);
+    tags.push("after".into());
+    // A mail client that resolves mail. reads everything there.
+    let mail = resolve(&lab.ip("sh"), DNS_PORT, "mail.example.test.", RecordType::A).unwrap().remove(0);
+    let subjects: Vec<String> =
+        imap_subjects(&mail, "alice@example.test", &lab.password("alice@example.test")).into_values().collect();
+    for tag in &tags {
+        assert!(subjects.contains(tag), "{tag} missing from {subjects:?}");
+    }
+    // The old primary comes back: once caught up and past the hold-down it is
+    // listed again, after the new primary; mail. stays where the primary is.
+    lab.start("bj");
+    wait_for_dns(&lab, "sh", "sh", &["sh", "bj"], Duration::from_secs(30));
+    wait_for_dns(&lab, "bj", "sh", &["sh", "bj"], Duration::from_secs(30));
+}
+
+#[test]
+fn one_observer_with_a_broken_link_does_not_move_dns_and_a_majority_does() {
+    let _one = one_lab();
+    let lab = Lab::up("127.82");
+    lab.wait_for_primary_to_be("bj", "bj", Duration::from_secs(10));
+    wait_for_dns(&lab, "bj", "bj", &["bj", "sh"], Duration::from_secs(10));
+    // hz can no longer reach sh: hz alone calls sh down.
+    lab.set_link("hz-sh", r#"{"forward":{"blackhole":true},"backward":{"blackhole":true}}"#);
+    let hz_log = lab.lab_dir().join("sites/hz/serve.log");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !std::fs::read_to_string(&hz_log).unwrap_or_default().contains("probe failed target_site=sh") {
+        assert!(Instant::now() < deadline, "hz never noticed the broken link\n{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Give the observers several rounds to vote; one vote of three moves nothing.
+    std::thread::sleep(Duration::from_secs(3));
+    for site in ["bj", "sh"] {
+        let seen = steering_seen_at(&lab, site).unwrap();
+        assert_eq!(seen.1, ["bj.example.test.", "sh.example.test."], "one observer moved DNS at {site}");
+    }
+    // sh stops answering anyone: bj and hz agree, a majority, and MX drops it.
+    lab.pause("sh");
+    wait_for_dns(&lab, "bj", "bj", &["bj"], Duration::from_secs(15));
+    // Healed and resumed, sh is listed again after the hold-down.
+    lab.heal_link("hz-sh");
+    lab.resume("sh");
+    wait_for_dns(&lab, "bj", "bj", &["bj", "sh"], Duration::from_secs(30));
+    wait_for_dns(&lab, "sh", "bj", &["bj", "sh"], Duration::from_secs(30));
+}
