@@ -112,6 +112,15 @@ pub struct HealthReport {
     pub steering: Option<SteeringView>,
 }
 
+/// The DNS records a site serves.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsRecords {
+    pub site: String,
+    /// Zone serial by domain.
+    pub serials: BTreeMap<String, u32>,
+    pub records: Vec<maildr_dns::RecordView>,
+}
+
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -143,6 +152,8 @@ pub struct ControlPlane {
     data_dir: PathBuf,
     observer: Mutex<health::Observer>,
     local_events: Mutex<VecDeque<EventView>>,
+    /// The zones this site's DNS server answers from, when it runs one.
+    served_zones: Mutex<Option<watch::Receiver<Arc<maildr_dns::ZoneSet>>>>,
 }
 
 impl ControlPlane {
@@ -185,6 +196,7 @@ impl ControlPlane {
             data_dir: data_dir.to_path_buf(),
             observer: Mutex::new(observer),
             local_events: Mutex::new(VecDeque::new()),
+            served_zones: Mutex::new(None),
         });
         let weak = Arc::downgrade(&plane);
         replicated.set_observation_source(Arc::new(move || match weak.upgrade() {
@@ -203,6 +215,22 @@ impl ControlPlane {
     pub fn observations(&self) -> Observations {
         let free = free_disk_bytes(&self.data_dir);
         self.observer.lock().unwrap_or_else(|p| p.into_inner()).report(&self.site, self.role.name(), now_ms(), free)
+    }
+
+    /// Tell the control plane which zones this site's DNS server answers from.
+    pub fn set_served_zones(&self, zones: watch::Receiver<Arc<maildr_dns::ZoneSet>>) {
+        *self.served_zones.lock().unwrap_or_else(|p| p.into_inner()) = Some(zones);
+    }
+
+    /// The DNS records this site serves now (empty when it runs no DNS server or
+    /// no steering is committed yet), with each zone's serial.
+    pub fn dns_records(&self) -> Option<DnsRecords> {
+        let zones = self.served_zones.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?.borrow().clone();
+        Some(DnsRecords {
+            site: self.site.clone(),
+            serials: zones.serials().into_iter().map(|(d, s)| (d.to_string(), s)).collect(),
+            records: zones.records_view(),
+        })
     }
 
     /// This observer's probe history of one data site, oldest first.

@@ -230,6 +230,7 @@ async fn start_dns(
     let addr = server.local_addr();
     let (zones_tx, zones_rx) = tokio::sync::watch::channel(Arc::new(maildr_dns::ZoneSet::new()));
     if let Some(plane) = control {
+        plane.set_served_zones(zones_rx.clone());
         tokio::spawn(maildr_control::zones::record_served(Arc::clone(plane), server.served(), stop.clone()));
     }
     tokio::spawn(maildr_control::zones::feed(
