@@ -127,7 +127,9 @@ async fn refused_requests_name_the_field_and_change_nothing() {
     // Refused before the write path: not even a refused command is applied.
     let long_password = format!(r#"{{"address":"x@example.test","password":"{}"}}"#, "p".repeat(1025));
     let huge = format!(r#"{{"domain":"{}"}}"#, "a".repeat(maildr_api::BODY_BYTES_MAX));
-    let invalid: Vec<(&str, &str, Option<&str>, u16, Option<&str>)> = vec![
+    /// Method, path, body, status, field named.
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, u16, Option<&'a str>);
+    let invalid: Vec<Case> = vec![
         ("POST", "/api/domains", Some("{not json"), 400, None),
         ("POST", "/api/domains", Some(r#"{"domain":"a.test"} {}"#), 400, None),
         ("POST", "/api/domains", Some("{}"), 422, Some("domain")),
