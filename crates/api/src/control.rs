@@ -45,6 +45,9 @@ pub enum ControlPlaneError {
     /// Try again later.
     #[error("{0}")]
     Unavailable(String),
+    /// This control plane does not offer it (yet).
+    #[error("{0}")]
+    NotImplemented(String),
 }
 
 /// The control plane as the admin API sees it.
@@ -52,10 +55,47 @@ pub trait ControlPlane: Send + Sync {
     /// Health of every site as seen by every observer.
     fn health(&self) -> ControlFuture<'_, serde_json::Value>;
     /// The failover event log: detected, elected, dns_committed, dns_served, with
-    /// timestamps in milliseconds.
-    fn events(&self) -> ControlFuture<'_, serde_json::Value>;
+    /// timestamps in milliseconds; replicated events after `after_id`, at most `limit`.
+    fn events(&self, after_id: u64, limit: usize) -> ControlFuture<'_, serde_json::Value>;
     /// The DNS records this site serves.
     fn dns_records(&self) -> ControlFuture<'_, serde_json::Value>;
     /// Force a failover; the API has already checked `accept_data_loss` and the fields.
     fn failover(&self, request: FailoverRequest) -> ControlFuture<'_, serde_json::Value>;
+}
+
+/// Most events one `GET /api/events` returns.
+pub const EVENTS_LIMIT_MAX: usize = 10_000;
+
+fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, ControlPlaneError> {
+    serde_json::to_value(value).map_err(|e| ControlPlaneError::Unavailable(format!("encoding the answer: {e}")))
+}
+
+/// The control plane of `maildr-control`, as the API serves it.
+impl ControlPlane for maildr_control::ControlPlane {
+    fn health(&self) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move { json(maildr_control::ControlPlane::health(self).await) })
+    }
+
+    fn events(&self, after_id: u64, limit: usize) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            // A small redb read under the store's own lock; not worth a blocking-pool hop.
+            let events = maildr_control::ControlPlane::events(self, after_id, limit.min(EVENTS_LIMIT_MAX))
+                .map_err(|e| ControlPlaneError::Unavailable(e.to_string()))?;
+            json(serde_json::json!({ "events": events }))
+        })
+    }
+
+    fn dns_records(&self) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            Err(ControlPlaneError::NotImplemented(
+                "the control plane does not expose the served DNS records yet".into(),
+            ))
+        })
+    }
+
+    fn failover(&self, _request: FailoverRequest) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            Err(ControlPlaneError::NotImplemented("forced failover is not implemented by the control plane yet".into()))
+        })
+    }
 }

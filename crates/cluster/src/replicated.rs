@@ -87,8 +87,13 @@ pub struct Replicated {
     partial_bodies: Mutex<BTreeMap<BlobHash, Vec<u8>>>,
     /// Set while this primary hands its lead to another site.
     handing_over: std::sync::atomic::AtomicBool,
+    /// The control plane's observations of this site, served to peers that ask.
+    observations: Mutex<Option<ObservationSource>>,
     stop: watch::Sender<bool>,
 }
+
+/// Produces this site's control-plane observations (JSON) on request.
+pub type ObservationSource = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
 /// How many times longer than a data site a witness waits before it campaigns.
 const WITNESS_ELECTION_PATIENCE: u64 = 3;
@@ -192,6 +197,7 @@ impl Replicated {
             caught_up_at: Mutex::new(BTreeMap::new()),
             partial_bodies: Mutex::new(BTreeMap::new()),
             handing_over: std::sync::atomic::AtomicBool::new(false),
+            observations: Mutex::new(None),
             stop,
         });
         tokio::spawn(serve_peers(Arc::clone(&site), listener, stop_rx.clone()));
@@ -201,6 +207,78 @@ impl Replicated {
         }
         tracing::info!(site = %site.site, node_id = me, role = role.name(), %listen_addr, "replication started");
         Ok(site)
+    }
+
+    /// This site's name.
+    pub fn site_name(&self) -> &str {
+        &self.site
+    }
+
+    /// This site's Raft node id.
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    /// Every configured member.
+    pub fn members(&self) -> &[ClusterMember] {
+        &self.members
+    }
+
+    /// Whether this site is the primary now (Raft leader).
+    pub fn is_primary(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.me)
+    }
+
+    /// The site name of the primary this site knows of.
+    pub fn primary_site(&self) -> Option<String> {
+        let leader = self.raft.metrics().borrow().current_leader?;
+        if leader == self.me {
+            return Some(self.site.clone());
+        }
+        self.site_in_membership(leader).or_else(|| self.directory.get(leader).map(|p| p.site.clone()))
+    }
+
+    /// Changes of Raft state (leader, term, indexes): wakes a watcher on every one.
+    pub fn raft_changes(&self) -> watch::Receiver<openraft::RaftMetrics<NodeId, SiteNode>> {
+        self.raft.metrics()
+    }
+
+    /// Let peers ask this site for its control-plane observations.
+    pub fn set_observation_source(&self, source: ObservationSource) {
+        *self.observations.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+    }
+
+    /// This site's own observations (empty when no control plane runs).
+    pub fn local_observations(&self) -> Vec<u8> {
+        let source = self.observations.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        source.map(|f| f()).unwrap_or_default()
+    }
+
+    /// Ask every other member for its observations; `None` for a member that did
+    /// not answer within `timeout`.
+    pub async fn peer_observations(&self, timeout: Duration) -> Vec<(String, Option<Vec<u8>>)> {
+        let peers: Vec<Arc<PeerClient>> = self.directory.all().cloned().collect();
+        let calls = peers.into_iter().map(|peer| async move {
+            let answer = peer.call(&PeerRequest::Control(ControlRequest::Observations), timeout, true).await;
+            let bytes = match answer {
+                Ok(PeerResponse::Control(Ok(ControlResponse::Observations(bytes)))) => Some(bytes),
+                _ => None,
+            };
+            (peer.site.clone(), bytes)
+        });
+        futures_join_all(calls).await
+    }
+
+    /// Ask member `site` for its Raft status over the replication channel (through
+    /// the same link the site replicates on).
+    pub async fn peer_status(&self, site: &str, timeout: Duration) -> Result<SiteStatus, String> {
+        let peer = self.directory.by_site(site).ok_or_else(|| format!("no member site {site:?}"))?;
+        match peer.call(&PeerRequest::Control(ControlRequest::Status), timeout, true).await {
+            Ok(PeerResponse::Control(Ok(ControlResponse::Status(s)))) => Ok(*s),
+            Ok(other) => Err(format!("{site} answered {other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     /// Where the replication listener is bound.
@@ -553,6 +631,7 @@ impl Replicated {
                 .map_err(|e| e.to_string())?
             }
             ControlRequest::Rejoin { node_id, site, addr } => self.rejoin(node_id, site, addr).await,
+            ControlRequest::Observations => Ok(ControlResponse::Observations(self.local_observations())),
             ControlRequest::Write(command) => match self.write(command).await {
                 Ok(applied) => Ok(ControlResponse::Written(Ok(applied))),
                 Err(WriteError::Refused(e)) => Ok(ControlResponse::Written(Err(e))),
@@ -782,6 +861,21 @@ impl Replicated {
         self.state_machine.body_arrived(&stored.hash);
         Ok(())
     }
+}
+
+/// Run futures concurrently and collect their outputs in order (a small stand-in
+/// for `futures::future::join_all`, to keep the dependency set lean).
+async fn futures_join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.expect("observation calls do not panic"));
+    }
+    out
 }
 
 /// A site whose Raft state is new must not be one the cluster already counts as a

@@ -206,6 +206,12 @@ pub struct ClusterMember {
     /// Where this site reaches the member's replication listener (`host:port`).
     /// In the lab this is a fault-proxy link, so it differs from site to site.
     pub addr: String,
+    /// Where mail clients and senders reach this member's mail service: the address
+    /// DNS publishes for it (`<site>.<domain>`, `mail.<domain>` while it is primary)
+    /// and the control plane probes. Required for data sites when `dns.listen` or
+    /// `control.enabled` is set; ignored for other roles.
+    #[serde(default)]
+    pub mail_ip: Option<std::net::IpAddr>,
 }
 
 section! {
@@ -239,6 +245,77 @@ section! {
     }
 }
 
+/// Which data sites the MX records list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MxPolicy {
+    /// Every healthy data site, the primary first: senders fall back on their own.
+    AllHealthy,
+    /// The primary only: all inbound mail arrives where writes commit fastest.
+    PrimaryOnly,
+}
+
+section! {
+    /// Authoritative DNS for the hosted domains, steered by the committed cluster
+    /// state: `mail.<domain>` names the primary, MX lists the healthy data sites.
+    DnsSection {
+        /// UDP and TCP address of the authoritative server; unset = no DNS server.
+        /// The lab uses port 5353 on each site's own loopback address.
+        listen: Option<SocketAddr> = None,
+        /// TTL of every record served, in seconds. Short TTLs let clients follow a
+        /// failover sooner; the lab uses 2.
+        ttl_secs: u32 = 60,
+        /// `all-healthy` (MX lists every healthy data site, primary first) or
+        /// `primary-only`.
+        mx_policy: MxPolicy = MxPolicy::AllHealthy,
+    }
+}
+
+section! {
+    /// The DR control plane: health probes from this site to every data site, and
+    /// (on the primary) the failover decisions that steer DNS.
+    ControlSection {
+        /// Run the probes and the control loop (needs `[[cluster.members]]` with
+        /// `mail_ip` for data sites).
+        enabled: bool = false,
+        /// Milliseconds between two probe rounds.
+        probe_interval_ms: u64 = 2_000,
+        /// Milliseconds one probe (connect, greeting, EHLO or LOGIN) may take.
+        probe_timeout_ms: u64 = 3_000,
+        /// Consecutive failed probe rounds before this observer calls a site down.
+        down_after_failures: u32 = 3,
+        /// Milliseconds a site that was down must be seen healthy (and caught up)
+        /// before DNS lists it again: the hold-down against flapping.
+        readd_holddown_ms: u64 = 30_000,
+        /// A site whose replication lag exceeds this many entries is not caught up
+        /// and is not listed again.
+        readd_lag_entries_max: u64 = 100,
+        /// Port of the MX listener on every data site, for the SMTP probe.
+        probe_smtp_port: u16 = 25,
+        /// Port of the plain IMAP listener on every data site, for the IMAP probe.
+        probe_imap_port: u16 = 143,
+        /// Account the IMAP probe logs in as (e.g. `probe@example.test`); unset =
+        /// the probe stops at the greeting.
+        probe_account: Option<String> = None,
+        /// Its password. Keep it out of version control.
+        probe_password: Option<String> = None,
+        /// Probe results kept per observed site, for the health history.
+        history_samples_max: u32 = 600,
+    }
+}
+
+section! {
+    /// The admin HTTP API (JSON, bearer token, OpenAPI at `/api/openapi.json`) and
+    /// Prometheus metrics at `/metrics`.
+    ApiSection {
+        /// Address the API listens on; unset = no API.
+        listen: Option<SocketAddr> = None,
+        /// Bearer token every request must present; required when `listen` is set.
+        /// At least 16 characters. Keep it out of version control.
+        token: Option<String> = None,
+    }
+}
+
 section! {
     /// Logging.
     LogSection {
@@ -258,6 +335,9 @@ pub struct SiteConfig {
     pub tls: TlsSection,
     pub store: StoreSection,
     pub cluster: ClusterSection,
+    pub dns: DnsSection,
+    pub control: ControlSection,
+    pub api: ApiSection,
     pub log: LogSection,
 }
 
@@ -335,7 +415,45 @@ impl SiteConfig {
             (None, Some(_)) => return Err(bad("tls.cert_path", "must be set when tls.key_path is".into())),
             _ => {}
         }
-        self.check_cluster(path)
+        self.check_cluster(path)?;
+        self.check_control_plane(path)
+    }
+
+    fn check_control_plane(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: String| ConfigError::Invalid { path: path.into(), key: key.into(), reason };
+        if self.dns.ttl_secs == 0 {
+            return Err(bad("dns.ttl_secs", "must be greater than 0".into()));
+        }
+        let c = &self.control;
+        if c.probe_interval_ms == 0 || c.probe_timeout_ms == 0 || c.down_after_failures == 0 {
+            return Err(bad(
+                "control.probe_interval_ms",
+                "probe_interval_ms, probe_timeout_ms and down_after_failures must be greater than 0".into(),
+            ));
+        }
+        if c.history_samples_max == 0 {
+            return Err(bad("control.history_samples_max", "must be greater than 0".into()));
+        }
+        if c.probe_account.is_some() != c.probe_password.is_some() {
+            return Err(bad("control.probe_password", "probe_account and probe_password go together".into()));
+        }
+        if let Some(account) = &c.probe_account {
+            if maildr_types::EmailAddress::parse(account).is_err() {
+                return Err(bad("control.probe_account", format!("{account:?} is not an email address")));
+            }
+        }
+        if (c.enabled || self.dns.listen.is_some()) && !self.cluster.members.is_empty() {
+            if let Some(m) = self.cluster.members.iter().find(|m| m.role == SiteRole::Data && m.mail_ip.is_none()) {
+                return Err(bad(
+                    "cluster.members",
+                    format!("data site {} needs mail_ip when DNS or the control plane is on", m.site),
+                ));
+            }
+        }
+        if self.api.listen.is_some() && self.api.token.as_deref().is_none_or(|t| t.len() < 16) {
+            return Err(bad("api.token", "must be set, at least 16 characters, when api.listen is".into()));
+        }
+        Ok(())
     }
 
     fn check_cluster(&self, path: &Path) -> Result<(), ConfigError> {
@@ -416,13 +534,16 @@ impl SiteConfig {
             "# maildr site configuration. Every key is optional: shown here is its default.\n\
              # Unknown keys are refused. Generated by `maildr config example`.\n",
         );
-        let sections: [(&str, &[&str], Vec<FieldDoc>); 7] = [
+        let sections: [(&str, &[&str], Vec<FieldDoc>); 10] = [
             ("site", SiteSection::DOC, SiteSection::fields()),
             ("smtp", SmtpSection::DOC, SmtpSection::fields()),
             ("imap", ImapSection::DOC, ImapSection::fields()),
             ("tls", TlsSection::DOC, TlsSection::fields()),
             ("store", StoreSection::DOC, StoreSection::fields()),
             ("cluster", ClusterSection::DOC, ClusterSection::fields()),
+            ("dns", DnsSection::DOC, DnsSection::fields()),
+            ("control", ControlSection::DOC, ControlSection::fields()),
+            ("api", ApiSection::DOC, ApiSection::fields()),
             ("log", LogSection::DOC, LogSection::fields()),
         ];
         for (name, doc, fields) in sections {
@@ -521,5 +642,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("lagged") || err.contains("unknown variant"), "{err}");
+    }
+
+    #[test]
+    fn control_plane_mistakes_are_refused_naming_the_key() {
+        let refuse = |text: String, key: &str, reason: &str| {
+            let err = SiteConfig::parse(&text, Path::new("c.toml")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(reason), "{err}");
+        };
+        let with_ips = three_sites(1, "bj")
+            .replace("addr = \"127.0.10.1:2700\"\n", "addr = \"127.0.10.1:2700\"\nmail_ip = \"127.0.10.1\"\n");
+        refuse(format!("{with_ips}[control]\nenabled = true\n"), "cluster.members", "data site sh needs mail_ip");
+        let both =
+            with_ips.replace("addr = \"127.0.20.1:2700\"\n", "addr = \"127.0.20.1:2700\"\nmail_ip = \"127.0.20.1\"\n");
+        let config = SiteConfig::parse(&format!("{both}[control]\nenabled = true\n"), Path::new("c.toml")).unwrap();
+        assert_eq!(config.cluster.members[1].mail_ip, Some("127.0.20.1".parse().unwrap()));
+        refuse(
+            format!("{both}[control]\nprobe_account = \"probe@example.test\"\n"),
+            "control.probe_password",
+            "together",
+        );
+        refuse(
+            format!("{both}[control]\nprobe_account = \"not an address\"\nprobe_password = \"x\"\n"),
+            "control.probe_account",
+            "not an email address",
+        );
+        refuse(format!("{both}[api]\nlisten = \"127.0.0.1:2780\"\n"), "api.token", "16");
+        refuse(format!("{both}[dns]\nttl_secs = 0\n"), "dns.ttl_secs", "greater than 0");
+        refuse(format!("{both}[dns]\nmx_policy = \"sometimes\"\n"), "mx_policy", "unknown variant");
     }
 }

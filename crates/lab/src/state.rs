@@ -31,6 +31,9 @@ pub struct LabState {
     pub sites: Vec<SiteState>,
     /// Accounts created at bootstrap, with their passwords.
     pub accounts: Vec<AccountState>,
+    /// Bearer token of every data site's admin HTTP API.
+    #[serde(default)]
+    pub api_token: String,
 }
 
 /// The process that runs every fault-proxy link and their control API.
@@ -77,8 +80,9 @@ pub struct SitePorts {
 }
 
 impl SitePorts {
-    /// The ports of every lab site.
-    pub fn lab() -> SitePorts {
+    /// The ports of a lab site of this role (DNS and the admin API on data sites).
+    pub fn lab(role: Role) -> SitePorts {
+        let data = role == Role::Data;
         SitePorts {
             smtp: ports::SMTP,
             submission: ports::SUBMISSION,
@@ -86,8 +90,8 @@ impl SitePorts {
             imap: ports::IMAP,
             imaps: ports::IMAPS,
             replication: ports::REPLICATION,
-            dns: None,
-            http: None,
+            dns: data.then_some(ports::DNS),
+            http: data.then_some(ports::HTTP),
         }
     }
 }
@@ -105,7 +109,7 @@ impl SiteState {
             config: home.join("site.toml"),
             data_dir: home.join("data"),
             log: home.join("serve.log"),
-            ports: SitePorts::lab(),
+            ports: SitePorts::lab(spec.role),
         }
     }
 }
@@ -181,7 +185,7 @@ mod tests {
     use crate::topology::Topology;
 
     #[test]
-    fn state_survives_a_save_and_load_and_unknown_ports_are_null() {
+    fn state_survives_a_save_and_load_and_ports_a_role_lacks_are_null() {
         let dir = std::env::temp_dir().join(format!("maildr-lab-state-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert!(LabState::load(&dir).unwrap().is_none());
@@ -199,6 +203,7 @@ mod tests {
             },
             sites: topo.sites.iter().map(|s| SiteState::planned(&dir, s)).collect(),
             accounts: vec![AccountState { address: "probe@example.test".into(), password: "pw".into() }],
+            api_token: "token".into(),
         };
         state.site_mut("sh").unwrap().pid = Some(42);
         state.save().unwrap();
@@ -206,7 +211,9 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();
         assert_eq!(json["net"], "127.9");
         assert_eq!(json["sites"][2]["role"], "witness");
-        assert_eq!(json["sites"][0]["ports"]["dns"], serde_json::Value::Null);
+        assert_eq!(json["sites"][0]["ports"]["dns"], 5353, "data sites serve DNS");
+        assert_eq!(json["sites"][2]["ports"]["dns"], serde_json::Value::Null, "the witness serves no DNS");
+        assert_eq!(json["api_token"], "token");
         assert_eq!(json["sites"][1]["config"], dir.join("sites/sh/site.toml").to_str().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }

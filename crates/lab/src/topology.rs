@@ -30,6 +30,10 @@ pub mod ports {
     pub const REPLICATION: u16 = 2700;
     /// The link-control HTTP API, on the control address.
     pub const LINK_CONTROL: u16 = 2790;
+    /// Authoritative DNS (UDP and TCP) of a data site.
+    pub const DNS: u16 = 5353;
+    /// The admin HTTP API of a data site.
+    pub const HTTP: u16 = 2780;
 }
 
 /// Third octet of the address the links process serves its control API on.
@@ -215,6 +219,10 @@ impl Topology {
             for p in [ports::SMTP, ports::SUBMISSION, ports::SUBMISSIONS, ports::IMAP, ports::IMAPS, ports::REPLICATION]
             {
                 out.push(s.addr(p));
+            }
+            if s.role == Role::Data {
+                out.push(s.addr(ports::DNS));
+                out.push(s.addr(ports::HTTP));
             }
         }
         out.extend(self.links().into_iter().map(|l| l.listen));

@@ -227,10 +227,19 @@ fn check_addresses_free(topology: &Topology) -> Result<()> {
 /// Certificates, configs and the initial state (no process yet).
 fn write_lab(dir: &Path, topology: &Topology, snapshot_after_entries: u64) -> Result<LabState> {
     let (ca, tls) = files::write_certs(dir, topology)?;
-    let secret = hex::encode(rand::random::<[u8; 24]>());
+    let accounts: Vec<AccountState> = ACCOUNTS
+        .iter()
+        .map(|user| AccountState { address: format!("{user}@{DOMAIN}"), password: crate::serve::generate_password() })
+        .collect();
+    let probe = accounts.iter().find(|a| a.address.starts_with("probe@")).expect("the lab has a probe account");
+    let secrets = files::LabSecrets {
+        cluster: hex::encode(rand::random::<[u8; 24]>()),
+        api_token: hex::encode(rand::random::<[u8; 24]>()),
+        probe: (probe.address.clone(), probe.password.clone()),
+    };
     let sites: Vec<SiteState> = topology.sites.iter().map(|s| SiteState::planned(dir, s)).collect();
     for ((spec, site), tls) in topology.sites.iter().zip(&sites).zip(&tls) {
-        let mut config = files::site_config(topology, spec, site, tls, &secret);
+        let mut config = files::site_config(topology, spec, site, tls, &secrets);
         config.cluster.snapshot_after_entries = snapshot_after_entries;
         files::write_config(&site.config, &config)?;
     }
@@ -246,13 +255,8 @@ fn write_lab(dir: &Path, topology: &Topology, snapshot_after_entries: u64) -> Re
             log: dir.join("links.log"),
         },
         sites,
-        accounts: ACCOUNTS
-            .iter()
-            .map(|user| AccountState {
-                address: format!("{user}@{DOMAIN}"),
-                password: crate::serve::generate_password(),
-            })
-            .collect(),
+        accounts,
+        api_token: secrets.api_token,
     })
 }
 

@@ -124,8 +124,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
         Cluster::single_site(store, limits)
     };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let control = start_control_plane(&config, &data_dir, &cluster, stop_rx.clone())?;
     if !config.role().serves_mail() {
-        return serve_without_mail(&config, &data_dir, cluster).await;
+        return serve_without_mail(&config, &data_dir, cluster, stop_tx).await;
     }
     let tls_files = tls::ensure_files(
         &data_dir,
@@ -166,7 +168,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         maildr_imap::ImapService::new(cluster.clone(), config.imap.clone(), Some(Arc::clone(&tls_config)));
     let service =
         SmtpService::new(cluster.clone(), config.smtp.clone(), config.site.hostname.clone(), Some(tls_config));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let smtp_server = tokio::spawn(maildr_smtp::serve(service, listeners, stop_rx.clone()));
     let imap_server = tokio::spawn(maildr_imap::serve(imap_service, imap_listeners, stop_rx));
     wait_for_stop_signal().await;
@@ -174,14 +175,39 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = smtp_server.await;
     let _ = imap_server.await;
+    drop(control);
     if let Some(replication) = cluster.replication() {
         replication.shutdown().await;
     }
     Ok(())
 }
 
-/// A witness or standby: replication only, no mail listeners.
-async fn serve_without_mail(config: &SiteConfig, data_dir: &Path, cluster: Cluster) -> Result<()> {
+/// The DR control plane, when the config turns it on (replicated sites only).
+fn start_control_plane(
+    config: &SiteConfig,
+    data_dir: &Path,
+    cluster: &Cluster,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Arc<maildr_control::ControlPlane>>> {
+    if !config.control.enabled {
+        return Ok(None);
+    }
+    if cluster.replication().is_none() {
+        anyhow::bail!("control.enabled needs [[cluster.members]]: the control plane steers a replicated cluster");
+    }
+    let plane = maildr_control::ControlPlane::start(cluster.clone(), config, data_dir, stop)
+        .context("starting the control plane")?;
+    Ok(Some(plane))
+}
+
+/// A witness or standby: replication (and the control plane's probes) only, no
+/// mail listeners.
+async fn serve_without_mail(
+    config: &SiteConfig,
+    data_dir: &Path,
+    cluster: Cluster,
+    stop: tokio::sync::watch::Sender<bool>,
+) -> Result<()> {
     let replication = cluster.replication().expect("only cluster members have roles without mail").clone();
     let endpoints = serde_json::json!({
         "site": config.site.name,
@@ -199,6 +225,7 @@ async fn serve_without_mail(config: &SiteConfig, data_dir: &Path, cluster: Clust
     );
     wait_for_stop_signal().await;
     tracing::info!("stopping");
+    let _ = stop.send(true);
     replication.shutdown().await;
     Ok(())
 }

@@ -8,12 +8,13 @@
 use maildr_types::{AccountId, EmailAddress, MailboxId, MailboxName, ModSeq, SystemFlags, Uid, UidValidity};
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use crate::command::ControlEventKind;
 use crate::command::{Applied, Command, CommandError, FlagOp, Placement};
-use crate::model::{Account, Alias, DomainRecord, Mailbox, MailboxDigest, Message};
+use crate::model::{Account, Alias, ControlEvent, DomainRecord, Mailbox, MailboxDigest, Message, Steering};
 use crate::{
-    decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, DELIVERED_IDS, DOMAINS, MAILBOXES,
-    MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID,
-    META_NEXT_MAILBOX_ID,
+    decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, CONTROL, CONTROL_STEERING, DELIVERED_IDS,
+    DOMAINS, EVENTS, EVENTS_KEPT_MAX, MAILBOXES, MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED,
+    META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_EVENT_ID, META_NEXT_MAILBOX_ID,
 };
 
 type Outcome = Result<Result<Applied, CommandError>, StoreError>;
@@ -29,6 +30,8 @@ pub(crate) struct Tables<'txn> {
     messages: Table<'txn, (u64, u32), &'static [u8]>,
     blob_refs: Table<'txn, &'static [u8], u64>,
     delivered_ids: Table<'txn, (u64, &'static str), u32>,
+    control: Table<'txn, &'static str, &'static [u8]>,
+    events: Table<'txn, u64, &'static [u8]>,
 }
 
 fn db(e: impl Into<redb::Error>) -> StoreError {
@@ -48,6 +51,8 @@ impl<'txn> Tables<'txn> {
             messages: txn.open_table(MESSAGES)?,
             blob_refs: txn.open_table(BLOB_REFS)?,
             delivered_ids: txn.open_table(DELIVERED_IDS)?,
+            control: txn.open_table(CONTROL)?,
+            events: txn.open_table(EVENTS)?,
         })
     }
 
@@ -414,7 +419,52 @@ impl<'txn> Tables<'txn> {
                 let uid_validity = self.get_mailbox(target)?.uid_validity;
                 Ok(Ok(Applied::Copied { from: *from, to: target, uid_validity, pairs, removed: *remove_source }))
             }
+            Command::SetSteering { primary, mx, down, reason, at_ms } => {
+                let previous: Option<Steering> = match self.control.get(CONTROL_STEERING).map_err(db)? {
+                    Some(v) => Some(decode("steering", v.value())?),
+                    None => None,
+                };
+                let serial = previous.map(|p| p.serial).unwrap_or(0).wrapping_add(1).max(1);
+                let steering = Steering {
+                    serial,
+                    primary: primary.clone(),
+                    mx: mx.clone(),
+                    down: down.clone(),
+                    reason: reason.clone(),
+                    changed_at_ms: *at_ms,
+                };
+                self.control.insert(CONTROL_STEERING, encode(&steering).as_slice()).map_err(db)?;
+                let detail = format!(
+                    "serial {serial}: mail -> {}, MX [{}]{}; {reason}",
+                    primary.as_deref().unwrap_or("(none)"),
+                    mx.join(", "),
+                    if down.is_empty() { String::new() } else { format!(", down [{}]", down.join(", ")) },
+                );
+                self.append_event(ControlEventKind::DnsCommitted, primary.clone(), detail, *at_ms)?;
+                Ok(Ok(Applied::SteeringSet { serial }))
+            }
+            Command::RecordEvent { kind, site, detail, at_ms } => {
+                let id = self.append_event(*kind, site.clone(), detail.clone(), *at_ms)?;
+                Ok(Ok(Applied::EventRecorded { id }))
+            }
         }
+    }
+
+    /// Append to the event log, dropping the oldest beyond [`EVENTS_KEPT_MAX`].
+    fn append_event(
+        &mut self,
+        kind: ControlEventKind,
+        site: Option<String>,
+        detail: String,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let id = self.take_id(META_NEXT_EVENT_ID)?;
+        let event = ControlEvent { id, at_ms, kind, site, detail };
+        self.events.insert(id, encode(&event).as_slice()).map_err(db)?;
+        if id > EVENTS_KEPT_MAX {
+            self.events.remove(id - EVENTS_KEPT_MAX).map_err(db)?;
+        }
+        Ok(id)
     }
 
     /// UIDVALIDITY must differ from any earlier mailbox's, even when a mailbox is

@@ -117,6 +117,64 @@ pub enum Command {
         to: MailboxName,
         remove_source: bool,
     },
+    /// The DR control plane's decision of where clients go (DNS steering): which
+    /// data site `mail.<domain>` names and which sites MX lists. Gets the next zone
+    /// serial and records a `dns_committed` event.
+    SetSteering {
+        /// Site name of the primary that `mail.<domain>` points at.
+        primary: Option<String>,
+        /// Sites listed as MX, in preference order.
+        mx: Vec<String>,
+        /// Sites judged down by a majority of observers.
+        down: Vec<String>,
+        /// Why the steering changed, for the event log.
+        reason: String,
+        /// Proposer's clock, in milliseconds since the Unix epoch.
+        at_ms: i64,
+    },
+    /// Append an event to the replicated control-plane event log (failure detected,
+    /// primary elected, switchover, forced failover).
+    RecordEvent {
+        kind: ControlEventKind,
+        site: Option<String>,
+        detail: String,
+        /// Proposer's clock, in milliseconds since the Unix epoch.
+        at_ms: i64,
+    },
+}
+
+/// What a control-plane event says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlEventKind {
+    /// A majority of observers judged a data site down.
+    Detected,
+    /// A site that was down is healthy and caught up again.
+    Recovered,
+    /// A data site became primary.
+    Elected,
+    /// New DNS steering was committed (the zones' serial changed).
+    DnsCommitted,
+    /// A site began serving a zone serial (recorded locally by each DNS server).
+    DnsServed,
+    /// A planned switchover.
+    Switchover,
+    /// A forced failover to a standby that accepted data loss.
+    ForcedFailover,
+}
+
+impl ControlEventKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlEventKind::Detected => "detected",
+            ControlEventKind::Recovered => "recovered",
+            ControlEventKind::Elected => "elected",
+            ControlEventKind::DnsCommitted => "dns_committed",
+            ControlEventKind::DnsServed => "dns_served",
+            ControlEventKind::Switchover => "switchover",
+            ControlEventKind::ForcedFailover => "forced_failover",
+        }
+    }
 }
 
 /// How STORE combines the given flags with the present ones.
@@ -148,6 +206,8 @@ impl Command {
             Command::StoreFlags { .. } => "store_flags",
             Command::Expunge { .. } => "expunge",
             Command::CopyMessages { .. } => "copy_messages",
+            Command::SetSteering { .. } => "set_steering",
+            Command::RecordEvent { .. } => "record_event",
         }
     }
 }
@@ -190,13 +250,22 @@ pub enum Applied {
         pairs: Vec<(Uid, Uid)>,
         removed: bool,
     },
+    SteeringSet {
+        serial: u32,
+    },
+    EventRecorded {
+        id: u64,
+    },
 }
 
 impl Applied {
     /// Mailboxes whose state this change touched: sessions watching them resync.
     pub fn touched_mailboxes(&self) -> Vec<MailboxId> {
         match self {
-            Applied::Done | Applied::AccountAdded { .. } => Vec::new(),
+            Applied::Done
+            | Applied::AccountAdded { .. }
+            | Applied::SteeringSet { .. }
+            | Applied::EventRecorded { .. } => Vec::new(),
             Applied::Delivered { placements } => placements.iter().map(|p| p.mailbox).collect(),
             Applied::MailboxCreated { id } => vec![*id],
             Applied::MailboxesChanged { ids } => ids.clone(),

@@ -21,8 +21,8 @@ use maildr_types::{AccountId, BlobHash, Domain, EmailAddress, MailboxId, Mailbox
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use blob::{hash_body, BlobStore};
-pub use command::{Applied, Command, CommandError, FlagOp, Placement};
-pub use model::{Account, Alias, DomainRecord, Mailbox, MailboxDigest, Message};
+pub use command::{Applied, Command, CommandError, ControlEventKind, FlagOp, Placement};
+pub use model::{Account, Alias, ControlEvent, DomainRecord, Mailbox, MailboxDigest, Message, Steering};
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
@@ -42,6 +42,15 @@ pub(crate) const BLOB_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("
 /// a failover) land once. Rows of removed mailboxes and expunged messages are
 /// ignored when read and replaced on the next delivery; a sweep is future work.
 pub(crate) const DELIVERED_IDS: TableDefinition<(u64, &str), u32> = TableDefinition::new("delivered_ids");
+
+/// Control-plane records by name (`steering`).
+pub(crate) const CONTROL: TableDefinition<&str, &[u8]> = TableDefinition::new("control");
+/// event id → control-plane event (the newest [`EVENTS_KEPT_MAX`] are kept).
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("control_events");
+pub(crate) const CONTROL_STEERING: &str = "steering";
+pub(crate) const META_NEXT_EVENT_ID: &str = "next_event_id";
+/// Control-plane events kept; older ones are dropped as new ones arrive.
+pub const EVENTS_KEPT_MAX: u64 = 10_000;
 
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(crate) const META_NEXT_ACCOUNT_ID: &str = "next_account_id";
@@ -143,6 +152,10 @@ impl Store {
                     )))
                 }
             }
+            // Counters added after schema version 1 was first written.
+            if meta.get(META_NEXT_EVENT_ID).map_err(|e| self.db_err(e))?.is_none() {
+                meta.insert(META_NEXT_EVENT_ID, 1).map_err(|e| self.db_err(e))?;
+            }
             // Create every table so read transactions never meet a missing one.
             txn.open_table(DOMAINS).map_err(|e| self.db_err(e))?;
             txn.open_table(ACCOUNTS).map_err(|e| self.db_err(e))?;
@@ -153,6 +166,8 @@ impl Store {
             txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
             txn.open_table(BLOB_REFS).map_err(|e| self.db_err(e))?;
             txn.open_table(DELIVERED_IDS).map_err(|e| self.db_err(e))?;
+            txn.open_table(CONTROL).map_err(|e| self.db_err(e))?;
+            txn.open_table(EVENTS).map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))
     }
@@ -321,6 +336,26 @@ impl Store {
             let bytes: [u8; 32] =
                 k.value().try_into().map_err(|_| StoreError::Corrupt("blob reference key is not 32 bytes".into()))?;
             out.push(BlobHash(bytes));
+        }
+        Ok(out)
+    }
+
+    /// The committed DNS steering, once the control plane has decided one.
+    pub fn steering(&self) -> Result<Option<Steering>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(CONTROL).map_err(|e| self.db_err(e))?;
+        let row = t.get(CONTROL_STEERING).map_err(|e| self.db_err(e))?;
+        row.map(|v| decode("steering", v.value())).transpose()
+    }
+
+    /// Control-plane events with an id above `after_id`, oldest first, at most `limit`.
+    pub fn events(&self, after_id: u64, limit: usize) -> Result<Vec<ControlEvent>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(EVENTS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.range(after_id.saturating_add(1)..).map_err(|e| self.db_err(e))?.take(limit) {
+            let (_, v) = row.map_err(|e| self.db_err(e))?;
+            out.push(decode("control event", v.value())?);
         }
         Ok(out)
     }

@@ -111,3 +111,27 @@ impl Message {
         h.finalize().into()
     }
 }
+
+/// The committed DNS steering: where clients and senders are sent. Every site
+/// derives the zones it serves from this record, so surviving sites answer alike.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Steering {
+    /// Zone serial; grows by one with every change.
+    pub serial: u32,
+    pub primary: Option<String>,
+    pub mx: Vec<String>,
+    pub down: Vec<String>,
+    pub reason: String,
+    pub changed_at_ms: i64,
+}
+
+/// One entry of the replicated control-plane event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlEvent {
+    /// Position in the log, from 1.
+    pub id: u64,
+    pub at_ms: i64,
+    pub kind: crate::command::ControlEventKind,
+    pub site: Option<String>,
+    pub detail: String,
+}

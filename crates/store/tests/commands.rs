@@ -198,3 +198,40 @@ fn inbox_uid_validity(store: &Store, user: &str) -> u32 {
     let account = store.account(&addr(user)).unwrap().unwrap();
     store.mailbox_by_name(account.id, &MailboxName::inbox()).unwrap().unwrap().uid_validity.0
 }
+
+#[test]
+fn steering_changes_bump_the_zone_serial_and_are_logged_as_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.steering().unwrap(), None);
+    let steer = |primary: &str, mx: &[&str], down: &[&str]| Command::SetSteering {
+        primary: Some(primary.into()),
+        mx: mx.iter().map(|s| s.to_string()).collect(),
+        down: down.iter().map(|s| s.to_string()).collect(),
+        reason: "test".into(),
+        at_ms: 1_000,
+    };
+    assert_eq!(store.apply(steer("bj", &["bj", "sh"], &[])).unwrap(), Ok(Applied::SteeringSet { serial: 1 }));
+    store
+        .apply(Command::RecordEvent {
+            kind: maildr_store::ControlEventKind::Detected,
+            site: Some("bj".into()),
+            detail: "2 of 3 observers".into(),
+            at_ms: 2_000,
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.apply(steer("sh", &["sh"], &["bj"])).unwrap(), Ok(Applied::SteeringSet { serial: 2 }));
+    let steering = store.steering().unwrap().unwrap();
+    assert_eq!((steering.serial, steering.primary.as_deref(), steering.mx.clone()), (2, Some("sh"), vec!["sh".into()]));
+    let events = store.events(0, 100).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.name()).collect();
+    assert_eq!(kinds, ["dns_committed", "detected", "dns_committed"]);
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(store.events(2, 100).unwrap().len(), 1, "reading after an id returns only newer events");
+    // Survives a reopen, and the serial keeps growing from where it was.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.apply(steer("bj", &["bj", "sh"], &[])).unwrap(), Ok(Applied::SteeringSet { serial: 3 }));
+    assert_eq!(store.events(0, 100).unwrap().last().unwrap().id, 4);
+}

@@ -11,7 +11,7 @@ use axum::Json;
 
 use crate::control::{ControlPlane, ControlPlaneError, FailoverRequest};
 use crate::error::{ErrorBody, Failure};
-use crate::extract::JsonBody;
+use crate::extract::{JsonBody, QueryParams};
 use crate::ApiState;
 
 /// Longest name in `by`, in bytes (it goes into the event log).
@@ -27,6 +27,7 @@ impl From<ControlPlaneError> for Failure {
             ControlPlaneError::NotFound(m) => Failure::new(StatusCode::NOT_FOUND, m),
             ControlPlaneError::Refused(m) => Failure::new(StatusCode::CONFLICT, m),
             ControlPlaneError::Unavailable(m) => Failure::unavailable(m),
+            ControlPlaneError::NotImplemented(m) => Failure::new(StatusCode::NOT_IMPLEMENTED, m),
         }
     }
 }
@@ -39,18 +40,34 @@ pub async fn health(State(state): State<ApiState>) -> Result<Json<serde_json::Va
     Ok(Json(plane(&state)?.health().await?))
 }
 
-#[utoipa::path(get, path = "/api/events", tag = "control",
+/// Which events to return.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only replicated events with a larger id (local events are always included).
+    #[serde(default)]
+    pub after_id: u64,
+    /// At most this many, the most recent (default and maximum 10000).
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/events", tag = "control", params(EventsQuery),
     responses((status = 200, description = "The failover event log (detected, elected, dns_committed, dns_served; \
             timestamps in ms)", body = Object),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 503, description = "Control plane not running", body = ErrorBody)))]
-pub async fn events(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, Failure> {
-    Ok(Json(plane(&state)?.events().await?))
+pub async fn events(
+    State(state): State<ApiState>,
+    QueryParams(query): QueryParams<EventsQuery>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    let limit = query.limit.unwrap_or(crate::control::EVENTS_LIMIT_MAX).min(crate::control::EVENTS_LIMIT_MAX);
+    Ok(Json(plane(&state)?.events(query.after_id, limit).await?))
 }
 
 #[utoipa::path(get, path = "/api/dns/records", tag = "control",
     responses((status = 200, description = "DNS records as served by this site", body = Object),
         (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 501, description = "Not offered by this control plane yet", body = ErrorBody),
         (status = 503, description = "Control plane not running", body = ErrorBody)))]
 pub async fn dns_records(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, Failure> {
     Ok(Json(plane(&state)?.dns_records().await?))
@@ -63,6 +80,7 @@ pub async fn dns_records(State(state): State<ApiState>) -> Result<Json<serde_jso
         (status = 404, description = "No such site", body = ErrorBody),
         (status = 409, description = "Refused by the control plane", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid", body = ErrorBody),
+        (status = 501, description = "Not offered by this control plane yet", body = ErrorBody),
         (status = 503, description = "Control plane not running", body = ErrorBody)))]
 pub async fn failover(
     State(state): State<ApiState>,

@@ -135,6 +135,9 @@ pub enum ControlRequest {
     /// the new node id, a learner, wait until it has caught up, then let it replace
     /// its old node id among the voters.
     Rejoin { node_id: NodeId, site: String, addr: String },
+    /// What this site's control plane observes of the data sites (health probes),
+    /// as the JSON its control plane produces; empty when it runs none.
+    Observations,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +161,8 @@ pub enum ControlResponse {
         replaced: Option<NodeId>,
         voters: Vec<NodeId>,
     },
+    /// JSON from the site's control plane (see `ControlRequest::Observations`).
+    Observations(Vec<u8>),
 }
 
 /// Write one frame.

@@ -19,6 +19,23 @@ const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
 const HEARTBEAT_INTERVAL_MS: u64 = 100;
 const BODY_PUSH_TIMEOUT_MS: u64 = 2_000;
 const WRITE_TIMEOUT_MS: u64 = 3_000;
+/// Control-plane timings for a lab: a dead site is detected in about a second.
+const PROBE_INTERVAL_MS: u64 = 250;
+const PROBE_TIMEOUT_MS: u64 = 1_000;
+const DOWN_AFTER_FAILURES: u32 = 3;
+const READD_HOLDDOWN_MS: u64 = 2_000;
+/// TTL of the lab's DNS records: clients follow a failover within seconds.
+const DNS_TTL_SECS: u32 = 2;
+
+/// The secrets every site config of one lab shares.
+pub struct LabSecrets {
+    /// The cluster secret.
+    pub cluster: String,
+    /// The admin API's bearer token.
+    pub api_token: String,
+    /// The probe account and its password.
+    pub probe: (String, String),
+}
 
 /// A site's certificate and key files.
 pub struct SiteTls {
@@ -65,7 +82,13 @@ pub fn write_certs(dir: &Path, topology: &Topology) -> Result<(PathBuf, Vec<Site
 
 /// The config of `site`: listeners on its own IP, and every other member reached
 /// through the fault-proxy link from this site to that member.
-pub fn site_config(topology: &Topology, site: &SiteSpec, state: &SiteState, tls: &SiteTls, secret: &str) -> SiteConfig {
+pub fn site_config(
+    topology: &Topology,
+    site: &SiteSpec,
+    state: &SiteState,
+    tls: &SiteTls,
+    secrets: &LabSecrets,
+) -> SiteConfig {
     let mut c = SiteConfig::default();
     c.site.name = site.name.clone();
     c.site.hostname = format!("{}.{DOMAIN}", site.name);
@@ -80,7 +103,7 @@ pub fn site_config(topology: &Topology, site: &SiteSpec, state: &SiteState, tls:
     c.store.write_timeout_ms = WRITE_TIMEOUT_MS;
     c.cluster.node_id = site.node_id;
     c.cluster.listen = site.replication_addr();
-    c.cluster.secret = Some(secret.to_string());
+    c.cluster.secret = Some(secrets.cluster.clone());
     c.cluster.election_timeout_min_ms = ELECTION_TIMEOUT_MIN_MS;
     c.cluster.election_timeout_max_ms = ELECTION_TIMEOUT_MAX_MS;
     c.cluster.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS;
@@ -99,9 +122,25 @@ pub fn site_config(topology: &Topology, site: &SiteSpec, state: &SiteState, tls:
                     Role::Witness => SiteRole::Witness,
                 },
                 addr: addr.to_string(),
+                mail_ip: (m.role == Role::Data).then_some(std::net::IpAddr::V4(m.ip)),
             }
         })
         .collect();
+    if site.role == Role::Data {
+        c.dns.listen = Some(site.addr(ports::DNS));
+        c.api.listen = Some(site.addr(ports::HTTP));
+        c.api.token = Some(secrets.api_token.clone());
+    }
+    c.dns.ttl_secs = DNS_TTL_SECS;
+    c.control.enabled = true;
+    c.control.probe_interval_ms = PROBE_INTERVAL_MS;
+    c.control.probe_timeout_ms = PROBE_TIMEOUT_MS;
+    c.control.down_after_failures = DOWN_AFTER_FAILURES;
+    c.control.readd_holddown_ms = READD_HOLDDOWN_MS;
+    c.control.probe_smtp_port = ports::SMTP;
+    c.control.probe_imap_port = ports::IMAP;
+    c.control.probe_account = Some(secrets.probe.0.clone());
+    c.control.probe_password = Some(secrets.probe.1.clone());
     c.log.level = "info".into();
     c
 }

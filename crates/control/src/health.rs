@@ -1,0 +1,166 @@
+//! What one observer knows about the data sites it probes: the verdict per site
+//! (up until `down_after_failures` rounds in a row failed) and a bounded history
+//! of probe results.
+//!
+//! Plain data and bookkeeping: no sockets, no clock (times come in as arguments).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// One probe round against one site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub at_ms: i64,
+    pub ok: bool,
+    pub smtp_ms: Option<f64>,
+    pub imap_ms: Option<f64>,
+    /// Replication channel round trip (status call); absent for the observer itself.
+    pub replication_ms: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// An observer's view of one data site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetHealth {
+    pub site: String,
+    /// False once `down_after_failures` consecutive rounds failed.
+    pub up: bool,
+    pub consecutive_failures: u32,
+    pub last_probe_ms: Option<i64>,
+    pub last_ok_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub smtp_ms: Option<f64>,
+    pub imap_ms: Option<f64>,
+    pub replication_ms: Option<f64>,
+    /// Replication lag of the site in entries, as the primary reports it.
+    pub lag_entries: Option<u64>,
+}
+
+/// Everything one observer reports to the primary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Observations {
+    pub observer: String,
+    pub observer_role: String,
+    pub at_ms: i64,
+    /// Free space where the observer keeps its data, in bytes.
+    pub free_disk_bytes: Option<u64>,
+    /// Probe rounds done so far (0: no verdict yet).
+    pub rounds: u64,
+    pub targets: Vec<TargetHealth>,
+}
+
+/// The bookkeeping of one observer.
+pub struct Observer {
+    down_after_failures: u32,
+    history_max: usize,
+    targets: BTreeMap<String, (TargetHealth, VecDeque<Sample>)>,
+    rounds: u64,
+}
+
+impl Observer {
+    pub fn new(sites: impl IntoIterator<Item = String>, down_after_failures: u32, history_max: usize) -> Observer {
+        assert!(down_after_failures > 0 && history_max > 0, "config check keeps these positive");
+        let targets = sites
+            .into_iter()
+            .map(|site| {
+                let health = TargetHealth {
+                    site: site.clone(),
+                    up: true,
+                    consecutive_failures: 0,
+                    last_probe_ms: None,
+                    last_ok_ms: None,
+                    last_error: None,
+                    smtp_ms: None,
+                    imap_ms: None,
+                    replication_ms: None,
+                    lag_entries: None,
+                };
+                (site, (health, VecDeque::new()))
+            })
+            .collect();
+        Observer { down_after_failures, history_max, targets, rounds: 0 }
+    }
+
+    /// Record one round's sample for `site`.
+    pub fn record(&mut self, site: &str, sample: Sample) {
+        let Some((health, history)) = self.targets.get_mut(site) else {
+            return;
+        };
+        health.last_probe_ms = Some(sample.at_ms);
+        health.smtp_ms = sample.smtp_ms;
+        health.imap_ms = sample.imap_ms;
+        health.replication_ms = sample.replication_ms;
+        if sample.ok {
+            health.consecutive_failures = 0;
+            health.last_ok_ms = Some(sample.at_ms);
+            health.last_error = None;
+            health.up = true;
+        } else {
+            health.consecutive_failures = health.consecutive_failures.saturating_add(1);
+            health.last_error = sample.error.clone();
+            if health.consecutive_failures >= self.down_after_failures {
+                health.up = false;
+            }
+        }
+        if history.len() == self.history_max {
+            history.pop_front();
+        }
+        history.push_back(sample);
+    }
+
+    pub fn set_lag(&mut self, site: &str, lag_entries: Option<u64>) {
+        if let Some((health, _)) = self.targets.get_mut(site) {
+            health.lag_entries = lag_entries;
+        }
+    }
+
+    pub fn finish_round(&mut self) {
+        self.rounds += 1;
+    }
+
+    pub fn report(&self, observer: &str, role: &str, at_ms: i64, free_disk_bytes: Option<u64>) -> Observations {
+        Observations {
+            observer: observer.to_string(),
+            observer_role: role.to_string(),
+            at_ms,
+            free_disk_bytes,
+            rounds: self.rounds,
+            targets: self.targets.values().map(|(h, _)| h.clone()).collect(),
+        }
+    }
+
+    pub fn history(&self, site: &str) -> Option<Vec<Sample>> {
+        self.targets.get(site).map(|(_, h)| h.iter().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at_ms: i64, ok: bool) -> Sample {
+        Sample { at_ms, ok, smtp_ms: None, imap_ms: None, replication_ms: None, error: (!ok).then(|| "x".into()) }
+    }
+
+    #[test]
+    fn a_site_is_down_only_after_enough_failed_rounds_in_a_row_and_up_after_one_good_one() {
+        let mut o = Observer::new(["bj".to_string()], 3, 4);
+        let up = |o: &Observer| o.report("hz", "witness", 0, None).targets[0].up;
+        o.record("bj", sample(1, false));
+        o.record("bj", sample(2, false));
+        assert!(up(&o));
+        o.record("bj", sample(3, true));
+        o.record("bj", sample(4, false));
+        o.record("bj", sample(5, false));
+        assert!(up(&o), "the good round reset the count");
+        o.record("bj", sample(6, false));
+        assert!(!up(&o));
+        o.record("bj", sample(7, true));
+        assert!(up(&o));
+        let history = o.history("bj").unwrap();
+        assert_eq!(history.iter().map(|s| s.at_ms).collect::<Vec<_>>(), [4, 5, 6, 7], "history is bounded");
+        o.record("nowhere", sample(8, false));
+        assert!(o.history("nowhere").is_none());
+    }
+}
