@@ -89,6 +89,7 @@ pub struct DomainView {
 #[serde(deny_unknown_fields)]
 pub struct NewDomain {
     /// The domain to host, e.g. `example.test`.
+    #[schema(format = Hostname, example = "example.test")]
     pub domain: String,
 }
 
@@ -125,6 +126,7 @@ impl AccountView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAccount {
+    #[schema(format = Email, example = "alice@example.test")]
     pub address: String,
     /// The password; when absent one is generated and returned once.
     #[serde(default)]
@@ -180,8 +182,10 @@ pub struct AliasView {
 #[serde(deny_unknown_fields)]
 pub struct NewAlias {
     /// The alias address (created if it does not exist).
+    #[schema(format = Email, example = "team@example.test")]
     pub alias: String,
     /// A local account it delivers to (added to the alias's targets).
+    #[schema(format = Email, example = "alice@example.test")]
     pub target: String,
 }
 
@@ -219,7 +223,7 @@ pub async fn add_domain(
 }
 
 #[utoipa::path(delete, path = "/api/domains/{domain}", tag = "domains",
-    params(("domain" = String, Path, description = "The hosted domain")),
+    params(("domain" = String, Path, description = "The hosted domain", example = "example.test")),
     responses((status = 204, description = "Domain removed"),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "Not hosted", body = ErrorBody),
@@ -284,7 +288,7 @@ pub async fn add_account(
 }
 
 #[utoipa::path(get, path = "/api/accounts/{address}", tag = "accounts",
-    params(("address" = String, Path, description = "The account's address")),
+    params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
     responses((status = 200, description = "The account", body = AccountView),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
@@ -302,7 +306,7 @@ pub async fn get_account(
 }
 
 #[utoipa::path(delete, path = "/api/accounts/{address}", tag = "accounts",
-    params(("address" = String, Path, description = "The account's address")),
+    params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
     responses((status = 204, description = "Account removed with all its mail"),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
@@ -318,7 +322,7 @@ pub async fn remove_account(
 }
 
 #[utoipa::path(put, path = "/api/accounts/{address}/password", tag = "accounts", request_body = NewPassword,
-    params(("address" = String, Path, description = "The account's address")),
+    params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
     responses((status = 200, description = "Password changed", body = PasswordSet),
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
@@ -338,7 +342,7 @@ pub async fn set_password(
 }
 
 #[utoipa::path(put, path = "/api/accounts/{address}/quota", tag = "accounts", request_body = NewQuota,
-    params(("address" = String, Path, description = "The account's address")),
+    params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
     responses((status = 200, description = "Quota set", body = AccountView),
         (status = 400, description = "Not JSON", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
@@ -403,7 +407,7 @@ pub async fn add_alias(
 }
 
 #[utoipa::path(delete, path = "/api/aliases/{address}", tag = "aliases",
-    params(("address" = String, Path, description = "The alias address"), AliasTarget),
+    params(("address" = String, Path, description = "The alias address", example = "team@example.test"), AliasTarget),
     responses((status = 204, description = "Alias (or the one target) removed"),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such alias or target", body = ErrorBody),
