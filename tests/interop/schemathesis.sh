@@ -58,6 +58,8 @@ if [[ "${MAILDR_API_CONTROL_PLANE:-0}" != 1 ]]; then
 fi
 
 echo "schemathesis $SCHEMATHESIS_VERSION against $MAILDR_API_URL (seed $SEED; replay with MAILDR_ST_SEED=$SEED)"
+# From the scratch directory: schemathesis leaves its example database in the working directory.
+cd "$WORK"
 "$VENV/bin/st" run "$MAILDR_API_URL/api/openapi.json" \
     --header "Authorization: Bearer $MAILDR_API_TOKEN" \
     --checks not_a_server_error \
