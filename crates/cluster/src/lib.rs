@@ -14,6 +14,7 @@
 //!
 //! This crate must never interpret protocol input; it takes typed commands only.
 
+pub mod ops;
 pub mod raft;
 pub mod replicated;
 pub mod status;

@@ -6,9 +6,10 @@
 //! a decision that must be safe (Raft makes those).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One site's view of itself and of the peers it talks to.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct SiteStatus {
     pub site: String,
     pub node_id: u64,
@@ -36,7 +37,7 @@ pub struct SiteStatus {
 }
 
 /// A peer as seen from one site.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PeerStatus {
     pub node_id: u64,
     pub site: String,
@@ -53,7 +54,7 @@ pub struct PeerStatus {
 }
 
 /// Counters and latencies of the write path since the site started.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct WriteMetrics {
     pub writes_committed: u64,
     pub writes_unavailable: u64,
@@ -69,7 +70,7 @@ pub struct WriteMetrics {
 }
 
 /// One mailbox's identity and digest, as compared by `maildr cluster verify`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MailboxDigest {
     pub mailbox: u64,
     pub account: u64,
@@ -95,7 +96,7 @@ impl MailboxDigest {
 }
 
 /// One message, as listed when a mailbox's digests differ between sites.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MessageSummary {
     pub uid: u32,
     pub modseq: u64,

@@ -1,0 +1,101 @@
+//! The seam between the admin API and the control plane (`maildr-control`: health
+//! probes from every site, the failover event log, DNS steering, forced failover).
+//!
+//! The API serves four endpoints from whatever implements [`ControlPlane`]; the
+//! binary hands one in with [`crate::ApiState::with_control_plane`]. Without one
+//! those endpoints answer 503 "control plane not running". The answers are JSON
+//! values until the control crate's types settle; the API passes them through.
+//!
+//! This module must never decide anything about failover itself: it only carries
+//! requests to the control plane and its answers back.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+/// What a control-plane call returns (boxed so the trait can be a `dyn` object).
+pub type ControlFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ControlPlaneError>> + Send + 'a>>;
+
+/// A forced failover to a standby: it may lose the data the standby had not
+/// received, and says so.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverRequest {
+    /// Site name of the standby (or data site) to promote.
+    pub to: String,
+    /// Must be `true`: the caller accepts losing what the target had not received.
+    #[serde(default)]
+    pub accept_data_loss: bool,
+    /// Who asked (a person or a system), for the event log.
+    pub by: String,
+}
+
+/// Why the control plane did not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlPlaneError {
+    /// The request names something that does not exist (409 is for state conflicts).
+    #[error("{0}")]
+    NotFound(String),
+    /// The current state refuses the request (for failover: the target is not
+    /// eligible, a failover is under way, …).
+    #[error("{0}")]
+    Refused(String),
+    /// Try again later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// This control plane does not offer it (yet).
+    #[error("{0}")]
+    NotImplemented(String),
+}
+
+/// The control plane as the admin API sees it.
+pub trait ControlPlane: Send + Sync {
+    /// Health of every site as seen by every observer.
+    fn health(&self) -> ControlFuture<'_, serde_json::Value>;
+    /// The failover event log: detected, elected, dns_committed, dns_served, with
+    /// timestamps in milliseconds; replicated events after `after_id`, at most `limit`.
+    fn events(&self, after_id: u64, limit: usize) -> ControlFuture<'_, serde_json::Value>;
+    /// The DNS records this site serves.
+    fn dns_records(&self) -> ControlFuture<'_, serde_json::Value>;
+    /// Force a failover; the API has already checked `accept_data_loss` and the fields.
+    fn failover(&self, request: FailoverRequest) -> ControlFuture<'_, serde_json::Value>;
+}
+
+/// Most events one `GET /api/events` returns.
+pub const EVENTS_LIMIT_MAX: usize = 10_000;
+
+fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, ControlPlaneError> {
+    serde_json::to_value(value).map_err(|e| ControlPlaneError::Unavailable(format!("encoding the answer: {e}")))
+}
+
+/// The control plane of `maildr-control`, as the API serves it.
+impl ControlPlane for maildr_control::ControlPlane {
+    fn health(&self) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move { json(maildr_control::ControlPlane::health(self).await) })
+    }
+
+    fn events(&self, after_id: u64, limit: usize) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            // A small redb read under the store's own lock; not worth a blocking-pool hop.
+            let events = maildr_control::ControlPlane::events(self, after_id, limit.min(EVENTS_LIMIT_MAX))
+                .map_err(|e| ControlPlaneError::Unavailable(e.to_string()))?;
+            json(serde_json::json!({ "events": events }))
+        })
+    }
+
+    fn dns_records(&self) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            Err(ControlPlaneError::NotImplemented(
+                "the control plane does not expose the served DNS records yet".into(),
+            ))
+        })
+    }
+
+    fn failover(&self, _request: FailoverRequest) -> ControlFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            Err(ControlPlaneError::NotImplemented("forced failover is not implemented by the control plane yet".into()))
+        })
+    }
+}

@@ -1,0 +1,425 @@
+//! Domains, accounts and aliases: the same commands as `maildr admin`.
+//!
+//! Each handler parses everything it was given (addresses and domains into
+//! `maildr_types` values, passwords within their bounds) before it writes one
+//! command, so a refused request changes nothing. Password hashing (argon2) runs on
+//! the blocking pool. Handlers must never return a password hash, and return a
+//! password only when they generated it.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use axum::Json;
+use maildr_store::{Command, Store, StoreError};
+use maildr_types::{Domain, EmailAddress, UidValidity, UnixSeconds};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::error::{ErrorBody, Failure};
+use crate::extract::{JsonBody, PathText, QueryParams};
+use crate::ApiState;
+
+/// Longest password accepted, in bytes (as `maildr admin`).
+pub const PASSWORD_LEN_MAX_BYTES: usize = 1024;
+
+/// Length of a generated password, in characters.
+pub const GENERATED_PASSWORD_LEN: usize = 20;
+
+fn now() -> UnixSeconds {
+    UnixSeconds(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
+}
+
+/// A random password of letters and digits, without look-alikes (as `maildr admin`).
+fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..GENERATED_PASSWORD_LEN).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// The given password checked against its bounds, or a generated one (`true`).
+fn password_or_generated(given: Option<String>) -> Result<(String, bool), Failure> {
+    match given {
+        None => Ok((generate_password(), true)),
+        Some(p) if p.is_empty() => Err(Failure::invalid("password", "password: must not be empty")),
+        Some(p) if p.len() > PASSWORD_LEN_MAX_BYTES => {
+            Err(Failure::invalid("password", format!("password: longer than {PASSWORD_LEN_MAX_BYTES} bytes")))
+        }
+        Some(p) => Ok((p, false)),
+    }
+}
+
+/// Argon2 on the blocking pool: it takes tens of milliseconds by design.
+async fn hash_password(password: String) -> Result<String, Failure> {
+    tokio::task::spawn_blocking(move || maildr_frontend::hash_password(&password))
+        .await
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("hashing the password failed: {e}")))
+}
+
+fn parse_domain(field: &str, raw: &str) -> Result<Domain, Failure> {
+    Domain::parse(raw).map_err(|e| Failure::invalid(field, format!("{field}: {e}")))
+}
+
+fn parse_address(field: &str, raw: &str) -> Result<EmailAddress, Failure> {
+    EmailAddress::parse(raw).map_err(|e| Failure::invalid(field, format!("{field}: {e}")))
+}
+
+/// Read the store on the blocking pool (redb reads may touch the disk).
+async fn read<T, F>(state: &ApiState, what: &'static str, f: F) -> Result<T, Failure>
+where
+    T: Send + 'static,
+    F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = state.cluster().store();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading {what} failed: {e}")))?
+        .map_err(|e| Failure::store(what, e))
+}
+
+/// A hosted domain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DomainView {
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDomain {
+    /// The domain to host, e.g. `example.test`.
+    #[schema(format = Hostname, example = "example.test")]
+    pub domain: String,
+}
+
+/// Narrow a list to one domain.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DomainFilter {
+    /// Only entries of this domain.
+    pub domain: Option<String>,
+}
+
+/// An account (never its password hash).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountView {
+    pub address: String,
+    /// Storage allowed; 0 means unlimited.
+    pub quota_bytes: u64,
+    pub used_bytes: u64,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+impl AccountView {
+    fn of(a: &maildr_store::Account) -> AccountView {
+        AccountView {
+            address: a.address.to_string(),
+            quota_bytes: a.quota_bytes,
+            used_bytes: a.used_bytes,
+            created_at: a.created_at.0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAccount {
+    #[schema(format = Email, example = "alice@example.test")]
+    pub address: String,
+    /// The password; when absent one is generated and returned once.
+    #[serde(default)]
+    #[schema(max_length = 1024, min_length = 1)]
+    pub password: Option<String>,
+    /// Storage quota; 0 (the default) means unlimited.
+    #[serde(default)]
+    pub quota_bytes: u64,
+}
+
+/// A new account, with its password when it was generated.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountCreated {
+    pub address: String,
+    pub quota_bytes: u64,
+    /// The generated password; shown this once, absent when the caller chose it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewPassword {
+    /// The new password; when absent one is generated and returned once.
+    #[serde(default)]
+    #[schema(max_length = 1024, min_length = 1)]
+    pub password: Option<String>,
+}
+
+/// A password changed, with the new one when it was generated.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PasswordSet {
+    pub address: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewQuota {
+    /// Storage quota; 0 means unlimited.
+    pub quota_bytes: u64,
+}
+
+/// An alias and the local accounts it delivers to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AliasView {
+    pub address: String,
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAlias {
+    /// The alias address (created if it does not exist).
+    #[schema(format = Email, example = "team@example.test")]
+    pub alias: String,
+    /// A local account it delivers to (added to the alias's targets).
+    #[schema(format = Email, example = "alice@example.test")]
+    pub target: String,
+}
+
+/// Remove one target of an alias instead of the whole alias.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AliasTarget {
+    /// Remove only this target.
+    pub target: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/domains", tag = "domains",
+    responses((status = 200, description = "Hosted domains", body = [DomainView]),
+        (status = 401, description = "No or wrong token", body = ErrorBody)))]
+pub async fn list_domains(state: axum::extract::State<ApiState>) -> Result<Json<Vec<DomainView>>, Failure> {
+    let domains = read(&state, "domains", |s| s.domains()).await?;
+    Ok(Json(domains.iter().map(|d| DomainView { name: d.name.to_string(), created_at: d.created_at.0 }).collect()))
+}
+
+#[utoipa::path(post, path = "/api/domains", tag = "domains", request_body = NewDomain,
+    responses((status = 201, description = "Domain added", body = DomainView),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 409, description = "Already hosted", body = ErrorBody),
+        (status = 422, description = "Invalid domain", body = ErrorBody),
+        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+pub async fn add_domain(
+    state: axum::extract::State<ApiState>,
+    JsonBody(body): JsonBody<NewDomain>,
+) -> Result<(StatusCode, Json<DomainView>), Failure> {
+    let domain = parse_domain("domain", &body.domain)?;
+    let at = now();
+    state.cluster().write(Command::AddDomain { domain: domain.clone(), at }).await?;
+    Ok((StatusCode::CREATED, Json(DomainView { name: domain.to_string(), created_at: at.0 })))
+}
+
+#[utoipa::path(delete, path = "/api/domains/{domain}", tag = "domains",
+    params(("domain" = String, Path, description = "The hosted domain", example = "example.test")),
+    responses((status = 204, description = "Domain removed"),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "Not hosted", body = ErrorBody),
+        (status = 409, description = "Still has accounts or aliases", body = ErrorBody),
+        (status = 422, description = "Invalid domain", body = ErrorBody),
+        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+pub async fn remove_domain(
+    state: axum::extract::State<ApiState>,
+    PathText(domain): PathText,
+) -> Result<StatusCode, Failure> {
+    let domain = parse_domain("domain", &domain)?;
+    state.cluster().write(Command::RemoveDomain { domain }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/api/accounts", tag = "accounts", params(DomainFilter),
+    responses((status = 200, description = "Accounts", body = [AccountView]),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 422, description = "Invalid domain", body = ErrorBody)))]
+pub async fn list_accounts(
+    state: axum::extract::State<ApiState>,
+    QueryParams(filter): QueryParams<DomainFilter>,
+) -> Result<Json<Vec<AccountView>>, Failure> {
+    let domain = filter.domain.as_deref().map(|d| parse_domain("domain", d)).transpose()?;
+    let accounts = read(&state, "accounts", move |s| s.accounts(domain.as_ref())).await?;
+    Ok(Json(accounts.iter().map(AccountView::of).collect()))
+}
+
+#[utoipa::path(post, path = "/api/accounts", tag = "accounts", request_body = NewAccount,
+    responses((status = 201, description = "Account added with its INBOX, Sent, Drafts, Trash and Junk",
+            body = AccountCreated),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "Domain not hosted", body = ErrorBody),
+        (status = 409, description = "Address already taken", body = ErrorBody),
+        (status = 422, description = "Invalid address, password or quota", body = ErrorBody),
+        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+pub async fn add_account(
+    state: axum::extract::State<ApiState>,
+    JsonBody(body): JsonBody<NewAccount>,
+) -> Result<(StatusCode, Json<AccountCreated>), Failure> {
+    let address = parse_address("address", &body.address)?;
+    let (password, generated) = password_or_generated(body.password)?;
+    let password_hash = hash_password(password.clone()).await?;
+    let at = now();
+    let command = Command::AddAccount {
+        address: address.clone(),
+        password_hash,
+        quota_bytes: body.quota_bytes,
+        // As `maildr admin`: UIDVALIDITY from the clock, which the store raises past
+        // any value it gave before.
+        uid_validity: UidValidity(at.0.clamp(1, u32::MAX as i64) as u32),
+        at,
+    };
+    state.cluster().write(command).await?;
+    let created = AccountCreated {
+        address: address.to_string(),
+        quota_bytes: body.quota_bytes,
+        password: generated.then_some(password),
+    };
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+#[utoipa::path(get, path = "/api/accounts/{address}", tag = "accounts",
+    params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
+    responses((status = 200, description = "The account", body = AccountView),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 422, description = "Invalid address", body = ErrorBody)))]
+pub async fn get_account(
+    state: axum::extract::State<ApiState>,
+    PathText(address): PathText,
+) -> Result<Json<AccountView>, Failure> {
+    let address = parse_address("address", &address)?;
+    let wanted = address.clone();
+    match read(&state, "the account", move |s| s.account(&wanted)).await? {
+        Some(account) => Ok(Json(AccountView::of(&account))),
+        None => Err(Failure::new(StatusCode::NOT_FOUND, format!("no account {address}")).at("address")),
+    }
+}
+
+#[utoipa::path(delete, path = "/api/accounts/{address}", tag = "accounts",
+    params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
+    responses((status = 204, description = "Account removed with all its mail"),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 422, description = "Invalid address", body = ErrorBody),
+        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+pub async fn remove_account(
+    state: axum::extract::State<ApiState>,
+    PathText(address): PathText,
+) -> Result<StatusCode, Failure> {
+    let address = parse_address("address", &address)?;
+    state.cluster().write(Command::RemoveAccount { address }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(put, path = "/api/accounts/{address}/password", tag = "accounts", request_body = NewPassword,
+    params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
+    responses((status = 200, description = "Password changed", body = PasswordSet),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 422, description = "Invalid address or password", body = ErrorBody),
+        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+pub async fn set_password(
+    state: axum::extract::State<ApiState>,
+    PathText(address): PathText,
+    JsonBody(body): JsonBody<NewPassword>,
+) -> Result<Json<PasswordSet>, Failure> {
+    let address = parse_address("address", &address)?;
+    let (password, generated) = password_or_generated(body.password)?;
+    let password_hash = hash_password(password.clone()).await?;
+    state.cluster().write(Command::SetPassword { address: address.clone(), password_hash }).await?;
+    Ok(Json(PasswordSet { address: address.to_string(), password: generated.then_some(password) }))
+}
+
+#[utoipa::path(put, path = "/api/accounts/{address}/quota", tag = "accounts", request_body = NewQuota,
+    params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
+    responses((status = 200, description = "Quota set", body = AccountView),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "No such account", body = ErrorBody),
+        (status = 422, description = "Invalid address or quota", body = ErrorBody),
+        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+pub async fn set_quota(
+    state: axum::extract::State<ApiState>,
+    PathText(address): PathText,
+    JsonBody(body): JsonBody<NewQuota>,
+) -> Result<Json<AccountView>, Failure> {
+    let address = parse_address("address", &address)?;
+    state.cluster().write(Command::SetQuota { address: address.clone(), quota_bytes: body.quota_bytes }).await?;
+    let wanted = address.clone();
+    match read(&state, "the account", move |s| s.account(&wanted)).await? {
+        Some(account) => Ok(Json(AccountView::of(&account))),
+        // Removed by someone else right after: the quota was set, the account is gone.
+        None => Err(Failure::new(StatusCode::NOT_FOUND, format!("no account {address}")).at("address")),
+    }
+}
+
+#[utoipa::path(get, path = "/api/aliases", tag = "aliases", params(DomainFilter),
+    responses((status = 200, description = "Aliases", body = [AliasView]),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 422, description = "Invalid domain", body = ErrorBody)))]
+pub async fn list_aliases(
+    state: axum::extract::State<ApiState>,
+    QueryParams(filter): QueryParams<DomainFilter>,
+) -> Result<Json<Vec<AliasView>>, Failure> {
+    let domain = filter.domain.as_deref().map(|d| parse_domain("domain", d)).transpose()?;
+    let aliases = read(&state, "aliases", move |s| s.aliases(domain.as_ref())).await?;
+    Ok(Json(aliases.iter().map(alias_view).collect()))
+}
+
+fn alias_view(a: &maildr_store::Alias) -> AliasView {
+    AliasView { address: a.address.to_string(), targets: a.targets.iter().map(|t| t.to_string()).collect() }
+}
+
+#[utoipa::path(post, path = "/api/aliases", tag = "aliases", request_body = NewAlias,
+    responses((status = 201, description = "Target added to the alias (created if new)", body = AliasView),
+        (status = 400, description = "Not JSON", body = ErrorBody),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "Domain not hosted", body = ErrorBody),
+        (status = 409, description = "Address is an account, target exists or is not local", body = ErrorBody),
+        (status = 422, description = "Invalid address", body = ErrorBody),
+        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+pub async fn add_alias(
+    state: axum::extract::State<ApiState>,
+    JsonBody(body): JsonBody<NewAlias>,
+) -> Result<(StatusCode, Json<AliasView>), Failure> {
+    let alias = parse_address("alias", &body.alias)?;
+    let target = parse_address("target", &body.target)?;
+    state.cluster().write(Command::AddAlias { alias: alias.clone(), target: target.clone() }).await?;
+    let domain = alias.domain();
+    let all = read(&state, "aliases", move |s| s.aliases(Some(&domain))).await?;
+    let view = all
+        .iter()
+        .find(|a| a.address == alias)
+        .map(alias_view)
+        .unwrap_or_else(|| AliasView { address: alias.to_string(), targets: vec![target.to_string()] });
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+#[utoipa::path(delete, path = "/api/aliases/{address}", tag = "aliases",
+    params(("address" = String, Path, description = "The alias address", example = "team@example.test"), AliasTarget),
+    responses((status = 204, description = "Alias (or the one target) removed"),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "No such alias or target", body = ErrorBody),
+        (status = 422, description = "Invalid address", body = ErrorBody),
+        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+pub async fn remove_alias(
+    state: axum::extract::State<ApiState>,
+    PathText(address): PathText,
+    QueryParams(query): QueryParams<AliasTarget>,
+) -> Result<StatusCode, Failure> {
+    let alias = parse_address("address", &address)?;
+    let target = query.target.as_deref().map(|t| parse_address("target", t)).transpose()?;
+    state.cluster().write(Command::RemoveAlias { alias, target }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,24 @@
+//! The request handlers, one module per area; each reads through the cluster's
+//! store on the blocking pool and changes state only through `Cluster::write`.
+
+pub mod admin;
+pub mod cluster;
+pub mod control;
+
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The process is up and serving HTTP.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Live {
+    /// Always `true`.
+    pub live: bool,
+}
+
+/// Liveness: answers as long as the process serves HTTP; needs no token.
+#[utoipa::path(get, path = "/api/health/live", tag = "health", security(()),
+    responses((status = 200, description = "The process is up", body = Live)))]
+pub async fn live() -> Json<Live> {
+    Json(Live { live: true })
+}

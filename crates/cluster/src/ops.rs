@@ -1,0 +1,453 @@
+//! Operator actions on a whole cluster: every member's status, planned switchover and
+//! cross-site verification, shared by `maildr cluster` and the admin HTTP API.
+//!
+//! They talk to running sites over the replication channel, presenting the cluster
+//! secret, exactly as sites talk to each other, and return typed reports; printing
+//! them is the caller's business. They never open a site's files: everything they
+//! report is what the sites say, and they never change state except through a
+//! site's own control requests (`HandOver`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use maildr_config::{ClusterMember, ClusterSection, SiteConfig, SiteRole};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::raft::network::{PeerCallError, PeerClient};
+use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
+use crate::status::{MailboxDigest, SiteStatus};
+
+/// How long one control request may take, unless the caller says otherwise.
+pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long `verify` keeps trying to read every site at one applied index.
+pub const VERIFY_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a site waits to apply the index `verify` asks it to reach.
+const VERIFY_APPLY_WAIT_MS: u64 = 10_000;
+
+/// Pause between two attempts of `verify` while writes keep coming.
+const VERIFY_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// Why an operator action did not happen (or not completely).
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("site {0} has no [[cluster.members]]: it is not part of a cluster")]
+    NotACluster(String),
+    #[error("no member site {site:?}; members are {members}")]
+    UnknownMember { site: String, members: String },
+    #[error("{site} is a {role} site; only data sites become primary")]
+    NotADataSite { site: String, role: &'static str },
+    #[error("no primary is known; switchover needs one")]
+    NoPrimary,
+    #[error("the primary (node {0}) is not in this config")]
+    PrimaryNotConfigured(u64),
+    /// The site got no answer through.
+    #[error(transparent)]
+    Unreachable(#[from] PeerCallError),
+    /// The site answered with a refusal (for a switchover: the target is not a
+    /// caught-up data site, a hand-over is already running, …).
+    #[error("site {site}: {reason}")]
+    Refused { site: String, reason: String },
+    /// The site answered something this version does not expect.
+    #[error("site {site} answered {what}")]
+    Unexpected { site: String, what: String },
+    #[error("fewer than two sites answered; nothing to compare (unreachable: {0})")]
+    TooFewSites(String),
+    #[error("sites kept applying new entries; could not read them all at one index within {0} s")]
+    KeptApplying(u64),
+}
+
+/// Talks to the sites named in one site's cluster configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlClient {
+    site: String,
+    cluster: ClusterSection,
+}
+
+impl ControlClient {
+    /// From a site's whole configuration (the `maildr cluster` commands).
+    pub fn new(config: SiteConfig) -> Result<ControlClient, OpsError> {
+        ControlClient::from_cluster(&config.site.name, config.cluster)
+    }
+
+    /// From the `[cluster]` section of the site named `site`; refused when the
+    /// section names no members (a site alone).
+    pub fn from_cluster(site: &str, cluster: ClusterSection) -> Result<ControlClient, OpsError> {
+        if cluster.members.is_empty() {
+            return Err(OpsError::NotACluster(site.to_string()));
+        }
+        if !cluster.members.iter().any(|m| m.node_id == cluster.node_id) {
+            // The config check refuses this too; a client built by hand must not panic later.
+            return Err(OpsError::UnknownMember {
+                site: format!("node {}", cluster.node_id),
+                members: names(&cluster),
+            });
+        }
+        Ok(ControlClient { site: site.to_string(), cluster })
+    }
+
+    /// The site whose config this is.
+    pub fn local(&self) -> &ClusterMember {
+        self.cluster.members.iter().find(|m| m.node_id == self.cluster.node_id).expect("checked in from_cluster")
+    }
+
+    pub fn members(&self) -> &[ClusterMember] {
+        &self.cluster.members
+    }
+
+    /// The name of the site whose config this is.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    fn client(&self, member: &ClusterMember) -> PeerClient {
+        // Our own site is reached at its listen address; others at the configured
+        // address (in the lab: through this site's fault-proxy link).
+        let addr =
+            if member.node_id == self.cluster.node_id { self.cluster.listen.to_string() } else { member.addr.clone() };
+        PeerClient::new(
+            member.node_id,
+            member.site.clone(),
+            addr,
+            self.cluster.secret.clone().unwrap_or_default(),
+            None,
+        )
+    }
+
+    /// This site's replication listener.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.cluster.listen
+    }
+
+    pub async fn call(&self, member: &ClusterMember, request: ControlRequest) -> Result<ControlResponse, OpsError> {
+        self.call_with_timeout(member, request, CONTROL_TIMEOUT).await
+    }
+
+    pub async fn call_with_timeout(
+        &self,
+        member: &ClusterMember,
+        request: ControlRequest,
+        timeout: Duration,
+    ) -> Result<ControlResponse, OpsError> {
+        let client = self.client(member);
+        match client.call(&PeerRequest::Control(request), timeout, false).await? {
+            PeerResponse::Control(Ok(response)) => Ok(response),
+            PeerResponse::Control(Err(reason)) => Err(OpsError::Refused { site: member.site.clone(), reason }),
+            other => Err(OpsError::Unexpected { site: member.site.clone(), what: format!("{other:?}") }),
+        }
+    }
+
+    pub async fn status_of(&self, member: &ClusterMember) -> Result<SiteStatus, OpsError> {
+        self.status_within(member, CONTROL_TIMEOUT).await
+    }
+
+    /// The member's own status, asked with a deadline.
+    pub async fn status_within(&self, member: &ClusterMember, timeout: Duration) -> Result<SiteStatus, OpsError> {
+        match self.call_with_timeout(member, ControlRequest::Status, timeout).await? {
+            ControlResponse::Status(s) => Ok(*s),
+            other => Err(OpsError::Unexpected { site: member.site.clone(), what: format!("status with {other:?}") }),
+        }
+    }
+
+    pub fn member_named(&self, site: &str) -> Result<&ClusterMember, OpsError> {
+        self.members()
+            .iter()
+            .find(|m| m.site == site)
+            .ok_or_else(|| OpsError::UnknownMember { site: site.to_string(), members: names(&self.cluster) })
+    }
+}
+
+fn names(cluster: &ClusterSection) -> String {
+    cluster.members.iter().map(|m| m.site.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+/// Every member's view as `maildr cluster status --json` prints it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClusterStatus {
+    /// Site name of the primary, as the answering sites agree.
+    pub leader: Option<String>,
+    pub term: Option<u64>,
+    pub members: Vec<MemberView>,
+}
+
+/// One member: its configured role and, when it answered, its own status.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MemberView {
+    pub site: String,
+    pub node_id: u64,
+    /// `data`, `witness` or `standby`, from the configuration.
+    pub role: String,
+    pub reachable: bool,
+    /// Why the member did not answer.
+    pub error: Option<String>,
+    pub state: Option<String>,
+    pub term: Option<u64>,
+    pub leader: Option<String>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// Entries the member lacks, as the primary sees it (0 for the primary).
+    pub lag_entries: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    /// As the asking site sees it (0 for itself).
+    pub last_heard_ms_ago: Option<u64>,
+    pub missing_bodies: Option<u64>,
+    pub status: Option<SiteStatus>,
+}
+
+/// Ask every member for its status (all at once, each within `timeout`) and put
+/// the answers together: who is primary, and each member's lag as the primary sees it.
+pub async fn cluster_status(client: &ControlClient, timeout: Duration) -> ClusterStatus {
+    let mut asking = tokio::task::JoinSet::new();
+    for (i, member) in client.members().iter().enumerate() {
+        let (client, member) = (client.clone(), member.clone());
+        asking.spawn(async move { (i, client.status_within(&member, timeout).await.map_err(|e| e.to_string())) });
+    }
+    let mut by_index: BTreeMap<usize, Result<SiteStatus, String>> = BTreeMap::new();
+    while let Some(joined) = asking.join_next().await {
+        match joined {
+            Ok((i, answer)) => {
+                by_index.insert(i, answer);
+            }
+            Err(e) => tracing::warn!(error = %e, "a status query task failed"),
+        }
+    }
+    let answers: Vec<(&ClusterMember, Result<SiteStatus, String>)> = client
+        .members()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m, by_index.remove(&i).unwrap_or_else(|| Err("status query failed".into()))))
+        .collect();
+    let statuses: BTreeMap<u64, &SiteStatus> =
+        answers.iter().filter_map(|(m, a)| a.as_ref().ok().map(|s| (m.node_id, s))).collect();
+    let site_of = |id: u64| client.members().iter().find(|m| m.node_id == id).map(|m| m.site.clone());
+    // The primary is the reachable site that says it leads in the highest term.
+    let primary = statuses.values().filter(|s| s.state == "Leader").max_by_key(|s| s.term);
+    let leader = primary.map(|p| p.node_id);
+    let local_id = client.local().node_id;
+    let mut members = Vec::new();
+    for (member, answer) in &answers {
+        let s = answer.as_ref().ok();
+        let from_primary = primary.and_then(|p| p.peers.iter().find(|peer| peer.node_id == member.node_id));
+        let from_local =
+            statuses.get(&local_id).and_then(|l| l.peers.iter().find(|peer| peer.node_id == member.node_id));
+        let is_leader = Some(member.node_id) == leader;
+        members.push(MemberView {
+            site: member.site.clone(),
+            node_id: member.node_id,
+            role: member.role.name().into(),
+            reachable: answer.is_ok(),
+            error: answer.as_ref().err().cloned(),
+            state: s.map(|s| s.state.clone()),
+            term: s.map(|s| s.term),
+            leader: s.and_then(|s| s.leader).and_then(site_of),
+            last_log_index: s.and_then(|s| s.last_log_index),
+            applied_index: s.and_then(|s| s.applied_index),
+            lag_entries: if is_leader { Some(0) } else { from_primary.and_then(|p| p.lag_entries) },
+            lag_seconds: if is_leader { Some(0.0) } else { from_primary.and_then(|p| p.lag_seconds) },
+            last_heard_ms_ago: if member.node_id == local_id {
+                Some(0)
+            } else {
+                from_local.and_then(|p| p.last_heard_ms_ago)
+            },
+            missing_bodies: s.map(|s| s.missing_bodies),
+            status: s.cloned(),
+        });
+    }
+    ClusterStatus { leader: leader.and_then(site_of), term: primary.map(|p| p.term), members }
+}
+
+/// The outcome of a planned switchover.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SwitchoverReport {
+    /// The new primary's site name.
+    pub primary: String,
+    /// The term it leads in.
+    pub term: u64,
+    /// The longest time writes were unavailable, as measured by the old primary.
+    pub unavailable_ms: u64,
+}
+
+/// Planned switchover: ask the primary to hand its lead to data site `to`. The
+/// primary refuses unless `to` is healthy and caught up.
+pub async fn switchover(client: &ControlClient, to: &str) -> Result<SwitchoverReport, OpsError> {
+    let target = client.member_named(to)?.clone();
+    if target.role != SiteRole::Data {
+        return Err(OpsError::NotADataSite { site: to.to_string(), role: target.role.name() });
+    }
+    let local = client.local().clone();
+    let leader = client.status_of(&local).await?.leader.ok_or(OpsError::NoPrimary)?;
+    let primary =
+        client.members().iter().find(|m| m.node_id == leader).ok_or(OpsError::PrimaryNotConfigured(leader))?.clone();
+    match client.call(&primary, ControlRequest::HandOver { to: target.node_id }).await? {
+        ControlResponse::BecamePrimary { unavailable_ms, term } => {
+            Ok(SwitchoverReport { primary: to.to_string(), term, unavailable_ms })
+        }
+        other => Err(OpsError::Unexpected { site: primary.site, what: format!("switchover with {other:?}") }),
+    }
+}
+
+/// What `maildr cluster verify` found.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct VerifyReport {
+    /// The applied index every compared site was read at.
+    pub applied_index: u64,
+    /// The sites compared.
+    pub sites: Vec<String>,
+    pub unreachable: Vec<String>,
+    /// Mailboxes compared.
+    pub mailboxes: usize,
+    pub diverging: Vec<Divergence>,
+}
+
+/// A mailbox whose state differs between sites.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Divergence {
+    pub mailbox: u64,
+    pub name: String,
+    /// Each site's view of the mailbox: a `MailboxDigest`, or `null` when the site
+    /// has no such mailbox.
+    #[schema(value_type = Object)]
+    pub by_site: BTreeMap<String, Option<MailboxDigest>>,
+    /// With `--messages`: for each site, the UIDs whose record differs from the
+    /// first site's (or exists on one side only).
+    pub differing_uids: BTreeMap<String, Vec<u32>>,
+}
+
+impl VerifyReport {
+    /// The report as `maildr cluster verify` prints it.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "compared {} mailboxes on {} at applied index {}\n",
+            self.mailboxes,
+            self.sites.join(", "),
+            self.applied_index
+        );
+        for site in &self.unreachable {
+            out.push_str(&format!("not compared: {site} is unreachable\n"));
+        }
+        if self.diverging.is_empty() {
+            out.push_str("no divergence\n");
+        }
+        for d in &self.diverging {
+            out.push_str(&format!("DIVERGES: mailbox {} ({})\n", d.mailbox, d.name));
+            for (site, digest) in &d.by_site {
+                match digest {
+                    Some(g) => out.push_str(&format!(
+                        "  {site}: {} messages, uidnext {}, digest {}\n",
+                        g.message_count, g.uid_next, g.digest
+                    )),
+                    None => out.push_str(&format!("  {site}: no such mailbox\n")),
+                }
+            }
+            for (site, uids) in &d.differing_uids {
+                out.push_str(&format!("  {site} differs in UIDs {uids:?}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Compare digests of every reachable site at the same applied index: ask the
+/// sites for their applied index, have every site wait until it applied at least
+/// the highest, read digests with the index they were read at, and retry while
+/// sites read at different indexes (writes kept coming).
+pub async fn verify(client: &ControlClient, list_messages: bool) -> Result<VerifyReport, OpsError> {
+    let deadline = Instant::now() + VERIFY_DEADLINE;
+    loop {
+        let mut statuses = Vec::new();
+        for member in client.members() {
+            if let Ok(s) = client.status_of(member).await {
+                statuses.push((member.clone(), s));
+            }
+        }
+        let target = statuses.iter().filter_map(|(_, s)| s.applied_index).max().unwrap_or(0);
+        let mut reads = Vec::new();
+        let mut unreachable = Vec::new();
+        for member in client.members() {
+            let request = ControlRequest::Digests { applied_at_least: target, wait_ms: VERIFY_APPLY_WAIT_MS };
+            match client.call(member, request).await {
+                Ok(ControlResponse::Digests { applied_index, mailboxes }) => {
+                    reads.push((member.clone(), applied_index, mailboxes))
+                }
+                Ok(other) => {
+                    return Err(OpsError::Unexpected {
+                        site: member.site.clone(),
+                        what: format!("digests with {other:?}"),
+                    })
+                }
+                Err(e) => {
+                    tracing::warn!(site = %member.site, error = %e, "not compared");
+                    unreachable.push(member.site.clone());
+                }
+            }
+        }
+        if reads.len() < 2 {
+            return Err(OpsError::TooFewSites(unreachable.join(", ")));
+        }
+        let index = reads[0].1;
+        if reads.iter().any(|(_, i, _)| *i != index) {
+            if Instant::now() > deadline {
+                return Err(OpsError::KeptApplying(VERIFY_DEADLINE.as_secs()));
+            }
+            tokio::time::sleep(VERIFY_RETRY_PAUSE).await;
+            continue;
+        }
+        let mut by_mailbox: BTreeMap<u64, BTreeMap<String, Option<MailboxDigest>>> = BTreeMap::new();
+        for (member, _, mailboxes) in &reads {
+            for m in mailboxes {
+                by_mailbox.entry(m.mailbox).or_default().insert(member.site.clone(), Some(m.clone()));
+            }
+        }
+        let mailboxes = by_mailbox.len();
+        let mut diverging = Vec::new();
+        for (mailbox, mut views) in by_mailbox {
+            for (member, _, _) in &reads {
+                views.entry(member.site.clone()).or_insert(None);
+            }
+            let first = views.values().next().cloned().flatten();
+            if views.values().all(|v| *v == first) {
+                continue;
+            }
+            let name = views.values().flatten().next().map(|m| m.name.clone()).unwrap_or_default();
+            let mut differing_uids = BTreeMap::new();
+            if list_messages {
+                let mut lists = Vec::new();
+                for (member, _, _) in &reads {
+                    let list = match client.call(member, ControlRequest::Messages { mailbox }).await? {
+                        ControlResponse::Messages(list) => list,
+                        other => {
+                            return Err(OpsError::Unexpected {
+                                site: member.site.clone(),
+                                what: format!("messages with {other:?}"),
+                            })
+                        }
+                    };
+                    lists.push((member.site.clone(), list));
+                }
+                let (_, reference) = &lists[0];
+                for (site, list) in &lists[1..] {
+                    let mut uids: Vec<u32> = list
+                        .iter()
+                        .filter(|m| !reference.iter().any(|r| r.same_state(m)))
+                        .map(|m| m.uid)
+                        .chain(reference.iter().filter(|r| !list.iter().any(|m| r.same_state(m))).map(|m| m.uid))
+                        .collect();
+                    uids.sort_unstable();
+                    uids.dedup();
+                    differing_uids.insert(site.clone(), uids);
+                }
+            }
+            diverging.push(Divergence { mailbox, name, by_site: views, differing_uids });
+        }
+        return Ok(VerifyReport {
+            applied_index: index,
+            sites: reads.iter().map(|(m, _, _)| m.site.clone()).collect(),
+            unreachable,
+            mailboxes,
+            diverging,
+        });
+    }
+}
