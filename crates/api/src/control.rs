@@ -87,9 +87,10 @@ impl ControlPlane for maildr_control::ControlPlane {
 
     fn dns_records(&self) -> ControlFuture<'_, serde_json::Value> {
         Box::pin(async move {
-            Err(ControlPlaneError::NotImplemented(
-                "the control plane does not expose the served DNS records yet".into(),
-            ))
+            match maildr_control::ControlPlane::dns_records(self) {
+                Some(records) => json(records),
+                None => Err(ControlPlaneError::NotImplemented("this site runs no DNS server (dns.listen)".into())),
+            }
         })
     }
 

@@ -96,6 +96,10 @@ fn write_endpoints(data_dir: &Path, value: &serde_json::Value) -> Result<()> {
 }
 
 pub async fn run(args: ServeArgs) -> Result<()> {
+    // Before anything is announced: a supervisor may send SIGTERM as soon as the
+    // site says it is up, and that must stop it cleanly, not kill it.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     let config = load_config(args.config.as_deref(), args.dev, args.data_dir.as_deref())?;
     crate::init_logging(&config.log.level);
     let data_dir = config.site.data_dir.clone();
@@ -127,8 +131,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = start_control_plane(&config, &data_dir, &cluster, stop_rx.clone())?;
     let dns_addr = start_dns(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
+    let api_addr = start_api(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
     if !config.role().serves_mail() {
-        return serve_without_mail(&config, &data_dir, cluster, stop_tx).await;
+        return serve_without_mail(&config, &data_dir, cluster, stop_tx, &mut term).await;
     }
     let tls_files = tls::ensure_files(
         &data_dir,
@@ -158,11 +163,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "role": config.role().name(),
         "replication": cluster.replication().map(|r| r.listen_addr().to_string()),
         "dns": dns_addr.map(|a| a.to_string()),
+        "api": api_addr.map(|a| a.to_string()),
     });
     write_endpoints(&data_dir, &endpoints)?;
     let mut listing: Vec<String> = addrs.iter().map(|(k, a)| format!("{} {}", k.name(), a)).collect();
     listing.extend(imap_listeners.local_addrs().iter().map(|(k, a)| format!("{} {}", k.name(), a)));
     listing.extend(dns_addr.map(|a| format!("dns {a}")));
+    listing.extend(api_addr.map(|a| format!("api http://{a}")));
     println!("maildr site {} serving from {}: {}", config.site.name, data_dir.display(), listing.join(", "));
     if let Some(ca) = &tls_files.ca {
         println!("clients trust the lab CA in {}", ca.display());
@@ -173,7 +180,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         SmtpService::new(cluster.clone(), config.smtp.clone(), config.site.hostname.clone(), Some(tls_config));
     let smtp_server = tokio::spawn(maildr_smtp::serve(service, listeners, stop_rx.clone()));
     let imap_server = tokio::spawn(maildr_imap::serve(imap_service, imap_listeners, stop_rx));
-    wait_for_stop_signal().await;
+    wait_for_stop_signal(&mut term).await;
     tracing::info!("stopping: no new connections; sessions get a few seconds to finish");
     let _ = stop_tx.send(true);
     let _ = smtp_server.await;
@@ -201,6 +208,32 @@ fn start_control_plane(
     let plane = maildr_control::ControlPlane::start(cluster.clone(), config, data_dir, stop)
         .context("starting the control plane")?;
     Ok(Some(plane))
+}
+
+/// The admin HTTP API, when `api.listen` is set; its address.
+async fn start_api(
+    config: &SiteConfig,
+    cluster: &Cluster,
+    control: Option<&Arc<maildr_control::ControlPlane>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<std::net::SocketAddr>> {
+    let (Some(listen), Some(token)) = (config.api.listen, config.api.token.clone()) else {
+        return Ok(None);
+    };
+    let settings = maildr_api::ApiSettings { listen, token, site: config.site.name.clone() };
+    let mut state =
+        maildr_api::ApiState::new(&settings, cluster.clone(), &config.cluster).context("starting the admin API")?;
+    if let Some(plane) = control {
+        state = state.with_control_plane(Arc::clone(plane) as Arc<dyn maildr_api::ControlPlane>);
+    }
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("admin API on {listen}"))?;
+    let addr = listener.local_addr().with_context(|| format!("admin API on {listen}"))?;
+    tokio::spawn(async move {
+        if let Err(e) = maildr_api::serve(listener, state, stop).await {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+    });
+    Ok(Some(addr))
 }
 
 /// The authoritative DNS server, fed from the committed steering; its address.
@@ -252,6 +285,7 @@ async fn serve_without_mail(
     data_dir: &Path,
     cluster: Cluster,
     stop: tokio::sync::watch::Sender<bool>,
+    term: &mut tokio::signal::unix::Signal,
 ) -> Result<()> {
     let replication = cluster.replication().expect("only cluster members have roles without mail").clone();
     let endpoints = serde_json::json!({
@@ -268,16 +302,14 @@ async fn serve_without_mail(
         config.role().name(),
         replication.listen_addr()
     );
-    wait_for_stop_signal().await;
+    wait_for_stop_signal(term).await;
     tracing::info!("stopping");
     let _ = stop.send(true);
     replication.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+async fn wait_for_stop_signal(term: &mut tokio::signal::unix::Signal) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
