@@ -171,6 +171,21 @@ impl Lab {
         report
     }
 
+    /// GET `path` from `site`'s admin API with the lab's token, through curl; the
+    /// JSON answer.
+    pub fn api_get(&self, site: &str, path: &str) -> Value {
+        let token = self.status["api_token"].as_str().expect("lab status has the API token").to_string();
+        let url = format!("http://{}:2780{path}", self.ip(site));
+        let output = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--max-time", "10", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(&url)
+            .output()
+            .expect("running curl");
+        let body = ok(output, &format!("GET {url}"));
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: not JSON ({e}): {body}"))
+    }
+
     pub fn links_control(&self) -> String {
         self.status["links"]["control"].as_str().unwrap().trim_start_matches("http://").to_string()
     }
