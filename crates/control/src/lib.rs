@@ -59,30 +59,6 @@ pub struct EventView {
     pub source: String,
 }
 
-/// The committed steering as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SteeringView {
-    pub serial: u32,
-    pub primary: Option<String>,
-    pub mx: Vec<String>,
-    pub down: Vec<String>,
-    pub reason: String,
-    pub changed_at_ms: i64,
-}
-
-impl From<Steering> for SteeringView {
-    fn from(s: Steering) -> SteeringView {
-        SteeringView {
-            serial: s.serial,
-            primary: s.primary,
-            mx: s.mx,
-            down: s.down,
-            reason: s.reason,
-            changed_at_ms: s.changed_at_ms,
-        }
-    }
-}
-
 /// What one observer says, or that it could not be asked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ObserverReport {
@@ -109,7 +85,7 @@ pub struct HealthReport {
     pub primary: Option<String>,
     pub observers: Vec<ObserverReport>,
     pub verdicts: Vec<SiteVerdict>,
-    pub steering: Option<SteeringView>,
+    pub steering: Option<Steering>,
 }
 
 /// The DNS records a site serves.
@@ -239,8 +215,8 @@ impl ControlPlane {
     }
 
     /// The committed steering, as applied here.
-    pub fn steering(&self) -> Option<SteeringView> {
-        self.cluster.store().steering().ok().flatten().map(SteeringView::from)
+    pub fn steering(&self) -> Option<Steering> {
+        self.cluster.store().steering().ok().flatten()
     }
 
     /// Every observer's view (peers asked now), the votes and the committed steering.

@@ -79,6 +79,16 @@ pub fn verify_password(phc: &str, password: &str) -> bool {
     }
 }
 
+/// A random password of 20 letters and digits, without look-alikes (0/O, 1/l/I),
+/// for accounts created without one.
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    const GENERATED_PASSWORD_LEN: usize = 20;
+    let mut rng = rand::thread_rng();
+    (0..GENERATED_PASSWORD_LEN).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
+}
+
 /// Hash a password for storage (argon2id, random salt).
 pub fn hash_password(password: &str) -> String {
     use argon2::password_hash::{PasswordHasher, SaltString};

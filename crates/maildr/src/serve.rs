@@ -48,13 +48,7 @@ pub fn open_store(data_dir: &Path) -> Result<Store> {
     }
 }
 
-/// A random password of 20 letters and digits.
-pub fn generate_password() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::thread_rng();
-    (0..20).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
-}
+pub use maildr_frontend::generate_password;
 
 /// Commands that create an account with a fresh password hash and UIDVALIDITY.
 pub fn add_account_command(address: &EmailAddress, password: &str, quota_bytes: u64) -> Command {

@@ -104,8 +104,14 @@ fn killing_the_primary_moves_mail_and_mx_to_the_survivor_and_clients_follow_dns(
     let bj = health["verdicts"].as_array().unwrap().iter().find(|v| v["site"] == "bj").unwrap().clone();
     assert_eq!((bj["majority_down"].as_bool(), bj["listed"].as_bool()), (Some(true), Some(false)), "{health:#}");
     let served_records = lab.api_get("sh", "/api/dns/records");
-    assert!(served_records["records"].as_array().unwrap().iter().any(|r| r["name"] == "mail.example.test."
-        && r["data"] == lab.ip("sh")), "{served_records:#}");
+    assert!(
+        served_records["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "mail.example.test." && r["data"] == lab.ip("sh")),
+        "{served_records:#}"
+    );
     // The old primary comes back: once caught up and past the hold-down it is
     // listed again, after the new primary; mail. stays where the primary is.
     lab.start("bj");
@@ -124,9 +130,10 @@ fn one_observer_with_a_broken_link_does_not_move_dns_and_a_majority_does() {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let health = lab.api_get("bj", "/api/health");
-        let hz_says_sh_up = health["observers"].as_array().unwrap().iter().find(|o| o["observer"] == "hz").and_then(
-            |o| o["observations"]["targets"].as_array()?.iter().find(|t| t["site"] == "sh")?["up"].as_bool(),
-        );
+        let hz_says_sh_up =
+            health["observers"].as_array().unwrap().iter().find(|o| o["observer"] == "hz").and_then(|o| {
+                o["observations"]["targets"].as_array()?.iter().find(|t| t["site"] == "sh")?["up"].as_bool()
+            });
         if hz_says_sh_up == Some(false) {
             let sh = health["verdicts"].as_array().unwrap().iter().find(|v| v["site"] == "sh").unwrap().clone();
             assert_eq!(sh["votes"]["down"], 1, "{health:#}");

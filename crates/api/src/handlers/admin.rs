@@ -22,25 +22,14 @@ use crate::ApiState;
 /// Longest password accepted, in bytes (as `maildr admin`).
 pub const PASSWORD_LEN_MAX_BYTES: usize = 1024;
 
-/// Length of a generated password, in characters.
-pub const GENERATED_PASSWORD_LEN: usize = 20;
-
 fn now() -> UnixSeconds {
     UnixSeconds(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
-}
-
-/// A random password of letters and digits, without look-alikes (as `maildr admin`).
-fn generate_password() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::thread_rng();
-    (0..GENERATED_PASSWORD_LEN).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char).collect()
 }
 
 /// The given password checked against its bounds, or a generated one (`true`).
 fn password_or_generated(given: Option<String>) -> Result<(String, bool), Failure> {
     match given {
-        None => Ok((generate_password(), true)),
+        None => Ok((maildr_frontend::generate_password(), true)),
         Some(p) if p.is_empty() => Err(Failure::invalid("password", "password: must not be empty")),
         Some(p) if p.len() > PASSWORD_LEN_MAX_BYTES => {
             Err(Failure::invalid("password", format!("password: longer than {PASSWORD_LEN_MAX_BYTES} bytes")))
