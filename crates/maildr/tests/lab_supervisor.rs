@@ -172,9 +172,14 @@ fn a_lab_comes_up_with_three_sites_and_goes_down_without_a_trace() {
         ] {
             assert_eq!(ports[key], port, "{name} {key}");
         }
-        assert!(ports["dns"].is_null() && ports["http"].is_null());
+        if role == "data" {
+            assert_eq!((ports["dns"].as_u64(), ports["http"].as_u64()), (Some(5353), Some(2780)), "{name}");
+        } else {
+            assert!(ports["dns"].is_null() && ports["http"].is_null(), "the witness serves no DNS and no API");
+        }
         assert!(Path::new(s["config"].as_str().unwrap()).is_file());
     }
+    assert!(status["api_token"].as_str().is_some_and(|t| t.len() >= 16), "{status:#}");
     let accounts = status["accounts"].as_array().unwrap();
     let addresses: Vec<&str> = accounts.iter().map(|a| a["address"].as_str().unwrap()).collect();
     assert_eq!(addresses, ["probe@example.test", "alice@example.test", "bob@example.test"]);
