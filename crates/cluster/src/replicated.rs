@@ -523,7 +523,8 @@ impl Replicated {
         }
     }
 
-    /// Store a body here and on at least one other site before returning.
+    /// Store a body here and on at least one other site before returning (here only,
+    /// when this site is the only voter: its log then commits here alone too).
     pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
         let started = Instant::now();
         let body = Arc::new(body);
@@ -555,6 +556,11 @@ impl Replicated {
             });
         }
         drop(tx);
+        if self.sole_voter() {
+            // A site promoted by a forced failover is its own quorum until others
+            // rejoin: its log commits on this one site, and so may bodies.
+            return Ok(local);
+        }
         let mut failures = 0;
         while let Some(ok) = rx.recv().await {
             if ok {
@@ -620,6 +626,12 @@ impl Replicated {
             }
         }
         Err(format!("body {hash}: {}", reasons.join("; ")))
+    }
+
+    /// Whether this site is the only voter (after a forced failover, until others rejoin).
+    fn sole_voter(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().voter_ids().eq([self.me])
     }
 
     /// This site's view of itself and its peers.
