@@ -122,7 +122,7 @@ pub struct Replicated {
     me: NodeId,
     site: String,
     /// The role this site acts in: the configured one, or `data` once promoted.
-    role: SiteRole,
+    effective_role: SiteRole,
     configured_role: SiteRole,
     data_dir: PathBuf,
     election_timeout_max_ms: u64,
@@ -252,7 +252,7 @@ impl Replicated {
         let site = Arc::new(Replicated {
             me,
             site: site.to_string(),
-            role,
+            effective_role: role,
             configured_role: member.role,
             data_dir: data_dir.to_path_buf(),
             election_timeout_max_ms: cluster.election_timeout_max_ms,
@@ -372,7 +372,7 @@ impl Replicated {
     /// The role this site acts in: its configured role, or `data` once a forced
     /// failover promoted it (it then serves mail).
     pub fn effective_role(&self) -> SiteRole {
-        self.role
+        self.effective_role
     }
 
     /// Resolves once this site asks its owner to restart it (a forced failover was
@@ -674,7 +674,7 @@ impl Replicated {
         SiteStatus {
             site: self.site.clone(),
             node_id: self.me,
-            role: self.role.name().into(),
+            role: self.effective_role.name().into(),
             state: format!("{:?}", m.state),
             term: m.current_term,
             leader: m.current_leader,
@@ -702,13 +702,8 @@ impl Replicated {
     fn note_primary_contact(&self, primary: Option<NodeId>, term: u64, committed: Option<u64>) {
         let Some(primary) = primary else { return };
         let last_log_index_then = self.raft.metrics().borrow().last_log_index;
-        let contact = PrimaryContact {
-            primary,
-            term,
-            heard_ms_ago: 0,
-            primary_committed_index: committed,
-            last_log_index_then,
-        };
+        let contact =
+            PrimaryContact { primary, term, heard_ms_ago: 0, primary_committed_index: committed, last_log_index_then };
         *self.primary_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), contact));
     }
 
@@ -720,9 +715,8 @@ impl Replicated {
             return Some(format!("{} is being promoted by a forced failover", self.site));
         }
         self.forced_failover.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?;
-        let member = from.is_some_and(|id| {
-            self.raft.metrics().borrow().membership_config.membership().get_node(&id).is_some()
-        });
+        let member =
+            from.is_some_and(|id| self.raft.metrics().borrow().membership_config.membership().get_node(&id).is_some());
         (!member).then(|| {
             format!(
                 "{} was promoted by a forced failover and node {from:?} is not in its membership: wipe that site's \
@@ -969,8 +963,8 @@ impl Replicated {
     }
 
     async fn become_primary(&self) -> Result<ControlResponse, String> {
-        if self.role != SiteRole::Data {
-            return Err(format!("{} is a {} site; only data sites become primary", self.site, self.role.name()));
+        if self.effective_role != SiteRole::Data {
+            return Err(format!("{} is a {} site; only data sites become primary", self.site, self.effective_role.name()));
         }
         let m = self.raft.metrics().borrow().clone();
         if m.current_leader == Some(self.me) {
@@ -1417,7 +1411,7 @@ async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
                     }
                 }
                 drop(caught_up);
-                if site.role == SiteRole::Witness && last_handover.is_none_or(|t| t.elapsed() >= HANDOVER_RETRY) {
+                if site.effective_role == SiteRole::Witness && last_handover.is_none_or(|t| t.elapsed() >= HANDOVER_RETRY) {
                     let ready = m.replication.as_ref().and_then(|r| {
                         r.iter()
                             .filter(|(node, matched)| {

@@ -210,8 +210,8 @@ pub async fn run(action: ClusterAction) -> Result<()> {
         ClusterAction::Failover { force, to, config, accept_data_loss, by } => {
             anyhow::ensure!(force, "a forced failover needs --force");
             let config = SiteConfig::load(&config)?;
-            let silence_ms = maildr_cluster::replicated::PRIMARY_SILENCE_ELECTION_TIMEOUTS
-                * config.cluster.election_timeout_max_ms;
+            let silence_ms =
+                maildr_cluster::replicated::PRIMARY_SILENCE_ELECTION_TIMEOUTS * config.cluster.election_timeout_max_ms;
             failover(&ControlClient::new(config)?, &to, accept_data_loss, &by, silence_ms).await
         }
         ClusterAction::Rejoin { config } => {
@@ -309,7 +309,10 @@ async fn failover(client: &ControlClient, to: &str, accept_data_loss: bool, by: 
             }
         }
         if Instant::now() >= deadline {
-            bail!("{to} accepted the forced failover but does not lead after {} s; see its log", FAILOVER_WAIT.as_secs());
+            bail!(
+                "{to} accepted the forced failover but does not lead after {} s; see its log",
+                FAILOVER_WAIT.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -70,9 +70,7 @@ fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it
     }
     let primary_applied = lab.site_status(&primary)["applied_index"].as_u64().expect("the primary's applied index");
     let standby = wait_for_lz(&lab, Duration::from_secs(30), "applied everything with every body", |s| {
-        s["state"] == "Learner"
-            && s["applied_index"].as_u64() >= Some(primary_applied)
-            && s["missing_bodies"] == 0
+        s["state"] == "Learner" && s["applied_index"].as_u64() >= Some(primary_applied) && s["missing_bodies"] == 0
     });
     assert!(standby["learners"].as_array().unwrap().contains(&4.into()), "lz is a learner: {standby}");
 
@@ -133,8 +131,7 @@ fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it
     assert!(down.status.success(), "{}", text(&down));
     let store = maildr_store::Store::open(&lab.data_dir("lz")).expect("opening lz's store after lab down");
     let events = store.events(0, 10_000).expect("reading the event log");
-    let forced: Vec<_> =
-        events.iter().filter(|e| e.kind == maildr_store::ControlEventKind::ForcedFailover).collect();
+    let forced: Vec<_> = events.iter().filter(|e| e.kind == maildr_store::ControlEventKind::ForcedFailover).collect();
     assert_eq!(forced.len(), 1, "one forced_failover event: {events:?}");
     assert_eq!(forced[0].site.as_deref(), Some("lz"));
     assert!(forced[0].detail.contains(&format!("by {OPERATOR}")), "{:?}", forced[0]);

@@ -140,7 +140,10 @@ impl RaftDb {
     fn force_single_voter(&self, me: NodeId, node: SiteNode) -> Result<SingleVoterLog, RaftStorageError> {
         let state = self.log_state()?;
         let last = state.last_log_id.ok_or_else(|| {
-            self.corrupt("raft log", "it is empty: this site never received the cluster's state, there is nothing to promote")
+            self.corrupt(
+                "raft log",
+                "it is empty: this site never received the cluster's state, there is nothing to promote",
+            )
         })?;
         let is_single_voter = |entry: &Entry| match &entry.payload {
             EntryPayload::Membership(m) => {
@@ -153,7 +156,8 @@ impl RaftDb {
         };
         let last_entry = self.read_entries((Bound::Included(last.index), Bound::Included(last.index)))?;
         if let Some(done) = last_entry.first().filter(|e| is_single_voter(e)) {
-            let before = self.read_entries((Bound::Included(last.index.saturating_sub(1)), Bound::Excluded(last.index)))?;
+            let before =
+                self.read_entries((Bound::Included(last.index.saturating_sub(1)), Bound::Excluded(last.index)))?;
             let previous_last = before.first().map(|e| e.log_id).or(state.last_purged_log_id).unwrap_or(done.log_id);
             return Ok(SingleVoterLog { previous_last, membership: done.log_id });
         }
@@ -289,5 +293,41 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             db.remove_entries((Bound::Unbounded, Bound::Included(log_id.index)), Some(log_id))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blank(term: u64, leader: NodeId, index: u64) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(term, leader), index), payload: EntryPayload::Blank }
+    }
+
+    #[test]
+    fn forcing_a_single_voter_appends_its_membership_under_a_new_term_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RaftDb::open(&dir.path().join("raft-log.redb")).unwrap();
+        let node = SiteNode { site: "lz".into(), addr: "127.0.40.1:2700".into() };
+        assert!(db.force_single_voter(4, node.clone()).is_err(), "an empty log has nothing to promote");
+
+        db.append_entries(vec![blank(1, 1, 1), blank(1, 1, 2), blank(3, 2, 3)]).unwrap();
+        db.write_meta(KEY_VOTE, &Vote::new_committed(5, 2)).unwrap();
+        let done = db.force_single_voter(4, node.clone()).unwrap();
+        assert_eq!(done.previous_last, LogId::new(CommittedLeaderId::new(3, 2), 3));
+        assert_eq!(done.membership, LogId::new(CommittedLeaderId::new(6, 4), 4), "a term above the vote's");
+        let vote: Option<Vote<NodeId>> = db.read_meta(KEY_VOTE).unwrap();
+        assert_eq!(vote, Some(Vote::new(6, 4)), "an uncommitted vote for itself: it still elects itself");
+        let entries = db.read_entries((Bound::Included(4), Bound::Unbounded)).unwrap();
+        match &entries[..] {
+            [Entry { payload: EntryPayload::Membership(m), .. }] => {
+                assert_eq!(m.voter_ids().collect::<Vec<_>>(), [4]);
+                assert_eq!(m.nodes().map(|(id, n)| (*id, n.clone())).collect::<Vec<_>>(), [(4, node.clone())]);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        assert_eq!(db.force_single_voter(4, node).unwrap(), done, "running it again changes nothing");
+        assert_eq!(db.log_state().unwrap().last_log_id, Some(done.membership));
     }
 }
