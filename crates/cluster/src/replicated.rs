@@ -122,7 +122,7 @@ pub struct Replicated {
     me: NodeId,
     site: String,
     /// The role this site acts in: the configured one, or `data` once promoted.
-    effective_role: SiteRole,
+    role: SiteRole,
     configured_role: SiteRole,
     data_dir: PathBuf,
     election_timeout_max_ms: u64,
@@ -252,7 +252,7 @@ impl Replicated {
         let site = Arc::new(Replicated {
             me,
             site: site.to_string(),
-            effective_role: role,
+            role,
             configured_role: member.role,
             data_dir: data_dir.to_path_buf(),
             election_timeout_max_ms: cluster.election_timeout_max_ms,
@@ -364,15 +364,10 @@ impl Replicated {
         self.listen_addr
     }
 
-    /// The role this site's configuration gives it.
-    pub fn role(&self) -> SiteRole {
-        self.configured_role
-    }
-
     /// The role this site acts in: its configured role, or `data` once a forced
     /// failover promoted it (it then serves mail).
     pub fn effective_role(&self) -> SiteRole {
-        self.effective_role
+        self.role
     }
 
     /// Resolves once this site asks its owner to restart it (a forced failover was
@@ -674,7 +669,7 @@ impl Replicated {
         SiteStatus {
             site: self.site.clone(),
             node_id: self.me,
-            role: self.effective_role.name().into(),
+            role: self.role.name().into(),
             state: format!("{:?}", m.state),
             term: m.current_term,
             leader: m.current_leader,
@@ -963,8 +958,8 @@ impl Replicated {
     }
 
     async fn become_primary(&self) -> Result<ControlResponse, String> {
-        if self.effective_role != SiteRole::Data {
-            return Err(format!("{} is a {} site; only data sites become primary", self.site, self.effective_role.name()));
+        if self.role != SiteRole::Data {
+            return Err(format!("{} is a {} site; only data sites become primary", self.site, self.role.name()));
         }
         let m = self.raft.metrics().borrow().clone();
         if m.current_leader == Some(self.me) {
@@ -1411,7 +1406,7 @@ async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
                     }
                 }
                 drop(caught_up);
-                if site.effective_role == SiteRole::Witness && last_handover.is_none_or(|t| t.elapsed() >= HANDOVER_RETRY) {
+                if site.role == SiteRole::Witness && last_handover.is_none_or(|t| t.elapsed() >= HANDOVER_RETRY) {
                     let ready = m.replication.as_ref().and_then(|r| {
                         r.iter()
                             .filter(|(node, matched)| {
