@@ -101,6 +101,13 @@ pub enum StartError {
          new node_id in its config, start it, and run `maildr cluster rejoin --config <its config>`"
     )]
     LostDataUnderOldId { node_id: NodeId, peer: String },
+    #[error(
+        "the standby {peer} was promoted by a forced failover ({detail}) and node_id {node_id} is not in its cluster: \
+         this site's log may hold entries the new cluster never had. Do not start it with this data: wipe its data \
+         directory, give it a new node_id in its config, start it, and run `maildr cluster rejoin --config <its \
+         config>`"
+    )]
+    SupersededByForcedFailover { node_id: NodeId, peer: String, detail: String },
     #[error("forced failover: {path}: {detail}")]
     ForcedFailover { path: PathBuf, detail: String },
 }
@@ -236,6 +243,8 @@ impl Replicated {
         }
         if fresh {
             refuse_lost_data_under_old_id(&directory, me).await?;
+        } else if promoted.is_none() {
+            refuse_after_forced_failover(&directory, &cluster.members, me).await?;
         }
         let network = Network { directory: directory.clone(), secret: secret.clone(), me };
         let raft = Raft::new(me, Arc::new(config), network, log_store, state_machine.clone())
@@ -1110,6 +1119,34 @@ async fn refuse_lost_data_under_old_id(directory: &PeerDirectory, me: NodeId) ->
         {
             if status.voters.contains(&me) || status.learners.contains(&me) {
                 return Err(StartError::LostDataUnderOldId { node_id: me, peer: peer.site.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A site that comes back with its old log must not rejoin a cluster that a forced
+/// failover replaced (it and the other old sites could form the old quorum again):
+/// ask the configured standbys, the only sites a forced failover promotes.
+async fn refuse_after_forced_failover(
+    directory: &PeerDirectory,
+    members: &[ClusterMember],
+    me: NodeId,
+) -> Result<(), StartError> {
+    let standbys = members.iter().filter(|m| m.role == SiteRole::Standby && m.node_id != me);
+    for peer in standbys.filter_map(|m| directory.get(m.node_id)) {
+        let request = PeerRequest::Control(ControlRequest::Status);
+        if let Ok(PeerResponse::Control(Ok(ControlResponse::Status(status)))) =
+            peer.call(&request, Duration::from_secs(2), true).await
+        {
+            if let Some(record) = status.forced_failover {
+                if !status.voters.contains(&me) && !status.learners.contains(&me) {
+                    return Err(StartError::SupersededByForcedFailover {
+                        node_id: me,
+                        peer: peer.site.clone(),
+                        detail: record.event_detail(),
+                    });
+                }
             }
         }
     }

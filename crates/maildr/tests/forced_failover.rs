@@ -5,8 +5,9 @@
 //! What must hold: the command refuses while a primary is alive, refuses without
 //! `--accept-data-loss` (and then changes nothing), and with it lz becomes the
 //! primary, serves SMTP and IMAP on its own address, accepts new mail, still holds
-//! every message acknowledged before the disaster that it had applied, and the event
-//! log names the operator who forced it.
+//! every message acknowledged before the disaster that it had applied, the event log
+//! names the operator who forced it, and an old site restarted with its old log is
+//! refused.
 
 mod common;
 
@@ -125,6 +126,14 @@ fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it
         assert!(inbox.contains(tag), "{tag} was acknowledged and applied at lz before the disaster, but is gone");
     }
     assert!(inbox.contains("after-failover"), "{inbox:?}");
+
+    // An old site that comes back with its old log is refused: it must rejoin as a
+    // new site, not pull the cluster back to the old membership.
+    let restarted = lab.lab_cmd(&["start", "bj"]);
+    assert!(!restarted.status.success(), "bj came back under its old id: {}", text(&restarted));
+    let bj_log = std::fs::read_to_string(lab.lab_dir().join("sites/bj/serve.log")).unwrap_or_default();
+    assert!(bj_log.contains("promoted by a forced failover"), "bj's log says why: {bj_log}");
+    assert_eq!(lab.site_status("lz")["state"], "Leader", "lz still leads");
 
     // The event log, read from lz's store once it has stopped.
     let down = lab.lab_cmd(&["down", "--keep"]);
