@@ -773,7 +773,9 @@ impl Replicated {
                 .map(|d| d.as_millis() as i64)
                 .unwrap_or(0),
             last_log_index,
-            last_log_term: m.vote.leader_id().get_term(),
+            // Provisional: the restart records the log's own last entry (see `promote`);
+            // openraft's metrics give the last index but not its term.
+            last_log_term: m.last_applied.filter(|l| l.index == last_log_index).map_or(0, |l| l.leader_id.term),
             primary_committed_index: contact.and_then(|c| c.primary_committed_index),
             event_recorded: false,
         };

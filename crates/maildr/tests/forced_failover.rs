@@ -97,6 +97,7 @@ fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it
     });
 
     let refused = failover(&lab, "lz", &["--force"]);
+    eprintln!("failover without --accept-data-loss:\n{}", text(&refused));
     assert!(!refused.status.success(), "refused without --accept-data-loss: {}", text(&refused));
     let stdout = String::from_utf8_lossy(&refused.stdout);
     assert!(stdout.contains("last log index") && stdout.contains("MAY BE LOST"), "{}", text(&refused));
