@@ -19,19 +19,52 @@
 //! installed a snapshot, which carries metadata only) fetches it from a peer in the
 //! background; readers that need it sooner ask for it with [`Replicated::ensure_bodies`].
 //!
+//! # Forced failover to a standby
+//! When quorum is gone for good (both cities lost), the operator may promote the
+//! standby (`maildr cluster failover --force`), accepting that entries the lost
+//! primary committed after the standby's last one are lost. openraft 0.9 changes
+//! membership only through a quorum, so the standby rewrites its own Raft state, as
+//! etcd's `--force-new-cluster` does. The running `Raft` owns the log store, so the
+//! rewrite happens between two runs of the site:
+//! 1. `ControlRequest::ForceFailover` checks that this is a standby that has not heard
+//!    from a primary for [`PRIMARY_SILENCE_ELECTION_TIMEOUTS`] election timeouts,
+//!    stops taking Raft traffic, writes [`FORCE_FAILOVER_FILE`] into the data
+//!    directory, answers, and asks its owner to restart it
+//!    ([`Replicated::restart_requested`]; `maildr serve` re-executes itself, keeping
+//!    its pid).
+//! 2. [`Replicated::start`] finds the file and, before `Raft::new`, appends a
+//!    membership entry whose only voter is this site under a new term, with a vote
+//!    for itself in that term ([`crate::raft::LogStore::force_single_voter`]). openraft
+//!    takes the last membership entry in the log as effective even if uncommitted, and
+//!    a lone voter elects itself at its first tick; its first entry as leader commits
+//!    everything the standby's log holds. [`PROMOTED_FILE`] then records the promotion
+//!    for good: from now on the site acts as a data site ([`Replicated::effective_role`])
+//!    and serves mail, whatever its configured role.
+//! 3. Once it leads, it commits a `forced_failover` event naming the operator and the
+//!    last index it had.
+//!
+//! The old sites still count themselves (and each other) as voters of the old
+//! membership. A promoted site refuses Raft traffic from any node outside its own
+//! membership, so an old site cannot pull it back or overwrite its log. The old sites
+//! must not be restarted with their data: they could form the old quorum again. Wipe
+//! each one's data directory, give it a new `node_id`, start it and run
+//! `maildr cluster rejoin` against the promoted site.
+//!
 //! This module never interprets a command (the store does) and never answers a client
 //! before the quorum commit.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use maildr_config::{ClusterMember, ClusterSection, SiteRole};
-use maildr_store::{Applied, Command, Store};
+use maildr_store::{Applied, Command, ControlEventKind, Store};
 use maildr_types::{BlobHash, BlobRef, MailboxId};
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::AppendEntriesResponse;
 use openraft::{ServerState, SnapshotPolicy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -42,7 +75,10 @@ use crate::raft::wire::{
     PeerResponse, BODY_CHUNK_BYTES,
 };
 use crate::raft::{self, EntryOutcome, NodeId, RaftStorageError, SiteNode, StateMachineStore, TypeConfig};
-use crate::status::{LatencyWindow, MailboxDigest, MessageSummary, PeerStatus, SiteStatus, WriteMetrics};
+use crate::status::{
+    ForcedFailoverRecord, LatencyWindow, MailboxDigest, MessageSummary, PeerStatus, PrimaryContact, SiteStatus,
+    WriteMetrics,
+};
 use crate::{WriteError, WritePathLimits};
 
 /// The openraft handle of maildr.
@@ -65,13 +101,46 @@ pub enum StartError {
          new node_id in its config, start it, and run `maildr cluster rejoin --config <its config>`"
     )]
     LostDataUnderOldId { node_id: NodeId, peer: String },
+    #[error(
+        "the standby {peer} was promoted by a forced failover ({detail}) and node_id {node_id} is not in its cluster: \
+         this site's log may hold entries the new cluster never had. Do not start it with this data: wipe its data \
+         directory, give it a new node_id in its config, start it, and run `maildr cluster rejoin --config <its \
+         config>`"
+    )]
+    SupersededByForcedFailover { node_id: NodeId, peer: String, detail: String },
+    #[error("forced failover: {path}: {detail}")]
+    ForcedFailover { path: PathBuf, detail: String },
 }
+
+/// Written into the data directory when a forced failover is accepted, removed once
+/// [`Replicated::start`] has rewritten the Raft state.
+pub const FORCE_FAILOVER_FILE: &str = "force-failover.json";
+
+/// Written into the data directory once a standby has been promoted; it stays.
+pub const PROMOTED_FILE: &str = "promoted.json";
+
+/// A standby refuses a forced failover while it heard from a primary within this
+/// many (longest) election timeouts: the quorum is then alive, and a planned
+/// switchover is the tool.
+pub const PRIMARY_SILENCE_ELECTION_TIMEOUTS: u64 = 2;
 
 /// One site of a replicated cluster.
 pub struct Replicated {
     me: NodeId,
     site: String,
+    /// The role this site acts in: the configured one, or `data` once promoted.
     role: SiteRole,
+    configured_role: SiteRole,
+    data_dir: PathBuf,
+    election_timeout_max_ms: u64,
+    /// Set once promoted by a forced failover.
+    forced_failover: Mutex<Option<ForcedFailoverRecord>>,
+    /// Set once a forced failover is accepted: Raft traffic is refused from then on
+    /// until the restart.
+    promoting: AtomicBool,
+    /// The last AppendEntries accepted from a primary.
+    primary_contact: Mutex<Option<(Instant, PrimaryContact)>>,
+    restart: watch::Sender<bool>,
     members: Vec<ClusterMember>,
     secret: String,
     raft: Raft,
@@ -127,7 +196,9 @@ impl Replicated {
     ) -> Result<Arc<Replicated>, StartError> {
         let me = cluster.node_id;
         let member = cluster.members.iter().find(|m| m.node_id == me).ok_or(StartError::NotAMember(me))?;
-        let role = member.role;
+        let pending = read_record(&data_dir.join(FORCE_FAILOVER_FILE))?;
+        let mut promoted = read_record(&data_dir.join(PROMOTED_FILE))?;
+        let role = if pending.is_some() || promoted.is_some() { SiteRole::Data } else { member.role };
         let secret = cluster.secret.clone().unwrap_or_default();
         // A witness campaigns only after data sites had three times as long: it
         // leads only when no data site can (the survivor lacks entries that only the
@@ -164,11 +235,16 @@ impl Replicated {
                 .await
                 .map_err(|e| StartError::Raft(format!("opening storage: {e}")))??
         };
+        if let Some(record) = pending {
+            promoted = Some(promote(data_dir, me, member, &log_store, record).await?);
+        }
         if role == SiteRole::Witness {
             state_machine.ignore_missing_bodies();
         }
         if fresh {
             refuse_lost_data_under_old_id(&directory, me).await?;
+        } else if promoted.is_none() {
+            refuse_after_forced_failover(&directory, &cluster.members, me).await?;
         }
         let network = Network { directory: directory.clone(), secret: secret.clone(), me };
         let raft = Raft::new(me, Arc::new(config), network, log_store, state_machine.clone())
@@ -181,10 +257,18 @@ impl Replicated {
         let listen_addr =
             listener.local_addr().map_err(|source| StartError::Listen { addr: cluster.listen, source })?;
         let (stop, stop_rx) = watch::channel(false);
+        let record_event = promoted.as_ref().is_some_and(|r| !r.event_recorded);
         let site = Arc::new(Replicated {
             me,
             site: site.to_string(),
             role,
+            configured_role: member.role,
+            data_dir: data_dir.to_path_buf(),
+            election_timeout_max_ms: cluster.election_timeout_max_ms,
+            forced_failover: Mutex::new(promoted),
+            promoting: AtomicBool::new(false),
+            primary_contact: Mutex::new(None),
+            restart: watch::channel(false).0,
             members: cluster.members.clone(),
             secret,
             raft,
@@ -202,6 +286,9 @@ impl Replicated {
         });
         tokio::spawn(serve_peers(Arc::clone(&site), listener, stop_rx.clone()));
         tokio::spawn(track_lag(Arc::clone(&site), stop_rx.clone()));
+        if record_event {
+            tokio::spawn(record_forced_failover(Arc::clone(&site), stop_rx.clone()));
+        }
         if role != SiteRole::Witness {
             tokio::spawn(fetch_missing_bodies(Arc::clone(&site), stop_rx));
         }
@@ -286,8 +373,18 @@ impl Replicated {
         self.listen_addr
     }
 
-    pub fn role(&self) -> SiteRole {
+    /// The role this site acts in: its configured role, or `data` once a forced
+    /// failover promoted it (it then serves mail).
+    pub fn effective_role(&self) -> SiteRole {
         self.role
+    }
+
+    /// Resolves once this site asks its owner to restart it (a forced failover was
+    /// accepted and the Raft state must be rewritten before Raft starts again). The
+    /// owner shuts the site down and starts it again with the same configuration.
+    pub async fn restart_requested(&self) {
+        let mut rx = self.restart.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
     }
 
     /// The store as applied on this site.
@@ -430,7 +527,8 @@ impl Replicated {
         }
     }
 
-    /// Store a body here and on at least one other site before returning.
+    /// Store a body here and on at least one other site before returning (here only,
+    /// when this site is the only voter: its log then commits here alone too).
     pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
         let started = Instant::now();
         let body = Arc::new(body);
@@ -462,6 +560,11 @@ impl Replicated {
             });
         }
         drop(tx);
+        if self.sole_voter() {
+            // A site promoted by a forced failover is its own quorum until others
+            // rejoin: its log commits on this one site, and so may bodies.
+            return Ok(local);
+        }
         let mut failures = 0;
         while let Some(ok) = rx.recv().await {
             if ok {
@@ -529,6 +632,12 @@ impl Replicated {
         Err(format!("body {hash}: {}", reasons.join("; ")))
     }
 
+    /// Whether this site is the only voter (after a forced failover, until others rejoin).
+    fn sole_voter(&self) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config.membership().voter_ids().eq([self.me])
+    }
+
     /// This site's view of itself and its peers.
     pub fn status(&self) -> SiteStatus {
         let m = self.raft.metrics().borrow().clone();
@@ -582,6 +691,112 @@ impl Replicated {
             peers,
             missing_bodies: self.state_machine.missing_bodies().len() as u64,
             metrics: counters,
+            primary_contact: self.primary_contact(),
+            forced_failover: self.forced_failover.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    }
+
+    /// What this site last heard from a primary, aged to now.
+    fn primary_contact(&self) -> Option<PrimaryContact> {
+        let contact = self.primary_contact.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        contact.map(|(at, c)| PrimaryContact { heard_ms_ago: at.elapsed().as_millis() as u64, ..c })
+    }
+
+    /// Note an AppendEntries accepted from primary `primary`.
+    fn note_primary_contact(&self, primary: Option<NodeId>, term: u64, committed: Option<u64>) {
+        let Some(primary) = primary else { return };
+        let last_log_index_then = self.raft.metrics().borrow().last_log_index;
+        let contact =
+            PrimaryContact { primary, term, heard_ms_ago: 0, primary_committed_index: committed, last_log_index_then };
+        *self.primary_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), contact));
+    }
+
+    /// Why Raft traffic led or requested by `from` is refused, if it is: during a
+    /// forced failover, and afterwards from any node outside the new membership (an
+    /// old site must not pull the promoted site back into the old cluster).
+    fn refuse_raft_from(&self, from: Option<NodeId>) -> Option<String> {
+        if self.promoting.load(Ordering::SeqCst) {
+            return Some(format!("{} is being promoted by a forced failover", self.site));
+        }
+        self.forced_failover.lock().unwrap_or_else(|p| p.into_inner()).as_ref()?;
+        let member =
+            from.is_some_and(|id| self.raft.metrics().borrow().membership_config.membership().get_node(&id).is_some());
+        (!member).then(|| {
+            format!(
+                "{} was promoted by a forced failover and node {from:?} is not in its membership: wipe that site's \
+                 data, give it a new node_id and run `maildr cluster rejoin`",
+                self.site
+            )
+        })
+    }
+
+    /// Accept a forced failover (see the module documentation): check, stop Raft
+    /// traffic, write the marker file. The caller answers, then requests the restart.
+    async fn force_failover(&self, by: String) -> Result<ControlResponse, String> {
+        let by = by.trim().to_string();
+        if by.is_empty() {
+            return Err("a forced failover names the operator who forces it (--by)".into());
+        }
+        if let Some(done) = self.forced_failover.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            return Err(format!("{} was already promoted by a forced failover ({})", self.site, done.event_detail()));
+        }
+        if self.configured_role != SiteRole::Standby {
+            return Err(format!(
+                "{} is a {} site; a forced failover promotes only a standby (with a quorum, use `maildr cluster \
+                 switchover`)",
+                self.site,
+                self.configured_role.name()
+            ));
+        }
+        let m = self.raft.metrics().borrow().clone();
+        if m.membership_config.membership().voter_ids().any(|v| v == self.me) {
+            return Err(format!("{} is already a voter", self.site));
+        }
+        let Some(last_log_index) = m.last_log_index else {
+            return Err(format!("{} holds no Raft log: it never received the cluster's state", self.site));
+        };
+        let contact = self.primary_contact();
+        let silence_ms = PRIMARY_SILENCE_ELECTION_TIMEOUTS * self.election_timeout_max_ms;
+        if let Some(c) = contact.as_ref().filter(|c| c.heard_ms_ago < silence_ms) {
+            return Err(format!(
+                "{} heard from the primary (node {}) {} ms ago: the quorum is alive; use `maildr cluster switchover`",
+                self.site, c.primary, c.heard_ms_ago
+            ));
+        }
+        if self.promoting.swap(true, Ordering::SeqCst) {
+            return Err(format!("a forced failover of {} is already under way", self.site));
+        }
+        let record = ForcedFailoverRecord {
+            by,
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(0),
+            last_log_index,
+            // Provisional: the restart records the log's own last entry (see `promote`);
+            // openraft's metrics give the last index but not its term.
+            last_log_term: m.last_applied.filter(|l| l.index == last_log_index).map_or(0, |l| l.leader_id.term),
+            primary_committed_index: contact.and_then(|c| c.primary_committed_index),
+            event_recorded: false,
+        };
+        let path = self.data_dir.join(FORCE_FAILOVER_FILE);
+        let written = {
+            let (path, record) = (path.clone(), record.clone());
+            tokio::task::spawn_blocking(move || write_record(&path, &record)).await
+        };
+        match written {
+            Ok(Ok(())) => {
+                tracing::warn!(site = %self.site, by = %record.by, last_log_index, "forced failover accepted; restarting");
+                Ok(ControlResponse::ForcedFailover(record))
+            }
+            Ok(Err(e)) => {
+                self.promoting.store(false, Ordering::SeqCst);
+                Err(e.to_string())
+            }
+            Err(e) => {
+                self.promoting.store(false, Ordering::SeqCst);
+                Err(format!("writing {}: {e}", path.display()))
+            }
         }
     }
 
@@ -632,6 +847,7 @@ impl Replicated {
             }
             ControlRequest::Rejoin { node_id, site, addr } => self.rejoin(node_id, site, addr).await,
             ControlRequest::Observations => Ok(ControlResponse::Observations(self.local_observations())),
+            ControlRequest::ForceFailover { by } => self.force_failover(by).await,
             ControlRequest::Write(command) => match self.write(command).await {
                 Ok(applied) => Ok(ControlResponse::Written(Ok(applied))),
                 Err(WriteError::Refused(e)) => Ok(ControlResponse::Written(Err(e))),
@@ -801,9 +1017,26 @@ impl Replicated {
     async fn handle(&self, request: PeerRequest) -> PeerResponse {
         match request {
             PeerRequest::Hello { .. } => PeerResponse::Refused("Hello only opens a connection".into()),
-            PeerRequest::AppendEntries(rpc) => PeerResponse::AppendEntries(self.raft.append_entries(rpc).await),
-            PeerRequest::Vote(rpc) => PeerResponse::Vote(self.raft.vote(rpc).await),
-            PeerRequest::InstallSnapshot(rpc) => PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await),
+            PeerRequest::AppendEntries(rpc) => {
+                let leader = rpc.vote.leader_id().voted_for();
+                if let Some(refusal) = self.refuse_raft_from(leader) {
+                    return PeerResponse::Refused(refusal);
+                }
+                let (term, committed) = (rpc.vote.leader_id().get_term(), rpc.leader_commit.map(|l| l.index));
+                let response = self.raft.append_entries(rpc).await;
+                if matches!(response, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))) {
+                    self.note_primary_contact(leader, term, committed);
+                }
+                PeerResponse::AppendEntries(response)
+            }
+            PeerRequest::Vote(rpc) => match self.refuse_raft_from(rpc.vote.leader_id().voted_for()) {
+                Some(refusal) => PeerResponse::Refused(refusal),
+                None => PeerResponse::Vote(self.raft.vote(rpc).await),
+            },
+            PeerRequest::InstallSnapshot(rpc) => match self.refuse_raft_from(rpc.vote.leader_id().voted_for()) {
+                Some(refusal) => PeerResponse::Refused(refusal),
+                None => PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await),
+            },
             PeerRequest::Forward(command) => PeerResponse::Forward(self.commit_forwarded(command).await),
             PeerRequest::PutBody { hash, offset, last, bytes } => {
                 PeerResponse::PutBody(self.receive_body(hash, offset, last, bytes).await)
@@ -888,6 +1121,34 @@ async fn refuse_lost_data_under_old_id(directory: &PeerDirectory, me: NodeId) ->
         {
             if status.voters.contains(&me) || status.learners.contains(&me) {
                 return Err(StartError::LostDataUnderOldId { node_id: me, peer: peer.site.clone() });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A site that comes back with its old log must not rejoin a cluster that a forced
+/// failover replaced (it and the other old sites could form the old quorum again):
+/// ask the configured standbys, the only sites a forced failover promotes.
+async fn refuse_after_forced_failover(
+    directory: &PeerDirectory,
+    members: &[ClusterMember],
+    me: NodeId,
+) -> Result<(), StartError> {
+    let standbys = members.iter().filter(|m| m.role == SiteRole::Standby && m.node_id != me);
+    for peer in standbys.filter_map(|m| directory.get(m.node_id)) {
+        let request = PeerRequest::Control(ControlRequest::Status);
+        if let Ok(PeerResponse::Control(Ok(ControlResponse::Status(status)))) =
+            peer.call(&request, Duration::from_secs(2), true).await
+        {
+            if let Some(record) = status.forced_failover {
+                if !status.voters.contains(&me) && !status.learners.contains(&me) {
+                    return Err(StartError::SupersededByForcedFailover {
+                        node_id: me,
+                        peer: peer.site.clone(),
+                        detail: record.event_detail(),
+                    });
+                }
             }
         }
     }
@@ -1014,9 +1275,149 @@ async fn serve_connection(site: &Replicated, mut stream: TcpStream) -> std::io::
             peer.mark_heard();
         }
         let response = site.handle(request).await;
-        write_frame(&mut stream, &response).await?;
+        let restart = matches!(response, PeerResponse::Control(Ok(ControlResponse::ForcedFailover(_))));
+        let written = write_frame(&mut stream, &response).await;
+        if restart {
+            // Only now that the operator has the answer: the restart ends this process.
+            let _ = site.restart.send(true);
+        }
+        written?;
     }
     Ok(())
+}
+
+/// Read a forced-failover record (`None` when the file does not exist).
+fn read_record(path: &Path) -> Result<Option<ForcedFailoverRecord>, StartError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StartError::ForcedFailover { path: path.into(), detail: e.to_string() }),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| StartError::ForcedFailover { path: path.into(), detail: format!("not a valid record: {e}") })
+}
+
+/// Write a forced-failover record durably: temporary file, fsync, rename, fsync of
+/// the directory.
+fn write_record(path: &Path, record: &ForcedFailoverRecord) -> Result<(), StartError> {
+    let fail = |detail: String| StartError::ForcedFailover { path: path.into(), detail };
+    let bytes = serde_json::to_vec_pretty(record).map_err(|e| fail(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        sync_parent(path)
+    };
+    write().map_err(|e| fail(e.to_string()))
+}
+
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) => std::fs::File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Carry out an accepted forced failover before Raft starts: make this site the only
+/// voter in its log, record the promotion in [`PROMOTED_FILE`], then remove the
+/// marker. A crash anywhere in between repeats the steps on the next start (the
+/// rewrite is idempotent).
+async fn promote(
+    data_dir: &Path,
+    me: NodeId,
+    member: &ClusterMember,
+    log_store: &raft::LogStore,
+    mut record: ForcedFailoverRecord,
+) -> Result<ForcedFailoverRecord, StartError> {
+    let node = Replicated::site_node(member);
+    let rewritten = {
+        let log_store = log_store.clone();
+        tokio::task::spawn_blocking(move || log_store.force_single_voter(me, node))
+            .await
+            .map_err(|e| StartError::Raft(format!("rewriting the Raft log for the forced failover: {e}")))??
+    };
+    record.last_log_index = rewritten.previous_last.index;
+    record.last_log_term = rewritten.previous_last.leader_id.term;
+    record.event_recorded = false;
+    let (promoted, marker) = (data_dir.join(PROMOTED_FILE), data_dir.join(FORCE_FAILOVER_FILE));
+    write_record(&promoted, &record)?;
+    std::fs::remove_file(&marker)
+        .and_then(|()| sync_parent(&marker))
+        .map_err(|e| StartError::ForcedFailover { path: marker.clone(), detail: format!("removing it: {e}") })?;
+    tracing::warn!(
+        site = %member.site,
+        by = %record.by,
+        last_log_index = record.last_log_index,
+        membership = %rewritten.membership,
+        "forced failover: this site is now the only voter of its cluster"
+    );
+    Ok(record)
+}
+
+/// On a promoted site: once it leads, commit the `forced_failover` event (once; the
+/// flag in [`PROMOTED_FILE`] and a look at the event log keep it single).
+async fn record_forced_failover(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
+    let mut metrics = site.raft.metrics();
+    loop {
+        let record = site.forced_failover.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(mut record) = record.filter(|r| !r.event_recorded) else { return };
+        if site.is_primary() {
+            let detail = record.event_detail();
+            let already = already_recorded(&site.store(), &site.site, &detail);
+            let written = match already {
+                true => Ok(()),
+                false => {
+                    let command = Command::RecordEvent {
+                        kind: ControlEventKind::ForcedFailover,
+                        site: Some(site.site.clone()),
+                        detail,
+                        at_ms: record.at_ms,
+                    };
+                    site.write(command).await.map(drop).map_err(|e| e.to_string())
+                }
+            };
+            match written {
+                Ok(()) => {
+                    record.event_recorded = true;
+                    let path = site.data_dir.join(PROMOTED_FILE);
+                    if let Err(e) = write_record(&path, &record) {
+                        tracing::warn!(error = %e, "noting that the forced_failover event is recorded");
+                    }
+                    *site.forced_failover.lock().unwrap_or_else(|p| p.into_inner()) = Some(record);
+                    tracing::info!(site = %site.site, "forced_failover event committed");
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "recording the forced_failover event; will retry"),
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Whether the event log already holds this site's forced_failover event with `detail`.
+fn already_recorded(store: &Store, site: &str, detail: &str) -> bool {
+    const PAGE: usize = 1_000;
+    let mut after = 0;
+    loop {
+        let Ok(events) = store.events(after, PAGE) else { return false };
+        if events.iter().any(|e| {
+            e.kind == ControlEventKind::ForcedFailover && e.site.as_deref() == Some(site) && e.detail == detail
+        }) {
+            return true;
+        }
+        match events.last() {
+            Some(last) if events.len() == PAGE => after = last.id,
+            _ => return false,
+        }
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

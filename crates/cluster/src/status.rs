@@ -34,6 +34,61 @@ pub struct SiteStatus {
     /// Bodies referenced by applied entries that this site still lacks.
     pub missing_bodies: u64,
     pub metrics: WriteMetrics,
+    /// The last time this site heard from a primary, and what the primary said then.
+    /// On a standby this is what a forced failover may lose (`maildr cluster failover`).
+    pub primary_contact: Option<PrimaryContact>,
+    /// Set once this site was promoted by a forced failover: it then acts as a data
+    /// site whatever its configured role says.
+    pub forced_failover: Option<ForcedFailoverRecord>,
+}
+
+/// The last AppendEntries (entries or heartbeat) this site accepted from a primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PrimaryContact {
+    /// Node id of the primary that sent it.
+    pub primary: u64,
+    pub term: u64,
+    /// Milliseconds since then.
+    pub heard_ms_ago: u64,
+    /// The primary's commit index it announced then.
+    pub primary_committed_index: Option<u64>,
+    /// This site's last log index right after accepting it.
+    pub last_log_index_then: Option<u64>,
+}
+
+impl PrimaryContact {
+    /// Committed entries this site lacked at that contact (the primary may have
+    /// committed more since, unseen from here).
+    pub fn lag_entries_then(&self) -> u64 {
+        self.primary_committed_index.unwrap_or(0).saturating_sub(self.last_log_index_then.unwrap_or(0))
+    }
+}
+
+/// Who promoted a standby by a forced failover, when, and where its log stood. It is
+/// written into the data directory (`force-failover.json` while the promotion is under
+/// way, `promoted.json` for good) and shown in the site's status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ForcedFailoverRecord {
+    /// The operator who forced it (`--by`).
+    pub by: String,
+    /// When it was decided, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// This site's last log index and its term when it was promoted: entries after it
+    /// that the lost primary may have committed are lost.
+    pub last_log_index: u64,
+    pub last_log_term: u64,
+    /// The primary's commit index at the last contact, if there was one.
+    pub primary_committed_index: Option<u64>,
+    /// Whether the promoted site has committed the `forced_failover` event yet.
+    #[serde(default)]
+    pub event_recorded: bool,
+}
+
+impl ForcedFailoverRecord {
+    /// The event detail recorded in the replicated log.
+    pub fn event_detail(&self) -> String {
+        format!("by {}; entries after index {} may be lost", self.by, self.last_log_index)
+    }
 }
 
 /// A peer as seen from one site.

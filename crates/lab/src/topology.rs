@@ -106,6 +106,9 @@ pub enum Role {
     Data,
     /// Votes and keeps the log; serves no mail.
     Witness,
+    /// A far-away asynchronous replica (Raft learner); serves mail only once a
+    /// forced failover promoted it.
+    Standby,
 }
 
 impl Role {
@@ -113,6 +116,7 @@ impl Role {
         match self {
             Role::Data => "data",
             Role::Witness => "witness",
+            Role::Standby => "standby",
         }
     }
 }
@@ -175,6 +179,30 @@ impl Topology {
         Topology {
             net,
             sites: vec![site("bj", 1, Role::Data, 10), site("sh", 2, Role::Data, 20), site("hz", 3, Role::Witness, 30)],
+        }
+    }
+
+    /// The standard lab plus the standby lz (node 4, `A.B.40.1`), for forced
+    /// failover drills.
+    pub fn with_standby(net: Net) -> Topology {
+        let mut topology = Topology::three_sites(net);
+        let octet = 40;
+        topology.sites.push(SiteSpec {
+            name: "lz".into(),
+            node_id: 4,
+            role: Role::Standby,
+            ip: net.host(octet),
+            octet,
+        });
+        topology
+    }
+
+    /// The lab whose sites have these roles: with the standby when one is a standby.
+    pub fn for_roles(net: Net, roles: impl IntoIterator<Item = Role>) -> Topology {
+        if roles.into_iter().any(|r| r == Role::Standby) {
+            Topology::with_standby(net)
+        } else {
+            Topology::three_sites(net)
         }
     }
 
@@ -262,8 +290,24 @@ mod tests {
 
     #[test]
     fn no_two_listeners_of_a_lab_share_an_address() {
-        let addrs = Topology::three_sites(Net::default()).bound_addrs();
-        let unique: std::collections::BTreeSet<_> = addrs.iter().collect();
-        assert_eq!(unique.len(), addrs.len());
+        for topology in [Topology::three_sites(Net::default()), Topology::with_standby(Net::default())] {
+            let addrs = topology.bound_addrs();
+            let unique: std::collections::BTreeSet<_> = addrs.iter().collect();
+            assert_eq!(unique.len(), addrs.len());
+        }
+    }
+
+    #[test]
+    fn the_standby_is_a_fourth_site_linked_like_the_others() {
+        let t = Topology::with_standby("127.5".parse().unwrap());
+        let lz = t.site("lz").unwrap();
+        assert_eq!((lz.node_id, lz.role, lz.ip), (4, Role::Standby, Ipv4Addr::new(127, 5, 40, 1)));
+        let links = t.links();
+        assert_eq!(links.len(), 12);
+        let bj_lz = links.iter().find(|l| l.name == "bj-lz").unwrap();
+        assert_eq!(bj_lz.listen, "127.5.10.1:2740".parse().unwrap());
+        assert_eq!(bj_lz.upstream, "127.5.40.1:2700".parse().unwrap());
+        assert_eq!(Topology::for_roles(t.net, [Role::Data, Role::Standby]), t);
+        assert_eq!(Topology::for_roles(t.net, [Role::Data, Role::Witness]).sites.len(), 3);
     }
 }

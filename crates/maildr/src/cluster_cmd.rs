@@ -1,17 +1,19 @@
-//! `maildr cluster`: bootstrap, inspect, switch over and verify a replicated cluster.
+//! `maildr cluster`: bootstrap, inspect, switch over, fail over and verify a
+//! replicated cluster.
 //!
 //! These commands talk to running sites over the replication channel, presenting the
 //! cluster secret from the site's config file, exactly as sites talk to each other.
 //! They never open a site's files: everything they report is what the sites say.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use maildr_cluster::ops;
 use maildr_cluster::raft::wire::{ControlRequest, ControlResponse};
-use maildr_config::SiteConfig;
+use maildr_cluster::status::SiteStatus;
+use maildr_config::{SiteConfig, SiteRole};
 
 #[derive(Subcommand)]
 pub enum ClusterAction {
@@ -37,6 +39,29 @@ pub enum ClusterAction {
         /// Site name of the new primary.
         #[arg(long)]
         to: String,
+    },
+    /// Forced failover, for when the quorum is gone for good (both data sites lost):
+    /// make the standby TO the only voter of a new cluster and let it serve mail.
+    /// It first prints what may be lost (the standby's last index, and how far behind
+    /// it was when it last heard from the primary); without --accept-data-loss it
+    /// stops there. Refused while the standby still hears from a primary.
+    Failover {
+        /// Required: this is not the routine tool (`switchover` is, with a quorum).
+        #[arg(long, required = true)]
+        force: bool,
+        /// Site name of the standby to promote.
+        #[arg(long)]
+        to: String,
+        /// The standby's config (its secret and address).
+        #[arg(long)]
+        config: PathBuf,
+        /// Promote even though entries the lost primary committed after the
+        /// standby's last one are lost.
+        #[arg(long)]
+        accept_data_loss: bool,
+        /// The operator forcing it; recorded in the cluster's event log.
+        #[arg(long)]
+        by: String,
     },
     /// Bring back a site that lost its data directory: run it empty under a NEW
     /// node_id (in its config), then run this with its config. The primary catches it
@@ -92,6 +117,13 @@ pub async fn run(action: ClusterAction) -> Result<()> {
             );
             Ok(())
         }
+        ClusterAction::Failover { force, to, config, accept_data_loss, by } => {
+            anyhow::ensure!(force, "a forced failover needs --force");
+            let config = SiteConfig::load(&config)?;
+            let silence_ms =
+                maildr_cluster::replicated::PRIMARY_SILENCE_ELECTION_TIMEOUTS * config.cluster.election_timeout_max_ms;
+            failover(&ControlClient::new(config)?, &to, accept_data_loss, &by, silence_ms).await
+        }
         ClusterAction::Rejoin { config } => {
             let client = ControlClient::new(SiteConfig::load(&config)?)?;
             let me = client.local().clone();
@@ -137,6 +169,97 @@ pub async fn run(action: ClusterAction) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// How long `failover` waits for the promoted standby to restart and lead.
+const FAILOVER_WAIT: Duration = Duration::from_secs(60);
+
+/// `maildr cluster failover --force`: report what may be lost, then (only with the
+/// operator's acceptance) promote the standby and wait until it leads.
+async fn failover(client: &ControlClient, to: &str, accept_data_loss: bool, by: &str, silence_ms: u64) -> Result<()> {
+    let target = client.member_named(to)?.clone();
+    if target.role != SiteRole::Standby {
+        bail!(
+            "{to} is a {} site; a forced failover promotes only a standby (with a quorum, use `maildr cluster \
+             switchover`)",
+            target.role.name()
+        );
+    }
+    if by.trim().is_empty() {
+        bail!("--by names the operator who forces the failover; it is recorded");
+    }
+    let status = client.status_of(&target).await.with_context(|| format!("asking standby {to} for its status"))?;
+    if let Some(done) = &status.forced_failover {
+        bail!("{to} was already promoted by a forced failover ({})", done.event_detail());
+    }
+    print!("{}", loss_report(&status));
+    if let Some(contact) = status.primary_contact.as_ref().filter(|c| c.heard_ms_ago < silence_ms) {
+        bail!(
+            "{to} heard from the primary (node {}) {} ms ago: the quorum is alive; use `maildr cluster switchover`",
+            contact.primary,
+            contact.heard_ms_ago
+        );
+    }
+    if !accept_data_loss {
+        bail!("refused: nothing changed. Add --accept-data-loss to promote {to} knowing the loss above");
+    }
+    match client.call(&target, ControlRequest::ForceFailover { by: by.to_string() }).await? {
+        ControlResponse::ForcedFailover(record) => {
+            println!("{to} accepted the forced failover by {} and restarts as the only voter", record.by)
+        }
+        other => bail!("unexpected answer to failover: {other:?}"),
+    }
+    let deadline = Instant::now() + FAILOVER_WAIT;
+    loop {
+        let answer = client.call_with_timeout(&target, ControlRequest::Status, Duration::from_secs(3)).await;
+        if let Ok(ControlResponse::Status(s)) = &answer {
+            if s.state == "Leader" && s.forced_failover.is_some() {
+                println!("{to} is primary (term {}) and serves mail; the old sites must rejoin as new sites", s.term);
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{to} accepted the forced failover but does not lead after {} s; see its log",
+                FAILOVER_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What a forced failover to the standby `s` may lose, in words.
+fn loss_report(s: &SiteStatus) -> String {
+    let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("none".into());
+    let mut out = format!(
+        "standby {} (node {}): last log index {}, applied index {}\n",
+        s.site,
+        s.node_id,
+        show(s.last_log_index),
+        show(s.applied_index)
+    );
+    match &s.primary_contact {
+        Some(c) => out.push_str(&format!(
+            "last heard from the primary (node {}, term {}) {:.1} s ago; the primary had committed index {} then, \
+             and the standby was {} entries behind\n",
+            c.primary,
+            c.term,
+            c.heard_ms_ago as f64 / 1000.0,
+            show(c.primary_committed_index),
+            c.lag_entries_then()
+        )),
+        None => out.push_str("it has not heard from a primary since it started\n"),
+    }
+    let since = match &s.primary_contact {
+        Some(c) => format!("{:.1} s ago", c.heard_ms_ago as f64 / 1000.0),
+        None => "before the standby last started".into(),
+    };
+    out.push_str(&format!(
+        "MAY BE LOST: whatever the old primary committed after index {}: what the standby lacked at the last \
+         contact, and all mail acknowledged since then ({since})\n",
+        show(s.last_log_index)
+    ));
+    out
 }
 
 async fn status(client: ControlClient, json: bool) -> Result<()> {

@@ -78,6 +78,10 @@ pub enum LabAction {
         /// entries; small values exercise catch-up by snapshot.
         #[arg(long, default_value_t = 1000)]
         snapshot_after_entries: u64,
+        /// Add a fourth site, the standby lz (node 4, A.B.40.1): a Raft learner
+        /// that only a forced failover promotes.
+        #[arg(long)]
+        standby: bool,
     },
     /// Every endpoint, which processes are alive, and the accounts; exits 1 unless
     /// every process is alive.
@@ -138,8 +142,9 @@ pub fn run(action: LabAction) -> Result<()> {
     }
     let dir_of = |d: &DirArg| std::path::absolute(&d.dir).with_context(|| format!("resolving {}", d.dir.display()));
     match &action {
-        LabAction::Up { dir, net, json, snapshot_after_entries } => {
-            up(&dir_of(dir)?, *net, *json, *snapshot_after_entries)
+        LabAction::Up { dir, net, json, snapshot_after_entries, standby } => {
+            let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
+            up(&dir_of(dir)?, topology, *json, *snapshot_after_entries)
         }
         LabAction::Status { dir, json } => status(&dir_of(dir)?, *json),
         LabAction::Down { dir, keep } => down(&dir_of(dir)?, *keep),
@@ -153,9 +158,8 @@ pub fn run(action: LabAction) -> Result<()> {
 
 // ---------------------------------------------------------------- lab up
 
-fn up(dir: &Path, net: Net, json: bool, snapshot_after_entries: u64) -> Result<()> {
+fn up(dir: &Path, topology: Topology, json: bool, snapshot_after_entries: u64) -> Result<()> {
     clear_previous(dir)?;
-    let topology = Topology::three_sites(net);
     check_addresses_free(&topology)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut state = write_lab(dir, &topology, snapshot_after_entries)?;
@@ -680,7 +684,7 @@ fn start(dir: &Path, name: &str) -> Result<()> {
 
 fn links(dir: &Path) -> Result<()> {
     let state = load_required(dir)?;
-    let topology = Topology::three_sites(state.net);
+    let topology = Topology::for_roles(state.net, state.sites.iter().map(|s| s.role));
     let specs = topology.links();
     crate::runtime()?.block_on(async {
         maildr_lab::link_control::serve_links(&specs, topology.control_addr(), stop_signal()).await

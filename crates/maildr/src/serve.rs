@@ -126,7 +126,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let control = start_control_plane(&config, &data_dir, &cluster, stop_rx.clone())?;
     let dns_addr = start_dns(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
     let api_addr = start_api(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
-    if !config.role().serves_mail() {
+    // A standby promoted by a forced failover serves mail whatever its config says.
+    let role = cluster.replication().map(|r| r.effective_role()).unwrap_or(config.role());
+    if !role.serves_mail() {
         return serve_without_mail(&config, &data_dir, cluster, stop_tx, &mut term).await;
     }
     let tls_files = tls::ensure_files(
@@ -154,7 +156,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "smtp": smtp,
         "imap": imap,
         "tls_ca": tls_files.ca.as_ref().unwrap_or(&tls_files.cert),
-        "role": config.role().name(),
+        "role": role.name(),
         "replication": cluster.replication().map(|r| r.listen_addr().to_string()),
         "dns": dns_addr.map(|a| a.to_string()),
         "api": api_addr.map(|a| a.to_string()),
@@ -296,11 +298,32 @@ async fn serve_without_mail(
         config.role().name(),
         replication.listen_addr()
     );
-    wait_for_stop_signal(term).await;
-    tracing::info!("stopping");
+    let restart = tokio::select! {
+        _ = wait_for_stop_signal(term) => false,
+        _ = replication.restart_requested() => true,
+    };
+    tracing::info!(restart, "stopping");
     let _ = stop.send(true);
     replication.shutdown().await;
+    if restart {
+        return Err(restart_in_place());
+    }
     Ok(())
+}
+
+/// Replace this process by a fresh run of the same binary with the same arguments
+/// (a forced failover rewrites the Raft state before Raft starts). `exec` keeps the
+/// pid, which the lab supervisor tracks; every file and socket Rust opened is
+/// close-on-exec, so the databases' locks and the listeners are free for the new run.
+/// Returns only if `exec` failed.
+fn restart_in_place() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return anyhow::Error::new(e).context("finding this binary to restart the site"),
+    };
+    let error = std::process::Command::new(&exe).args(std::env::args_os().skip(1)).exec();
+    anyhow::Error::new(error).context(format!("restarting the site: exec {}", exe.display()))
 }
 
 async fn wait_for_stop_signal(term: &mut tokio::signal::unix::Signal) {

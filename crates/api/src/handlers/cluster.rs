@@ -46,6 +46,8 @@ pub(crate) async fn local_status(state: &ApiState) -> Result<SiteStatus, Failure
         peers: Vec::new(),
         missing_bodies: 0,
         metrics: Default::default(),
+        primary_contact: None,
+        forced_failover: None,
     })
 }
 

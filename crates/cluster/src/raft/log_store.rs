@@ -10,15 +10,19 @@
 //! range in one transaction, and a purge records the last purged log id in the same
 //! transaction that removes the entries.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote};
+use openraft::{
+    CommittedLeaderId, EntryPayload, ErrorSubject, ErrorVerb, LogId, Membership, OptionalSend, RaftLogReader,
+    StorageError, Vote,
+};
 use redb::{ReadableTable, TableDefinition};
 
-use super::{blocking, Entry, NodeId, RaftDb, RaftStorageError, TypeConfig};
+use super::{blocking, Entry, NodeId, RaftDb, RaftStorageError, SiteNode, TypeConfig};
 
 /// Log index → postcard-encoded [`Entry`].
 pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
@@ -40,6 +44,32 @@ impl LogStore {
     pub(crate) fn new(db: Arc<RaftDb>) -> LogStore {
         LogStore { db }
     }
+
+    /// The forced-failover rewrite (what etcd calls `--force-new-cluster`), run
+    /// before openraft is started on this log: append a membership entry whose only
+    /// voter (and only node) is `me`, under a term above every term in the log and
+    /// the vote, and vote for `me` in that term, in one fsynced transaction.
+    ///
+    /// openraft 0.9 takes the last membership entry in the log as the effective one,
+    /// committed or not, and a node that is the only voter of its membership elects
+    /// itself at its first election tick, so on start this site leads alone; its
+    /// first entry as leader commits everything its log holds. The vote keeps terms
+    /// growing: the election that follows uses the term after it.
+    ///
+    /// Running it again once done changes nothing (a crash between the rewrite and
+    /// the caller's bookkeeping is harmless).
+    pub fn force_single_voter(&self, me: NodeId, node: SiteNode) -> Result<SingleVoterLog, RaftStorageError> {
+        self.db.force_single_voter(me, node)
+    }
+}
+
+/// Where the log stood after [`LogStore::force_single_voter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SingleVoterLog {
+    /// The last entry before the single-voter membership entry: what this site had.
+    pub previous_last: LogId<NodeId>,
+    /// The single-voter membership entry.
+    pub membership: LogId<NodeId>,
 }
 
 impl RaftDb {
@@ -105,6 +135,48 @@ impl RaftDb {
             }
         }
         self.commit(txn)
+    }
+
+    fn force_single_voter(&self, me: NodeId, node: SiteNode) -> Result<SingleVoterLog, RaftStorageError> {
+        let state = self.log_state()?;
+        let last = state.last_log_id.ok_or_else(|| {
+            self.corrupt(
+                "raft log",
+                "it is empty: this site never received the cluster's state, there is nothing to promote",
+            )
+        })?;
+        let is_single_voter = |entry: &Entry| match &entry.payload {
+            EntryPayload::Membership(m) => {
+                entry.log_id.leader_id.node_id == me
+                    && m.get_joint_config().len() == 1
+                    && m.voter_ids().eq([me])
+                    && m.nodes().count() == 1
+            }
+            _ => false,
+        };
+        let last_entry = self.read_entries((Bound::Included(last.index), Bound::Included(last.index)))?;
+        if let Some(done) = last_entry.first().filter(|e| is_single_voter(e)) {
+            let before =
+                self.read_entries((Bound::Included(last.index.saturating_sub(1)), Bound::Excluded(last.index)))?;
+            let previous_last = before.first().map(|e| e.log_id).or(state.last_purged_log_id).unwrap_or(done.log_id);
+            return Ok(SingleVoterLog { previous_last, membership: done.log_id });
+        }
+        let vote: Option<Vote<NodeId>> = self.read_meta(KEY_VOTE)?;
+        let term = vote.map(|v| v.leader_id.term).unwrap_or(0).max(last.leader_id.term) + 1;
+        let membership_id = LogId::new(CommittedLeaderId::new(term, me), last.index + 1);
+        let membership = Membership::new(vec![BTreeSet::from([me])], BTreeMap::from([(me, node)]));
+        let entry = Entry { log_id: membership_id, payload: EntryPayload::Membership(membership) };
+        let entry_bytes = self.encode(&format!("log entry {}", membership_id.index), &entry)?;
+        let vote_bytes = self.encode("raft log meta `vote`", &Vote::new(term, me))?;
+        let txn = self.begin_write()?;
+        {
+            let mut log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
+            log.insert(membership_id.index, entry_bytes.as_slice()).map_err(|e| self.db_err(e))?;
+            let mut meta = txn.open_table(LOG_META).map_err(|e| self.db_err(e))?;
+            meta.insert(KEY_VOTE, vote_bytes.as_slice()).map_err(|e| self.db_err(e))?;
+        }
+        self.commit(txn)?;
+        Ok(SingleVoterLog { previous_last: last, membership: membership_id })
     }
 
     /// Remove the entries at `range` and, for a purge, record the last purged log id,
@@ -221,5 +293,41 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             db.remove_entries((Bound::Unbounded, Bound::Included(log_id.index)), Some(log_id))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blank(term: u64, leader: NodeId, index: u64) -> Entry {
+        Entry { log_id: LogId::new(CommittedLeaderId::new(term, leader), index), payload: EntryPayload::Blank }
+    }
+
+    #[test]
+    fn forcing_a_single_voter_appends_its_membership_under_a_new_term_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RaftDb::open(&dir.path().join("raft-log.redb")).unwrap();
+        let node = SiteNode { site: "lz".into(), addr: "127.0.40.1:2700".into() };
+        assert!(db.force_single_voter(4, node.clone()).is_err(), "an empty log has nothing to promote");
+
+        db.append_entries(vec![blank(1, 1, 1), blank(1, 1, 2), blank(3, 2, 3)]).unwrap();
+        db.write_meta(KEY_VOTE, &Vote::new_committed(5, 2)).unwrap();
+        let done = db.force_single_voter(4, node.clone()).unwrap();
+        assert_eq!(done.previous_last, LogId::new(CommittedLeaderId::new(3, 2), 3));
+        assert_eq!(done.membership, LogId::new(CommittedLeaderId::new(6, 4), 4), "a term above the vote's");
+        let vote: Option<Vote<NodeId>> = db.read_meta(KEY_VOTE).unwrap();
+        assert_eq!(vote, Some(Vote::new(6, 4)), "an uncommitted vote for itself: it still elects itself");
+        let entries = db.read_entries((Bound::Included(4), Bound::Unbounded)).unwrap();
+        match &entries[..] {
+            [Entry { payload: EntryPayload::Membership(m), .. }] => {
+                assert_eq!(m.voter_ids().collect::<Vec<_>>(), [4]);
+                assert_eq!(m.nodes().map(|(id, n)| (*id, n.clone())).collect::<Vec<_>>(), [(4, node.clone())]);
+            }
+            other => panic!("{other:?}"),
+        }
+
+        assert_eq!(db.force_single_voter(4, node).unwrap(), done, "running it again changes nothing");
+        assert_eq!(db.log_state().unwrap().last_log_id, Some(done.membership));
     }
 }

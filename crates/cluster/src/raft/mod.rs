@@ -38,7 +38,7 @@ use maildr_store::{Applied, Command, CommandError, StoreError};
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 use serde::{Deserialize, Serialize};
 
-pub use log_store::LogStore;
+pub use log_store::{LogStore, SingleVoterLog};
 pub use state_machine::{SnapshotBuilder, StateMachineStore};
 
 /// Raft node id of a site.

@@ -24,7 +24,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{NodeId, TypeConfig};
-use crate::status::{MailboxDigest, MessageSummary, SiteStatus};
+use crate::status::{ForcedFailoverRecord, MailboxDigest, MessageSummary, SiteStatus};
 
 /// Largest frame accepted: a message body of the largest configurable size (1 GiB is
 /// refused by the config) is far beyond this, but bodies above it are pushed in
@@ -138,6 +138,11 @@ pub enum ControlRequest {
     /// What this site's control plane observes of the data sites (health probes),
     /// as the JSON its control plane produces; empty when it runs none.
     Observations,
+    /// To a standby, when quorum is gone: make it the only voter of a new cluster
+    /// (a forced failover, recorded as done `by` the named operator). Refused unless
+    /// the receiver is a standby that has not heard from a primary for two election
+    /// timeouts. The site answers, then restarts itself to rewrite its Raft state.
+    ForceFailover { by: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +168,8 @@ pub enum ControlResponse {
     },
     /// JSON from the site's control plane (see `ControlRequest::Observations`).
     Observations(Vec<u8>),
+    /// The standby accepted the forced failover and is restarting to carry it out.
+    ForcedFailover(ForcedFailoverRecord),
 }
 
 /// Write one frame.

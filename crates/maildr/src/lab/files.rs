@@ -120,6 +120,7 @@ pub fn site_config(
                 role: match m.role {
                     Role::Data => SiteRole::Data,
                     Role::Witness => SiteRole::Witness,
+                    Role::Standby => SiteRole::Standby,
                 },
                 addr: addr.to_string(),
                 mail_ip: (m.role == Role::Data).then_some(std::net::IpAddr::V4(m.ip)),

@@ -1,4 +1,4 @@
-//! A three-site lab for tests: `maildr lab up` in a temporary directory on its own
+//! A three-site lab (or four, with `--standby`) for tests: `maildr lab up` in a temporary directory on its own
 //! loopback network, driven through the same commands an operator uses, and SMTP /
 //! IMAP clients that record exactly what a sender was told.
 
@@ -91,6 +91,16 @@ impl Lab {
         PathBuf::from(self.site(site)["config"].as_str().unwrap())
     }
 
+    pub fn data_dir(&self, site: &str) -> PathBuf {
+        PathBuf::from(self.site(site)["data_dir"].as_str().unwrap())
+    }
+
+    /// Every site of the lab, by name.
+    pub fn sites(&self) -> Vec<String> {
+        let sites = self.status["sites"].as_array().unwrap();
+        sites.iter().map(|s| s["site"].as_str().unwrap().to_string()).collect()
+    }
+
     pub fn password(&self, address: &str) -> String {
         let accounts = self.status["accounts"].as_array().unwrap();
         let account = accounts.iter().find(|a| a["address"] == address).unwrap();
@@ -104,6 +114,14 @@ impl Lab {
     /// `maildr cluster ARGS --config <site's config>`.
     pub fn cluster(&self, site: &str, args: &[&str]) -> Output {
         maildr().arg("cluster").args(args).arg("--config").arg(self.config(site)).output().unwrap()
+    }
+
+    /// `site`'s own Raft status (`SiteStatus` as JSON), asked through its own config;
+    /// `Null` when it does not answer.
+    pub fn site_status(&self, site: &str) -> Value {
+        let status = self.cluster_status(site);
+        let members = status["members"].as_array().cloned().unwrap_or_default();
+        members.into_iter().find(|m| m["site"] == site).map(|m| m["status"].clone()).unwrap_or(Value::Null)
     }
 
     pub fn cluster_status(&self, site: &str) -> Value {
@@ -241,8 +259,8 @@ impl Lab {
 
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        for site in ["bj", "sh", "hz"] {
-            let path = self.lab_dir().join("sites").join(site).join("serve.log");
+        for site in self.sites() {
+            let path = self.lab_dir().join("sites").join(&site).join("serve.log");
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
             out.push_str(&format!("--- {site} ---\n"));
