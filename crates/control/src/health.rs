@@ -130,6 +130,11 @@ impl Observer {
         }
     }
 
+    /// Whether the last round against `site` succeeded (`None` before any round).
+    pub fn last_ok(&self, site: &str) -> Option<bool> {
+        self.targets.get(site)?.1.back().map(|s| s.ok)
+    }
+
     pub fn history(&self, site: &str) -> Option<Vec<Sample>> {
         self.targets.get(site).map(|(_, h)| h.iter().cloned().collect())
     }

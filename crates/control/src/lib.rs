@@ -369,7 +369,7 @@ impl ControlPlane {
         };
         let mut observer = self.observer.lock().unwrap_or_else(|p| p.into_inner());
         for (site, sample) in results {
-            if !sample.ok && observer.history(&site).is_some_and(|h| h.last().is_none_or(|s| s.ok)) {
+            if !sample.ok && observer.last_ok(&site) != Some(false) {
                 tracing::warn!(target_site = %site, error = ?sample.error, "probe failed");
             }
             observer.record(&site, sample);
@@ -397,8 +397,9 @@ impl ControlPlane {
             let observers = self.gather(Duration::from_millis(self.settings.probe_timeout_ms)).await;
             self.votes(&observers)
         };
+        let status = self.replicated.status();
         let lags: BTreeMap<String, Option<u64>> =
-            self.replicated.status().peers.into_iter().map(|p| (p.site, p.lag_entries)).collect();
+            status.peers.iter().map(|p| (p.site.clone(), p.lag_entries)).collect();
         let down: BTreeSet<String> = committed.as_ref().map(|c| c.down.iter().cloned().collect()).unwrap_or_default();
         held_up_since.retain(|site, _| down.contains(site));
         for site in &down {
@@ -433,7 +434,7 @@ impl ControlPlane {
         };
         let mut reasons = Vec::new();
         if decision.new_primary {
-            let term = self.replicated.status().term;
+            let term = status.term;
             let previous = committed.as_ref().and_then(|c| c.primary.clone());
             let detail = match &previous {
                 Some(p) => format!("{} is primary in term {term}; previous primary {p}", self.site),

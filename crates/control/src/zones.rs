@@ -11,7 +11,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use maildr_cluster::Cluster;
 use maildr_dns::{DnsProvider, ServedState, SiteAddress, Zone, ZoneInput, ZoneSet};
-use maildr_store::ControlEventKind;
+use maildr_store::{ControlEventKind, Steering};
 use maildr_types::Domain;
 use tokio::sync::watch;
 
@@ -22,33 +22,31 @@ const ZONE_POLL_MS: u64 = 100;
 /// Pause before publishing again to an external provider that failed.
 const EXTERNAL_RETRY_MS: u64 = 1_000;
 
-/// Zones of every hosted domain from the committed steering, or `None` when no
-/// steering has been committed yet.
-pub fn zones_from(cluster: &Cluster, sites: &[SiteAddress], ttl_secs: u32) -> Option<Vec<Zone>> {
+/// What the zones are built from: the committed steering and the hosted domains,
+/// or `None` when no steering has been committed yet.
+fn zone_inputs(cluster: &Cluster) -> Option<(Steering, Vec<Domain>)> {
     let store = cluster.store();
     let steering = store.steering().ok()??;
-    let domains = store.domains().ok()?;
-    let zones = domains
-        .into_iter()
-        .filter_map(|d| {
+    let domains = store.domains().ok()?.into_iter().map(|d| d.name).collect();
+    Some((steering, domains))
+}
+
+/// The zone of every domain under `steering`.
+fn build_zones(steering: &Steering, domains: &[Domain], sites: &[SiteAddress], ttl_secs: u32) -> Vec<Zone> {
+    domains
+        .iter()
+        .filter_map(|domain| {
             let input = ZoneInput {
-                domain: d.name.clone(),
+                domain: domain.clone(),
                 serial: steering.serial,
                 ttl_secs,
                 sites: sites.to_vec(),
                 primary: steering.primary.clone(),
                 mx: steering.mx.clone(),
             };
-            match Zone::build(&input) {
-                Ok(zone) => Some(zone),
-                Err(e) => {
-                    tracing::error!(domain = %d.name, error = %e, "zone not built");
-                    None
-                }
-            }
+            Zone::build(&input).map_err(|e| tracing::error!(%domain, error = %e, "zone not built")).ok()
         })
-        .collect();
-    Some(zones)
+        .collect()
 }
 
 /// Keep `zones` (the local server's zone set) and `external` providers in step
@@ -69,13 +67,16 @@ pub async fn feed(
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let Some(built) = zones_from(&cluster, &sites, ttl_secs) else {
+        // Cheap reads every tick; zones are built only when the serial or the
+        // domain list changed.
+        let Some((steering, domains)) = zone_inputs(&cluster) else {
             continue;
         };
-        let key: Vec<(Domain, u32)> = built.iter().map(|z| (z.origin().clone(), z.serial())).collect();
+        let key: Vec<(Domain, u32)> = domains.iter().map(|d| (d.clone(), steering.serial)).collect();
         if shown.as_ref() == Some(&key) {
             continue;
         }
+        let built = build_zones(&steering, &domains, &sites, ttl_secs);
         zones.send_replace(Arc::new(ZoneSet::from_zones(built.iter().cloned())));
         let mut published = true;
         for provider in &external {
