@@ -1,10 +1,12 @@
 //! The seam between the admin API and the control plane (`maildr-control`: health
 //! probes from every site, the failover event log, DNS steering, forced failover).
 //!
-//! The API serves four endpoints from whatever implements [`ControlPlane`]; the
+//! The API serves five endpoints from whatever implements [`ControlPlane`]; the
 //! binary hands one in with [`crate::ApiState::with_control_plane`]. Without one
 //! those endpoints answer 503 "control plane not running". The answers are JSON
-//! values until the control crate's types settle; the API passes them through.
+//! values until the control crate's types settle (the API passes them through),
+//! except forced failover, which is `maildr_cluster::ops::failover` and answers its
+//! typed report.
 //!
 //! This module must never decide anything about failover itself: it only carries
 //! requests to the control plane and its answers back.
@@ -12,6 +14,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use maildr_cluster::ops::{FailoverReport, OpsError};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -23,7 +26,7 @@ pub type ControlFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, ControlPla
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailoverRequest {
-    /// Site name of the standby (or data site) to promote.
+    /// Site name of the standby to promote (anything else is refused).
     pub to: String,
     /// Must be `true`: the caller accepts losing what the target had not received.
     #[serde(default)]
@@ -48,6 +51,9 @@ pub enum ControlPlaneError {
     /// This control plane does not offer it (yet).
     #[error("{0}")]
     NotImplemented(String),
+    /// A cluster operation refused or failed (answered like the `/api/cluster` ones).
+    #[error(transparent)]
+    Ops(#[from] OpsError),
 }
 
 /// The control plane as the admin API sees it.
@@ -59,12 +65,20 @@ pub trait ControlPlane: Send + Sync {
     fn events(&self, after_id: u64, limit: usize) -> ControlFuture<'_, serde_json::Value>;
     /// The DNS records this site serves.
     fn dns_records(&self) -> ControlFuture<'_, serde_json::Value>;
-    /// Force a failover; the API has already checked `accept_data_loss` and the fields.
-    fn failover(&self, request: FailoverRequest) -> ControlFuture<'_, serde_json::Value>;
+    /// This site's probe history of every data site it observes (or of `site` only),
+    /// the most recent `limit` samples each, oldest first. `NotFound` for a site it
+    /// does not observe.
+    fn history(&self, site: Option<String>, limit: usize) -> ControlFuture<'_, serde_json::Value>;
+    /// Force a failover to a standby (`maildr_cluster::ops::failover`); the API has
+    /// already checked the fields.
+    fn failover(&self, request: FailoverRequest) -> ControlFuture<'_, FailoverReport>;
 }
 
 /// Most events one `GET /api/events` returns.
 pub const EVENTS_LIMIT_MAX: usize = 10_000;
+
+/// Most samples per site one `GET /api/health/history` returns.
+pub const HISTORY_LIMIT_MAX: usize = 10_000;
 
 fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, ControlPlaneError> {
     serde_json::to_value(value).map_err(|e| ControlPlaneError::Unavailable(format!("encoding the answer: {e}")))
@@ -94,9 +108,23 @@ impl ControlPlane for maildr_control::ControlPlane {
         })
     }
 
-    fn failover(&self, _request: FailoverRequest) -> ControlFuture<'_, serde_json::Value> {
+    fn history(&self, site: Option<String>, limit: usize) -> ControlFuture<'_, serde_json::Value> {
         Box::pin(async move {
-            Err(ControlPlaneError::NotImplemented("forced failover is not implemented by the control plane yet".into()))
+            match maildr_control::ControlPlane::histories(self, site.as_deref(), limit.min(HISTORY_LIMIT_MAX)) {
+                Some(history) => json(history),
+                None => Err(ControlPlaneError::NotFound(format!(
+                    "site {} observes no data site named {:?}",
+                    maildr_control::ControlPlane::site(self),
+                    site.unwrap_or_default()
+                ))),
+            }
+        })
+    }
+
+    fn failover(&self, request: FailoverRequest) -> ControlFuture<'_, FailoverReport> {
+        Box::pin(async move {
+            let client = maildr_control::ControlPlane::cluster_client(self);
+            Ok(maildr_cluster::ops::failover(client, &request.to, &request.by, request.accept_data_loss).await?)
         })
     }
 }

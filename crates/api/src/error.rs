@@ -128,11 +128,17 @@ impl From<OpsError> for Failure {
             OpsError::NotACluster(_)
             | OpsError::NotADataSite { .. }
             | OpsError::Refused { .. }
-            | OpsError::PrimaryNotConfigured(_) => Failure::new(StatusCode::CONFLICT, message),
-            OpsError::UnknownMember { .. } => Failure::invalid("to", message),
-            OpsError::NoPrimary | OpsError::Unreachable(_) | OpsError::TooFewSites(_) | OpsError::KeptApplying(_) => {
-                Failure::unavailable(message)
-            }
+            | OpsError::PrimaryNotConfigured(_)
+            | OpsError::AlreadyPromoted { .. }
+            | OpsError::PrimaryAlive { .. } => Failure::new(StatusCode::CONFLICT, message),
+            OpsError::UnknownMember { .. } | OpsError::NotAStandby { .. } => Failure::invalid("to", message),
+            OpsError::NoOperator => Failure::invalid("by", message),
+            OpsError::DataLossNotAccepted { .. } => Failure::bad_request(message).at("accept_data_loss"),
+            OpsError::NoPrimary
+            | OpsError::Unreachable(_)
+            | OpsError::TooFewSites(_)
+            | OpsError::KeptApplying(_)
+            | OpsError::NotPromoted { .. } => Failure::unavailable(message),
             OpsError::Unexpected { .. } => Failure::new(StatusCode::BAD_GATEWAY, message),
         }
     }

@@ -51,8 +51,8 @@ pub const BODY_BYTES_MAX: usize = 64 * 1024;
 /// How long one request may take, end to end, before it is answered 503.
 pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 
-/// How long a switchover or verify may take: verify alone may retry for 60 s
-/// while writes keep coming.
+/// How long a switchover, verify or forced failover may take: verify alone may
+/// retry for 60 s while writes keep coming.
 pub const CLUSTER_OPERATION_TIMEOUT_MS: u64 = 150_000;
 
 /// How long `GET /api/cluster/members` waits for each member's status.
@@ -173,12 +173,13 @@ pub fn router(state: ApiState) -> Router {
     let slow = Router::new()
         .route("/api/cluster/switchover", post(handlers::cluster::switchover))
         .route("/api/cluster/verify", post(handlers::cluster::verify))
+        .route("/api/cluster/failover", post(handlers::control::failover))
         .layer(timeout(CLUSTER_OPERATION_TIMEOUT_MS));
     let protected = Router::new()
         .route("/api/cluster/status", get(handlers::cluster::status))
         .route("/api/cluster/members", get(handlers::cluster::members))
-        .route("/api/cluster/failover", post(handlers::control::failover))
         .route("/api/health", get(handlers::control::health))
+        .route("/api/health/history", get(handlers::control::history))
         .route("/api/events", get(handlers::control::events))
         .route("/api/dns/records", get(handlers::control::dns_records))
         .route("/api/domains", get(handlers::admin::list_domains).post(handlers::admin::add_domain))

@@ -21,6 +21,7 @@ use crate::handlers;
         handlers::cluster::switchover,
         handlers::cluster::verify,
         handlers::control::health,
+        handlers::control::history,
         handlers::control::events,
         handlers::control::dns_records,
         handlers::control::failover,

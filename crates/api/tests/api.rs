@@ -155,6 +155,9 @@ async fn refused_requests_name_the_field_and_change_nothing() {
         ("DELETE", "/api/domains/-bad-.test", None, 422, Some("domain")),
         ("GET", "/api/accounts?domain=..", None, 422, Some("domain")),
         ("POST", "/api/cluster/failover", Some(r#"{"to":"hz","by":"ops"}"#), 400, Some("accept_data_loss")),
+        ("POST", "/api/cluster/failover", Some(r#"{"to":"hz","by":"","accept_data_loss":true}"#), 422, Some("by")),
+        ("GET", "/api/health/history?limit=0", None, 422, Some("limit")),
+        ("GET", "/api/health/history?limit=many", None, 400, Some("query")),
         ("GET", "/api/no/such/thing", None, 404, None),
         ("PATCH", "/api/domains", None, 405, None),
     ];
@@ -228,6 +231,7 @@ async fn a_site_alone_reports_itself_and_refuses_what_needs_other_sites() {
     site.call("POST", "/api/cluster/verify", Some(r#"{"messages":true}"#)).await.assert_error(409, None);
     for (method, path, body) in [
         ("GET", "/api/health", None),
+        ("GET", "/api/health/history?site=sh&limit=5", None),
         ("GET", "/api/events", None),
         ("GET", "/api/dns/records", None),
         ("POST", "/api/cluster/failover", Some(r#"{"to":"hz","accept_data_loss":true,"by":"ops"}"#)),
@@ -258,6 +262,7 @@ async fn the_openapi_document_lists_every_route_with_its_schemas() {
         "GET /api/openapi.json",
         "GET /api/health/live",
         "GET /api/health",
+        "GET /api/health/history",
         "GET /api/events",
         "GET /api/dns/records",
         "GET /api/cluster/status",
@@ -291,9 +296,16 @@ async fn the_openapi_document_lists_every_route_with_its_schemas() {
         assert!(reply.status != 405 && !reply.body.contains("no such endpoint"), "{route}: {reply:?}");
     }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
-    for name in
-        ["ErrorBody", "SiteStatus", "ClusterStatus", "VerifyReport", "NewAccount", "AccountView", "FailoverRequest"]
-    {
+    for name in [
+        "ErrorBody",
+        "SiteStatus",
+        "ClusterStatus",
+        "VerifyReport",
+        "NewAccount",
+        "AccountView",
+        "FailoverRequest",
+        "FailoverReport",
+    ] {
         assert!(schemas.contains_key(name), "schema {name} in the document");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");

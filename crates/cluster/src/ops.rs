@@ -1,11 +1,13 @@
-//! Operator actions on a whole cluster: every member's status, planned switchover and
-//! cross-site verification, shared by `maildr cluster` and the admin HTTP API.
+//! Operator actions on a whole cluster: every member's status, planned switchover,
+//! forced failover to a standby and cross-site verification, shared by
+//! `maildr cluster` and the admin HTTP API.
 //!
 //! They talk to running sites over the replication channel, presenting the cluster
 //! secret, exactly as sites talk to each other, and return typed reports; printing
 //! them is the caller's business. They never open a site's files: everything they
 //! report is what the sites say, and they never change state except through a
-//! site's own control requests (`HandOver`).
+//! site's own control requests (`HandOver`, `ForceFailover`), which the site checks
+//! again itself.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,7 +19,8 @@ use utoipa::ToSchema;
 
 use crate::raft::network::{PeerCallError, PeerClient};
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
-use crate::status::{MailboxDigest, SiteStatus};
+use crate::replicated::PRIMARY_SILENCE_ELECTION_TIMEOUTS;
+use crate::status::{ForcedFailoverRecord, MailboxDigest, PrimaryContact, SiteStatus};
 
 /// How long one control request may take, unless the caller says otherwise.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,6 +33,12 @@ const VERIFY_APPLY_WAIT_MS: u64 = 10_000;
 
 /// Pause between two attempts of `verify` while writes keep coming.
 const VERIFY_RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+/// How long one status call may take while waiting for a promoted standby.
+const FAILOVER_POLL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Pause between two status calls while waiting for a promoted standby.
+const FAILOVER_POLL_PAUSE: Duration = Duration::from_millis(200);
 
 /// Why an operator action did not happen (or not completely).
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +67,21 @@ pub enum OpsError {
     TooFewSites(String),
     #[error("sites kept applying new entries; could not read them all at one index within {0} s")]
     KeptApplying(u64),
+    #[error("{site} is a {role} site; a forced failover promotes only a standby (with a quorum, use switchover)")]
+    NotAStandby { site: String, role: &'static str },
+    #[error("a forced failover names the operator who forces it; it is recorded")]
+    NoOperator,
+    #[error("{site} was already promoted by a forced failover ({detail})")]
+    AlreadyPromoted { site: String, detail: String },
+    #[error(
+        "{site} heard from the primary (node {primary}) {heard_ms_ago} ms ago: the quorum is alive; use switchover"
+    )]
+    PrimaryAlive { site: String, primary: u64, heard_ms_ago: u64 },
+    /// Nothing was changed: the operator has not accepted the loss.
+    #[error("refused: nothing changed. Accept the data loss to promote {site} knowing what it lacks")]
+    DataLossNotAccepted { site: String },
+    #[error("{site} accepted the forced failover but does not lead after {secs} s; see its log")]
+    NotPromoted { site: String, secs: u64 },
 }
 
 /// Talks to the sites named in one site's cluster configuration. Cheap to clone.
@@ -150,6 +174,13 @@ impl ControlClient {
             ControlResponse::Status(s) => Ok(*s),
             other => Err(OpsError::Unexpected { site: member.site.clone(), what: format!("status with {other:?}") }),
         }
+    }
+
+    /// How long a standby must not have heard from a primary before a forced failover
+    /// may promote it: [`PRIMARY_SILENCE_ELECTION_TIMEOUTS`] of this config's longest
+    /// election timeout (the standby checks again with its own).
+    pub fn primary_silence_ms(&self) -> u64 {
+        PRIMARY_SILENCE_ELECTION_TIMEOUTS * self.cluster.election_timeout_max_ms
     }
 
     pub fn member_named(&self, site: &str) -> Result<&ClusterMember, OpsError> {
@@ -286,6 +317,140 @@ pub async fn switchover(client: &ControlClient, to: &str) -> Result<SwitchoverRe
             Ok(SwitchoverReport { primary: to.to_string(), term, unavailable_ms })
         }
         other => Err(OpsError::Unexpected { site: primary.site, what: format!("switchover with {other:?}") }),
+    }
+}
+
+/// What a forced failover to a standby may lose, from the standby's own status.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FailoverLoss {
+    /// The standby's site name.
+    pub site: String,
+    pub node_id: u64,
+    /// The standby's last log index: what the lost primary committed after it is lost.
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// The last time the standby heard from a primary (`heard_ms_ago`: how long ago),
+    /// and the primary's commit index then; absent when it has not since it started.
+    pub primary_contact: Option<PrimaryContact>,
+    /// Committed entries the standby lacked at that contact (the primary may have
+    /// committed more since, unseen from the standby).
+    pub lag_entries_at_contact: Option<u64>,
+}
+
+impl FailoverLoss {
+    fn of(status: &SiteStatus) -> FailoverLoss {
+        FailoverLoss {
+            site: status.site.clone(),
+            node_id: status.node_id,
+            last_log_index: status.last_log_index,
+            applied_index: status.applied_index,
+            primary_contact: status.primary_contact.clone(),
+            lag_entries_at_contact: status.primary_contact.as_ref().map(PrimaryContact::lag_entries_then),
+        }
+    }
+
+    /// The loss in words, as `maildr cluster failover` prints it.
+    pub fn render(&self) -> String {
+        let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("none".into());
+        let mut out = format!(
+            "standby {} (node {}): last log index {}, applied index {}\n",
+            self.site,
+            self.node_id,
+            show(self.last_log_index),
+            show(self.applied_index)
+        );
+        match &self.primary_contact {
+            Some(c) => out.push_str(&format!(
+                "last heard from the primary (node {}, term {}) {:.1} s ago; the primary had committed index {} \
+                 then, and the standby was {} entries behind\n",
+                c.primary,
+                c.term,
+                c.heard_ms_ago as f64 / 1000.0,
+                show(c.primary_committed_index),
+                c.lag_entries_then()
+            )),
+            None => out.push_str("it has not heard from a primary since it started\n"),
+        }
+        let since = match &self.primary_contact {
+            Some(c) => format!("{:.1} s ago", c.heard_ms_ago as f64 / 1000.0),
+            None => "before the standby last started".into(),
+        };
+        out.push_str(&format!(
+            "MAY BE LOST: whatever the old primary committed after index {}: what the standby lacked at the last \
+             contact, and all mail acknowledged since then ({since})\n",
+            show(self.last_log_index)
+        ));
+        out
+    }
+}
+
+/// A forced failover the standby accepted: it restarts as the only voter and leads
+/// once it is back (poll its status for `state: Leader`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FailoverReport {
+    /// What may be lost, as the standby reported just before it was promoted.
+    pub loss: FailoverLoss,
+    /// The standby's record: who forced it, when, and its last log index.
+    pub accepted: ForcedFailoverRecord,
+}
+
+/// What a forced failover to `to` would lose. Refused unless `to` is a standby that
+/// answers and was not promoted already; changes nothing.
+pub async fn failover_loss(client: &ControlClient, to: &str) -> Result<FailoverLoss, OpsError> {
+    let target = client.member_named(to)?;
+    if target.role != SiteRole::Standby {
+        return Err(OpsError::NotAStandby { site: to.to_string(), role: target.role.name() });
+    }
+    let status = client.status_of(target).await?;
+    if let Some(done) = &status.forced_failover {
+        return Err(OpsError::AlreadyPromoted { site: to.to_string(), detail: done.event_detail() });
+    }
+    Ok(FailoverLoss::of(&status))
+}
+
+/// Forced failover, for when the quorum is gone for good: promote the standby `to`
+/// to the only voter of a new cluster, recording `by` as the operator. Refused
+/// (nothing changed) for anything but a standby, while the standby still hears from
+/// a primary, and unless `accept_data_loss`. Returns once the standby accepted; it
+/// then restarts, and [`wait_until_promoted`] waits for it to lead.
+pub async fn failover(
+    client: &ControlClient,
+    to: &str,
+    by: &str,
+    accept_data_loss: bool,
+) -> Result<FailoverReport, OpsError> {
+    if by.trim().is_empty() {
+        return Err(OpsError::NoOperator);
+    }
+    let loss = failover_loss(client, to).await?;
+    if let Some(c) = loss.primary_contact.as_ref().filter(|c| c.heard_ms_ago < client.primary_silence_ms()) {
+        return Err(OpsError::PrimaryAlive { site: to.to_string(), primary: c.primary, heard_ms_ago: c.heard_ms_ago });
+    }
+    if !accept_data_loss {
+        return Err(OpsError::DataLossNotAccepted { site: to.to_string() });
+    }
+    let target = client.member_named(to)?.clone();
+    match client.call(&target, ControlRequest::ForceFailover { by: by.trim().to_string() }).await? {
+        ControlResponse::ForcedFailover(accepted) => Ok(FailoverReport { loss, accepted }),
+        other => Err(OpsError::Unexpected { site: target.site, what: format!("failover with {other:?}") }),
+    }
+}
+
+/// Wait until the standby `to`, promoted by [`failover`], leads; its status then.
+pub async fn wait_until_promoted(client: &ControlClient, to: &str, within: Duration) -> Result<SiteStatus, OpsError> {
+    let target = client.member_named(to)?.clone();
+    let deadline = Instant::now() + within;
+    loop {
+        // The standby restarts in between: an unanswered call is expected.
+        if let Ok(s) = client.status_within(&target, FAILOVER_POLL_TIMEOUT).await {
+            if s.state == "Leader" && s.forced_failover.is_some() {
+                return Ok(s);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(OpsError::NotPromoted { site: to.to_string(), secs: within.as_secs() });
+        }
+        tokio::time::sleep(FAILOVER_POLL_PAUSE).await;
     }
 }
 

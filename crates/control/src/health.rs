@@ -135,8 +135,10 @@ impl Observer {
         self.targets.get(site)?.1.back().map(|s| s.ok)
     }
 
-    pub fn history(&self, site: &str) -> Option<Vec<Sample>> {
-        self.targets.get(site).map(|(_, h)| h.iter().cloned().collect())
+    /// The last `limit` samples of `site`, oldest first (`None` for a site not observed).
+    pub fn history(&self, site: &str, limit: usize) -> Option<Vec<Sample>> {
+        let (_, history) = self.targets.get(site)?;
+        Some(history.iter().skip(history.len().saturating_sub(limit)).cloned().collect())
     }
 }
 
@@ -163,9 +165,11 @@ mod tests {
         assert!(!up(&o));
         o.record("bj", sample(7, true));
         assert!(up(&o));
-        let history = o.history("bj").unwrap();
-        assert_eq!(history.iter().map(|s| s.at_ms).collect::<Vec<_>>(), [4, 5, 6, 7], "history is bounded");
+        let at = |samples: Vec<Sample>| samples.iter().map(|s| s.at_ms).collect::<Vec<_>>();
+        assert_eq!(at(o.history("bj", usize::MAX).unwrap()), [4, 5, 6, 7], "history is bounded");
+        assert_eq!(at(o.history("bj", 2).unwrap()), [6, 7], "the most recent, oldest first");
+        assert!(o.history("bj", 0).unwrap().is_empty());
         o.record("nowhere", sample(8, false));
-        assert!(o.history("nowhere").is_none());
+        assert!(o.history("nowhere", 10).is_none());
     }
 }

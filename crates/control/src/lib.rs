@@ -14,6 +14,10 @@
 //! - Every decision is a committed command, so every surviving site derives the
 //!   same DNS zones from the same state (see `maildr-dns`).
 //!
+//! - A **forced failover** asked through the admin API is carried to the standby by
+//!   [`maildr_cluster::ops::failover`], the same operation as `maildr cluster
+//!   failover`; the operator decides it, not this crate.
+//!
 //! This crate never decides who is primary (Raft does), never writes to a store
 //! except through [`Cluster::write`], and never changes DNS without a commit.
 
@@ -28,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use maildr_cluster::ops::ControlClient;
 use maildr_cluster::{Cluster, Replicated, WriteError};
 use maildr_config::{ControlSection, MxPolicy, SiteConfig, SiteRole};
 use maildr_store::{Command, ControlEventKind, Steering};
@@ -97,11 +102,30 @@ pub struct DnsRecords {
     pub records: Vec<maildr_dns::RecordView>,
 }
 
+/// One observer's probe history of the data sites it watches.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthHistory {
+    /// The observing site (the one answering).
+    pub observer: String,
+    /// Samples kept per site (`control.history_samples_max`).
+    pub samples_max: u32,
+    pub sites: Vec<SiteHistory>,
+}
+
+/// The probe rounds of one observed site, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteHistory {
+    pub site: String,
+    pub samples: Vec<Sample>,
+}
+
 /// Why the control plane could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("the control plane needs a replicated site ([[cluster.members]])")]
     NotReplicated,
+    #[error("cluster configuration: {0}")]
+    Cluster(#[from] maildr_cluster::ops::OpsError),
     #[error("data site {0} has no mail_ip in the cluster members")]
     NoMailIp(String),
     #[error("reading the store: {0}")]
@@ -122,6 +146,8 @@ pub struct ControlPlane {
     role: SiteRole,
     cluster: Cluster,
     replicated: Arc<Replicated>,
+    /// Reaches every member over the replication channel (forced failover).
+    members: ControlClient,
     settings: ControlSection,
     mx_policy: MxPolicy,
     targets: Vec<ProbeTarget>,
@@ -166,6 +192,7 @@ impl ControlPlane {
             role: config.role(),
             cluster,
             replicated: Arc::clone(&replicated),
+            members: ControlClient::from_cluster(&config.site.name, config.cluster.clone())?,
             settings: c.clone(),
             mx_policy: config.dns.mx_policy,
             targets,
@@ -209,9 +236,33 @@ impl ControlPlane {
         })
     }
 
-    /// This observer's probe history of one data site, oldest first.
-    pub fn history(&self, site: &str) -> Option<Vec<Sample>> {
-        self.observer.lock().unwrap_or_else(|p| p.into_inner()).history(site)
+    /// This site's name.
+    pub fn site(&self) -> &str {
+        &self.site
+    }
+
+    /// The client of every member's replication channel, with this site's secret.
+    pub fn cluster_client(&self) -> &ControlClient {
+        &self.members
+    }
+
+    /// This observer's history of every data site it probes, or of `site` only
+    /// (`None` when it does not probe that site): the last `limit` samples of each.
+    pub fn histories(&self, site: Option<&str>, limit: usize) -> Option<HealthHistory> {
+        if site.is_some_and(|s| !self.targets.iter().any(|t| t.site == s)) {
+            return None;
+        }
+        let observer = self.observer.lock().unwrap_or_else(|p| p.into_inner());
+        let sites = self
+            .targets
+            .iter()
+            .filter(|t| site.is_none_or(|s| s == t.site))
+            .map(|t| SiteHistory {
+                site: t.site.clone(),
+                samples: observer.history(&t.site, limit).unwrap_or_default(),
+            })
+            .collect();
+        Some(HealthHistory { observer: self.site.clone(), samples_max: self.settings.history_samples_max, sites })
     }
 
     /// The committed steering, as applied here.

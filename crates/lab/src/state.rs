@@ -31,7 +31,7 @@ pub struct LabState {
     pub sites: Vec<SiteState>,
     /// Accounts created at bootstrap, with their passwords.
     pub accounts: Vec<AccountState>,
-    /// Bearer token of every data site's admin HTTP API.
+    /// Bearer token of the admin HTTP API (data sites and the standby).
     #[serde(default)]
     pub api_token: String,
 }
@@ -80,7 +80,8 @@ pub struct SitePorts {
 }
 
 impl SitePorts {
-    /// The ports of a lab site of this role (DNS and the admin API on data sites).
+    /// The ports of a lab site of this role (DNS on data sites, the admin API on data
+    /// sites and the standby).
     pub fn lab(role: Role) -> SitePorts {
         let data = role == Role::Data;
         SitePorts {
@@ -91,7 +92,7 @@ impl SitePorts {
             imaps: ports::IMAPS,
             replication: ports::REPLICATION,
             dns: data.then_some(ports::DNS),
-            http: data.then_some(ports::HTTP),
+            http: role.has_api().then_some(ports::HTTP),
         }
     }
 }

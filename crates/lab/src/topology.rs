@@ -32,7 +32,7 @@ pub mod ports {
     pub const LINK_CONTROL: u16 = 2790;
     /// Authoritative DNS (UDP and TCP) of a data site.
     pub const DNS: u16 = 5353;
-    /// The admin HTTP API of a data site.
+    /// The admin HTTP API of a data site or the standby.
     pub const HTTP: u16 = 2780;
 }
 
@@ -118,6 +118,12 @@ impl Role {
             Role::Witness => "witness",
             Role::Standby => "standby",
         }
+    }
+
+    /// Whether a lab site of this role serves the admin HTTP API: data sites, and
+    /// the standby, through which a forced failover is asked when the rest is lost.
+    pub fn has_api(self) -> bool {
+        matches!(self, Role::Data | Role::Standby)
     }
 }
 
@@ -250,6 +256,8 @@ impl Topology {
             }
             if s.role == Role::Data {
                 out.push(s.addr(ports::DNS));
+            }
+            if s.role.has_api() {
                 out.push(s.addr(ports::HTTP));
             }
         }

@@ -6,14 +6,13 @@
 //! They never open a site's files: everything they report is what the sites say.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use maildr_cluster::ops;
 use maildr_cluster::raft::wire::{ControlRequest, ControlResponse};
-use maildr_cluster::status::SiteStatus;
-use maildr_config::{SiteConfig, SiteRole};
+use maildr_config::SiteConfig;
 
 #[derive(Subcommand)]
 pub enum ClusterAction {
@@ -119,10 +118,7 @@ pub async fn run(action: ClusterAction) -> Result<()> {
         }
         ClusterAction::Failover { force, to, config, accept_data_loss, by } => {
             anyhow::ensure!(force, "a forced failover needs --force");
-            let config = SiteConfig::load(&config)?;
-            let silence_ms =
-                maildr_cluster::replicated::PRIMARY_SILENCE_ELECTION_TIMEOUTS * config.cluster.election_timeout_max_ms;
-            failover(&ControlClient::new(config)?, &to, accept_data_loss, &by, silence_ms).await
+            failover(&ControlClient::new(SiteConfig::load(&config)?)?, &to, accept_data_loss, &by).await
         }
         ClusterAction::Rejoin { config } => {
             let client = ControlClient::new(SiteConfig::load(&config)?)?;
@@ -175,91 +171,21 @@ pub async fn run(action: ClusterAction) -> Result<()> {
 const FAILOVER_WAIT: Duration = Duration::from_secs(60);
 
 /// `maildr cluster failover --force`: report what may be lost, then (only with the
-/// operator's acceptance) promote the standby and wait until it leads.
-async fn failover(client: &ControlClient, to: &str, accept_data_loss: bool, by: &str, silence_ms: u64) -> Result<()> {
-    let target = client.member_named(to)?.clone();
-    if target.role != SiteRole::Standby {
-        bail!(
-            "{to} is a {} site; a forced failover promotes only a standby (with a quorum, use `maildr cluster \
-             switchover`)",
-            target.role.name()
-        );
-    }
-    if by.trim().is_empty() {
-        bail!("--by names the operator who forces the failover; it is recorded");
-    }
-    let status = client.status_of(&target).await.with_context(|| format!("asking standby {to} for its status"))?;
-    if let Some(done) = &status.forced_failover {
-        bail!("{to} was already promoted by a forced failover ({})", done.event_detail());
-    }
-    print!("{}", loss_report(&status));
-    if let Some(contact) = status.primary_contact.as_ref().filter(|c| c.heard_ms_ago < silence_ms) {
-        bail!(
-            "{to} heard from the primary (node {}) {} ms ago: the quorum is alive; use `maildr cluster switchover`",
-            contact.primary,
-            contact.heard_ms_ago
-        );
-    }
-    if !accept_data_loss {
-        bail!("refused: nothing changed. Add --accept-data-loss to promote {to} knowing the loss above");
-    }
-    match client.call(&target, ControlRequest::ForceFailover { by: by.to_string() }).await? {
-        ControlResponse::ForcedFailover(record) => {
-            println!("{to} accepted the forced failover by {} and restarts as the only voter", record.by)
+/// operator's acceptance) promote the standby and wait until it leads. The checks and
+/// the request are `ops::failover`, shared with the admin API.
+async fn failover(client: &ControlClient, to: &str, accept_data_loss: bool, by: &str) -> Result<()> {
+    print!("{}", ops::failover_loss(client, to).await?.render());
+    let report = match ops::failover(client, to, by, accept_data_loss).await {
+        Ok(report) => report,
+        Err(ops::OpsError::DataLossNotAccepted { .. }) => {
+            bail!("refused: nothing changed. Add --accept-data-loss to promote {to} knowing the loss above")
         }
-        other => bail!("unexpected answer to failover: {other:?}"),
-    }
-    let deadline = Instant::now() + FAILOVER_WAIT;
-    loop {
-        let answer = client.call_with_timeout(&target, ControlRequest::Status, Duration::from_secs(3)).await;
-        if let Ok(ControlResponse::Status(s)) = &answer {
-            if s.state == "Leader" && s.forced_failover.is_some() {
-                println!("{to} is primary (term {}) and serves mail; the old sites must rejoin as new sites", s.term);
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "{to} accepted the forced failover but does not lead after {} s; see its log",
-                FAILOVER_WAIT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// What a forced failover to the standby `s` may lose, in words.
-fn loss_report(s: &SiteStatus) -> String {
-    let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("none".into());
-    let mut out = format!(
-        "standby {} (node {}): last log index {}, applied index {}\n",
-        s.site,
-        s.node_id,
-        show(s.last_log_index),
-        show(s.applied_index)
-    );
-    match &s.primary_contact {
-        Some(c) => out.push_str(&format!(
-            "last heard from the primary (node {}, term {}) {:.1} s ago; the primary had committed index {} then, \
-             and the standby was {} entries behind\n",
-            c.primary,
-            c.term,
-            c.heard_ms_ago as f64 / 1000.0,
-            show(c.primary_committed_index),
-            c.lag_entries_then()
-        )),
-        None => out.push_str("it has not heard from a primary since it started\n"),
-    }
-    let since = match &s.primary_contact {
-        Some(c) => format!("{:.1} s ago", c.heard_ms_ago as f64 / 1000.0),
-        None => "before the standby last started".into(),
+        Err(e) => return Err(e.into()),
     };
-    out.push_str(&format!(
-        "MAY BE LOST: whatever the old primary committed after index {}: what the standby lacked at the last \
-         contact, and all mail acknowledged since then ({since})\n",
-        show(s.last_log_index)
-    ));
-    out
+    println!("{to} accepted the forced failover by {} and restarts as the only voter", report.accepted.by);
+    let status = ops::wait_until_promoted(client, to, FAILOVER_WAIT).await?;
+    println!("{to} is primary (term {}) and serves mail; the old sites must rejoin as new sites", status.term);
+    Ok(())
 }
 
 async fn status(client: ControlClient, json: bool) -> Result<()> {

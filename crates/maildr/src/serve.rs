@@ -125,11 +125,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let control = start_control_plane(&config, &data_dir, &cluster, stop_rx.clone())?;
     let dns_addr = start_dns(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
-    let api_addr = start_api(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
+    let api = start_api(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
+    let api_addr = api.as_ref().map(|(addr, _)| *addr);
+    let api_task = api.map(|(_, task)| task);
     // A standby promoted by a forced failover serves mail whatever its config says.
     let role = cluster.replication().map(|r| r.effective_role()).unwrap_or(config.role());
     if !role.serves_mail() {
-        return serve_without_mail(&config, &data_dir, cluster, stop_tx, &mut term).await;
+        return serve_without_mail(&config, &data_dir, cluster, stop_tx, api_task, &mut term).await;
     }
     let tls_files = tls::ensure_files(
         &data_dir,
@@ -181,6 +183,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let _ = stop_tx.send(true);
     let _ = smtp_server.await;
     let _ = imap_server.await;
+    if let Some(api) = api_task {
+        let _ = api.await;
+    }
     drop(control);
     if let Some(replication) = cluster.replication() {
         replication.shutdown().await;
@@ -206,13 +211,14 @@ fn start_control_plane(
     Ok(Some(plane))
 }
 
-/// The admin HTTP API, when `api.listen` is set; its address.
+/// The admin HTTP API, when `api.listen` is set: its address, and the task serving
+/// it, which ends once `stop` is sent and the requests under way are answered.
 async fn start_api(
     config: &SiteConfig,
     cluster: &Cluster,
     control: Option<&Arc<maildr_control::ControlPlane>>,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<Option<std::net::SocketAddr>> {
+) -> Result<Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>> {
     let (Some(listen), Some(token)) = (config.api.listen, config.api.token.clone()) else {
         return Ok(None);
     };
@@ -224,12 +230,12 @@ async fn start_api(
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("admin API on {listen}"))?;
     let addr = listener.local_addr().with_context(|| format!("admin API on {listen}"))?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = maildr_api::serve(listener, state, stop).await {
             tracing::error!(error = %e, "admin API stopped");
         }
     });
-    Ok(Some(addr))
+    Ok(Some((addr, task)))
 }
 
 /// The authoritative DNS server, fed from the committed steering; its address.
@@ -281,6 +287,7 @@ async fn serve_without_mail(
     data_dir: &Path,
     cluster: Cluster,
     stop: tokio::sync::watch::Sender<bool>,
+    api: Option<tokio::task::JoinHandle<()>>,
     term: &mut tokio::signal::unix::Signal,
 ) -> Result<()> {
     let replication = cluster.replication().expect("only cluster members have roles without mail").clone();
@@ -304,6 +311,11 @@ async fn serve_without_mail(
     };
     tracing::info!(restart, "stopping");
     let _ = stop.send(true);
+    // A forced failover asked through this site's own API is answered before the
+    // restart replaces the process.
+    if let Some(api) = api {
+        let _ = api.await;
+    }
     replication.shutdown().await;
     if restart {
         return Err(restart_in_place());

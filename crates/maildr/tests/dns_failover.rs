@@ -48,6 +48,65 @@ fn mx_address(lab: &Lab, dns_site: &str) -> String {
     resolve(&ip, DNS_PORT, first, RecordType::A).expect("an A answer for the MX host").remove(0)
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Wait until `observer`'s last probe round of `site` succeeded.
+fn wait_until_probed_healthy(lab: &Lab, observer: &str, site: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let last = lab.api_get(observer, &format!("/api/health/history?site={site}&limit=1"));
+        if last["sites"][0]["samples"][0]["ok"] == true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{observer} never probed {site} healthy within {within:?}: {last:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `GET /api/health/history` at sh: bj's samples are good before `killed_at_ms` and
+/// failed, with a reason, from a probe round after it; sh sees itself healthy; the
+/// limit holds; an unknown site is refused naming the parameter.
+fn assert_history_shows_the_kill(lab: &Lab, killed_at_ms: i64) {
+    let all = lab.api_get("sh", "/api/health/history");
+    assert_eq!(all["observer"], "sh", "{all:#}");
+    let sites: Vec<&str> = all["sites"].as_array().unwrap().iter().map(|s| s["site"].as_str().unwrap()).collect();
+    assert_eq!(sites, ["bj", "sh"], "every data site sh observes: {all:#}");
+    let own = &all["sites"][1]["samples"];
+    let own_ok = own.as_array().unwrap().iter().rev().take(3).all(|s| s["ok"] == true);
+    assert!(own_ok, "sh probes itself fine: {own:#}");
+
+    let bj = lab.api_get("sh", "/api/health/history?site=bj");
+    let samples = bj["sites"][0]["samples"].as_array().unwrap().clone();
+    assert_eq!(bj["sites"].as_array().unwrap().len(), 1, "only bj: {bj:#}");
+    let at = |s: &serde_json::Value| s["at_ms"].as_i64().unwrap();
+    assert!(samples.windows(2).all(|w| at(&w[0]) <= at(&w[1])), "oldest first: {samples:#?}");
+    let before: Vec<_> = samples.iter().filter(|s| at(s) < killed_at_ms).collect();
+    assert!(
+        before.last().is_some_and(|s| s["ok"] == true),
+        "bj was healthy before the kill at {killed_at_ms}: {samples:#?}"
+    );
+    // A round that started before the kill may end after it; from the second round
+    // after the kill on, every one failed.
+    let after: Vec<_> = samples.iter().filter(|s| at(s) > killed_at_ms).skip(1).collect();
+    assert!(after.len() >= 2, "rounds after the kill: {samples:#?}");
+    for s in &after {
+        assert_eq!(s["ok"], false, "bj is dead: {s}");
+        assert!(s["error"].as_str().is_some_and(|e| !e.is_empty()), "a failed round says why: {s}");
+        assert!(s["smtp_ms"].is_null(), "no SMTP latency from a dead site: {s}");
+    }
+    let ok_latency = before.last().map(|s| s["smtp_ms"].as_f64());
+    assert!(ok_latency.flatten().is_some_and(|ms| ms >= 0.0), "a good round has its latency: {samples:#?}");
+
+    let two = lab.api_get("sh", "/api/health/history?site=bj&limit=2");
+    assert_eq!(two["sites"][0]["samples"].as_array().unwrap().len(), 2, "{two:#}");
+    let (status, refused) = lab.api_call("sh", "GET", "/api/health/history?site=nowhere", None);
+    assert_eq!((status, refused["field"].as_str()), (404, Some("site")), "{refused}");
+    let (status, refused) = lab.api_call("sh", "GET", "/api/health/history?limit=0", None);
+    assert_eq!((status, refused["field"].as_str()), (422, Some("limit")), "{refused}");
+}
+
 #[test]
 fn killing_the_primary_moves_mail_and_mx_to_the_survivor_and_clients_follow_dns() {
     let _one = one_lab();
@@ -67,6 +126,8 @@ fn killing_the_primary_moves_mail_and_mx_to_the_survivor_and_clients_follow_dns(
         assert_eq!(send_tagged(&mx_address(&lab, "sh"), &tag), Told::Accepted);
         tags.push(tag);
     }
+    wait_until_probed_healthy(&lab, "sh", "bj", Duration::from_secs(10));
+    let killed_at_ms = now_ms();
     lab.kill("bj");
     let took = wait_for_dns(&lab, "sh", "sh", &["sh"], Duration::from_secs(20));
     eprintln!("DNS at sh pointed mail. and MX at sh {} ms after the kill", took.as_millis());
@@ -112,6 +173,9 @@ fn killing_the_primary_moves_mail_and_mx_to_the_survivor_and_clients_follow_dns(
             .any(|r| r["name"] == "mail.example.test." && r["data"] == lab.ip("sh")),
         "{served_records:#}"
     );
+    // sh's own probe history of bj: good rounds before the kill, failed rounds
+    // (with the reason) after it.
+    assert_history_shows_the_kill(&lab, killed_at_ms);
     // The old primary comes back: once caught up and past the hold-down it is
     // listed again, after the new primary; mail. stays where the primary is.
     lab.start("bj");

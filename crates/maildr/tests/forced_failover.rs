@@ -1,13 +1,14 @@
 //! Forced failover to the standby when quorum is gone: a four-site lab (bj, sh data,
 //! hz witness, lz standby) loses bj, sh and hz to SIGKILL, and the operator promotes
-//! lz with `maildr cluster failover --force`.
+//! lz with `maildr cluster failover --force`, or through lz's admin API
+//! (`POST /api/cluster/failover`).
 //!
-//! What must hold: the command refuses while a primary is alive, refuses without
-//! `--accept-data-loss` (and then changes nothing), and with it lz becomes the
-//! primary, serves SMTP and IMAP on its own address, accepts new mail, still holds
-//! every message acknowledged before the disaster that it had applied, the event log
-//! names the operator who forced it, and an old site restarted with its old log is
-//! refused.
+//! What must hold: both refuse while a primary is alive, refuse without accepting the
+//! data loss, refuse anything but a standby (and then change nothing), and otherwise
+//! lz becomes the primary, serves SMTP and IMAP on its own address, accepts new mail,
+//! still holds every message acknowledged before the disaster that it had applied,
+//! the event log names the operator who forced it, and an old site restarted with
+//! its old log is refused.
 
 mod common;
 
@@ -17,6 +18,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::lab::{send_tagged, Lab, Told, ONE_LAB_AT_A_TIME};
+use serde_json::Value;
 
 /// Messages delivered before the disaster.
 const MESSAGES: usize = 20;
@@ -55,14 +57,12 @@ fn serves_smtp(ip: &str) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
 }
 
-#[test]
-fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it_had() {
-    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let lab = Lab::up_with("127.91", &["--standby"]);
+/// A lab with the standby, `MESSAGES` messages acknowledged at the primary and
+/// applied at lz with every body; the acknowledged tags.
+fn lab_with_a_caught_up_standby(net: &str) -> (Lab, BTreeSet<String>) {
+    let lab = Lab::up_with(net, &["--standby"]);
     let primary = lab.wait_for_primary("bj", Duration::from_secs(10), None);
-    let lz_ip = lab.ip("lz");
-    assert!(!serves_smtp(&lz_ip), "a standby serves no mail");
-
+    assert!(!serves_smtp(&lab.ip("lz")), "a standby serves no mail");
     let mut acked = BTreeSet::new();
     for n in 0..MESSAGES {
         let tag = format!("before-{n:03}");
@@ -74,6 +74,37 @@ fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it
         s["state"] == "Learner" && s["applied_index"].as_u64() >= Some(primary_applied) && s["missing_bodies"] == 0
     });
     assert!(standby["learners"].as_array().unwrap().contains(&4.into()), "lz is a learner: {standby}");
+    (lab, acked)
+}
+
+/// The disaster: both cities and the witness are gone, and lz has heard nothing
+/// from a primary for more than two election timeouts (800 ms each in the lab).
+fn lose_the_quorum(lab: &Lab) {
+    for site in ["bj", "sh", "hz"] {
+        lab.kill(site);
+    }
+    wait_for_lz(lab, Duration::from_secs(20), "silence from the primary", |s| {
+        s["primary_contact"]["heard_ms_ago"].as_u64().is_some_and(|ms| ms > 2_000)
+    });
+}
+
+/// lz is still an unpromoted learner that serves no mail.
+fn assert_lz_unchanged(lab: &Lab, after: &str) {
+    let status = lab.site_status("lz");
+    assert_eq!(status["state"], "Learner", "still a learner after {after}: {status}");
+    assert!(status["forced_failover"].is_null(), "after {after}: {status}");
+    assert!(
+        !lab.data_dir("lz").join(maildr_cluster::replicated::FORCE_FAILOVER_FILE).exists(),
+        "no promotion under way after {after}"
+    );
+    assert!(!serves_smtp(&lab.ip("lz")), "still no mail served at lz after {after}");
+}
+
+#[test]
+fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it_had() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (lab, acked) = lab_with_a_caught_up_standby("127.91");
+    let lz_ip = lab.ip("lz");
 
     // With the quorum alive, a forced failover is the wrong tool.
     let refused = failover(&lab, "lz", &["--force", "--accept-data-loss"]);
@@ -87,14 +118,7 @@ fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it
     assert!(!refused.status.success(), "{}", text(&refused));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--force"), "{}", text(&refused));
 
-    // The disaster: both cities and the witness are gone.
-    for site in ["bj", "sh", "hz"] {
-        lab.kill(site);
-    }
-    // Past two election timeouts (800 ms each in the lab) without a primary.
-    wait_for_lz(&lab, Duration::from_secs(20), "silence from the primary", |s| {
-        s["primary_contact"]["heard_ms_ago"].as_u64().is_some_and(|ms| ms > 2_000)
-    });
+    lose_the_quorum(&lab);
 
     let refused = failover(&lab, "lz", &["--force"]);
     eprintln!("failover without --accept-data-loss:\n{}", text(&refused));
@@ -103,10 +127,7 @@ fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it
     assert!(stdout.contains("last log index") && stdout.contains("MAY BE LOST"), "{}", text(&refused));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--accept-data-loss"), "{}", text(&refused));
     std::thread::sleep(Duration::from_secs(1));
-    let unchanged = lab.site_status("lz");
-    assert_eq!(unchanged["state"], "Learner", "still a learner: {unchanged}");
-    assert!(unchanged["forced_failover"].is_null(), "{unchanged}");
-    assert!(!serves_smtp(&lz_ip), "still no mail served at lz");
+    assert_lz_unchanged(&lab, "a failover without --accept-data-loss");
 
     let promoted = failover(&lab, "lz", &["--force", "--accept-data-loss"]);
     assert!(promoted.status.success(), "forced failover: {}\n{}", text(&promoted), lab.logs());
@@ -146,4 +167,85 @@ fn the_standby_is_promoted_only_by_an_explicit_forced_failover_and_keeps_what_it
     assert_eq!(forced[0].site.as_deref(), Some("lz"));
     assert!(forced[0].detail.contains(&format!("by {OPERATOR}")), "{:?}", forced[0]);
     assert!(forced[0].detail.contains("may be lost"), "{:?}", forced[0]);
+}
+
+/// The failover request body, as an operator's automation would send it.
+fn failover_body(to: &str, by: &str, accept_data_loss: &str) -> String {
+    format!(r#"{{"to":"{to}","by":"{by}","accept_data_loss":{accept_data_loss}}}"#)
+}
+
+#[test]
+fn the_api_promotes_the_standby_only_when_asked_rightly_and_its_refusals_change_nothing() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (lab, acked) = lab_with_a_caught_up_standby("127.92");
+    let failover = |body: &str| lab.api_call("lz", "POST", "/api/cluster/failover", Some(body));
+    let forced_events = |lab: &Lab| -> Vec<Value> {
+        let events = lab.api_get("lz", "/api/events")["events"].as_array().cloned().expect("an event list");
+        events.into_iter().filter(|e| e["kind"] == "forced_failover").collect()
+    };
+
+    // With the quorum alive, the API refuses like the command line.
+    let (status, body) = failover(&failover_body("lz", OPERATOR, "true"));
+    assert_eq!(status, 409, "refused while lz hears from the primary: {body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("switchover"), "{body}");
+    assert_lz_unchanged(&lab, "a failover while the quorum is alive");
+
+    lose_the_quorum(&lab);
+    let refusals: [(String, u16, &str, &str); 7] = [
+        (format!(r#"{{"to":"lz","by":"{OPERATOR}"}}"#), 400, "accept_data_loss", "accept_data_loss"),
+        (failover_body("lz", OPERATOR, "false"), 400, "accept_data_loss", "accept_data_loss"),
+        (failover_body("lz", OPERATOR, r#""yes""#), 422, "accept_data_loss", ""),
+        (failover_body("sh", OPERATOR, "true"), 422, "to", "only a standby"),
+        (failover_body("hz", OPERATOR, "true"), 422, "to", "only a standby"),
+        (failover_body("nowhere", OPERATOR, "true"), 422, "to", "no member site"),
+        (failover_body("lz", " ", "true"), 422, "by", "by"),
+    ];
+    for (request, want_status, field, says) in &refusals {
+        let (status, body) = failover(request);
+        assert_eq!(status, *want_status, "{request}: {body}");
+        assert_eq!(body["field"], *field, "{request}: the refusal names the field: {body}");
+        assert!(body["error"].as_str().unwrap_or_default().contains(says), "{request}: {body}");
+        assert_lz_unchanged(&lab, request);
+    }
+    assert!(forced_events(&lab).is_empty(), "no forced_failover event after the refusals");
+
+    let (status, report) = failover(&failover_body("lz", OPERATOR, "true"));
+    eprintln!("POST /api/cluster/failover: {status} {report:#}");
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["accepted"]["by"], OPERATOR, "who did it: {report}");
+    let loss = &report["loss"];
+    assert_eq!(loss["site"], "lz", "{report}");
+    let last_index = loss["last_log_index"].as_u64().expect("the standby's last index");
+    assert_eq!(report["accepted"]["last_log_index"], last_index, "{report}");
+    assert!(loss["primary_contact"]["heard_ms_ago"].as_u64().is_some_and(|ms| ms > 2_000), "{report}");
+    assert!(loss["lag_entries_at_contact"].as_u64().is_some(), "the lag at the last contact: {report}");
+
+    // lz restarts in place as the only voter; its API comes back and says it leads.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let (code, status) = lab.api_call("lz", "GET", "/api/cluster/status", None);
+        if code == 200 && status["state"] == "Leader" && status["forced_failover"]["event_recorded"] == true {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "lz does not lead after the API failover: {code} {status}\n{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["voters"], serde_json::json!([4]), "lz is the only voter: {status}");
+    let forced = forced_events(&lab);
+    assert_eq!(forced.len(), 1, "one forced_failover event at /api/events: {forced:?}");
+    assert_eq!(forced[0]["site"], "lz");
+    let detail = forced[0]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains(&format!("by {OPERATOR}")) && detail.contains(&last_index.to_string()), "{detail}");
+
+    // Promoted once: a second request is refused, and lz serves what it had.
+    let (status, body) = failover(&failover_body("lz", OPERATOR, "true"));
+    assert_eq!(status, 409, "{body}");
+    assert!(body["error"].as_str().unwrap_or_default().contains("already promoted"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !serves_smtp(&lab.ip("lz")) {
+        assert!(Instant::now() < deadline, "lz does not serve SMTP after its promotion:\n{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let inbox: BTreeSet<String> = lab.inbox("lz").into_values().collect();
+    assert!(acked.is_subset(&inbox), "lz lost acknowledged messages it had applied: {:?}", acked.difference(&inbox));
 }

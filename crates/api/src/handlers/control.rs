@@ -1,15 +1,16 @@
-//! The control-plane endpoints: health as every observer sees it, the failover
-//! event log, the DNS records this site serves, and forced failover. They pass
-//! through to the [`crate::ControlPlane`] the binary installed, and answer 503 when
-//! there is none. This module must never decide a failover itself.
+//! The control-plane endpoints: health as every observer sees it, this site's probe
+//! history, the failover event log, the DNS records this site serves, and forced
+//! failover. They pass through to the [`crate::ControlPlane`] the binary installed,
+//! and answer 503 when there is none. This module must never decide a failover itself.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use maildr_cluster::ops::FailoverReport;
 
-use crate::control::{ControlPlane, ControlPlaneError, FailoverRequest};
+use crate::control::{ControlPlane, ControlPlaneError, FailoverRequest, HISTORY_LIMIT_MAX};
 use crate::error::{ErrorBody, Failure};
 use crate::extract::{JsonBody, QueryParams};
 use crate::ApiState;
@@ -28,6 +29,7 @@ impl From<ControlPlaneError> for Failure {
             ControlPlaneError::Refused(m) => Failure::new(StatusCode::CONFLICT, m),
             ControlPlaneError::Unavailable(m) => Failure::unavailable(m),
             ControlPlaneError::NotImplemented(m) => Failure::new(StatusCode::NOT_IMPLEMENTED, m),
+            ControlPlaneError::Ops(e) => Failure::from(e),
         }
     }
 }
@@ -38,6 +40,39 @@ impl From<ControlPlaneError> for Failure {
         (status = 503, description = "Control plane not running", body = ErrorBody)))]
 pub async fn health(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, Failure> {
     Ok(Json(plane(&state)?.health().await?))
+}
+
+/// Whose probe history to return, and how much of it.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Only this data site (default: every data site this site probes).
+    pub site: Option<String>,
+    /// At most this many samples per site, the most recent (default and maximum 10000).
+    #[param(minimum = 1, maximum = 10000)]
+    pub limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/health/history", tag = "control", params(HistoryQuery),
+    responses((status = 200, description = "This site's probe rounds against each data site it observes, oldest \
+            first: at_ms, ok, smtp_ms, imap_ms, replication_ms and error (why a round failed)", body = Object),
+        (status = 401, description = "No or wrong token", body = ErrorBody),
+        (status = 404, description = "This site observes no data site of that name", body = ErrorBody),
+        (status = 422, description = "limit is not a number from 1 to 10000", body = ErrorBody),
+        (status = 503, description = "Control plane not running", body = ErrorBody)))]
+pub async fn history(
+    State(state): State<ApiState>,
+    QueryParams(query): QueryParams<HistoryQuery>,
+) -> Result<Json<serde_json::Value>, Failure> {
+    let limit = query.limit.unwrap_or(HISTORY_LIMIT_MAX);
+    if limit == 0 {
+        return Err(Failure::invalid("limit", format!("limit: a number from 1 to {HISTORY_LIMIT_MAX}")));
+    }
+    match plane(&state)?.history(query.site, limit.min(HISTORY_LIMIT_MAX)).await {
+        Ok(history) => Ok(Json(history)),
+        Err(e @ ControlPlaneError::NotFound(_)) => Err(Failure::from(e).at("site")),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Which events to return.
@@ -74,18 +109,20 @@ pub async fn dns_records(State(state): State<ApiState>) -> Result<Json<serde_jso
 }
 
 #[utoipa::path(post, path = "/api/cluster/failover", tag = "control", request_body = FailoverRequest,
-    responses((status = 200, description = "Failover done", body = Object),
+    responses((status = 200, description = "The standby accepted: it restarts as the only voter and leads once \
+            back (poll its /api/cluster/status for state Leader). The report says what may be lost and who \
+            forced it", body = FailoverReport),
         (status = 400, description = "Not JSON, or accept_data_loss is not true", body = ErrorBody),
         (status = 401, description = "No or wrong token", body = ErrorBody),
-        (status = 404, description = "No such site", body = ErrorBody),
-        (status = 409, description = "Refused by the control plane", body = ErrorBody),
-        (status = 422, description = "A field is missing or invalid", body = ErrorBody),
-        (status = 501, description = "Not offered by this control plane yet", body = ErrorBody),
-        (status = 503, description = "Control plane not running", body = ErrorBody)))]
+        (status = 409, description = "Refused: the standby still hears from a primary (use switchover), or was \
+            promoted already", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid, or `to` names no standby", body = ErrorBody),
+        (status = 502, description = "The standby answered something unexpected", body = ErrorBody),
+        (status = 503, description = "Control plane not running, or the standby did not answer", body = ErrorBody)))]
 pub async fn failover(
     State(state): State<ApiState>,
     JsonBody(request): JsonBody<FailoverRequest>,
-) -> Result<Json<serde_json::Value>, Failure> {
+) -> Result<Json<FailoverReport>, Failure> {
     if !request.accept_data_loss {
         return Err(Failure::bad_request(
             "a forced failover may lose what the target had not received: say accept_data_loss: true",

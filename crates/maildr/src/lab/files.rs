@@ -129,6 +129,10 @@ pub fn site_config(
         .collect();
     if site.role == Role::Data {
         c.dns.listen = Some(site.addr(ports::DNS));
+    }
+    // The standby has the API too: when both cities are lost, it is the site an
+    // operator (or the drill engine) forces the failover through.
+    if site.role.has_api() {
         c.api.listen = Some(site.addr(ports::HTTP));
         c.api.token = Some(secrets.api_token.clone());
     }
