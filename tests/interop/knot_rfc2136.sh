@@ -2,18 +2,33 @@
 # Knot DNS (a server no one here wrote) takes maildr's RFC 2136 updates signed with
 # TSIG: the failover replaces mail. and MX (never adds beside the old site), records
 # maildr does not manage stay, and an update without the key or with a wrong key is
-# refused, named as such, and changes nothing. Needs: knotd and dig (Debian packages
-# knot and bind9-dnsutils), a built maildr.
+# refused, named as such, and changes nothing. Then a lab whose data sites have Knot
+# in [[dns.providers]] publishes its steering there, and Knot's answers switch to
+# the survivor when the primary is killed. Needs: knotd and dig (Debian packages
+# knot and bind9-dnsutils, installed when missing), python3, a built maildr.
 set -euo pipefail
 
 MAILDR=${MAILDR:-target/debug/maildr}
 WORK=$(mktemp -d)
+LAB=$WORK/lab
+NET=127.84
 KNOT_PID=""
+LAB_UP=""
 cleanup() {
+    if [[ -n "$LAB_UP" ]]; then $MAILDR lab down --dir "$LAB" >/dev/null 2>&1 || true; fi
     if [[ -n "$KNOT_PID" ]] && kill -0 "$KNOT_PID" 2>/dev/null; then kill -TERM "$KNOT_PID"; wait "$KNOT_PID" || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+missing=()
+command -v knotd >/dev/null || missing+=(knot)
+command -v dig >/dev/null || missing+=(bind9-dnsutils)
+if (( ${#missing[@]} )); then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
 
 passed=0; failed=0
 ok()   { echo "ok   $1"; passed=$((passed + 1)); }
@@ -132,6 +147,48 @@ if push "${key[@]}" --tsig-secret-file "$WORK/tsig.key" --mx sh --serial 4; then
     ok "push without primary accepted"; else fail "push without primary refused"; fi
 expect "mail. gone" "$(mail_a)" ""
 expect "MX still sh" "$(mx)" "10 sh.example.test."
+
+echo "== a lab with Knot in [[dns.providers]]: the primary publishes, a failover switches Knot"
+# The same tables an operator puts in each data site's config; the secret file is
+# found beside this file.
+cat > "$WORK/providers.toml" <<TOML
+[[dns.providers]]
+kind = "rfc2136"
+server = "127.0.0.1:$PORT"
+zone = "example.test"
+tsig_key_name = "maildr-update"
+tsig_algorithm = "hmac-sha256"
+tsig_secret_file = "tsig.key"
+TOML
+BJ=$NET.10.1; SH=$NET.20.1
+LAB_UP=yes
+$MAILDR lab up --dir "$LAB" --net "$NET" --dns-provider-config "$WORK/providers.toml" >/dev/null
+# wait_for NAME WANT_MAIL WANT_MX SECONDS: poll Knot until both match; prints the wait in ms.
+wait_for() {
+    local start end
+    start=$(date +%s%N); end=$(( $(date +%s) + $4 ))
+    while (( $(date +%s) < end )); do
+        if [[ "$(mail_a)" == "$2" && "$(mx)" == "$3" ]]; then
+            ok "$1 ($(( ($(date +%s%N) - start) / 1000000 )) ms)"; return
+        fi
+        sleep 0.1
+    done
+    fail "$1: mail.=$(mail_a) MX=$(mx)"
+}
+soa() { q example.test SOA | cut -d' ' -f3; }
+wait_for "Knot names the lab's primary bj for mail. and MX bj,sh" "$BJ" "10 bj.example.test.,20 sh.example.test." 20
+expect "Knot has sh's address from the lab" "$(q sh.example.test A)" "$SH"
+published() { grep -c "published to the external providers" "$LAB/sites/$1/serve.log" || true; }
+(( $(published bj) >= 1 && $(published sh) == 0 )) && ok "only the primary bj published (bj $(published bj), sh 0)" \
+    || fail "publishes before the failover: bj $(published bj), sh $(published sh)"
+soa_before=$(soa)
+$MAILDR lab kill --dir "$LAB" bj >/dev/null
+wait_for "after killing bj, Knot names sh for mail. and MX" "$SH" "10 sh.example.test." 30
+(( $(soa) > soa_before )) && ok "Knot bumped its own SOA serial ($soa_before -> $(soa))" \
+    || fail "Knot's SOA serial $soa_before -> $(soa)"
+expect "records maildr does not manage stay after the lab's updates" "$(q www.example.test A)" "127.0.0.80"
+expect "the owner's NS stays after the lab's updates" "$(q example.test NS)" "ns.example.test."
+(( $(published sh) >= 1 )) && ok "sh published once it was primary" || fail "sh's log does not mention a publish"
 
 echo "knot_rfc2136: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

@@ -255,6 +255,53 @@ pub enum MxPolicy {
     PrimaryOnly,
 }
 
+/// Most `[[dns.providers]]` one site publishes to.
+pub const DNS_PROVIDERS_MAX: usize = 8;
+
+/// How zones reach a DNS server hosted elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProviderKind {
+    /// Dynamic update (RFC 2136) over TCP, signed with TSIG (RFC 8945).
+    Rfc2136,
+}
+
+/// TSIG MAC algorithms (the names servers use in their key definitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TsigAlgorithmName {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
+}
+
+fn default_tsig_algorithm() -> TsigAlgorithmName {
+    TsigAlgorithmName::HmacSha256
+}
+
+/// A DNS server hosted elsewhere that also gets the zones, from the primary, whenever
+/// the committed steering changes (see `[dns] providers`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsProviderConfig {
+    /// `rfc2136`.
+    pub kind: DnsProviderKind,
+    /// The server that accepts updates for `zone`, as `ip:port` (TCP).
+    pub server: SocketAddr,
+    /// The zone the server is primary for: hosted domains equal to it or below it
+    /// are published there, others are not.
+    pub zone: maildr_types::Domain,
+    /// TSIG key name, as the server knows it. Required: an unsigned update would let
+    /// anyone who reaches the server steer the mail.
+    pub tsig_key_name: String,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    #[serde(default = "default_tsig_algorithm")]
+    pub tsig_algorithm: TsigAlgorithmName,
+    /// File holding the shared TSIG secret in base64, read when the site starts.
+    /// Keep it readable by the site's user only.
+    pub tsig_secret_file: PathBuf,
+}
+
 section! {
     /// Authoritative DNS for the hosted domains, steered by the committed cluster
     /// state: `mail.<domain>` names the primary, MX lists the healthy data sites.
@@ -268,6 +315,13 @@ section! {
         /// `all-healthy` (MX lists every healthy data site, primary first) or
         /// `primary-only`.
         mx_policy: MxPolicy = MxPolicy::AllHealthy,
+        /// DNS servers hosted elsewhere that also get the zones (needs `listen`): the
+        /// primary sends them every new steering. One `[[dns.providers]]` table each,
+        /// with `kind = "rfc2136"`, `server` (`ip:port`), `zone`, `tsig_key_name`,
+        /// `tsig_algorithm` (default `hmac-sha256`) and `tsig_secret_file` (base64).
+        /// maildr replaces MX and TXT at the zone's apex and A/AAAA of `mail.` and of
+        /// each site there, never SOA or NS. At most 8.
+        providers: Vec<DnsProviderConfig> = Vec::new(),
     }
 }
 
@@ -424,6 +478,7 @@ impl SiteConfig {
         if self.dns.ttl_secs == 0 {
             return Err(bad("dns.ttl_secs", "must be greater than 0".into()));
         }
+        self.check_dns_providers(path)?;
         let c = &self.control;
         if c.probe_interval_ms == 0 || c.probe_timeout_ms == 0 || c.down_after_failures == 0 {
             return Err(bad(
@@ -452,6 +507,40 @@ impl SiteConfig {
         }
         if self.api.listen.is_some() && self.api.token.as_deref().is_none_or(|t| t.len() < 16) {
             return Err(bad("api.token", "must be set, at least 16 characters, when api.listen is".into()));
+        }
+        Ok(())
+    }
+
+    fn check_dns_providers(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: String, reason: String| ConfigError::Invalid { path: path.into(), key, reason };
+        let providers = &self.dns.providers;
+        if providers.is_empty() {
+            return Ok(());
+        }
+        if providers.len() > DNS_PROVIDERS_MAX {
+            return Err(bad(
+                "dns.providers".into(),
+                format!("{} tables; at most {DNS_PROVIDERS_MAX}", providers.len()),
+            ));
+        }
+        if self.dns.listen.is_none() {
+            return Err(bad(
+                "dns.providers".into(),
+                "needs dns.listen: the zones are published from the data sites' DNS feed".into(),
+            ));
+        }
+        for (i, p) in providers.iter().enumerate() {
+            let key = |field: &str| format!("dns.providers[{i}].{field}");
+            if p.server.port() == 0 || p.server.ip().is_unspecified() {
+                return Err(bad(key("server"), format!("{} is not an address to send updates to", p.server)));
+            }
+            let name = p.tsig_key_name.trim_end_matches('.');
+            if name.is_empty() || name.len() > 253 || name.split('.').any(|l| l.is_empty() || l.len() > 63) {
+                return Err(bad(key("tsig_key_name"), format!("{:?} is not a DNS name", p.tsig_key_name)));
+            }
+            if p.tsig_secret_file.as_os_str().is_empty() {
+                return Err(bad(key("tsig_secret_file"), "must name the file holding the TSIG secret".into()));
+            }
         }
         Ok(())
     }
@@ -670,5 +759,39 @@ mod tests {
         refuse(format!("{both}[api]\nlisten = \"127.0.0.1:2780\"\n"), "api.token", "16");
         refuse(format!("{both}[dns]\nttl_secs = 0\n"), "dns.ttl_secs", "greater than 0");
         refuse(format!("{both}[dns]\nmx_policy = \"sometimes\"\n"), "mx_policy", "unknown variant");
+    }
+
+    #[test]
+    fn dns_providers_parse_and_their_mistakes_are_refused_naming_the_key() {
+        let base = "[dns]\nlisten = \"127.0.10.1:5353\"\n";
+        let provider = "[[dns.providers]]\nkind = \"rfc2136\"\nserver = \"192.0.2.53:53\"\nzone = \"Example.TEST\"\n\
+                        tsig_key_name = \"maildr-update\"\ntsig_secret_file = \"/etc/maildr/tsig.key\"\n";
+        let config = SiteConfig::parse(&format!("{base}{provider}"), Path::new("p.toml")).unwrap();
+        let p = &config.dns.providers[0];
+        assert_eq!((p.kind, p.server), (DnsProviderKind::Rfc2136, "192.0.2.53:53".parse().unwrap()));
+        assert_eq!((p.zone.as_str(), p.tsig_algorithm), ("example.test", TsigAlgorithmName::HmacSha256));
+        let refuse = |text: String, key: &str, reason: &str| {
+            let err = SiteConfig::parse(&text, Path::new("p.toml")).unwrap_err().to_string();
+            assert!(err.contains("p.toml") && err.contains(key) && err.contains(reason), "{err}");
+        };
+        refuse(provider.to_string(), "dns.providers", "needs dns.listen");
+        refuse(format!("{base}{}", provider.replace(":53\"", ":0\"")), "dns.providers[0].server", "not an address");
+        refuse(
+            format!("{base}{provider}{}", provider.replace("maildr-update", "a..b")),
+            "dns.providers[1].tsig_key_name",
+            "not a DNS name",
+        );
+        refuse(format!("{base}{}", provider.replace("/etc/maildr/tsig.key", "")), "tsig_secret_file", "must name");
+        refuse(format!("{base}{}", provider.repeat(DNS_PROVIDERS_MAX + 1)), "dns.providers", "at most 8");
+        // Types and unknown keys are refused by the parser, naming the key.
+        refuse(format!("{base}{}", provider.replace("rfc2136", "route53")), "kind", "unknown variant");
+        refuse(format!("{base}{}", provider.replace("Example.TEST", "no_such")), "zone", "no_such");
+        refuse(format!("{base}{provider}tsig_algorithm = \"hmac-md5\"\n"), "tsig_algorithm", "unknown variant");
+        refuse(format!("{base}{provider}tsig_secret = \"c2VjcmV0\"\n"), "tsig_secret", "unknown field");
+        refuse(
+            format!("{base}{}", provider.replace("tsig_key_name = \"maildr-update\"\n", "")),
+            "tsig_key_name",
+            "missing",
+        );
     }
 }

@@ -1,10 +1,16 @@
 //! Every site's DNS follows the replicated truth: this feed rebuilds the zones
 //! from the committed steering and the hosted domains whenever either changes,
-//! and hands them to the DNS server (and to any external provider).
+//! and hands them to the DNS server, and to the external providers
+//! (`[[dns.providers]]`) when this site is the primary the steering names.
 //!
 //! It reads the store as applied on this site and nothing else, so every site
 //! that has applied the same entries serves the same zones. It never decides
 //! anything: with no committed steering yet it serves no zone at all.
+//!
+//! Only the primary publishes externally: an external server keeps whatever it was
+//! sent last, and a site that restarts behind (or cut off) would otherwise send it
+//! the steering it had before the failover. The primary has applied the newest
+//! steering it committed; a site that lost the lead publishes nothing more.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -59,7 +65,9 @@ pub async fn feed(
     external: Vec<Arc<dyn DnsProvider>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // What the local server got, and what the external providers accepted.
     let mut shown: Option<Vec<(Domain, u32)>> = None;
+    let mut published: Option<Vec<(Domain, u32)>> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(ZONE_POLL_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -73,30 +81,52 @@ pub async fn feed(
             continue;
         };
         let key: Vec<(Domain, u32)> = domains.iter().map(|d| (d.clone(), steering.serial)).collect();
-        if shown.as_ref() == Some(&key) {
+        let publish = !external.is_empty() && published.as_ref() != Some(&key) && publishes(&cluster, &steering);
+        if shown.as_ref() == Some(&key) && !publish {
             continue;
         }
         let built = build_zones(&steering, &domains, &sites, ttl_secs);
-        zones.send_replace(Arc::new(ZoneSet::from_zones(built.iter().cloned())));
-        let mut published = true;
-        for provider in &external {
-            for zone in &built {
-                if let Err(e) = provider.publish(zone).await {
-                    tracing::warn!(provider = %provider.describe(), error = %e, "zone not published; will retry");
-                    published = false;
-                }
-            }
+        if shown.as_ref() != Some(&key) {
+            zones.send_replace(Arc::new(ZoneSet::from_zones(built.iter().cloned())));
+            tracing::info!(zones = ?key, "DNS zones rebuilt from the committed steering");
+            shown = Some(key.clone());
         }
-        if !published {
+        if !publish {
+            continue;
+        }
+        if publish_external(&external, &built).await {
+            tracing::info!(zones = ?key, providers = external.len(), "DNS zones published to the external providers");
+            published = Some(key);
+        } else {
             // Try again after a pause, without flooding an unreachable server.
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(EXTERNAL_RETRY_MS)) => continue,
+                _ = tokio::time::sleep(Duration::from_millis(EXTERNAL_RETRY_MS)) => {}
                 _ = stop.changed() => return,
             }
         }
-        tracing::info!(zones = ?key, "DNS zones rebuilt from the committed steering");
-        shown = Some(key);
     }
+}
+
+/// Whether this site publishes `steering` to external providers: it is the Raft
+/// primary and the steering names it primary.
+fn publishes(cluster: &Cluster, steering: &Steering) -> bool {
+    cluster
+        .replication()
+        .is_some_and(|r| r.is_primary() && steering.primary.is_some() && r.primary_site() == steering.primary)
+}
+
+/// Publish every zone to every provider that covers its domain; false when any failed.
+async fn publish_external(external: &[Arc<dyn DnsProvider>], built: &[Zone]) -> bool {
+    let mut all = true;
+    for provider in external {
+        for zone in built.iter().filter(|z| provider.covers(z.origin())) {
+            if let Err(e) = provider.publish(zone).await {
+                tracing::warn!(provider = %provider.describe(), error = %e, "zone not published; will retry");
+                all = false;
+            }
+        }
+    }
+    all
 }
 
 /// Log a local `dns_served` event whenever the server begins answering from a new

@@ -44,6 +44,11 @@ pub trait DnsProvider: Send + Sync {
     fn describe(&self) -> String;
     /// Makes `zone` the records served for its domain, replacing what was there.
     fn publish<'a>(&'a self, zone: &'a Zone) -> PublishFuture<'a>;
+    /// Whether zones of `domain` go to this provider (a server updated for one zone
+    /// takes that zone and the ones below it); every domain unless said otherwise.
+    fn covers(&self, _domain: &Domain) -> bool {
+        true
+    }
 }
 
 /// Why a publish failed; each names what the operator needs to find the fault.
@@ -308,6 +313,9 @@ impl DnsProvider for Rfc2136Provider {
     fn publish<'a>(&'a self, zone: &'a Zone) -> PublishFuture<'a> {
         Box::pin(self.exchange(zone))
     }
+    fn covers(&self, domain: &Domain) -> bool {
+        matches!((name_of(&self.zone), name_of(domain)), (Ok(server_zone), Ok(name)) if server_zone.zone_of(&name))
+    }
 }
 
 /// The (name, type) pairs maildr owns at an external server for `zone`, in a stable
@@ -436,6 +444,9 @@ mod tests {
         let provider =
             Rfc2136Provider::new("127.0.0.1:53".parse().unwrap(), Domain::parse("other.test").unwrap(), None).unwrap();
         assert!(matches!(provider.update_message(&zone(1, None, &[])), Err(ProviderError::OutsideZone { .. })));
+        let covers = |p: &Rfc2136Provider, d: &str| p.covers(&Domain::parse(d).unwrap());
+        assert!(!covers(&provider, "example.test") && covers(&provider, "other.test"));
+        assert!(covers(&provider, "mail.other.test") && !covers(&provider, "another.test"));
         let parent =
             Rfc2136Provider::new("127.0.0.1:53".parse().unwrap(), Domain::parse("example.test").unwrap(), None)
                 .unwrap();

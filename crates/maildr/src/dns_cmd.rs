@@ -1,10 +1,12 @@
 //! `maildr dns`: the operator's view of the zones maildr publishes, and a push to a
 //! DNS server hosted elsewhere (RFC 2136 with TSIG) from the command line. The zone
 //! comes from the same builder the control plane uses, so what this prints is what
-//! a site serves for the same decision.
+//! a site serves for the same decision. [`configured_providers`] builds the same
+//! providers from a site's `[[dns.providers]]` for `maildr serve`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use base64::Engine as _;
@@ -99,12 +101,7 @@ pub fn run(action: DnsAction) -> Result<()> {
             let built = zone.build(serial)?;
             let key = match (tsig_key_name, tsig_secret_file) {
                 (Some(name), Some(file)) => {
-                    let text = std::fs::read_to_string(&file)
-                        .with_context(|| format!("reading TSIG secret file {}", file.display()))?;
-                    let secret = base64::engine::general_purpose::STANDARD
-                        .decode(text.trim())
-                        .with_context(|| format!("TSIG secret file {} is not base64", file.display()))?;
-                    Some(TsigKey { name, algorithm: tsig_algorithm, secret })
+                    Some(TsigKey { name, algorithm: tsig_algorithm, secret: read_secret(&file)? })
                 }
                 _ => None,
             };
@@ -121,4 +118,37 @@ pub fn run(action: DnsAction) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A TSIG secret from a file holding it in base64.
+fn read_secret(file: &Path) -> Result<Vec<u8>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading TSIG secret file {}", file.display()))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .with_context(|| format!("TSIG secret file {} is not base64", file.display()))
+}
+
+/// The external DNS providers of a site's `[[dns.providers]]`, with their secrets
+/// read now, so a missing or bad secret file stops the site at start, naming the key.
+pub fn configured_providers(dns: &maildr_config::DnsSection) -> Result<Vec<Arc<dyn DnsProvider>>> {
+    use maildr_config::{DnsProviderKind, TsigAlgorithmName};
+    let mut out: Vec<Arc<dyn DnsProvider>> = Vec::new();
+    for (i, p) in dns.providers.iter().enumerate() {
+        let algorithm = match p.tsig_algorithm {
+            TsigAlgorithmName::HmacSha256 => TsigAlgorithm::HmacSha256,
+            TsigAlgorithmName::HmacSha384 => TsigAlgorithm::HmacSha384,
+            TsigAlgorithmName::HmacSha512 => TsigAlgorithm::HmacSha512,
+        };
+        let secret =
+            read_secret(&p.tsig_secret_file).with_context(|| format!("dns.providers[{i}].tsig_secret_file"))?;
+        let key = TsigKey { name: p.tsig_key_name.clone(), algorithm, secret };
+        match p.kind {
+            DnsProviderKind::Rfc2136 => {
+                let provider = Rfc2136Provider::new(p.server, p.zone.clone(), Some(key))
+                    .with_context(|| format!("dns.providers[{i}] ({} zone {})", p.server, p.zone))?;
+                out.push(Arc::new(provider));
+            }
+        }
+    }
+    Ok(out)
 }

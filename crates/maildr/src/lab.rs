@@ -82,6 +82,12 @@ pub enum LabAction {
         /// that only a forced failover promotes.
         #[arg(long)]
         standby: bool,
+        /// A TOML file of `[[dns.providers]]` tables, written as in a site config:
+        /// every data site gets them, so the primary also publishes the lab's zones
+        /// to those DNS servers. A relative `tsig_secret_file` is read from the
+        /// file's own directory.
+        #[arg(long, value_name = "FILE")]
+        dns_provider_config: Option<PathBuf>,
     },
     /// Every endpoint, which processes are alive, and the accounts; exits 1 unless
     /// every process is alive.
@@ -142,9 +148,13 @@ pub fn run(action: LabAction) -> Result<()> {
     }
     let dir_of = |d: &DirArg| std::path::absolute(&d.dir).with_context(|| format!("resolving {}", d.dir.display()));
     match &action {
-        LabAction::Up { dir, net, json, snapshot_after_entries, standby } => {
+        LabAction::Up { dir, net, json, snapshot_after_entries, standby, dns_provider_config } => {
             let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
-            up(&dir_of(dir)?, topology, *json, *snapshot_after_entries)
+            let providers = match dns_provider_config {
+                Some(file) => files::read_dns_providers(file)?,
+                None => Vec::new(),
+            };
+            up(&dir_of(dir)?, topology, *json, *snapshot_after_entries, &providers)
         }
         LabAction::Status { dir, json } => status(&dir_of(dir)?, *json),
         LabAction::Down { dir, keep } => down(&dir_of(dir)?, *keep),
@@ -158,11 +168,17 @@ pub fn run(action: LabAction) -> Result<()> {
 
 // ---------------------------------------------------------------- lab up
 
-fn up(dir: &Path, topology: Topology, json: bool, snapshot_after_entries: u64) -> Result<()> {
+fn up(
+    dir: &Path,
+    topology: Topology,
+    json: bool,
+    snapshot_after_entries: u64,
+    dns_providers: &[maildr_config::DnsProviderConfig],
+) -> Result<()> {
     clear_previous(dir)?;
     check_addresses_free(&topology)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut state = write_lab(dir, &topology, snapshot_after_entries)?;
+    let mut state = write_lab(dir, &topology, snapshot_after_entries, dns_providers)?;
     state.save()?;
     let exe = std::env::current_exe().context("finding the maildr binary")?;
     let mut started = Started::default();
@@ -229,7 +245,12 @@ fn check_addresses_free(topology: &Topology) -> Result<()> {
 }
 
 /// Certificates, configs and the initial state (no process yet).
-fn write_lab(dir: &Path, topology: &Topology, snapshot_after_entries: u64) -> Result<LabState> {
+fn write_lab(
+    dir: &Path,
+    topology: &Topology,
+    snapshot_after_entries: u64,
+    dns_providers: &[maildr_config::DnsProviderConfig],
+) -> Result<LabState> {
     let (ca, tls) = files::write_certs(dir, topology)?;
     let accounts: Vec<AccountState> = ACCOUNTS
         .iter()
@@ -245,6 +266,9 @@ fn write_lab(dir: &Path, topology: &Topology, snapshot_after_entries: u64) -> Re
     for ((spec, site), tls) in topology.sites.iter().zip(&sites).zip(&tls) {
         let mut config = files::site_config(topology, spec, site, tls, &secrets);
         config.cluster.snapshot_after_entries = snapshot_after_entries;
+        if config.dns.listen.is_some() {
+            config.dns.providers = dns_providers.to_vec();
+        }
         files::write_config(&site.config, &config)?;
     }
     Ok(LabState {

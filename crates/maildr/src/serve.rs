@@ -261,6 +261,8 @@ async fn start_dns(
         .filter(|m| m.role == maildr_config::SiteRole::Data)
         .filter_map(|m| Some(maildr_dns::SiteAddress { site: m.site.clone(), ip: m.mail_ip? }))
         .collect();
+    // Secrets are read before anything binds: a bad one stops the site at start.
+    let providers = crate::dns_cmd::configured_providers(&config.dns)?;
     let server = maildr_dns::DnsServer::bind(listen).await.with_context(|| format!("DNS on {listen}"))?;
     let addr = server.local_addr();
     let (zones_tx, zones_rx) = tokio::sync::watch::channel(Arc::new(maildr_dns::ZoneSet::new()));
@@ -273,7 +275,7 @@ async fn start_dns(
         sites,
         config.dns.ttl_secs,
         zones_tx,
-        Vec::new(),
+        providers,
         stop.clone(),
     ));
     tokio::spawn(server.serve(zones_rx, stop));

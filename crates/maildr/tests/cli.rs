@@ -164,3 +164,24 @@ fn the_documented_config_example_is_the_generated_one() {
         "docs/configuration.md is stale: paste the output of `maildr config example` into it"
     );
 }
+
+#[test]
+fn lab_up_refuses_a_dns_provider_file_holding_anything_but_providers_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    let provider = "[[dns.providers]]\nkind = \"rfc2136\"\nserver = \"127.0.0.1:53\"\nzone = \"example.test\"\n\
+                    tsig_key_name = \"k\"\ntsig_secret_file = \"k.key\"\n";
+    for (text, says) in [
+        (format!("{provider}[smtp]\nmx_listen = \"127.0.0.1:25\"\n"), "smtp"),
+        (provider.replace("rfc2136", "route53"), "route53"),
+    ] {
+        let file = dir.path().join("providers.toml");
+        std::fs::write(&file, text).unwrap();
+        let lab = dir.path().join("lab");
+        let args = ["lab", "up", "--net", "127.89", "--dir", lab.to_str().unwrap(), "--dns-provider-config"];
+        let out = Command::new(BIN).args(args).arg(&file).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.contains("providers.toml") && stderr.contains(says), "{stderr}");
+        assert!(!lab.exists(), "nothing was started or written");
+    }
+}

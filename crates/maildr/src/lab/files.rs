@@ -150,6 +150,38 @@ pub fn site_config(
     c
 }
 
+/// The `[[dns.providers]]` tables of `path` (a fragment of a site config holding
+/// nothing else), with relative secret files made relative to `path`'s directory.
+pub fn read_dns_providers(path: &Path) -> Result<Vec<maildr_config::DnsProviderConfig>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fragment {
+        dns: Dns,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Dns {
+        providers: Vec<maildr_config::DnsProviderConfig>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let fragment: Fragment =
+        toml::from_str(&text).with_context(|| format!("{}: expected only [[dns.providers]] tables", path.display()))?;
+    let base = std::path::absolute(path)
+        .with_context(|| format!("resolving {}", path.display()))?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok(fragment
+        .dns
+        .providers
+        .into_iter()
+        .map(|mut p| {
+            p.tsig_secret_file = base.join(&p.tsig_secret_file);
+            p
+        })
+        .collect())
+}
+
 /// Check `config` as `maildr serve` would and write it to `path`.
 pub fn write_config(path: &Path, config: &SiteConfig) -> Result<()> {
     config
