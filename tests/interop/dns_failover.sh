@@ -6,12 +6,8 @@
 # Needs: dig (Debian bind9-dnsutils), python3, a built maildr.
 set -euo pipefail
 
-MAILDR=${MAILDR:-target/debug/maildr}
-WORK=$(mktemp -d)
-LAB=$WORK/lab
 NET=127.83
-cleanup() { $MAILDR lab down --dir "$LAB" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+source "$(dirname "$0")/lab.sh"
 passed=0; failed=0
 ok()   { echo "ok   $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1"; failed=$((failed + 1)); }

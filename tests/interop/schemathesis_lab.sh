@@ -7,12 +7,8 @@
 # Needs: a built maildr, python3 (venv), PyPI the first time (see schemathesis.sh).
 set -euo pipefail
 
-MAILDR=${MAILDR:-target/debug/maildr}
-WORK=$(mktemp -d)
-LAB=$WORK/lab
 NET=127.85
-cleanup() { $MAILDR lab down --dir "$LAB" >/dev/null 2>&1 || true; rm -rf "$WORK"; }
-trap cleanup EXIT
+source "$(dirname "$0")/lab.sh"
 
 $MAILDR lab up --dir "$LAB" --net "$NET" >/dev/null
 status=$($MAILDR lab status --dir "$LAB" --json)
