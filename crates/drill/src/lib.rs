@@ -19,6 +19,10 @@
 pub mod approval;
 pub mod archive;
 pub mod audit;
+pub mod client;
+pub mod flow;
+pub mod measure;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod target;
