@@ -71,7 +71,7 @@ pub struct Message {
 }
 
 impl Message {
-    fn pending(&self) -> bool {
+    pub fn pending(&self) -> bool {
         self.acknowledged.is_none() && self.refused.is_none() && !self.given_up
     }
 }
@@ -177,6 +177,15 @@ impl Flows {
         c
     }
 
+    /// Add a message a check sent outside the flows, so the reconciliation
+    /// accounts for it too.
+    pub fn record_message(&self, message: Message) {
+        let mut r = self.recorded.lock().expect("recorded lock");
+        if r.messages.len() < 2 * MESSAGES_MAX {
+            r.messages.insert(message.tag.clone(), message);
+        }
+    }
+
     /// A copy of what was recorded so far.
     pub fn snapshot(&self) -> (Vec<ProbeSample>, Vec<Message>) {
         let r = self.recorded.lock().expect("recorded lock");
@@ -198,11 +207,12 @@ impl Flows {
         for t in self.tasks {
             let _ = t.await;
         }
-        let r = Arc::try_unwrap(self.recorded).map(|m| m.into_inner().expect("recorded lock")).unwrap_or_else(|arc| {
-            let r = arc.lock().expect("recorded lock");
-            Recorded { samples: r.samples.clone(), messages: r.messages.clone() }
-        });
-        (r.samples, r.messages.into_values().collect())
+        let mut r = self.recorded.lock().expect("recorded lock");
+        // What is still unacknowledged when the drill ends was never confirmed.
+        for m in r.messages.values_mut().filter(|m| m.pending()) {
+            m.given_up = true;
+        }
+        (r.samples.clone(), r.messages.values().cloned().collect())
     }
 }
 
@@ -381,6 +391,11 @@ fn record_attempt(
 }
 
 fn message_bytes(ctx: &Ctx, tag: &str, recipient: &str) -> Vec<u8> {
+    probe_message(&ctx.drill_id, &ctx.domain, tag, recipient)
+}
+
+/// A tagged probe message (CRLF line ends).
+pub fn probe_message(drill_id: &str, domain: &str, tag: &str, recipient: &str) -> Vec<u8> {
     let filler: String = "The quick brown fox jumps over the lazy dog. ".repeat(BODY_FILLER_BYTES / 45);
     format!(
         "From: maildr drill <drill-sender@drill.maildr.invalid>\r\nTo: <{recipient}>\r\n\
@@ -388,8 +403,8 @@ fn message_bytes(ctx: &Ctx, tag: &str, recipient: &str) -> Vec<u8> {
          Date: {}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n\
          Synthetic message of drill {} for {}.\r\n{filler}\r\n",
         rfc2822_now(),
-        ctx.drill_id,
-        ctx.domain,
+        drill_id,
+        domain,
     )
     .into_bytes()
 }

@@ -25,4 +25,6 @@ pub mod measure;
 pub mod plan;
 pub mod render;
 pub mod report;
+pub mod runner;
+pub mod scenarios;
 pub mod target;
