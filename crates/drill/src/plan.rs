@@ -194,6 +194,12 @@ impl FaultAction {
         !matches!(self, FaultAction::Restore { .. } | FaultAction::Failback)
     }
 
+    /// Whether this fault interrupts service (RTO is measured from the first
+    /// such fault; a degraded link slows service but does not stop it).
+    pub fn starts_outage(&self) -> bool {
+        self.is_fault() && !matches!(self, FaultAction::DegradeLink { .. })
+    }
+
     pub fn describe(&self) -> String {
         match self {
             FaultAction::KillSite { site } => format!("kill site {site}"),

@@ -135,7 +135,10 @@ struct Run<'a> {
     steps: Vec<StepResult>,
     findings: Vec<Finding>,
     confirmations: Vec<String>,
+    /// The first fault that interrupts service: RTO is measured from here.
     fault_at_ms: Option<u64>,
+    /// The first fault of any kind (the RTO start when none interrupts service).
+    first_fault_at_ms: Option<u64>,
     abort: watch::Receiver<Option<String>>,
     flows: Option<Flows>,
     check_seq: u32,
@@ -176,6 +179,7 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
         findings: Vec::new(),
         confirmations: Vec::new(),
         fault_at_ms: None,
+        first_fault_at_ms: None,
         abort: abort_rx,
         flows: None,
         check_seq: 0,
@@ -564,7 +568,10 @@ impl Run<'_> {
         let fault = fault.expect("every remaining action puts a fault on");
         match result {
             Ok(evidence) => {
-                if action.is_fault() && self.fault_at_ms.is_none() {
+                if action.is_fault() {
+                    self.first_fault_at_ms.get_or_insert(started);
+                }
+                if action.starts_outage() && self.fault_at_ms.is_none() {
                     self.fault_at_ms = Some(started);
                 }
                 self.ledger.lock().expect("ledger lock").active.push(fault.clone());
@@ -1081,7 +1088,7 @@ impl Run<'_> {
         found: Found,
         events: Vec<ClusterEvent>,
     ) -> Report {
-        let rto = measure::rto(self.fault_at_ms, &events, &samples);
+        let rto = measure::rto(self.fault_at_ms.or(self.first_fault_at_ms), &events, &samples);
         let rpo = measure::rpo(&messages, &found);
         let gaps: Vec<_> = crate::report::Protocol::ALL.iter().map(|p| measure::longest_gap(&samples, *p, finished_at_ms)).collect();
         let mut smtp_latencies: Vec<u64> = samples
