@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::fs;
 
+use maildr_drill::archive::{self, write_report_files, Archive, ArchiveError};
 use maildr_drill::plan::Phase;
 use maildr_drill::render;
 use maildr_drill::report::*;
@@ -470,4 +471,131 @@ fn write_sample_html_when_asked() {
     let Some(path) = std::env::var_os("MAILDR_DRILL_SAMPLE_HTML") else { return };
     fs::write(&path, render::html(&sample_report(2_000))).unwrap();
     fs::write(std::path::Path::new(&path).with_extension("md"), render::markdown(&sample_report(2_000))).unwrap();
+}
+
+// -------------------------------------------------------------------- archive
+
+fn report_started(id: &str, started_at_ms: u64) -> Report {
+    let mut r = sample_report(40);
+    r.drill_id = id.into();
+    r.started_at_ms = started_at_ms;
+    r.finished_at_ms = started_at_ms + 90_000;
+    r
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+#[test]
+fn saving_writes_the_three_files_and_the_digest_of_report_json() {
+    let data = tempfile::tempdir().unwrap();
+    let archive = Archive::new(data.path());
+    let report = sample_report(300);
+    let saved = archive.save(&report).unwrap();
+    assert_eq!(saved.dir, data.path().join("reports").join("20250301T120000Z-site-outage"));
+    let json = fs::read(saved.dir.join("report.json")).unwrap();
+    assert_eq!(saved.json_sha256, sha256_hex(&json));
+    let back: Report = serde_json::from_slice(&json).unwrap();
+    assert_eq!(back, report, "report.json is the report");
+    assert_eq!(archive.load(&report.drill_id).unwrap(), report);
+    assert_eq!(fs::read_to_string(saved.dir.join("report.html")).unwrap(), render::html(&report));
+    assert_eq!(fs::read_to_string(saved.dir.join("report.md")).unwrap(), render::markdown(&report));
+    let names: Vec<String> = fs::read_dir(&saved.dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert_eq!(names.len(), 3, "no temporary file left behind: {names:?}");
+}
+
+#[test]
+fn an_archived_drill_is_never_replaced() {
+    let data = tempfile::tempdir().unwrap();
+    let archive = Archive::new(data.path());
+    let report = sample_report(10);
+    let first = archive.save(&report).unwrap();
+    let mut changed = report.clone();
+    changed.verdict = Verdict::Passed;
+    let err = archive.save(&changed).unwrap_err();
+    assert!(matches!(err, ArchiveError::AlreadyArchived { .. }), "{err}");
+    assert_eq!(sha256_hex(&fs::read(first.dir.join("report.json")).unwrap()), first.json_sha256);
+
+    // Another id that maps to the same directory name is told apart.
+    let mut other = report.clone();
+    other.drill_id = "20250301T120000Z site/outage".into();
+    assert_eq!(archive.dir_for(&other.drill_id).unwrap(), first.dir);
+    let err = archive.save(&other).unwrap_err();
+    assert!(matches!(err, ArchiveError::Collision { .. }), "{err}");
+
+    // A save that died before report.json was renamed into place is completed.
+    let mut interrupted = report.clone();
+    interrupted.drill_id = "20250302T000000Z-site-outage".into();
+    let dir = archive.dir_for(&interrupted.drill_id).unwrap();
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("report.md"), "partial").unwrap();
+    archive.save(&interrupted).unwrap();
+    assert_eq!(archive.load(&interrupted.drill_id).unwrap(), interrupted);
+
+    for bad in ["", "../..", "/"] {
+        let mut r = report.clone();
+        r.drill_id = bad.into();
+        assert!(matches!(archive.save(&r), Err(ArchiveError::BadDrillId(_))), "{bad:?}");
+    }
+}
+
+#[test]
+fn history_lists_drills_newest_first_and_names_what_it_skipped() {
+    let data = tempfile::tempdir().unwrap();
+    let archive = Archive::new(data.path());
+    assert_eq!(archive.history().unwrap(), archive::History::default(), "no archive yet");
+
+    let mut a = report_started("a-site-outage", T0);
+    a.verdict = Verdict::Passed;
+    a.rpo.lost = 0;
+    let b = report_started("b-site-outage", T0 + 86_400_000);
+    let mut c = report_started("c-partition", T0 + 3_600_000);
+    c.plan.name = "partition".into();
+    c.rto.total_ms = None;
+    for r in [&a, &b, &c] {
+        archive.save(r).unwrap();
+    }
+    let reports = archive.reports_dir();
+    fs::create_dir_all(reports.join("broken")).unwrap();
+    fs::write(reports.join("broken/report.json"), "{ not json").unwrap();
+    fs::create_dir_all(reports.join("interrupted")).unwrap();
+    fs::write(reports.join("stray.txt"), "x").unwrap();
+    fs::create_dir_all(reports.join(".tmp-something")).unwrap();
+
+    let history = archive.history().unwrap();
+    let ids: Vec<&str> = history.rows.iter().map(|r| r.drill_id.as_str()).collect();
+    assert_eq!(ids, ["b-site-outage", "c-partition", "a-site-outage"]);
+    let c_row = &history.rows[1];
+    assert_eq!(c_row.plan_name, "partition");
+    assert_eq!((c_row.verdict, c_row.rto_total_ms, c_row.rpo_lost, c_row.deferred), (Verdict::Failed, None, 2, 13));
+    assert_eq!(history.rows[2].verdict, Verdict::Passed);
+    assert_eq!(history.rows[0].rto_total_ms, Some(5_100));
+
+    let skipped: Vec<(String, &str)> = history
+        .skipped
+        .iter()
+        .map(|s| (s.dir.file_name().unwrap().to_string_lossy().into_owned(), s.reason.as_str()))
+        .collect();
+    assert_eq!(skipped.len(), 3, "{skipped:?}");
+    assert!(skipped[0].0 == "broken" && skipped[0].1.contains("not a drill report"), "{skipped:?}");
+    assert!(skipped[1].0 == "interrupted" && skipped[1].1.contains("no report.json"), "{skipped:?}");
+    assert!(skipped[2].0 == "stray.txt" && skipped[2].1.contains("not a directory"), "{skipped:?}");
+}
+
+#[test]
+fn report_files_can_be_written_to_any_directory_and_rewritten() {
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().join("my/report/dir");
+    let report = sample_report(20);
+    let first = write_report_files(&report, &dir).unwrap();
+    let mut again = report.clone();
+    again.verdict = Verdict::Passed;
+    let second = write_report_files(&again, &dir).unwrap();
+    assert_ne!(first.json_sha256, second.json_sha256);
+    assert_eq!(second.json, dir.join("report.json"));
+    let back: Report = serde_json::from_slice(&fs::read(&second.json).unwrap()).unwrap();
+    assert_eq!(back.verdict, Verdict::Passed);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
 }
