@@ -200,7 +200,7 @@ impl AuditLog {
         check_event(&event)?;
         let io_err = |source| AuditError::Io { path: self.path.clone(), source };
         let file = OpenOptions::new().read(true).append(true).create(true).open(&self.path).map_err(io_err)?;
-        let _lock = Lock::take(&file, libc::LOCK_EX, &self.path)?;
+        let _lock = lock_log(&file, libc::LOCK_EX, &self.path)?;
         let last = last_line(&file).map_err(io_err)?;
         let (seq, at_ms, prev) = match last {
             Tail::Empty => (1, now_ms(), GENESIS.to_string()),
@@ -277,7 +277,7 @@ pub(crate) fn is_sha256_hex(s: &str) -> bool {
 pub fn verify(path: &Path) -> Result<AuditSummary, AuditError> {
     let io_err = |source| AuditError::Io { path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_err)?;
-    let _lock = Lock::take(&file, libc::LOCK_SH, path)?;
+    let _lock = lock_log(&file, libc::LOCK_SH, path)?;
     let mut reader = BufReader::new(&file);
     let mut summary = AuditSummary { records: 0, first_at_ms: None, last_at_ms: None, head: GENESIS.to_string() };
     let mut buf = Vec::new();
@@ -421,8 +421,9 @@ pub(crate) struct Lock<'a> {
 }
 
 impl<'a> Lock<'a> {
-    /// Take `LOCK_EX` or `LOCK_SH` on `file`, waiting at most [`LOCK_WAIT_MS_MAX`].
-    pub(crate) fn take(file: &'a File, mode: libc::c_int, path: &Path) -> Result<Lock<'a>, AuditError> {
+    /// Take `LOCK_EX` or `LOCK_SH` on `file`, waiting at most
+    /// [`LOCK_WAIT_MS_MAX`] (then `ErrorKind::TimedOut`).
+    pub(crate) fn take(file: &'a File, mode: libc::c_int) -> io::Result<Lock<'a>> {
         let deadline = Instant::now() + Duration::from_millis(LOCK_WAIT_MS_MAX);
         loop {
             // SAFETY: the descriptor is open for as long as `file` is borrowed.
@@ -435,11 +436,24 @@ impl<'a> Lock<'a> {
                 Some(libc::EWOULDBLOCK) | Some(libc::EINTR) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Some(libc::EWOULDBLOCK) => return Err(AuditError::Busy { path: path.to_path_buf() }),
-                _ => return Err(AuditError::Io { path: path.to_path_buf(), source: err }),
+                Some(libc::EWOULDBLOCK) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("another process has held the lock for {LOCK_WAIT_MS_MAX} ms"),
+                    ))
+                }
+                _ => return Err(err),
             }
         }
     }
+}
+
+/// [`Lock::take`] for the audit log's own errors.
+fn lock_log<'a>(file: &'a File, mode: libc::c_int, path: &Path) -> Result<Lock<'a>, AuditError> {
+    Lock::take(file, mode).map_err(|source| match source.kind() {
+        io::ErrorKind::TimedOut => AuditError::Busy { path: path.to_path_buf() },
+        _ => AuditError::Io { path: path.to_path_buf(), source },
+    })
 }
 
 impl Drop for Lock<'_> {
