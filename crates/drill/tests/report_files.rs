@@ -316,10 +316,11 @@ fn the_summary_shows_the_verdict_plan_measurements_and_findings() {
     assert!(html.contains("<header class=\"banner failed\">"));
 }
 
-#[test]
-fn every_report_string_is_escaped_in_both_views() {
+/// The sample report with markup, quotes, pipes, backticks and a control
+/// character in every string a plan, a target or an operator can set.
+fn hostile_report() -> Report {
     let mut r = sample_report(50);
-    let evil = "<script>alert('x')</script> & \"co\" | `x` \u{7}";
+    let evil = EVIL;
     r.plan.name = evil.into();
     r.plan.description = evil.into();
     r.plan.origin = evil.into();
@@ -337,7 +338,14 @@ fn every_report_string_is_escaped_in_both_views() {
     r.confirmations[0] = evil.into();
     r.objectives[0].name = evil.into();
     r.rpo.lost_tags[0] = evil.into();
+    r
+}
 
+const EVIL: &str = "<script>alert('x')</script> & \"co\" | `x` \u{7}";
+
+#[test]
+fn every_report_string_is_escaped_in_both_views() {
+    let r = hostile_report();
     let html = render::html(&r);
     assert!(!html.to_lowercase().contains("<script"), "raw <script> in the HTML");
     assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;co&quot;"));
@@ -470,7 +478,9 @@ fn a_single_sample_and_a_sample_before_the_start_are_drawn() {
 fn write_sample_html_when_asked() {
     let Some(path) = std::env::var_os("MAILDR_DRILL_SAMPLE_HTML") else { return };
     fs::write(&path, render::html(&sample_report(2_000))).unwrap();
-    fs::write(std::path::Path::new(&path).with_extension("md"), render::markdown(&sample_report(2_000))).unwrap();
+    let path = std::path::Path::new(&path);
+    fs::write(path.with_extension("md"), render::markdown(&sample_report(2_000))).unwrap();
+    fs::write(path.with_extension("hostile.html"), render::html(&hostile_report())).unwrap();
 }
 
 // -------------------------------------------------------------------- archive
