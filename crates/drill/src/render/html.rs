@@ -7,8 +7,9 @@
 use std::fmt::Write as _;
 
 use super::charts::{probe_chart, rto_chart};
-use super::{by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_rows, step_outcome_word, utc};
-use crate::report::{Report, Severity, Source, StepOutcome, Verdict};
+use super::model::{self, Cell, Mark, Table};
+use super::{drill_duration_ms, duration};
+use crate::report::{Report, Severity};
 
 const STYLE: &str = r#"
 :root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--soft:#f6f8fa}
@@ -66,26 +67,114 @@ footer{max-width:1120px;margin:0 auto;padding:16px 28px 30px;color:var(--muted);
 
 /// The report as one self-contained HTML5 document.
 pub fn html(report: &Report) -> String {
-    let mut out = String::with_capacity(64 * 1024);
     let r = report;
+    let mut out = String::with_capacity(64 * 1024);
+    let verdict = r.verdict.word();
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Drill {}: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        r.verdict.word(),
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Drill {verdict}: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
         esc(&r.plan.name)
     );
-    banner(&mut out, r);
-    out.push_str("<main>\n");
-    summary(&mut out, r);
-    objectives(&mut out, r);
-    rto(&mut out, r);
-    rpo(&mut out, r);
-    service(&mut out, r);
+    let _ = write!(
+        out,
+        "<header class=\"banner {verdict}\"><div><div class=\"verdict\">{}<small>{}</small></div><h1>Drill report: {}</h1>",
+        verdict.to_uppercase(),
+        model::verdict_note(r.verdict),
+        esc(&r.plan.name)
+    );
+    if let Some(reason) = &r.abort_reason {
+        let _ = write!(out, "<p><strong>Abort reason:</strong> {}</p>", esc(reason));
+    }
+    if !r.plan.description.trim().is_empty() {
+        let _ = write!(out, "<p>{}</p>", esc(&r.plan.description));
+    }
+    out.push_str("</div></header>\n<main>\n");
+
+    section(&mut out, "summary", "Summary");
+    cards(&mut out, r);
+    key_values(&mut out, &model::summary(r));
+    out.push_str("</section>\n");
+
+    section(&mut out, "objectives", "Objectives");
+    table(&mut out, &model::objectives(r));
+    out.push_str("</section>\n");
+
+    section(&mut out, "rto", "Recovery time (RTO)");
+    match model::rto_intro(r) {
+        Some(intro) => {
+            let _ = writeln!(out, "<p>{} Dashed lines are the plan's objectives.</p>", esc(&intro));
+        }
+        None => {
+            let _ = writeln!(out, "<p class=\"muted\">{}</p>", model::NO_FAULT);
+        }
+    }
+    out.push_str(&rto_chart(r));
+    table(&mut out, &model::rto(r));
+    out.push_str("</section>\n");
+
+    section(&mut out, "rpo", "Recovery point (RPO)");
+    table(&mut out, &model::rpo(r));
+    if !r.rpo.lost_tags.is_empty() {
+        let tags: Vec<String> = r.rpo.lost_tags.iter().map(|t| format!("<code>{}</code>", esc(t))).collect();
+        let _ = writeln!(out, "<p><strong>Lost messages (tags):</strong> {}</p>", tags.join(", "));
+    }
+    let _ = writeln!(out, "<p class=\"muted\">Reconciled over IMAP at: {}.</p>", esc(&model::reconciled_at(r)));
+    out.push_str("</section>\n");
+
+    section(&mut out, "service", "Service seen by clients");
+    let _ = writeln!(
+        out,
+        "<p>{} probe samples over the drill; a mark per sample (merged where they meet), the worst outcome shown where several share a pixel.</p>",
+        r.probes.samples.len()
+    );
+    out.push_str(&probe_chart(r));
+    out.push_str("\n<h3>Longest gap per protocol</h3>\n");
+    table(&mut out, &model::gaps(r));
+    out.push_str("<h3>Probes</h3>\n");
+    table(&mut out, &model::probes(r));
+    out.push_str("</section>\n");
+
     findings(&mut out, r);
-    phases(&mut out, r);
-    approvals(&mut out, r);
-    environment(&mut out, r);
-    out.push_str("</main>\n");
+
+    section(&mut out, "phases", "Runbook phases");
+    let _ = writeln!(out, "<p class=\"muted\">{}</p>", model::PHASES_INTRO);
+    for phase in model::phases(r) {
+        let _ = write!(out, "<div class=\"phase\"><h3>{}</h3>", phase.title);
+        if phase.steps.is_none() && phase.events.is_none() && phase.findings.is_empty() {
+            let _ = write!(out, "<p class=\"muted\">{}</p>", model::NO_STEP);
+        }
+        for t in phase.steps.iter().chain(phase.events.iter()) {
+            table(&mut out, t);
+        }
+        if !phase.findings.is_empty() {
+            out.push_str("<p>");
+            for (n, severity, title) in &phase.findings {
+                let word = model::severity_word(*severity);
+                let _ = write!(out, "<a href=\"#f{n}\">F{n}</a> <span class=\"pill {word}\">{word}</span> {}<br>", esc(title));
+            }
+            out.push_str("</p>");
+        }
+        out.push_str("</div>\n");
+    }
+    out.push_str("</section>\n");
+
+    section(&mut out, "approvals", "Approvals and confirmations");
+    table(&mut out, &model::approvals(r));
+    if r.confirmations.is_empty() {
+        let _ = writeln!(out, "<p class=\"muted\">{}</p>", model::NO_CONFIRMATION);
+    } else {
+        out.push_str("<h3>Manual steps confirmed</h3><ul>");
+        for c in &r.confirmations {
+            let _ = write!(out, "<li>{}</li>", esc(c));
+        }
+        out.push_str("</ul>\n");
+    }
+    out.push_str("</section>\n");
+
+    section(&mut out, "environment", "Environment");
+    key_values(&mut out, &model::environment(r));
+    table(&mut out, &model::sites(r));
+    out.push_str("</section>\n</main>\n");
     let _ = write!(
         out,
         "<footer>maildr {} drill report <span class=\"mono\">{}</span>. The machine-readable record is report.json beside this file.</footer>\n</body>\n</html>\n",
@@ -95,41 +184,21 @@ pub fn html(report: &Report) -> String {
     out
 }
 
-fn verdict_note(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Passed => "every objective met, every check passed",
-        Verdict::Failed => "an objective or a check failed",
-        Verdict::Aborted => "the drill stopped early and rolled back",
-    }
+fn section(out: &mut String, id: &str, title: &str) {
+    let _ = writeln!(out, "<section id=\"{id}\">\n<h2>{title}</h2>");
 }
 
-fn banner(out: &mut String, r: &Report) {
-    let class = r.verdict.word();
-    let _ = write!(
-        out,
-        "<header class=\"banner {class}\"><div><div class=\"verdict\">{}<small>{}</small></div><h1>Drill report: {}</h1>",
-        class.to_uppercase(),
-        verdict_note(r.verdict),
-        esc(&r.plan.name)
-    );
-    if let Some(reason) = &r.abort_reason {
-        let _ = write!(out, "<p><strong>Abort reason:</strong> {}</p>", esc(reason));
-    }
-    if !r.plan.description.trim().is_empty() {
-        let _ = write!(out, "<p>{}</p>", esc(&r.plan.description));
-    }
-    out.push_str("</div></header>\n");
-}
-
-fn summary(out: &mut String, r: &Report) {
-    out.push_str("<section id=\"summary\">\n<h2>Summary</h2>\n<div class=\"cards\">");
+/// The four figures an auditor looks at first.
+fn cards(out: &mut String, r: &Report) {
     let critical = r.findings.iter().filter(|f| f.severity == Severity::Critical).count();
+    let rto_missing = r.rto.fault_at_ms.is_some() && r.rto.total_ms.is_none();
     let cards = [
         ("Duration", duration(drill_duration_ms(r)), false),
-        ("RTO total", r.rto.total_ms.map_or_else(|| "not seen".into(), duration), r.rto.fault_at_ms.is_some() && r.rto.total_ms.is_none()),
+        ("RTO total", r.rto.total_ms.map_or_else(|| "not seen".into(), duration), rto_missing),
         ("Acknowledged mail lost", r.rpo.lost.to_string(), r.rpo.lost > 0),
         ("Critical findings", critical.to_string(), critical > 0),
     ];
+    out.push_str("<div class=\"cards\">");
     for (title, value, bad) in cards {
         let _ = write!(
             out,
@@ -137,175 +206,20 @@ fn summary(out: &mut String, r: &Report) {
             if bad { " bad" } else { "" }
         );
     }
-    out.push_str("</div>\n<dl class=\"kv\">");
-    let rows = [
-        ("Plan", format!("{} <span class=\"muted\">({})</span>", esc(&r.plan.name), esc(&r.plan.origin))),
-        ("Plan SHA-256", format!("<code>{}</code>", esc(&r.plan.sha256))),
-        ("Drill id", format!("<code>{}</code>", esc(&r.drill_id))),
-        ("Started", utc(r.started_at_ms)),
-        ("Finished", utc(r.finished_at_ms)),
-        ("Duration", duration(drill_duration_ms(r))),
-    ];
-    for (k, v) in rows {
-        let _ = write!(out, "<dt>{k}</dt><dd>{v}</dd>");
-    }
-    out.push_str("</dl>\n</section>\n");
-}
-
-fn yes_no(met: bool) -> &'static str {
-    if met {
-        "<span class=\"yes\">met</span>"
-    } else {
-        "<span class=\"no\">missed</span>"
-    }
-}
-
-fn objectives(out: &mut String, r: &Report) {
-    out.push_str("<section id=\"objectives\">\n<h2>Objectives</h2>\n");
-    if r.objectives.is_empty() {
-        out.push_str("<p class=\"muted\">The plan sets no objectives.</p>\n</section>\n");
-        return;
-    }
-    out.push_str("<table><thead><tr><th>Objective</th><th class=\"num\">Target</th><th class=\"num\">Measured</th><th>Result</th></tr></thead><tbody>");
-    for o in &r.objectives {
-        let measured = o.measured.map_or_else(|| "not measured".to_string(), |m| quantity(m, &o.unit));
-        let _ = write!(
-            out,
-            "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
-            esc(&o.name),
-            esc(&quantity(o.target, &o.unit)),
-            esc(&measured),
-            yes_no(o.met)
-        );
-    }
-    out.push_str("</tbody></table>\n</section>\n");
-}
-
-fn rto(out: &mut String, r: &Report) {
-    out.push_str("<section id=\"rto\">\n<h2>Recovery time (RTO)</h2>\n");
-    match r.rto.fault_at_ms {
-        Some(at) => {
-            let _ = writeln!(
-                out,
-                "<p>Each phase in time after the first fault, injected at {} ({} into the drill). Dashed lines are the plan's objectives.</p>",
-                utc(at),
-                offset(at, r.started_at_ms)
-            );
-        }
-        None => out.push_str("<p class=\"muted\">No fault was injected, so no recovery was measured.</p>\n"),
-    }
-    out.push_str(&rto_chart(r));
-    out.push_str("\n<table><thead><tr><th>Phase</th><th class=\"num\">After the fault</th><th>Objective</th></tr></thead><tbody>");
-    for row in rto_rows(r) {
-        let value = row.value_ms.map_or_else(|| "<span class=\"muted\">not seen</span>".to_string(), duration);
-        let objective = row
-            .objective
-            .map_or_else(String::new, |o| format!("{} {}", esc(&quantity(o.target, &o.unit)), yes_no(o.met)));
-        let _ = write!(out, "<tr><td>{}</td><td class=\"num\">{value}</td><td>{objective}</td></tr>", row.label);
-    }
-    out.push_str("</tbody></table>\n</section>\n");
-}
-
-fn rpo(out: &mut String, r: &Report) {
-    let p = &r.rpo;
-    out.push_str("<section id=\"rpo\">\n<h2>Recovery point (RPO)</h2>\n<table><thead><tr>");
-    let cells = [
-        ("Acknowledged", p.acknowledged, false),
-        ("Found", p.found, false),
-        ("Lost", p.lost, p.lost > 0),
-        ("Duplicated", p.duplicated, p.duplicated > 0),
-        ("Deferred (4xx)", p.deferred, false),
-        ("Refused (5xx)", p.refused, false),
-        ("Given up", p.given_up, p.given_up > 0),
-    ];
-    for (title, _, _) in cells {
-        let _ = write!(out, "<th class=\"num\">{title}</th>");
-    }
-    out.push_str("</tr></thead><tbody><tr>");
-    for (_, n, bad) in cells {
-        let _ = write!(out, "<td class=\"num{}\">{n}</td>", if bad { " no" } else { "" });
-    }
-    out.push_str("</tr></tbody></table>\n");
-    if !p.lost_tags.is_empty() {
-        out.push_str("<p><strong>Lost messages (tags):</strong> ");
-        let tags: Vec<String> = p.lost_tags.iter().map(|t| format!("<code>{}</code>", esc(t))).collect();
-        out.push_str(&tags.join(", "));
-        out.push_str("</p>\n");
-    }
-    let sites = if p.reconciled_at.is_empty() {
-        "no site".to_string()
-    } else {
-        p.reconciled_at.iter().map(|s| esc(s)).collect::<Vec<_>>().join(", ")
-    };
-    let _ = writeln!(out, "<p class=\"muted\">Reconciled over IMAP at: {sites}.</p>\n</section>");
-}
-
-fn service(out: &mut String, r: &Report) {
-    out.push_str("<section id=\"service\">\n<h2>Service seen by clients</h2>\n");
-    let _ = writeln!(
-        out,
-        "<p>{} probe samples over the drill; a mark per sample (merged where they meet), the worst outcome shown where several share a pixel.</p>",
-        r.probes.samples.len()
-    );
-    out.push_str(&probe_chart(r));
-    out.push_str("\n<h3>Longest gap per protocol</h3>\n");
-    if r.gaps.is_empty() {
-        out.push_str("<p class=\"muted\">No gap was measured.</p>\n");
-    } else {
-        out.push_str("<table><thead><tr><th>Protocol</th><th class=\"num\">Longest gap</th><th>From</th><th>To</th></tr></thead><tbody>");
-        for g in &r.gaps {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
-                g.protocol.name(),
-                if g.longest_ms == 0 { "no failure".to_string() } else { duration(g.longest_ms) },
-                offset_opt(g.from_at_ms, r.started_at_ms),
-                offset_opt(g.to_at_ms, r.started_at_ms)
-            );
-        }
-        out.push_str("</tbody></table>\n");
-    }
-    out.push_str("<h3>Probes</h3>\n");
-    if r.probes.counts.is_empty() {
-        out.push_str("<p class=\"muted\">No probe ran.</p>\n");
-    } else {
-        out.push_str("<table><thead><tr><th>Protocol</th><th class=\"num\">OK</th><th class=\"num\">Failed</th><th class=\"num\">p50</th><th class=\"num\">p99</th></tr></thead><tbody>");
-        let ms = |v: Option<u64>| v.map_or_else(|| "–".to_string(), |v| format!("{v} ms"));
-        for c in &r.probes.counts {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num{}\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-                c.protocol.name(),
-                c.ok,
-                if c.failed > 0 { " no" } else { "" },
-                c.failed,
-                ms(c.p50_ms),
-                ms(c.p99_ms)
-            );
-        }
-        out.push_str("</tbody></table>\n");
-    }
-    out.push_str("</section>\n");
-}
-
-fn severity_class(s: Severity) -> &'static str {
-    match s {
-        Severity::Critical => "critical",
-        Severity::Warning => "warning",
-    }
+    out.push_str("</div>\n");
 }
 
 fn findings(out: &mut String, r: &Report) {
-    out.push_str("<section id=\"findings\">\n<h2>Findings</h2>\n");
+    section(out, "findings", "Findings");
     if r.findings.is_empty() {
         out.push_str("<p class=\"yes\">None: every check passed and every objective was met.</p>\n</section>\n");
         return;
     }
     for (i, f) in r.findings.iter().enumerate() {
-        let class = severity_class(f.severity);
+        let word = model::severity_word(f.severity);
         let _ = write!(
             out,
-            "<div class=\"finding {class}\" id=\"f{n}\"><strong>F{n}</strong> <span class=\"pill {class}\">{class}</span> <strong>{}</strong> <span class=\"muted\">{}</span>",
+            "<div class=\"finding {word}\" id=\"f{n}\"><strong>F{n}</strong> <span class=\"pill {word}\">{word}</span> <strong>{}</strong> <span class=\"muted\">{}</span>",
             esc(&f.title),
             f.phase.map_or("no phase", |p| p.title()),
             n = i + 1
@@ -318,124 +232,67 @@ fn findings(out: &mut String, r: &Report) {
     out.push_str("</section>\n");
 }
 
-fn source_word(s: Source) -> &'static str {
-    match s {
-        Source::Drill => "drill",
-        Source::Cluster => "cluster",
-        Source::Probe => "probe",
+fn mark_class(m: Mark) -> &'static str {
+    match m {
+        Mark::Good => "yes",
+        Mark::Bad => "no",
+        Mark::Muted => "muted",
     }
 }
 
-fn phases(out: &mut String, r: &Report) {
-    out.push_str("<section id=\"phases\">\n<h2>Runbook phases</h2>\n<p class=\"muted\">Times are relative to the start of the drill. Events of the target and of the probes are listed under the phase whose step was running when they happened.</p>\n");
-    for view in by_phase(r) {
-        let _ = write!(out, "<div class=\"phase\"><h3>{}</h3>", view.title());
-        if view.is_empty() {
-            out.push_str("<p class=\"muted\">No step in this phase.</p></div>\n");
-            continue;
-        }
-        if !view.steps.is_empty() {
-            out.push_str("<table class=\"steps\"><thead><tr><th class=\"num\">#</th><th>Step</th><th>Outcome</th><th>Started</th><th>Finished</th><th>Detail</th></tr></thead><tbody>");
-            for s in &view.steps {
-                let word = step_outcome_word(s.outcome);
-                let _ = write!(
-                    out,
-                    "<tr><td class=\"num\">{}</td><td><strong>{}</strong>{}<br><span class=\"muted\">{}</span></td><td><span class=\"pill {word}\">{word}</span></td><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td>{}</td></tr>",
-                    s.index,
-                    esc(&s.name),
-                    if s.rollback { " <span class=\"pill\">rollback</span>" } else { "" },
-                    esc(&s.description),
-                    offset_opt(s.started_at_ms, r.started_at_ms),
-                    offset_opt(s.finished_at_ms, r.started_at_ms),
-                    if s.outcome == StepOutcome::Failed { format!("<span class=\"no\">{}</span>", esc(&s.detail)) } else { esc(&s.detail) }
-                );
-            }
-            out.push_str("</tbody></table>");
-        }
-        if !view.timeline.is_empty() {
-            out.push_str("<table class=\"events\"><thead><tr><th>At</th><th>Source</th><th>Event</th><th>Detail</th></tr></thead><tbody>");
-            for e in &view.timeline {
-                let _ = write!(
-                    out,
-                    "<tr><td class=\"mono\">{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-                    offset(e.at_ms, r.started_at_ms),
-                    source_word(e.source),
-                    esc(&e.kind),
-                    esc(&e.detail)
-                );
-            }
-            out.push_str("</tbody></table>");
-        }
-        if !view.findings.is_empty() {
-            out.push_str("<p>");
-            for (n, f) in &view.findings {
-                let class = severity_class(f.severity);
-                let _ = write!(out, "<a href=\"#f{n}\">F{n}</a> <span class=\"pill {class}\">{class}</span> {}<br>", esc(&f.title));
-            }
-            out.push_str("</p>");
-        }
-        out.push_str("</div>\n");
+fn cell(c: &Cell) -> String {
+    match c {
+        Cell::Text(s) => esc(s),
+        Cell::Code(s) => format!("<code>{}</code>", esc(s)),
+        Cell::Mono(s) => format!("<span class=\"mono\">{}</span>", esc(s)),
+        Cell::Marked(m, s) => format!("<span class=\"{}\">{}</span>", mark_class(*m), esc(s)),
+        Cell::Badge(word, _) => format!("<span class=\"pill {word}\">{word}</span>"),
+        Cell::Noted(main, note) => format!("{} <span class=\"muted\">({})</span>", esc(main), esc(note)),
+        Cell::Step { name, tag, what } => format!(
+            "<strong>{}</strong>{}<br><span class=\"muted\">{}</span>",
+            esc(name),
+            tag.map(|t| format!(" <span class=\"pill\">{t}</span>")).unwrap_or_default(),
+            esc(what)
+        ),
+        Cell::Empty => String::new(),
     }
-    out.push_str("</section>\n");
 }
 
-fn approvals(out: &mut String, r: &Report) {
-    out.push_str("<section id=\"approvals\">\n<h2>Approvals and confirmations</h2>\n");
-    if r.approvals.is_empty() {
-        out.push_str("<p class=\"muted\">No approval was recorded for this plan.</p>\n");
-    } else {
-        out.push_str("<table><thead><tr><th>Approved by</th><th>At</th><th>Plan SHA-256</th></tr></thead><tbody>");
-        for a in &r.approvals {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-                esc(&a.by),
-                utc(a.at_ms),
-                esc(&a.plan_sha256)
-            );
+fn table(out: &mut String, t: &Table) {
+    if t.rows.is_empty() {
+        if !t.empty.is_empty() {
+            let _ = writeln!(out, "<p class=\"muted\">{}</p>", t.empty);
         }
-        out.push_str("</tbody></table>\n");
+        return;
     }
-    if r.confirmations.is_empty() {
-        out.push_str("<p class=\"muted\">No manual step was confirmed.</p>\n");
-    } else {
-        out.push_str("<h3>Manual steps confirmed</h3><ul>");
-        for c in &r.confirmations {
-            let _ = write!(out, "<li>{}</li>", esc(c));
+    match t.class {
+        Some(class) => {
+            let _ = write!(out, "<table class=\"{class}\">");
         }
-        out.push_str("</ul>\n");
+        None => out.push_str("<table>"),
     }
-    out.push_str("</section>\n");
+    out.push_str("<thead><tr>");
+    let num = |numeric: bool| if numeric { " class=\"num\"" } else { "" };
+    for c in &t.columns {
+        let _ = write!(out, "<th{}>{}</th>", num(c.numeric), c.title);
+    }
+    out.push_str("</tr></thead><tbody>");
+    for row in &t.rows {
+        out.push_str("<tr>");
+        for (c, column) in row.iter().zip(&t.columns) {
+            let _ = write!(out, "<td{}>{}</td>", num(column.numeric), cell(c));
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</tbody></table>\n");
 }
 
-fn environment(out: &mut String, r: &Report) {
-    let e = &r.environment;
-    out.push_str("<section id=\"environment\">\n<h2>Environment</h2>\n<dl class=\"kv\">");
-    for (k, v) in [
-        ("Target", &e.target),
-        ("Location", &e.target_location),
-        ("Domain", &e.domain),
-        ("maildr version", &e.maildr_version),
-        ("Host", &e.host),
-        ("OS", &e.os),
-    ] {
-        let _ = write!(out, "<dt>{k}</dt><dd>{}</dd>", esc(v));
+fn key_values(out: &mut String, rows: &[(&str, Cell)]) {
+    out.push_str("<dl class=\"kv\">");
+    for (k, v) in rows {
+        let _ = write!(out, "<dt>{k}</dt><dd>{}</dd>", cell(v));
     }
     out.push_str("</dl>\n");
-    if !e.sites.is_empty() {
-        out.push_str("<table><thead><tr><th>Site</th><th>Role</th><th>Address</th></tr></thead><tbody>");
-        for s in &e.sites {
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td class=\"mono\">{}</td></tr>",
-                esc(&s.name),
-                esc(&s.role),
-                esc(&s.address)
-            );
-        }
-        out.push_str("</tbody></table>\n");
-    }
-    out.push_str("</section>\n");
 }
 
 /// Text for HTML content or a quoted attribute value. Characters HTML5 forbids

@@ -6,148 +6,88 @@
 
 use std::fmt::Write as _;
 
-use super::{by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_rows, step_outcome_word, utc};
-use crate::report::{Report, Severity, Source, Verdict};
+use super::model::{self, Cell, Mark, Table};
+use crate::report::{Report, Verdict};
 
 /// The report as Markdown.
 pub fn markdown(report: &Report) -> String {
+    let r = report;
     let mut out = String::with_capacity(16 * 1024);
-    summary(&mut out, report);
-    objectives(&mut out, report);
-    rto(&mut out, report);
-    rpo(&mut out, report);
-    service(&mut out, report);
-    findings(&mut out, report);
-    phases(&mut out, report);
-    approvals(&mut out, report);
-    environment(&mut out, report);
-    out
-}
-
-fn verdict_banner(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Passed => "PASSED: every objective met, every check passed",
-        Verdict::Failed => "FAILED: an objective or a check failed",
-        Verdict::Aborted => "ABORTED: the drill stopped early and rolled back",
-    }
-}
-
-fn summary(out: &mut String, r: &Report) {
     let _ = writeln!(out, "# Drill report: {}\n", text(&r.plan.name));
-    let _ = writeln!(out, "## Verdict: **{}**\n", verdict_banner(r.verdict));
+    let _ = writeln!(out, "## Verdict: **{}**, {}\n", verdict_word(r.verdict), model::verdict_note(r.verdict));
     if let Some(reason) = &r.abort_reason {
         let _ = writeln!(out, "Abort reason: {}\n", text(reason));
     }
     if !r.plan.description.trim().is_empty() {
         let _ = writeln!(out, "{}\n", text(&r.plan.description));
     }
-    let rows = [
-        ("Plan", format!("{} ({})", text(&r.plan.name), text(&r.plan.origin))),
-        ("Plan SHA-256", code(&r.plan.sha256)),
-        ("Drill id", code(&r.drill_id)),
-        ("Started", utc(r.started_at_ms)),
-        ("Finished", utc(r.finished_at_ms)),
-        ("Duration", duration(drill_duration_ms(r))),
-    ];
-    out.push_str("| | |\n|---|---|\n");
-    for (k, v) in rows {
-        let _ = writeln!(out, "| {k} | {v} |");
-    }
-    out.push('\n');
-}
+    key_values(&mut out, &model::summary(r));
 
-fn objectives(out: &mut String, r: &Report) {
     out.push_str("## Objectives\n\n");
-    if r.objectives.is_empty() {
-        out.push_str("The plan sets no objectives.\n\n");
-        return;
-    }
-    out.push_str("| Objective | Target | Measured | Met |\n|---|---:|---:|---|\n");
-    for o in &r.objectives {
-        let measured = o.measured.map_or_else(|| "not measured".to_string(), |m| quantity(m, &o.unit));
-        let met = if o.met { "yes" } else { "**NO**" };
-        let _ = writeln!(out, "| {} | {} | {} | {met} |", code(&o.name), text(&quantity(o.target, &o.unit)), text(&measured));
-    }
-    out.push('\n');
-}
+    table(&mut out, &model::objectives(r));
 
-fn rto(out: &mut String, r: &Report) {
     out.push_str("## Recovery time (RTO)\n\n");
-    match r.rto.fault_at_ms {
-        Some(at) => {
-            let _ = writeln!(out, "Measured from the first fault, injected at {} ({} into the drill).\n", utc(at), offset(at, r.started_at_ms));
-        }
-        None => out.push_str("No fault was injected, so no recovery was measured.\n\n"),
-    }
-    out.push_str("| Phase | After the fault | Objective |\n|---|---:|---|\n");
-    for row in rto_rows(r) {
-        let value = row.value_ms.map_or_else(|| "not seen".to_string(), duration);
-        let objective = row.objective.map_or_else(String::new, |o| {
-            format!("{} {}", quantity(o.target, &o.unit), if o.met { "(met)" } else { "(**missed**)" })
-        });
-        let _ = writeln!(out, "| {} | {value} | {objective} |", row.label);
-    }
-    out.push('\n');
-}
+    let _ = writeln!(out, "{}\n", model::rto_intro(r).as_deref().unwrap_or(model::NO_FAULT));
+    table(&mut out, &model::rto(r));
 
-fn rpo(out: &mut String, r: &Report) {
-    let p = &r.rpo;
     out.push_str("## Recovery point (RPO)\n\n");
-    out.push_str("| Acknowledged | Found | Lost | Duplicated | Deferred (4xx) | Refused (5xx) | Given up |\n");
-    out.push_str("|---:|---:|---:|---:|---:|---:|---:|\n");
-    let lost = if p.lost > 0 { format!("**{}**", p.lost) } else { "0".into() };
-    let _ = writeln!(
-        out,
-        "| {} | {} | {lost} | {} | {} | {} | {} |\n",
-        p.acknowledged, p.found, p.duplicated, p.deferred, p.refused, p.given_up
-    );
-    if !p.lost_tags.is_empty() {
-        let tags: Vec<String> = p.lost_tags.iter().map(|t| code(t)).collect();
+    table(&mut out, &model::rpo(r));
+    if !r.rpo.lost_tags.is_empty() {
+        let tags: Vec<String> = r.rpo.lost_tags.iter().map(|t| code(t)).collect();
         let _ = writeln!(out, "Lost messages (tags): {}\n", tags.join(", "));
     }
-    let sites = if p.reconciled_at.is_empty() {
-        "no site".to_string()
-    } else {
-        p.reconciled_at.iter().map(|s| text(s)).collect::<Vec<_>>().join(", ")
-    };
-    let _ = writeln!(out, "Reconciled at: {sites}.\n");
-}
+    let _ = writeln!(out, "Reconciled over IMAP at: {}.\n", text(&model::reconciled_at(r)));
 
-fn service(out: &mut String, r: &Report) {
-    out.push_str("## Service seen by clients\n\n### Longest gap per protocol\n\n");
-    if r.gaps.is_empty() {
-        out.push_str("No gap was measured.\n\n");
+    out.push_str("## Service seen by clients\n\n");
+    let _ = writeln!(out, "{} probe samples in report.json (`probes.samples`).\n", r.probes.samples.len());
+    out.push_str("### Longest gap per protocol\n\n");
+    table(&mut out, &model::gaps(r));
+    out.push_str("### Probes\n\n");
+    table(&mut out, &model::probes(r));
+
+    findings(&mut out, r);
+
+    out.push_str("## Runbook phases\n\n");
+    let _ = writeln!(out, "{}\n", model::PHASES_INTRO);
+    for phase in model::phases(r) {
+        let _ = writeln!(out, "### {}\n", phase.title);
+        if phase.steps.is_none() && phase.events.is_none() && phase.findings.is_empty() {
+            let _ = writeln!(out, "{}\n", model::NO_STEP);
+        }
+        for t in phase.steps.iter().chain(phase.events.iter()) {
+            table(&mut out, t);
+        }
+        for (n, severity, title) in &phase.findings {
+            let _ = writeln!(out, "- F{n} ({}): {}", model::severity_word(*severity), text(title));
+        }
+        if !phase.findings.is_empty() {
+            out.push('\n');
+        }
+    }
+
+    out.push_str("## Approvals and confirmations\n\n");
+    table(&mut out, &model::approvals(r));
+    if r.confirmations.is_empty() {
+        let _ = writeln!(out, "{}\n", model::NO_CONFIRMATION);
     } else {
-        out.push_str("| Protocol | Longest gap | From | To |\n|---|---:|---|---|\n");
-        for g in &r.gaps {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} |",
-                g.protocol.name(),
-                if g.longest_ms == 0 { "no failure".to_string() } else { duration(g.longest_ms) },
-                offset_opt(g.from_at_ms, r.started_at_ms),
-                offset_opt(g.to_at_ms, r.started_at_ms),
-            );
+        out.push_str("Manual steps confirmed:\n\n");
+        for c in &r.confirmations {
+            let _ = writeln!(out, "- {}", text(c));
         }
         out.push('\n');
     }
-    out.push_str("### Probes\n\n");
-    if r.probes.counts.is_empty() {
-        out.push_str("No probe ran.\n\n");
-        return;
-    }
-    out.push_str("| Protocol | OK | Failed | p50 | p99 |\n|---|---:|---:|---:|---:|\n");
-    let ms = |v: Option<u64>| v.map_or_else(|| "–".to_string(), |v| format!("{v} ms"));
-    for c in &r.probes.counts {
-        let _ = writeln!(out, "| {} | {} | {} | {} | {} |", c.protocol.name(), c.ok, c.failed, ms(c.p50_ms), ms(c.p99_ms));
-    }
-    let _ = writeln!(out, "\n{} samples in report.json (`probes.samples`).\n", r.probes.samples.len());
+
+    out.push_str("## Environment\n\n");
+    key_values(&mut out, &model::environment(r));
+    table(&mut out, &model::sites(r));
+    out
 }
 
-fn severity_word(s: Severity) -> &'static str {
-    match s {
-        Severity::Critical => "Critical",
-        Severity::Warning => "Warning",
+fn verdict_word(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Passed => "PASSED",
+        Verdict::Failed => "FAILED",
+        Verdict::Aborted => "ABORTED",
     }
 }
 
@@ -158,8 +98,8 @@ fn findings(out: &mut String, r: &Report) {
         return;
     }
     for (i, f) in r.findings.iter().enumerate() {
-        let phase = f.phase.map_or_else(|| "no phase".to_string(), |p| p.title().to_string());
-        let _ = writeln!(out, "**F{}. {}** ({phase}): {}\n", i + 1, severity_word(f.severity), text(&f.title));
+        let phase = f.phase.map_or("no phase", |p| p.title());
+        let _ = writeln!(out, "**F{}. {}** ({phase}): {}\n", i + 1, model::severity_word(f.severity), text(&f.title));
         if !f.evidence.is_empty() {
             out.push_str(&fence(&f.evidence));
             out.push('\n');
@@ -167,107 +107,45 @@ fn findings(out: &mut String, r: &Report) {
     }
 }
 
-fn source_word(s: Source) -> &'static str {
-    match s {
-        Source::Drill => "drill",
-        Source::Cluster => "cluster",
-        Source::Probe => "probe",
+fn cell(c: &Cell) -> String {
+    match c {
+        Cell::Text(s) | Cell::Mono(s) | Cell::Marked(Mark::Good | Mark::Muted, s) => text(s),
+        Cell::Code(s) => code(s),
+        Cell::Marked(Mark::Bad, s) if !s.is_empty() => format!("**{}**", text(s)),
+        Cell::Marked(Mark::Bad, _) | Cell::Empty => String::new(),
+        Cell::Badge(word, Mark::Bad) => format!("**{word}**"),
+        Cell::Badge(word, _) => (*word).to_string(),
+        Cell::Noted(main, note) => format!("{} ({})", text(main), text(note)),
+        Cell::Step { name, tag, what } => match tag {
+            Some(tag) => format!("{} ({tag}): {}", text(name), text(what)),
+            None => format!("{}: {}", text(name), text(what)),
+        },
     }
 }
 
-fn phases(out: &mut String, r: &Report) {
-    out.push_str("## Runbook phases\n\n");
-    out.push_str("Times are relative to the start of the drill. Events of the target and of the probes are listed under the phase whose step was running when they happened.\n\n");
-    for view in by_phase(r) {
-        let _ = writeln!(out, "### {}\n", view.title());
-        if view.is_empty() {
-            out.push_str("No step in this phase.\n\n");
-            continue;
+fn table(out: &mut String, t: &Table) {
+    if t.rows.is_empty() {
+        if !t.empty.is_empty() {
+            let _ = writeln!(out, "{}\n", t.empty);
         }
-        if !view.steps.is_empty() {
-            out.push_str("| # | Step | What it does | Outcome | Started | Finished | Detail |\n|---:|---|---|---|---|---|---|\n");
-            for s in &view.steps {
-                let name = if s.rollback { format!("{} (rollback)", text(&s.name)) } else { text(&s.name) };
-                let outcome = step_outcome_word(s.outcome);
-                let outcome = if outcome == "failed" { "**failed**" } else { outcome };
-                let _ = writeln!(
-                    out,
-                    "| {} | {name} | {} | {outcome} | {} | {} | {} |",
-                    s.index,
-                    text(&s.description),
-                    offset_opt(s.started_at_ms, r.started_at_ms),
-                    offset_opt(s.finished_at_ms, r.started_at_ms),
-                    text(&s.detail),
-                );
-            }
-            out.push('\n');
-        }
-        if !view.timeline.is_empty() {
-            out.push_str("| At | Source | Event | Detail |\n|---|---|---|---|\n");
-            for e in &view.timeline {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} | {} |",
-                    offset(e.at_ms, r.started_at_ms),
-                    source_word(e.source),
-                    code(&e.kind),
-                    text(&e.detail)
-                );
-            }
-            out.push('\n');
-        }
-        for (n, f) in &view.findings {
-            let _ = writeln!(out, "- F{n} ({}): {}", severity_word(f.severity), text(&f.title));
-        }
-        if !view.findings.is_empty() {
-            out.push('\n');
-        }
+        return;
     }
-}
-
-fn approvals(out: &mut String, r: &Report) {
-    out.push_str("## Approvals and confirmations\n\n");
-    if r.approvals.is_empty() {
-        out.push_str("No approval was recorded for this plan.\n\n");
-    } else {
-        out.push_str("| Approved by | At | Plan SHA-256 |\n|---|---|---|\n");
-        for a in &r.approvals {
-            let _ = writeln!(out, "| {} | {} | {} |", text(&a.by), utc(a.at_ms), code(&a.plan_sha256));
-        }
-        out.push('\n');
-    }
-    if r.confirmations.is_empty() {
-        out.push_str("No manual step was confirmed.\n\n");
-    } else {
-        out.push_str("Manual steps confirmed:\n\n");
-        for c in &r.confirmations {
-            let _ = writeln!(out, "- {}", text(c));
-        }
-        out.push('\n');
-    }
-}
-
-fn environment(out: &mut String, r: &Report) {
-    let e = &r.environment;
-    out.push_str("## Environment\n\n| | |\n|---|---|\n");
-    for (k, v) in [
-        ("Target", &e.target),
-        ("Location", &e.target_location),
-        ("Domain", &e.domain),
-        ("maildr version", &e.maildr_version),
-        ("Host", &e.host),
-        ("OS", &e.os),
-    ] {
-        let _ = writeln!(out, "| {k} | {} |", text(v));
+    let titles: Vec<&str> = t.columns.iter().map(|c| c.title).collect();
+    let rules: Vec<&str> = t.columns.iter().map(|c| if c.numeric { "---:" } else { "---" }).collect();
+    let _ = writeln!(out, "| {} |\n|{}|", titles.join(" | "), rules.join("|"));
+    for row in &t.rows {
+        let cells: Vec<String> = row.iter().map(cell).collect();
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     out.push('\n');
-    if !e.sites.is_empty() {
-        out.push_str("| Site | Role | Address |\n|---|---|---|\n");
-        for s in &e.sites {
-            let _ = writeln!(out, "| {} | {} | {} |", text(&s.name), text(&s.role), text(&s.address));
-        }
-        out.push('\n');
+}
+
+fn key_values(out: &mut String, rows: &[(&str, Cell)]) {
+    out.push_str("| | |\n|---|---|\n");
+    for (k, v) in rows {
+        let _ = writeln!(out, "| {k} | {} |", cell(v));
     }
+    out.push('\n');
 }
 
 // ------------------------------------------------------------------- escaping

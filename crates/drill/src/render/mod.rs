@@ -12,6 +12,7 @@
 mod charts;
 mod html;
 mod markdown;
+mod model;
 
 pub use html::html;
 pub use markdown::markdown;
