@@ -175,13 +175,12 @@ pub fn approve(
     if earlier.is_none() && store.approvals.len() >= APPROVALS_MAX {
         return Err(ApprovalError::Full { path });
     }
-    let record = audit.append(
-        AuditEvent::new(name.as_str(), audit::action::APPROVAL).plan(plan_sha256).detail(json!({
+    let record =
+        audit.append(AuditEvent::new(name.as_str(), audit::action::APPROVAL).plan(plan_sha256).detail(json!({
             "plan": plan_name,
             "repeated": earlier.is_some(),
             "os_user": audit::os_user(),
-        })),
-    )?;
+        })))?;
     if let Some(first) = earlier {
         return Ok(Approved {
             approval: Approval { by: first.by, at_ms: first.at_ms, plan_sha256: first.plan_sha256 },
@@ -226,7 +225,12 @@ pub fn approvals_for(store_dir: &Path, plan_sha256: &str) -> Result<Vec<Approval
 /// Whether this plan version has `required` distinct approvals: `Ok` with them,
 /// or [`ApprovalError::Missing`] saying how many are missing, who approved, and
 /// who approved only an earlier version of a plan of the same name.
-pub fn check(store_dir: &Path, plan_name: &str, plan_sha256: &str, required: u32) -> Result<Vec<Approval>, ApprovalError> {
+pub fn check(
+    store_dir: &Path,
+    plan_name: &str,
+    plan_sha256: &str,
+    required: u32,
+) -> Result<Vec<Approval>, ApprovalError> {
     let approvals = approvals_for(store_dir, plan_sha256)?;
     if approvals.len() >= required as usize {
         return Ok(approvals);
@@ -273,7 +277,9 @@ fn check_plan_name(raw: &str) -> Result<String, ApprovalError> {
 fn read_store(path: &Path) -> Result<StoreFile, ApprovalError> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(StoreFile { version: STORE_VERSION, approvals: Vec::new() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(StoreFile { version: STORE_VERSION, approvals: Vec::new() })
+        }
         Err(source) => return Err(ApprovalError::Io { path: path.to_path_buf(), source }),
     };
     let mut bytes = Vec::new();
@@ -284,7 +290,8 @@ fn read_store(path: &Path) -> Result<StoreFile, ApprovalError> {
     if bytes.len() as u64 > STORE_BYTES_MAX {
         return Err(store_err(format!("larger than {STORE_BYTES_MAX} bytes")));
     }
-    let store: StoreFile = serde_json::from_slice(&bytes).map_err(|e| store_err(format!("not an approval store: {e}")))?;
+    let store: StoreFile =
+        serde_json::from_slice(&bytes).map_err(|e| store_err(format!("not an approval store: {e}")))?;
     if store.version != STORE_VERSION {
         return Err(store_err(format!("version {} (this maildr reads version {STORE_VERSION})", store.version)));
     }

@@ -122,14 +122,19 @@ impl Archive {
                 return Err(ArchiveError::AlreadyArchived { drill_id: report.drill_id.clone(), dir });
             }
             Ok(existing) => {
-                return Err(ArchiveError::Collision { drill_id: report.drill_id.clone(), found: existing.drill_id, dir });
+                return Err(ArchiveError::Collision {
+                    drill_id: report.drill_id.clone(),
+                    found: existing.drill_id,
+                    dir,
+                });
             }
             // No report.json: a new drill, or a save that died before its
             // last rename; either way nothing complete is replaced.
             Err(ReadError::Missing) => {}
             Err(ReadError::Other(detail)) => return Err(ArchiveError::Unreadable { path: json, detail }),
         }
-        let files = write_report_files(report, &dir).map_err(|source| ArchiveError::Io { path: dir.clone(), source })?;
+        let files =
+            write_report_files(report, &dir).map_err(|source| ArchiveError::Io { path: dir.clone(), source })?;
         Ok(ArchivedReport { dir, json_sha256: files.json_sha256.clone(), files })
     }
 

@@ -69,7 +69,13 @@ pub struct AuditEvent {
 
 impl AuditEvent {
     pub fn new(actor: impl Into<String>, action: impl Into<String>) -> AuditEvent {
-        AuditEvent { actor: actor.into(), action: action.into(), drill_id: None, plan_sha256: None, detail: Value::Null }
+        AuditEvent {
+            actor: actor.into(),
+            action: action.into(),
+            drill_id: None,
+            plan_sha256: None,
+            detail: Value::Null,
+        }
     }
 
     pub fn drill(mut self, drill_id: impl Into<String>) -> AuditEvent {
@@ -207,7 +213,11 @@ impl AuditLog {
             Tail::Line(line) => {
                 let record = check_line(&line)
                     .map_err(|problem| AuditError::DamagedTail { path: self.path.clone(), problem })?;
-                (record.seq + 1, now_ms().max(record.at_ms), sha256_hex(&line))
+                let seq = record.seq.checked_add(1).ok_or_else(|| AuditError::DamagedTail {
+                    path: self.path.clone(),
+                    problem: LineProblem::BadSeq { expected: record.seq, found: u64::MAX },
+                })?;
+                (seq, now_ms().max(record.at_ms), sha256_hex(&line))
             }
             Tail::Damaged(problem) => return Err(AuditError::DamagedTail { path: self.path.clone(), problem }),
         };

@@ -16,10 +16,13 @@ fn log_with(dir: &Path, records: usize) -> (AuditLog, PathBuf) {
     let log = AuditLog::open(&path).unwrap();
     for i in 0..records {
         log.append(
-            AuditEvent::new(if i == 0 { "Li Wei" } else { audit::ENGINE_ACTOR }, if i == 0 { action::APPROVAL } else { action::FAULT })
-                .plan("ab".repeat(32))
-                .drill("20250301T120000Z-site-outage")
-                .detail(json!({ "step": i, "what": "kill site bj", "note": "quotes \" and \\ and é" })),
+            AuditEvent::new(
+                if i == 0 { "Li Wei" } else { audit::ENGINE_ACTOR },
+                if i == 0 { action::APPROVAL } else { action::FAULT },
+            )
+            .plan("ab".repeat(32))
+            .drill("20250301T120000Z-site-outage")
+            .detail(json!({ "step": i, "what": "kill site bj", "note": "quotes \" and \\ and é" })),
         )
         .unwrap();
     }
@@ -253,9 +256,7 @@ fn writers_in_two_processes_share_one_chain() {
     }
     let summary = audit::verify(&path).unwrap();
     assert_eq!(summary.records, 100);
-    let actors: std::collections::HashSet<String> = lines(&path)
-        .iter()
-        .map(|l| serde_json::from_slice::<audit::AuditRecord>(l).unwrap().actor)
-        .collect();
+    let actors: std::collections::HashSet<String> =
+        lines(&path).iter().map(|l| serde_json::from_slice::<audit::AuditRecord>(l).unwrap().actor).collect();
     assert_eq!(actors.len(), 2, "both processes wrote");
 }

@@ -43,7 +43,9 @@ fn outcome_at(protocol: Protocol, target: &str, t: u64) -> ProbeOutcome {
         (Protocol::Dns, "bj") if down => ProbeOutcome::Unreachable,
         (Protocol::Dns, _) => ProbeOutcome::Ok,
         (Protocol::Smtp | Protocol::Submission, _) if (FAULT..FAULT + 2_500).contains(&t) => ProbeOutcome::Timeout,
-        (Protocol::Smtp | Protocol::Submission, _) if (FAULT + 2_500..FAULT + 5_100).contains(&t) => ProbeOutcome::Deferred,
+        (Protocol::Smtp | Protocol::Submission, _) if (FAULT + 2_500..FAULT + 5_100).contains(&t) => {
+            ProbeOutcome::Deferred
+        }
         (Protocol::Imap, _) if (FAULT..FAULT + 4_200).contains(&t) => ProbeOutcome::Unreachable,
         _ => ProbeOutcome::Ok,
     }
@@ -65,7 +67,15 @@ fn sample_report(samples: usize) -> Report {
         let interval = 90_000 / per_lane.max(1) as u64;
         for i in 0..per_lane {
             let t = T0 + i as u64 * interval + lane as u64 * 7;
-            let target = if fixed_target.is_empty() { if t < FAULT { "bj" } else { "sh" } } else { fixed_target };
+            let target = if fixed_target.is_empty() {
+                if t < FAULT {
+                    "bj"
+                } else {
+                    "sh"
+                }
+            } else {
+                fixed_target
+            };
             let outcome = outcome_at(*protocol, target, t);
             probe_samples.push(ProbeSample {
                 at_ms: t,
@@ -267,7 +277,8 @@ fn both_views_walk_the_six_runbook_phases_in_order() {
     for view in [render::markdown(&r), render::html(&r)] {
         let mut from = 0;
         for phase in Phase::ALL {
-            let at = view[from..].find(phase.title()).unwrap_or_else(|| panic!("{} missing or out of order", phase.title()));
+            let at =
+                view[from..].find(phase.title()).unwrap_or_else(|| panic!("{} missing or out of order", phase.title()));
             from += at + phase.title().len();
         }
         // Each section holds its steps and events: the election (a cluster event
@@ -512,7 +523,8 @@ fn saving_writes_the_three_files_and_the_digest_of_report_json() {
     assert_eq!(archive.load(&report.drill_id).unwrap(), report);
     assert_eq!(fs::read_to_string(saved.dir.join("report.html")).unwrap(), render::html(&report));
     assert_eq!(fs::read_to_string(saved.dir.join("report.md")).unwrap(), render::markdown(&report));
-    let names: Vec<String> = fs::read_dir(&saved.dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let names: Vec<String> =
+        fs::read_dir(&saved.dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 3, "no temporary file left behind: {names:?}");
 }
 
@@ -608,4 +620,27 @@ fn report_files_can_be_written_to_any_directory_and_rewritten() {
     let back: Report = serde_json::from_slice(&fs::read(&second.json).unwrap()).unwrap();
     assert_eq!(back.verdict, Verdict::Passed);
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 3);
+}
+
+#[test]
+fn extreme_times_render_without_panicking() {
+    for (start, finish) in [(0, u64::MAX), (u64::MAX, 0), (u64::MAX, u64::MAX), (T0, T0 - 1)] {
+        let mut r = sample_report(20);
+        r.started_at_ms = start;
+        r.finished_at_ms = finish;
+        r.probes.samples[0].at_ms = 0;
+        r.probes.samples[1].at_ms = u64::MAX;
+        r.rto.fault_at_ms = Some(u64::MAX);
+        r.rto.detect_ms = Some(u64::MAX);
+        r.rto.total_ms = Some(u64::MAX - 1);
+        r.objectives[0].target = u64::MAX;
+        r.timeline[1].at_ms = u64::MAX;
+        r.timeline[2].at_ms = 0;
+        r.steps[0].started_at_ms = Some(u64::MAX);
+        r.gaps[0].longest_ms = u64::MAX;
+        let html = render::html(&r);
+        check_balanced(&html);
+        assert!(!html.contains("NaN"));
+        assert!(!render::markdown(&r).is_empty());
+    }
 }

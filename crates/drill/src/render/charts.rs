@@ -58,7 +58,7 @@ fn axis(span_ms: u64) -> (u64, u64) {
     let raw = span_ms.div_ceil(TICKS_WANTED);
     let hour = 3_600_000;
     let step = TICK_STEPS_MS.iter().copied().find(|&s| s >= raw).unwrap_or_else(|| raw.div_ceil(hour) * hour);
-    (step, span_ms.div_ceil(step) * step)
+    (step, span_ms.div_ceil(step).saturating_mul(step))
 }
 
 /// A tick label: `0`, `500 ms`, `30 s`, `1 min 30 s`, `2 h`.
@@ -99,7 +99,10 @@ fn x_axis(out: &mut String, scale: &Scale, step: u64, y_top: u32, y_axis: u32, p
             if t == 0 { "" } else { prefix },
             tick_label(t)
         );
-        t += step;
+        match t.checked_add(step) {
+            Some(next) => t = next,
+            None => break,
+        }
     }
     let _ = write!(
         out,
@@ -117,13 +120,8 @@ const RTO_TOP: u32 = 26;
 /// lines across their row.
 pub(crate) fn rto_chart(report: &Report) -> String {
     let rows = rto_rows(report);
-    let longest = rows
-        .iter()
-        .flat_map(|r| [r.value_ms, r.objective.map(|o| o.target)])
-        .flatten()
-        .max()
-        .unwrap_or(0);
-    let (step, end_ms) = axis(longest + longest / 20);
+    let longest = rows.iter().flat_map(|r| [r.value_ms, r.objective.map(|o| o.target)]).flatten().max().unwrap_or(0);
+    let (step, end_ms) = axis(longest.saturating_add(longest / 20));
     let scale = Scale { x0: PLOT_X0.into(), x1: PLOT_X1.into(), end_ms };
     let y_axis = RTO_TOP + RTO_ROW_HEIGHT * rows.len() as u32 + 6;
     let height = y_axis + 24;
@@ -322,7 +320,7 @@ pub(crate) fn probe_chart(report: &Report) -> String {
     let first = samples.iter().map(|s| s.at_ms).min().unwrap_or(report.started_at_ms);
     let last = samples.iter().map(|s| s.at_ms).max().unwrap_or(report.finished_at_ms);
     let t0 = report.started_at_ms.min(first);
-    let t_end = report.finished_at_ms.max(last).max(t0 + 1);
+    let t_end = report.finished_at_ms.max(last).max(t0.saturating_add(1));
     let (step, end_ms) = axis(t_end - t0);
     let scale = Scale { x0: PLOT_X0.into(), x1: PROBE_PLOT_X1.into(), end_ms };
     let width = (PROBE_PLOT_X1 - PLOT_X0) as usize;
@@ -375,7 +373,9 @@ pub(crate) fn probe_chart(report: &Report) -> String {
 /// The rects of one row: runs of columns with the same colour.
 fn marks(out: &mut String, row: &ProbeRow<'_>, cols: &[Column], t0: u64, span_ms: u64, origin_ms: u64, y: u32) {
     let width = cols.len().max(1) as u64;
-    let at = |c: usize| t0 + (c as u64).saturating_mul(span_ms) / width;
+    let at = |c: usize| {
+        t0.saturating_add(u64::try_from(c as u128 * u128::from(span_ms) / u128::from(width)).unwrap_or(u64::MAX))
+    };
     let mut c = 0;
     while c < cols.len() {
         let Some(health) = cols[c].worst else {
@@ -415,11 +415,8 @@ fn marks(out: &mut String, row: &ProbeRow<'_>, cols: &[Column], t0: u64, span_ms
 
 /// Faults and restores from the timeline, as labelled vertical lines.
 fn fault_lines(out: &mut String, report: &Report, scale: &Scale, t0: u64, y_top: u32, y_axis: u32) {
-    let mut entries: Vec<_> = report
-        .timeline
-        .iter()
-        .filter(|e| e.kind.starts_with("fault") || e.kind.starts_with("restore"))
-        .collect();
+    let mut entries: Vec<_> =
+        report.timeline.iter().filter(|e| e.kind.starts_with("fault") || e.kind.starts_with("restore")).collect();
     entries.sort_by_key(|e| e.at_ms);
     for (i, e) in entries.iter().enumerate() {
         let x = scale.x(e.at_ms.saturating_sub(t0));
@@ -439,7 +436,8 @@ fn fault_lines(out: &mut String, report: &Report, scale: &Scale, t0: u64, y_top:
 }
 
 fn legend(out: &mut String, y: u32) {
-    let items = [(COLOUR_OK, "ok"), (COLOUR_DEFERRED, "deferred (4xx)"), (COLOUR_FAILED, "refused, timeout, unreachable")];
+    let items =
+        [(COLOUR_OK, "ok"), (COLOUR_DEFERRED, "deferred (4xx)"), (COLOUR_FAILED, "refused, timeout, unreachable")];
     let mut x = PLOT_X0;
     for (colour, label) in items {
         let _ = write!(
@@ -479,7 +477,14 @@ mod tests {
     use super::*;
 
     fn sample(at_ms: u64, outcome: ProbeOutcome) -> ProbeSample {
-        ProbeSample { at_ms, protocol: Protocol::Smtp, target: "bj".into(), outcome, latency_ms: 1, detail: String::new() }
+        ProbeSample {
+            at_ms,
+            protocol: Protocol::Smtp,
+            target: "bj".into(),
+            outcome,
+            latency_ms: 1,
+            detail: String::new(),
+        }
     }
 
     #[test]
@@ -497,9 +502,8 @@ mod tests {
     #[test]
     fn a_failure_between_successes_keeps_its_column() {
         // 1000 samples in 10 columns: the single timeout must colour its column red.
-        let samples: Vec<ProbeSample> = (0..1000)
-            .map(|i| sample(i, if i == 555 { ProbeOutcome::Timeout } else { ProbeOutcome::Ok }))
-            .collect();
+        let samples: Vec<ProbeSample> =
+            (0..1000).map(|i| sample(i, if i == 555 { ProbeOutcome::Timeout } else { ProbeOutcome::Ok })).collect();
         let refs: Vec<&ProbeSample> = samples.iter().collect();
         let cols = paint(&refs, 0, 1000, 10);
         let colours: Vec<Option<Health>> = cols.iter().map(|c| c.worst).collect();
@@ -523,8 +527,7 @@ mod tests {
     fn a_sample_is_drawn_until_the_next_but_not_across_a_long_silence() {
         // Samples every 10 ms, then nothing for 500 ms: the last one before the
         // silence reaches 30 ms at most.
-        let samples: Vec<ProbeSample> =
-            [0, 10, 20, 30, 530].iter().map(|&t| sample(t, ProbeOutcome::Ok)).collect();
+        let samples: Vec<ProbeSample> = [0, 10, 20, 30, 530].iter().map(|&t| sample(t, ProbeOutcome::Ok)).collect();
         let refs: Vec<&ProbeSample> = samples.iter().collect();
         let cols = paint(&refs, 0, 1000, 100);
         assert!(cols[..6].iter().all(|c| c.worst.is_some()));

@@ -150,7 +150,11 @@ pub fn html(report: &Report) -> String {
             out.push_str("<p>");
             for (n, severity, title) in &phase.findings {
                 let word = model::severity_word(*severity);
-                let _ = write!(out, "<a href=\"#f{n}\">F{n}</a> <span class=\"pill {word}\">{word}</span> {}<br>", esc(title));
+                let _ = write!(
+                    out,
+                    "<a href=\"#f{n}\">F{n}</a> <span class=\"pill {word}\">{word}</span> {}<br>",
+                    esc(title)
+                );
             }
             out.push_str("</p>");
         }

@@ -188,7 +188,8 @@ pub(crate) fn fence(s: &str) -> String {
         longest = longest.max(run);
     }
     let bar = "`".repeat((longest + 1).max(3));
-    let body: String = s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect();
+    let body: String =
+        s.chars().map(|c| if c.is_control() && c != '\n' && c != '\t' { '\u{fffd}' } else { c }).collect();
     format!("{bar}text\n{}\n{bar}\n", body.trim_end_matches('\n'))
 }
 

@@ -73,9 +73,15 @@ pub(crate) fn by_phase(report: &Report) -> Vec<PhaseView<'_>> {
     let mut views: Vec<PhaseView<'_>> = Phase::ALL
         .iter()
         .map(|&p| PhaseView { phase: Some(p), steps: Vec::new(), timeline: Vec::new(), findings: Vec::new() })
-        .chain(std::iter::once(PhaseView { phase: None, steps: Vec::new(), timeline: Vec::new(), findings: Vec::new() }))
+        .chain(std::iter::once(PhaseView {
+            phase: None,
+            steps: Vec::new(),
+            timeline: Vec::new(),
+            findings: Vec::new(),
+        }))
         .collect();
-    let slot = |phase: Option<Phase>| phase.and_then(|p| Phase::ALL.iter().position(|&q| q == p)).unwrap_or(Phase::ALL.len());
+    let slot =
+        |phase: Option<Phase>| phase.and_then(|p| Phase::ALL.iter().position(|&q| q == p)).unwrap_or(Phase::ALL.len());
 
     for step in &report.steps {
         views[slot(Some(step.phase))].steps.push(step);

@@ -2,7 +2,9 @@
 //! and tables both views print, built once here. A view only decides how a
 //! [`Table`] and a [`Cell`] look and escapes the text they carry.
 
-use super::{by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_rows, step_outcome_word, utc, PhaseView};
+use super::{
+    by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_rows, step_outcome_word, utc, PhaseView,
+};
 use crate::report::{Report, Severity, Source, StepOutcome, Verdict};
 
 /// How a cell's text is judged.
@@ -27,7 +29,11 @@ pub(crate) enum Cell {
     /// A name with a muted note after it (`site-outage (scenarios/…)`).
     Noted(String, String),
     /// A step: its name, an optional tag (`rollback`), and what it does.
-    Step { name: String, tag: Option<&'static str>, what: String },
+    Step {
+        name: String,
+        tag: Option<&'static str>,
+        what: String,
+    },
     Empty,
 }
 
@@ -119,7 +125,12 @@ pub(crate) fn objectives(r: &Report) -> Table {
             .iter()
             .map(|o| {
                 let measured = o.measured.map_or_else(|| "not measured".to_string(), |m| quantity(m, &o.unit));
-                vec![Cell::Code(o.name.clone()), Cell::text(quantity(o.target, &o.unit)), Cell::text(measured), met(o.met)]
+                vec![
+                    Cell::Code(o.name.clone()),
+                    Cell::text(quantity(o.target, &o.unit)),
+                    Cell::text(measured),
+                    met(o.met),
+                ]
             })
             .collect(),
         empty: "The plan sets no objectives.",
@@ -129,7 +140,11 @@ pub(crate) fn objectives(r: &Report) -> Table {
 /// The sentence before the RTO chart and table.
 pub(crate) fn rto_intro(r: &Report) -> Option<String> {
     r.rto.fault_at_ms.map(|at| {
-        format!("Each phase in time after the first fault, injected at {} ({} into the drill).", utc(at), offset(at, r.started_at_ms))
+        format!(
+            "Each phase in time after the first fault, injected at {} ({} into the drill).",
+            utc(at),
+            offset(at, r.started_at_ms)
+        )
     })
 }
 
@@ -142,9 +157,14 @@ pub(crate) fn rto(r: &Report) -> Table {
         rows: rto_rows(r)
             .into_iter()
             .map(|row| {
-                let value = row.value_ms.map_or_else(|| Cell::Marked(Mark::Muted, "not seen".into()), |v| Cell::text(duration(v)));
+                let value = row
+                    .value_ms
+                    .map_or_else(|| Cell::Marked(Mark::Muted, "not seen".into()), |v| Cell::text(duration(v)));
                 let objective = row.objective.map_or(Cell::Empty, |o| {
-                    Cell::Marked(if o.met { Mark::Good } else { Mark::Bad }, format!("{} {}", quantity(o.target, &o.unit), if o.met { "met" } else { "missed" }))
+                    Cell::Marked(
+                        if o.met { Mark::Good } else { Mark::Bad },
+                        format!("{} {}", quantity(o.target, &o.unit), if o.met { "met" } else { "missed" }),
+                    )
                 });
                 vec![Cell::text(row.label), value, objective]
             })
@@ -197,7 +217,11 @@ pub(crate) fn gaps(r: &Report) -> Table {
             .map(|g| {
                 vec![
                     Cell::text(g.protocol.name()),
-                    if g.longest_ms == 0 { Cell::Marked(Mark::Muted, "no failure".into()) } else { Cell::text(duration(g.longest_ms)) },
+                    if g.longest_ms == 0 {
+                        Cell::Marked(Mark::Muted, "no failure".into())
+                    } else {
+                        Cell::text(duration(g.longest_ms))
+                    },
                     Cell::Mono(offset_opt(g.from_at_ms, r.started_at_ms)),
                     Cell::Mono(offset_opt(g.to_at_ms, r.started_at_ms)),
                 ]
@@ -216,7 +240,15 @@ pub(crate) fn probes(r: &Report) -> Table {
             .probes
             .counts
             .iter()
-            .map(|c| vec![Cell::text(c.protocol.name()), count(c.ok, false), count(c.failed, true), ms(c.p50_ms), ms(c.p99_ms)])
+            .map(|c| {
+                vec![
+                    Cell::text(c.protocol.name()),
+                    count(c.ok, false),
+                    count(c.failed, true),
+                    ms(c.p50_ms),
+                    ms(c.p99_ms),
+                ]
+            })
             .collect(),
         empty: "No probe ran.",
     }
@@ -254,11 +286,19 @@ fn phase(r: &Report, view: &PhaseView<'_>) -> PhaseSection {
                 };
                 vec![
                     Cell::text(s.index.to_string()),
-                    Cell::Step { name: s.name.clone(), tag: s.rollback.then_some("rollback"), what: s.description.clone() },
+                    Cell::Step {
+                        name: s.name.clone(),
+                        tag: s.rollback.then_some("rollback"),
+                        what: s.description.clone(),
+                    },
                     Cell::Badge(step_outcome_word(s.outcome), mark),
                     Cell::Mono(offset_opt(s.started_at_ms, r.started_at_ms)),
                     Cell::Mono(offset_opt(s.finished_at_ms, r.started_at_ms)),
-                    if s.outcome == StepOutcome::Failed { Cell::Marked(Mark::Bad, s.detail.clone()) } else { Cell::text(s.detail.clone()) },
+                    if s.outcome == StepOutcome::Failed {
+                        Cell::Marked(Mark::Bad, s.detail.clone())
+                    } else {
+                        Cell::text(s.detail.clone())
+                    },
                 ]
             })
             .collect(),
