@@ -513,6 +513,28 @@ mod tests {
     }
 
     #[test]
+    fn targets_beyond_the_row_limit_share_an_other_row() {
+        let targets = |n: usize| -> Vec<ProbeSample> {
+            (0..n).map(|i| ProbeSample { target: format!("t{i}"), ..sample(i as u64, ProbeOutcome::Ok) }).collect()
+        };
+        let at_limit = targets(TARGET_ROWS_MAX);
+        let rows = probe_rows(&at_limit);
+        let smtp: Vec<&str> = rows.iter().filter(|r| r.protocol == Protocol::Smtp).map(|r| r.target.as_str()).collect();
+        assert_eq!(smtp, ["t0", "t1", "t2", "t3"], "in the order first reached");
+        assert_eq!(rows.len(), TARGET_ROWS_MAX + 3, "and one empty row for each other protocol");
+
+        let over = targets(TARGET_ROWS_MAX + 2);
+        let rows = probe_rows(&over);
+        let smtp: Vec<(&str, usize)> = rows
+            .iter()
+            .filter(|r| r.protocol == Protocol::Smtp)
+            .map(|r| (r.target.as_str(), r.samples.len()))
+            .collect();
+        assert_eq!(smtp.len(), TARGET_ROWS_MAX);
+        assert_eq!(smtp.last(), Some(&("other", 3)));
+    }
+
+    #[test]
     fn one_sample_or_none_paints_without_dividing_by_zero() {
         let one = [sample(5, ProbeOutcome::Deferred)];
         let refs: Vec<&ProbeSample> = one.iter().collect();
