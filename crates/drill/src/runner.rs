@@ -627,6 +627,7 @@ impl Run<'_> {
         let started = now_ms();
         let deadline = started + SWITCHOVER_RETRY.as_millis() as u64;
         let mut last = String::new();
+        let mut refusals = Vec::new();
         while now_ms() < deadline {
             let down = self.down();
             for site in self.target.data_sites().filter(|s| !down.contains(&s.name)) {
@@ -637,8 +638,15 @@ impl Run<'_> {
                             self.fault_at_ms = Some(started);
                         }
                         let detail = format!(
-                            "{to} is primary in term {}; writes unavailable for {} ms (measured by the old primary)",
-                            v["term"], v["unavailable_ms"]
+                            "{to} is primary in term {} after {} ms; writes unavailable for {} ms (measured by the old primary){}",
+                            v["term"],
+                            now_ms() - started,
+                            v["unavailable_ms"],
+                            if refusals.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; refused {} time(s) first, last: {}", refusals.len(), refusals.join(" | "))
+                            }
                         );
                         self.note(Some(phase), Source::Drill, if failback { "failback" } else { "switchover" }, detail.clone());
                         (self.opts.audit)(
@@ -647,7 +655,12 @@ impl Run<'_> {
                         );
                         return Ok(detail);
                     }
-                    Err(e) => last = e.to_string(),
+                    Err(e) => {
+                        last = e.to_string();
+                        if refusals.len() < 5 {
+                            refusals.push(format!("{} ms: {last}", now_ms() - started));
+                        }
+                    }
                 }
             }
             // Refused while the target catches up: ask again.
