@@ -7,6 +7,7 @@ mod bench_imap;
 mod bench_replication;
 mod cluster_cmd;
 mod dns_cmd;
+mod faults;
 mod lab;
 mod serve;
 mod tls;
