@@ -79,34 +79,35 @@ impl Switchboard {
         switches.iter().find(|s| s.service == service).cloned()
     }
 
-    /// Serve `service` from `listeners` under a new switch until `stop`. `serve`
-    /// runs the service on a set of listeners (its future owns them); `bind`
-    /// listens again on the same addresses after a hook stopped it.
-    fn run<L, B, BF, S, SF>(
+    /// Serve `service` from `listeners` (bound to `addrs`) under a new switch
+    /// until `stop`. `serve` runs the service on a set of listeners (its future
+    /// owns them); `bind` listens on `addrs` again after a hook stopped it.
+    fn run<K, L, B, BF, S, SF>(
         &self,
         service: Service,
-        listen: Vec<SocketAddr>,
+        addrs: Vec<(K, SocketAddr)>,
         listeners: L,
         bind: B,
         serve: S,
         stop: watch::Receiver<bool>,
     ) -> JoinHandle<()>
     where
+        K: Clone + Send + Sync + 'static,
         L: Send + 'static,
-        B: Fn() -> BF + Send + Sync + 'static,
+        B: Fn(Vec<(K, SocketAddr)>) -> BF + Send + Sync + 'static,
         BF: Future<Output = Result<L, String>> + Send + 'static,
         S: Fn(L, watch::Receiver<bool>) -> SF + Send + 'static,
         SF: Future<Output = ()> + Send + 'static,
     {
         let switch = Arc::new(Switch {
             service,
-            listen,
+            listen: addrs.iter().map(|(_, a)| *a).collect(),
             wanted: watch::channel(true).0,
             effect: watch::channel(Effect { running: true, error: None }).0,
             requests: tokio::sync::Mutex::new(()),
         });
         self.switches.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&switch));
-        tokio::spawn(supervise(switch, listeners, bind, serve, stop))
+        tokio::spawn(supervise(switch, listeners, move || bind(addrs.clone()), serve, stop))
     }
 
     /// SMTP: the MX listener as `smtp`, both submission listeners as `submission`.
@@ -123,17 +124,12 @@ impl Switchboard {
         let mut tasks = Vec::new();
         for (service, kinds) in parts {
             let part = listeners.take(kinds);
-            let addrs = part.local_addrs();
-            let listen = addrs.iter().map(|(_, a)| *a).collect();
             let smtp = Arc::clone(&smtp);
             tasks.push(self.run(
                 service,
-                listen,
+                part.local_addrs(),
                 part,
-                move || {
-                    let addrs = addrs.clone();
-                    async move { SmtpListeners::bind_addrs(&addrs).await.map_err(|e| e.to_string()) }
-                },
+                |addrs| async move { SmtpListeners::bind_addrs(&addrs).await.map_err(|e| e.to_string()) },
                 move |part, stop| maildr_smtp::serve(Arc::clone(&smtp), part, stop),
                 stop.clone(),
             ));
@@ -148,16 +144,11 @@ impl Switchboard {
         listeners: ImapListeners,
         stop: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        let addrs = listeners.local_addrs();
-        let listen = addrs.iter().map(|(_, a)| *a).collect();
         self.run(
             Service::Imap,
-            listen,
+            listeners.local_addrs(),
             listeners,
-            move || {
-                let addrs = addrs.clone();
-                async move { ImapListeners::bind_addrs(&addrs).await.map_err(|e| e.to_string()) }
-            },
+            |addrs| async move { ImapListeners::bind_addrs(&addrs).await.map_err(|e| e.to_string()) },
             move |listeners, stop| maildr_imap::serve(Arc::clone(&imap), listeners, stop),
             stop,
         )
@@ -176,9 +167,9 @@ impl Switchboard {
         let reporter = server.served_reporter();
         self.run(
             Service::Dns,
-            vec![addr],
+            vec![((), addr)],
             server,
-            move || {
+            move |_| {
                 let reporter = reporter.clone();
                 async move { DnsServer::bind_reporting(addr, reporter).await.map_err(|e| e.to_string()) }
             },
