@@ -8,6 +8,7 @@ mod bench_replication;
 mod cluster_cmd;
 mod dns_cmd;
 mod drill_cmd;
+mod faults;
 mod lab;
 mod serve;
 mod tls;

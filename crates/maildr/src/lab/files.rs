@@ -131,6 +131,8 @@ pub fn site_config(
         c.dns.listen = Some(site.addr(ports::DNS));
         c.api.listen = Some(site.addr(ports::HTTP));
         c.api.token = Some(secrets.api_token.clone());
+        // Drills stop and start this site's services through its admin API.
+        c.faults.hooks = true;
     }
     c.dns.ttl_secs = DNS_TTL_SECS;
     c.control.enabled = true;
