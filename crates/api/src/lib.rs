@@ -20,6 +20,7 @@
 pub mod control;
 pub mod error;
 pub mod extract;
+pub mod faults;
 mod handlers;
 mod metrics;
 mod openapi;
@@ -43,6 +44,7 @@ use tokio::sync::{watch, Semaphore};
 
 pub use control::{ControlFuture, ControlPlane, ControlPlaneError, FailoverRequest};
 pub use error::{ErrorBody, Failure};
+pub use faults::{FaultHooks, Service};
 pub use openapi::openapi_json;
 
 /// Largest request body accepted, in bytes (the biggest real body is a few hundred).
@@ -92,6 +94,7 @@ pub enum ApiError {
 pub struct ApiState {
     inner: Arc<Inner>,
     control_plane: Option<Arc<dyn ControlPlane>>,
+    fault_hooks: Option<Arc<dyn FaultHooks>>,
 }
 
 struct Inner {
@@ -132,6 +135,7 @@ impl ApiState {
                 in_flight: Semaphore::new(REQUESTS_IN_FLIGHT_MAX),
             }),
             control_plane: None,
+            fault_hooks: None,
         })
     }
 
@@ -139,6 +143,16 @@ impl ApiState {
     /// failover) from `plane`; without one they answer 503.
     pub fn with_control_plane(self, plane: Arc<dyn ControlPlane>) -> ApiState {
         ApiState { control_plane: Some(plane), ..self }
+    }
+
+    /// Serve the fault-hook routes (`/api/faults/...`) from `hooks`; without them
+    /// those routes answer 404. Only for sites whose config turns hooks on.
+    pub fn with_fault_hooks(self, hooks: Arc<dyn FaultHooks>) -> ApiState {
+        ApiState { fault_hooks: Some(hooks), ..self }
+    }
+
+    pub(crate) fn fault_hooks(&self) -> Option<&Arc<dyn FaultHooks>> {
+        self.fault_hooks.as_ref()
     }
 
     pub(crate) fn cluster(&self) -> &Cluster {
@@ -191,6 +205,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/aliases", get(handlers::admin::list_aliases).post(handlers::admin::add_alias))
         .route("/api/aliases/{address}", delete(handlers::admin::remove_alias))
         .route("/metrics", get(metrics::metrics))
+        .merge(handlers::faults::routes(&state))
         .layer(timeout(REQUEST_TIMEOUT_MS))
         .merge(slow)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

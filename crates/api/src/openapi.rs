@@ -37,6 +37,8 @@ use crate::handlers;
         handlers::admin::list_aliases,
         handlers::admin::add_alias,
         handlers::admin::remove_alias,
+        handlers::faults::list,
+        handlers::faults::set,
         crate::metrics::metrics,
         document,
     ),

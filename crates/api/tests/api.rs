@@ -282,6 +282,8 @@ async fn the_openapi_document_lists_every_route_with_its_schemas() {
         "GET /api/aliases",
         "POST /api/aliases",
         "DELETE /api/aliases/{address}",
+        "GET /api/faults/services",
+        "PUT /api/faults/services/{service}",
         "GET /metrics",
     ]
     .into_iter()
@@ -292,6 +294,7 @@ async fn the_openapi_document_lists_every_route_with_its_schemas() {
     for route in &routes {
         let (method, path) = route.split_once(' ').unwrap();
         let path = path.replace("{domain}", "example.test").replace("{address}", "a@example.test");
+        let path = path.replace("{service}", "smtp");
         let reply = site.call(method, &path, Some("{}")).await;
         assert!(reply.status != 405 && !reply.body.contains("no such endpoint"), "{route}: {reply:?}");
     }

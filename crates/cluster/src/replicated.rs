@@ -173,6 +173,10 @@ const CAUGHT_UP_SLACK_ENTRIES: u64 = 64;
 
 /// Least time between two hand-over attempts of a witness that leads.
 const HANDOVER_RETRY: Duration = Duration::from_millis(300);
+/// How often a held write (or a transfer waiting for its target) looks again.
+const HANDOVER_WRITE_HOLD_POLL: Duration = Duration::from_millis(5);
+/// How long a leadership transfer holds writes for the target to match the log.
+const HANDOVER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Most bodies received in pieces at once; beyond it one of them is dropped (its
 /// sender's push then fails and the body is fetched later instead).
@@ -447,6 +451,14 @@ impl Replicated {
             };
             match target {
                 Some(primary) if primary == self.me => {
+                    if self.handing_over.load(std::sync::atomic::Ordering::SeqCst) {
+                        // A leadership transfer holds new writes so the target can
+                        // catch up completely and win its election; then they go
+                        // to the new primary.
+                        tokio::time::sleep(HANDOVER_WRITE_HOLD_POLL.min(deadline.saturating_duration_since(Instant::now())))
+                            .await;
+                        continue;
+                    }
                     match tokio::time::timeout_at(deadline.into(), self.raft.client_write(command.clone())).await {
                         Err(_) => return Err(unavailable("the quorum did not confirm in time")),
                         Ok(Ok(response)) => return outcome(response.data),
@@ -514,6 +526,14 @@ impl Replicated {
     /// A forwarded write, committed here as primary.
     async fn commit_forwarded(&self, command: Command) -> Result<ForwardedWrite, ForwardError> {
         let timeout = Duration::from_millis(self.limits.write_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        while self.handing_over.load(std::sync::atomic::Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return Err(ForwardError::Unavailable("a leadership transfer did not finish in time".into()));
+            }
+            tokio::time::sleep(HANDOVER_WRITE_HOLD_POLL).await;
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
             Err(_) => Err(ForwardError::Unavailable("the quorum did not confirm in time".into())),
             Ok(Ok(response)) => match response.data {
@@ -953,6 +973,29 @@ impl Replicated {
         }
         if self.handing_over.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(format!("{} is already handing over its lead", self.site));
+        }
+        // Leadership transfer (Raft thesis 3.10): new writes are held from here on,
+        // so the target can match the whole log; a target behind the log would lose
+        // its election to the voters' up-to-date check, and entries still flowing
+        // would keep the followers' leader lease fresh.
+        let transfer_deadline = Instant::now() + HANDOVER_CATCH_UP_TIMEOUT;
+        loop {
+            let m = self.raft.metrics().borrow().clone();
+            let last = m.last_log_index.unwrap_or(0);
+            let matched =
+                m.replication.as_ref().and_then(|r| r.get(&to).copied().flatten()).map(|l| l.index).unwrap_or(0);
+            if matched >= last {
+                break;
+            }
+            if Instant::now() >= transfer_deadline {
+                self.handing_over.store(false, std::sync::atomic::Ordering::SeqCst);
+                return Err(format!(
+                    "{} did not match the whole log ({matched} of {last} entries) within {} ms with writes held; try again",
+                    peer.site,
+                    HANDOVER_CATCH_UP_TIMEOUT.as_millis()
+                ));
+            }
+            tokio::time::sleep(HANDOVER_WRITE_HOLD_POLL).await;
         }
         self.raft.runtime_config().heartbeat(false);
         self.raft.runtime_config().elect(false);

@@ -438,6 +438,11 @@ impl ControlPlane {
         }
         let store = self.cluster.store();
         let committed = store.steering().map_err(|e| e.to_string())?;
+        if !self.settings.steering && committed.is_some() {
+            // `control.steering = false` (a lab built to fail drills): the first
+            // steering stands, whoever is primary and whatever the observers say.
+            return Ok(());
+        }
         let data_sites: Vec<String> = self.targets.iter().map(|t| t.site.clone()).collect();
         let elected = committed.as_ref().and_then(|c| c.primary.as_deref()) != Some(self.site.as_str());
         // A new primary points mail at itself first, without waiting for observers

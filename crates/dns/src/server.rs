@@ -133,6 +133,17 @@ pub struct DnsServer {
 impl DnsServer {
     /// Binds UDP and TCP on `addr`. With port 0 both get the same ephemeral port.
     pub async fn bind(addr: SocketAddr) -> Result<DnsServer, DnsServerError> {
+        Self::bind_reporting(addr, watch::channel(ServedState::default()).0).await
+    }
+
+    /// Binds like [`DnsServer::bind`], reporting what is served to `served` (from
+    /// [`DnsServer::served_reporter`] of an earlier server on this address), so a
+    /// server stopped and bound again continues that record: serving a serial
+    /// again is not a new serial served.
+    pub async fn bind_reporting(
+        addr: SocketAddr,
+        served_tx: watch::Sender<ServedState>,
+    ) -> Result<DnsServer, DnsServerError> {
         let mut last_error = None;
         let attempts = if addr.port() == 0 { BIND_ATTEMPTS_MAX } else { 1 };
         for _ in 0..attempts {
@@ -140,7 +151,6 @@ impl DnsServer {
             let local_addr = udp.local_addr().map_err(|source| DnsServerError::BindUdp { addr, source })?;
             match TcpListener::bind(local_addr).await {
                 Ok(tcp) => {
-                    let (served_tx, _) = watch::channel(ServedState::default());
                     return Ok(DnsServer { udp, tcp, local_addr, limits: ServerLimits::default(), served_tx });
                 }
                 // Someone holds this port on TCP only; try another ephemeral port.
@@ -166,6 +176,11 @@ impl DnsServer {
     /// Follows which serial of each domain is being served, and since when.
     pub fn served(&self) -> watch::Receiver<ServedState> {
         self.served_tx.subscribe()
+    }
+
+    /// Where this server reports what it serves, for [`DnsServer::bind_reporting`].
+    pub fn served_reporter(&self) -> watch::Sender<ServedState> {
+        self.served_tx.clone()
     }
 
     /// Answers queries from the latest value of `zones` until `stop` turns true or

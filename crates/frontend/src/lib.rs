@@ -5,6 +5,7 @@
 use std::fmt::Debug;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -15,11 +16,31 @@ use tokio::task::JoinSet;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause after a failed accept (out of file descriptors and the like).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Accepted connections waiting to be handed to a session task.
-const ACCEPT_QUEUE: usize = 64;
+
+/// A listener that could not be bound: which one, where, and why.
+#[derive(Debug)]
+pub struct BindFailure<K> {
+    pub kind: K,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Bind one TCP listener per `(kind, address)`, in order; the first failure stops.
+pub async fn bind_listeners<K: Copy>(wanted: &[(K, SocketAddr)]) -> Result<Vec<(K, TcpListener)>, BindFailure<K>> {
+    let mut listeners = Vec::with_capacity(wanted.len());
+    for &(kind, addr) in wanted {
+        let listener = TcpListener::bind(addr).await.map_err(|source| BindFailure { kind, addr, source })?;
+        listeners.push((kind, listener));
+    }
+    Ok(listeners)
+}
 
 /// Accept on every listener until `shutdown` turns true, running `handle` for each
 /// connection as its own task; then give sessions [`SHUTDOWN_GRACE`] to finish.
+///
+/// The listeners live inside this future, not in tasks of their own: dropping the
+/// future closes them at once (a new connection is refused) and aborts every
+/// session. That is how a fault hook stops one service of a running site.
 pub async fn serve_listeners<K, F, Fut>(
     listeners: Vec<(K, TcpListener)>,
     mut shutdown: watch::Receiver<bool>,
@@ -30,27 +51,8 @@ pub async fn serve_listeners<K, F, Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut sessions = JoinSet::new();
-    let mut accepts = JoinSet::new();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(ACCEPT_QUEUE);
-    for (kind, listener) in listeners {
-        let tx = tx.clone();
-        accepts.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        if tx.send((kind, stream, peer)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(listener = ?kind, error = %e, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    }
-                }
-            }
-        });
-    }
-    drop(tx);
+    // The listener polled first; it rotates so a busy listener cannot starve the others.
+    let mut first = 0;
     loop {
         tokio::select! {
             changed = shutdown.changed() => {
@@ -58,16 +60,42 @@ pub async fn serve_listeners<K, F, Fut>(
                     break;
                 }
             }
-            Some((kind, stream, peer)) = rx.recv() => {
-                let _ = stream.set_nodelay(true);
-                sessions.spawn(handle(kind, stream, peer));
-            }
+            (kind, accepted) = accept_any(&listeners, &mut first) => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    sessions.spawn(handle(kind, stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(listener = ?kind, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
         }
     }
-    accepts.abort_all();
+    drop(listeners);
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while sessions.join_next().await.is_some() {} }).await;
     sessions.abort_all();
+}
+
+/// The next connection on any of `listeners` (pending forever when there are none).
+async fn accept_any<K: Copy>(
+    listeners: &[(K, TcpListener)],
+    first: &mut usize,
+) -> (K, std::io::Result<(TcpStream, SocketAddr)>) {
+    std::future::poll_fn(|cx| {
+        let n = listeners.len();
+        for i in 0..n {
+            let index = (*first + i) % n;
+            let (kind, listener) = &listeners[index];
+            if let Poll::Ready(accepted) = listener.poll_accept(cx) {
+                *first = (index + 1) % n;
+                return Poll::Ready((*kind, accepted));
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Verify a password against an argon2 PHC string.

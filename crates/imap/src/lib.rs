@@ -146,12 +146,15 @@ impl ImapListeners {
         if with_tls {
             wanted.push((ImapListenerKind::Tls, config.tls_listen));
         }
-        let mut listeners = Vec::new();
-        for (kind, addr) in wanted {
-            let l = TcpListener::bind(addr).await.map_err(|source| BindError { kind: kind.name(), addr, source })?;
-            listeners.push((kind, l));
+        Self::bind_addrs(&wanted).await
+    }
+
+    /// Bind exactly these listeners (a stopped service listens again where it did).
+    pub async fn bind_addrs(wanted: &[(ImapListenerKind, SocketAddr)]) -> Result<ImapListeners, BindError> {
+        match maildr_frontend::bind_listeners(wanted).await {
+            Ok(listeners) => Ok(ImapListeners { listeners }),
+            Err(f) => Err(BindError { kind: f.kind.name(), addr: f.addr, source: f.source }),
         }
-        Ok(ImapListeners { listeners })
     }
 
     pub fn local_addrs(&self) -> Vec<(ImapListenerKind, SocketAddr)> {

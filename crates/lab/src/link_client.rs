@@ -5,83 +5,40 @@
 //! refusal comes back with the API's JSON error text.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 
 use crate::fault_proxy::LinkFaults;
+use crate::http_client::{HttpError, JsonApi};
 
-/// Longest a control request may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum LinkClientError {
-    #[error("link control at {addr}: {detail}")]
-    Transport { addr: SocketAddr, detail: String },
-    #[error("link control at {addr} answered {status}: {body}")]
-    Refused { addr: SocketAddr, status: u16, body: String },
-}
+/// Why a link-control request failed.
+pub type LinkClientError = HttpError;
 
 /// Client of one lab's link control, e.g. `127.0.99.1:2790`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LinkClient {
-    addr: SocketAddr,
+    api: JsonApi,
 }
 
 impl LinkClient {
     pub fn new(addr: SocketAddr) -> LinkClient {
-        LinkClient { addr }
+        LinkClient { api: JsonApi { api: "link control", addr, bearer: None } }
     }
 
     /// Every link with its faults, as the API lists them.
     pub async fn list(&self) -> Result<serde_json::Value, LinkClientError> {
-        let body = self.request(Method::GET, "/links", None).await?;
-        serde_json::from_slice(&body)
-            .map_err(|e| LinkClientError::Transport { addr: self.addr, detail: format!("bad JSON: {e}") })
+        self.api.json(Method::GET, "/links", None).await
     }
 
     /// Replace the faults of one link.
     pub async fn set_faults(&self, link: &str, faults: &LinkFaults) -> Result<(), LinkClientError> {
         let body = serde_json::to_vec(faults).expect("faults serialise");
-        self.request(Method::PUT, &format!("/links/{link}/faults"), Some(body)).await.map(drop)
+        self.api.request(Method::PUT, &format!("/links/{link}/faults"), Some(body)).await.map(drop)
     }
 
     /// Clear every fault of one link.
     pub async fn heal(&self, link: &str) -> Result<(), LinkClientError> {
-        self.request(Method::POST, &format!("/links/{link}/heal"), None).await.map(drop)
-    }
-
-    async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, LinkClientError> {
-        let transport = |detail: String| LinkClientError::Transport { addr: self.addr, detail };
-        let work = async {
-            let stream = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| transport(e.to_string()))?;
-            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| transport(e.to_string()))?;
-            tokio::spawn(connection);
-            let request = Request::builder()
-                .method(method)
-                .uri(path)
-                .header(hyper::header::HOST, self.addr.to_string())
-                .header(hyper::header::CONTENT_TYPE, "application/json")
-                .body(Full::new(Bytes::from(body.unwrap_or_default())))
-                .map_err(|e| transport(e.to_string()))?;
-            let response = sender.send_request(request).await.map_err(|e| transport(e.to_string()))?;
-            let status = response.status();
-            let bytes = response.into_body().collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
-            if !status.is_success() {
-                return Err(LinkClientError::Refused {
-                    addr: self.addr,
-                    status: status.as_u16(),
-                    body: String::from_utf8_lossy(&bytes).into_owned(),
-                });
-            }
-            Ok(bytes)
-        };
-        tokio::time::timeout(REQUEST_TIMEOUT, work).await.map_err(|_| transport("no answer in time".into()))?
+        self.api.request(Method::POST, &format!("/links/{link}/heal"), None).await.map(drop)
     }
 }
 

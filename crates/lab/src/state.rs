@@ -34,6 +34,14 @@ pub struct LabState {
     /// Bearer token of the admin HTTP API (data sites and the standby).
     #[serde(default)]
     pub api_token: String,
+    /// Whether the primary steers DNS. `false` (`lab up --no-steering`): a lab
+    /// built for drills that must fail, where DNS keeps naming the first primary.
+    #[serde(default = "steering_default")]
+    pub steering: bool,
+}
+
+fn steering_default() -> bool {
+    true
 }
 
 /// The process that runs every fault-proxy link and their control API.
@@ -205,6 +213,7 @@ mod tests {
             sites: topo.sites.iter().map(|s| SiteState::planned(&dir, s)).collect(),
             accounts: vec![AccountState { address: "probe@example.test".into(), password: "pw".into() }],
             api_token: "token".into(),
+            steering: false,
         };
         state.site_mut("sh").unwrap().pid = Some(42);
         state.save().unwrap();
@@ -215,6 +224,11 @@ mod tests {
         assert_eq!(json["sites"][0]["ports"]["dns"], 5353, "data sites serve DNS");
         assert_eq!(json["sites"][2]["ports"]["dns"], serde_json::Value::Null, "the witness serves no DNS");
         assert_eq!(json["api_token"], "token");
+        assert_eq!(json["steering"], false);
+        let mut without = json.clone();
+        without.as_object_mut().unwrap().remove("steering");
+        let older: LabState = serde_json::from_value(without).unwrap();
+        assert!(older.steering, "a lab.json written before the key steers DNS");
         assert_eq!(json["sites"][1]["config"], dir.join("sites/sh/site.toml").to_str().unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -4,10 +4,13 @@
 //! `maildr serve` process per site on its own loopback address plus one process
 //! running every inter-site fault-proxy link (`lab links`, hidden), bootstraps
 //! the cluster, domain and accounts through the running sites, and waits until
-//! the lab is healthy. Everything later commands need is in `lab.json`
-//! (`maildr_lab::state`); the addresses come from `maildr_lab::topology`.
+//! the lab is healthy. `stop-service`/`start-service` stop and start one service
+//! of a running data site through its admin API's fault hooks. Everything later
+//! commands need is in `lab.json` (`maildr_lab::state`); the addresses come from
+//! `maildr_lab::topology`.
 //!
-//! The supervisor only starts, signals and observes processes: it never opens a
+//! The supervisor only starts, signals and observes processes, and asks a site's
+//! fault hooks to stop or start one of its services: it never opens a
 //! site's store, and it creates accounts with the same `maildr admin` commands an
 //! operator would run. It never signals a pid whose command line is not one it
 //! started (see `process`).
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use maildr_api::faults::Service;
 use maildr_lab::state::{AccountState, LabState, LinksState, SiteState};
 use maildr_lab::topology::{Net, Role, Topology, DOMAIN};
 use serde_json::{json, Value};
@@ -88,6 +92,11 @@ pub enum LabAction {
         /// file's own directory.
         #[arg(long, value_name = "FILE")]
         dns_provider_config: Option<PathBuf>,
+        /// A lab built for drills that must fail: the primary commits the first DNS
+        /// steering and never changes it (`control.steering = false` on the data
+        /// sites), so after a failover DNS still names the old primary.
+        #[arg(long)]
+        no_steering: bool,
     },
     /// Every endpoint, which processes are alive, and the accounts; exits 1 unless
     /// every process is alive.
@@ -131,6 +140,25 @@ pub enum LabAction {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Stop one service of a running data site through its fault hooks: its
+    /// listeners close and its connections drop; the rest of the site runs on.
+    StopService {
+        site: String,
+        /// smtp (the MX port), submission (both ports), imap (both ports) or dns.
+        #[arg(value_parser = parse_service)]
+        service: Service,
+        #[command(flatten)]
+        dir: DirArg,
+    },
+    /// Start a service stopped by `stop-service` again, on the same addresses.
+    StartService {
+        site: String,
+        /// smtp, submission, imap or dns.
+        #[arg(value_parser = parse_service)]
+        service: Service,
+        #[command(flatten)]
+        dir: DirArg,
+    },
     /// Run the lab's fault-proxy links and their control API until SIGTERM
     /// (started by `lab up`).
     #[command(hide = true)]
@@ -148,13 +176,15 @@ pub fn run(action: LabAction) -> Result<()> {
     }
     let dir_of = |d: &DirArg| std::path::absolute(&d.dir).with_context(|| format!("resolving {}", d.dir.display()));
     match &action {
-        LabAction::Up { dir, net, json, snapshot_after_entries, standby, dns_provider_config } => {
+        LabAction::Up { dir, net, json, snapshot_after_entries, standby, dns_provider_config, no_steering } => {
             let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
-            let providers = match dns_provider_config {
+            let dns_providers = match dns_provider_config {
                 Some(file) => files::read_dns_providers(file)?,
                 None => Vec::new(),
             };
-            up(&dir_of(dir)?, topology, *json, *snapshot_after_entries, &providers)
+            let options =
+                UpOptions { snapshot_after_entries: *snapshot_after_entries, steering: !*no_steering, dns_providers };
+            up(&dir_of(dir)?, topology, *json, &options)
         }
         LabAction::Status { dir, json } => status(&dir_of(dir)?, *json),
         LabAction::Down { dir, keep } => down(&dir_of(dir)?, *keep),
@@ -162,23 +192,29 @@ pub fn run(action: LabAction) -> Result<()> {
         LabAction::Start { site, dir } => start(&dir_of(dir)?, site),
         LabAction::Pause { site, dir } => pause_or_resume(&dir_of(dir)?, site, Signal::Stop),
         LabAction::Resume { site, dir } => pause_or_resume(&dir_of(dir)?, site, Signal::Cont),
+        LabAction::StopService { site, service, dir } => switch_service(&dir_of(dir)?, site, *service, false),
+        LabAction::StartService { site, service, dir } => switch_service(&dir_of(dir)?, site, *service, true),
         LabAction::Links { dir } => links(&dir_of(dir)?),
     }
 }
 
 // ---------------------------------------------------------------- lab up
 
-fn up(
-    dir: &Path,
-    topology: Topology,
-    json: bool,
+/// How `lab up` builds the sites' configs.
+#[derive(Debug, Clone)]
+struct UpOptions {
     snapshot_after_entries: u64,
-    dns_providers: &[maildr_config::DnsProviderConfig],
-) -> Result<()> {
+    /// `false`: the data sites never change the first DNS steering.
+    steering: bool,
+    /// `[[dns.providers]]` of every data site.
+    dns_providers: Vec<maildr_config::DnsProviderConfig>,
+}
+
+fn up(dir: &Path, topology: Topology, json: bool, options: &UpOptions) -> Result<()> {
     clear_previous(dir)?;
     check_addresses_free(&topology)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut state = write_lab(dir, &topology, snapshot_after_entries, dns_providers)?;
+    let mut state = write_lab(dir, &topology, options)?;
     state.save()?;
     let exe = std::env::current_exe().context("finding the maildr binary")?;
     let mut started = Started::default();
@@ -245,12 +281,7 @@ fn check_addresses_free(topology: &Topology) -> Result<()> {
 }
 
 /// Certificates, configs and the initial state (no process yet).
-fn write_lab(
-    dir: &Path,
-    topology: &Topology,
-    snapshot_after_entries: u64,
-    dns_providers: &[maildr_config::DnsProviderConfig],
-) -> Result<LabState> {
+fn write_lab(dir: &Path, topology: &Topology, options: &UpOptions) -> Result<LabState> {
     let (ca, tls) = files::write_certs(dir, topology)?;
     let accounts: Vec<AccountState> = ACCOUNTS
         .iter()
@@ -265,9 +296,10 @@ fn write_lab(
     let sites: Vec<SiteState> = topology.sites.iter().map(|s| SiteState::planned(dir, s)).collect();
     for ((spec, site), tls) in topology.sites.iter().zip(&sites).zip(&tls) {
         let mut config = files::site_config(topology, spec, site, tls, &secrets);
-        config.cluster.snapshot_after_entries = snapshot_after_entries;
-        if config.dns.listen.is_some() {
-            config.dns.providers = dns_providers.to_vec();
+        config.cluster.snapshot_after_entries = options.snapshot_after_entries;
+        if spec.role == Role::Data {
+            config.control.steering = options.steering;
+            config.dns.providers = options.dns_providers.clone();
         }
         files::write_config(&site.config, &config)?;
     }
@@ -285,6 +317,7 @@ fn write_lab(
         sites,
         accounts,
         api_token: secrets.api_token,
+        steering: options.steering,
     })
 }
 
@@ -583,6 +616,9 @@ fn print_status(state: &LabState, json: bool) -> bool {
     for a in &state.accounts {
         println!("  {:<24} {}", a.address, a.password);
     }
+    if !state.steering {
+        println!("DNS steering: off (lab up --no-steering): DNS keeps naming the first primary");
+    }
     println!("CA (clients trust it): {}", state.ca.display());
     println!("logs: {}/sites/<site>/serve.log, {}", state.dir.display(), state.links.log.display());
     all_alive
@@ -701,6 +737,47 @@ fn start(dir: &Path, name: &str) -> Result<()> {
     }
     started.release();
     println!("started site {name} (pid {pid})");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- stop-service, start-service
+
+fn parse_service(name: &str) -> std::result::Result<Service, String> {
+    Service::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = Service::ALL.iter().map(|s| s.name()).collect();
+        format!("no service {name:?}: the services are {}", known.join(", "))
+    })
+}
+
+/// Stop or start `service` of data site `name` through its admin API's fault hooks.
+fn switch_service(dir: &Path, name: &str, service: Service, running: bool) -> Result<()> {
+    let state = load_required(dir)?;
+    let site = find_site(&state, name)?;
+    // The standby has an admin API (for a forced failover) but no services to stop.
+    let (Role::Data, Some(port)) = (site.role, site.ports.http) else {
+        let data: Vec<&str> = state.sites.iter().filter(|s| s.role == Role::Data).map(|s| s.site.as_str()).collect();
+        let api = if site.ports.http.is_some() { "no fault hooks" } else { "no admin API and so no fault hooks" };
+        bail!(
+            "site {name} is a {} site: it has {api}; only data sites have them ({})",
+            site.role.name(),
+            data.join(", ")
+        );
+    };
+    match site_proc(site).and_then(|p| p.state()) {
+        Some(Liveness::Running) => {}
+        Some(Liveness::Paused) => bail!("site {name} is paused (`maildr lab resume {name}` resumes it)"),
+        _ => bail!("site {name} is not running (`maildr lab start {name}` starts it)"),
+    }
+    let addr = SocketAddr::from((site.ip, port));
+    let client = maildr_lab::hooks_client::HooksClient::new(addr, &state.api_token);
+    let verb = if running { "start" } else { "stop" };
+    let answer = crate::runtime()?
+        .block_on(client.set_running(service.name(), running))
+        .with_context(|| format!("could not {verb} {service} at site {name}"))?;
+    let listen: Vec<&str> =
+        answer["listen"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    let now = if answer["running"] == json!(true) { "running" } else { "stopped" };
+    println!("{service} at site {name} is {now} ({})", listen.join(", "));
     Ok(())
 }
 

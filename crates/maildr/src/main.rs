@@ -7,6 +7,8 @@ mod bench_imap;
 mod bench_replication;
 mod cluster_cmd;
 mod dns_cmd;
+mod drill_cmd;
+mod faults;
 mod lab;
 mod serve;
 mod tls;
@@ -69,6 +71,16 @@ enum Top {
     Dns {
         #[command(subcommand)]
         action: dns_cmd::DnsAction,
+    },
+    /// Drills: rehearse a failover, measure RTO and RPO through clients, report.
+    Drill {
+        #[command(subcommand)]
+        action: drill_cmd::DrillAction,
+    },
+    /// The drill audit log.
+    Audit {
+        #[command(subcommand)]
+        action: drill_cmd::AuditAction,
     },
     /// Benchmarks that print figures.
     Bench {
@@ -136,6 +148,8 @@ fn main() -> Result<()> {
         }
         Top::Lab { action } => lab::run(action),
         Top::Dns { action } => dns_cmd::run(action),
+        Top::Drill { action } => std::process::exit(drill_cmd::run(action)),
+        Top::Audit { action } => std::process::exit(drill_cmd::audit(action)),
         Top::Bench { which } => {
             init_logging("warn");
             match which {

@@ -123,9 +123,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Cluster::single_site(store, limits)
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let hooks = crate::faults::Switchboard::new(&config.site.name);
     let control = start_control_plane(&config, &data_dir, &cluster, stop_rx.clone())?;
-    let dns_addr = start_dns(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
-    let api = start_api(&config, &cluster, control.as_ref(), stop_rx.clone()).await?;
+    let dns_addr = start_dns(&config, &cluster, control.as_ref(), &hooks, stop_rx.clone()).await?;
+    let api = start_api(&config, &cluster, control.as_ref(), &hooks, stop_rx.clone()).await?;
     let api_addr = api.as_ref().map(|(addr, _)| *addr);
     let api_task = api.map(|(_, task)| task);
     // A standby promoted by a forced failover serves mail whatever its config says.
@@ -176,12 +177,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         maildr_imap::ImapService::new(cluster.clone(), config.imap.clone(), Some(Arc::clone(&tls_config)));
     let service =
         SmtpService::new(cluster.clone(), config.smtp.clone(), config.site.hostname.clone(), Some(tls_config));
-    let smtp_server = tokio::spawn(maildr_smtp::serve(service, listeners, stop_rx.clone()));
-    let imap_server = tokio::spawn(maildr_imap::serve(imap_service, imap_listeners, stop_rx));
+    // Each service under its fault-hook switch (they do nothing unless hooks are on).
+    let smtp_servers = hooks.run_smtp(service, listeners, stop_rx.clone());
+    let imap_server = hooks.run_imap(imap_service, imap_listeners, stop_rx);
     wait_for_stop_signal(&mut term).await;
     tracing::info!("stopping: no new connections; sessions get a few seconds to finish");
     let _ = stop_tx.send(true);
-    let _ = smtp_server.await;
+    for server in smtp_servers {
+        let _ = server.await;
+    }
     let _ = imap_server.await;
     if let Some(api) = api_task {
         let _ = api.await;
@@ -217,6 +221,7 @@ async fn start_api(
     config: &SiteConfig,
     cluster: &Cluster,
     control: Option<&Arc<maildr_control::ControlPlane>>,
+    hooks: &crate::faults::Switchboard,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>> {
     let (Some(listen), Some(token)) = (config.api.listen, config.api.token.clone()) else {
@@ -227,6 +232,9 @@ async fn start_api(
         maildr_api::ApiState::new(&settings, cluster.clone(), &config.cluster).context("starting the admin API")?;
     if let Some(plane) = control {
         state = state.with_control_plane(Arc::clone(plane) as Arc<dyn maildr_api::ControlPlane>);
+    }
+    if config.faults.hooks {
+        state = state.with_fault_hooks(Arc::new(hooks.clone()));
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("admin API on {listen}"))?;
     let addr = listener.local_addr().with_context(|| format!("admin API on {listen}"))?;
@@ -243,6 +251,7 @@ async fn start_dns(
     config: &SiteConfig,
     cluster: &Cluster,
     control: Option<&Arc<maildr_control::ControlPlane>>,
+    hooks: &crate::faults::Switchboard,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<std::net::SocketAddr>> {
     let Some(listen) = config.dns.listen else {
@@ -278,7 +287,7 @@ async fn start_dns(
         providers,
         stop.clone(),
     ));
-    tokio::spawn(server.serve(zones_rx, stop));
+    hooks.run_dns(server, zones_rx, stop);
     Ok(Some(addr))
 }
 

@@ -180,6 +180,7 @@ fn a_lab_comes_up_with_three_sites_and_goes_down_without_a_trace() {
         assert!(Path::new(s["config"].as_str().unwrap()).is_file());
     }
     assert!(status["api_token"].as_str().is_some_and(|t| t.len() >= 16), "{status:#}");
+    assert_eq!(status["steering"], true, "a lab steers DNS unless told --no-steering");
     let accounts = status["accounts"].as_array().unwrap();
     let addresses: Vec<&str> = accounts.iter().map(|a| a["address"].as_str().unwrap()).collect();
     assert_eq!(addresses, ["probe@example.test", "alice@example.test", "bob@example.test"]);

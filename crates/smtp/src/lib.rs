@@ -88,12 +88,23 @@ impl SmtpListeners {
         if with_tls {
             wanted.push((ListenerKind::Submissions, config.submissions_listen));
         }
-        let mut listeners = Vec::new();
-        for (kind, addr) in wanted {
-            let l = TcpListener::bind(addr).await.map_err(|source| BindError { kind: kind.name(), addr, source })?;
-            listeners.push((kind, l));
+        Self::bind_addrs(&wanted).await
+    }
+
+    /// Bind exactly these listeners (a stopped service listens again where it did).
+    pub async fn bind_addrs(wanted: &[(ListenerKind, SocketAddr)]) -> Result<SmtpListeners, BindError> {
+        match maildr_frontend::bind_listeners(wanted).await {
+            Ok(listeners) => Ok(SmtpListeners { listeners }),
+            Err(f) => Err(BindError { kind: f.kind.name(), addr: f.addr, source: f.source }),
         }
-        Ok(SmtpListeners { listeners })
+    }
+
+    /// Move the listeners of `kinds` out into a set of their own, to be served (and
+    /// stopped) apart from the rest.
+    pub fn take(&mut self, kinds: &[ListenerKind]) -> SmtpListeners {
+        let (taken, kept) = std::mem::take(&mut self.listeners).into_iter().partition(|(k, _)| kinds.contains(k));
+        self.listeners = kept;
+        SmtpListeners { listeners: taken }
     }
 
     /// The address each listener is bound to.

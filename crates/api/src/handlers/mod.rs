@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod control;
+pub mod faults;
 
 use axum::Json;
 use serde::Serialize;

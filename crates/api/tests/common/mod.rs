@@ -27,12 +27,17 @@ pub struct Site {
 
 impl Site {
     pub async fn start() -> Site {
+        Site::start_with(|state| state).await
+    }
+
+    /// Start with `extend` applied to the API state (e.g. fault hooks installed).
+    pub async fn start_with(extend: impl FnOnce(ApiState) -> ApiState) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let cluster = Cluster::single_site(Store::open(dir.path()).unwrap(), WritePathLimits::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
         let settings = ApiSettings { listen: addr, token: TOKEN.into(), site: "bj".into() };
-        let state = ApiState::new(&settings, cluster.clone(), &ClusterSection::default()).unwrap();
+        let state = extend(ApiState::new(&settings, cluster.clone(), &ClusterSection::default()).unwrap());
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let server = tokio::spawn(maildr_api::serve(listener, state, stop_rx));
         Site { _dir: dir, cluster, base: format!("http://{addr}"), stop, server }

@@ -129,6 +129,8 @@ pub fn site_config(
         .collect();
     if site.role == Role::Data {
         c.dns.listen = Some(site.addr(ports::DNS));
+        // Drills stop and start this site's services through its admin API.
+        c.faults.hooks = true;
     }
     // The standby has the API too: when both cities are lost, it is the site an
     // operator (or the drill engine) forces the failover through.

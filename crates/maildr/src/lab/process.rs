@@ -41,10 +41,19 @@ pub fn liveness(pid: u32) -> Liveness {
     // The state follows the command name, which is in parentheses and may itself
     // contain spaces and parentheses: look after the last ')'.
     match stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) {
+        // A thread-group leader turns zombie as soon as its own thread exits, while
+        // the other threads may still be exiting with the process's files (and the
+        // locks on its databases) open: gone only once no other thread is left.
+        Some('Z' | 'X' | 'x') | None if threads(pid) > 1 => Liveness::Running,
         Some('Z' | 'X' | 'x') | None => Liveness::Gone,
         Some('T' | 't') => Liveness::Paused,
         Some(_) => Liveness::Running,
     }
+}
+
+/// How many threads of `pid` the kernel still lists (0 when it is gone).
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|tasks| tasks.count()).unwrap_or(0)
 }
 
 /// Whether `pid` runs the `maildr` binary with `marker` (a config path or the lab

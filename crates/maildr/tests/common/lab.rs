@@ -220,6 +220,13 @@ impl Lab {
         (status, json)
     }
 
+    /// `method path` on `site`'s admin API with the lab's token (curl); the status
+    /// and the JSON answer, whatever the status.
+    pub fn api_call(&self, site: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let token = self.status["api_token"].as_str().expect("lab status has the API token");
+        super::curl_json(method, &format!("http://{}:2780{path}", self.ip(site)), token, body)
+    }
+
     pub fn links_control(&self) -> String {
         self.status["links"]["control"].as_str().unwrap().trim_start_matches("http://").to_string()
     }

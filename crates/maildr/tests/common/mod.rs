@@ -27,6 +27,22 @@ pub fn smtp_reply(r: &mut std::io::BufReader<std::net::TcpStream>) -> Option<u16
     }
 }
 
+/// `method url` with a bearer token and an optional JSON body, through curl; the
+/// status and the JSON answer (`Null` when the body is not JSON).
+pub fn curl_json(method: &str, url: &str, token: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+    let mut command = Command::new("curl");
+    command.args(["-sS", "--max-time", "20", "-X", method, "-w", "\n%{http_code}", "-H"]);
+    command.arg(format!("Authorization: Bearer {token}"));
+    if let Some(body) = body {
+        command.args(["-H", "Content-Type: application/json", "--data-binary", body]);
+    }
+    let output = command.arg(url).output().expect("running curl");
+    assert!(output.status.success(), "curl {method} {url}: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').expect("curl printed the status");
+    (status.trim().parse().expect("an HTTP status"), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
@@ -81,11 +97,16 @@ impl SiteProcess {
 
     /// Start with extra `key = value` lines in the `[smtp]` section.
     pub fn start_with(dir: &Path, smtp_extra: &str) -> SiteProcess {
+        Self::start_with_sections(dir, smtp_extra, "")
+    }
+
+    /// Start with extra `[smtp]` lines and extra sections at the end of the config.
+    pub fn start_with_sections(dir: &Path, smtp_extra: &str, sections: &str) -> SiteProcess {
         let config = dir.join("site.toml");
         std::fs::write(
             &config,
             format!(
-                "[site]\nname = \"t\"\ndata_dir = \"{}\"\n[smtp]\nmx_listen = \"127.0.0.1:0\"\nsubmission_listen = \"127.0.0.1:0\"\nsubmissions_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 100\n{smtp_extra}\n[imap]\nplain_listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 50\n[log]\nlevel = \"warn\"\n",
+                "[site]\nname = \"t\"\ndata_dir = \"{}\"\n[smtp]\nmx_listen = \"127.0.0.1:0\"\nsubmission_listen = \"127.0.0.1:0\"\nsubmissions_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 100\n{smtp_extra}\n[imap]\nplain_listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 50\n[log]\nlevel = \"warn\"\n{sections}",
                 dir.display()
             ),
         )

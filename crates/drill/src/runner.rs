@@ -1,0 +1,1282 @@
+//! Runs a plan against a target and produces the report.
+//!
+//! The order is fixed: resolve who is primary, check the steady state, start the
+//! client flows, run the steps (faults, waits, checks, manual confirmations) while
+//! a monitor watches the abort conditions, run the rollback steps and undo every
+//! fault still in place (always, also after an abort or Ctrl-C), drain the
+//! senders' queues, wait for the sites to converge, reconcile acknowledged mail
+//! over IMAP at every data site, read the control plane's event log, and measure.
+//!
+//! The runner must never leave a fault it injected in place when it returns, and
+//! never report a figure it did not observe (an unmeasured objective is missed).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::client::dns;
+use crate::client::imap::Session;
+use crate::client::smtp::{self, Envelope, Login, Security};
+use crate::client::Tls;
+use crate::flow::{self, now_ms, Counters, Flows, MailFlow, Message, TAG_HEADER};
+use crate::measure::{self, ClusterEvent, Found, Measured};
+use crate::plan::{FaultAction, Phase, Plan, PlanSource, Service, SiteRef, Step, StepKind, Verification, WaitCondition};
+use crate::report::{
+    Approval, Environment, Finding, PlanInfo, ProbeSummary, Report, Severity, SiteInfo, Source, StepOutcome, StepResult,
+    TimelineEntry, Verdict,
+};
+use crate::target::{Fault, Ledger, SiteEndpoints, SiteRole, Target};
+
+/// How often waits and the abort monitor look again.
+const POLL: Duration = Duration::from_millis(200);
+/// Longest the flows keep retrying deferred mail after the last step.
+const DRAIN_MS_MAX: u64 = 60_000;
+/// Longest the sites get to converge before the reconciliation reads them.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest a switchover (or failback) is retried while the target catches up.
+const SWITCHOVER_RETRY: Duration = Duration::from_secs(120);
+/// Deadline of one switchover or verify request.
+const SLOW_API: Duration = Duration::from_secs(150);
+/// How long a check waits for a message it sent to become readable.
+const READBACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `site_refuses_mail` waits for the site's answer.
+const REFUSAL_WAIT: Duration = Duration::from_secs(20);
+/// Client traffic before the first step, as a baseline.
+const WARMUP_MS: u64 = 1_000;
+/// Most timeline entries kept from the cluster's event log.
+const EVENTS_MAX: usize = 2_000;
+
+/// What the terminal shows while a drill runs.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub phase: Option<Phase>,
+    pub step: String,
+    pub counters: Counters,
+}
+
+/// Asks an operator to confirm a manual step; returns who confirmed, or why not.
+pub type Confirm = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+/// Appends one record to the audit log: (action, detail).
+pub type Audit = Arc<dyn Fn(&str, Value) + Send + Sync>;
+
+pub struct RunOptions {
+    pub drill_id: String,
+    pub approvals: Vec<Approval>,
+    pub confirm: Confirm,
+    pub audit: Audit,
+    /// Becomes true on Ctrl-C.
+    pub interrupt: watch::Receiver<bool>,
+    pub live: Arc<Mutex<Live>>,
+}
+
+/// Why a drill could not start (nothing was touched).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the plan names site {0:?}, which the target does not have")]
+    UnknownSite(String),
+    #[error("the target has no {0} site")]
+    MissingRole(&'static str),
+    #[error("the deployment cannot {action}: add a `{hook}` hook to the deployment file")]
+    MissingHook { action: String, hook: &'static str },
+    #[error("no data site's admin API answered: {0}")]
+    NoApi(String),
+    #[error("no site is primary: {0}")]
+    NoPrimary(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// The sites the plan's roles stand for, fixed at the start.
+struct Cast {
+    primary: String,
+    secondary: String,
+    witness: Option<String>,
+}
+
+impl Cast {
+    fn name(&self, r: &SiteRef) -> Result<String, RunError> {
+        match r {
+            SiteRef::Primary => Ok(self.primary.clone()),
+            SiteRef::Secondary => Ok(self.secondary.clone()),
+            SiteRef::Witness => self.witness.clone().ok_or(RunError::MissingRole("witness")),
+            SiteRef::Named(n) => Ok(n.clone()),
+        }
+    }
+}
+
+/// The cluster as a data site's API reports it.
+#[derive(Debug, Clone)]
+struct ClusterView {
+    asked: String,
+    leader: Option<String>,
+    members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone)]
+struct MemberView {
+    site: String,
+    reachable: bool,
+    applied_index: Option<u64>,
+    lag_entries: Option<u64>,
+}
+
+struct Run<'a> {
+    plan: &'a Plan,
+    target: &'a Target,
+    opts: &'a RunOptions,
+    cast: Cast,
+    tls: Option<Tls>,
+    ledger: Arc<Mutex<Ledger>>,
+    timeline: Vec<TimelineEntry>,
+    steps: Vec<StepResult>,
+    findings: Vec<Finding>,
+    confirmations: Vec<String>,
+    /// The first fault that interrupts service: RTO is measured from here.
+    fault_at_ms: Option<u64>,
+    /// The first fault of any kind (the RTO start when none interrupts service).
+    first_fault_at_ms: Option<u64>,
+    abort: watch::Receiver<Option<String>>,
+    flows: Option<Flows>,
+    check_seq: u32,
+}
+
+/// Run `plan` against `target`. `Err` only when the drill could not start;
+/// everything after the start ends in a report, aborted or not.
+pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOptions) -> Result<Report, RunError> {
+    let started_at_ms = now_ms();
+    preflight(plan, target)?;
+    let view = cluster_view(target, &[]).await.map_err(RunError::NoApi)?;
+    let primary = view.leader.clone().ok_or_else(|| RunError::NoPrimary(format!("{} knows no leader", view.asked)))?;
+    let secondary = target
+        .data_sites()
+        .map(|s| s.name.clone())
+        .find(|n| *n != primary)
+        .ok_or(RunError::MissingRole("second data site"))?;
+    let witness = target.sites.iter().find(|s| s.role == SiteRole::Witness).map(|s| s.name.clone());
+    let cast = Cast { primary, secondary, witness };
+    for r in plan.named_sites() {
+        let name = cast.name(r)?;
+        if target.site(&name).is_none() {
+            return Err(RunError::UnknownSite(name));
+        }
+    }
+    let tls = target.ca_pem.as_deref().map(Tls::from_ca_pem).transpose().map_err(RunError::Setup)?;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let (abort_tx, abort_rx) = watch::channel(None);
+    let mut run = Run {
+        plan,
+        target,
+        opts: &opts,
+        cast,
+        tls,
+        ledger: ledger.clone(),
+        timeline: Vec::new(),
+        steps: Vec::new(),
+        findings: Vec::new(),
+        confirmations: Vec::new(),
+        fault_at_ms: None,
+        first_fault_at_ms: None,
+        abort: abort_rx,
+        flows: None,
+        check_seq: 0,
+    };
+    (opts.audit)(
+        "drill_started",
+        json!({ "drill_id": opts.drill_id, "plan": plan.name, "plan_sha256": source.sha256(), "target": target.kind,
+                "primary": run.cast.primary }),
+    );
+    run.note(None, Source::Drill, "drill_started", format!("primary at start: {}", run.cast.primary));
+
+    let monitor = tokio::spawn(monitor(plan.clone(), started_at_ms, target_snapshot(target), ledger, opts.interrupt.clone(), abort_tx));
+    let steady = run.steady_state().await;
+    let mut abort_reason: Option<String> = None;
+    if let Err(why) = steady {
+        run.finding(Severity::Critical, None, "The steady state was not reached before the first fault", why.clone());
+        abort_reason = Some(format!("steady state not reached: {why}"));
+    } else {
+        match Flows::start(target, &opts.drill_id, &plan.probes) {
+            Ok(flows) => run.flows = Some(flows),
+            Err(e) => abort_reason = Some(format!("client flows could not start: {e}")),
+        }
+    }
+    if abort_reason.is_none() {
+        run.sleep_watching(WARMUP_MS).await;
+        abort_reason = run.steps(&plan.steps, false).await;
+    } else {
+        run.skip(&plan.steps, false, 0);
+    }
+    if let Some(why) = &abort_reason {
+        run.note(None, Source::Drill, "abort", why.clone());
+        (opts.audit)("drill_aborted", json!({ "drill_id": opts.drill_id, "reason": why }));
+    }
+    // Rollback runs whatever happened, and nothing aborts it.
+    run.steps(&plan.rollback, true).await;
+    run.undo_all("left in place after the rollback").await;
+    monitor.abort();
+
+    let (samples, messages) = match run.flows.take() {
+        Some(flows) => {
+            run.set_live(Some(Phase::Review), "draining the senders' queues");
+            flows.finish(plan.probes.retry_for_ms.min(DRAIN_MS_MAX)).await
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    run.set_live(Some(Phase::Review), "waiting for the sites to converge");
+    let converged = run.wait_converged().await;
+    if let Err(why) = &converged {
+        run.finding(Severity::Warning, Some(Phase::Review), "The sites did not converge before the reconciliation", why.clone());
+    }
+    run.set_live(Some(Phase::Review), "reconciling acknowledged mail over IMAP");
+    let found = run.reconcile(&messages, None).await;
+    let events = run.cluster_events(started_at_ms).await;
+    for e in &events {
+        run.timeline.push(TimelineEntry {
+            at_ms: e.at_ms,
+            phase: None,
+            source: Source::Cluster,
+            kind: e.kind.clone(),
+            detail: format!("{}{}", e.site.as_deref().map(|s| format!("{s}: ")).unwrap_or_default(), e.detail),
+        });
+    }
+    let finished_at_ms = now_ms();
+    Ok(run.report(source, started_at_ms, finished_at_ms, abort_reason, samples, messages, found, events))
+}
+
+fn preflight(plan: &Plan, target: &Target) -> Result<(), RunError> {
+    let need = |hook: &'static str, action: &str| -> Result<(), RunError> {
+        if target.injector.supports(hook) {
+            Ok(())
+        } else {
+            Err(RunError::MissingHook { action: action.into(), hook })
+        }
+    };
+    for step in plan.steps.iter().chain(&plan.rollback) {
+        if let StepKind::Fault(a) = &step.kind {
+            let d = a.describe();
+            match a {
+                FaultAction::KillSite { .. } => (need("kill_site", &d)?, need("start_site", &d)?),
+                FaultAction::PauseSite { .. } => (need("pause_site", &d)?, need("resume_site", &d)?),
+                FaultAction::StopService { .. } | FaultAction::DnsDown { .. } => {
+                    (need("stop_service", &d)?, need("start_service", &d)?)
+                }
+                FaultAction::Partition { .. } => (need("partition", &d)?, need("heal_partition", &d)?),
+                FaultAction::DegradeLink { .. } => (need("degrade_link", &d)?, need("heal_link", &d)?),
+                FaultAction::Restore { .. } | FaultAction::Switchover { .. } | FaultAction::Failback => ((), ()),
+            };
+        }
+    }
+    if target.dns_servers().is_empty() {
+        return Err(RunError::Setup("the target has no DNS server: the drill resolves MX and mail. through it".into()));
+    }
+    Ok(())
+}
+
+/// What the abort monitor needs of the target (it outlives no borrow).
+#[derive(Clone)]
+struct TargetSnapshot {
+    apis: Vec<(String, SocketAddr)>,
+    token: String,
+}
+
+fn target_snapshot(t: &Target) -> TargetSnapshot {
+    TargetSnapshot {
+        apis: t.data_sites().filter_map(|s| s.api.map(|a| (s.name.clone(), a))).collect(),
+        token: t.api_token.clone(),
+    }
+}
+
+/// Watches the abort conditions; says why when one holds.
+async fn monitor(
+    plan: Plan,
+    started_at_ms: u64,
+    target: TargetSnapshot,
+    ledger: Arc<Mutex<Ledger>>,
+    mut interrupt: watch::Receiver<bool>,
+    abort: watch::Sender<Option<String>>,
+) {
+    let mut primary_seen_at = now_ms();
+    loop {
+        if *interrupt.borrow() {
+            let _ = abort.send(Some("interrupted by the operator (Ctrl-C)".into()));
+            return;
+        }
+        let now = now_ms();
+        if now - started_at_ms > plan.abort.max_duration_ms {
+            let _ = abort.send(Some(format!("the drill ran longer than abort.max_duration_ms = {}", plan.abort.max_duration_ms)));
+            return;
+        }
+        if let Some(limit) = plan.abort.no_primary_for_ms {
+            let down = down_sites(&ledger);
+            let mut leader = None;
+            for (site, api) in target.apis.iter().filter(|(s, _)| !down.contains(s)) {
+                let client = crate::client::http::JsonClient::new(*api, Some(target.token.clone()), Duration::from_secs(2));
+                if let Ok(v) = client.get("/api/cluster/members").await {
+                    leader = v["leader"].as_str().map(str::to_string);
+                    let _ = site;
+                    break;
+                }
+            }
+            if leader.is_some() {
+                primary_seen_at = now_ms();
+            } else if now_ms() - primary_seen_at > limit {
+                let _ = abort.send(Some(format!("no site was primary for more than abort.no_primary_for_ms = {limit}")));
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = interrupt.changed() => {}
+        }
+    }
+}
+
+/// Sites that cannot be asked anything: killed, paused or cut off.
+fn down_sites(ledger: &Mutex<Ledger>) -> Vec<String> {
+    ledger
+        .lock()
+        .expect("ledger lock")
+        .active
+        .iter()
+        .filter_map(|f| match f {
+            Fault::Killed(s) | Fault::Paused(s) | Fault::Partitioned(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Ask the data sites (skipping `skip`) for the cluster's members; the first answer.
+async fn cluster_view(target: &Target, skip: &[String]) -> Result<ClusterView, String> {
+    let mut errors = Vec::new();
+    for site in target.data_sites().filter(|s| !skip.contains(&s.name)) {
+        let Some(api) = target.api(site) else { continue };
+        match api.get("/api/cluster/members").await {
+            Ok(v) => {
+                let members = v["members"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .map(|m| MemberView {
+                                site: m["site"].as_str().unwrap_or_default().to_string(),
+                                reachable: m["reachable"].as_bool().unwrap_or(false),
+                                applied_index: m["applied_index"].as_u64(),
+                                lag_entries: m["lag_entries"].as_u64(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                return Ok(ClusterView { asked: site.name.clone(), leader: v["leader"].as_str().map(str::to_string), members });
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    Err(if errors.is_empty() { "no data site to ask".into() } else { errors.join("; ") })
+}
+
+impl Run<'_> {
+    fn note(&mut self, phase: Option<Phase>, source: Source, kind: &str, detail: String) {
+        self.timeline.push(TimelineEntry { at_ms: now_ms(), phase, source, kind: kind.into(), detail });
+    }
+
+    fn finding(&mut self, severity: Severity, phase: Option<Phase>, title: &str, evidence: String) {
+        self.findings.push(Finding { severity, phase, title: title.into(), evidence });
+    }
+
+    fn set_live(&self, phase: Option<Phase>, step: &str) {
+        let counters = self.flows.as_ref().map(Flows::counters);
+        let mut live = self.opts.live.lock().expect("live lock");
+        live.phase = phase;
+        live.step = step.to_string();
+        if let Some(c) = counters {
+            live.counters = c;
+        }
+    }
+
+    /// Update the probe counters of the progress line.
+    fn refresh_live(&self) {
+        if let Some(f) = &self.flows {
+            let counters = f.counters();
+            self.opts.live.lock().expect("live lock").counters = counters;
+        }
+    }
+
+    fn aborted(&self) -> Option<String> {
+        self.abort.borrow().clone()
+    }
+
+    fn down(&self) -> Vec<String> {
+        down_sites(&self.ledger)
+    }
+
+    async fn sleep_watching(&mut self, ms: u64) {
+        let until = now_ms() + ms;
+        while now_ms() < until && self.aborted().is_none() {
+            self.refresh_live();
+            tokio::time::sleep(POLL.min(Duration::from_millis(until.saturating_sub(now_ms())))).await;
+        }
+    }
+
+    fn skip(&mut self, steps: &[Step], rollback: bool, from: usize) {
+        let base = if rollback { self.plan.steps.len() } else { 0 };
+        for (i, step) in steps.iter().enumerate().skip(from) {
+            self.steps.push(StepResult {
+                index: base + i + 1,
+                phase: step.phase,
+                name: step.name.clone(),
+                description: step.describe(),
+                rollback,
+                started_at_ms: None,
+                finished_at_ms: None,
+                outcome: StepOutcome::Skipped,
+                detail: "not run: the drill stopped before this step".into(),
+            });
+        }
+    }
+
+    /// Run steps in order; the abort reason when the drill must stop.
+    async fn steps(&mut self, steps: &[Step], rollback: bool) -> Option<String> {
+        let base = if rollback { self.plan.steps.len() } else { 0 };
+        for (i, step) in steps.iter().enumerate() {
+            if !rollback {
+                if let Some(why) = self.aborted() {
+                    self.skip(steps, rollback, i);
+                    return Some(why);
+                }
+            }
+            self.set_live(Some(step.phase), &step.name);
+            let started = now_ms();
+            let result = self.step(step).await;
+            let (outcome, detail) = match &result {
+                Ok(d) => (StepOutcome::Done, d.clone()),
+                Err(StepFailure::Failed(d)) | Err(StepFailure::Abort(d)) => (StepOutcome::Failed, d.clone()),
+            };
+            self.note(
+                Some(step.phase),
+                Source::Drill,
+                if outcome == StepOutcome::Done { "step_done" } else { "step_failed" },
+                format!("{}: {detail}", step.name),
+            );
+            self.steps.push(StepResult {
+                index: base + i + 1,
+                phase: step.phase,
+                name: step.name.clone(),
+                description: step.describe(),
+                rollback,
+                started_at_ms: Some(started),
+                finished_at_ms: Some(now_ms()),
+                outcome,
+                detail: detail.clone(),
+            });
+            if let Err(failure) = result {
+                let title = format!("Step {} failed: {}", base + i + 1, step.name);
+                self.finding(Severity::Critical, Some(step.phase), &title, format!("{}: {detail}", step.describe()));
+                if !rollback {
+                    match failure {
+                        StepFailure::Abort(why) => {
+                            self.skip(steps, rollback, i + 1);
+                            return Some(why);
+                        }
+                        // A wait that timed out leaves the later steps without their
+                        // premise: skip them and go to the rollback.
+                        StepFailure::Failed(_) if matches!(step.kind, StepKind::Wait { .. } | StepKind::Fault(_)) => {
+                            self.skip(steps, rollback, i + 1);
+                            return None;
+                        }
+                        StepFailure::Failed(_) => {}
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    async fn step(&mut self, step: &Step) -> Result<String, StepFailure> {
+        match &step.kind {
+            StepKind::Fault(action) => self.act(step.phase, action).await.map_err(StepFailure::Failed),
+            StepKind::Wait { condition, timeout_ms } => self.wait(condition, *timeout_ms).await,
+            StepKind::Verify(check) => self.verify(check).await,
+            StepKind::Manual { prompt } => {
+                let confirm = self.opts.confirm.clone();
+                let prompt = prompt.clone();
+                let answer = tokio::task::spawn_blocking(move || confirm(&prompt))
+                    .await
+                    .map_err(|e| StepFailure::Abort(format!("the confirmation prompt failed: {e}")))?;
+                match answer {
+                    Ok(by) => {
+                        self.confirmations.push(format!("{}: {} (confirmed by {by})", step.name, step.describe()));
+                        (self.opts.audit)(
+                            "manual_confirmed",
+                            json!({ "drill_id": self.opts.drill_id, "step": step.name, "by": by }),
+                        );
+                        Ok(format!("confirmed by {by}"))
+                    }
+                    Err(why) => Err(StepFailure::Abort(format!("manual step not confirmed: {why}"))),
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------- faults
+
+    async fn act(&mut self, phase: Phase, action: &FaultAction) -> Result<String, String> {
+        let name = |r: &SiteRef| self.cast.name(r).map_err(|e| e.to_string());
+        let started = now_ms();
+        let (fault, result) = match action {
+            FaultAction::KillSite { site } => {
+                let s = name(site)?;
+                (Some(Fault::Killed(s.clone())), self.target.injector.kill(&s).await)
+            }
+            FaultAction::PauseSite { site } => {
+                let s = name(site)?;
+                (Some(Fault::Paused(s.clone())), self.target.injector.pause(&s).await)
+            }
+            FaultAction::StopService { site, service } => {
+                let s = name(site)?;
+                (Some(Fault::ServiceStopped(s.clone(), *service)), self.target.injector.stop_service(&s, *service).await)
+            }
+            FaultAction::DnsDown { site } => {
+                let s = name(site)?;
+                (Some(Fault::ServiceStopped(s.clone(), Service::Dns)), self.target.injector.stop_service(&s, Service::Dns).await)
+            }
+            FaultAction::Partition { site } => {
+                let s = name(site)?;
+                (Some(Fault::Partitioned(s.clone())), self.target.injector.partition(&s).await)
+            }
+            FaultAction::DegradeLink { between, latency_ms, jitter_ms, loss_percent } => {
+                let (a, b) = (name(&between[0])?, name(&between[1])?);
+                (
+                    Some(Fault::Degraded(a.clone(), b.clone())),
+                    self.target.injector.degrade(&a, &b, *latency_ms, *jitter_ms, *loss_percent).await,
+                )
+            }
+            FaultAction::Restore { site } => {
+                let only = site.as_ref().map(name).transpose()?;
+                return Ok(self.restore(phase, only.as_deref()).await);
+            }
+            FaultAction::Switchover { to } => {
+                let to = name(to)?;
+                return self.switchover(phase, &to, false).await;
+            }
+            FaultAction::Failback => {
+                let to = self.cast.primary.clone();
+                return self.switchover(phase, &to, true).await;
+            }
+        };
+        let fault = fault.expect("every remaining action puts a fault on");
+        match result {
+            Ok(evidence) => {
+                if action.is_fault() {
+                    self.first_fault_at_ms.get_or_insert(started);
+                }
+                if action.starts_outage() && self.fault_at_ms.is_none() {
+                    self.fault_at_ms = Some(started);
+                }
+                self.ledger.lock().expect("ledger lock").active.push(fault.clone());
+                self.note(Some(phase), Source::Drill, "fault", format!("{}: {evidence}", fault.describe()));
+                (self.opts.audit)(
+                    "fault",
+                    json!({ "drill_id": self.opts.drill_id, "action": action.describe(), "fault": fault.describe() }),
+                );
+                Ok(evidence)
+            }
+            Err(e) => {
+                // A failed injection may have half-happened (a link set, the next
+                // not): keep it in the ledger so the rollback undoes it.
+                self.ledger.lock().expect("ledger lock").active.push(fault);
+                Err(e)
+            }
+        }
+    }
+
+    /// Undo the faults on `site` (all faults without one), newest first.
+    async fn restore(&mut self, phase: Phase, site: Option<&str>) -> String {
+        let todo: Vec<Fault> = {
+            let mut ledger = self.ledger.lock().expect("ledger lock");
+            let (undo, keep): (Vec<Fault>, Vec<Fault>) =
+                ledger.active.drain(..).partition(|f| site.is_none_or(|s| f.involves(s)));
+            ledger.active = keep;
+            undo
+        };
+        let mut done = Vec::new();
+        for fault in todo.iter().rev() {
+            match self.target.injector.undo(fault).await {
+                Ok(_) => done.push(format!("{} undone", fault.describe())),
+                Err(e) => {
+                    done.push(format!("{} NOT undone: {e}", fault.describe()));
+                    self.finding(Severity::Critical, Some(phase), "A fault could not be undone", format!("{}: {e}", fault.describe()));
+                }
+            }
+        }
+        let detail = if done.is_empty() { "nothing to restore".to_string() } else { done.join("; ") };
+        self.note(Some(phase), Source::Drill, "restore", detail.clone());
+        (self.opts.audit)("restore", json!({ "drill_id": self.opts.drill_id, "detail": detail }));
+        detail
+    }
+
+    async fn undo_all(&mut self, why: &str) {
+        if !self.ledger.lock().expect("ledger lock").active.is_empty() {
+            let detail = self.restore(Phase::Review, None).await;
+            self.note(Some(Phase::Review), Source::Drill, "restore", format!("{why}: {detail}"));
+        }
+    }
+
+    async fn switchover(&mut self, phase: Phase, to: &str, failback: bool) -> Result<String, String> {
+        let started = now_ms();
+        let deadline = started + SWITCHOVER_RETRY.as_millis() as u64;
+        let mut last = String::new();
+        let mut refusals = Vec::new();
+        while now_ms() < deadline {
+            let down = self.down();
+            for site in self.target.data_sites().filter(|s| !down.contains(&s.name)) {
+                let Some(api) = self.target.api(site) else { continue };
+                match api.post_slow("/api/cluster/switchover", &json!({ "to": to }), SLOW_API).await {
+                    Ok(v) => {
+                        if !failback && self.fault_at_ms.is_none() {
+                            self.fault_at_ms = Some(started);
+                        }
+                        let detail = format!(
+                            "{to} is primary in term {} after {} ms; writes unavailable for {} ms (measured by the old primary){}",
+                            v["term"],
+                            now_ms() - started,
+                            v["unavailable_ms"],
+                            if refusals.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; refused {} time(s) first, last: {}", refusals.len(), refusals.join(" | "))
+                            }
+                        );
+                        self.note(Some(phase), Source::Drill, if failback { "failback" } else { "switchover" }, detail.clone());
+                        (self.opts.audit)(
+                            if failback { "failback" } else { "switchover" },
+                            json!({ "drill_id": self.opts.drill_id, "to": to, "report": v }),
+                        );
+                        return Ok(detail);
+                    }
+                    Err(e) => {
+                        last = e.to_string();
+                        if refusals.len() < 5 {
+                            refusals.push(format!("{} ms: {last}", now_ms() - started));
+                        }
+                    }
+                }
+            }
+            // Refused while the target catches up: ask again.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!("switchover to {to} refused for {} s: {last}", SWITCHOVER_RETRY.as_secs()))
+    }
+
+    // ------------------------------------------------------------- waits
+
+    async fn wait(&mut self, condition: &WaitCondition, timeout_ms: u64) -> Result<String, StepFailure> {
+        let started = now_ms();
+        if let WaitCondition::Elapsed { ms } = condition {
+            self.sleep_watching(*ms).await;
+            return match self.aborted() {
+                Some(why) => Err(StepFailure::Abort(why)),
+                None => Ok(format!("{ms} ms passed")),
+            };
+        }
+        loop {
+            if let Some(why) = self.aborted() {
+                return Err(StepFailure::Abort(why));
+            }
+            let last = match self.holds(condition, started).await {
+                Ok(evidence) => return Ok(format!("after {} ms: {evidence}", now_ms() - started)),
+                Err(why) => why,
+            };
+            if now_ms() - started >= timeout_ms {
+                return Err(StepFailure::Failed(format!("not within {timeout_ms} ms; last seen: {last}")));
+            }
+            self.refresh_live();
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Whether the condition holds now: the evidence, or what is missing.
+    async fn holds(&self, condition: &WaitCondition, since_ms: u64) -> Result<String, String> {
+        match condition {
+            WaitCondition::NewPrimary => {
+                let view = cluster_view(self.target, &self.down()).await?;
+                match view.leader {
+                    Some(l) if l != self.cast.primary => Ok(format!("{l} is primary (asked {})", view.asked)),
+                    Some(l) => Err(format!("{} still reports {l} as primary", view.asked)),
+                    None => Err(format!("{} knows no primary", view.asked)),
+                }
+            }
+            WaitCondition::PrimaryIs { site } => {
+                let want = self.cast.name(site).map_err(|e| e.to_string())?;
+                let view = cluster_view(self.target, &self.down()).await?;
+                match view.leader {
+                    Some(l) if l == want => Ok(format!("{l} is primary (asked {})", view.asked)),
+                    other => Err(format!("{} reports primary {other:?}", view.asked)),
+                }
+            }
+            WaitCondition::DnsFollowsPrimary => self.dns_follows_primary().await,
+            WaitCondition::MailFlows => {
+                let (samples, _) = self.flows.as_ref().map(Flows::snapshot).unwrap_or_default();
+                let ok = |p| samples.iter().any(|s| s.protocol == p && s.at_ms >= since_ms && s.outcome.is_ok());
+                match (ok(crate::report::Protocol::Smtp), ok(crate::report::Protocol::Imap)) {
+                    (true, true) => Ok("an SMTP 250 via MX and an IMAP fetch via mail. since the step began".into()),
+                    (smtp, imap) => Err(format!("since the step began: SMTP 250 via MX {smtp}, IMAP fetch via mail. {imap}")),
+                }
+            }
+            WaitCondition::AllHealthy { lag_entries_max } => {
+                let view = cluster_view(self.target, &[]).await?;
+                let bad: Vec<String> = view
+                    .members
+                    .iter()
+                    .filter(|m| !m.reachable || m.lag_entries.is_none_or(|l| l > *lag_entries_max))
+                    .map(|m| format!("{} (reachable {}, lag {:?})", m.site, m.reachable, m.lag_entries))
+                    .collect();
+                if view.leader.is_some() && bad.is_empty() && !view.members.is_empty() {
+                    Ok(format!("every member reachable with lag at most {lag_entries_max} (asked {})", view.asked))
+                } else {
+                    Err(format!("primary {:?}; not healthy: {}", view.leader, bad.join(", ")))
+                }
+            }
+            WaitCondition::Elapsed { .. } => Ok(String::new()),
+        }
+    }
+
+    async fn dns_follows_primary(&self) -> Result<String, String> {
+        let down = self.down();
+        let view = cluster_view(self.target, &down).await?;
+        let primary = view.leader.ok_or_else(|| format!("{} knows no primary", view.asked))?;
+        let primary_ip = self.target.site(&primary).map(|s| s.ip).ok_or_else(|| format!("unknown primary {primary}"))?;
+        let dns_down: Vec<String> = self
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .active
+            .iter()
+            .filter_map(|f| match f {
+                Fault::ServiceStopped(s, Service::Dns) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        // A cut-off site still answers clients; only a dead one must leave the MX.
+        let dead: Vec<String> = self
+            .ledger
+            .lock()
+            .expect("ledger lock")
+            .active
+            .iter()
+            .filter_map(|f| match f {
+                Fault::Killed(s) | Fault::Paused(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut seen = Vec::new();
+        for site in self.target.data_sites().filter(|s| !down.contains(&s.name) && !dns_down.contains(&s.name)) {
+            let Some(server) = site.dns else { continue };
+            let timeout = Duration::from_secs(1);
+            let mail = dns::addresses(&[server], &format!("mail.{}.", self.target.domain), timeout)
+                .await
+                .map_err(|e| format!("{}'s DNS: {e}", site.name))?;
+            let mx = dns::exchanges(&[server], &format!("{}.", self.target.domain), timeout)
+                .await
+                .map_err(|e| format!("{}'s DNS: {e}", site.name))?;
+            let mut mx_sites = Vec::new();
+            for host in &mx {
+                let ips = dns::addresses(&[server], host, timeout).await.map_err(|e| format!("{}'s DNS: {e}", site.name))?;
+                mx_sites.extend(ips.iter().map(|ip| self.target.site_at(*ip).map(|s| s.name.clone()).unwrap_or(ip.to_string())));
+            }
+            let mail_sites: Vec<String> =
+                mail.iter().map(|ip| self.target.site_at(*ip).map(|s| s.name.clone()).unwrap_or(ip.to_string())).collect();
+            let shown = format!("{}'s DNS: mail. → {}, MX → {}", site.name, mail_sites.join(","), mx_sites.join(","));
+            if mail != [primary_ip] {
+                return Err(format!("{shown}; the primary is {primary}"));
+            }
+            if mx_sites.first() != Some(&primary) {
+                return Err(format!("{shown}; the first MX should be the primary {primary}"));
+            }
+            if let Some(dead) = mx_sites.iter().find(|s| dead.contains(s)) {
+                return Err(format!("{shown}; {dead} is down"));
+            }
+            seen.push(shown);
+        }
+        if seen.is_empty() {
+            return Err("no DNS server of a live data site to ask".into());
+        }
+        Ok(seen.join("; "))
+    }
+
+    // ------------------------------------------------------------- checks
+
+    async fn verify(&mut self, check: &Verification) -> Result<String, StepFailure> {
+        match check {
+            Verification::MailRoundTrip => self.mail_round_trip().await.map_err(StepFailure::Failed),
+            Verification::SiteRefusesMail { site } => {
+                let name = self.cast.name(site).map_err(|e| StepFailure::Failed(e.to_string()))?;
+                self.site_refuses_mail(&name).await.map_err(StepFailure::Failed)
+            }
+            Verification::ClusterConsistent => self.cluster_consistent().await.map_err(StepFailure::Failed),
+            Verification::NoAcknowledgedLoss => {
+                let (_, messages) = self.flows.as_ref().map(Flows::snapshot).unwrap_or_default();
+                let acked: Vec<Message> = messages.into_iter().filter(|m| m.acknowledged.is_some()).collect();
+                let deadline = now_ms() + READBACK_TIMEOUT.as_millis() as u64;
+                loop {
+                    let down = self.down();
+                    let found = self.reconcile(&acked, Some(&down)).await;
+                    let rpo = measure::rpo(&acked, &found);
+                    if rpo.lost == 0 && !found.is_empty() {
+                        return Ok(format!(
+                            "all {} acknowledged messages present at {}",
+                            rpo.acknowledged,
+                            rpo.reconciled_at.join(", ")
+                        ));
+                    }
+                    if now_ms() > deadline {
+                        let why = format!(
+                            "{} of {} acknowledged messages missing at {} (e.g. {})",
+                            rpo.lost,
+                            rpo.acknowledged,
+                            rpo.reconciled_at.join(", "),
+                            rpo.lost_tags.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                        );
+                        return Err(if self.plan.abort.acknowledged_lost {
+                            StepFailure::Abort(format!("acknowledged mail lost: {why}"))
+                        } else {
+                            StepFailure::Failed(why)
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+
+    fn next_tag(&mut self, what: &str) -> String {
+        self.check_seq += 1;
+        format!("{}-{what}-{:03}", self.opts.drill_id, self.check_seq)
+    }
+
+    /// Submit through `mail.` with AUTH, then read it back through `mail.`.
+    async fn mail_round_trip(&mut self) -> Result<String, String> {
+        let tag = self.next_tag("roundtrip");
+        let timeout = Duration::from_millis(self.plan.probes.timeout_ms);
+        let servers = self.target.dns_servers();
+        let mail_name = format!("mail.{}", self.target.domain);
+        let ips = dns::addresses(&servers, &format!("{mail_name}."), timeout).await.map_err(|e| e.to_string())?;
+        let site = ips
+            .iter()
+            .find_map(|ip| self.target.site_at(*ip))
+            .ok_or_else(|| format!("{mail_name} resolves to {ips:?}, no site"))?
+            .clone();
+        let recipient = self.target.submission_recipient.clone();
+        let data = flow::probe_message(&self.opts.drill_id, &self.target.domain, &tag, &recipient.address);
+        let security = match &self.tls {
+            Some(tls) => Security::StartTls { tls: tls.clone(), server_name: mail_name.clone() },
+            None => Security::Plain,
+        };
+        let login = Login { user: self.target.sender.address.clone(), password: self.target.sender.password.clone() };
+        let to = [recipient.address.clone()];
+        let envelope = Envelope { helo: "drill.maildr.invalid", from: &login.user, to: &to, data: &data };
+        let reply = smtp::send(site.submission, &security, Some(&login), &envelope, timeout)
+            .await
+            .map_err(|e| format!("submission at {}: {e}", site.name))?;
+        if !reply.is_success() {
+            return Err(format!("submission at {} answered {} {}", site.name, reply.code, reply.text));
+        }
+        let acked_at = now_ms();
+        self.record_check_message(&tag, MailFlow::Submission, &recipient.address, &site.name, acked_at);
+        let deadline = acked_at + READBACK_TIMEOUT.as_millis() as u64;
+        loop {
+            let copies = read_tags(&site, &recipient.address, &recipient.password, timeout, &tag).await;
+            match copies {
+                Ok(tags) if tags.contains_key(&tag) => {
+                    return Ok(format!(
+                        "submitted at {} ({} {}), read back over IMAP after {} ms",
+                        site.name,
+                        reply.code,
+                        reply.text,
+                        now_ms() - acked_at
+                    ))
+                }
+                Ok(_) | Err(_) if now_ms() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
+                Ok(_) => return Err(format!("acknowledged at {} but not readable over IMAP within {READBACK_TIMEOUT:?}", site.name)),
+                Err(e) => return Err(format!("acknowledged at {} but IMAP failed: {e}", site.name)),
+            }
+        }
+    }
+
+    fn record_check_message(&self, tag: &str, flow: MailFlow, recipient: &str, site: &str, at_ms: u64) {
+        if let Some(flows) = &self.flows {
+            flows.record_message(Message {
+                tag: tag.into(),
+                flow,
+                recipient: recipient.into(),
+                first_attempt_at_ms: at_ms,
+                attempts: 1,
+                acknowledged: Some((at_ms, site.into())),
+                deferred: false,
+                refused: None,
+                given_up: false,
+                last_reply: "250 (sent by a check)".into(),
+            });
+        }
+    }
+
+    /// Send one message straight to the site's MX listener: it must not say 250.
+    async fn site_refuses_mail(&mut self, site: &str) -> Result<String, String> {
+        let endpoints = self.target.site(site).ok_or_else(|| format!("no site {site}"))?.clone();
+        let tag = self.next_tag("refusal");
+        let recipient = self.target.mx_recipient.address.clone();
+        let data = flow::probe_message(&self.opts.drill_id, &self.target.domain, &tag, &recipient);
+        let to = [recipient.clone()];
+        let envelope = Envelope { helo: "drill.maildr.invalid", from: "drill-sender@drill.maildr.invalid", to: &to, data: &data };
+        let started = now_ms();
+        match smtp::send(endpoints.smtp, &Security::Plain, None, &envelope, REFUSAL_WAIT).await {
+            Ok(r) if r.is_success() => {
+                self.record_check_message(&tag, MailFlow::Mx, &recipient, site, now_ms());
+                Err(format!("{site} acknowledged a message ({} {}) while it should not have", r.code, r.text))
+            }
+            Ok(r) => Ok(format!("{site} answered {} {} after {} ms", r.code, r.text, now_ms() - started)),
+            Err(e) => Ok(format!("{site} did not acknowledge: {e}")),
+        }
+    }
+
+    async fn cluster_consistent(&mut self) -> Result<String, String> {
+        let down = self.down();
+        let mut last = String::from("no data site to ask");
+        for site in self.target.data_sites().filter(|s| !down.contains(&s.name)) {
+            let Some(api) = self.target.api(site) else { continue };
+            match api.post_slow("/api/cluster/verify", &json!({}), SLOW_API).await {
+                Ok(v) => {
+                    let diverging = v["diverging"].as_array().map(Vec::len).unwrap_or(0);
+                    let unreachable = v["unreachable"].as_array().cloned().unwrap_or_default();
+                    return if diverging == 0 && unreachable.is_empty() {
+                        Ok(format!("{} mailboxes identical on {} at applied index {}", v["mailboxes"], v["sites"], v["applied_index"]))
+                    } else {
+                        Err(format!("{diverging} diverging mailboxes, unreachable {unreachable:?}: {v}"))
+                    };
+                }
+                Err(e) => last = e.to_string(),
+            }
+        }
+        Err(last)
+    }
+
+    // ------------------------------------------------------------- the end
+
+    async fn steady_state(&mut self) -> Result<(), String> {
+        let s = self.plan.steady_state.clone();
+        self.set_live(Some(Phase::Confirm), "checking the steady state");
+        let started = now_ms();
+        let mut last = String::new();
+        while now_ms() - started < s.timeout_ms {
+            if let Some(why) = self.aborted() {
+                return Err(why);
+            }
+            let healthy = if s.all_sites_healthy {
+                self.holds(&WaitCondition::AllHealthy { lag_entries_max: s.lag_entries_max }, started).await
+            } else {
+                Ok(String::new())
+            };
+            match healthy {
+                Ok(_) => {
+                    if !s.mail_round_trip {
+                        self.note(Some(Phase::Confirm), Source::Drill, "steady_state", "every site healthy".into());
+                        return Ok(());
+                    }
+                    match self.mail_round_trip().await {
+                        Ok(e) => {
+                            self.note(Some(Phase::Confirm), Source::Drill, "steady_state", format!("every site healthy; {e}"));
+                            return Ok(());
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!("not within {} ms: {last}", s.timeout_ms))
+    }
+
+    async fn wait_converged(&self) -> Result<String, String> {
+        let started = std::time::Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < CONVERGE_TIMEOUT {
+            match cluster_view(self.target, &[]).await {
+                Ok(v) => {
+                    let indexes: Vec<Option<u64>> = v.members.iter().map(|m| m.applied_index).collect();
+                    let all_same = indexes.iter().all(|i| i.is_some() && *i == indexes[0]);
+                    if v.leader.is_some() && v.members.iter().all(|m| m.reachable) && all_same {
+                        return Ok(format!("every member at applied index {:?}", indexes[0]));
+                    }
+                    last = format!("primary {:?}, applied indexes {indexes:?}", v.leader);
+                }
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Err(format!("after {} s: {last}", CONVERGE_TIMEOUT.as_secs()))
+    }
+
+    /// Count the drill's tags in the recipients' INBOXes at every data site
+    /// (except `skip`); a site that cannot be read is a finding and left out.
+    async fn reconcile(&mut self, messages: &[Message], skip: Option<&[String]>) -> Found {
+        let timeout = Duration::from_millis(self.plan.probes.timeout_ms.max(5_000));
+        let mut found = Found::new();
+        let recipients = measure::recipients(messages);
+        let accounts: Vec<_> = [&self.target.mx_recipient, &self.target.submission_recipient]
+            .into_iter()
+            .filter(|a| recipients.iter().any(|(r, _)| *r == a.address))
+            .cloned()
+            .collect();
+        let sites: Vec<SiteEndpoints> = self
+            .target
+            .data_sites()
+            .filter(|s| skip.is_none_or(|skip| !skip.contains(&s.name)))
+            .cloned()
+            .collect();
+        for site in sites {
+            let mut tags = BTreeMap::new();
+            let mut failed = None;
+            for account in &accounts {
+                match read_tags(&site, &account.address, &account.password, timeout, &self.opts.drill_id).await {
+                    Ok(t) => {
+                        for (tag, n) in t {
+                            *tags.entry(tag).or_insert(0) += n;
+                        }
+                    }
+                    Err(e) => failed = Some(format!("{} at {}: {e}", account.address, site.name)),
+                }
+            }
+            match failed {
+                None => {
+                    found.insert(site.name.clone(), tags);
+                }
+                Some(e) if skip.is_none() => {
+                    self.finding(Severity::Warning, Some(Phase::Review), "A data site could not be reconciled", e);
+                }
+                Some(_) => {}
+            }
+        }
+        found
+    }
+
+    /// The control plane's events since the drill began, from every data site
+    /// that answers (replicated events once, each site's own `dns_served`).
+    async fn cluster_events(&self, since_ms: u64) -> Vec<ClusterEvent> {
+        let mut out: Vec<ClusterEvent> = Vec::new();
+        for site in self.target.data_sites() {
+            let Some(api) = self.target.api(site) else { continue };
+            let Ok(v) = api.get("/api/events").await else { continue };
+            let list = v["events"].as_array().or(v.as_array()).cloned().unwrap_or_default();
+            for e in list {
+                let at_ms = e["at_ms"].as_i64().unwrap_or(0).max(0) as u64;
+                if at_ms < since_ms {
+                    continue;
+                }
+                let event = ClusterEvent {
+                    at_ms,
+                    kind: e["kind"].as_str().unwrap_or("?").to_string(),
+                    site: e["site"].as_str().map(str::to_string),
+                    detail: e["detail"].as_str().unwrap_or_default().to_string(),
+                };
+                if !out.contains(&event) && out.len() < EVENTS_MAX {
+                    out.push(event);
+                }
+            }
+        }
+        out.sort_by_key(|e| e.at_ms);
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn report(
+        mut self,
+        source: &PlanSource,
+        started_at_ms: u64,
+        finished_at_ms: u64,
+        abort_reason: Option<String>,
+        samples: Vec<crate::report::ProbeSample>,
+        messages: Vec<Message>,
+        found: Found,
+        events: Vec<ClusterEvent>,
+    ) -> Report {
+        let rto = measure::rto(self.fault_at_ms.or(self.first_fault_at_ms), &events, &samples);
+        let rpo = measure::rpo(&messages, &found);
+        let gaps: Vec<_> = crate::report::Protocol::ALL.iter().map(|p| measure::longest_gap(&samples, *p, finished_at_ms)).collect();
+        let mut smtp_latencies: Vec<u64> = samples
+            .iter()
+            .filter(|s| s.protocol == crate::report::Protocol::Smtp && s.outcome.is_ok())
+            .map(|s| s.latency_ms)
+            .collect();
+        let smtp_p99_ms = measure::percentile(&mut smtp_latencies, 0.99);
+        let objectives = measure::objectives(
+            &self.plan.objectives,
+            &Measured { rto: &rto, rpo: &rpo, reconciled: !found.is_empty(), smtp_p99_ms },
+        );
+        for o in objectives.iter().filter(|o| !o.met) {
+            let evidence = match o.measured {
+                Some(m) => format!("measured {m} {} against a target of {} {}", o.unit, o.target, o.unit),
+                None => format!("never measured (target {} {}): the event or recovery was not observed", o.target, o.unit),
+            };
+            let evidence = format!("{evidence}{}", self.objective_evidence(&o.name, &rto, &rpo, &samples));
+            self.finding(Severity::Critical, None, &format!("Objective {} missed", o.name), evidence);
+        }
+        if rpo.lost > 0 {
+            self.finding(
+                Severity::Critical,
+                Some(Phase::Review),
+                "Acknowledged mail was lost",
+                format!(
+                    "{} of {} messages answered 250 are missing at {} (reconciled at {}): {}",
+                    rpo.lost,
+                    rpo.acknowledged,
+                    "one or more data sites",
+                    rpo.reconciled_at.join(", "),
+                    rpo.lost_tags.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+        if rpo.duplicated > 0 {
+            self.finding(Severity::Warning, Some(Phase::Review), "Messages were delivered more than once", format!("{} acknowledged messages have more than one copy", rpo.duplicated));
+        }
+        if rpo.given_up > 0 {
+            self.finding(
+                Severity::Warning,
+                Some(Phase::Verify),
+                "Some messages were never acknowledged",
+                format!("{} messages got no 250 within the senders' retry time; they were never promised", rpo.given_up),
+            );
+        }
+        if self.fault_at_ms.is_some() && rto.elect_ms.is_none() && self.injected_primary_fault() {
+            self.finding(
+                Severity::Warning,
+                Some(Phase::Decide),
+                "No election was recorded after the fault",
+                "the event log shows no `elected` event after the first fault".into(),
+            );
+        }
+        self.timeline.sort_by_key(|e| e.at_ms);
+        let critical = self.findings.iter().any(|f| f.severity == Severity::Critical);
+        let verdict = if abort_reason.is_some() {
+            Verdict::Aborted
+        } else if critical || objectives.iter().any(|o| !o.met) {
+            Verdict::Failed
+        } else {
+            Verdict::Passed
+        };
+        Report {
+            drill_id: self.opts.drill_id.clone(),
+            plan: PlanInfo {
+                name: self.plan.name.clone(),
+                description: self.plan.description.clone(),
+                origin: source.origin.clone(),
+                sha256: source.sha256(),
+            },
+            verdict,
+            abort_reason,
+            started_at_ms,
+            finished_at_ms,
+            objectives,
+            rto,
+            rpo,
+            gaps,
+            steps: self.steps,
+            timeline: self.timeline,
+            probes: ProbeSummary { counts: measure::probe_counts(&samples), samples },
+            findings: self.findings,
+            approvals: self.opts.approvals.clone(),
+            confirmations: self.confirmations,
+            environment: environment(self.target),
+        }
+    }
+
+    fn injected_primary_fault(&self) -> bool {
+        self.plan.steps.iter().any(|s| {
+            matches!(&s.kind, StepKind::Fault(FaultAction::KillSite { site } | FaultAction::PauseSite { site } | FaultAction::Partition { site })
+                if self.cast.name(site).ok().as_deref() == Some(self.cast.primary.as_str()))
+        })
+    }
+
+    /// Where to look when an objective was missed.
+    fn objective_evidence(&self, name: &str, rto: &crate::report::Rto, rpo: &crate::report::Rpo, samples: &[crate::report::ProbeSample]) -> String {
+        let last_failure = |p| {
+            samples
+                .iter()
+                .rev()
+                .find(|s| s.protocol == p && !s.outcome.is_ok())
+                .map(|s| format!("; last failure at {} ({}): {}", s.target, s.at_ms, s.detail))
+                .unwrap_or_default()
+        };
+        match name {
+            "rto_smtp_ms" => last_failure(crate::report::Protocol::Smtp),
+            "rto_imap_ms" => {
+                let dns = samples
+                    .iter()
+                    .rev()
+                    .find(|s| s.protocol == crate::report::Protocol::Dns && s.outcome.is_ok())
+                    .map(|s| format!("; DNS last answered at {}: {}", s.target, s.detail))
+                    .unwrap_or_default();
+                let steering = if rto.dns_committed_ms.is_none() {
+                    "; no dns_committed event after the fault: DNS steering did not move mail. to the new primary"
+                } else {
+                    ""
+                };
+                format!("{}{dns}{steering}", last_failure(crate::report::Protocol::Imap))
+            }
+            "max_deferred" => format!("; {} messages got a 4xx or no answer at least once", rpo.deferred),
+            _ => String::new(),
+        }
+    }
+}
+
+enum StepFailure {
+    /// The step failed; the drill goes on (checks) or skips to the rollback (waits).
+    Failed(String),
+    /// An abort condition holds: stop and roll back.
+    Abort(String),
+}
+
+/// The drill's tags (prefix match) in one account's INBOX at one site, with copies.
+async fn read_tags(
+    site: &SiteEndpoints,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+    prefix: &str,
+) -> Result<BTreeMap<String, u32>, String> {
+    let mut session = Session::connect(site.imap, None, timeout).await.map_err(|e| e.to_string())?;
+    session.login(user, password).await.map_err(|e| e.to_string())?;
+    let exists = session.select("INBOX").await.map_err(|e| e.to_string())?;
+    let mut out = BTreeMap::new();
+    if exists > 0 {
+        for (_, tag) in session.header_field_by_uid(TAG_HEADER).await.map_err(|e| e.to_string())? {
+            if tag.starts_with(prefix) {
+                *out.entry(tag).or_insert(0) += 1;
+            }
+        }
+    }
+    session.logout().await;
+    Ok(out)
+}
+
+fn environment(target: &Target) -> Environment {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let os = read("/etc/os-release")
+        .lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+        .unwrap_or_else(|| std::env::consts::OS.to_string());
+    Environment {
+        target: target.kind.to_string(),
+        target_location: target.location.display().to_string(),
+        domain: target.domain.clone(),
+        sites: target
+            .sites
+            .iter()
+            .map(|s| SiteInfo { name: s.name.clone(), role: s.role.name().into(), address: s.ip.to_string() })
+            .collect(),
+        maildr_version: env!("CARGO_PKG_VERSION").to_string(),
+        host: read("/etc/hostname").trim().to_string(),
+        os,
+    }
+}

@@ -1,0 +1,509 @@
+//! `maildr drill` and `maildr audit`: the operator's side of the drill engine
+//! (`maildr_drill`). This module parses arguments, finds or starts the lab,
+//! shows live progress, asks for manual confirmations, and files the report,
+//! the archive entry and the audit records; the drill itself is the library's.
+//!
+//! Exit codes of `drill run`: 0 every objective met, 1 an objective missed or the
+//! drill aborted, 2 an error (the drill could not run).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use maildr_drill::archive::{self, Archive};
+use maildr_drill::audit::{AuditEvent, AuditLog};
+use maildr_drill::plan::{Plan, PlanSource, StepKind, TargetSpec};
+use maildr_drill::report::{Report, Verdict};
+use maildr_drill::runner::{self, Live, RunOptions};
+use maildr_drill::target::Target;
+use maildr_drill::{approval, scenarios};
+use serde_json::{json, Value};
+
+/// Where drills keep the audit log, approvals and archived reports.
+const DEFAULT_DATA_DIR: &str = ".maildr/drills";
+
+#[derive(Args, Clone)]
+pub struct DataDir {
+    /// Where drills keep the audit log, approvals and archived reports.
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum DrillAction {
+    /// Run a drill: a scenario from the library (`maildr drill list`) or a plan file.
+    /// Exit code 0 when every objective is met, 1 when one is missed or the drill
+    /// aborted, 2 on an error.
+    Run {
+        /// Scenario name or plan file.
+        scenario: String,
+        /// The lab to drill; when none runs there, a lab is started for the drill
+        /// and stopped afterwards.
+        #[arg(long, default_value = ".maildr/lab")]
+        lab_dir: PathBuf,
+        /// Addresses of a lab started for the drill (see `maildr lab up --net`).
+        #[arg(long, default_value = "127.0")]
+        net: String,
+        /// Also write report.json, report.md and report.html here (they are always
+        /// archived under the data directory).
+        #[arg(long)]
+        report_dir: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataDir,
+        /// Confirm every manual step as NAME without asking (for unattended runs;
+        /// recorded in the report and the audit log).
+        #[arg(long, value_name = "NAME")]
+        confirm_manual: Option<String>,
+        /// Start the drill's lab without DNS steering (`lab up --no-steering`): a
+        /// deliberately broken setup whose drills must fail.
+        #[arg(long, hide = true)]
+        lab_without_steering: bool,
+    },
+    /// Dry run: print what a drill would do and check, touching nothing.
+    Plan {
+        /// Scenario name or plan file.
+        scenario: String,
+    },
+    /// The shipped scenarios.
+    List,
+    /// Record your approval of a plan (bound to its SHA-256: a changed plan needs
+    /// new approval).
+    Approve {
+        /// Scenario name or plan file.
+        plan: String,
+        /// Who approves.
+        #[arg(long)]
+        by: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Past drills, newest first: verdict, RTO and RPO side by side.
+    History {
+        #[command(flatten)]
+        data: DataDir,
+        /// One JSON array, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AuditAction {
+    /// Check the audit log's hash chain; exits 1 naming the first bad line.
+    Verify {
+        /// The log file (default: the drill data directory's audit.log).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataDir,
+    },
+}
+
+/// `maildr drill ...`; returns the process exit code.
+pub fn run(action: DrillAction) -> i32 {
+    crate::init_logging("warn");
+    let result = match action {
+        DrillAction::Run { scenario, lab_dir, net, report_dir, data, confirm_manual, lab_without_steering } => {
+            run_drill(&scenario, &lab_dir, &net, report_dir.as_deref(), &data.data_dir, confirm_manual, lab_without_steering)
+        }
+        DrillAction::Plan { scenario } => print_plan(&scenario).map(|_| 0),
+        DrillAction::List => {
+            for (name, text) in scenarios::LIBRARY {
+                let description = PlanSource { origin: name.into(), text: text.into() };
+                let plan = Plan::parse(&description).map(|p| p.description).unwrap_or_default();
+                println!("{name:<20} {plan}");
+            }
+            Ok(0)
+        }
+        DrillAction::Approve { plan, by, data } => approve(&plan, &by, &data.data_dir).map(|_| 0),
+        DrillAction::History { data, json } => history(&data.data_dir, json).map(|_| 0),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        2
+    })
+}
+
+/// `maildr audit ...`; returns the process exit code.
+pub fn audit(action: AuditAction) -> i32 {
+    match action {
+        AuditAction::Verify { file, data } => {
+            let path = file.unwrap_or_else(|| data.data_dir.join(maildr_drill::audit::FILE_NAME));
+            match maildr_drill::audit::verify(&path) {
+                Ok(summary) => {
+                    println!(
+                        "{}: the hash chain of {} record(s) verifies; head {} (keep it elsewhere to detect a cut-off end)",
+                        path.display(),
+                        summary.records,
+                        summary.head
+                    );
+                    0
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    1
+                }
+            }
+        }
+    }
+}
+
+fn load_plan(scenario: &str) -> Result<(PlanSource, Plan)> {
+    let source = scenarios::load(scenario).map_err(anyhow::Error::msg)?;
+    let plan = Plan::parse(&source)?;
+    Ok((source, plan))
+}
+
+fn print_plan(scenario: &str) -> Result<()> {
+    let (source, plan) = load_plan(scenario)?;
+    println!("Drill plan {} ({})", plan.name, source.origin);
+    println!("SHA-256 {}", source.sha256());
+    println!("{}\n", plan.description);
+    match &plan.target {
+        TargetSpec::Lab => println!("Target: the lab (no approval needed)"),
+        TargetSpec::Deployment { file } => {
+            println!("Target: deployment {} ({} approval(s) required)", file.display(), plan.approvals.required)
+        }
+    }
+    let o = &plan.objectives;
+    println!("\nObjectives:");
+    let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "not judged".into());
+    println!("  RTO SMTP via MX     {}", ms(o.rto_smtp_ms));
+    println!("  RTO IMAP via mail.  {}", ms(o.rto_imap_ms));
+    println!("  RTO total           {}", ms(o.rto_total_ms));
+    println!("  RPO                 at most {} acknowledged message(s) lost", o.rpo_messages);
+    if let Some(d) = o.max_deferred {
+        println!("  deferred            at most {d} message(s)");
+    }
+    if let Some(p) = o.smtp_p99_ms {
+        println!("  SMTP p99 latency    {p} ms");
+    }
+    let s = &plan.steady_state;
+    println!("\nSteady state before the first fault (within {} ms):", s.timeout_ms);
+    if s.all_sites_healthy {
+        println!("  every site healthy, replication lag at most {} entries", s.lag_entries_max);
+    }
+    if s.mail_round_trip {
+        println!("  a probe message round-trips (submission, then IMAP)");
+    }
+    let p = &plan.probes;
+    println!(
+        "\nClient probes during the drill: SMTP via MX every {} ms, submission every {} ms, IMAP every {} ms, DNS every {} ms",
+        p.smtp_interval_ms, p.submission_interval_ms, p.imap_interval_ms, p.dns_interval_ms
+    );
+    println!("\nSteps:");
+    for (i, step) in plan.steps.iter().enumerate() {
+        let kind = match step.kind {
+            StepKind::Fault(_) => "action",
+            StepKind::Wait { .. } => "wait",
+            StepKind::Verify(_) => "check",
+            StepKind::Manual { .. } => "manual",
+        };
+        println!("  {:>2}. [{:<7}] {:<6} {} — {}", i + 1, step.phase.key(), kind, step.name, step.describe());
+    }
+    println!("\nAbort when:");
+    if plan.abort.acknowledged_lost {
+        println!("  a check finds acknowledged mail missing");
+    }
+    if let Some(n) = plan.abort.no_primary_for_ms {
+        println!("  no site is primary for more than {n} ms");
+    }
+    println!("  the drill runs longer than {} ms, or on Ctrl-C", plan.abort.max_duration_ms);
+    println!("\nRollback (always runs, then every fault still in place is undone):");
+    for (i, step) in plan.rollback.iter().enumerate() {
+        println!("  {:>2}. {} — {}", plan.steps.len() + i + 1, step.name, step.describe());
+    }
+    println!("\nDry run: nothing was touched.");
+    Ok(())
+}
+
+fn open_audit(data_dir: &Path) -> Result<AuditLog> {
+    AuditLog::open(data_dir.join(maildr_drill::audit::FILE_NAME)).with_context(|| format!("opening the audit log in {}", data_dir.display()))
+}
+
+fn approve(plan_ref: &str, by: &str, data_dir: &Path) -> Result<()> {
+    let (source, plan) = load_plan(plan_ref)?;
+    let audit = open_audit(data_dir)?;
+    let approved = approval::approve(data_dir, &plan.name, &source.sha256(), by, &audit)?;
+    let a = &approved.approval;
+    println!(
+        "{} {} plan {} (SHA-256 {}); audit record {}",
+        a.by,
+        if approved.repeated { "had already approved" } else { "approved" },
+        plan.name,
+        a.plan_sha256,
+        approved.audit_seq
+    );
+    let have = approval::approvals_for(data_dir, &source.sha256())?;
+    println!("{} of {} required approval(s) recorded for this exact plan", have.len(), plan.approvals.required);
+    Ok(())
+}
+
+fn history(data_dir: &Path, json: bool) -> Result<()> {
+    let history = Archive::new(data_dir).history()?;
+    for s in &history.skipped {
+        eprintln!("warning: skipped {}: {}", s.dir.display(), s.reason);
+    }
+    let rows = history.rows;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no drills archived in {}", data_dir.display());
+        return Ok(());
+    }
+    let ms = |v: Option<u64>| v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
+    println!("{:<40} {:<20} {:<8} {:>12} {:>8} {:>9}", "DRILL", "PLAN", "VERDICT", "RTO TOTAL ms", "RPO LOST", "DEFERRED");
+    for r in rows {
+        println!(
+            "{:<40} {:<20} {:<8} {:>12} {:>8} {:>9}",
+            r.drill_id,
+            r.plan_name,
+            r.verdict.word(),
+            ms(r.rto_total_ms),
+            r.rpo_lost,
+            r.deferred
+        );
+    }
+    Ok(())
+}
+
+/// A lab this command started, stopped when dropped.
+struct EphemeralLab {
+    exe: PathBuf,
+    dir: PathBuf,
+}
+
+impl Drop for EphemeralLab {
+    fn drop(&mut self) {
+        eprintln!("stopping the drill's lab in {}", self.dir.display());
+        let _ = Command::new(&self.exe).args(["lab", "down", "--dir"]).arg(&self.dir).status();
+    }
+}
+
+fn lab_running(exe: &Path, dir: &Path) -> bool {
+    dir.join("lab.json").exists()
+        && Command::new(exe)
+            .args(["lab", "status", "--json", "--dir"])
+            .arg(dir)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+}
+
+fn drill_id(plan: &str) -> String {
+    let ms = maildr_drill::flow::now_ms();
+    let secs = ms / 1000;
+    let (y, m, d) = maildr_drill::flow::civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{plan}", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
+}
+
+fn run_drill(
+    scenario: &str,
+    lab_dir: &Path,
+    net: &str,
+    report_dir: Option<&Path>,
+    data_dir: &Path,
+    confirm_manual: Option<String>,
+    lab_without_steering: bool,
+) -> Result<i32> {
+    let (source, plan) = load_plan(scenario)?;
+    let exe = std::env::current_exe().context("finding the maildr binary")?;
+    let audit = Arc::new(open_audit(data_dir)?);
+    let sha = source.sha256();
+    let approvals = if plan.needs_approval() {
+        approval::check(data_dir, &plan.name, &sha, plan.approvals.required)?
+    } else {
+        approval::approvals_for(data_dir, &sha)?
+    };
+    let mut _lab_guard = None;
+    let target = match &plan.target {
+        TargetSpec::Lab => {
+            let dir = std::path::absolute(lab_dir).context("resolving --lab-dir")?;
+            if !lab_running(&exe, &dir) {
+                eprintln!("no lab runs in {}: starting one for this drill (net {net})", dir.display());
+                let mut up = Command::new(&exe);
+                up.args(["lab", "up", "--net", net, "--dir"]).arg(&dir);
+                if lab_without_steering {
+                    up.arg("--no-steering");
+                }
+                let status = up.stdout(std::process::Stdio::null()).status().context("running maildr lab up")?;
+                _lab_guard = Some(EphemeralLab { exe: exe.clone(), dir: dir.clone() });
+                if !status.success() {
+                    bail!("maildr lab up failed ({status}); see {}/sites/*/serve.log", dir.display());
+                }
+            } else if lab_without_steering {
+                bail!("--lab-without-steering needs a lab started for the drill; a lab already runs in {}", dir.display());
+            }
+            Target::lab(&dir, &exe).map_err(anyhow::Error::msg)?
+        }
+        TargetSpec::Deployment { file } => {
+            let base = Path::new(&source.origin).parent().unwrap_or(Path::new("."));
+            Target::deployment(&base.join(file)).map_err(anyhow::Error::msg)?
+        }
+    };
+    let id = drill_id(&plan.name);
+    let live = Arc::new(Mutex::new(Live::default()));
+    let progress = indicatif::ProgressBar::new_spinner();
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}").expect("a valid progress template"),
+    );
+    let interactive = std::io::stderr().is_terminal();
+    if !interactive {
+        progress.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let confirm: runner::Confirm = {
+        let progress = progress.clone();
+        Arc::new(move |prompt: &str| match &confirm_manual {
+            Some(name) => Ok(format!("{name} (--confirm-manual)")),
+            None if std::io::stdin().is_terminal() => progress.suspend(|| {
+                eprint!("\nManual step: {prompt}\nType your name to confirm (empty to refuse): ");
+                let _ = std::io::stderr().flush();
+                let mut line = String::new();
+                std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
+                let name = line.trim();
+                if name.is_empty() {
+                    Err("refused at the terminal".to_string())
+                } else {
+                    Ok(name.to_string())
+                }
+            }),
+            None => Err("no operator at a terminal: pass --confirm-manual NAME to confirm unattended".into()),
+        })
+    };
+    let audit_fn: runner::Audit = {
+        let audit = audit.clone();
+        let id = id.clone();
+        let sha = sha.clone();
+        Arc::new(move |action: &str, detail: Value| {
+            let actor = if action == maildr_drill::audit::action::MANUAL_CONFIRMED {
+                detail["by"].as_str().unwrap_or("operator").to_string()
+            } else {
+                maildr_drill::audit::ENGINE_ACTOR.to_string()
+            };
+            let event = AuditEvent::new(actor, action).drill(id.clone()).plan(sha.clone()).detail(detail);
+            if let Err(e) = audit.append(event) {
+                eprintln!("warning: the audit log could not be written: {e}");
+            }
+        })
+    };
+    let (interrupt_tx, interrupt) = tokio::sync::watch::channel(false);
+    let runtime = crate::runtime()?;
+    eprintln!("drill {id}: {} against the {} at {}", plan.name, target.kind, target.location.display());
+    let report = runtime.block_on(async {
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nCtrl-C: stopping the drill, running the rollback, writing the report");
+                let _ = interrupt_tx.send(true);
+            }
+        });
+        let ticker = tokio::spawn(show_progress(live.clone(), progress.clone(), interactive));
+        let options = RunOptions {
+            drill_id: id.clone(),
+            approvals,
+            confirm,
+            audit: audit_fn,
+            interrupt,
+            live: live.clone(),
+        };
+        let result = runner::run(&plan, &source, &target, options).await;
+        ticker.abort();
+        result
+    });
+    progress.finish_and_clear();
+    let report = report?;
+    let archived = Archive::new(data_dir).save(&report).context("archiving the report")?;
+    let finished = AuditEvent::new(maildr_drill::audit::os_user(), maildr_drill::audit::action::DRILL_FINISHED)
+        .drill(report.drill_id.clone())
+        .plan(sha.clone())
+        .detail(json!({ "verdict": report.verdict.word(), "rto_total_ms": report.rto.total_ms,
+                        "rpo_lost": report.rpo.lost, "findings": report.findings.len() }));
+    let archived_event = AuditEvent::new(maildr_drill::audit::ENGINE_ACTOR, maildr_drill::audit::action::REPORT_ARCHIVED)
+        .drill(report.drill_id.clone())
+        .plan(sha)
+        .detail(json!({ "dir": archived.dir, "report_json_sha256": archived.json_sha256 }));
+    for event in [finished, archived_event] {
+        audit.append(event).context("writing the audit log")?;
+    }
+    let mut shown_dir = archived.dir.clone();
+    if let Some(dir) = report_dir {
+        archive::write_report_files(&report, dir).with_context(|| format!("writing the report to {}", dir.display()))?;
+        shown_dir = dir.to_path_buf();
+    }
+    print_summary(&report, &shown_dir);
+    Ok(match report.verdict {
+        Verdict::Passed => 0,
+        Verdict::Failed | Verdict::Aborted => 1,
+    })
+}
+
+async fn show_progress(live: Arc<Mutex<Live>>, progress: indicatif::ProgressBar, interactive: bool) {
+    let started = Instant::now();
+    let mut last_step = String::new();
+    loop {
+        let now = live.lock().expect("live lock").clone();
+        let phase = now.phase.map(|p| p.title()).unwrap_or("starting");
+        let c = now.counters;
+        progress.set_message(format!(
+            "{phase} | {} | mail acknowledged {} pending {} deferred {} | IMAP ok {} failed {}",
+            now.step, c.acknowledged, c.pending, c.deferred, c.imap_ok, c.imap_failed
+        ));
+        progress.tick();
+        if !interactive && now.step != last_step {
+            eprintln!("[{:>6.1} s] {phase}: {}", started.elapsed().as_secs_f64(), now.step);
+            last_step = now.step.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_summary(report: &Report, dir: &Path) {
+    let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "not seen".into());
+    println!();
+    println!("Drill {} — {}", report.drill_id, report.verdict.word().to_uppercase());
+    if let Some(why) = &report.abort_reason {
+        println!("Aborted: {why}");
+    }
+    let r = &report.rto;
+    println!(
+        "RTO after the fault: detect {} · elect {} · DNS committed {} · DNS served {} · first SMTP 250 via MX {} · first IMAP fetch via mail. {} · total {}",
+        ms(r.detect_ms),
+        ms(r.elect_ms),
+        ms(r.dns_committed_ms),
+        ms(r.dns_served_ms),
+        ms(r.first_smtp_ok_ms),
+        ms(r.first_imap_ok_ms),
+        ms(r.total_ms)
+    );
+    let p = &report.rpo;
+    println!(
+        "RPO: acknowledged {} · found {} · lost {} · duplicated {} · deferred {} · given up {} (reconciled at {})",
+        p.acknowledged,
+        p.found,
+        p.lost,
+        p.duplicated,
+        p.deferred,
+        p.given_up,
+        p.reconciled_at.join(", ")
+    );
+    for o in &report.objectives {
+        println!(
+            "  {} {:<14} target {:>7} {}  measured {}",
+            if o.met { "met   " } else { "MISSED" },
+            o.name,
+            o.target,
+            o.unit,
+            o.measured.map(|m| format!("{m} {}", o.unit)).unwrap_or_else(|| "-".into())
+        );
+    }
+    for f in &report.findings {
+        println!("  finding ({:?}): {} — {}", f.severity, f.title, f.evidence);
+    }
+    println!("Report: {}", dir.join("report.html").display());
+}

@@ -1,0 +1,292 @@
+//! Drills as tests: every shipped scenario runs through `maildr drill run` against
+//! a lab of real site processes and must pass with nothing acknowledged lost; a
+//! deliberately broken lab makes the matching drill fail with a finding naming the
+//! cause; a dry run touches nothing; approvals bind to the plan's exact bytes; the
+//! audit log's chain verifies and an edit is caught.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::lab::{maildr, Lab, ONE_LAB_AT_A_TIME};
+use serde_json::Value;
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Drill {
+    output: Output,
+    report: Option<Value>,
+    dir: PathBuf,
+}
+
+impl Drill {
+    fn stdout(&self) -> String {
+        format!(
+            "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.output.status.code(),
+            String::from_utf8_lossy(&self.output.stdout),
+            String::from_utf8_lossy(&self.output.stderr)
+        )
+    }
+}
+
+/// `maildr drill run` with an ephemeral lab on `net` and everything under `work`.
+fn drill(work: &Path, scenario: &str, net: &str, extra: &[&str]) -> Drill {
+    let report_dir = work.join("report");
+    let output = maildr()
+        .args(["drill", "run", scenario, "--net", net, "--confirm-manual", "drill-test", "--lab-dir"])
+        .arg(work.join("lab"))
+        .arg("--data-dir")
+        .arg(work.join("drills"))
+        .arg("--report-dir")
+        .arg(&report_dir)
+        .args(extra)
+        .output()
+        .expect("running maildr drill run");
+    let report = std::fs::read(report_dir.join("report.json")).ok().map(|b| serde_json::from_slice(&b).unwrap());
+    Drill { output, report, dir: work.to_path_buf() }
+}
+
+/// What every passing failover drill must show.
+fn assert_passed_with_nothing_lost(d: &Drill, failover: bool) {
+    let r = d.report.as_ref().unwrap_or_else(|| panic!("no report.json\n{}", d.stdout()));
+    assert_eq!(d.output.status.code(), Some(0), "{}\nfindings: {:#}", d.stdout(), r["findings"]);
+    assert_eq!(r["verdict"], "passed");
+    let rpo = &r["rpo"];
+    assert!(rpo["acknowledged"].as_u64().unwrap() > 0, "the drill sent mail: {rpo}");
+    assert_eq!(rpo["lost"], 0, "{rpo}");
+    assert_eq!(rpo["found"], rpo["acknowledged"], "{rpo}");
+    assert_eq!(rpo["reconciled_at"].as_array().unwrap().len(), 2, "both data sites were read back: {rpo}");
+    for o in r["objectives"].as_array().unwrap() {
+        assert_eq!(o["met"], true, "{o}");
+    }
+    assert!(r["objectives"].as_array().unwrap().iter().any(|o| o["name"] == "rpo_messages"));
+    let steps = r["steps"].as_array().unwrap();
+    assert!(steps.iter().all(|s| s["outcome"] == "done"), "{steps:#?}");
+    let rto = &r["rto"];
+    let at = |k: &str| rto[k].as_u64().unwrap_or_else(|| panic!("no {k} in {rto}"));
+    assert!(rto["fault_at_ms"].as_u64().is_some());
+    assert!(at("first_smtp_ok_ms") <= at("total_ms") && at("first_imap_ok_ms") <= at("total_ms"), "{rto}");
+    if failover {
+        assert!(at("elect_ms") <= at("dns_committed_ms"), "elected before the DNS change: {rto}");
+        assert!(at("dns_committed_ms") <= at("dns_served_ms"), "committed before served: {rto}");
+        assert!(at("dns_served_ms") <= at("total_ms"), "{rto}");
+    }
+    let times: Vec<u64> = r["timeline"].as_array().unwrap().iter().map(|e| e["at_ms"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "the timeline is in time order");
+    // The lab started for the drill is gone, with its processes.
+    assert!(!d.dir.join("lab").join("lab.json").exists(), "the drill's lab was stopped and removed");
+    // The archive and the audit log.
+    let audit = maildr().args(["audit", "verify", "--data-dir"]).arg(d.dir.join("drills")).output().unwrap();
+    assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
+}
+
+fn scenario_passes(scenario: &str, net: &str, failover: bool) {
+    let _one = one_lab();
+    let work = tempfile::tempdir().unwrap();
+    let d = drill(work.path(), scenario, net, &[]);
+    assert_passed_with_nothing_lost(&d, failover);
+}
+
+#[test]
+fn node_failure_drill_passes_with_nothing_lost() {
+    scenario_passes("node-failure", "127.101", true);
+}
+
+#[test]
+fn site_outage_drill_fails_over_and_back_with_nothing_lost() {
+    scenario_passes("site-outage", "127.102", true);
+}
+
+#[test]
+fn partition_drill_shows_the_cut_off_primary_refusing_and_nothing_lost() {
+    scenario_passes("partition", "127.103", true);
+}
+
+#[test]
+fn wan_degradation_drill_keeps_mail_flowing_within_the_latency_objective() {
+    scenario_passes("wan-degradation", "127.104", false);
+}
+
+#[test]
+fn dns_failure_drill_keeps_mail_flowing_through_the_other_dns_server() {
+    scenario_passes("dns-failure", "127.105", false);
+}
+
+#[test]
+fn planned_switchover_drill_moves_the_primary_and_back() {
+    scenario_passes("planned-switchover", "127.106", true);
+}
+
+#[test]
+fn combined_drill_fails_over_across_a_degraded_wan() {
+    scenario_passes("combined", "127.107", true);
+}
+
+/// A deployment file describing the running `lab` with hooks that drive it
+/// through `maildr lab`, the way an operator's hooks would drive real hosts.
+fn deployment_for(lab: &Lab, dir: &Path) -> PathBuf {
+    let status = lab.read_status();
+    std::fs::write(dir.join("api-token"), status["api_token"].as_str().unwrap()).unwrap();
+    for user in ["probe", "alice", "bob"] {
+        std::fs::write(dir.join(format!("{user}.pw")), lab.password(&format!("{user}@example.test"))).unwrap();
+    }
+    std::fs::copy(status["ca"].as_str().unwrap(), dir.join("ca.pem")).unwrap();
+    let exe = env!("CARGO_BIN_EXE_maildr");
+    let lab_dir = lab.lab_dir().display().to_string();
+    let hook = |what: &str| format!("[\"{exe}\", \"lab\", \"{what}\", \"{{site}}\", \"--dir\", \"{lab_dir}\"]");
+    let mut file = format!(
+        "domain = \"example.test\"\napi_token_file = \"api-token\"\nca_file = \"ca.pem\"\n\n[accounts]\n\
+         sender = {{ address = \"probe@example.test\", password_file = \"probe.pw\" }}\n\
+         mx_recipient = {{ address = \"alice@example.test\", password_file = \"alice.pw\" }}\n\
+         submission_recipient = {{ address = \"bob@example.test\", password_file = \"bob.pw\" }}\n\n\
+         [hooks]\nkill_site = {}\nstart_site = {}\n",
+        hook("kill"),
+        hook("start")
+    );
+    for site in status["sites"].as_array().unwrap() {
+        let p = &site["ports"];
+        file.push_str(&format!(
+            "\n[[sites]]\nname = {}\nrole = {}\nip = {}\nsmtp_port = {}\nsubmission_port = {}\nimap_port = {}\n",
+            site["site"], site["role"], site["ip"], p["smtp"], p["submission"], p["imap"]
+        ));
+        if !p["dns"].is_null() {
+            file.push_str(&format!("dns_port = {}\napi_port = {}\n", p["dns"], p["http"]));
+        }
+    }
+    let path = dir.join("deploy.toml");
+    std::fs::write(&path, file).unwrap();
+    path
+}
+
+const WITNESS_PLAN: &str = r#"name = "witness-loss"
+description = "The witness dies; the data sites keep a quorum and mail keeps flowing."
+target = { kind = "deployment", file = "deploy.toml" }
+
+[approvals]
+required = 1
+
+[objectives]
+rto_smtp_ms = 10000
+rpo_messages = 0
+
+[[steps]]
+phase = "confirm"
+name = "The witness dies"
+action = "kill_site"
+site = "witness"
+
+[[steps]]
+phase = "verify"
+name = "Mail flows without it"
+until = "mail_flows"
+timeout_ms = 15000
+
+[[steps]]
+phase = "review"
+name = "The witness comes back"
+action = "restore"
+
+[[rollback]]
+phase = "review"
+name = "Undo every fault"
+action = "restore"
+"#;
+
+fn run_plan(work: &Path, plan: &Path) -> Output {
+    maildr()
+        .args(["drill", "run"])
+        .arg(plan)
+        .arg("--data-dir")
+        .arg(work.join("drills"))
+        .arg("--report-dir")
+        .arg(work.join("report"))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn a_dry_run_touches_nothing_and_a_deployment_drill_runs_only_with_approval_of_the_exact_plan() {
+    let _one = one_lab();
+    let lab = Lab::up("127.108");
+    let work = tempfile::tempdir().unwrap();
+    let state_before = std::fs::read(lab.lab_dir().join("lab.json")).unwrap();
+    let primary_before = lab.wait_for_primary("bj", std::time::Duration::from_secs(10), None);
+
+    // Dry run: the plan, its checks and its rollback are printed; nothing changes.
+    let dry = maildr().args(["drill", "plan", "site-outage"]).output().unwrap();
+    assert!(dry.status.success(), "{}", text(&dry));
+    let shown = text(&dry);
+    for needle in ["kill site primary", "wait until DNS shows mail.", "Rollback", "RPO", "nothing was touched"] {
+        assert!(shown.contains(needle), "{needle:?} missing from the dry run:\n{shown}");
+    }
+    assert_eq!(std::fs::read(lab.lab_dir().join("lab.json")).unwrap(), state_before, "lab.json unchanged");
+    assert!(lab.lab_cmd(&["status"]).status.success(), "every lab process still runs");
+    assert_eq!(lab.wait_for_primary("bj", std::time::Duration::from_secs(5), None), primary_before);
+    assert!(!work.path().join("drills").exists(), "a dry run writes no audit log or archive");
+
+    // A deployment drill without approval is refused before anything runs.
+    deployment_for(&lab, work.path());
+    let plan = work.path().join("witness-loss.toml");
+    std::fs::write(&plan, WITNESS_PLAN).unwrap();
+    let refused = run_plan(work.path(), &plan);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(text(&refused).contains("maildr drill approve"), "{}", text(&refused));
+    assert!(lab.lab_cmd(&["status"]).status.success(), "the refused drill touched no site");
+    assert!(!work.path().join("report").join("report.json").exists());
+
+    // Approved, then changed: the approval was for other bytes.
+    let approve = |by: &str| {
+        let o = maildr().args(["drill", "approve"]).arg(&plan).args(["--by", by, "--data-dir"]).arg(work.path().join("drills")).output().unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    approve("Alice Approver");
+    std::fs::write(&plan, format!("{WITNESS_PLAN}# changed after approval\n")).unwrap();
+    let stale = run_plan(work.path(), &plan);
+    assert_eq!(stale.status.code(), Some(2), "a changed plan needs new approval: {}", text(&stale));
+    assert!(lab.lab_cmd(&["status"]).status.success());
+
+    // Approved as it is now: it runs against the deployment through its hooks.
+    approve("Alice Approver");
+    let ran = run_plan(work.path(), &plan);
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("report").join("report.json")).unwrap()).unwrap();
+    assert_eq!(ran.status.code(), Some(0), "{}\n{:#}", text(&ran), report["findings"]);
+    assert_eq!(report["verdict"], "passed");
+    assert_eq!(report["environment"]["target"], "deployment");
+    assert_eq!(report["approvals"][0]["by"], "Alice Approver");
+    assert_eq!(report["approvals"][0]["plan_sha256"], report["plan"]["sha256"]);
+    assert_eq!(report["rpo"]["lost"], 0);
+    assert!(report["steps"][0]["detail"].as_str().unwrap().contains("lab kill hz"), "{:#}", report["steps"]);
+    assert!(lab.lab_cmd(&["status"]).status.success(), "the drill restored the witness and left the lab running");
+
+    // The audit log holds the approvals and the drill, chained; an edit is caught.
+    let data = work.path().join("drills");
+    let verify = || maildr().args(["audit", "verify", "--data-dir"]).arg(&data).output().unwrap();
+    let ok = verify();
+    assert!(ok.status.success(), "{}", text(&ok));
+    let log_path = data.join("audit.jsonl");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for action in ["\"approval\"", "\"drill_started\"", "\"fault\"", "\"restore\"", "\"drill_finished\"", "\"report_archived\""] {
+        assert!(log.contains(action), "{action} not audited:\n{log}");
+    }
+    let edited = log.replacen("Alice Approver", "Mallory Approver", 1);
+    assert_ne!(edited, log);
+    std::fs::write(&log_path, edited).unwrap();
+    let caught = verify();
+    assert_eq!(caught.status.code(), Some(1), "{}", text(&caught));
+    assert!(text(&caught).contains("line 1"), "the first approval's line is named: {}", text(&caught));
+
+    // History lists the drill.
+    let history = maildr().args(["drill", "history", "--json", "--data-dir"]).arg(&data).output().unwrap();
+    let rows: Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(rows[0]["plan_name"], "witness-loss");
+    assert_eq!(rows[0]["verdict"], "passed");
+}
