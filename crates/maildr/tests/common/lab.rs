@@ -197,29 +197,6 @@ impl Lab {
         body
     }
 
-    /// One request to `site`'s admin API with the lab's token, through curl: the
-    /// HTTP status (0 when nothing answered) and the JSON body (`Null` when none).
-    pub fn api_call(&self, site: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-        let token = self.status["api_token"].as_str().expect("lab status has the API token").to_string();
-        let url = format!("http://{}:2780{path}", self.ip(site));
-        let mut curl = Command::new("curl");
-        curl.args(["-sS", "--max-time", "30", "-X", method, "-w", "\n%{http_code}", "-H"])
-            .arg(format!("Authorization: Bearer {token}"));
-        if let Some(body) = body {
-            curl.args(["-H", "Content-Type: application/json", "--data-binary", body]);
-        }
-        let output = curl.arg(&url).output().expect("running curl");
-        let text = String::from_utf8_lossy(&output.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-        let status = code.trim().parse().unwrap_or(0);
-        let json = if body.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(body).unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {body}"))
-        };
-        (status, json)
-    }
-
     /// `method path` on `site`'s admin API with the lab's token (curl); the status
     /// and the JSON answer, whatever the status.
     pub fn api_call(&self, site: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
