@@ -40,11 +40,7 @@ pub fn curl_json(method: &str, url: &str, token: &str, body: Option<&str>) -> (u
     let output = command.arg(url).output().expect("running curl");
     // curl's exit code 7: could not connect. It still prints the status, 000.
     let refused = output.status.code() == Some(7);
-    assert!(
-        output.status.success() || refused,
-        "curl {method} {url}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success() || refused, "curl {method} {url}: {}", String::from_utf8_lossy(&output.stderr));
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     let (body, status) = text.rsplit_once('\n').expect("curl printed the status");
     (status.trim().parse().expect("an HTTP status"), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
