@@ -290,3 +290,31 @@ fn a_dry_run_touches_nothing_and_a_deployment_drill_runs_only_with_approval_of_t
     assert_eq!(rows[0]["plan_name"], "witness-loss");
     assert_eq!(rows[0]["verdict"], "passed");
 }
+
+#[test]
+fn a_lab_without_dns_steering_fails_the_site_outage_drill_with_a_finding_naming_stale_dns() {
+    let _one = one_lab();
+    let work = tempfile::tempdir().unwrap();
+    let d = drill(work.path(), "site-outage", "127.109", &["--lab-without-steering"]);
+    let r = d.report.as_ref().unwrap_or_else(|| panic!("no report.json\n{}", d.stdout()));
+    assert_eq!(d.output.status.code(), Some(1), "a missed objective exits 1: {}", d.stdout());
+    assert_eq!(r["verdict"], "failed", "{:#}", r["findings"]);
+    let dns_step = r["steps"].as_array().unwrap().iter().find(|s| s["phase"] == "dns").unwrap().clone();
+    assert_eq!(dns_step["outcome"], "failed", "{dns_step:#}");
+    // The finding names the cause: DNS still sends clients to the dead primary.
+    let findings = r["findings"].as_array().unwrap();
+    let stale = findings
+        .iter()
+        .find(|f| f["phase"] == "dns" && f["severity"] == "critical")
+        .unwrap_or_else(|| panic!("no DNS finding in {findings:#?}"));
+    let evidence = stale["evidence"].as_str().unwrap();
+    assert!(evidence.contains("mail. → bj") && evidence.contains("the primary is sh"), "{evidence}");
+    // Nothing acknowledged was lost even so, and the rollback restored the site.
+    assert_eq!(r["rpo"]["lost"], 0, "{}", r["rpo"]);
+    let restore = r["steps"].as_array().unwrap().iter().find(|s| s["rollback"] == true).unwrap().clone();
+    assert_eq!(restore["outcome"], "done", "{restore:#}");
+    assert!(restore["detail"].as_str().unwrap().contains("bj killed undone"), "{restore:#}");
+    let skipped = r["steps"].as_array().unwrap().iter().filter(|s| s["outcome"] == "skipped").count();
+    assert!(skipped > 0, "the steps after the failed wait were skipped");
+    assert!(!d.dir.join("lab").join("lab.json").exists(), "the drill's lab was stopped");
+}
