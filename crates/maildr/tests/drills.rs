@@ -244,7 +244,13 @@ fn a_dry_run_touches_nothing_and_a_deployment_drill_runs_only_with_approval_of_t
 
     // Approved, then changed: the approval was for other bytes.
     let approve = |by: &str| {
-        let o = maildr().args(["drill", "approve"]).arg(&plan).args(["--by", by, "--data-dir"]).arg(work.path().join("drills")).output().unwrap();
+        let o = maildr()
+            .args(["drill", "approve"])
+            .arg(&plan)
+            .args(["--by", by, "--data-dir"])
+            .arg(work.path().join("drills"))
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", text(&o));
     };
     approve("Alice Approver");
@@ -274,7 +280,9 @@ fn a_dry_run_touches_nothing_and_a_deployment_drill_runs_only_with_approval_of_t
     assert!(ok.status.success(), "{}", text(&ok));
     let log_path = data.join("audit.jsonl");
     let log = std::fs::read_to_string(&log_path).unwrap();
-    for action in ["\"approval\"", "\"drill_started\"", "\"fault\"", "\"restore\"", "\"drill_finished\"", "\"report_archived\""] {
+    for action in
+        ["\"approval\"", "\"drill_started\"", "\"fault\"", "\"restore\"", "\"drill_finished\"", "\"report_archived\""]
+    {
         assert!(log.contains(action), "{action} not audited:\n{log}");
     }
     let edited = log.replacen("Alice Approver", "Mallory Approver", 1);
