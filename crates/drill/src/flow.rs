@@ -141,7 +141,10 @@ impl Flows {
             sender: Login { user: target.sender.address.clone(), password: target.sender.password.clone() },
             mx_recipient: target.mx_recipient.address.clone(),
             submission_recipient: target.submission_recipient.address.clone(),
-            imap_login: Login { user: target.mx_recipient.address.clone(), password: target.mx_recipient.password.clone() },
+            imap_login: Login {
+                user: target.mx_recipient.address.clone(),
+                password: target.mx_recipient.password.clone(),
+            },
             settings: settings.clone(),
             recorded: recorded.clone(),
         });
@@ -445,7 +448,9 @@ type Host = (String, SocketAddr, SocketAddr);
 /// The MX hosts in preference order with their listeners.
 async fn mx_hosts(ctx: &Ctx, timeout: Duration) -> Result<Vec<Host>, String> {
     let per_server = dns_timeout(ctx, timeout);
-    let names = dns::exchanges(&ctx.dns_servers, &format!("{}.", ctx.domain), per_server).await.map_err(|e| format!("MX: {e}"))?;
+    let names = dns::exchanges(&ctx.dns_servers, &format!("{}.", ctx.domain), per_server)
+        .await
+        .map_err(|e| format!("MX: {e}"))?;
     if names.is_empty() {
         return Err(format!("no MX record for {}", ctx.domain));
     }
@@ -463,7 +468,8 @@ async fn mx_hosts(ctx: &Ctx, timeout: Duration) -> Result<Vec<Host>, String> {
 /// Where `mail.<domain>` points.
 async fn mail_host(ctx: &Ctx, timeout: Duration) -> Result<Host, String> {
     let name = format!("{}.", ctx.mail_name);
-    let addrs = dns::addresses(&ctx.dns_servers, &name, dns_timeout(ctx, timeout)).await.map_err(|e| format!("{name}: {e}"))?;
+    let addrs =
+        dns::addresses(&ctx.dns_servers, &name, dns_timeout(ctx, timeout)).await.map_err(|e| format!("{name}: {e}"))?;
     addrs.iter().find_map(|ip| host_at(ctx, *ip)).ok_or_else(|| format!("{name} resolves to {addrs:?}, no known site"))
 }
 
@@ -506,7 +512,8 @@ async fn imap_round(ctx: &Ctx, timeout: Duration) -> Result<(String, usize), (St
     let ips = dns::addresses(&ctx.dns_servers, &name, dns_timeout(ctx, timeout))
         .await
         .map_err(|e| ("dns".to_string(), ProbeOutcome::Unreachable, e.to_string()))?;
-    let Some((site, addr)) = ips.iter().find_map(|ip| ctx.sites.get(ip).map(|(n, _, _, imap)| (n.clone(), *imap))) else {
+    let Some((site, addr)) = ips.iter().find_map(|ip| ctx.sites.get(ip).map(|(n, _, _, imap)| (n.clone(), *imap)))
+    else {
         return Err(("dns".into(), ProbeOutcome::Unreachable, format!("{name} resolves to {ips:?}")));
     };
     let fail = |e: ImapError| {
@@ -538,8 +545,10 @@ async fn dns_probe(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             let target = ctx.sites.get(&server.ip()).map(|s| s.0.clone()).unwrap_or_else(|| server.to_string());
             let (outcome, detail) = match (a, mx) {
                 (Ok(a), Ok(mx)) => {
-                    let at: Vec<String> =
-                        a.iter().map(|ip| ctx.sites.get(ip).map(|s| s.0.clone()).unwrap_or_else(|| ip.to_string())).collect();
+                    let at: Vec<String> = a
+                        .iter()
+                        .map(|ip| ctx.sites.get(ip).map(|s| s.0.clone()).unwrap_or_else(|| ip.to_string()))
+                        .collect();
                     (ProbeOutcome::Ok, format!("mail.→{} MX {}", at.join(","), mx.join(",")))
                 }
                 (Err(e), _) | (_, Err(e)) => match e {

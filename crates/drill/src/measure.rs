@@ -26,7 +26,8 @@ pub struct ClusterEvent {
 /// success after the first failure that followed the fault; when nothing failed,
 /// the first success after the fault. Milliseconds after `fault_at_ms`.
 pub fn first_ok_after_fault(samples: &[ProbeSample], protocol: Protocol, fault_at_ms: u64) -> Option<u64> {
-    let after: Vec<&ProbeSample> = samples.iter().filter(|s| s.protocol == protocol && s.at_ms >= fault_at_ms).collect();
+    let after: Vec<&ProbeSample> =
+        samples.iter().filter(|s| s.protocol == protocol && s.at_ms >= fault_at_ms).collect();
     let first_failure = after.iter().position(|s| !s.outcome.is_ok());
     let from = first_failure.unwrap_or(0);
     after[from..].iter().find(|s| s.outcome.is_ok()).map(|s| s.at_ms - fault_at_ms)
@@ -46,7 +47,12 @@ pub fn longest_gap(samples: &[ProbeSample], protocol: Protocol, end_at_ms: u64) 
             if failed_since_ok {
                 let from = last_ok.or(first).unwrap_or(s.at_ms);
                 if s.at_ms - from > best.longest_ms {
-                    best = ServiceGap { protocol, longest_ms: s.at_ms - from, from_at_ms: Some(from), to_at_ms: Some(s.at_ms) };
+                    best = ServiceGap {
+                        protocol,
+                        longest_ms: s.at_ms - from,
+                        from_at_ms: Some(from),
+                        to_at_ms: Some(s.at_ms),
+                    };
                 }
             }
             last_ok = Some(s.at_ms);
@@ -256,7 +262,13 @@ mod tests {
     #[test]
     fn rto_phases_come_from_events_after_the_fault_and_total_is_the_latest() {
         let ev = |at_ms, kind: &str| ClusterEvent { at_ms, kind: kind.into(), site: None, detail: String::new() };
-        let events = [ev(500, "elected"), ev(1300, "elected"), ev(1400, "detected"), ev(1600, "dns_committed"), ev(1700, "dns_served")];
+        let events = [
+            ev(500, "elected"),
+            ev(1300, "elected"),
+            ev(1400, "detected"),
+            ev(1600, "dns_committed"),
+            ev(1700, "dns_served"),
+        ];
         let samples = [s(1200, Protocol::Smtp, false), s(1900, Protocol::Smtp, true), s(2500, Protocol::Imap, true)];
         let r = rto(Some(1000), &events, &samples);
         assert_eq!(r.elect_ms, Some(300), "the election before the fault does not count");
@@ -286,10 +298,18 @@ mod tests {
     fn objectives_are_met_only_when_measured_within_target() {
         let r = Rto { first_smtp_ok_ms: Some(900), first_imap_ok_ms: None, total_ms: Some(900), ..Default::default() };
         let p = Rpo { lost: 0, deferred: 7, ..Default::default() };
-        let o = Objectives { rto_smtp_ms: Some(1000), rto_imap_ms: Some(1000), max_deferred: Some(5), ..Default::default() };
+        let o = Objectives {
+            rto_smtp_ms: Some(1000),
+            rto_imap_ms: Some(1000),
+            max_deferred: Some(5),
+            ..Default::default()
+        };
         let got = objectives(&o, &Measured { rto: &r, rpo: &p, reconciled: true, smtp_p99_ms: None });
         let met: Vec<(&str, bool)> = got.iter().map(|o| (o.name.as_str(), o.met)).collect();
-        assert_eq!(met, [("rto_smtp_ms", true), ("rto_imap_ms", false), ("rpo_messages", true), ("max_deferred", false)]);
+        assert_eq!(
+            met,
+            [("rto_smtp_ms", true), ("rto_imap_ms", false), ("rpo_messages", true), ("max_deferred", false)]
+        );
         let unknown = objectives(&o, &Measured { rto: &r, rpo: &p, reconciled: false, smtp_p99_ms: None });
         assert!(!unknown.iter().find(|o| o.name == "rpo_messages").unwrap().met, "an unmeasured RPO is not met");
     }

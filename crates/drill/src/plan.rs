@@ -43,7 +43,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 6] = [Phase::Confirm, Phase::Decide, Phase::Prepare, Phase::Dns, Phase::Verify, Phase::Review];
+    pub const ALL: [Phase; 6] =
+        [Phase::Confirm, Phase::Decide, Phase::Prepare, Phase::Dns, Phase::Verify, Phase::Review];
 
     /// The runbook's name for the phase, for reports.
     pub fn title(self) -> &'static str {
@@ -290,10 +291,15 @@ impl Verification {
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     Fault(FaultAction),
-    Wait { condition: WaitCondition, timeout_ms: u64 },
+    Wait {
+        condition: WaitCondition,
+        timeout_ms: u64,
+    },
     Verify(Verification),
     /// Wait for an operator to confirm the text (recorded with who confirmed).
-    Manual { prompt: String },
+    Manual {
+        prompt: String,
+    },
 }
 
 /// One step of a plan.
@@ -309,7 +315,9 @@ impl Step {
     pub fn describe(&self) -> String {
         match &self.kind {
             StepKind::Fault(a) => a.describe(),
-            StepKind::Wait { condition, timeout_ms } => format!("wait until {} (at most {timeout_ms} ms)", condition.describe()),
+            StepKind::Wait { condition, timeout_ms } => {
+                format!("wait until {} (at most {timeout_ms} ms)", condition.describe())
+            }
             StepKind::Verify(v) => format!("check that {}", v.describe()),
             StepKind::Manual { prompt } => format!("operator confirms: {prompt}"),
         }
@@ -557,9 +565,10 @@ impl Plan {
     /// Parse and check a plan; every refusal names the step or field.
     pub fn parse(source: &PlanSource) -> Result<Plan, PlanError> {
         let origin = source.origin.clone();
-        let file: PlanFile =
-            toml::from_str(&source.text).map_err(|e| PlanError::Syntax { origin: origin.clone(), detail: e.to_string() })?;
-        let field = |field: &str, detail: String| PlanError::Field { origin: origin.clone(), field: field.into(), detail };
+        let file: PlanFile = toml::from_str(&source.text)
+            .map_err(|e| PlanError::Syntax { origin: origin.clone(), detail: e.to_string() })?;
+        let field =
+            |field: &str, detail: String| PlanError::Field { origin: origin.clone(), field: field.into(), detail };
         if file.name.trim().is_empty() {
             return Err(field("name", "must not be empty".into()));
         }
@@ -669,7 +678,9 @@ fn convert_step(origin: &str, index: usize, s: StepFile) -> Result<Step, PlanErr
         let condition: WaitCondition = fields().try_into().map_err(|e: toml::de::Error| err(e.to_string()))?;
         let timeout_ms = match (&condition, s.timeout_ms) {
             (WaitCondition::Elapsed { ms }, None) => *ms,
-            (WaitCondition::Elapsed { .. }, Some(_)) => return Err(err("an `elapsed` wait takes no `timeout_ms`".into())),
+            (WaitCondition::Elapsed { .. }, Some(_)) => {
+                return Err(err("an `elapsed` wait takes no `timeout_ms`".into()))
+            }
             (_, Some(t)) => t,
             (_, None) => return Err(err("a wait needs `timeout_ms`".into())),
         };
@@ -780,7 +791,8 @@ action = \"restore\"
 
     #[test]
     fn a_deployment_target_with_required_approvals_needs_approval() {
-        let text = "name = \"t\"\ntarget = { kind = \"deployment\", file = \"prod.toml\" }\n[approvals]\nrequired = 2\n\
+        let text =
+            "name = \"t\"\ntarget = { kind = \"deployment\", file = \"prod.toml\" }\n[approvals]\nrequired = 2\n\
                     [[steps]]\nphase = \"decide\"\nname = \"x\"\naction = \"kill_site\"\nsite = \"bj\"\n";
         let plan = Plan::parse(&src(text)).unwrap();
         assert!(plan.needs_approval());

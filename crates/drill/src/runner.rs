@@ -24,10 +24,12 @@ use crate::client::smtp::{self, Envelope, Login, Security};
 use crate::client::Tls;
 use crate::flow::{self, now_ms, Counters, Flows, MailFlow, Message, TAG_HEADER};
 use crate::measure::{self, ClusterEvent, Found, Measured};
-use crate::plan::{FaultAction, Phase, Plan, PlanSource, Service, SiteRef, Step, StepKind, Verification, WaitCondition};
+use crate::plan::{
+    FaultAction, Phase, Plan, PlanSource, Service, SiteRef, Step, StepKind, Verification, WaitCondition,
+};
 use crate::report::{
-    Approval, Environment, Finding, PlanInfo, ProbeSummary, Report, Severity, SiteInfo, Source, StepOutcome, StepResult,
-    TimelineEntry, Verdict,
+    Approval, Environment, Finding, PlanInfo, ProbeSummary, Report, Severity, SiteInfo, Source, StepOutcome,
+    StepResult, TimelineEntry, Verdict,
 };
 use crate::target::{Fault, Ledger, SiteEndpoints, SiteRole, Target};
 
@@ -191,7 +193,14 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
     );
     run.note(None, Source::Drill, "drill_started", format!("primary at start: {}", run.cast.primary));
 
-    let monitor = tokio::spawn(monitor(plan.clone(), started_at_ms, target_snapshot(target), ledger, opts.interrupt.clone(), abort_tx));
+    let monitor = tokio::spawn(monitor(
+        plan.clone(),
+        started_at_ms,
+        target_snapshot(target),
+        ledger,
+        opts.interrupt.clone(),
+        abort_tx,
+    ));
     let steady = run.steady_state().await;
     let mut abort_reason: Option<String> = None;
     if let Err(why) = steady {
@@ -228,7 +237,12 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
     run.set_live(Some(Phase::Review), "waiting for the sites to converge");
     let converged = run.wait_converged().await;
     if let Err(why) = &converged {
-        run.finding(Severity::Warning, Some(Phase::Review), "The sites did not converge before the reconciliation", why.clone());
+        run.finding(
+            Severity::Warning,
+            Some(Phase::Review),
+            "The sites did not converge before the reconciliation",
+            why.clone(),
+        );
     }
     run.set_live(Some(Phase::Review), "reconciling acknowledged mail over IMAP");
     let found = run.reconcile(&messages, None).await;
@@ -306,14 +320,18 @@ async fn monitor(
         }
         let now = now_ms();
         if now - started_at_ms > plan.abort.max_duration_ms {
-            let _ = abort.send(Some(format!("the drill ran longer than abort.max_duration_ms = {}", plan.abort.max_duration_ms)));
+            let _ = abort.send(Some(format!(
+                "the drill ran longer than abort.max_duration_ms = {}",
+                plan.abort.max_duration_ms
+            )));
             return;
         }
         if let Some(limit) = plan.abort.no_primary_for_ms {
             let down = down_sites(&ledger);
             let mut leader = None;
             for (site, api) in target.apis.iter().filter(|(s, _)| !down.contains(s)) {
-                let client = crate::client::http::JsonClient::new(*api, Some(target.token.clone()), Duration::from_secs(2));
+                let client =
+                    crate::client::http::JsonClient::new(*api, Some(target.token.clone()), Duration::from_secs(2));
                 if let Ok(v) = client.get("/api/cluster/members").await {
                     leader = v["leader"].as_str().map(str::to_string);
                     let _ = site;
@@ -323,7 +341,8 @@ async fn monitor(
             if leader.is_some() {
                 primary_seen_at = now_ms();
             } else if now_ms() - primary_seen_at > limit {
-                let _ = abort.send(Some(format!("no site was primary for more than abort.no_primary_for_ms = {limit}")));
+                let _ =
+                    abort.send(Some(format!("no site was primary for more than abort.no_primary_for_ms = {limit}")));
                 return;
             }
         }
@@ -368,7 +387,11 @@ async fn cluster_view(target: &Target, skip: &[String]) -> Result<ClusterView, S
                             .collect()
                     })
                     .unwrap_or_default();
-                return Ok(ClusterView { asked: site.name.clone(), leader: v["leader"].as_str().map(str::to_string), members });
+                return Ok(ClusterView {
+                    asked: site.name.clone(),
+                    leader: v["leader"].as_str().map(str::to_string),
+                    members,
+                });
             }
             Err(e) => errors.push(e.to_string()),
         }
@@ -535,11 +558,17 @@ impl Run<'_> {
             }
             FaultAction::StopService { site, service } => {
                 let s = name(site)?;
-                (Some(Fault::ServiceStopped(s.clone(), *service)), self.target.injector.stop_service(&s, *service).await)
+                (
+                    Some(Fault::ServiceStopped(s.clone(), *service)),
+                    self.target.injector.stop_service(&s, *service).await,
+                )
             }
             FaultAction::DnsDown { site } => {
                 let s = name(site)?;
-                (Some(Fault::ServiceStopped(s.clone(), Service::Dns)), self.target.injector.stop_service(&s, Service::Dns).await)
+                (
+                    Some(Fault::ServiceStopped(s.clone(), Service::Dns)),
+                    self.target.injector.stop_service(&s, Service::Dns).await,
+                )
             }
             FaultAction::Partition { site } => {
                 let s = name(site)?;
@@ -606,7 +635,12 @@ impl Run<'_> {
                 Ok(_) => done.push(format!("{} undone", fault.describe())),
                 Err(e) => {
                     done.push(format!("{} NOT undone: {e}", fault.describe()));
-                    self.finding(Severity::Critical, Some(phase), "A fault could not be undone", format!("{}: {e}", fault.describe()));
+                    self.finding(
+                        Severity::Critical,
+                        Some(phase),
+                        "A fault could not be undone",
+                        format!("{}: {e}", fault.describe()),
+                    );
                 }
             }
         }
@@ -648,7 +682,12 @@ impl Run<'_> {
                                 format!("; refused {} time(s) first, last: {}", refusals.len(), refusals.join(" | "))
                             }
                         );
-                        self.note(Some(phase), Source::Drill, if failback { "failback" } else { "switchover" }, detail.clone());
+                        self.note(
+                            Some(phase),
+                            Source::Drill,
+                            if failback { "failback" } else { "switchover" },
+                            detail.clone(),
+                        );
                         (self.opts.audit)(
                             if failback { "failback" } else { "switchover" },
                             json!({ "drill_id": self.opts.drill_id, "to": to, "report": v }),
@@ -721,7 +760,9 @@ impl Run<'_> {
                 let ok = |p| samples.iter().any(|s| s.protocol == p && s.at_ms >= since_ms && s.outcome.is_ok());
                 match (ok(crate::report::Protocol::Smtp), ok(crate::report::Protocol::Imap)) {
                     (true, true) => Ok("an SMTP 250 via MX and an IMAP fetch via mail. since the step began".into()),
-                    (smtp, imap) => Err(format!("since the step began: SMTP 250 via MX {smtp}, IMAP fetch via mail. {imap}")),
+                    (smtp, imap) => {
+                        Err(format!("since the step began: SMTP 250 via MX {smtp}, IMAP fetch via mail. {imap}"))
+                    }
                 }
             }
             WaitCondition::AllHealthy { lag_entries_max } => {
@@ -746,7 +787,8 @@ impl Run<'_> {
         let down = self.down();
         let view = cluster_view(self.target, &down).await?;
         let primary = view.leader.ok_or_else(|| format!("{} knows no primary", view.asked))?;
-        let primary_ip = self.target.site(&primary).map(|s| s.ip).ok_or_else(|| format!("unknown primary {primary}"))?;
+        let primary_ip =
+            self.target.site(&primary).map(|s| s.ip).ok_or_else(|| format!("unknown primary {primary}"))?;
         let dns_down: Vec<String> = self
             .ledger
             .lock()
@@ -782,11 +824,16 @@ impl Run<'_> {
                 .map_err(|e| format!("{}'s DNS: {e}", site.name))?;
             let mut mx_sites = Vec::new();
             for host in &mx {
-                let ips = dns::addresses(&[server], host, timeout).await.map_err(|e| format!("{}'s DNS: {e}", site.name))?;
-                mx_sites.extend(ips.iter().map(|ip| self.target.site_at(*ip).map(|s| s.name.clone()).unwrap_or(ip.to_string())));
+                let ips =
+                    dns::addresses(&[server], host, timeout).await.map_err(|e| format!("{}'s DNS: {e}", site.name))?;
+                mx_sites.extend(
+                    ips.iter().map(|ip| self.target.site_at(*ip).map(|s| s.name.clone()).unwrap_or(ip.to_string())),
+                );
             }
-            let mail_sites: Vec<String> =
-                mail.iter().map(|ip| self.target.site_at(*ip).map(|s| s.name.clone()).unwrap_or(ip.to_string())).collect();
+            let mail_sites: Vec<String> = mail
+                .iter()
+                .map(|ip| self.target.site_at(*ip).map(|s| s.name.clone()).unwrap_or(ip.to_string()))
+                .collect();
             let shown = format!("{}'s DNS: mail. → {}, MX → {}", site.name, mail_sites.join(","), mx_sites.join(","));
             if mail != [primary_ip] {
                 return Err(format!("{shown}; the primary is {primary}"));
@@ -898,7 +945,12 @@ impl Run<'_> {
                     ))
                 }
                 Ok(_) | Err(_) if now_ms() < deadline => tokio::time::sleep(Duration::from_millis(250)).await,
-                Ok(_) => return Err(format!("acknowledged at {} but not readable over IMAP within {READBACK_TIMEOUT:?}", site.name)),
+                Ok(_) => {
+                    return Err(format!(
+                        "acknowledged at {} but not readable over IMAP within {READBACK_TIMEOUT:?}",
+                        site.name
+                    ))
+                }
                 Err(e) => return Err(format!("acknowledged at {} but IMAP failed: {e}", site.name)),
             }
         }
@@ -928,7 +980,8 @@ impl Run<'_> {
         let recipient = self.target.mx_recipient.address.clone();
         let data = flow::probe_message(&self.opts.drill_id, &self.target.domain, &tag, &recipient);
         let to = [recipient.clone()];
-        let envelope = Envelope { helo: "drill.maildr.invalid", from: "drill-sender@drill.maildr.invalid", to: &to, data: &data };
+        let envelope =
+            Envelope { helo: "drill.maildr.invalid", from: "drill-sender@drill.maildr.invalid", to: &to, data: &data };
         let started = now_ms();
         match smtp::send(endpoints.smtp, &Security::Plain, None, &envelope, REFUSAL_WAIT).await {
             Ok(r) if r.is_success() => {
@@ -950,7 +1003,10 @@ impl Run<'_> {
                     let diverging = v["diverging"].as_array().map(Vec::len).unwrap_or(0);
                     let unreachable = v["unreachable"].as_array().cloned().unwrap_or_default();
                     return if diverging == 0 && unreachable.is_empty() {
-                        Ok(format!("{} mailboxes identical on {} at applied index {}", v["mailboxes"], v["sites"], v["applied_index"]))
+                        Ok(format!(
+                            "{} mailboxes identical on {} at applied index {}",
+                            v["mailboxes"], v["sites"], v["applied_index"]
+                        ))
                     } else {
                         Err(format!("{diverging} diverging mailboxes, unreachable {unreachable:?}: {v}"))
                     };
@@ -985,7 +1041,12 @@ impl Run<'_> {
                     }
                     match self.mail_round_trip().await {
                         Ok(e) => {
-                            self.note(Some(Phase::Confirm), Source::Drill, "steady_state", format!("every site healthy; {e}"));
+                            self.note(
+                                Some(Phase::Confirm),
+                                Source::Drill,
+                                "steady_state",
+                                format!("every site healthy; {e}"),
+                            );
                             return Ok(());
                         }
                         Err(e) => last = e,
@@ -1029,12 +1090,8 @@ impl Run<'_> {
             .filter(|a| recipients.iter().any(|(r, _)| *r == a.address))
             .cloned()
             .collect();
-        let sites: Vec<SiteEndpoints> = self
-            .target
-            .data_sites()
-            .filter(|s| skip.is_none_or(|skip| !skip.contains(&s.name)))
-            .cloned()
-            .collect();
+        let sites: Vec<SiteEndpoints> =
+            self.target.data_sites().filter(|s| skip.is_none_or(|skip| !skip.contains(&s.name))).cloned().collect();
         for site in sites {
             let mut tags = BTreeMap::new();
             let mut failed = None;
@@ -1103,7 +1160,8 @@ impl Run<'_> {
     ) -> Report {
         let rto = measure::rto(self.fault_at_ms.or(self.first_fault_at_ms), &events, &samples);
         let rpo = measure::rpo(&messages, &found);
-        let gaps: Vec<_> = crate::report::Protocol::ALL.iter().map(|p| measure::longest_gap(&samples, *p, finished_at_ms)).collect();
+        let gaps: Vec<_> =
+            crate::report::Protocol::ALL.iter().map(|p| measure::longest_gap(&samples, *p, finished_at_ms)).collect();
         let mut smtp_latencies: Vec<u64> = samples
             .iter()
             .filter(|s| s.protocol == crate::report::Protocol::Smtp && s.outcome.is_ok())
@@ -1117,7 +1175,9 @@ impl Run<'_> {
         for o in objectives.iter().filter(|o| !o.met) {
             let evidence = match o.measured {
                 Some(m) => format!("measured {m} {} against a target of {} {}", o.unit, o.target, o.unit),
-                None => format!("never measured (target {} {}): the event or recovery was not observed", o.target, o.unit),
+                None => {
+                    format!("never measured (target {} {}): the event or recovery was not observed", o.target, o.unit)
+                }
             };
             let evidence = format!("{evidence}{}", self.objective_evidence(&o.name, &rto, &rpo, &samples));
             self.finding(Severity::Critical, None, &format!("Objective {} missed", o.name), evidence);
@@ -1138,14 +1198,22 @@ impl Run<'_> {
             );
         }
         if rpo.duplicated > 0 {
-            self.finding(Severity::Warning, Some(Phase::Review), "Messages were delivered more than once", format!("{} acknowledged messages have more than one copy", rpo.duplicated));
+            self.finding(
+                Severity::Warning,
+                Some(Phase::Review),
+                "Messages were delivered more than once",
+                format!("{} acknowledged messages have more than one copy", rpo.duplicated),
+            );
         }
         if rpo.given_up > 0 {
             self.finding(
                 Severity::Warning,
                 Some(Phase::Verify),
                 "Some messages were never acknowledged",
-                format!("{} messages got no 250 within the senders' retry time; they were never promised", rpo.given_up),
+                format!(
+                    "{} messages got no 250 within the senders' retry time; they were never promised",
+                    rpo.given_up
+                ),
             );
         }
         if self.fault_at_ms.is_some() && rto.elect_ms.is_none() && self.injected_primary_fault() {
@@ -1199,7 +1267,13 @@ impl Run<'_> {
     }
 
     /// Where to look when an objective was missed.
-    fn objective_evidence(&self, name: &str, rto: &crate::report::Rto, rpo: &crate::report::Rpo, samples: &[crate::report::ProbeSample]) -> String {
+    fn objective_evidence(
+        &self,
+        name: &str,
+        rto: &crate::report::Rto,
+        rpo: &crate::report::Rpo,
+        samples: &[crate::report::ProbeSample],
+    ) -> String {
         let last_failure = |p| {
             samples
                 .iter()

@@ -50,7 +50,8 @@ mod tests {
             let proves_mail = plan.steps.iter().any(|s| {
                 matches!(
                     &s.kind,
-                    StepKind::Wait { condition: WaitCondition::MailFlows, .. } | StepKind::Verify(Verification::MailRoundTrip)
+                    StepKind::Wait { condition: WaitCondition::MailFlows, .. }
+                        | StepKind::Verify(Verification::MailRoundTrip)
                 )
             });
             assert!(proves_mail, "{name}: a drill shows mail flowing after the fault");

@@ -121,9 +121,9 @@ impl Target {
     /// The lab in `dir`, as `lab.json` describes it; `exe` is the maildr binary
     /// whose `lab` commands inject the faults.
     pub fn lab(dir: &Path, exe: &Path) -> Result<Target, String> {
-        let state = LabState::load(dir)
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| format!("no lab in {} (start one with `maildr lab up --dir {}`)", dir.display(), dir.display()))?;
+        let state = LabState::load(dir).map_err(|e| e.to_string())?.ok_or_else(|| {
+            format!("no lab in {} (start one with `maildr lab up --dir {}`)", dir.display(), dir.display())
+        })?;
         let account = |local: &str| -> Result<Account, String> {
             let address = format!("{local}@{}", state.domain);
             state
@@ -400,7 +400,14 @@ impl FaultInjector {
         }
     }
 
-    pub async fn degrade(&self, a: &str, b: &str, latency_ms: u64, jitter_ms: u64, loss_percent: u8) -> Result<String, String> {
+    pub async fn degrade(
+        &self,
+        a: &str,
+        b: &str,
+        latency_ms: u64,
+        jitter_ms: u64,
+        loss_percent: u8,
+    ) -> Result<String, String> {
         match self {
             FaultInjector::Lab { links, .. } => {
                 let dir = DirectionFaults { latency_ms, jitter_ms, ..Default::default() };
@@ -412,8 +419,11 @@ impl FaultInjector {
             }
             FaultInjector::Hooks { .. } => {
                 let (l, j, p) = (latency_ms.to_string(), jitter_ms.to_string(), loss_percent.to_string());
-                self.hook("degrade_link", &[("a", a), ("b", b), ("latency_ms", &l), ("jitter_ms", &j), ("loss_percent", &p)])
-                    .await
+                self.hook(
+                    "degrade_link",
+                    &[("a", a), ("b", b), ("latency_ms", &l), ("jitter_ms", &j), ("loss_percent", &p)],
+                )
+                .await
             }
         }
     }
@@ -457,7 +467,8 @@ impl FaultInjector {
         let FaultInjector::Hooks { hooks, dir } = self else {
             unreachable!("hooks are only run for deployment targets")
         };
-        let template = hooks.get(name).filter(|a| !a.is_empty()).ok_or_else(|| format!("the deployment has no `{name}` hook"))?;
+        let template =
+            hooks.get(name).filter(|a| !a.is_empty()).ok_or_else(|| format!("the deployment has no `{name}` hook"))?;
         let argv: Vec<String> = template
             .iter()
             .map(|arg| vars.iter().fold(arg.clone(), |acc, (k, v)| acc.replace(&format!("{{{k}}}"), v)))

@@ -108,7 +108,15 @@ pub fn run(action: DrillAction) -> i32 {
     crate::init_logging("warn");
     let result = match action {
         DrillAction::Run { scenario, lab_dir, net, report_dir, data, confirm_manual, lab_without_steering } => {
-            run_drill(&scenario, &lab_dir, &net, report_dir.as_deref(), &data.data_dir, confirm_manual, lab_without_steering)
+            run_drill(
+                &scenario,
+                &lab_dir,
+                &net,
+                report_dir.as_deref(),
+                &data.data_dir,
+                confirm_manual,
+                lab_without_steering,
+            )
         }
         DrillAction::Plan { scenario } => print_plan(&scenario).map(|_| 0),
         DrillAction::List => {
@@ -222,7 +230,8 @@ fn print_plan(scenario: &str) -> Result<()> {
 }
 
 fn open_audit(data_dir: &Path) -> Result<AuditLog> {
-    AuditLog::open(data_dir.join(maildr_drill::audit::FILE_NAME)).with_context(|| format!("opening the audit log in {}", data_dir.display()))
+    AuditLog::open(data_dir.join(maildr_drill::audit::FILE_NAME))
+        .with_context(|| format!("opening the audit log in {}", data_dir.display()))
 }
 
 fn approve(plan_ref: &str, by: &str, data_dir: &Path) -> Result<()> {
@@ -258,7 +267,10 @@ fn history(data_dir: &Path, json: bool) -> Result<()> {
         return Ok(());
     }
     let ms = |v: Option<u64>| v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
-    println!("{:<40} {:<20} {:<8} {:>12} {:>8} {:>9}", "DRILL", "PLAN", "VERDICT", "RTO TOTAL ms", "RPO LOST", "DEFERRED");
+    println!(
+        "{:<40} {:<20} {:<8} {:>12} {:>8} {:>9}",
+        "DRILL", "PLAN", "VERDICT", "RTO TOTAL ms", "RPO LOST", "DEFERRED"
+    );
     for r in rows {
         println!(
             "{:<40} {:<20} {:<8} {:>12} {:>8} {:>9}",
@@ -339,7 +351,10 @@ fn run_drill(
                     bail!("maildr lab up failed ({status}); see {}/sites/*/serve.log", dir.display());
                 }
             } else if lab_without_steering {
-                bail!("--lab-without-steering needs a lab started for the drill; a lab already runs in {}", dir.display());
+                bail!(
+                    "--lab-without-steering needs a lab started for the drill; a lab already runs in {}",
+                    dir.display()
+                );
             }
             Target::lab(&dir, &exe).map_err(anyhow::Error::msg)?
         }
@@ -404,14 +419,8 @@ fn run_drill(
             }
         });
         let ticker = tokio::spawn(show_progress(live.clone(), progress.clone(), interactive));
-        let options = RunOptions {
-            drill_id: id.clone(),
-            approvals,
-            confirm,
-            audit: audit_fn,
-            interrupt,
-            live: live.clone(),
-        };
+        let options =
+            RunOptions { drill_id: id.clone(), approvals, confirm, audit: audit_fn, interrupt, live: live.clone() };
         let result = runner::run(&plan, &source, &target, options).await;
         ticker.abort();
         result
@@ -424,16 +433,18 @@ fn run_drill(
         .plan(sha.clone())
         .detail(json!({ "verdict": report.verdict.word(), "rto_total_ms": report.rto.total_ms,
                         "rpo_lost": report.rpo.lost, "findings": report.findings.len() }));
-    let archived_event = AuditEvent::new(maildr_drill::audit::ENGINE_ACTOR, maildr_drill::audit::action::REPORT_ARCHIVED)
-        .drill(report.drill_id.clone())
-        .plan(sha)
-        .detail(json!({ "dir": archived.dir, "report_json_sha256": archived.json_sha256 }));
+    let archived_event =
+        AuditEvent::new(maildr_drill::audit::ENGINE_ACTOR, maildr_drill::audit::action::REPORT_ARCHIVED)
+            .drill(report.drill_id.clone())
+            .plan(sha)
+            .detail(json!({ "dir": archived.dir, "report_json_sha256": archived.json_sha256 }));
     for event in [finished, archived_event] {
         audit.append(event).context("writing the audit log")?;
     }
     let mut shown_dir = archived.dir.clone();
     if let Some(dir) = report_dir {
-        archive::write_report_files(&report, dir).with_context(|| format!("writing the report to {}", dir.display()))?;
+        archive::write_report_files(&report, dir)
+            .with_context(|| format!("writing the report to {}", dir.display()))?;
         shown_dir = dir.to_path_buf();
     }
     print_summary(&report, &shown_dir);

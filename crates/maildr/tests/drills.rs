@@ -244,7 +244,13 @@ fn a_dry_run_touches_nothing_and_a_deployment_drill_runs_only_with_approval_of_t
 
     // Approved, then changed: the approval was for other bytes.
     let approve = |by: &str| {
-        let o = maildr().args(["drill", "approve"]).arg(&plan).args(["--by", by, "--data-dir"]).arg(work.path().join("drills")).output().unwrap();
+        let o = maildr()
+            .args(["drill", "approve"])
+            .arg(&plan)
+            .args(["--by", by, "--data-dir"])
+            .arg(work.path().join("drills"))
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", text(&o));
     };
     approve("Alice Approver");
@@ -274,7 +280,9 @@ fn a_dry_run_touches_nothing_and_a_deployment_drill_runs_only_with_approval_of_t
     assert!(ok.status.success(), "{}", text(&ok));
     let log_path = data.join("audit.jsonl");
     let log = std::fs::read_to_string(&log_path).unwrap();
-    for action in ["\"approval\"", "\"drill_started\"", "\"fault\"", "\"restore\"", "\"drill_finished\"", "\"report_archived\""] {
+    for action in
+        ["\"approval\"", "\"drill_started\"", "\"fault\"", "\"restore\"", "\"drill_finished\"", "\"report_archived\""]
+    {
         assert!(log.contains(action), "{action} not audited:\n{log}");
     }
     let edited = log.replacen("Alice Approver", "Mallory Approver", 1);
@@ -289,4 +297,32 @@ fn a_dry_run_touches_nothing_and_a_deployment_drill_runs_only_with_approval_of_t
     let rows: Value = serde_json::from_slice(&history.stdout).unwrap();
     assert_eq!(rows[0]["plan_name"], "witness-loss");
     assert_eq!(rows[0]["verdict"], "passed");
+}
+
+#[test]
+fn a_lab_without_dns_steering_fails_the_site_outage_drill_with_a_finding_naming_stale_dns() {
+    let _one = one_lab();
+    let work = tempfile::tempdir().unwrap();
+    let d = drill(work.path(), "site-outage", "127.109", &["--lab-without-steering"]);
+    let r = d.report.as_ref().unwrap_or_else(|| panic!("no report.json\n{}", d.stdout()));
+    assert_eq!(d.output.status.code(), Some(1), "a missed objective exits 1: {}", d.stdout());
+    assert_eq!(r["verdict"], "failed", "{:#}", r["findings"]);
+    let dns_step = r["steps"].as_array().unwrap().iter().find(|s| s["phase"] == "dns").unwrap().clone();
+    assert_eq!(dns_step["outcome"], "failed", "{dns_step:#}");
+    // The finding names the cause: DNS still sends clients to the dead primary.
+    let findings = r["findings"].as_array().unwrap();
+    let stale = findings
+        .iter()
+        .find(|f| f["phase"] == "dns" && f["severity"] == "critical")
+        .unwrap_or_else(|| panic!("no DNS finding in {findings:#?}"));
+    let evidence = stale["evidence"].as_str().unwrap();
+    assert!(evidence.contains("mail. → bj") && evidence.contains("the primary is sh"), "{evidence}");
+    // Nothing acknowledged was lost even so, and the rollback restored the site.
+    assert_eq!(r["rpo"]["lost"], 0, "{}", r["rpo"]);
+    let restore = r["steps"].as_array().unwrap().iter().find(|s| s["rollback"] == true).unwrap().clone();
+    assert_eq!(restore["outcome"], "done", "{restore:#}");
+    assert!(restore["detail"].as_str().unwrap().contains("bj killed undone"), "{restore:#}");
+    let skipped = r["steps"].as_array().unwrap().iter().filter(|s| s["outcome"] == "skipped").count();
+    assert!(skipped > 0, "the steps after the failed wait were skipped");
+    assert!(!d.dir.join("lab").join("lab.json").exists(), "the drill's lab was stopped");
 }

@@ -36,8 +36,8 @@ pub async fn query(server: SocketAddr, name: &str, rtype: RecordType, timeout: D
     let ms = timeout.as_millis() as u64;
     let transport = |detail: String| DnsError::Transport { server, detail };
     let ask = async {
-        let bind: SocketAddr = if server.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }
-            .expect("a literal socket address");
+        let bind: SocketAddr =
+            if server.is_ipv4() { "0.0.0.0:0".parse() } else { "[::]:0".parse() }.expect("a literal socket address");
         let socket = UdpSocket::bind(bind).await.map_err(|e| transport(e.to_string()))?;
         let mut message = Message::query();
         message.metadata.id = rand::random();
@@ -93,7 +93,12 @@ pub async fn query(server: SocketAddr, name: &str, rtype: RecordType, timeout: D
 
 /// Ask each server in turn until one answers, like a stub resolver with several
 /// nameservers; the error of the last server when none does.
-pub async fn resolve(servers: &[SocketAddr], name: &str, rtype: RecordType, timeout: Duration) -> Result<Answer, DnsError> {
+pub async fn resolve(
+    servers: &[SocketAddr],
+    name: &str,
+    rtype: RecordType,
+    timeout: Duration,
+) -> Result<Answer, DnsError> {
     let mut last = DnsError::Name(format!("{name} (no DNS server to ask)"));
     for server in servers {
         match query(*server, name, rtype, timeout).await {

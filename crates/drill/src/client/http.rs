@@ -46,17 +46,28 @@ impl JsonClient {
     }
 
     /// Like `post` with a longer deadline (switchover and verify may take a while).
-    pub async fn post_slow(&self, path: &str, body: &serde_json::Value, timeout: Duration) -> Result<serde_json::Value, HttpError> {
+    pub async fn post_slow(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, HttpError> {
         JsonClient { timeout, ..self.clone() }.request(Method::POST, path, Some(body)).await
     }
 
-    async fn request(&self, method: Method, path: &str, body: Option<&serde_json::Value>) -> Result<serde_json::Value, HttpError> {
+    async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, HttpError> {
         let addr = self.addr;
         let transport = |detail: String| HttpError::Transport { addr, path: path.to_string(), detail };
         let work = async {
             let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| transport(e.to_string()))?;
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| transport(e.to_string()))?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| transport(e.to_string()))?;
             let driver = tokio::spawn(connection);
             let mut request = Request::builder()
                 .method(method)

@@ -45,8 +45,7 @@ impl Session {
     pub async fn connect(addr: SocketAddr, tls: Option<(&Tls, &str)>, timeout: Duration) -> Result<Session, ImapError> {
         let ms = timeout.as_millis() as u64;
         let open = async {
-            let tcp =
-                TcpStream::connect(addr).await.map_err(|e| ImapError::Connect { addr, detail: e.to_string() })?;
+            let tcp = TcpStream::connect(addr).await.map_err(|e| ImapError::Connect { addr, detail: e.to_string() })?;
             let io: Box<dyn Io> = match tls {
                 None => Box::new(tcp),
                 Some((tls, name)) => {
@@ -79,8 +78,8 @@ impl Session {
         let responses = self.run(&format!("SELECT {}", quoted(mailbox))).await?;
         Ok(responses
             .iter()
-            .filter_map(|r| r.line.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())
-            .last()
+            .rev()
+            .find_map(|r| r.line.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())
             .unwrap_or(0))
     }
 

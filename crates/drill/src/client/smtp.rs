@@ -19,7 +19,10 @@ const REPLY_LINES_MAX: usize = 64;
 pub enum Security {
     Plain,
     /// STARTTLS after the first EHLO, verifying the certificate for `server_name`.
-    StartTls { tls: Tls, server_name: String },
+    StartTls {
+        tls: Tls,
+        server_name: String,
+    },
 }
 
 /// Credentials for AUTH PLAIN.
@@ -86,8 +89,7 @@ async fn transaction(
     login: Option<&Login>,
     envelope: &Envelope<'_>,
 ) -> Result<Reply, SmtpError> {
-    let tcp =
-        TcpStream::connect(addr).await.map_err(|e| SmtpError::Connect { addr, detail: e.to_string() })?;
+    let tcp = TcpStream::connect(addr).await.map_err(|e| SmtpError::Connect { addr, detail: e.to_string() })?;
     let _ = tcp.set_nodelay(true);
     let mut conn: BufReader<Box<dyn Io>> = BufReader::new(Box::new(tcp));
     let banner = reply(&mut conn).await?;
