@@ -315,6 +315,17 @@ impl Replicated {
         &self.members
     }
 
+    /// How long ago this site last knew itself part of a majority: as primary, the
+    /// last time a quorum acknowledged it; otherwise, the last AppendEntries from a
+    /// primary. `None` before the first such contact.
+    pub fn quorum_silence_ms(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader && m.current_leader == Some(self.me) {
+            return m.millis_since_quorum_ack;
+        }
+        self.primary_contact().map(|c| c.heard_ms_ago)
+    }
+
     /// Whether this site is the primary now (Raft leader).
     pub fn is_primary(&self) -> bool {
         let m = self.raft.metrics().borrow().clone();
@@ -455,8 +466,10 @@ impl Replicated {
                         // A leadership transfer holds new writes so the target can
                         // catch up completely and win its election; then they go
                         // to the new primary.
-                        tokio::time::sleep(HANDOVER_WRITE_HOLD_POLL.min(deadline.saturating_duration_since(Instant::now())))
-                            .await;
+                        tokio::time::sleep(
+                            HANDOVER_WRITE_HOLD_POLL.min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
                         continue;
                     }
                     match tokio::time::timeout_at(deadline.into(), self.raft.client_write(command.clone())).await {

@@ -61,6 +61,7 @@ pub async fn feed(
     cluster: Cluster,
     sites: Vec<SiteAddress>,
     ttl_secs: u32,
+    withdraw_after_ms: u64,
     zones: watch::Sender<Arc<ZoneSet>>,
     external: Vec<Arc<dyn DnsProvider>>,
     mut stop: watch::Receiver<bool>,
@@ -74,6 +75,15 @@ pub async fn feed(
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
+        }
+        // A site cut off from the majority cannot know who is primary now: it
+        // stops answering so resolvers ask the servers that do know.
+        if let Some(silent_ms) = cut_off(&cluster, withdraw_after_ms) {
+            if shown.take().is_some() {
+                zones.send_replace(Arc::new(ZoneSet::new()));
+                tracing::warn!(silent_ms, "no contact with a majority: DNS answers withdrawn until it returns");
+            }
+            continue;
         }
         // Cheap reads every tick; zones are built only when the serial or the
         // domain list changed.
@@ -105,6 +115,15 @@ pub async fn feed(
             }
         }
     }
+}
+
+/// How long this site has been without contact with a majority, when that is
+/// longer than `withdraw_after_ms` (0: never).
+fn cut_off(cluster: &Cluster, withdraw_after_ms: u64) -> Option<u64> {
+    if withdraw_after_ms == 0 {
+        return None;
+    }
+    cluster.replication()?.quorum_silence_ms().filter(|ms| *ms > withdraw_after_ms)
 }
 
 /// Whether this site publishes `steering` to external providers: it is the Raft

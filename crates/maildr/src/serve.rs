@@ -283,6 +283,7 @@ async fn start_dns(
         cluster.clone(),
         sites,
         config.dns.ttl_secs,
+        config.dns.withdraw_after_ms,
         zones_tx,
         providers,
         stop.clone(),

@@ -26,6 +26,8 @@ const DOWN_AFTER_FAILURES: u32 = 3;
 const READD_HOLDDOWN_MS: u64 = 2_000;
 /// TTL of the lab's DNS records: clients follow a failover within seconds.
 const DNS_TTL_SECS: u32 = 2;
+/// A lab site cut off from the majority stops answering DNS after this long.
+const DNS_WITHDRAW_AFTER_MS: u64 = 2_000;
 
 /// The secrets every site config of one lab shares.
 pub struct LabSecrets {
@@ -139,6 +141,7 @@ pub fn site_config(
         c.api.token = Some(secrets.api_token.clone());
     }
     c.dns.ttl_secs = DNS_TTL_SECS;
+    c.dns.withdraw_after_ms = DNS_WITHDRAW_AFTER_MS;
     c.control.enabled = true;
     c.control.probe_interval_ms = PROBE_INTERVAL_MS;
     c.control.probe_timeout_ms = PROBE_TIMEOUT_MS;
