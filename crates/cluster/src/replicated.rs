@@ -321,7 +321,22 @@ impl Replicated {
     pub fn quorum_silence_ms(&self) -> Option<u64> {
         let m = self.raft.metrics().borrow().clone();
         if m.state == ServerState::Leader && m.current_leader == Some(self.me) {
-            return m.millis_since_quorum_ack;
+            // openraft's `millis_since_quorum_ack` is aged only when metrics are
+            // reported, so a quiet leader would look silent: count the answers
+            // to our own RPCs (heartbeats included) instead.
+            let others: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != self.me).collect();
+            let needed = (others.len() + 1) / 2;
+            if needed == 0 {
+                return Some(0);
+            }
+            let mut ages: Vec<u64> = others
+                .iter()
+                .map(|v| {
+                    self.peer(*v).and_then(|p| p.last_heard()).map_or(u64::MAX, |t| t.elapsed().as_millis() as u64)
+                })
+                .collect();
+            ages.sort_unstable();
+            return ages.get(needed - 1).copied();
         }
         self.primary_contact().map(|c| c.heard_ms_ago)
     }

@@ -23,6 +23,15 @@ use maildr_drill::target::Target;
 use maildr_drill::{approval, scenarios};
 use serde_json::{json, Value};
 
+/// Print a line to stderr, ignoring a closed stderr: a drill whose terminal or
+/// log pipe went away must still roll back, report and stop its lab.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Where drills keep the audit log, approvals and archived reports.
 const DEFAULT_DATA_DIR: &str = ".maildr/drills";
 
@@ -131,7 +140,7 @@ pub fn run(action: DrillAction) -> i32 {
         DrillAction::History { data, json } => history(&data.data_dir, json).map(|_| 0),
     };
     result.unwrap_or_else(|e| {
-        eprintln!("error: {e:#}");
+        note!("error: {e:#}");
         2
     })
 }
@@ -152,7 +161,7 @@ pub fn audit(action: AuditAction) -> i32 {
                     0
                 }
                 Err(e) => {
-                    eprintln!("{}: {e}", path.display());
+                    note!("{}: {e}", path.display());
                     1
                 }
             }
@@ -255,7 +264,7 @@ fn approve(plan_ref: &str, by: &str, data_dir: &Path) -> Result<()> {
 fn history(data_dir: &Path, json: bool) -> Result<()> {
     let history = Archive::new(data_dir).history()?;
     for s in &history.skipped {
-        eprintln!("warning: skipped {}: {}", s.dir.display(), s.reason);
+        note!("warning: skipped {}: {}", s.dir.display(), s.reason);
     }
     let rows = history.rows;
     if json {
@@ -293,7 +302,7 @@ struct EphemeralLab {
 
 impl Drop for EphemeralLab {
     fn drop(&mut self) {
-        eprintln!("stopping the drill's lab in {}", self.dir.display());
+        note!("stopping the drill's lab in {}", self.dir.display());
         let _ = Command::new(&self.exe).args(["lab", "down", "--dir"]).arg(&self.dir).status();
     }
 }
@@ -339,7 +348,7 @@ fn run_drill(
         TargetSpec::Lab => {
             let dir = std::path::absolute(lab_dir).context("resolving --lab-dir")?;
             if !lab_running(&exe, &dir) {
-                eprintln!("no lab runs in {}: starting one for this drill (net {net})", dir.display());
+                note!("no lab runs in {}: starting one for this drill (net {net})", dir.display());
                 let mut up = Command::new(&exe);
                 up.args(["lab", "up", "--net", net, "--dir"]).arg(&dir);
                 if lab_without_steering {
@@ -378,7 +387,8 @@ fn run_drill(
         Arc::new(move |prompt: &str| match &confirm_manual {
             Some(name) => Ok(format!("{name} (--confirm-manual)")),
             None if std::io::stdin().is_terminal() => progress.suspend(|| {
-                eprint!("\nManual step: {prompt}\nType your name to confirm (empty to refuse): ");
+                let _ =
+                    write!(std::io::stderr(), "\nManual step: {prompt}\nType your name to confirm (empty to refuse): ");
                 let _ = std::io::stderr().flush();
                 let mut line = String::new();
                 std::io::stdin().lock().read_line(&mut line).map_err(|e| e.to_string())?;
@@ -404,17 +414,17 @@ fn run_drill(
             };
             let event = AuditEvent::new(actor, action).drill(id.clone()).plan(sha.clone()).detail(detail);
             if let Err(e) = audit.append(event) {
-                eprintln!("warning: the audit log could not be written: {e}");
+                note!("warning: the audit log could not be written: {e}");
             }
         })
     };
     let (interrupt_tx, interrupt) = tokio::sync::watch::channel(false);
     let runtime = crate::runtime()?;
-    eprintln!("drill {id}: {} against the {} at {}", plan.name, target.kind, target.location.display());
+    note!("drill {id}: {} against the {} at {}", plan.name, target.kind, target.location.display());
     let report = runtime.block_on(async {
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nCtrl-C: stopping the drill, running the rollback, writing the report");
+                note!("\nCtrl-C: stopping the drill, running the rollback, writing the report");
                 let _ = interrupt_tx.send(true);
             }
         });
@@ -467,7 +477,7 @@ async fn show_progress(live: Arc<Mutex<Live>>, progress: indicatif::ProgressBar,
         ));
         progress.tick();
         if !interactive && now.step != last_step {
-            eprintln!("[{:>6.1} s] {phase}: {}", started.elapsed().as_secs_f64(), now.step);
+            note!("[{:>6.1} s] {phase}: {}", started.elapsed().as_secs_f64(), now.step);
             last_step = now.step.clone();
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
