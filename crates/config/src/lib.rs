@@ -318,7 +318,8 @@ section! {
         /// Stop answering for the hosted domains (REFUSED, so resolvers ask the other
         /// sites' servers) after this many milliseconds without contact with a
         /// majority of the cluster: a cut-off site cannot know the current primary
-        /// and must not send clients to itself. 0 = never withdraw.
+        /// and must not send clients to itself. A restarted site stays silent
+        /// until it has heard from a majority. 0 = never withdraw.
         withdraw_after_ms: u64 = 5_000,
         /// DNS servers hosted elsewhere that also get the zones (needs `listen`): the
         /// primary sends them every new steering. One `[[dns.providers]]` table each,

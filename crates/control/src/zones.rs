@@ -118,12 +118,17 @@ pub async fn feed(
 }
 
 /// How long this site has been without contact with a majority, when that is
-/// longer than `withdraw_after_ms` (0: never).
+/// longer than `withdraw_after_ms` (0: never). A replicated site that has not
+/// heard from a majority since it started counts as cut off too: restarted after
+/// an outage, its zones name whoever was primary before it went down.
 fn cut_off(cluster: &Cluster, withdraw_after_ms: u64) -> Option<u64> {
     if withdraw_after_ms == 0 {
         return None;
     }
-    cluster.replication()?.quorum_silence_ms().filter(|ms| *ms > withdraw_after_ms)
+    match cluster.replication()?.quorum_silence_ms() {
+        None => Some(u64::MAX),
+        Some(ms) => (ms > withdraw_after_ms).then_some(ms),
+    }
 }
 
 /// Whether this site publishes `steering` to external providers: it is the Raft
