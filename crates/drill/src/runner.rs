@@ -445,17 +445,8 @@ impl Run<'_> {
     fn skip(&mut self, steps: &[Step], rollback: bool, from: usize) {
         let base = if rollback { self.plan.steps.len() } else { 0 };
         for (i, step) in steps.iter().enumerate().skip(from) {
-            self.steps.push(StepResult {
-                index: base + i + 1,
-                phase: step.phase,
-                name: step.name.clone(),
-                description: step.describe(),
-                rollback,
-                started_at_ms: None,
-                finished_at_ms: None,
-                outcome: StepOutcome::Skipped,
-                detail: "not run: the drill stopped before this step".into(),
-            });
+            let detail = "not run: the drill stopped before this step".to_string();
+            self.steps.push(step_result(base + i + 1, step, rollback, None, StepOutcome::Skipped, detail));
         }
     }
 
@@ -482,17 +473,7 @@ impl Run<'_> {
                 if outcome == StepOutcome::Done { "step_done" } else { "step_failed" },
                 format!("{}: {detail}", step.name),
             );
-            self.steps.push(StepResult {
-                index: base + i + 1,
-                phase: step.phase,
-                name: step.name.clone(),
-                description: step.describe(),
-                rollback,
-                started_at_ms: Some(started),
-                finished_at_ms: Some(now_ms()),
-                outcome,
-                detail: detail.clone(),
-            });
+            self.steps.push(step_result(base + i + 1, step, rollback, Some(started), outcome, detail.clone()));
             if let Err(failure) = result {
                 let title = format!("Step {} failed: {}", base + i + 1, step.name);
                 self.finding(Severity::Critical, Some(step.phase), &title, format!("{}: {detail}", step.describe()));
@@ -1309,6 +1290,29 @@ impl Run<'_> {
             "max_deferred" => format!("; {} messages got a 4xx or no answer at least once", rpo.deferred),
             _ => String::new(),
         }
+    }
+}
+
+/// One step's line in the report; `started_at_ms` is `None` for a step not run
+/// (it then has no finish time either).
+fn step_result(
+    index: usize,
+    step: &Step,
+    rollback: bool,
+    started_at_ms: Option<u64>,
+    outcome: StepOutcome,
+    detail: String,
+) -> StepResult {
+    StepResult {
+        index,
+        phase: step.phase,
+        name: step.name.clone(),
+        description: step.describe(),
+        rollback,
+        started_at_ms,
+        finished_at_ms: started_at_ms.map(|_| now_ms()),
+        outcome,
+        detail,
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use maildr_drill::audit::{self, action, AuditError, AuditEvent, AuditLog, LineProblem, GENESIS};
 use serde_json::json;
@@ -221,42 +220,4 @@ fn writers_in_many_threads_share_one_chain() {
         t.join().unwrap();
     }
     assert_eq!(audit::verify(&path).unwrap().records, 100);
-}
-
-const CHILD_PATH: &str = "MAILDR_AUDIT_CHILD_PATH";
-
-/// Run only as a child of `writers_in_two_processes_share_one_chain`.
-#[test]
-#[ignore = "run as a child process by writers_in_two_processes_share_one_chain"]
-fn child_appender() {
-    let Some(path) = std::env::var_os(CHILD_PATH) else { return };
-    let log = AuditLog::open(PathBuf::from(path)).unwrap();
-    for i in 0..50 {
-        log.append(AuditEvent::new(format!("pid-{}", std::process::id()), action::FAULT).detail(json!(i))).unwrap();
-    }
-}
-
-#[test]
-fn writers_in_two_processes_share_one_chain() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("audit.jsonl");
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(&exe)
-                .args(["--ignored", "--exact", "child_appender", "--test-threads=1", "--quiet"])
-                .env(CHILD_PATH, &path)
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
-    }
-    let summary = audit::verify(&path).unwrap();
-    assert_eq!(summary.records, 100);
-    let actors: std::collections::HashSet<String> =
-        lines(&path).iter().map(|l| serde_json::from_slice::<audit::AuditRecord>(l).unwrap().actor).collect();
-    assert_eq!(actors.len(), 2, "both processes wrote");
 }

@@ -326,3 +326,31 @@ fn a_lab_without_dns_steering_fails_the_site_outage_drill_with_a_finding_naming_
     assert!(skipped > 0, "the steps after the failed wait were skipped");
     assert!(!d.dir.join("lab").join("lab.json").exists(), "the drill's lab was stopped");
 }
+
+#[test]
+fn approvals_from_many_processes_at_once_land_in_one_verified_chain() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("drills");
+    let approvers: Vec<String> = (0..8).map(|i| format!("approver {i}")).collect();
+    let children: Vec<_> = approvers
+        .iter()
+        .map(|by| {
+            maildr()
+                .args(["drill", "approve", "site-outage", "--by", by, "--data-dir"])
+                .arg(&data)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let verify = maildr().args(["audit", "verify", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(text(&verify).contains("8 record(s)"), "{}", text(&verify));
+    let approvals = std::fs::read_to_string(data.join("approvals.json")).unwrap();
+    for by in &approvers {
+        assert!(approvals.contains(by.as_str()), "{by} missing from {approvals}");
+    }
+}
