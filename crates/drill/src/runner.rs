@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use maildr_lab::http_client::{JsonApi, Method};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
@@ -43,6 +44,8 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
 const SWITCHOVER_RETRY: Duration = Duration::from_secs(120);
 /// Deadline of one switchover or verify request.
 const SLOW_API: Duration = Duration::from_secs(150);
+/// Deadline of the abort monitor's primary check.
+const WATCHDOG_API: Duration = Duration::from_secs(2);
 /// How long a check waits for a message it sent to become readable.
 const READBACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long `site_refuses_mail` waits for the site's answer.
@@ -329,12 +332,10 @@ async fn monitor(
         if let Some(limit) = plan.abort.no_primary_for_ms {
             let down = down_sites(&ledger);
             let mut leader = None;
-            for (site, api) in target.apis.iter().filter(|(s, _)| !down.contains(s)) {
-                let client =
-                    crate::client::http::JsonClient::new(*api, Some(target.token.clone()), Duration::from_secs(2));
-                if let Ok(v) = client.get("/api/cluster/members").await {
+            for (_, addr) in target.apis.iter().filter(|(s, _)| !down.contains(s)) {
+                let api = JsonApi { api: "admin API", addr: *addr, bearer: Some(target.token.clone()) };
+                if let Ok(v) = api.json_within(WATCHDOG_API, Method::GET, "/api/cluster/members", None).await {
                     leader = v["leader"].as_str().map(str::to_string);
-                    let _ = site;
                     break;
                 }
             }
@@ -355,16 +356,7 @@ async fn monitor(
 
 /// Sites that cannot be asked anything: killed, paused or cut off.
 fn down_sites(ledger: &Mutex<Ledger>) -> Vec<String> {
-    ledger
-        .lock()
-        .expect("ledger lock")
-        .active
-        .iter()
-        .filter_map(|f| match f {
-            Fault::Killed(s) | Fault::Paused(s) | Fault::Partitioned(s) => Some(s.clone()),
-            _ => None,
-        })
-        .collect()
+    ledger.lock().expect("ledger lock").unreachable()
 }
 
 /// Ask the data sites (skipping `skip`) for the cluster's members; the first answer.
@@ -372,7 +364,7 @@ async fn cluster_view(target: &Target, skip: &[String]) -> Result<ClusterView, S
     let mut errors = Vec::new();
     for site in target.data_sites().filter(|s| !skip.contains(&s.name)) {
         let Some(api) = target.api(site) else { continue };
-        match api.get("/api/cluster/members").await {
+        match api.json(Method::GET, "/api/cluster/members", None).await {
             Ok(v) => {
                 let members = v["members"]
                     .as_array()
@@ -647,7 +639,8 @@ impl Run<'_> {
             let down = self.down();
             for site in self.target.data_sites().filter(|s| !down.contains(&s.name)) {
                 let Some(api) = self.target.api(site) else { continue };
-                match api.post_slow("/api/cluster/switchover", &json!({ "to": to }), SLOW_API).await {
+                let body = json!({ "to": to }).to_string().into_bytes();
+                match api.json_within(SLOW_API, Method::POST, "/api/cluster/switchover", Some(body)).await {
                     Ok(v) => {
                         if !failback && self.fault_at_ms.is_none() {
                             self.fault_at_ms = Some(started);
@@ -770,29 +763,11 @@ impl Run<'_> {
         let primary = view.leader.ok_or_else(|| format!("{} knows no primary", view.asked))?;
         let primary_ip =
             self.target.site(&primary).map(|s| s.ip).ok_or_else(|| format!("unknown primary {primary}"))?;
-        let dns_down: Vec<String> = self
-            .ledger
-            .lock()
-            .expect("ledger lock")
-            .active
-            .iter()
-            .filter_map(|f| match f {
-                Fault::ServiceStopped(s, Service::Dns) => Some(s.clone()),
-                _ => None,
-            })
-            .collect();
-        // A cut-off site still answers clients; only a dead one must leave the MX.
-        let dead: Vec<String> = self
-            .ledger
-            .lock()
-            .expect("ledger lock")
-            .active
-            .iter()
-            .filter_map(|f| match f {
-                Fault::Killed(s) | Fault::Paused(s) => Some(s.clone()),
-                _ => None,
-            })
-            .collect();
+        let (dns_down, dead) = {
+            let ledger = self.ledger.lock().expect("ledger lock");
+            // A cut-off site still answers clients; only a dead one must leave the MX.
+            (ledger.dns_stopped(), ledger.dead())
+        };
         let mut seen = Vec::new();
         // Killed or paused sites answer nothing; a cut-off site still answers
         // clients, so its DNS must either be silent or agree with the majority.
@@ -987,7 +962,7 @@ impl Run<'_> {
         let mut last = String::from("no data site to ask");
         for site in self.target.data_sites().filter(|s| !down.contains(&s.name)) {
             let Some(api) = self.target.api(site) else { continue };
-            match api.post_slow("/api/cluster/verify", &json!({}), SLOW_API).await {
+            match api.json_within(SLOW_API, Method::POST, "/api/cluster/verify", Some(b"{}".to_vec())).await {
                 Ok(v) => {
                     let diverging = v["diverging"].as_array().map(Vec::len).unwrap_or(0);
                     let unreachable = v["unreachable"].as_array().cloned().unwrap_or_default();
@@ -1113,7 +1088,7 @@ impl Run<'_> {
         let mut out: Vec<ClusterEvent> = Vec::new();
         for site in self.target.data_sites() {
             let Some(api) = self.target.api(site) else { continue };
-            let Ok(v) = api.get("/api/events").await else { continue };
+            let Ok(v) = api.json(Method::GET, "/api/events", None).await else { continue };
             let list = v["events"].as_array().or(v.as_array()).cloned().unwrap_or_default();
             for e in list {
                 let at_ms = e["at_ms"].as_i64().unwrap_or(0).max(0) as u64;

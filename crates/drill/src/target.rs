@@ -21,13 +21,11 @@ use maildr_lab::link_client::LinkClient;
 use maildr_lab::state::LabState;
 use serde::Deserialize;
 
-use crate::client::http::JsonClient;
 use crate::plan::Service;
+use maildr_lab::http_client::JsonApi;
 
 /// Longest one hook command or lab command may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
-/// Deadline of one admin API request (switchover and verify get longer ones).
-pub const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a site is, as far as a drill cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -109,8 +107,8 @@ impl Target {
     }
 
     /// The admin API client of a site.
-    pub fn api(&self, site: &SiteEndpoints) -> Option<JsonClient> {
-        site.api.map(|a| JsonClient::new(a, Some(self.api_token.clone()), API_TIMEOUT))
+    pub fn api(&self, site: &SiteEndpoints) -> Option<JsonApi> {
+        site.api.map(|addr| JsonApi { api: "admin API", addr, bearer: Some(self.api_token.clone()) })
     }
 
     /// The site whose address this is (for naming what DNS pointed at).
@@ -336,6 +334,37 @@ impl Fault {
 #[derive(Debug, Default)]
 pub struct Ledger {
     pub active: Vec<Fault>,
+}
+
+impl Ledger {
+    /// Sites that cannot answer at all: killed or paused.
+    pub fn dead(&self) -> Vec<String> {
+        self.sites(|f| matches!(f, Fault::Killed(_) | Fault::Paused(_)))
+    }
+
+    /// Sites that cannot be asked about the cluster: dead, or cut off.
+    pub fn unreachable(&self) -> Vec<String> {
+        self.sites(|f| matches!(f, Fault::Killed(_) | Fault::Paused(_) | Fault::Partitioned(_)))
+    }
+
+    /// Sites whose DNS server was stopped alone.
+    pub fn dns_stopped(&self) -> Vec<String> {
+        self.sites(|f| matches!(f, Fault::ServiceStopped(_, Service::Dns)))
+    }
+
+    fn sites(&self, which: impl Fn(&Fault) -> bool) -> Vec<String> {
+        self.active
+            .iter()
+            .filter(|f| which(f))
+            .filter_map(|f| match f {
+                Fault::Killed(s) | Fault::Paused(s) | Fault::ServiceStopped(s, _) | Fault::Partitioned(s) => {
+                    Some(s.clone())
+                }
+                // A degraded link belongs to two sites and makes neither unreachable.
+                Fault::Degraded(..) => None,
+            })
+            .collect()
+    }
 }
 
 impl FaultInjector {

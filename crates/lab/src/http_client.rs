@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request};
+pub use hyper::Method;
+use hyper::Request;
 use hyper_util::rt::TokioIo;
 
-/// Longest one request may take, connect to last byte.
+/// Longest one request may take, connect to last byte (unless the caller gives
+/// its own deadline).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer body read.
+pub const RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// Why a request gave no successful answer; `api` names what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,18 @@ pub struct JsonApi {
 impl JsonApi {
     /// `method path` with an optional JSON body; the body of a 2xx answer.
     pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, HttpError> {
+        self.request_within(REQUEST_TIMEOUT, method, path, body).await
+    }
+
+    /// Like [`JsonApi::request`], within `timeout` (a switchover may take longer
+    /// than the default; a watchdog wants a shorter one).
+    pub async fn request_within(
+        &self,
+        timeout: Duration,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Bytes, HttpError> {
         let (api, addr) = (self.api, self.addr);
         let transport = |detail: String| HttpError::Transport { api, addr, detail };
         let work = async {
@@ -41,7 +57,7 @@ impl JsonApi {
             let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|e| transport(e.to_string()))?;
-            tokio::spawn(connection);
+            let driver = tokio::spawn(connection);
             let mut request = Request::builder()
                 .method(method)
                 .uri(path)
@@ -52,16 +68,27 @@ impl JsonApi {
             }
             let request =
                 request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| transport(e.to_string()))?;
-            let response = sender.send_request(request).await.map_err(|e| transport(e.to_string()))?;
+            let response = sender.send_request(request).await.map_err(|e| transport(e.to_string()));
+            let response = match response {
+                Ok(r) => r,
+                Err(e) => {
+                    driver.abort();
+                    return Err(e);
+                }
+            };
             let status = response.status();
-            let bytes = response.into_body().collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
+            let limited = http_body_util::Limited::new(response.into_body(), RESPONSE_BYTES_MAX);
+            let bytes = limited.collect().await.map_err(|e| transport(e.to_string()))?.to_bytes();
+            driver.abort();
             if !status.is_success() {
                 let body = String::from_utf8_lossy(&bytes).into_owned();
                 return Err(HttpError::Refused { api, addr, status: status.as_u16(), body });
             }
             Ok(bytes)
         };
-        tokio::time::timeout(REQUEST_TIMEOUT, work).await.map_err(|_| transport("no answer in time".into()))?
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| transport(format!("no answer within {} ms", timeout.as_millis())))?
     }
 
     /// Like [`JsonApi::request`], with the answer parsed as JSON.
@@ -71,7 +98,21 @@ impl JsonApi {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<serde_json::Value, HttpError> {
-        let bytes = self.request(method, path, body).await?;
+        self.json_within(REQUEST_TIMEOUT, method, path, body).await
+    }
+
+    /// Like [`JsonApi::json`], within `timeout`; an empty answer is JSON `null`.
+    pub async fn json_within(
+        &self,
+        timeout: Duration,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<serde_json::Value, HttpError> {
+        let bytes = self.request_within(timeout, method, path, body).await?;
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
         serde_json::from_slice(&bytes).map_err(|e| HttpError::Transport {
             api: self.api,
             addr: self.addr,

@@ -6,7 +6,6 @@
 //! server code): a bug shared by server and client would hide itself.
 
 pub mod dns;
-pub mod http;
 pub mod imap;
 pub mod smtp;
 
