@@ -315,30 +315,27 @@ impl Replicated {
         &self.members
     }
 
-    /// How long ago this site last knew itself part of a majority: as primary, the
-    /// last time a quorum acknowledged it; otherwise, the last AppendEntries from a
-    /// primary. `None` before the first such contact.
-    pub fn quorum_silence_ms(&self) -> Option<u64> {
+    /// How long ago this site last knew itself part of a majority: the age of the
+    /// contact (an answer, or a request) with the voters it needs besides itself,
+    /// the most recent ones first. Heartbeats, forwarded writes and the control
+    /// plane's status calls all count, so a follower whose primary died but who
+    /// still hears the witness is not cut off, while a partitioned site is.
+    /// `u64::MAX` when it has not heard from enough voters since it started.
+    /// (openraft's `millis_since_quorum_ack` is aged only when metrics are
+    /// reported, and exists only on the leader.)
+    pub fn quorum_silence_ms(&self) -> u64 {
         let m = self.raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader && m.current_leader == Some(self.me) {
-            // openraft's `millis_since_quorum_ack` is aged only when metrics are
-            // reported, so a quiet leader would look silent: count the answers
-            // to our own RPCs (heartbeats included) instead.
-            let others: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != self.me).collect();
-            let needed = (others.len() + 1) / 2;
-            if needed == 0 {
-                return Some(0);
-            }
-            let mut ages: Vec<u64> = others
-                .iter()
-                .map(|v| {
-                    self.peer(*v).and_then(|p| p.last_heard()).map_or(u64::MAX, |t| t.elapsed().as_millis() as u64)
-                })
-                .collect();
-            ages.sort_unstable();
-            return ages.get(needed - 1).copied();
+        let others: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != self.me).collect();
+        let needed = (others.len() + 1) / 2;
+        if needed == 0 {
+            return 0;
         }
-        self.primary_contact().map(|c| c.heard_ms_ago)
+        let mut ages: Vec<u64> = others
+            .iter()
+            .map(|v| self.peer(*v).and_then(|p| p.last_heard()).map_or(u64::MAX, |t| t.elapsed().as_millis() as u64))
+            .collect();
+        ages.sort_unstable();
+        ages[needed - 1]
     }
 
     /// Whether this site is the primary now (Raft leader).

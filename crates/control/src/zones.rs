@@ -125,10 +125,7 @@ fn cut_off(cluster: &Cluster, withdraw_after_ms: u64) -> Option<u64> {
     if withdraw_after_ms == 0 {
         return None;
     }
-    match cluster.replication()?.quorum_silence_ms() {
-        None => Some(u64::MAX),
-        Some(ms) => (ms > withdraw_after_ms).then_some(ms),
-    }
+    Some(cluster.replication()?.quorum_silence_ms()).filter(|ms| *ms > withdraw_after_ms)
 }
 
 /// Whether this site publishes `steering` to external providers: it is the Raft
