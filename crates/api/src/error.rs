@@ -132,6 +132,7 @@ impl From<OpsError> for Failure {
             | OpsError::AlreadyPromoted { .. }
             | OpsError::PrimaryAlive { .. } => Failure::new(StatusCode::CONFLICT, message),
             OpsError::UnknownMember { .. } | OpsError::NotAStandby { .. } => Failure::invalid("to", message),
+            OpsError::NotLagged { .. } => Failure::invalid("site", message),
             OpsError::NoOperator => Failure::invalid("by", message),
             OpsError::DataLossNotAccepted { .. } => Failure::bad_request(message).at("accept_data_loss"),
             OpsError::NoPrimary

@@ -170,6 +170,7 @@ mod tests {
             metrics: WriteMetrics { commit_latency_ms_p50: Some(4.0), ..Default::default() },
             primary_contact: None,
             forced_failover: None,
+            apply_delay: None,
         };
         let text = render(&status);
         assert!(text.contains("maildr_site_info{site=\"b\\\"j\",role=\"data\",state=\"Leader\"} 1\n"), "{text}");

@@ -17,10 +17,11 @@ use maildr_config::{ClusterMember, ClusterSection, SiteConfig, SiteRole};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::raft::apply_delay::ApplyHold;
 use crate::raft::network::{PeerCallError, PeerClient};
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
 use crate::replicated::PRIMARY_SILENCE_ELECTION_TIMEOUTS;
-use crate::status::{ForcedFailoverRecord, MailboxDigest, PrimaryContact, SiteStatus};
+use crate::status::{ApplyDelayStatus, ForcedFailoverRecord, MailboxDigest, PrimaryContact, SiteStatus};
 
 /// How long one control request may take, unless the caller says otherwise.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -67,7 +68,10 @@ pub enum OpsError {
     TooFewSites(String),
     #[error("sites kept applying new entries; could not read them all at one index within {0} s")]
     KeptApplying(u64),
-    #[error("{site} is a {role} site; a forced failover promotes only a standby (with a quorum, use switchover)")]
+    #[error(
+        "{site} is a {role} site; a forced failover promotes only a standby or a held lagged site (with a quorum, use \
+         switchover)"
+    )]
     NotAStandby { site: String, role: &'static str },
     #[error("a forced failover names the operator who forces it; it is recorded")]
     NoOperator,
@@ -80,6 +84,8 @@ pub enum OpsError {
     /// Nothing was changed: the operator has not accepted the loss.
     #[error("refused: nothing changed. Accept the data loss to promote {site} knowing what it lacks")]
     DataLossNotAccepted { site: String },
+    #[error("{site} is a {role} site; only a lagged site delays and holds its applies")]
+    NotLagged { site: String, role: &'static str },
     #[error("{site} accepted the forced failover but does not lead after {secs} s; see its log")]
     NotPromoted { site: String, secs: u64 },
 }
@@ -335,6 +341,9 @@ pub struct FailoverLoss {
     /// Committed entries the standby lacked at that contact (the primary may have
     /// committed more since, unseen from the standby).
     pub lag_entries_at_contact: Option<u64>,
+    /// For a held lagged site: its delay and hold. It is promoted with what it
+    /// applied; the entries after its applied index are discarded.
+    pub apply_delay: Option<ApplyDelayStatus>,
 }
 
 impl FailoverLoss {
@@ -346,12 +355,28 @@ impl FailoverLoss {
             applied_index: status.applied_index,
             primary_contact: status.primary_contact.clone(),
             lag_entries_at_contact: status.primary_contact.as_ref().map(PrimaryContact::lag_entries_then),
+            apply_delay: status.apply_delay.clone(),
         }
     }
 
     /// The loss in words, as `maildr cluster failover` prints it.
     pub fn render(&self) -> String {
         let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("none".into());
+        if let Some(hold) = self.apply_delay.as_ref().and_then(|d| d.hold.as_ref()) {
+            return format!(
+                "lagged site {} (node {}): held by {} at applied index {}; its log holds up to index {}\n\
+                 DISCARDED: the {} entries after index {} that it received but did not apply, and everything the \
+                 old cluster committed since. The new cluster starts from the state at index {}.\n",
+                self.site,
+                self.node_id,
+                hold.by,
+                show(self.applied_index),
+                show(self.last_log_index),
+                self.last_log_index.unwrap_or(0).saturating_sub(self.applied_index.unwrap_or(0)),
+                show(self.applied_index),
+                show(self.applied_index),
+            );
+        }
         let mut out = format!(
             "standby {} (node {}): last log index {}, applied index {}\n",
             self.site,
@@ -398,12 +423,20 @@ pub struct FailoverReport {
 /// answers and was not promoted already; changes nothing.
 pub async fn failover_loss(client: &ControlClient, to: &str) -> Result<FailoverLoss, OpsError> {
     let target = client.member_named(to)?;
-    if target.role != SiteRole::Standby {
+    if !target.role.is_learner() {
         return Err(OpsError::NotAStandby { site: to.to_string(), role: target.role.name() });
     }
     let status = client.status_of(target).await?;
     if let Some(done) = &status.forced_failover {
         return Err(OpsError::AlreadyPromoted { site: to.to_string(), detail: done.event_detail() });
+    }
+    if target.role == SiteRole::Lagged && status.apply_delay.as_ref().is_none_or(|d| d.hold.is_none()) {
+        return Err(OpsError::Refused {
+            site: to.to_string(),
+            reason: "a lagged site is promoted only while held: run `maildr cluster hold-apply` first, so that the \
+                     state it keeps is the one you chose"
+                .into(),
+        });
     }
     Ok(FailoverLoss::of(&status))
 }
@@ -452,6 +485,37 @@ pub async fn wait_until_promoted(client: &ControlClient, to: &str, within: Durat
         }
         tokio::time::sleep(FAILOVER_POLL_PAUSE).await;
     }
+}
+
+/// Stop the lagged site `site` from applying anything further, recording `by` as
+/// the operator: the state it holds is then kept for recovery until released.
+/// Refused (nothing changed) for any other role.
+pub async fn hold_apply(client: &ControlClient, site: &str, by: &str) -> Result<ApplyHold, OpsError> {
+    if by.trim().is_empty() {
+        return Err(OpsError::NoOperator);
+    }
+    let target = lagged_member(client, site)?;
+    match client.call(&target, ControlRequest::HoldApply { by: by.trim().to_string() }).await? {
+        ControlResponse::ApplyHeld(hold) => Ok(hold),
+        other => Err(OpsError::Unexpected { site: target.site, what: format!("hold with {other:?}") }),
+    }
+}
+
+/// Let the lagged site `site` apply again; the hold it lifted, if it was held.
+pub async fn release_apply(client: &ControlClient, site: &str) -> Result<Option<ApplyHold>, OpsError> {
+    let target = lagged_member(client, site)?;
+    match client.call(&target, ControlRequest::ReleaseApply).await? {
+        ControlResponse::ApplyReleased(lifted) => Ok(lifted),
+        other => Err(OpsError::Unexpected { site: target.site, what: format!("release with {other:?}") }),
+    }
+}
+
+fn lagged_member(client: &ControlClient, site: &str) -> Result<ClusterMember, OpsError> {
+    let target = client.member_named(site)?;
+    if target.role != SiteRole::Lagged {
+        return Err(OpsError::NotLagged { site: site.to_string(), role: target.role.name() });
+    }
+    Ok(target.clone())
 }
 
 /// What `maildr cluster verify` found.

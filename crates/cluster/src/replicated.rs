@@ -69,6 +69,7 @@ use openraft::{ServerState, SnapshotPolicy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::raft::apply_delay::ApplyDelay;
 use crate::raft::network::{Network, PeerCallError, PeerClient, PeerDirectory};
 use crate::raft::wire::{
     read_frame, write_frame, BodyPiece, ControlRequest, ControlResponse, ForwardError, ForwardedWrite, PeerRequest,
@@ -76,8 +77,8 @@ use crate::raft::wire::{
 };
 use crate::raft::{self, EntryOutcome, NodeId, RaftStorageError, SiteNode, StateMachineStore, TypeConfig};
 use crate::status::{
-    ForcedFailoverRecord, LatencyWindow, MailboxDigest, MessageSummary, PeerStatus, PrimaryContact, SiteStatus,
-    WriteMetrics,
+    ApplyDelayStatus, ForcedFailoverRecord, LatencyWindow, MailboxDigest, MessageSummary, PeerStatus, PrimaryContact,
+    SiteStatus, WriteMetrics,
 };
 use crate::{WriteError, WritePathLimits};
 
@@ -158,6 +159,8 @@ pub struct Replicated {
     handing_over: std::sync::atomic::AtomicBool,
     /// The control plane's observations of this site, served to peers that ask.
     observations: Mutex<Option<ObservationSource>>,
+    /// On a lagged site: its apply delay and hold.
+    apply_delay: Option<Arc<ApplyDelay>>,
     stop: watch::Sender<bool>,
 }
 
@@ -207,7 +210,7 @@ impl Replicated {
         // A witness campaigns only after data sites had three times as long: it
         // leads only when no data site can (the survivor lacks entries that only the
         // witness holds), and then hands the lead to the first data site it has
-        // brought up to date (see `track_lag`). A standby never campaigns.
+        // brought up to date (see `track_lag`). A standby or lagged site never campaigns.
         let patience = if role == SiteRole::Witness { WITNESS_ELECTION_PATIENCE } else { 1 };
         let config = openraft::Config {
             cluster_name: "maildr".into(),
@@ -219,7 +222,7 @@ impl Replicated {
             // Entries kept after a snapshot, for peers slightly behind; a peer
             // further behind gets the snapshot.
             max_in_snapshot_log_to_keep: cluster.snapshot_after_entries.min(1_000),
-            enable_elect: role != SiteRole::Standby,
+            enable_elect: !role.is_learner(),
             ..Default::default()
         }
         .validate()
@@ -240,11 +243,26 @@ impl Replicated {
                 .map_err(|e| StartError::Raft(format!("opening storage: {e}")))??
         };
         if let Some(record) = pending {
-            promoted = Some(promote(data_dir, me, member, &log_store, record).await?);
+            // A held lagged site is promoted with the state it applied, not with the
+            // log it received since (which may hold the corruption it was held for).
+            let keep_through = match member.role {
+                SiteRole::Lagged => state_machine.applied_log_id()?,
+                _ => None,
+            };
+            promoted = Some(promote(data_dir, me, member, &log_store, record, keep_through).await?);
         }
         if role == SiteRole::Witness {
             state_machine.ignore_missing_bodies();
         }
+        let apply_delay = match role {
+            SiteRole::Lagged => {
+                log_store.stamp_arrivals();
+                let delay = Arc::new(ApplyDelay::open(data_dir, Duration::from_secs(cluster.apply_delay_secs))?);
+                state_machine.delay_applies(Arc::clone(&delay));
+                Some(delay)
+            }
+            _ => None,
+        };
         if fresh {
             refuse_lost_data_under_old_id(&directory, me).await?;
         } else if promoted.is_none() {
@@ -286,6 +304,7 @@ impl Replicated {
             partial_bodies: Mutex::new(BTreeMap::new()),
             handing_over: std::sync::atomic::AtomicBool::new(false),
             observations: Mutex::new(None),
+            apply_delay,
             stop,
         });
         tokio::spawn(serve_peers(Arc::clone(&site), listener, stop_rx.clone()));
@@ -738,6 +757,7 @@ impl Replicated {
             metrics: counters,
             primary_contact: self.primary_contact(),
             forced_failover: self.forced_failover.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            apply_delay: self.apply_delay_status(last_log_index, m.last_applied.map(|l| l.index)),
         }
     }
 
@@ -777,6 +797,41 @@ impl Replicated {
 
     /// Accept a forced failover (see the module documentation): check, stop Raft
     /// traffic, write the marker file. The caller answers, then requests the restart.
+    /// On a lagged site: stop applying, durably, and say at which index it stopped.
+    async fn hold_apply(&self, by: String) -> Result<ControlResponse, String> {
+        let by = by.trim().to_string();
+        if by.is_empty() {
+            return Err("a hold names the operator who asks for it (--by)".into());
+        }
+        let delay = self.apply_delay.as_ref().ok_or_else(|| self.not_lagged())?;
+        let state_machine = self.state_machine.clone();
+        let hold = delay
+            .hold(by, move || state_machine.applied_index().ok().flatten())
+            .await
+            .map_err(|e| format!("recording the hold: {e}"))?;
+        Ok(ControlResponse::ApplyHeld(hold))
+    }
+
+    /// On a lagged site: resume applying.
+    async fn release_apply(&self) -> Result<ControlResponse, String> {
+        let delay = self.apply_delay.as_ref().ok_or_else(|| self.not_lagged())?;
+        let lifted = delay.release().await.map_err(|e| format!("removing the hold: {e}"))?;
+        Ok(ControlResponse::ApplyReleased(lifted))
+    }
+
+    fn not_lagged(&self) -> String {
+        format!("{} is a {} site; only a lagged site delays or holds its applies", self.site, self.role.name())
+    }
+
+    /// The apply delay and hold of a lagged site, for its status.
+    fn apply_delay_status(&self, last_log_index: Option<u64>, applied_index: Option<u64>) -> Option<ApplyDelayStatus> {
+        self.apply_delay.as_ref().map(|delay| ApplyDelayStatus {
+            delay_secs: delay.delay().as_secs(),
+            pending_entries: last_log_index.unwrap_or(0).saturating_sub(applied_index.unwrap_or(0)),
+            hold: delay.current_hold(),
+        })
+    }
+
     async fn force_failover(&self, by: String) -> Result<ControlResponse, String> {
         let by = by.trim().to_string();
         if by.is_empty() {
@@ -785,13 +840,24 @@ impl Replicated {
         if let Some(done) = self.forced_failover.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
             return Err(format!("{} was already promoted by a forced failover ({})", self.site, done.event_detail()));
         }
-        if self.configured_role != SiteRole::Standby {
-            return Err(format!(
-                "{} is a {} site; a forced failover promotes only a standby (with a quorum, use `maildr cluster \
-                 switchover`)",
-                self.site,
-                self.configured_role.name()
-            ));
+        let held = self.apply_delay.as_ref().and_then(|d| d.current_hold());
+        match (self.configured_role, &held) {
+            (SiteRole::Standby, _) | (SiteRole::Lagged, Some(_)) => {}
+            (SiteRole::Lagged, None) => {
+                return Err(format!(
+                    "{} is a lagged site that is not held: hold it first (`maildr cluster hold-apply`), so that the \
+                     state it is promoted with is the one you chose",
+                    self.site
+                ))
+            }
+            (role, _) => {
+                return Err(format!(
+                    "{} is a {} site; a forced failover promotes only a standby or a held lagged site (with a \
+                     quorum, use `maildr cluster switchover`)",
+                    self.site,
+                    role.name()
+                ))
+            }
         }
         let m = self.raft.metrics().borrow().clone();
         if m.membership_config.membership().voter_ids().any(|v| v == self.me) {
@@ -799,6 +865,11 @@ impl Replicated {
         }
         let Some(last_log_index) = m.last_log_index else {
             return Err(format!("{} holds no Raft log: it never received the cluster's state", self.site));
+        };
+        // A held lagged site keeps what it applied; the rest of its log goes.
+        let last_log_index = match &held {
+            Some(_) => m.last_applied.map_or(0, |l| l.index),
+            None => last_log_index,
         };
         let contact = self.primary_contact();
         let silence_ms = PRIMARY_SILENCE_ELECTION_TIMEOUTS * self.election_timeout_max_ms;
@@ -893,6 +964,8 @@ impl Replicated {
             ControlRequest::Rejoin { node_id, site, addr } => self.rejoin(node_id, site, addr).await,
             ControlRequest::Observations => Ok(ControlResponse::Observations(self.local_observations())),
             ControlRequest::ForceFailover { by } => self.force_failover(by).await,
+            ControlRequest::HoldApply { by } => self.hold_apply(by).await,
+            ControlRequest::ReleaseApply => self.release_apply().await,
             ControlRequest::Write(command) => match self.write(command).await {
                 Ok(applied) => Ok(ControlResponse::Written(Ok(applied))),
                 Err(WriteError::Refused(e)) => Ok(ControlResponse::Written(Err(e))),
@@ -1203,7 +1276,7 @@ async fn refuse_after_forced_failover(
     members: &[ClusterMember],
     me: NodeId,
 ) -> Result<(), StartError> {
-    let standbys = members.iter().filter(|m| m.role == SiteRole::Standby && m.node_id != me);
+    let standbys = members.iter().filter(|m| m.role.is_learner() && m.node_id != me);
     for peer in standbys.filter_map(|m| directory.get(m.node_id)) {
         let request = PeerRequest::Control(ControlRequest::Status);
         if let Ok(PeerResponse::Control(Ok(ControlResponse::Status(status)))) =
@@ -1400,11 +1473,12 @@ async fn promote(
     member: &ClusterMember,
     log_store: &raft::LogStore,
     mut record: ForcedFailoverRecord,
+    keep_through: Option<openraft::LogId<NodeId>>,
 ) -> Result<ForcedFailoverRecord, StartError> {
     let node = Replicated::site_node(member);
     let rewritten = {
         let log_store = log_store.clone();
-        tokio::task::spawn_blocking(move || log_store.force_single_voter(me, node))
+        tokio::task::spawn_blocking(move || log_store.force_single_voter(me, node, keep_through))
             .await
             .map_err(|e| StartError::Raft(format!("rewriting the Raft log for the forced failover: {e}")))??
     };
@@ -1537,13 +1611,13 @@ async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
                 }
                 let membership = m.membership_config.membership();
                 let known: Vec<u64> = membership.nodes().map(|(id, _)| *id).collect();
-                for member in site.members.iter().filter(|m| m.role == SiteRole::Standby) {
+                for member in site.members.iter().filter(|m| m.role.is_learner()) {
                     if !known.contains(&member.node_id) {
                         let raft = site.raft.clone();
                         let (id, node) = (member.node_id, Replicated::site_node(member));
                         tokio::spawn(async move {
                             if let Err(e) = raft.add_learner(id, node, false).await {
-                                tracing::warn!(node = id, error = %e, "adding the standby as a learner");
+                                tracing::warn!(node = id, error = %e, "adding a standby or lagged site as a learner");
                             }
                         });
                     }

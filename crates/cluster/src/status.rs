@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 pub struct SiteStatus {
     pub site: String,
     pub node_id: u64,
-    /// `data`, `witness` or `standby`.
+    /// `data`, `witness`, `standby` or `lagged`.
     pub role: String,
     /// Raft state: `Leader`, `Follower`, `Candidate` or `Learner`.
     pub state: String,
@@ -40,6 +40,20 @@ pub struct SiteStatus {
     /// Set once this site was promoted by a forced failover: it then acts as a data
     /// site whatever its configured role says.
     pub forced_failover: Option<ForcedFailoverRecord>,
+    /// On a lagged site: its apply delay, what waits for it, and any hold.
+    #[serde(default)]
+    pub apply_delay: Option<ApplyDelayStatus>,
+}
+
+/// A lagged site's delayed apply, as it reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApplyDelayStatus {
+    /// Seconds between an entry's arrival and its apply (`cluster.apply_delay_secs`).
+    pub delay_secs: u64,
+    /// Entries in this site's log that it has not applied yet.
+    pub pending_entries: u64,
+    /// Set while an operator holds the site: it applies nothing until released.
+    pub hold: Option<crate::raft::apply_delay::ApplyHold>,
 }
 
 /// The last AppendEntries (entries or heartbeat) this site accepted from a primary.

@@ -34,6 +34,7 @@ pub enum SiteRole {
     Data,
     Witness,
     Standby,
+    Lagged,
 }
 
 impl SiteRole {
@@ -42,6 +43,7 @@ impl SiteRole {
             SiteRole::Data => "data",
             SiteRole::Witness => "witness",
             SiteRole::Standby => "standby",
+            SiteRole::Lagged => "lagged",
         }
     }
 }
@@ -142,6 +144,7 @@ impl Target {
                         maildr_lab::topology::Role::Data => SiteRole::Data,
                         maildr_lab::topology::Role::Witness => SiteRole::Witness,
                         maildr_lab::topology::Role::Standby => SiteRole::Standby,
+                        maildr_lab::topology::Role::Lagged => SiteRole::Lagged,
                     },
                     ip,
                     smtp: SocketAddr::new(ip, s.ports.smtp),

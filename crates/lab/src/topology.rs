@@ -109,6 +109,9 @@ pub enum Role {
     /// A far-away asynchronous replica (Raft learner); serves mail only once a
     /// forced failover promoted it.
     Standby,
+    /// A Raft learner that applies the log a fixed delay late (`lab up --lagged`):
+    /// the copy logical corruption has not reached yet. Serves no mail.
+    Lagged,
 }
 
 impl Role {
@@ -117,6 +120,7 @@ impl Role {
             Role::Data => "data",
             Role::Witness => "witness",
             Role::Standby => "standby",
+            Role::Lagged => "lagged",
         }
     }
 
@@ -203,12 +207,29 @@ impl Topology {
         topology
     }
 
-    /// The lab whose sites have these roles: with the standby when one is a standby.
+    /// This lab plus the lagged site lg (node 5, `A.B.50.1`).
+    pub fn with_lagged(mut self) -> Topology {
+        let octet = 50;
+        self.sites.push(SiteSpec {
+            name: "lg".into(),
+            node_id: 5,
+            role: Role::Lagged,
+            ip: self.net.host(octet),
+            octet,
+        });
+        self
+    }
+
+    /// The lab whose sites have these roles: with the standby when one is a standby,
+    /// with the lagged site when one is lagged.
     pub fn for_roles(net: Net, roles: impl IntoIterator<Item = Role>) -> Topology {
-        if roles.into_iter().any(|r| r == Role::Standby) {
-            Topology::with_standby(net)
+        let roles: Vec<Role> = roles.into_iter().collect();
+        let topology =
+            if roles.contains(&Role::Standby) { Topology::with_standby(net) } else { Topology::three_sites(net) };
+        if roles.contains(&Role::Lagged) {
+            topology.with_lagged()
         } else {
-            Topology::three_sites(net)
+            topology
         }
     }
 
@@ -298,7 +319,11 @@ mod tests {
 
     #[test]
     fn no_two_listeners_of_a_lab_share_an_address() {
-        for topology in [Topology::three_sites(Net::default()), Topology::with_standby(Net::default())] {
+        for topology in [
+            Topology::three_sites(Net::default()),
+            Topology::with_standby(Net::default()),
+            Topology::with_standby(Net::default()).with_lagged(),
+        ] {
             let addrs = topology.bound_addrs();
             let unique: std::collections::BTreeSet<_> = addrs.iter().collect();
             assert_eq!(unique.len(), addrs.len());
@@ -316,6 +341,11 @@ mod tests {
         assert_eq!(bj_lz.listen, "127.5.10.1:2740".parse().unwrap());
         assert_eq!(bj_lz.upstream, "127.5.40.1:2700".parse().unwrap());
         assert_eq!(Topology::for_roles(t.net, [Role::Data, Role::Standby]), t);
+        let lagged = Topology::three_sites(t.net).with_lagged();
+        let lg = lagged.site("lg").unwrap();
+        assert_eq!((lg.node_id, lg.role, lg.ip), (5, Role::Lagged, Ipv4Addr::new(127, 5, 50, 1)));
+        assert_eq!(Topology::for_roles(t.net, [Role::Data, Role::Witness, Role::Lagged]), lagged);
+        assert_eq!(lagged.link(lg, lagged.site("bj").unwrap()).listen.port(), 2710);
         assert_eq!(Topology::for_roles(t.net, [Role::Data, Role::Witness]).sites.len(), 3);
     }
 }

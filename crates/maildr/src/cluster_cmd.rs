@@ -69,6 +69,28 @@ pub enum ClusterAction {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Stop the lagged site SITE from applying anything further (durably, until
+    /// `release-apply`): when logical corruption is noticed within its apply delay,
+    /// this keeps the state from before it. Prints the index it holds at.
+    HoldApply {
+        #[arg(long)]
+        config: PathBuf,
+        /// Site name of the lagged site.
+        #[arg(long)]
+        site: String,
+        /// The operator asking for it; recorded with the hold.
+        #[arg(long)]
+        by: String,
+    },
+    /// Let the lagged site SITE apply again (entries whose delay has passed are
+    /// applied at once).
+    ReleaseApply {
+        #[arg(long)]
+        config: PathBuf,
+        /// Site name of the lagged site.
+        #[arg(long)]
+        site: String,
+    },
     /// Compare every mailbox's digest across all sites at one applied index; exits
     /// 1 when any diverges.
     Verify {
@@ -151,6 +173,24 @@ pub async fn run(action: ClusterAction) -> Result<()> {
                 other => bail!("unexpected answer to rejoin: {other:?}"),
             }
         }
+        ClusterAction::HoldApply { config, site, by } => {
+            let client = ControlClient::new(SiteConfig::load(&config)?)?;
+            let hold = ops::hold_apply(&client, &site, &by).await?;
+            let index = hold.applied_index.map(|i| i.to_string()).unwrap_or("none".into());
+            println!(
+                "{site} holds at applied index {index} (held by {}); it applies nothing until release-apply",
+                hold.by
+            );
+            Ok(())
+        }
+        ClusterAction::ReleaseApply { config, site } => {
+            let client = ControlClient::new(SiteConfig::load(&config)?)?;
+            match ops::release_apply(&client, &site).await? {
+                Some(lifted) => println!("{site} applies again (the hold by {} is lifted)", lifted.by),
+                None => println!("{site} was not held; it applies as usual"),
+            }
+            Ok(())
+        }
         ClusterAction::Verify { config, messages, json } => {
             let client = ControlClient::new(SiteConfig::load(&config)?)?;
             let report = ops::verify(&client, messages).await?;
@@ -218,6 +258,22 @@ async fn status(client: ControlClient, json: bool) -> Result<()> {
                 m.lag_seconds.map(|s| format!("{s:.1}")).unwrap_or("-".into()),
                 show(m.last_heard_ms_ago),
                 show(m.missing_bodies),
+            );
+        }
+        for (site, delay) in
+            report.members.iter().filter_map(|m| Some((&m.site, m.status.as_ref()?.apply_delay.as_ref()?)))
+        {
+            let held = match &delay.hold {
+                Some(h) => format!(
+                    "HELD at applied index {} by {}",
+                    h.applied_index.map(|i| i.to_string()).unwrap_or("none".into()),
+                    h.by
+                ),
+                None => "applying".into(),
+            };
+            println!(
+                "{site}: lagged by {} s; {} entries wait to be applied; {held}",
+                delay.delay_secs, delay.pending_entries
             );
         }
     }

@@ -86,6 +86,11 @@ pub enum LabAction {
         /// that only a forced failover promotes.
         #[arg(long)]
         standby: bool,
+        /// Add the lagged site lg (node 5, A.B.50.1): a Raft learner that applies
+        /// every entry this many seconds after it arrived (`maildr cluster
+        /// hold-apply` freezes it).
+        #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=maildr_config::APPLY_DELAY_SECS_MAX))]
+        lagged: Option<u64>,
         /// A TOML file of `[[dns.providers]]` tables, written as in a site config:
         /// every data site gets them, so the primary also publishes the lab's zones
         /// to those DNS servers. A relative `tsig_secret_file` is read from the
@@ -176,14 +181,19 @@ pub fn run(action: LabAction) -> Result<()> {
     }
     let dir_of = |d: &DirArg| std::path::absolute(&d.dir).with_context(|| format!("resolving {}", d.dir.display()));
     match &action {
-        LabAction::Up { dir, net, json, snapshot_after_entries, standby, dns_provider_config, no_steering } => {
+        LabAction::Up { dir, net, json, snapshot_after_entries, standby, lagged, dns_provider_config, no_steering } => {
             let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
+            let topology = if lagged.is_some() { topology.with_lagged() } else { topology };
             let dns_providers = match dns_provider_config {
                 Some(file) => files::read_dns_providers(file)?,
                 None => Vec::new(),
             };
-            let options =
-                UpOptions { snapshot_after_entries: *snapshot_after_entries, steering: !*no_steering, dns_providers };
+            let options = UpOptions {
+                snapshot_after_entries: *snapshot_after_entries,
+                steering: !*no_steering,
+                dns_providers,
+                lagged_apply_delay_secs: lagged.unwrap_or(0),
+            };
             up(&dir_of(dir)?, topology, *json, &options)
         }
         LabAction::Status { dir, json } => status(&dir_of(dir)?, *json),
@@ -208,6 +218,8 @@ struct UpOptions {
     steering: bool,
     /// `[[dns.providers]]` of every data site.
     dns_providers: Vec<maildr_config::DnsProviderConfig>,
+    /// `cluster.apply_delay_secs` of the lagged site, when there is one.
+    lagged_apply_delay_secs: u64,
 }
 
 fn up(dir: &Path, topology: Topology, json: bool, options: &UpOptions) -> Result<()> {
@@ -300,6 +312,9 @@ fn write_lab(dir: &Path, topology: &Topology, options: &UpOptions) -> Result<Lab
         if spec.role == Role::Data {
             config.control.steering = options.steering;
             config.dns.providers = options.dns_providers.clone();
+        }
+        if spec.role == Role::Lagged {
+            config.cluster.apply_delay_secs = options.lagged_apply_delay_secs;
         }
         files::write_config(&site.config, &config)?;
     }

@@ -48,6 +48,7 @@ pub(crate) async fn local_status(state: &ApiState) -> Result<SiteStatus, Failure
         metrics: Default::default(),
         primary_contact: None,
         forced_failover: None,
+        apply_delay: None,
     })
 }
 

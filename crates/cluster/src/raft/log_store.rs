@@ -29,6 +29,10 @@ pub(crate) const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_l
 /// The log's own state, one postcard-encoded value per key.
 pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_log_meta");
 
+/// When each entry reached this site (milliseconds since the Unix epoch), kept only
+/// on a lagged site, which applies an entry a fixed delay after it arrived.
+pub(crate) const ARRIVALS: TableDefinition<u64, u64> = TableDefinition::new("raft_log_arrivals");
+
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
@@ -56,10 +60,26 @@ impl LogStore {
     /// first entry as leader commits everything its log holds. The vote keeps terms
     /// growing: the election that follows uses the term after it.
     ///
+    /// With `keep_through` (a held lagged site: its applied log id), the entries
+    /// after it are removed first, in the same transaction, and the committed log id
+    /// no longer points past it: the new cluster starts from the state the lagged
+    /// site held, not from the log it had received since.
+    ///
     /// Running it again once done changes nothing (a crash between the rewrite and
     /// the caller's bookkeeping is harmless).
-    pub fn force_single_voter(&self, me: NodeId, node: SiteNode) -> Result<SingleVoterLog, RaftStorageError> {
-        self.db.force_single_voter(me, node)
+    pub fn force_single_voter(
+        &self,
+        me: NodeId,
+        node: SiteNode,
+        keep_through: Option<LogId<NodeId>>,
+    ) -> Result<SingleVoterLog, RaftStorageError> {
+        self.db.force_single_voter(me, node, keep_through)
+    }
+
+    /// Record, with every entry appended from now on, when it arrived (a lagged
+    /// site applies entries a fixed delay after their arrival).
+    pub fn stamp_arrivals(&self) {
+        self.db.stamps_arrivals.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -125,21 +145,45 @@ impl RaftDb {
     }
 
     fn append_entries(&self, entries: Vec<Entry>) -> Result<(), RaftStorageError> {
+        let stamp = self.stamps_arrivals.load(std::sync::atomic::Ordering::SeqCst);
+        let arrived_ms = super::apply_delay::now_ms().max(0) as u64;
         let txn = self.begin_write()?;
         {
             let mut log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
+            let mut arrivals = txn.open_table(ARRIVALS).map_err(|e| self.db_err(e))?;
             for entry in &entries {
                 let index = entry.log_id.index;
                 let bytes = self.encode(&format!("log entry {index}"), entry)?;
                 log.insert(index, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+                if stamp {
+                    arrivals.insert(index, arrived_ms).map_err(|e| self.db_err(e))?;
+                }
             }
         }
         self.commit(txn)
     }
 
-    fn force_single_voter(&self, me: NodeId, node: SiteNode) -> Result<SingleVoterLog, RaftStorageError> {
+    /// Arrival times (milliseconds since the Unix epoch) recorded for the entries in
+    /// `first..=last`; entries without one are absent.
+    pub(crate) fn arrivals(&self, first: u64, last: u64) -> Result<BTreeMap<u64, u64>, RaftStorageError> {
+        let txn = self.begin_read()?;
+        let table = txn.open_table(ARRIVALS).map_err(|e| self.db_err(e))?;
+        let mut out = BTreeMap::new();
+        for row in table.range(first..=last).map_err(|e| self.db_err(e))? {
+            let (index, at) = row.map_err(|e| self.db_err(e))?;
+            out.insert(index.value(), at.value());
+        }
+        Ok(out)
+    }
+
+    fn force_single_voter(
+        &self,
+        me: NodeId,
+        node: SiteNode,
+        keep_through: Option<LogId<NodeId>>,
+    ) -> Result<SingleVoterLog, RaftStorageError> {
         let state = self.log_state()?;
-        let last = state.last_log_id.ok_or_else(|| {
+        let received = state.last_log_id.ok_or_else(|| {
             self.corrupt(
                 "raft log",
                 "it is empty: this site never received the cluster's state, there is nothing to promote",
@@ -154,15 +198,28 @@ impl RaftDb {
             }
             _ => false,
         };
-        let last_entry = self.read_entries((Bound::Included(last.index), Bound::Included(last.index)))?;
+        let last_entry = self.read_entries((Bound::Included(received.index), Bound::Included(received.index)))?;
         if let Some(done) = last_entry.first().filter(|e| is_single_voter(e)) {
+            let last = received;
             let before =
                 self.read_entries((Bound::Included(last.index.saturating_sub(1)), Bound::Excluded(last.index)))?;
             let previous_last = before.first().map(|e| e.log_id).or(state.last_purged_log_id).unwrap_or(done.log_id);
             return Ok(SingleVoterLog { previous_last, membership: done.log_id });
         }
+        let last = match keep_through {
+            Some(kept) => {
+                assert!(kept <= received, "the applied log id {kept} is past the last received {received}");
+                assert!(
+                    state.last_purged_log_id <= Some(kept),
+                    "entries up to {:?} were purged after a snapshot of at most {kept}",
+                    state.last_purged_log_id
+                );
+                kept
+            }
+            None => received,
+        };
         let vote: Option<Vote<NodeId>> = self.read_meta(KEY_VOTE)?;
-        let term = vote.map(|v| v.leader_id.term).unwrap_or(0).max(last.leader_id.term) + 1;
+        let term = vote.map(|v| v.leader_id.term).unwrap_or(0).max(received.leader_id.term) + 1;
         let membership_id = LogId::new(CommittedLeaderId::new(term, me), last.index + 1);
         let membership = Membership::new(vec![BTreeSet::from([me])], BTreeMap::from([(me, node)]));
         let entry = Entry { log_id: membership_id, payload: EntryPayload::Membership(membership) };
@@ -171,8 +228,23 @@ impl RaftDb {
         let txn = self.begin_write()?;
         {
             let mut log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
-            log.insert(membership_id.index, entry_bytes.as_slice()).map_err(|e| self.db_err(e))?;
             let mut meta = txn.open_table(LOG_META).map_err(|e| self.db_err(e))?;
+            if last < received {
+                let after_kept = (Bound::Excluded(last.index), Bound::Unbounded);
+                log.retain_in(after_kept, |_, _| false).map_err(|e| self.db_err(e))?;
+                let mut arrivals = txn.open_table(ARRIVALS).map_err(|e| self.db_err(e))?;
+                arrivals.retain_in(after_kept, |_, _| false).map_err(|e| self.db_err(e))?;
+                let committed: Option<Option<LogId<NodeId>>> =
+                    match meta.get(KEY_COMMITTED).map_err(|e| self.db_err(e))? {
+                        Some(v) => Some(self.decode("raft log meta `committed`", v.value())?),
+                        None => None,
+                    };
+                if committed.flatten().is_some_and(|c| c > last) {
+                    let bytes = self.encode("raft log meta `committed`", &Some(last))?;
+                    meta.insert(KEY_COMMITTED, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+                }
+            }
+            log.insert(membership_id.index, entry_bytes.as_slice()).map_err(|e| self.db_err(e))?;
             meta.insert(KEY_VOTE, vote_bytes.as_slice()).map_err(|e| self.db_err(e))?;
         }
         self.commit(txn)?;
@@ -190,6 +262,8 @@ impl RaftDb {
         {
             let mut log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
             log.retain_in(range, |_, _| false).map_err(|e| self.db_err(e))?;
+            let mut arrivals = txn.open_table(ARRIVALS).map_err(|e| self.db_err(e))?;
+            arrivals.retain_in(range, |_, _| false).map_err(|e| self.db_err(e))?;
             if let Some(log_id) = last_purged {
                 let mut meta = txn.open_table(LOG_META).map_err(|e| self.db_err(e))?;
                 let previous: Option<LogId<NodeId>> = match meta.get(KEY_LAST_PURGED).map_err(|e| self.db_err(e))? {
@@ -252,6 +326,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        if self.db.stamps_arrivals.load(std::sync::atomic::Ordering::SeqCst) {
+            // A lagged site: openraft would apply every committed entry during
+            // `Raft::new`, before the site listens, and a held site would then never
+            // start. It learns the commit index from the primary instead, and its
+            // state machine applies in its own time.
+            return Ok(None);
+        }
         let db = Arc::clone(&self.db);
         let stored: Option<Option<LogId<NodeId>>> =
             blocking(ErrorSubject::Store, ErrorVerb::Read, move || db.read_meta(KEY_COMMITTED)).await?;
@@ -309,11 +390,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = RaftDb::open(&dir.path().join("raft-log.redb")).unwrap();
         let node = SiteNode { site: "lz".into(), addr: "127.0.40.1:2700".into() };
-        assert!(db.force_single_voter(4, node.clone()).is_err(), "an empty log has nothing to promote");
+        assert!(db.force_single_voter(4, node.clone(), None).is_err(), "an empty log has nothing to promote");
 
         db.append_entries(vec![blank(1, 1, 1), blank(1, 1, 2), blank(3, 2, 3)]).unwrap();
         db.write_meta(KEY_VOTE, &Vote::new_committed(5, 2)).unwrap();
-        let done = db.force_single_voter(4, node.clone()).unwrap();
+        let done = db.force_single_voter(4, node.clone(), None).unwrap();
         assert_eq!(done.previous_last, LogId::new(CommittedLeaderId::new(3, 2), 3));
         assert_eq!(done.membership, LogId::new(CommittedLeaderId::new(6, 4), 4), "a term above the vote's");
         let vote: Option<Vote<NodeId>> = db.read_meta(KEY_VOTE).unwrap();
@@ -327,7 +408,31 @@ mod tests {
             other => panic!("{other:?}"),
         }
 
-        assert_eq!(db.force_single_voter(4, node).unwrap(), done, "running it again changes nothing");
+        assert_eq!(db.force_single_voter(4, node, None).unwrap(), done, "running it again changes nothing");
         assert_eq!(db.log_state().unwrap().last_log_id, Some(done.membership));
+    }
+
+    #[test]
+    fn forcing_a_held_lagged_site_keeps_only_what_it_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RaftDb::open(&dir.path().join("raft-log.redb")).unwrap();
+        db.stamps_arrivals.store(true, std::sync::atomic::Ordering::SeqCst);
+        let node = SiteNode { site: "lg".into(), addr: "127.0.50.1:2700".into() };
+        db.append_entries((1..=5).map(|i| blank(2, 1, i)).collect()).unwrap();
+        assert_eq!(db.arrivals(1, 5).unwrap().len(), 5, "a lagged site stamps every arrival");
+        let committed = Some(LogId::new(CommittedLeaderId::new(2, 1), 5));
+        db.write_meta(KEY_COMMITTED, &committed).unwrap();
+        let applied = LogId::new(CommittedLeaderId::new(2, 1), 3);
+
+        let done = db.force_single_voter(5, node.clone(), Some(applied)).unwrap();
+        assert_eq!(done.previous_last, applied, "what it kept");
+        assert_eq!(done.membership, LogId::new(CommittedLeaderId::new(3, 5), 4), "right after the kept entries");
+        let indexes: Vec<u64> =
+            db.read_entries((Bound::Unbounded, Bound::Unbounded)).unwrap().iter().map(|e| e.log_id.index).collect();
+        assert_eq!(indexes, [1, 2, 3, 4], "entries 4 and 5 as received are gone; 4 is the new membership");
+        let committed: Option<Option<LogId<NodeId>>> = db.read_meta(KEY_COMMITTED).unwrap();
+        assert_eq!(committed, Some(Some(applied)), "committed no longer points past what is kept");
+        assert_eq!(db.arrivals(4, 5).unwrap().len(), 0);
+        assert_eq!(db.force_single_voter(5, node, Some(applied)).unwrap(), done, "running it again changes nothing");
     }
 }

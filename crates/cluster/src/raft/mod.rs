@@ -24,6 +24,7 @@
 //! This module must never decide what a command means (that is the store's job) and
 //! never acknowledge a write before it is on disk.
 
+pub mod apply_delay;
 mod log_store;
 pub mod network;
 mod snapshot_file;
@@ -141,17 +142,21 @@ impl From<RaftStorageError> for StorageError<NodeId> {
 pub(crate) struct RaftDb {
     db: redb::Database,
     path: PathBuf,
+    /// Whether appends record each entry's arrival time (a lagged site; see
+    /// [`apply_delay`]).
+    stamps_arrivals: std::sync::atomic::AtomicBool,
 }
 
 impl RaftDb {
     fn open(path: &Path) -> Result<RaftDb, RaftStorageError> {
         let db = redb::Database::create(path)
             .map_err(|e| RaftStorageError::Database { path: path.into(), source: e.into() })?;
-        let raft_db = RaftDb { db, path: path.into() };
+        let raft_db = RaftDb { db, path: path.into(), stamps_arrivals: Default::default() };
         // Create every table so read transactions never meet a missing one.
         let txn = raft_db.begin_write()?;
         txn.open_table(log_store::LOG).map_err(|e| raft_db.db_err(e))?;
         txn.open_table(log_store::LOG_META).map_err(|e| raft_db.db_err(e))?;
+        txn.open_table(log_store::ARRIVALS).map_err(|e| raft_db.db_err(e))?;
         txn.open_table(state_machine::SM_META).map_err(|e| raft_db.db_err(e))?;
         raft_db.commit(txn)?;
         Ok(raft_db)

@@ -56,6 +56,7 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+use super::apply_delay::{self, ApplyDelay};
 use super::snapshot_file::{copy_exact, SnapshotHeader};
 use super::{blocking, sync_dir, Entry, EntryOutcome, NodeId, RaftDb, RaftStorageError, SiteNode, TypeConfig};
 
@@ -154,6 +155,8 @@ struct Shared {
     current_snapshot: Mutex<Option<SiteSnapshotMeta>>,
     /// Makes names of temporary snapshot files unique within the process.
     next_file_seq: AtomicU64,
+    /// Set on a lagged site: entries wait for their delay, and for any hold.
+    apply_delay: std::sync::OnceLock<Arc<ApplyDelay>>,
 }
 
 struct Inner {
@@ -237,6 +240,7 @@ impl StateMachineStore {
                 inner: RwLock::new(Inner { store: Some(store), applied, commands_applied }),
                 current_snapshot: Mutex::new(current_snapshot),
                 next_file_seq: AtomicU64::new(0),
+                apply_delay: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -271,6 +275,23 @@ impl StateMachineStore {
     /// Bodies referenced by the applied state that this site does not hold.
     pub fn missing_bodies(&self) -> Vec<BlobHash> {
         self.shared.missing_bodies.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect()
+    }
+
+    /// Make this a lagged site's state machine: from now on each entry is applied
+    /// only once `delay` says so (see [`super::apply_delay`]). Set once, before Raft
+    /// starts.
+    pub fn delay_applies(&self, delay: Arc<ApplyDelay>) {
+        assert!(self.shared.apply_delay.set(delay).is_ok(), "the apply delay is set once");
+    }
+
+    /// The applied log index right now (waits while a batch is applied).
+    pub fn applied_index(&self) -> Result<Option<u64>, RaftStorageError> {
+        Ok(self.applied_log_id()?.map(|l| l.index))
+    }
+
+    /// The last applied log id right now (waits while a batch is applied).
+    pub fn applied_log_id(&self) -> Result<Option<LogId<NodeId>>, RaftStorageError> {
+        Ok(self.shared.read()?.applied.last_applied)
     }
 
     /// Stop tracking missing bodies: this site (a witness) does not keep every body.
@@ -689,8 +710,39 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let shared = Arc::clone(&self.shared);
-        blocking(ErrorSubject::StateMachine, ErrorVerb::Write, move || shared.apply_entries(entries)).await
+        let Some(delay) = self.shared.apply_delay.get().cloned() else {
+            let shared = Arc::clone(&self.shared);
+            return blocking(ErrorSubject::StateMachine, ErrorVerb::Write, move || shared.apply_entries(entries)).await;
+        };
+        // A lagged site: apply in log order, each entry once its delay has passed
+        // and nothing holds the site, as many at once as are due.
+        let seen_at = std::time::SystemTime::now();
+        let (first, last) = match (entries.first(), entries.last()) {
+            (Some(first), Some(last)) => (first.log_id.index, last.log_id.index),
+            _ => return Ok(Vec::new()),
+        };
+        let db = Arc::clone(&self.shared.db);
+        let arrivals = blocking(ErrorSubject::StateMachine, ErrorVerb::Read, move || db.arrivals(first, last)).await?;
+        let release = |entry: &Entry| {
+            delay.release_time(arrivals.get(&entry.log_id.index).map_or(seen_at, |ms| apply_delay::from_ms(*ms)))
+        };
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut rest = entries.into_iter().peekable();
+        while let Some(next) = rest.peek() {
+            let applying = delay.wait_for(release(next)).await;
+            let now = std::time::SystemTime::now();
+            let mut due = Vec::new();
+            while let Some(entry) = rest.next_if(|e| release(e) <= now) {
+                due.push(entry);
+            }
+            assert!(!due.is_empty(), "wait_for returns once the next entry is due");
+            let shared = Arc::clone(&self.shared);
+            let applied =
+                blocking(ErrorSubject::StateMachine, ErrorVerb::Write, move || shared.apply_entries(due)).await?;
+            drop(applying);
+            outcomes.extend(applied);
+        }
+        Ok(outcomes)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

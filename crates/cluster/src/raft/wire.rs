@@ -23,6 +23,7 @@ use openraft::raft::{
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::apply_delay::ApplyHold;
 use super::{NodeId, TypeConfig};
 use crate::status::{ForcedFailoverRecord, MailboxDigest, MessageSummary, SiteStatus};
 
@@ -143,6 +144,11 @@ pub enum ControlRequest {
     /// the receiver is a standby that has not heard from a primary for two election
     /// timeouts. The site answers, then restarts itself to rewrite its Raft state.
     ForceFailover { by: String },
+    /// To a lagged site: stop applying entries, durably, until released (recorded
+    /// as asked `by` the named operator). Holding a held site keeps the first hold.
+    HoldApply { by: String },
+    /// To a lagged site: resume applying.
+    ReleaseApply,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,6 +176,10 @@ pub enum ControlResponse {
     Observations(Vec<u8>),
     /// The standby accepted the forced failover and is restarting to carry it out.
     ForcedFailover(ForcedFailoverRecord),
+    /// The lagged site holds (since this hold).
+    ApplyHeld(ApplyHold),
+    /// The lagged site applies again; the hold it lifted, if it was held.
+    ApplyReleased(Option<ApplyHold>),
 }
 
 /// Write one frame.

@@ -123,6 +123,7 @@ pub fn site_config(
                     Role::Data => SiteRole::Data,
                     Role::Witness => SiteRole::Witness,
                     Role::Standby => SiteRole::Standby,
+                    Role::Lagged => SiteRole::Lagged,
                 },
                 addr: addr.to_string(),
                 mail_ip: (m.role == Role::Data).then_some(std::net::IpAddr::V4(m.ip)),

@@ -1,0 +1,221 @@
+//! The lagged role: apply each log entry a configured delay after it arrived, and
+//! stop applying altogether when an operator holds the site.
+//!
+//! Replication copies logical corruption (a mistaken bulk expunge, a compromised
+//! admin account, a bug that writes nonsense) to every replica as faithfully as good
+//! changes. A lagged site receives and fsyncs the log like any learner, so nothing
+//! is lost on it, but its mail store applies an entry only `delay` after the entry
+//! reached this site. Corruption noticed within that window has not reached the
+//! lagged store yet; `maildr cluster hold-apply` freezes it there, and a forced
+//! failover to the held site makes that state the cluster's again.
+//!
+//! Arrival times are recorded by the log store in the same transaction that makes
+//! the entry durable (see `RaftDb::stamps_arrivals`), so a restart keeps them. An
+//! entry without one (appended before this site became lagged) counts as arriving
+//! when the state machine first sees it.
+//!
+//! The hold is a file in the data directory ([`APPLY_HOLD_FILE`]): an operator who
+//! froze the site because of corruption wants it frozen after a restart too.
+//!
+//! This module never reorders entries: it only decides when the next ones may go.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use utoipa::ToSchema;
+
+use super::RaftStorageError;
+
+/// The hold of a lagged site, in its data directory while it holds.
+pub const APPLY_HOLD_FILE: &str = "apply-hold.json";
+
+/// Who stopped a lagged site from applying, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApplyHold {
+    /// The operator who asked for it.
+    pub by: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// The last log index applied when the hold took effect: the state this site
+    /// keeps until it is released.
+    pub applied_index: Option<u64>,
+}
+
+/// The delay and the hold of a lagged site's state machine.
+pub struct ApplyDelay {
+    delay: Duration,
+    hold_path: PathBuf,
+    hold: watch::Sender<Option<ApplyHold>>,
+    /// Held while a batch is being applied, so a hold reports the index it froze at.
+    applying: tokio::sync::Mutex<()>,
+}
+
+impl ApplyDelay {
+    /// The delay of the lagged site whose data directory is `data_dir`, with the
+    /// hold it had when it stopped, if any.
+    pub fn open(data_dir: &Path, delay: Duration) -> Result<ApplyDelay, RaftStorageError> {
+        assert!(!delay.is_zero(), "a lagged site has an apply delay (the config check refuses 0)");
+        let hold_path = data_dir.join(APPLY_HOLD_FILE);
+        let hold = match std::fs::read(&hold_path) {
+            Ok(bytes) => Some(serde_json::from_slice::<ApplyHold>(&bytes).map_err(|e| RaftStorageError::Corrupt {
+                path: hold_path.clone(),
+                what: "apply hold".into(),
+                detail: e.to_string(),
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(source) => return Err(RaftStorageError::Io { path: hold_path, source }),
+        };
+        if let Some(h) = &hold {
+            tracing::warn!(by = %h.by, applied_index = ?h.applied_index, "this lagged site is held: it applies nothing");
+        }
+        Ok(ApplyDelay { delay, hold_path, hold: watch::channel(hold).0, applying: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
+    /// The hold in effect, if any.
+    pub fn current_hold(&self) -> Option<ApplyHold> {
+        self.hold.borrow().clone()
+    }
+
+    /// When an entry that arrived at `arrived` may be applied.
+    pub fn release_time(&self, arrived: SystemTime) -> SystemTime {
+        arrived + self.delay
+    }
+
+    /// Wait until nothing holds the site and `release` has passed. The guard it
+    /// returns keeps a hold from taking effect until the caller has applied.
+    pub async fn wait_for(&self, release: SystemTime) -> tokio::sync::MutexGuard<'_, ()> {
+        let mut hold = self.hold.subscribe();
+        loop {
+            if hold.borrow_and_update().is_some() {
+                // A closed channel cannot happen (we own the sender); wait anyway.
+                let _ = hold.changed().await;
+                continue;
+            }
+            match release.duration_since(SystemTime::now()) {
+                Ok(left) if !left.is_zero() => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(left) => {}
+                        _ = hold.changed() => {}
+                    }
+                }
+                _ => {
+                    let guard = self.applying.lock().await;
+                    if self.hold.borrow().is_none() {
+                        return guard;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stop applying, durably. `applied_index` reads the applied index once no batch
+    /// is in flight. Holding a held site keeps the first hold.
+    pub async fn hold(
+        &self,
+        by: String,
+        applied_index: impl FnOnce() -> Option<u64>,
+    ) -> Result<ApplyHold, RaftStorageError> {
+        if let Some(existing) = self.current_hold() {
+            return Ok(existing);
+        }
+        let _applying = self.applying.lock().await;
+        let hold = ApplyHold { by, at_ms: now_ms(), applied_index: applied_index() };
+        let (path, record) = (self.hold_path.clone(), hold.clone());
+        tokio::task::spawn_blocking(move || write_durably(&path, &record))
+            .await
+            .map_err(|e| RaftStorageError::Io { path: self.hold_path.clone(), source: std::io::Error::other(e) })??;
+        self.hold.send_replace(Some(hold.clone()));
+        tracing::warn!(by = %hold.by, applied_index = ?hold.applied_index, "apply held");
+        Ok(hold)
+    }
+
+    /// Resume applying (entries whose delay has passed go at once). Returns the
+    /// hold that was lifted, if there was one.
+    pub async fn release(&self) -> Result<Option<ApplyHold>, RaftStorageError> {
+        let Some(lifted) = self.current_hold() else { return Ok(None) };
+        let path = self.hold_path.clone();
+        tokio::task::spawn_blocking(move || remove_durably(&path))
+            .await
+            .map_err(|e| RaftStorageError::Io { path: self.hold_path.clone(), source: std::io::Error::other(e) })??;
+        self.hold.send_replace(None);
+        tracing::warn!(was_by = %lifted.by, "apply released");
+        Ok(Some(lifted))
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A time from milliseconds since the Unix epoch.
+pub(crate) fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn write_durably(path: &Path, hold: &ApplyHold) -> Result<(), RaftStorageError> {
+    let io = |source| RaftStorageError::Io { path: path.into(), source };
+    let bytes = serde_json::to_vec_pretty(hold).expect("a hold serialises");
+    let temp = path.with_extension("json.tmp");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&temp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&temp, path).map_err(io)?;
+    super::sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn remove_durably(path: &Path) -> Result<(), RaftStorageError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => super::sync_dir(path.parent().unwrap_or(Path::new("."))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(RaftStorageError::Io { path: path.into(), source }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hold_survives_reopening_and_blocks_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = ApplyDelay::open(dir.path(), Duration::from_millis(50)).unwrap();
+        let past = SystemTime::now() - Duration::from_secs(1);
+        drop(gate.wait_for(past).await);
+
+        let hold = gate.hold("ops@example.test".into(), || Some(7)).await.unwrap();
+        assert_eq!((hold.by.as_str(), hold.applied_index), ("ops@example.test", Some(7)));
+        let again = gate.hold("someone else".into(), || Some(9)).await.unwrap();
+        assert_eq!(again, hold, "the first hold stands");
+
+        let reopened = ApplyDelay::open(dir.path(), Duration::from_millis(50)).unwrap();
+        assert_eq!(reopened.current_hold(), Some(hold.clone()), "the hold is on disk");
+        let blocked = tokio::time::timeout(Duration::from_millis(300), reopened.wait_for(past)).await;
+        assert!(blocked.is_err(), "a held site applies nothing, however old the entry");
+
+        assert_eq!(reopened.release().await.unwrap(), Some(hold));
+        assert!(!dir.path().join(APPLY_HOLD_FILE).exists());
+        assert_eq!(reopened.release().await.unwrap(), None);
+        let released = tokio::time::timeout(Duration::from_millis(300), reopened.wait_for(past)).await;
+        assert!(released.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_entry_waits_for_its_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = ApplyDelay::open(dir.path(), Duration::from_millis(400)).unwrap();
+        let arrived = SystemTime::now();
+        let started = std::time::Instant::now();
+        drop(gate.wait_for(gate.release_time(arrived)).await);
+        assert!(started.elapsed() >= Duration::from_millis(350), "{:?}", started.elapsed());
+    }
+}
