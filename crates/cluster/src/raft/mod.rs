@@ -119,6 +119,11 @@ pub enum RaftStorageError {
     OutOfStep { data_dir: PathBuf, commands_applied: u64, expected: String },
     #[error("state machine in {0} stopped after an earlier storage failure; restart the site to recover")]
     Stopped(PathBuf),
+    #[error(
+        "this lagged site is held (by {by}, at applied index {applied_index:?}): it refuses a snapshot that would \
+         replace the held state; promote it or release it"
+    )]
+    HeldAgainstSnapshot { by: String, applied_index: Option<u64> },
     #[error("snapshot {snapshot_id} does not match its metadata: {detail}")]
     SnapshotMismatch { snapshot_id: String, detail: String },
 }

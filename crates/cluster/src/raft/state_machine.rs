@@ -761,6 +761,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError<NodeId>> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
+        if let Some(hold) = self.shared.apply_delay.get().and_then(|d| d.current_hold()) {
+            // The held state is what an operator is keeping to recover from; a
+            // snapshot would replace it with the cluster's current (corrupted?) one.
+            // Stopping Raft here is the lesser harm: the site keeps its state.
+            let error = RaftStorageError::HeldAgainstSnapshot { by: hold.by, applied_index: hold.applied_index };
+            tracing::error!(error = %error, "refusing a snapshot");
+            return Err(error.into_raft(subject, ErrorVerb::Write));
+        }
         let mut snapshot = *snapshot;
         // Let writes still buffered by tokio reach the file before it is read back.
         snapshot.flush().await.map_err(|e| StorageError::from_io_error(subject.clone(), ErrorVerb::Write, e))?;
