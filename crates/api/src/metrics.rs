@@ -100,6 +100,12 @@ pub fn render(s: &SiteStatus) -> String {
         [(0.5, m.body_push_latency_ms_p50), (0.99, m.body_push_latency_ms_p99)],
     );
     out.one("maildr_bodies_fetched_total", "counter", "Message bodies fetched from peers.", m.bodies_fetched as f64);
+    out.one(
+        "maildr_bodies_dropped_total",
+        "counter",
+        "On a witness: bodies dropped because every data site holds them.",
+        m.bodies_dropped as f64,
+    );
     type PeerValue = fn(&maildr_cluster::status::PeerStatus) -> Option<f64>;
     let per_peer: [(&str, &str, PeerValue); 4] = [
         ("maildr_peer_lag_entries", "On the primary: log entries the peer lacks.", |p| p.lag_entries.map(|v| v as f64)),

@@ -181,6 +181,12 @@ const HANDOVER_WRITE_HOLD_POLL: Duration = Duration::from_millis(5);
 /// How long a leadership transfer holds writes for the target to match the log.
 const HANDOVER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Most bodies one `HoldsBodies` question names.
+const HOLDS_BODIES_MAX: usize = 1024;
+
+/// How often a witness looks for bodies it may drop.
+const WITNESS_BODY_SWEEP: Duration = Duration::from_secs(2);
+
 /// Most bodies received in pieces at once; beyond it one of them is dropped (its
 /// sender's push then fails and the body is fetched later instead).
 const PARTIAL_BODIES_MAX: usize = 16;
@@ -312,7 +318,9 @@ impl Replicated {
         if record_event {
             tokio::spawn(record_forced_failover(Arc::clone(&site), stop_rx.clone()));
         }
-        if role != SiteRole::Witness {
+        if role == SiteRole::Witness {
+            tokio::spawn(drop_bodies_the_data_sites_hold(Arc::clone(&site), stop_rx));
+        } else {
             tokio::spawn(fetch_missing_bodies(Arc::clone(&site), stop_rx));
         }
         tracing::info!(site = %site.site, node_id = me, role = role.name(), %listen_addr, "replication started");
@@ -797,6 +805,20 @@ impl Replicated {
 
     /// Accept a forced failover (see the module documentation): check, stop Raft
     /// traffic, write the marker file. The caller answers, then requests the restart.
+    /// Which of `hashes` this site holds durably (asked by a witness that wants to
+    /// drop the bodies both data sites hold).
+    async fn holds_bodies(&self, hashes: Vec<BlobHash>) -> Result<ControlResponse, String> {
+        if hashes.len() > HOLDS_BODIES_MAX {
+            return Err(format!("{} hashes in one question; at most {HOLDS_BODIES_MAX}", hashes.len()));
+        }
+        let store = self.store();
+        let held = tokio::task::spawn_blocking(move || store.blobs().held_durably(&hashes))
+            .await
+            .map_err(|e| format!("checking bodies: {e}"))?
+            .map_err(|e| format!("checking bodies: {e}"))?;
+        Ok(ControlResponse::HeldBodies(held))
+    }
+
     /// On a lagged site: stop applying, durably, and say at which index it stopped.
     async fn hold_apply(&self, by: String) -> Result<ControlResponse, String> {
         let by = by.trim().to_string();
@@ -965,6 +987,7 @@ impl Replicated {
             ControlRequest::Observations => Ok(ControlResponse::Observations(self.local_observations())),
             ControlRequest::ForceFailover { by } => self.force_failover(by).await,
             ControlRequest::HoldApply { by } => self.hold_apply(by).await,
+            ControlRequest::HoldsBodies(hashes) => self.holds_bodies(hashes).await,
             ControlRequest::ReleaseApply => self.release_apply().await,
             ControlRequest::Write(command) => match self.write(command).await {
                 Ok(applied) => Ok(ControlResponse::Written(Ok(applied))),
@@ -1633,6 +1656,83 @@ async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
 }
 
 /// Fetch bodies that applied entries refer to but this site lacks.
+/// On a witness: drop each body once every data site among the voters holds it
+/// durably. A witness keeps bodies only as the second copy a data site needs
+/// before it may propose a message (and to hand them to the other data site); once
+/// both data sites hold a body, that is two sites without it. A body the other data
+/// site still lacks (it was down, or cut off) stays, and a round in which a data
+/// site does not answer drops nothing.
+async fn drop_bodies_the_data_sites_hold(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(WITNESS_BODY_SWEEP) => {}
+        }
+        if site.effective_role() != SiteRole::Witness {
+            return;
+        }
+        match site.drop_bodies_held_elsewhere().await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::debug!(dropped, "dropped bodies both data sites hold"),
+            Err(e) => tracing::debug!(error = %e, "keeping bodies this round"),
+        }
+    }
+}
+
+impl Replicated {
+    /// One round of [`drop_bodies_the_data_sites_hold`]; how many it dropped.
+    async fn drop_bodies_held_elsewhere(&self) -> Result<usize, String> {
+        let store = self.store();
+        let held = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || store.blobs().list(HOLDS_BODIES_MAX))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+        };
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let data_sites: Vec<NodeId> =
+            membership.voter_ids().filter(|id| *id != self.me && self.role_of(*id) == Some(SiteRole::Data)).collect();
+        if data_sites.len() < 2 {
+            return Err(format!(
+                "{} data sites vote; a witness drops bodies only when two hold them",
+                data_sites.len()
+            ));
+        }
+        let mut everywhere = vec![true; held.len()];
+        for node in data_sites {
+            let peer = self.peer(node).ok_or_else(|| format!("no address for node {node}"))?;
+            let question = PeerRequest::Control(ControlRequest::HoldsBodies(held.clone()));
+            let answer = peer.call(&question, Duration::from_secs(10), true).await.map_err(|e| e.to_string())?;
+            let PeerResponse::Control(Ok(ControlResponse::HeldBodies(flags))) = answer else {
+                return Err(format!("{} answered {answer:?}", peer.site));
+            };
+            if flags.len() != held.len() {
+                return Err(format!("{} answered for {} bodies of {}", peer.site, flags.len(), held.len()));
+            }
+            everywhere.iter_mut().zip(flags).for_each(|(all, here)| *all &= here);
+        }
+        let droppable: Vec<BlobHash> =
+            held.into_iter().zip(everywhere).filter(|(_, all)| *all).map(|(h, _)| h).collect();
+        let dropped = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let mut dropped = 0;
+            for hash in droppable {
+                if store.blobs().remove(&hash).map_err(|e| e.to_string())? {
+                    dropped += 1;
+                }
+            }
+            Ok(dropped)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.metrics.lock().unwrap_or_else(|p| p.into_inner()).counters.bodies_dropped += dropped as u64;
+        Ok(dropped)
+    }
+}
+
 async fn fetch_missing_bodies(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
     loop {
         let missing = site.state_machine.missing_bodies();

@@ -136,6 +136,9 @@ pub struct WriteMetrics {
     pub body_push_latency_ms_p50: Option<f64>,
     pub body_push_latency_ms_p99: Option<f64>,
     pub bodies_fetched: u64,
+    /// On a witness: bodies it dropped because every data site holds them.
+    #[serde(default)]
+    pub bodies_dropped: u64,
 }
 
 /// One mailbox's identity and digest, as compared by `maildr cluster verify`.

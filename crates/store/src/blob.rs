@@ -118,11 +118,89 @@ impl BlobStore {
     pub fn contains(&self, hash: &BlobHash) -> bool {
         self.path_of(hash).exists()
     }
+
+    /// Which of `hashes` this store holds durably: for each one present, its shard
+    /// directory is fsynced (once per directory) before it is counted, since a
+    /// writer may have renamed it in without having synced the directory yet.
+    pub fn held_durably(&self, hashes: &[BlobHash]) -> Result<Vec<bool>, StoreError> {
+        let held: Vec<bool> = hashes.iter().map(|h| self.contains(h)).collect();
+        let dirs: std::collections::BTreeSet<PathBuf> = hashes
+            .iter()
+            .zip(&held)
+            .filter(|(_, held)| **held)
+            .filter_map(|(h, _)| self.path_of(h).parent().map(Path::to_path_buf))
+            .collect();
+        for dir in dirs {
+            File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| io_err(&dir, e))?;
+        }
+        Ok(held)
+    }
+
+    /// Up to `max` bodies this store holds, in no particular order.
+    pub fn list(&self, max: usize) -> Result<Vec<BlobHash>, StoreError> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(&self.root).map_err(|e| io_err(&self.root, e))? {
+            let shard = shard.map_err(|e| io_err(&self.root, e))?;
+            let shard_name = shard.file_name();
+            let Some(prefix) = shard_name.to_str().filter(|n| n.len() == 2) else { continue };
+            let shard = shard.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for entry in fs::read_dir(&shard).map_err(|e| io_err(&shard, e))? {
+                if out.len() >= max {
+                    return Ok(out);
+                }
+                let name = entry.map_err(|e| io_err(&shard, e))?.file_name();
+                // Temporary files (`.tmp`) and anything else fail to parse.
+                if let Some(hash) = name.to_str().and_then(|rest| BlobHash::from_hex(&format!("{prefix}{rest}"))) {
+                    out.push(hash);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete a body, durably (the directory is fsynced). Whether anything still
+    /// needs it is the caller's decision. Returns whether it was there.
+    pub fn remove(&self, hash: &BlobHash) -> Result<bool, StoreError> {
+        let path = self.path_of(hash);
+        let dir = path.parent().expect("blob paths always have a shard directory");
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_err(dir, e))?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&path, e)),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bodies_are_listed_checked_and_removed_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let a = blobs.put(b"first body").unwrap().hash;
+        let b = blobs.put(b"second body").unwrap().hash;
+        let absent = hash_body(b"never stored");
+        fs::write(blobs.path_of(&a).with_extension("tmp"), b"half").unwrap();
+        let mut listed = blobs.list(10).unwrap();
+        listed.sort();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(listed, want, "a temporary file is no body");
+        assert_eq!(blobs.list(1).unwrap().len(), 1);
+        assert_eq!(blobs.held_durably(&[a, absent, b]).unwrap(), [true, false, true]);
+        assert!(blobs.remove(&a).unwrap());
+        assert!(!blobs.remove(&a).unwrap(), "removing twice is no error");
+        assert!(!blobs.contains(&a) && blobs.contains(&b));
+        assert_eq!(blobs.list(10).unwrap(), [b]);
+    }
 
     #[test]
     fn put_is_idempotent_and_get_verified_detects_tampering() {

@@ -149,6 +149,9 @@ pub enum ControlRequest {
     HoldApply { by: String },
     /// To a lagged site: resume applying.
     ReleaseApply,
+    /// Which of these bodies the receiver holds durably (a witness asks the data
+    /// sites before it drops its copies).
+    HoldsBodies(Vec<BlobHash>),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,6 +183,8 @@ pub enum ControlResponse {
     ApplyHeld(ApplyHold),
     /// The lagged site applies again; the hold it lifted, if it was held.
     ApplyReleased(Option<ApplyHold>),
+    /// One flag per body asked about, in order: held durably here.
+    HeldBodies(Vec<bool>),
 }
 
 /// Write one frame.
