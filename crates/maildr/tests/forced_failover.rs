@@ -18,20 +18,12 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::lab::{send_tagged, Lab, Told, ONE_LAB_AT_A_TIME};
+use common::output_text as text;
 use serde_json::Value;
 
 /// Messages delivered before the disaster.
 const MESSAGES: usize = 20;
 const OPERATOR: &str = "test-operator";
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn failover(lab: &Lab, to: &str, extra: &[&str]) -> Output {
     let mut args = vec!["failover", "--to", to, "--by", OPERATOR];

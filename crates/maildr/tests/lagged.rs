@@ -19,25 +19,16 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpStream};
-use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::lab::{send_tagged, Lab, Told, ONE_LAB_AT_A_TIME};
+use common::output_text as text;
 use serde_json::Value;
 
 /// lg's apply delay. Long enough that a status read right after a delivery sees
 /// the entry still waiting even on a slow machine.
 const DELAY_SECS: u64 = 8;
 const OPERATOR: &str = "test-operator";
-
-fn text(output: &Output) -> String {
-    format!(
-        "status {}\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn serves_smtp(ip: &str) -> bool {
     let addr: SocketAddr = format!("{ip}:2525").parse().unwrap();

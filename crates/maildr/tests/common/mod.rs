@@ -13,6 +13,16 @@ pub mod lab;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_maildr");
 
+/// A finished command's exit status, stdout and stderr, for assertion messages.
+pub fn output_text(output: &Output) -> String {
+    format!(
+        "status {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Read one SMTP reply (all its lines); its code, or `None` if the connection broke.
 pub fn smtp_reply(r: &mut std::io::BufReader<std::net::TcpStream>) -> Option<u16> {
     use std::io::BufRead;
