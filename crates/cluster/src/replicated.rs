@@ -1009,10 +1009,9 @@ impl Replicated {
         let sm = self.state_machine.clone();
         let read = tokio::task::spawn_blocking(move || {
             sm.at_applied_index(|index, store| {
-                let mailboxes = store.all_mailboxes()?;
                 Ok::<_, maildr_store::StoreError>(ControlResponse::Digests {
                     applied_index: index.unwrap_or(0),
-                    mailboxes: mailboxes.iter().map(MailboxDigest::of).collect(),
+                    mailboxes: MailboxDigest::all(store)?,
                 })
             })
         });

@@ -141,39 +141,66 @@ pub struct WriteMetrics {
     pub bodies_dropped: u64,
 }
 
-/// One mailbox's identity and digest, as compared by `maildr cluster verify`.
+/// One mailbox's identity and digest, as compared by `maildr cluster verify`: two
+/// sites agree on a mailbox when every field is equal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MailboxDigest {
     pub mailbox: u64,
     pub account: u64,
+    /// The address of the account the mailbox belongs to.
+    pub account_address: String,
     pub name: String,
     pub uid_validity: u32,
     pub uid_next: u32,
+    /// The digest covers each message's MODSEQ, not the mailbox's (an expunge raises it).
+    pub highest_modseq: u64,
     pub message_count: u64,
     pub digest: String,
 }
 
 impl MailboxDigest {
-    pub fn of(m: &maildr_store::Mailbox) -> MailboxDigest {
+    /// The digest of mailbox `m` of the account with address `account_address`.
+    pub fn of(m: &maildr_store::Mailbox, account_address: &str) -> MailboxDigest {
         MailboxDigest {
             mailbox: m.id.0,
             account: m.account.0,
+            account_address: account_address.to_string(),
             name: m.name.as_str().to_string(),
             uid_validity: m.uid_validity.0,
             uid_next: m.uid_next.0,
+            highest_modseq: m.highest_modseq.0,
             message_count: m.message_count,
             digest: m.digest.to_hex(),
         }
     }
+
+    /// Every mailbox of the store, ordered by mailbox id. Call it where no write can
+    /// come between its reads (under the state machine's lock).
+    pub fn all(store: &maildr_store::Store) -> Result<Vec<MailboxDigest>, maildr_store::StoreError> {
+        let addresses: std::collections::BTreeMap<u64, String> =
+            store.accounts(None)?.into_iter().map(|a| (a.id.0, a.address.as_str().to_string())).collect();
+        Ok(store
+            .all_mailboxes()?
+            .iter()
+            .map(|m| MailboxDigest::of(m, addresses.get(&m.account.0).map_or("", String::as_str)))
+            .collect())
+    }
 }
 
-/// One message, as listed when a mailbox's digests differ between sites.
+/// One message, as listed when a mailbox's digests differ between sites. It holds
+/// everything the message's digest leaf covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MessageSummary {
     pub uid: u32,
     pub modseq: u64,
+    /// IMAP system flags as bits: 1 `\Seen`, 2 `\Answered`, 4 `\Flagged`,
+    /// 8 `\Deleted`, 16 `\Draft`.
     pub flags: u8,
     pub keywords: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub internal_date: i64,
+    pub size_bytes: u64,
+    /// SHA-256 of the body, hex.
     pub body: String,
     /// Whether this site holds the body file.
     pub body_present: bool,
@@ -186,6 +213,8 @@ impl MessageSummary {
             modseq: m.modseq.0,
             flags: m.flags.0,
             keywords: m.keywords.clone(),
+            internal_date: m.internal_date.0,
+            size_bytes: m.size_bytes,
             body: m.body.to_hex(),
             body_present,
         }
@@ -193,8 +222,37 @@ impl MessageSummary {
 
     /// Whether two sites agree on this message (holding the body file is not state).
     pub fn same_state(&self, other: &MessageSummary) -> bool {
-        (self.uid, self.modseq, self.flags, &self.keywords, &self.body)
-            == (other.uid, other.modseq, other.flags, &other.keywords, &other.body)
+        self.differing_fields(other).is_empty()
+    }
+
+    /// The names of the fields in which two sites' records of a message differ
+    /// (holding the body file is not state).
+    pub fn differing_fields(&self, other: &MessageSummary) -> Vec<&'static str> {
+        let differs = [
+            ("uid", self.uid != other.uid),
+            ("modseq", self.modseq != other.modseq),
+            ("flags", self.flags != other.flags),
+            ("keywords", self.keywords != other.keywords),
+            ("internal_date", self.internal_date != other.internal_date),
+            ("size_bytes", self.size_bytes != other.size_bytes),
+            ("body", self.body != other.body),
+        ];
+        differs.into_iter().filter(|(_, differ)| *differ).map(|(name, _)| name).collect()
+    }
+
+    /// The message as `maildr cluster verify --messages` prints it.
+    pub fn render(&self) -> String {
+        let mut flags: Vec<&str> = maildr_types::SystemFlags(self.flags).names();
+        flags.extend(self.keywords.iter().map(String::as_str));
+        format!(
+            "modseq {}, flags ({}), internal date {}, {} bytes, body {}{}",
+            self.modseq,
+            flags.join(" "),
+            self.internal_date,
+            self.size_bytes,
+            self.body,
+            if self.body_present { "" } else { " (body file missing here)" }
+        )
     }
 }
 
@@ -243,5 +301,30 @@ mod tests {
             w.record(7.0);
         }
         assert_eq!(w.quantile(0.99), Some(7.0), "old samples leave the window");
+    }
+
+    #[test]
+    fn two_records_of_a_message_name_the_fields_they_differ_in() {
+        let a = MessageSummary {
+            uid: 3,
+            modseq: 7,
+            flags: maildr_types::SystemFlags::SEEN,
+            keywords: vec![],
+            internal_date: 1_700_000_000,
+            size_bytes: 120,
+            body: "ab".repeat(32),
+            body_present: true,
+        };
+        let b = MessageSummary {
+            modseq: 9,
+            flags: maildr_types::SystemFlags::SEEN | maildr_types::SystemFlags::FLAGGED,
+            body_present: false,
+            ..a.clone()
+        };
+        assert_eq!(a.differing_fields(&b), ["modseq", "flags"]);
+        assert!(!a.same_state(&b));
+        assert!(a.same_state(&MessageSummary { body_present: false, ..a.clone() }), "holding the file is not state");
+        assert!(b.render().contains("flags (\\Seen \\Flagged)"), "{}", b.render());
+        assert!(b.render().contains("body file missing here"));
     }
 }
