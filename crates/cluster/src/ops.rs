@@ -230,6 +230,11 @@ pub struct MemberView {
     /// Entries the member lacks, as the primary sees it (0 for the primary).
     pub lag_entries: Option<u64>,
     pub lag_seconds: Option<f64>,
+    /// Bytes of the entries the member lacks, as the primary sees it (0 for the
+    /// primary); see `PeerStatus::lag_bytes`.
+    pub lag_bytes: Option<u64>,
+    /// Whether `lag_bytes` is partly estimated.
+    pub lag_bytes_estimated: bool,
     /// As the asking site sees it (0 for itself).
     pub last_heard_ms_ago: Option<u64>,
     pub missing_bodies: Option<u64>,
@@ -286,6 +291,8 @@ pub async fn cluster_status(client: &ControlClient, timeout: Duration) -> Cluste
             applied_index: s.and_then(|s| s.applied_index),
             lag_entries: if is_leader { Some(0) } else { from_primary.and_then(|p| p.lag_entries) },
             lag_seconds: if is_leader { Some(0.0) } else { from_primary.and_then(|p| p.lag_seconds) },
+            lag_bytes: if is_leader { Some(0) } else { from_primary.and_then(|p| p.lag_bytes) },
+            lag_bytes_estimated: !is_leader && from_primary.is_some_and(|p| p.lag_bytes_estimated),
             last_heard_ms_ago: if member.node_id == local_id {
                 Some(0)
             } else {

@@ -255,15 +255,32 @@ async fn status(client: ControlClient, json: bool) -> Result<()> {
             report.leader.as_deref().unwrap_or("none"),
             report.term.map(|t| t.to_string()).unwrap_or("-".into())
         );
-        println!("SITE\tNODE\tROLE\tSTATE\tTERM\tLAST_LOG\tAPPLIED\tLAG_ENTRIES\tLAG_S\tHEARD_MS_AGO\tMISSING_BODIES");
+        println!(
+            "SITE\tNODE\tROLE\tSTATE\tTERM\tLAST_LOG\tAPPLIED\tLAG_ENTRIES\tLAG_BYTES\tLAG_S\tHEARD_MS_AGO\tMISSING_BODIES"
+        );
         let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("-".into());
         for m in &report.members {
+            // `~`: partly estimated (the peer lacks entries the primary has not measured).
+            let lag_bytes = match m.lag_bytes {
+                Some(bytes) if m.lag_bytes_estimated => format!("~{bytes}"),
+                other => show(other),
+            };
             if let Some(e) = &m.error {
-                println!("{}\t{}\t{}\tUNREACHABLE: {e}", m.site, m.node_id, m.role);
+                // What the primary knows of it still tells how far behind it is.
+                println!(
+                    "{}\t{}\t{}\tUNREACHABLE\t-\t-\t-\t{}\t{}\t{}\t{}\t-\t({e})",
+                    m.site,
+                    m.node_id,
+                    m.role,
+                    show(m.lag_entries),
+                    lag_bytes,
+                    m.lag_seconds.map(|s| format!("{s:.1}")).unwrap_or("-".into()),
+                    show(m.last_heard_ms_ago),
+                );
                 continue;
             }
             println!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 m.site,
                 m.node_id,
                 m.role,
@@ -272,6 +289,7 @@ async fn status(client: ControlClient, json: bool) -> Result<()> {
                 show(m.last_log_index),
                 show(m.applied_index),
                 show(m.lag_entries),
+                lag_bytes,
                 m.lag_seconds.map(|s| format!("{s:.1}")).unwrap_or("-".into()),
                 show(m.last_heard_ms_ago),
                 show(m.missing_bodies),

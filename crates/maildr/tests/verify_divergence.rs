@@ -1,16 +1,19 @@
-//! `maildr cluster verify` against a divergence that really exists on disk.
+//! `maildr cluster verify` against a divergence that really exists on disk, and the
+//! primary's lag in bytes for a peer that stops receiving.
 //!
 //! One lab (bj and sh data, hz witness): mail is delivered over SMTP and every site
-//! applies it; verify finds nothing. Then the follower data site is killed, and while
-//! it is down its mail store is changed directly on disk (a real `StoreFlags` applied
+//! applies it; verify finds nothing. Then the follower data site is killed and the
+//! primary goes on committing: its lag for the dead site grows, in entries and in
+//! bytes, in the admin API, `/metrics` and `maildr cluster status`. While the site is
+//! down its mail store is changed directly on disk (a real `StoreFlags` applied
 //! behind Raft's back, with the store's command counter put back so the state machine
 //! does not refuse the store as out of step). The site is started again and catches
-//! up, and verify must name exactly the changed mailbox and message, with what
-//! differs, and exit 1.
+//! up (lag back to 0), and verify must name exactly the changed mailbox and message,
+//! with what differs, and exit 1.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::lab::{maildr, send_tagged, send_tagged_to, Lab, Told, ONE_LAB_AT_A_TIME};
 use maildr_store::{Applied, Command, FlagOp, Store};
@@ -21,8 +24,53 @@ use serde_json::Value;
 const VERIFY_DIVERGES: i32 = 1;
 const VERIFY_NOT_COMPARED: i32 = 2;
 
+/// Messages committed while the follower is down, in each of two rounds.
+const ROUND_MESSAGES: u64 = 10;
+
+/// Every Deliver entry holds at least a 32-byte body hash and the recipient's
+/// address; fewer bytes than this per message cannot be the real entries.
+const DELIVER_ENTRY_BYTES_MIN: u64 = 50;
+
 fn one_lab() -> std::sync::MutexGuard<'static, ()> {
     ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The primary's view of `peer`: lag in entries, in bytes, and whether the bytes
+/// are estimated, from the primary's own admin API (`GET /api/cluster/status`).
+fn lag_seen_by(lab: &Lab, primary: &str, peer: &str) -> (Option<u64>, Option<u64>, bool) {
+    let status = lab.api_get(primary, "/api/cluster/status");
+    let peers = status["peers"].as_array().cloned().unwrap_or_default();
+    let p = peers.iter().find(|p| p["site"] == peer).unwrap_or_else(|| panic!("no peer {peer} in {status}"));
+    (p["lag_entries"].as_u64(), p["lag_bytes"].as_u64(), p["lag_bytes_estimated"] == true)
+}
+
+/// Wait until the primary reports `peer` lacking at least `entries` entries with an
+/// exact byte count; that lag, in entries and bytes.
+fn wait_for_lag(lab: &Lab, primary: &str, peer: &str, entries: u64) -> (u64, u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = lag_seen_by(lab, primary, peer);
+        if let (Some(e), Some(b), false) = seen {
+            if e >= entries {
+                return (e, b);
+            }
+        }
+        assert!(Instant::now() < deadline, "{primary} does not report {peer} {entries} entries behind: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Wait until the primary reports `peer` lacking nothing: 0 entries, 0 bytes.
+fn wait_until_caught_up(lab: &Lab, primary: &str, peer: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = lag_seen_by(lab, primary, peer);
+        if seen == (Some(0), Some(0), false) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{peer} does not catch up with {primary}: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// `maildr cluster verify ARGS` through `site`'s config: exit status and stdout.
@@ -81,7 +129,7 @@ fn flag_behind_rafts_back(data_dir: &std::path::Path) -> u32 {
 }
 
 #[test]
-fn verify_names_a_message_changed_behind_rafts_back() {
+fn verify_names_a_message_changed_behind_rafts_back_and_the_primary_counts_a_dead_peers_lag_in_bytes() {
     let _one = one_lab();
     let lab = Lab::up("127.130");
     let primary = lab.wait_for_primary("bj", Duration::from_secs(5), None);
@@ -104,18 +152,59 @@ fn verify_names_a_message_changed_behind_rafts_back() {
     let mailboxes = report["mailboxes"].as_u64().unwrap();
     assert!(mailboxes >= 6, "every account's mailboxes are compared: {report}");
 
-    // The follower dies.
+    // The follower dies; the primary and the witness go on committing.
+    wait_until_caught_up(&lab, &primary, &follower);
     lab.kill(&follower);
-    for n in 0..3 {
+    for n in 0..ROUND_MESSAGES {
         assert_eq!(send_tagged(&lab.ip(&primary), &format!("while-down-{n}")), Told::Accepted);
     }
+    let (entries_1, bytes_1) = wait_for_lag(&lab, &primary, &follower, ROUND_MESSAGES);
+    for n in ROUND_MESSAGES..2 * ROUND_MESSAGES {
+        assert_eq!(send_tagged(&lab.ip(&primary), &format!("while-down-{n}")), Told::Accepted);
+    }
+    let (entries_2, bytes_2) = wait_for_lag(&lab, &primary, &follower, entries_1 + ROUND_MESSAGES);
+    eprintln!("{follower} lags {entries_1} entries / {bytes_1} bytes, then {entries_2} entries / {bytes_2} bytes");
+    assert!(bytes_1 >= ROUND_MESSAGES * DELIVER_ENTRY_BYTES_MIN, "{bytes_1} bytes for {ROUND_MESSAGES} deliveries");
+    assert!(
+        bytes_2 - bytes_1 >= ROUND_MESSAGES * DELIVER_ENTRY_BYTES_MIN,
+        "{ROUND_MESSAGES} more deliveries add their entries' bytes: {bytes_1} → {bytes_2}"
+    );
+    assert!(bytes_2 <= entries_2 * 4096, "no entry of this lab is anywhere near 4 KiB: {bytes_2} / {entries_2}");
+
+    // The same figure reaches Prometheus and both forms of `maildr cluster status`.
+    let token = lab.read_status()["api_token"].as_str().unwrap().to_string();
+    let metrics = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-H", &format!("Authorization: Bearer {token}")])
+        .arg(format!("http://{}:2780/metrics", lab.ip(&primary)))
+        .output()
+        .expect("running curl");
+    let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+    let sample = format!("maildr_peer_lag_bytes{{peer=\"{follower}\",role=\"data\"}} ");
+    let exported: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&sample))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in:\n{metrics}"));
+    assert!(exported >= bytes_2, "/metrics says {exported}, the API said {bytes_2} before");
+    let status = lab.cluster_status(&primary);
+    let member = status["members"].as_array().unwrap().iter().find(|m| m["site"] == follower.as_str()).unwrap();
+    assert!(member["lag_bytes"].as_u64() >= Some(bytes_2), "cluster status --json: {member}");
+    let table = lab.cluster(&primary, &["status"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    let header: Vec<&str> = table.lines().nth(1).unwrap_or_default().split('\t').collect();
+    let column = header.iter().position(|c| *c == "LAG_BYTES").unwrap_or_else(|| panic!("no LAG_BYTES:\n{table}"));
+    let row: Vec<&str> = table.lines().find(|l| l.starts_with(&format!("{follower}\t"))).unwrap().split('\t').collect();
+    assert!(row[3] == "UNREACHABLE", "the dead site is shown as such:\n{table}");
+    let shown: u64 = row[column].parse().unwrap_or_else(|_| panic!("LAG_BYTES of {follower}:\n{table}"));
+    assert!(shown >= bytes_2, "the table shows the dead site's lag in bytes:\n{table}");
 
     // While it is down, its store changes behind Raft's back.
     let victim = flag_behind_rafts_back(&lab.data_dir(&follower));
 
     // Back, it catches up from the log (no snapshot: the lab snapshots every 1000
-    // entries).
+    // entries) and the primary's lag for it returns to 0.
     lab.start(&follower);
+    wait_until_caught_up(&lab, &primary, &follower);
     lab.wait_until_converged(&primary, Duration::from_secs(30));
 
     // Verify finds the change: bob's INBOX alone, with the follower as the odd one out.
