@@ -107,8 +107,14 @@ pub fn render(s: &SiteStatus) -> String {
         m.bodies_dropped as f64,
     );
     type PeerValue = fn(&maildr_cluster::status::PeerStatus) -> Option<f64>;
-    let per_peer: [(&str, &str, PeerValue); 4] = [
+    let per_peer: [(&str, &str, PeerValue); 5] = [
         ("maildr_peer_lag_entries", "On the primary: log entries the peer lacks.", |p| p.lag_entries.map(|v| v as f64)),
+        (
+            "maildr_peer_lag_bytes",
+            "On the primary: encoded bytes of the log entries the peer lacks (estimated from the mean entry size \
+             for entries the primary has not measured).",
+            |p| p.lag_bytes.map(|v| v as f64),
+        ),
         ("maildr_peer_lag_seconds", "On the primary: seconds since the peer last had every entry.", |p| p.lag_seconds),
         ("maildr_peer_matched_index", "On the primary: last log index known on the peer.", |p| {
             p.matched_index.map(|v| v as f64)
@@ -171,6 +177,8 @@ mod tests {
                 matched_index: Some(8),
                 lag_entries: Some(2),
                 lag_seconds: None,
+                lag_bytes: Some(512),
+                lag_bytes_estimated: false,
             }],
             missing_bodies: 0,
             metrics: WriteMetrics { commit_latency_ms_p50: Some(4.0), ..Default::default() },
@@ -182,6 +190,8 @@ mod tests {
         assert!(text.contains("maildr_site_info{site=\"b\\\"j\",role=\"data\",state=\"Leader\"} 1\n"), "{text}");
         assert!(text.contains("maildr_is_primary 1\n"));
         assert!(text.contains("maildr_peer_lag_entries{peer=\"sh\",role=\"data\"} 2\n"));
+        assert!(text.contains("# TYPE maildr_peer_lag_bytes gauge\n"), "{text}");
+        assert!(text.contains("maildr_peer_lag_bytes{peer=\"sh\",role=\"data\"} 512\n"), "{text}");
         assert!(text.contains("maildr_peer_last_heard_seconds{peer=\"sh\",role=\"data\"} 1.5\n"));
         assert!(!text.contains("maildr_peer_lag_seconds"), "no sample, no family");
         assert!(text.contains("maildr_write_commit_latency_seconds{quantile=\"0.5\"} 0.004\n"));

@@ -21,7 +21,9 @@ use crate::raft::apply_delay::ApplyHold;
 use crate::raft::network::{PeerCallError, PeerClient};
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
 use crate::replicated::PRIMARY_SILENCE_ELECTION_TIMEOUTS;
-use crate::status::{ApplyDelayStatus, ForcedFailoverRecord, MailboxDigest, PrimaryContact, SiteStatus};
+use crate::status::{
+    ApplyDelayStatus, ForcedFailoverRecord, MailboxDigest, MessageSummary, PrimaryContact, SiteStatus,
+};
 
 /// How long one control request may take, unless the caller says otherwise.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -228,6 +230,11 @@ pub struct MemberView {
     /// Entries the member lacks, as the primary sees it (0 for the primary).
     pub lag_entries: Option<u64>,
     pub lag_seconds: Option<f64>,
+    /// Bytes of the entries the member lacks, as the primary sees it (0 for the
+    /// primary); see `PeerStatus::lag_bytes`.
+    pub lag_bytes: Option<u64>,
+    /// Whether `lag_bytes` is partly estimated.
+    pub lag_bytes_estimated: bool,
     /// As the asking site sees it (0 for itself).
     pub last_heard_ms_ago: Option<u64>,
     pub missing_bodies: Option<u64>,
@@ -284,6 +291,8 @@ pub async fn cluster_status(client: &ControlClient, timeout: Duration) -> Cluste
             applied_index: s.and_then(|s| s.applied_index),
             lag_entries: if is_leader { Some(0) } else { from_primary.and_then(|p| p.lag_entries) },
             lag_seconds: if is_leader { Some(0.0) } else { from_primary.and_then(|p| p.lag_seconds) },
+            lag_bytes: if is_leader { Some(0) } else { from_primary.and_then(|p| p.lag_bytes) },
+            lag_bytes_estimated: !is_leader && from_primary.is_some_and(|p| p.lag_bytes_estimated),
             last_heard_ms_ago: if member.node_id == local_id {
                 Some(0)
             } else {
@@ -535,14 +544,35 @@ pub struct VerifyReport {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Divergence {
     pub mailbox: u64,
+    /// The address of the account the mailbox belongs to.
+    pub account: String,
     pub name: String,
     /// Each site's view of the mailbox: a `MailboxDigest`, or `null` when the site
     /// has no such mailbox.
     #[schema(value_type = Object)]
     pub by_site: BTreeMap<String, Option<MailboxDigest>>,
+    /// The sites whose view differs from the one a majority of the compared sites
+    /// share (the suspects); empty when no view has a majority.
+    pub outliers: Vec<String>,
     /// With `--messages`: for each site, the UIDs whose record differs from the
     /// first site's (or exists on one side only).
     pub differing_uids: BTreeMap<String, Vec<u32>>,
+    /// With `--messages`: every message the sites do not all agree on, with what
+    /// differs and each site's record of it.
+    pub messages: Vec<MessageDifference>,
+}
+
+/// One message the sites disagree on.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct MessageDifference {
+    pub uid: u32,
+    /// The fields that differ between the sites holding the message (`modseq`,
+    /// `flags`, `keywords`, `internal_date`, `size_bytes`, `body`), and `absent`
+    /// when some site does not hold it.
+    pub fields: Vec<String>,
+    /// Each site's record of the message, or `null` when the site lacks it.
+    #[schema(value_type = Object)]
+    pub by_site: BTreeMap<String, Option<MessageSummary>>,
 }
 
 impl VerifyReport {
@@ -559,24 +589,77 @@ impl VerifyReport {
         }
         if self.diverging.is_empty() {
             out.push_str("no divergence\n");
+        } else {
+            let n = self.diverging.len();
+            out.push_str(&format!("{n} {}\n", if n == 1 { "mailbox diverges" } else { "mailboxes diverge" }));
         }
         for d in &self.diverging {
-            out.push_str(&format!("DIVERGES: mailbox {} ({})\n", d.mailbox, d.name));
+            out.push_str(&format!("DIVERGES: {} {} (mailbox {})\n", d.account, d.name, d.mailbox));
             for (site, digest) in &d.by_site {
                 match digest {
                     Some(g) => out.push_str(&format!(
-                        "  {site}: {} messages, uidnext {}, digest {}\n",
-                        g.message_count, g.uid_next, g.digest
+                        "  {site}: {} messages, uidvalidity {}, uidnext {}, highest modseq {}, digest {}\n",
+                        g.message_count, g.uid_validity, g.uid_next, g.highest_modseq, g.digest
                     )),
                     None => out.push_str(&format!("  {site}: no such mailbox\n")),
                 }
             }
-            for (site, uids) in &d.differing_uids {
-                out.push_str(&format!("  {site} differs in UIDs {uids:?}\n"));
+            if !d.outliers.is_empty() {
+                let agreeing: Vec<&str> =
+                    d.by_site.keys().filter(|s| !d.outliers.contains(s)).map(String::as_str).collect();
+                out.push_str(&format!(
+                    "  differs from the majority ({}): {}\n",
+                    agreeing.join(", "),
+                    d.outliers.join(", ")
+                ));
+            }
+            for m in &d.messages {
+                out.push_str(&format!("  UID {} differs: {}\n", m.uid, m.fields.join(", ")));
+                for (site, record) in &m.by_site {
+                    match record {
+                        Some(r) => out.push_str(&format!("    {site}: {}\n", r.render())),
+                        None => out.push_str(&format!("    {site}: no such message\n")),
+                    }
+                }
             }
         }
         out
     }
+}
+
+/// The sites whose view differs from the one shared by more than half of them.
+fn outliers<T: PartialEq>(views: &BTreeMap<String, T>) -> Vec<String> {
+    let majority = views.values().find(|v| views.values().filter(|w| w == v).count() * 2 > views.len());
+    match majority {
+        Some(m) => views.iter().filter(|(_, v)| *v != m).map(|(site, _)| site.clone()).collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Every message of one mailbox the sites do not all agree on, by UID.
+fn message_differences(lists: &[(String, Vec<MessageSummary>)]) -> Vec<MessageDifference> {
+    let uids: std::collections::BTreeSet<u32> = lists.iter().flat_map(|(_, l)| l.iter().map(|m| m.uid)).collect();
+    let mut out = Vec::new();
+    for uid in uids {
+        let by_site: BTreeMap<String, Option<MessageSummary>> =
+            lists.iter().map(|(site, l)| (site.clone(), l.iter().find(|m| m.uid == uid).cloned())).collect();
+        let present: Vec<&MessageSummary> = by_site.values().flatten().collect();
+        let mut fields: Vec<String> = Vec::new();
+        if present.len() < by_site.len() {
+            fields.push("absent".into());
+        }
+        if let Some((first, others)) = present.split_first() {
+            for field in others.iter().flat_map(|other| first.differing_fields(other)) {
+                if !fields.iter().any(|f| f == field) {
+                    fields.push(field.into());
+                }
+            }
+        }
+        if !fields.is_empty() {
+            out.push(MessageDifference { uid, fields, by_site });
+        }
+    }
+    out
 }
 
 /// Compare digests of every reachable site at the same applied index: ask the
@@ -640,8 +723,11 @@ pub async fn verify(client: &ControlClient, list_messages: bool) -> Result<Verif
             if views.values().all(|v| *v == first) {
                 continue;
             }
-            let name = views.values().flatten().next().map(|m| m.name.clone()).unwrap_or_default();
+            let some = views.values().flatten().next();
+            let name = some.map(|m| m.name.clone()).unwrap_or_default();
+            let account = some.map(|m| m.account_address.clone()).unwrap_or_default();
             let mut differing_uids = BTreeMap::new();
+            let mut messages = Vec::new();
             if list_messages {
                 let mut lists = Vec::new();
                 for (member, _, _) in &reads {
@@ -668,8 +754,10 @@ pub async fn verify(client: &ControlClient, list_messages: bool) -> Result<Verif
                     uids.dedup();
                     differing_uids.insert(site.clone(), uids);
                 }
+                messages = message_differences(&lists);
             }
-            diverging.push(Divergence { mailbox, name, by_site: views, differing_uids });
+            let outliers = outliers(&views);
+            diverging.push(Divergence { mailbox, account, name, by_site: views, outliers, differing_uids, messages });
         }
         return Ok(VerifyReport {
             applied_index: index,
@@ -678,5 +766,67 @@ pub async fn verify(client: &ControlClient, list_messages: bool) -> Result<Verif
             mailboxes,
             diverging,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(uid: u32, modseq: u64, flags: u8) -> MessageSummary {
+        MessageSummary {
+            uid,
+            modseq,
+            flags,
+            keywords: Vec::new(),
+            internal_date: 1_700_000_000,
+            size_bytes: 100,
+            body: "00".repeat(32),
+            body_present: true,
+        }
+    }
+
+    #[test]
+    fn the_site_disagreeing_with_the_majority_is_the_outlier() {
+        let views: BTreeMap<String, u8> = [("bj".into(), 1), ("hz".into(), 1), ("sh".into(), 2)].into();
+        assert_eq!(outliers(&views), ["sh"]);
+        let split: BTreeMap<String, u8> = [("bj".into(), 1), ("sh".into(), 2)].into();
+        assert!(outliers(&split).is_empty(), "two sites that disagree: no majority, no suspect");
+    }
+
+    #[test]
+    fn only_messages_the_sites_disagree_on_are_listed_with_what_differs() {
+        let same = message(1, 3, 0);
+        let lists = vec![
+            ("bj".to_string(), vec![same.clone(), message(2, 4, 0), message(3, 5, 0)]),
+            ("hz".to_string(), vec![same.clone(), message(2, 4, 0), message(3, 5, 0)]),
+            ("sh".to_string(), vec![same, message(2, 6, maildr_types::SystemFlags::FLAGGED)]),
+        ];
+        let differences = message_differences(&lists);
+        let listed: Vec<(u32, Vec<String>)> = differences.iter().map(|d| (d.uid, d.fields.clone())).collect();
+        assert_eq!(listed, [(2, vec!["modseq".into(), "flags".into()]), (3, vec!["absent".into()])]);
+        assert_eq!(differences[1].by_site["sh"], None);
+
+        let report = VerifyReport {
+            applied_index: 9,
+            sites: vec!["bj".into(), "hz".into(), "sh".into()],
+            unreachable: vec![],
+            mailboxes: 4,
+            diverging: vec![Divergence {
+                mailbox: 7,
+                account: "bob@example.test".into(),
+                name: "INBOX".into(),
+                by_site: BTreeMap::new(),
+                outliers: vec!["sh".into()],
+                differing_uids: BTreeMap::new(),
+                messages: differences,
+            }],
+        };
+        let text = report.render();
+        assert!(text.contains("DIVERGES: bob@example.test INBOX (mailbox 7)\n"), "{text}");
+        assert!(text.contains("  UID 2 differs: modseq, flags\n"), "{text}");
+        assert!(text.contains("    sh: modseq 6, flags (\\Flagged),"), "{text}");
+        assert!(text.contains("  UID 3 differs: absent\n    bj: modseq 5"), "{text}");
+        assert!(text.contains("    sh: no such message\n"), "{text}");
     }
 }

@@ -120,6 +120,92 @@ pub struct PeerStatus {
     /// On the primary: seconds since the peer last had every entry the primary had
     /// (0 when it has them now).
     pub lag_seconds: Option<f64>,
+    /// On the primary: bytes of the log entries the peer lacks, each counted as the
+    /// replication channel encodes it (postcard; framing and message bodies, which
+    /// travel outside the log, not counted). `None` when not yet measured.
+    pub lag_bytes: Option<u64>,
+    /// Whether `lag_bytes` is an estimate: the primary keeps the sizes of its newest
+    /// [`ENTRY_SIZES_MAX`] entries, and entries beyond them (or appended a moment ago
+    /// and not measured yet) count at the mean size of the measured ones.
+    #[serde(default)]
+    pub lag_bytes_estimated: bool,
+}
+
+/// Newest log entries whose encoded size the primary keeps, for `lag_bytes`.
+pub const ENTRY_SIZES_MAX: u64 = 10_000;
+
+/// On the primary: the encoded size of each of its newest log entries, measured as
+/// they are appended (`Replicated` reads them back through the log reader), so a
+/// peer's lag in bytes is a sum over a bounded window instead of a log read at every
+/// status call. Sizes belong to one term: a leader's log only grows while it leads,
+/// but a site that led before may have had its log truncated as a follower since.
+#[derive(Debug, Default)]
+pub(crate) struct EntrySizes {
+    term: u64,
+    /// Every index up to this one was measured (or was not in the log any more).
+    measured_through: u64,
+    /// Log index → encoded size in bytes; at most [`ENTRY_SIZES_MAX`] of them.
+    sizes: std::collections::BTreeMap<u64, u64>,
+}
+
+/// A peer's lag in bytes, and whether part of it is estimated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LagBytes {
+    pub bytes: u64,
+    pub estimated: bool,
+}
+
+impl EntrySizes {
+    /// The indexes a leader of `term` whose last log index is `last` has still to
+    /// measure (at most the newest [`ENTRY_SIZES_MAX`]). Forgets sizes measured in
+    /// another term.
+    pub fn unmeasured(&mut self, term: u64, last: u64) -> Option<std::ops::RangeInclusive<u64>> {
+        if term != self.term {
+            *self = EntrySizes { term, ..EntrySizes::default() };
+        }
+        let from = (self.measured_through + 1).max(last.saturating_sub(ENTRY_SIZES_MAX - 1)).max(1);
+        (from <= last).then_some(from..=last)
+    }
+
+    /// Keep the sizes measured in `term` for the indexes up to `through` (an index
+    /// missing from `sizes` was purged from the log). Ignored if the term changed.
+    pub fn record(&mut self, term: u64, through: u64, sizes: impl IntoIterator<Item = (u64, u64)>) {
+        if term != self.term {
+            return;
+        }
+        self.sizes.extend(sizes);
+        self.measured_through = self.measured_through.max(through);
+        let keep_from = self.measured_through.saturating_sub(ENTRY_SIZES_MAX - 1);
+        while self.sizes.first_key_value().is_some_and(|(index, _)| *index < keep_from) {
+            self.sizes.pop_first();
+        }
+    }
+
+    /// Bytes of the entries after `matched` up to `last` of a leader in `term`: the
+    /// sum of their sizes when all were measured; else the measured ones scaled up to
+    /// all of them (an estimate); `None` when none was measured.
+    pub fn lag_bytes(&self, term: u64, matched: u64, last: u64) -> Option<LagBytes> {
+        let lag_entries = last.saturating_sub(matched);
+        if lag_entries == 0 {
+            return Some(LagBytes { bytes: 0, estimated: false });
+        }
+        if term != self.term {
+            return None;
+        }
+        let (mut bytes, mut counted) = (0u64, 0u64);
+        for size in self.sizes.range(matched + 1..=last).map(|(_, size)| *size) {
+            bytes = bytes.saturating_add(size);
+            counted += 1;
+        }
+        match counted {
+            0 => None,
+            c if c == lag_entries => Some(LagBytes { bytes, estimated: false }),
+            c => {
+                let scaled = u128::from(bytes) * u128::from(lag_entries) / u128::from(c);
+                Some(LagBytes { bytes: u64::try_from(scaled).unwrap_or(u64::MAX), estimated: true })
+            }
+        }
+    }
 }
 
 /// Counters and latencies of the write path since the site started.
@@ -141,39 +227,66 @@ pub struct WriteMetrics {
     pub bodies_dropped: u64,
 }
 
-/// One mailbox's identity and digest, as compared by `maildr cluster verify`.
+/// One mailbox's identity and digest, as compared by `maildr cluster verify`: two
+/// sites agree on a mailbox when every field is equal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MailboxDigest {
     pub mailbox: u64,
     pub account: u64,
+    /// The address of the account the mailbox belongs to.
+    pub account_address: String,
     pub name: String,
     pub uid_validity: u32,
     pub uid_next: u32,
+    /// The digest covers each message's MODSEQ, not the mailbox's (an expunge raises it).
+    pub highest_modseq: u64,
     pub message_count: u64,
     pub digest: String,
 }
 
 impl MailboxDigest {
-    pub fn of(m: &maildr_store::Mailbox) -> MailboxDigest {
+    /// The digest of mailbox `m` of the account with address `account_address`.
+    pub fn of(m: &maildr_store::Mailbox, account_address: &str) -> MailboxDigest {
         MailboxDigest {
             mailbox: m.id.0,
             account: m.account.0,
+            account_address: account_address.to_string(),
             name: m.name.as_str().to_string(),
             uid_validity: m.uid_validity.0,
             uid_next: m.uid_next.0,
+            highest_modseq: m.highest_modseq.0,
             message_count: m.message_count,
             digest: m.digest.to_hex(),
         }
     }
+
+    /// Every mailbox of the store, ordered by mailbox id. Call it where no write can
+    /// come between its reads (under the state machine's lock).
+    pub fn all(store: &maildr_store::Store) -> Result<Vec<MailboxDigest>, maildr_store::StoreError> {
+        let addresses: std::collections::BTreeMap<u64, String> =
+            store.accounts(None)?.into_iter().map(|a| (a.id.0, a.address.as_str().to_string())).collect();
+        Ok(store
+            .all_mailboxes()?
+            .iter()
+            .map(|m| MailboxDigest::of(m, addresses.get(&m.account.0).map_or("", String::as_str)))
+            .collect())
+    }
 }
 
-/// One message, as listed when a mailbox's digests differ between sites.
+/// One message, as listed when a mailbox's digests differ between sites. It holds
+/// everything the message's digest leaf covers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MessageSummary {
     pub uid: u32,
     pub modseq: u64,
+    /// IMAP system flags as bits: 1 `\Seen`, 2 `\Answered`, 4 `\Flagged`,
+    /// 8 `\Deleted`, 16 `\Draft`.
     pub flags: u8,
     pub keywords: Vec<String>,
+    /// Seconds since the Unix epoch.
+    pub internal_date: i64,
+    pub size_bytes: u64,
+    /// SHA-256 of the body, hex.
     pub body: String,
     /// Whether this site holds the body file.
     pub body_present: bool,
@@ -186,6 +299,8 @@ impl MessageSummary {
             modseq: m.modseq.0,
             flags: m.flags.0,
             keywords: m.keywords.clone(),
+            internal_date: m.internal_date.0,
+            size_bytes: m.size_bytes,
             body: m.body.to_hex(),
             body_present,
         }
@@ -193,8 +308,37 @@ impl MessageSummary {
 
     /// Whether two sites agree on this message (holding the body file is not state).
     pub fn same_state(&self, other: &MessageSummary) -> bool {
-        (self.uid, self.modseq, self.flags, &self.keywords, &self.body)
-            == (other.uid, other.modseq, other.flags, &other.keywords, &other.body)
+        self.differing_fields(other).is_empty()
+    }
+
+    /// The names of the fields in which two sites' records of a message differ
+    /// (holding the body file is not state).
+    pub fn differing_fields(&self, other: &MessageSummary) -> Vec<&'static str> {
+        let differs = [
+            ("uid", self.uid != other.uid),
+            ("modseq", self.modseq != other.modseq),
+            ("flags", self.flags != other.flags),
+            ("keywords", self.keywords != other.keywords),
+            ("internal_date", self.internal_date != other.internal_date),
+            ("size_bytes", self.size_bytes != other.size_bytes),
+            ("body", self.body != other.body),
+        ];
+        differs.into_iter().filter(|(_, differ)| *differ).map(|(name, _)| name).collect()
+    }
+
+    /// The message as `maildr cluster verify --messages` prints it.
+    pub fn render(&self) -> String {
+        let mut flags: Vec<&str> = maildr_types::SystemFlags(self.flags).names();
+        flags.extend(self.keywords.iter().map(String::as_str));
+        format!(
+            "modseq {}, flags ({}), internal date {}, {} bytes, body {}{}",
+            self.modseq,
+            flags.join(" "),
+            self.internal_date,
+            self.size_bytes,
+            self.body,
+            if self.body_present { "" } else { " (body file missing here)" }
+        )
     }
 }
 
@@ -243,5 +387,61 @@ mod tests {
             w.record(7.0);
         }
         assert_eq!(w.quantile(0.99), Some(7.0), "old samples leave the window");
+    }
+
+    #[test]
+    fn lag_in_bytes_is_the_sum_of_the_entries_a_peer_lacks() {
+        let mut sizes = EntrySizes::default();
+        assert_eq!(sizes.unmeasured(2, 5), Some(1..=5));
+        sizes.record(2, 5, (1..=5).map(|i| (i, i * 100)));
+        assert_eq!(sizes.unmeasured(2, 5), None, "nothing new to measure");
+        assert_eq!(sizes.lag_bytes(2, 2, 5), Some(LagBytes { bytes: 300 + 400 + 500, estimated: false }));
+        assert_eq!(sizes.lag_bytes(2, 5, 5), Some(LagBytes { bytes: 0, estimated: false }));
+        assert_eq!(sizes.unmeasured(2, 7), Some(6..=7), "only the new entries are read");
+        // Entry 6 was appended and not measured yet: it counts at the mean of the measured.
+        assert_eq!(sizes.lag_bytes(2, 4, 6), Some(LagBytes { bytes: 500 * 2, estimated: true }));
+        assert_eq!(sizes.lag_bytes(3, 4, 6), None, "sizes of another term say nothing");
+        assert_eq!(sizes.unmeasured(3, 7), Some(1..=7), "a new term measures its log again");
+        assert_eq!(sizes.lag_bytes(3, 4, 6), None);
+        sizes.record(2, 7, [(6, 1), (7, 1)]);
+        assert_eq!(sizes.lag_bytes(3, 4, 6), None, "a measurement of an old term is dropped");
+    }
+
+    #[test]
+    fn only_the_newest_entry_sizes_are_kept_and_older_lag_is_estimated() {
+        let mut sizes = EntrySizes::default();
+        let last = ENTRY_SIZES_MAX + 500;
+        assert_eq!(sizes.unmeasured(1, last), Some(501..=last), "at most the newest ENTRY_SIZES_MAX are read");
+        sizes.record(1, last, (501..=last).map(|i| (i, 10)));
+        assert_eq!(sizes.lag_bytes(1, 500, last), Some(LagBytes { bytes: ENTRY_SIZES_MAX * 10, estimated: false }));
+        assert_eq!(sizes.lag_bytes(1, 0, last), Some(LagBytes { bytes: last * 10, estimated: true }));
+        sizes.record(1, last + 100, (last + 1..=last + 100).map(|i| (i, 10)));
+        assert_eq!(sizes.sizes.len() as u64, ENTRY_SIZES_MAX, "the window stays bounded");
+        assert_eq!(sizes.sizes.first_key_value().map(|(i, _)| *i), Some(601));
+    }
+
+    #[test]
+    fn two_records_of_a_message_name_the_fields_they_differ_in() {
+        let a = MessageSummary {
+            uid: 3,
+            modseq: 7,
+            flags: maildr_types::SystemFlags::SEEN,
+            keywords: vec![],
+            internal_date: 1_700_000_000,
+            size_bytes: 120,
+            body: "ab".repeat(32),
+            body_present: true,
+        };
+        let b = MessageSummary {
+            modseq: 9,
+            flags: maildr_types::SystemFlags::SEEN | maildr_types::SystemFlags::FLAGGED,
+            body_present: false,
+            ..a.clone()
+        };
+        assert_eq!(a.differing_fields(&b), ["modseq", "flags"]);
+        assert!(!a.same_state(&b));
+        assert!(a.same_state(&MessageSummary { body_present: false, ..a.clone() }), "holding the file is not state");
+        assert!(b.render().contains("flags (\\Seen \\Flagged)"), "{}", b.render());
+        assert!(b.render().contains("body file missing here"));
     }
 }

@@ -91,8 +91,9 @@ pub enum ClusterAction {
         #[arg(long)]
         site: String,
     },
-    /// Compare every mailbox's digest across all sites at one applied index; exits
-    /// 1 when any diverges.
+    /// Compare every mailbox's digest across all sites at one applied index. Exits
+    /// 0 when all agree, 1 when any mailbox diverges, 2 when the sites could not be
+    /// compared (fewer than two answered, writes kept coming, a bad config).
     Verify {
         #[arg(long)]
         config: PathBuf,
@@ -192,19 +193,35 @@ pub async fn run(action: ClusterAction) -> Result<()> {
             Ok(())
         }
         ClusterAction::Verify { config, messages, json } => {
-            let client = ControlClient::new(SiteConfig::load(&config)?)?;
-            let report = ops::verify(&client, messages).await?;
+            // Like diff(1): a script must tell "they differ" from "could not compare".
+            let report = match verify(&config, messages).await {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("Error: {e:#}");
+                    std::process::exit(VERIFY_EXIT_NOT_COMPARED);
+                }
+            };
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.render());
             }
             if !report.diverging.is_empty() {
-                std::process::exit(1);
+                std::process::exit(VERIFY_EXIT_DIVERGES);
             }
             Ok(())
         }
     }
+}
+
+/// `maildr cluster verify` exits with this when a mailbox diverges.
+const VERIFY_EXIT_DIVERGES: i32 = 1;
+/// `maildr cluster verify` exits with this when it could not compare the sites.
+const VERIFY_EXIT_NOT_COMPARED: i32 = 2;
+
+async fn verify(config: &std::path::Path, list_messages: bool) -> Result<ops::VerifyReport> {
+    let client = ControlClient::new(SiteConfig::load(config)?)?;
+    Ok(ops::verify(&client, list_messages).await?)
 }
 
 /// How long `failover` waits for the promoted standby to restart and lead.
@@ -238,15 +255,32 @@ async fn status(client: ControlClient, json: bool) -> Result<()> {
             report.leader.as_deref().unwrap_or("none"),
             report.term.map(|t| t.to_string()).unwrap_or("-".into())
         );
-        println!("SITE\tNODE\tROLE\tSTATE\tTERM\tLAST_LOG\tAPPLIED\tLAG_ENTRIES\tLAG_S\tHEARD_MS_AGO\tMISSING_BODIES");
+        println!(
+            "SITE\tNODE\tROLE\tSTATE\tTERM\tLAST_LOG\tAPPLIED\tLAG_ENTRIES\tLAG_BYTES\tLAG_S\tHEARD_MS_AGO\tMISSING_BODIES"
+        );
         let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("-".into());
         for m in &report.members {
+            // `~`: partly estimated (the peer lacks entries the primary has not measured).
+            let lag_bytes = match m.lag_bytes {
+                Some(bytes) if m.lag_bytes_estimated => format!("~{bytes}"),
+                other => show(other),
+            };
             if let Some(e) = &m.error {
-                println!("{}\t{}\t{}\tUNREACHABLE: {e}", m.site, m.node_id, m.role);
+                // What the primary knows of it still tells how far behind it is.
+                println!(
+                    "{}\t{}\t{}\tUNREACHABLE\t-\t-\t-\t{}\t{}\t{}\t{}\t-\t({e})",
+                    m.site,
+                    m.node_id,
+                    m.role,
+                    show(m.lag_entries),
+                    lag_bytes,
+                    m.lag_seconds.map(|s| format!("{s:.1}")).unwrap_or("-".into()),
+                    show(m.last_heard_ms_ago),
+                );
                 continue;
             }
             println!(
-                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                 m.site,
                 m.node_id,
                 m.role,
@@ -255,6 +289,7 @@ async fn status(client: ControlClient, json: bool) -> Result<()> {
                 show(m.last_log_index),
                 show(m.applied_index),
                 show(m.lag_entries),
+                lag_bytes,
                 m.lag_seconds.map(|s| format!("{s:.1}")).unwrap_or("-".into()),
                 show(m.last_heard_ms_ago),
                 show(m.missing_bodies),

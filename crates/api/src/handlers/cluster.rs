@@ -81,6 +81,8 @@ pub async fn members(State(state): State<ApiState>) -> Result<Json<ClusterStatus
         applied_index: s.applied_index,
         lag_entries: Some(0),
         lag_seconds: Some(0.0),
+        lag_bytes: Some(0),
+        lag_bytes_estimated: false,
         last_heard_ms_ago: Some(0),
         missing_bodies: Some(0),
         status: Some(s.clone()),

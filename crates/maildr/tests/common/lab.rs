@@ -308,6 +308,11 @@ pub enum Told {
 
 /// Send one message tagged `tag` to alice through the MX of the site at `ip`.
 pub fn send_tagged(ip: &str, tag: &str) -> Told {
+    send_tagged_to(ip, "alice@example.test", tag)
+}
+
+/// Send one message tagged `tag` to `recipient` through the MX of the site at `ip`.
+pub fn send_tagged_to(ip: &str, recipient: &str, tag: &str) -> Told {
     let Ok(stream) = TcpStream::connect_timeout(&format!("{ip}:2525").parse().unwrap(), Duration::from_secs(2)) else {
         return Told::NoAnswer;
     };
@@ -329,7 +334,7 @@ pub fn send_tagged(ip: &str, tag: &str) -> Told {
         step("", 220)?;
         step("EHLO load.test\r\n", 250)?;
         step("MAIL FROM:<load@remote.test>\r\n", 250)?;
-        step("RCPT TO:<alice@example.test>\r\n", 250)?;
+        step(&format!("RCPT TO:<{recipient}>\r\n"), 250)?;
         step("DATA\r\n", 354)?;
         step(&format!("Subject: {tag}\r\nMessage-ID: <{tag}@remote.test>\r\n\r\nbody of {tag}\r\n.\r\n"), 250)?;
         Ok(())
