@@ -1695,7 +1695,6 @@ impl Replicated {
     }
 }
 
-/// Fetch bodies that applied entries refer to but this site lacks.
 /// On a witness: drop each body once every data site among the voters holds it
 /// durably. A witness keeps bodies only as the second copy a data site needs
 /// before it may propose a message (and to hand them to the other data site); once
@@ -1773,6 +1772,7 @@ impl Replicated {
     }
 }
 
+/// Fetch bodies that applied entries refer to but this site lacks.
 async fn fetch_missing_bodies(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
     loop {
         let missing = site.state_machine.missing_bodies();

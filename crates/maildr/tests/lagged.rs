@@ -142,6 +142,10 @@ fn a_held_lagged_site_keeps_the_state_from_before_a_corruption_and_a_forced_fail
     });
     assert!(!lab.data_dir("lg").join(maildr_cluster::raft::apply_delay::APPLY_HOLD_FILE).exists());
     before.insert("while-held".to_string());
+    let verified = lab.cluster("bj", &["verify"]);
+    assert!(verified.status.success(), "verify with a lagged member: {}", text(&verified));
+    let said = String::from_utf8_lossy(&verified.stdout);
+    assert!(said.contains("not compared: lg is lagged") && said.contains("no divergence"), "{said}");
 
     // 3. Refusals change nothing.
     let refused = lab.cluster("bj", &["hold-apply", "--site", "sh", "--by", OPERATOR]);
