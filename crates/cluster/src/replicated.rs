@@ -65,7 +65,7 @@ use maildr_store::{Applied, Command, ControlEventKind, Store};
 use maildr_types::{BlobHash, BlobRef, MailboxId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::AppendEntriesResponse;
-use openraft::{RaftLogReader, ServerState, SnapshotPolicy};
+use openraft::{ServerState, SnapshotPolicy};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -77,8 +77,8 @@ use crate::raft::wire::{
 };
 use crate::raft::{self, EntryOutcome, NodeId, RaftStorageError, SiteNode, StateMachineStore, TypeConfig};
 use crate::status::{
-    ApplyDelayStatus, EntrySizes, ForcedFailoverRecord, LatencyWindow, MailboxDigest, MessageSummary, PeerStatus,
-    PrimaryContact, SiteStatus, WriteMetrics,
+    ApplyDelayStatus, ForcedFailoverRecord, LatencyWindow, MailboxDigest, MessageSummary, PeerStatus, PrimaryContact,
+    SiteStatus, WriteMetrics,
 };
 use crate::{WriteError, WritePathLimits};
 
@@ -146,10 +146,9 @@ pub struct Replicated {
     secret: String,
     raft: Raft,
     state_machine: StateMachineStore,
-    /// Reads the log (a clone of the log store openraft writes through).
-    log_reader: raft::LogStore,
-    /// On the primary: sizes of its newest entries, for each peer's lag in bytes.
-    entry_sizes: Mutex<EntrySizes>,
+    /// A clone of the log store openraft writes through: it knows the sizes of
+    /// the newest entries, for each peer's lag in bytes.
+    log_store: raft::LogStore,
     directory: PeerDirectory,
     limits: WritePathLimits,
     body_push_timeout: Duration,
@@ -279,7 +278,7 @@ impl Replicated {
             refuse_after_forced_failover(&directory, &cluster.members, me).await?;
         }
         let network = Network { directory: directory.clone(), secret: secret.clone(), me };
-        let log_reader = log_store.clone();
+        let log_store_view = log_store.clone();
         let raft = Raft::new(me, Arc::new(config), network, log_store, state_machine.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -306,8 +305,7 @@ impl Replicated {
             secret,
             raft,
             state_machine,
-            log_reader,
-            entry_sizes: Mutex::new(EntrySizes::default()),
+            log_store: log_store_view,
             directory,
             limits,
             body_push_timeout: Duration::from_millis(cluster.body_push_timeout_ms),
@@ -725,7 +723,6 @@ impl Replicated {
         let learners: Vec<u64> = membership.learner_ids().collect();
         let last_log_index = m.last_log_index;
         let caught_up = self.caught_up_at.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let entry_sizes = self.entry_sizes.lock().unwrap_or_else(|p| p.into_inner());
         let peers = self
             .directory
             .all()
@@ -738,9 +735,8 @@ impl Replicated {
                     (_, Some(at)) => at.elapsed().as_secs_f64(),
                     (_, None) => f64::NAN,
                 });
-                let lag_bytes = matched.and_then(|matched| {
-                    entry_sizes.lag_bytes(m.current_term, matched.unwrap_or(0), last_log_index.unwrap_or(0))
-                });
+                let lag_bytes = matched
+                    .and_then(|matched| self.log_store.lag_bytes(matched.unwrap_or(0), last_log_index.unwrap_or(0)));
                 PeerStatus {
                     node_id: peer.node_id,
                     site: peer.site.clone(),
@@ -754,7 +750,6 @@ impl Replicated {
                 }
             })
             .collect();
-        drop(entry_sizes);
         let metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         let mut counters = metrics.counters.clone();
         counters.commit_latency_ms_p50 = metrics.commit_latency.quantile(0.5);
@@ -1613,7 +1608,6 @@ async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
             let m = metrics.borrow_and_update().clone();
             if m.state == ServerState::Leader {
                 let last = m.last_log_index.unwrap_or(0);
-                site.measure_entry_sizes(m.current_term, last).await;
                 let now = Instant::now();
                 let mut caught_up = site.caught_up_at.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(replication) = &m.replication {
@@ -1665,32 +1659,6 @@ async fn track_lag(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
             _ = stop.changed() => return,
             changed = metrics.changed() => if changed.is_err() { return },
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
-}
-
-impl Replicated {
-    /// On the primary: measure the entries up to `last` not measured yet (the newest
-    /// [`crate::status::ENTRY_SIZES_MAX`] at most), each as the replication channel
-    /// encodes it in an AppendEntries request.
-    async fn measure_entry_sizes(&self, term: u64, last: u64) {
-        let Some(range) = self.entry_sizes.lock().unwrap_or_else(|p| p.into_inner()).unmeasured(term, last) else {
-            return;
-        };
-        let mut reader = self.log_reader.clone();
-        match reader.try_get_log_entries(range).await {
-            Ok(entries) => {
-                // An entry that does not encode stays unmeasured (and is estimated).
-                let sizes: Vec<(u64, u64)> = entries
-                    .iter()
-                    .filter_map(|entry| {
-                        let size = postcard::serialize_with_flavor(entry, postcard::ser_flavors::Size::default());
-                        size.ok().map(|size: usize| (entry.log_id.index, size as u64))
-                    })
-                    .collect();
-                self.entry_sizes.lock().unwrap_or_else(|p| p.into_inner()).record(term, last, sizes);
-            }
-            Err(e) => tracing::warn!(error = %e, "reading log entries to measure peers' lag in bytes"),
         }
     }
 }

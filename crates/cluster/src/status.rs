@@ -124,9 +124,9 @@ pub struct PeerStatus {
     /// replication channel encodes it (postcard; framing and message bodies, which
     /// travel outside the log, not counted). `None` when not yet measured.
     pub lag_bytes: Option<u64>,
-    /// Whether `lag_bytes` is an estimate: the primary keeps the sizes of its newest
-    /// [`ENTRY_SIZES_MAX`] entries, and entries beyond them (or appended a moment ago
-    /// and not measured yet) count at the mean size of the measured ones.
+    /// Whether `lag_bytes` is an estimate: a site keeps the sizes of its newest
+    /// [`ENTRY_SIZES_MAX`] entries, and entries beyond them (or appended before the
+    /// site started) count at the mean size of the known ones.
     #[serde(default)]
     pub lag_bytes_estimated: bool,
 }
@@ -134,16 +134,13 @@ pub struct PeerStatus {
 /// Newest log entries whose encoded size the primary keeps, for `lag_bytes`.
 pub const ENTRY_SIZES_MAX: u64 = 10_000;
 
-/// On the primary: the encoded size of each of its newest log entries, measured as
-/// they are appended (`Replicated` reads them back through the log reader), so a
-/// peer's lag in bytes is a sum over a bounded window instead of a log read at every
-/// status call. Sizes belong to one term: a leader's log only grows while it leads,
-/// but a site that led before may have had its log truncated as a follower since.
+/// The encoded size of each of the newest log entries of this site, recorded by the
+/// log store as it appends them (the bytes it writes are what the replication
+/// channel sends), so a peer's lag in bytes is a sum over a bounded window, with no
+/// log read. Entries a truncation removed are forgotten with it; entries appended
+/// before the site started are unknown (and estimated).
 #[derive(Debug, Default)]
 pub(crate) struct EntrySizes {
-    term: u64,
-    /// Every index up to this one was measured (or was not in the log any more).
-    measured_through: u64,
     /// Log index → encoded size in bytes; at most [`ENTRY_SIZES_MAX`] of them.
     sizes: std::collections::BTreeMap<u64, u64>,
 }
@@ -156,41 +153,27 @@ pub(crate) struct LagBytes {
 }
 
 impl EntrySizes {
-    /// The indexes a leader of `term` whose last log index is `last` has still to
-    /// measure (at most the newest [`ENTRY_SIZES_MAX`]). Forgets sizes measured in
-    /// another term.
-    pub fn unmeasured(&mut self, term: u64, last: u64) -> Option<std::ops::RangeInclusive<u64>> {
-        if term != self.term {
-            *self = EntrySizes { term, ..EntrySizes::default() };
-        }
-        let from = (self.measured_through + 1).max(last.saturating_sub(ENTRY_SIZES_MAX - 1)).max(1);
-        (from <= last).then_some(from..=last)
-    }
-
-    /// Keep the sizes measured in `term` for the indexes up to `through` (an index
-    /// missing from `sizes` was purged from the log). Ignored if the term changed.
-    pub fn record(&mut self, term: u64, through: u64, sizes: impl IntoIterator<Item = (u64, u64)>) {
-        if term != self.term {
-            return;
-        }
-        self.sizes.extend(sizes);
-        self.measured_through = self.measured_through.max(through);
-        let keep_from = self.measured_through.saturating_sub(ENTRY_SIZES_MAX - 1);
-        while self.sizes.first_key_value().is_some_and(|(index, _)| *index < keep_from) {
+    /// Entry `index` was appended with this encoded size (replacing any entry of
+    /// that index, as a log does).
+    pub fn appended(&mut self, index: u64, size_bytes: u64) {
+        self.sizes.insert(index, size_bytes);
+        while self.sizes.len() as u64 > ENTRY_SIZES_MAX {
             self.sizes.pop_first();
         }
     }
 
-    /// Bytes of the entries after `matched` up to `last` of a leader in `term`: the
-    /// sum of their sizes when all were measured; else the measured ones scaled up to
-    /// all of them (an estimate); `None` when none was measured.
-    pub fn lag_bytes(&self, term: u64, matched: u64, last: u64) -> Option<LagBytes> {
+    /// The entries from `index` on were removed from the log.
+    pub fn truncated_from(&mut self, index: u64) {
+        self.sizes.split_off(&index);
+    }
+
+    /// Bytes of the entries after `matched` up to `last`: the sum of their sizes when
+    /// all are known; else the known ones scaled up to all of them (an estimate);
+    /// `None` when none is known.
+    pub fn lag_bytes(&self, matched: u64, last: u64) -> Option<LagBytes> {
         let lag_entries = last.saturating_sub(matched);
         if lag_entries == 0 {
             return Some(LagBytes { bytes: 0, estimated: false });
-        }
-        if term != self.term {
-            return None;
         }
         let (mut bytes, mut counted) = (0u64, 0u64);
         for size in self.sizes.range(matched + 1..=last).map(|(_, size)| *size) {
@@ -392,32 +375,28 @@ mod tests {
     #[test]
     fn lag_in_bytes_is_the_sum_of_the_entries_a_peer_lacks() {
         let mut sizes = EntrySizes::default();
-        assert_eq!(sizes.unmeasured(2, 5), Some(1..=5));
-        sizes.record(2, 5, (1..=5).map(|i| (i, i * 100)));
-        assert_eq!(sizes.unmeasured(2, 5), None, "nothing new to measure");
-        assert_eq!(sizes.lag_bytes(2, 2, 5), Some(LagBytes { bytes: 300 + 400 + 500, estimated: false }));
-        assert_eq!(sizes.lag_bytes(2, 5, 5), Some(LagBytes { bytes: 0, estimated: false }));
-        assert_eq!(sizes.unmeasured(2, 7), Some(6..=7), "only the new entries are read");
-        // Entry 6 was appended and not measured yet: it counts at the mean of the measured.
-        assert_eq!(sizes.lag_bytes(2, 4, 6), Some(LagBytes { bytes: 500 * 2, estimated: true }));
-        assert_eq!(sizes.lag_bytes(3, 4, 6), None, "sizes of another term say nothing");
-        assert_eq!(sizes.unmeasured(3, 7), Some(1..=7), "a new term measures its log again");
-        assert_eq!(sizes.lag_bytes(3, 4, 6), None);
-        sizes.record(2, 7, [(6, 1), (7, 1)]);
-        assert_eq!(sizes.lag_bytes(3, 4, 6), None, "a measurement of an old term is dropped");
+        assert_eq!(sizes.lag_bytes(2, 5), None, "nothing known yet");
+        (1..=5).for_each(|i| sizes.appended(i, i * 100));
+        assert_eq!(sizes.lag_bytes(2, 5), Some(LagBytes { bytes: 300 + 400 + 500, estimated: false }));
+        assert_eq!(sizes.lag_bytes(5, 5), Some(LagBytes { bytes: 0, estimated: false }));
+        // Entry 6 is not known: it counts at the mean of the known ones.
+        assert_eq!(sizes.lag_bytes(4, 6), Some(LagBytes { bytes: 500 * 2, estimated: true }));
+        // A new leader overwrote entries 4 and 5 with a single smaller one.
+        sizes.truncated_from(4);
+        sizes.appended(4, 7);
+        assert_eq!(sizes.lag_bytes(2, 4), Some(LagBytes { bytes: 300 + 7, estimated: false }));
+        assert_eq!(sizes.lag_bytes(4, 5), None, "entry 5 is gone and nothing after 4 is known");
     }
 
     #[test]
     fn only_the_newest_entry_sizes_are_kept_and_older_lag_is_estimated() {
         let mut sizes = EntrySizes::default();
         let last = ENTRY_SIZES_MAX + 500;
-        assert_eq!(sizes.unmeasured(1, last), Some(501..=last), "at most the newest ENTRY_SIZES_MAX are read");
-        sizes.record(1, last, (501..=last).map(|i| (i, 10)));
-        assert_eq!(sizes.lag_bytes(1, 500, last), Some(LagBytes { bytes: ENTRY_SIZES_MAX * 10, estimated: false }));
-        assert_eq!(sizes.lag_bytes(1, 0, last), Some(LagBytes { bytes: last * 10, estimated: true }));
-        sizes.record(1, last + 100, (last + 1..=last + 100).map(|i| (i, 10)));
+        (1..=last).for_each(|i| sizes.appended(i, 10));
         assert_eq!(sizes.sizes.len() as u64, ENTRY_SIZES_MAX, "the window stays bounded");
-        assert_eq!(sizes.sizes.first_key_value().map(|(i, _)| *i), Some(601));
+        assert_eq!(sizes.sizes.first_key_value().map(|(i, _)| *i), Some(501));
+        assert_eq!(sizes.lag_bytes(500, last), Some(LagBytes { bytes: ENTRY_SIZES_MAX * 10, estimated: false }));
+        assert_eq!(sizes.lag_bytes(0, last), Some(LagBytes { bytes: last * 10, estimated: true }));
     }
 
     #[test]

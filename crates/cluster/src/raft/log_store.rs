@@ -76,6 +76,12 @@ impl LogStore {
         self.db.force_single_voter(me, node, keep_through)
     }
 
+    /// The bytes of the entries after `matched` up to `last`, as this site appended
+    /// them (a peer's lag in bytes, on the primary); see [`crate::status::EntrySizes`].
+    pub(crate) fn lag_bytes(&self, matched: u64, last: u64) -> Option<crate::status::LagBytes> {
+        self.db.entry_sizes.lock().unwrap_or_else(|p| p.into_inner()).lag_bytes(matched, last)
+    }
+
     /// Record, with every entry appended from now on, when it arrived (a lagged
     /// site applies entries a fixed delay after their arrival).
     pub fn stamp_arrivals(&self) {
@@ -147,6 +153,7 @@ impl RaftDb {
     fn append_entries(&self, entries: Vec<Entry>) -> Result<(), RaftStorageError> {
         let stamp = self.stamps_arrivals.load(std::sync::atomic::Ordering::SeqCst);
         let arrived_ms = super::apply_delay::now_ms().max(0) as u64;
+        let mut sizes = Vec::with_capacity(entries.len());
         let txn = self.begin_write()?;
         {
             let mut log = txn.open_table(LOG).map_err(|e| self.db_err(e))?;
@@ -155,12 +162,16 @@ impl RaftDb {
                 let index = entry.log_id.index;
                 let bytes = self.encode(&format!("log entry {index}"), entry)?;
                 log.insert(index, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+                sizes.push((index, bytes.len() as u64));
                 if stamp {
                     arrivals.insert(index, arrived_ms).map_err(|e| self.db_err(e))?;
                 }
             }
         }
-        self.commit(txn)
+        self.commit(txn)?;
+        let mut known = self.entry_sizes.lock().unwrap_or_else(|p| p.into_inner());
+        sizes.into_iter().for_each(|(index, size)| known.appended(index, size));
+        Ok(())
     }
 
     /// Arrival times (milliseconds since the Unix epoch) recorded for the entries in
@@ -363,7 +374,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let db = Arc::clone(&self.db);
         blocking(ErrorSubject::Log(log_id), ErrorVerb::Delete, move || {
-            db.remove_entries((Bound::Included(log_id.index), Bound::Unbounded), None)
+            db.remove_entries((Bound::Included(log_id.index), Bound::Unbounded), None)?;
+            db.entry_sizes.lock().unwrap_or_else(|p| p.into_inner()).truncated_from(log_id.index);
+            Ok(())
         })
         .await
     }

@@ -150,13 +150,16 @@ pub(crate) struct RaftDb {
     /// Whether appends record each entry's arrival time (a lagged site; see
     /// [`apply_delay`]).
     stamps_arrivals: std::sync::atomic::AtomicBool,
+    /// The encoded sizes of the newest entries appended (for peers' lag in bytes).
+    entry_sizes: std::sync::Mutex<crate::status::EntrySizes>,
 }
 
 impl RaftDb {
     fn open(path: &Path) -> Result<RaftDb, RaftStorageError> {
         let db = redb::Database::create(path)
             .map_err(|e| RaftStorageError::Database { path: path.into(), source: e.into() })?;
-        let raft_db = RaftDb { db, path: path.into(), stamps_arrivals: Default::default() };
+        let raft_db =
+            RaftDb { db, path: path.into(), stamps_arrivals: Default::default(), entry_sizes: Default::default() };
         // Create every table so read transactions never meet a missing one.
         let txn = raft_db.begin_write()?;
         txn.open_table(log_store::LOG).map_err(|e| raft_db.db_err(e))?;
