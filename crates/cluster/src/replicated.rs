@@ -358,7 +358,7 @@ impl Replicated {
     pub fn quorum_silence_ms(&self) -> u64 {
         let m = self.raft.metrics().borrow().clone();
         let others: Vec<NodeId> = m.membership_config.membership().voter_ids().filter(|v| *v != self.me).collect();
-        let needed = (others.len() + 1) / 2;
+        let needed = others.len().div_ceil(2);
         if needed == 0 {
             return 0;
         }
