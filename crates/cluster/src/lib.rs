@@ -16,6 +16,7 @@
 
 pub mod ops;
 pub mod raft;
+mod record_file;
 pub mod replicated;
 pub mod status;
 

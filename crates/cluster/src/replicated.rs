@@ -80,7 +80,7 @@ use crate::status::{
     ApplyDelayStatus, ForcedFailoverRecord, LatencyWindow, MailboxDigest, MessageSummary, PeerStatus, PrimaryContact,
     SiteStatus, WriteMetrics,
 };
-use crate::{WriteError, WritePathLimits};
+use crate::{record_file, WriteError, WritePathLimits};
 
 /// The openraft handle of maildr.
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -915,10 +915,7 @@ impl Replicated {
         }
         let record = ForcedFailoverRecord {
             by,
-            at_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(0),
+            at_ms: record_file::now_ms(),
             last_log_index,
             // Provisional: the restart records the log's own last entry (see `promote`);
             // openraft's metrics give the last index but not its term.
@@ -1460,38 +1457,13 @@ async fn serve_connection(site: &Replicated, mut stream: TcpStream) -> std::io::
 
 /// Read a forced-failover record (`None` when the file does not exist).
 fn read_record(path: &Path) -> Result<Option<ForcedFailoverRecord>, StartError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StartError::ForcedFailover { path: path.into(), detail: e.to_string() }),
-    };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| StartError::ForcedFailover { path: path.into(), detail: format!("not a valid record: {e}") })
+    record_file::read(path).map_err(|e| StartError::ForcedFailover { path: path.into(), detail: e.to_string() })
 }
 
-/// Write a forced-failover record durably: temporary file, fsync, rename, fsync of
-/// the directory.
+/// Write a forced-failover record durably.
 fn write_record(path: &Path, record: &ForcedFailoverRecord) -> Result<(), StartError> {
-    let fail = |detail: String| StartError::ForcedFailover { path: path.into(), detail };
-    let bytes = serde_json::to_vec_pretty(record).map_err(|e| fail(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_parent(path)
-    };
-    write().map_err(|e| fail(e.to_string()))
-}
-
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(dir) => std::fs::File::open(dir)?.sync_all(),
-        None => Ok(()),
-    }
+    record_file::write(path, record)
+        .map_err(|e| StartError::ForcedFailover { path: path.into(), detail: e.to_string() })
 }
 
 /// Carry out an accepted forced failover before Raft starts: make this site the only
@@ -1519,7 +1491,7 @@ async fn promote(
     let (promoted, marker) = (data_dir.join(PROMOTED_FILE), data_dir.join(FORCE_FAILOVER_FILE));
     write_record(&promoted, &record)?;
     std::fs::remove_file(&marker)
-        .and_then(|()| sync_parent(&marker))
+        .and_then(|()| record_file::sync_parent(&marker))
         .map_err(|e| StartError::ForcedFailover { path: marker.clone(), detail: format!("removing it: {e}") })?;
     tracing::warn!(
         site = %member.site,
@@ -1674,9 +1646,6 @@ async fn drop_bodies_the_data_sites_hold(site: Arc<Replicated>, mut stop: watch:
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(WITNESS_BODY_SWEEP) => {}
-        }
-        if site.effective_role() != SiteRole::Witness {
-            return;
         }
         match site.drop_bodies_held_elsewhere().await {
             Ok(0) => {}

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use utoipa::ToSchema;
 
 use super::RaftStorageError;
+use crate::record_file;
 
 /// The hold of a lagged site, in its data directory while it holds.
 pub const APPLY_HOLD_FILE: &str = "apply-hold.json";
@@ -58,15 +59,8 @@ impl ApplyDelay {
     pub fn open(data_dir: &Path, delay: Duration) -> Result<ApplyDelay, RaftStorageError> {
         assert!(!delay.is_zero(), "a lagged site has an apply delay (the config check refuses 0)");
         let hold_path = data_dir.join(APPLY_HOLD_FILE);
-        let hold = match std::fs::read(&hold_path) {
-            Ok(bytes) => Some(serde_json::from_slice::<ApplyHold>(&bytes).map_err(|e| RaftStorageError::Corrupt {
-                path: hold_path.clone(),
-                what: "apply hold".into(),
-                detail: e.to_string(),
-            })?),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(RaftStorageError::Io { path: hold_path, source }),
-        };
+        let hold: Option<ApplyHold> =
+            record_file::read(&hold_path).map_err(|source| RaftStorageError::Io { path: hold_path.clone(), source })?;
         if let Some(h) = &hold {
             tracing::warn!(by = %h.by, applied_index = ?h.applied_index, "this lagged site is held: it applies nothing");
         }
@@ -125,11 +119,9 @@ impl ApplyDelay {
             return Ok(existing);
         }
         let _applying = self.applying.lock().await;
-        let hold = ApplyHold { by, at_ms: now_ms(), applied_index: applied_index() };
+        let hold = ApplyHold { by, at_ms: record_file::now_ms(), applied_index: applied_index() };
         let (path, record) = (self.hold_path.clone(), hold.clone());
-        tokio::task::spawn_blocking(move || write_durably(&path, &record))
-            .await
-            .map_err(|e| RaftStorageError::Io { path: self.hold_path.clone(), source: std::io::Error::other(e) })??;
+        self.on_disk(move || record_file::write(&path, &record)).await?;
         self.hold.send_replace(Some(hold.clone()));
         tracing::warn!(by = %hold.by, applied_index = ?hold.applied_index, "apply held");
         Ok(hold)
@@ -140,45 +132,25 @@ impl ApplyDelay {
     pub async fn release(&self) -> Result<Option<ApplyHold>, RaftStorageError> {
         let Some(lifted) = self.current_hold() else { return Ok(None) };
         let path = self.hold_path.clone();
-        tokio::task::spawn_blocking(move || remove_durably(&path))
-            .await
-            .map_err(|e| RaftStorageError::Io { path: self.hold_path.clone(), source: std::io::Error::other(e) })??;
+        self.on_disk(move || record_file::remove(&path)).await?;
         self.hold.send_replace(None);
         tracing::warn!(was_by = %lifted.by, "apply released");
         Ok(Some(lifted))
     }
-}
 
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    /// Run a change of the hold file on the blocking pool.
+    async fn on_disk(
+        &self,
+        change: impl FnOnce() -> std::io::Result<()> + Send + 'static,
+    ) -> Result<(), RaftStorageError> {
+        let io = |source| RaftStorageError::Io { path: self.hold_path.clone(), source };
+        tokio::task::spawn_blocking(change).await.map_err(|e| io(std::io::Error::other(e)))?.map_err(io)
+    }
 }
 
 /// A time from milliseconds since the Unix epoch.
 pub(crate) fn from_ms(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
-}
-
-fn write_durably(path: &Path, hold: &ApplyHold) -> Result<(), RaftStorageError> {
-    let io = |source| RaftStorageError::Io { path: path.into(), source };
-    let bytes = serde_json::to_vec_pretty(hold).expect("a hold serialises");
-    let temp = path.with_extension("json.tmp");
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&temp).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
-        file.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&temp, path).map_err(io)?;
-    super::sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-fn remove_durably(path: &Path) -> Result<(), RaftStorageError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => super::sync_dir(path.parent().unwrap_or(Path::new("."))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(RaftStorageError::Io { path: path.into(), source }),
-    }
 }
 
 #[cfg(test)]

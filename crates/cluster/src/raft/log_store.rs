@@ -152,7 +152,7 @@ impl RaftDb {
 
     fn append_entries(&self, entries: Vec<Entry>) -> Result<(), RaftStorageError> {
         let stamp = self.stamps_arrivals.load(std::sync::atomic::Ordering::SeqCst);
-        let arrived_ms = super::apply_delay::now_ms().max(0) as u64;
+        let arrived_ms = crate::record_file::now_ms().max(0) as u64;
         let mut sizes = Vec::with_capacity(entries.len());
         let txn = self.begin_write()?;
         {
