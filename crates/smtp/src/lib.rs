@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use maildr_cluster::Cluster;
 use maildr_config::SmtpSection;
+use maildr_types::{system_clock, SharedClock};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -50,6 +51,8 @@ pub struct SmtpService {
     pub(crate) config: SmtpSection,
     pub(crate) hostname: String,
     pub(crate) tls: Option<TlsAcceptor>,
+    /// Decides the time a message is received (its internal date and `Received:` stamp).
+    pub(crate) clock: SharedClock,
     connections: Arc<Semaphore>,
 }
 
@@ -60,8 +63,19 @@ impl SmtpService {
         hostname: String,
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Arc<Self> {
+        SmtpService::with_clock(cluster, config, hostname, tls, system_clock())
+    }
+
+    /// A service that reads the time from `clock` (tests pin it).
+    pub fn with_clock(
+        cluster: Cluster,
+        config: SmtpSection,
+        hostname: String,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        clock: SharedClock,
+    ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(config.connections_max as usize));
-        Arc::new(SmtpService { cluster, config, hostname, tls: tls.map(TlsAcceptor::from), connections })
+        Arc::new(SmtpService { cluster, config, hostname, tls: tls.map(TlsAcceptor::from), clock, connections })
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use maildr_cluster::{Cluster, WriteError};
 use maildr_store::{Applied, Command, CommandError, Recipient};
@@ -45,10 +45,6 @@ pub(crate) struct Session {
     errors: u32,
     /// Messages accepted so far; numbers each message's Received id.
     messages: u32,
-}
-
-fn now() -> UnixSeconds {
-    UnixSeconds(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
 }
 
 impl Session {
@@ -564,7 +560,7 @@ impl Session {
 
     /// Store the body, then commit the delivery; the reply says what became durable.
     async fn deliver(&mut self, transaction: Transaction, body: Vec<u8>) -> String {
-        let at = now();
+        let at = self.service.clock.now();
         let mut accounts: Vec<EmailAddress> =
             transaction.recipients.iter().flat_map(|(_, a)| a.iter().cloned()).collect();
         accounts.sort();

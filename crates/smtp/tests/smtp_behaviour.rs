@@ -28,6 +28,23 @@ fn mx_delivers_to_an_account_and_through_an_alias_with_a_received_header() {
 }
 
 #[test]
+fn a_message_is_dated_by_the_service_clock_in_its_internal_date_and_received_header() {
+    let clock = std::sync::Arc::new(maildr_types::PinnedClock::at_ms(1_700_000_000_250));
+    let site = Site::start_at(clock.clone());
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.send_mail("carol@outside.test", &["alice@example.test"], MSG).starts_with("250"));
+    clock.advance_ms(86_400_000);
+    assert!(c.send_mail("carol@outside.test", &["alice@example.test"], MSG).starts_with("250"));
+    assert_eq!(
+        site.inbox_dates("alice@example.test"),
+        vec![maildr_types::UnixSeconds(1_700_000_000), maildr_types::UnixSeconds(1_700_086_400)]
+    );
+    let first = String::from_utf8(site.inbox_bodies("alice@example.test")[0].clone()).unwrap();
+    let received = first.split("\r\n\r\n").next().unwrap();
+    assert!(received.contains("Tue, 14 Nov 2023 22:13:20 +0000"), "{first}");
+}
+
+#[test]
 fn the_null_sender_is_accepted_on_mx_for_bounces() {
     let site = Site::start();
     let (mut c, _) = Client::connect(site.mx);

@@ -11,6 +11,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+mod clock;
+pub use clock::{system_clock, Clock, PinnedClock, SharedClock, SystemClock};
+
 /// Why a string is not a valid domain or address.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {

@@ -33,6 +33,15 @@ impl Site {
     }
 
     pub fn start_with(tune: impl FnOnce(&mut SmtpSection)) -> Site {
+        Self::start_full(tune, maildr_types::system_clock())
+    }
+
+    /// A site whose SMTP service reads the time from `clock`.
+    pub fn start_at(clock: maildr_types::SharedClock) -> Site {
+        Self::start_full(|_| {}, clock)
+    }
+
+    fn start_full(tune: impl FnOnce(&mut SmtpSection), clock: maildr_types::SharedClock) -> Site {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let ok = |c| store.apply(c).unwrap().unwrap();
@@ -60,7 +69,7 @@ impl Site {
         let addrs = listeners.local_addrs();
         let find = |k| addrs.iter().find(|(kind, _)| *kind == k).unwrap().1;
         let (mx, submission) = (find(ListenerKind::Mx), find(ListenerKind::Submission));
-        let service = SmtpService::new(cluster.clone(), config, "mx.example.test".into(), None);
+        let service = SmtpService::with_clock(cluster.clone(), config, "mx.example.test".into(), None, clock);
         let (stop, rx) = tokio::sync::watch::channel(false);
         rt.spawn(maildr_smtp::serve(service, listeners, rx));
         Site { dir, mx, submission, cluster, stop, rt: Some(rt) }
@@ -72,6 +81,14 @@ impl Site {
         let account = store.account(&addr(user)).unwrap().unwrap();
         let inbox = store.mailbox_by_name(account.id, &MailboxName::inbox()).unwrap().unwrap();
         store.messages(inbox.id).unwrap().iter().map(|m| store.blobs().get(&m.body).unwrap()).collect()
+    }
+
+    /// The internal dates of the messages in `user`'s INBOX.
+    pub fn inbox_dates(&self, user: &str) -> Vec<UnixSeconds> {
+        let store = self.cluster.store();
+        let account = store.account(&addr(user)).unwrap().unwrap();
+        let inbox = store.mailbox_by_name(account.id, &MailboxName::inbox()).unwrap().unwrap();
+        store.messages(inbox.id).unwrap().iter().map(|m| m.internal_date).collect()
     }
 
     /// A fingerprint of all mail state: commands applied and each INBOX's digest.
