@@ -1,6 +1,9 @@
-//! What every protocol front end of a site (SMTP, IMAP, later the admin API)
-//! shares and must not write twice: the accept loop with graceful shutdown, and
+//! What every protocol front end of a site (SMTP, IMAP, DNS, later the admin API)
+//! shares and must not write twice: the accept loop with graceful shutdown, the
+//! switches that stop and start a service for fault hooks (`switchboard`), and
 //! password hashing. It knows nothing of any protocol and never touches the store.
+
+pub mod switchboard;
 
 use std::fmt::Debug;
 use std::future::Future;

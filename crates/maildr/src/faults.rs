@@ -1,113 +1,31 @@
 //! Fault hooks of a running site: every mail and DNS service runs under a switch
-//! that a drill can turn off and on again through the admin API
-//! (`/api/faults/services`, only with `[faults] hooks = true`).
+//! of `maildr_frontend::switchboard` that a drill can turn off and on again
+//! through the admin API (`/api/faults/services`, only with `[faults] hooks = true`).
 //!
-//! Off must look to clients like the service is down: its listening sockets are
-//! closed (a TCP connect is refused, a UDP query gets no answer) and its open
-//! connections are dropped. That is what dropping a service's serving future does
-//! (`maildr_frontend::serve_listeners` and `DnsServer::serve` own their sockets).
-//! On again, the service listens on the same addresses it had.
-//!
-//! Every service runs under its switch whether hooks are on or not, so a site
-//! behaves the same until a hook is used. This module must never touch
-//! replication, the store, the control plane or the admin API: only the listeners
-//! of `smtp`, `submission`, `imap` and `dns`.
+//! This module only wires `smtp`, `submission`, `imap` and `dns` to their switches
+//! and answers the admin API's `FaultHooks`; it must never touch replication, the
+//! store, the control plane or the admin API.
 
-use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use maildr_api::faults::{FaultHookError, FaultHookFuture, FaultHooks, Service, ServiceState};
 use maildr_dns::{DnsServer, ZoneSet};
+use maildr_frontend::switchboard::{SwitchError, SwitchState, Switchboard};
 use maildr_imap::{ImapListeners, ImapService};
 use maildr_smtp::{ListenerKind, SmtpListeners, SmtpService};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-/// Longest a hook request waits for its change to take effect, in milliseconds.
-const SWITCH_TIMEOUT_MS: u64 = 10_000;
-/// Attempts to listen again on a stopped service's addresses.
-const REBIND_ATTEMPTS_MAX: u32 = 10;
-/// Pause between two of those attempts, in milliseconds.
-const REBIND_PAUSE_MS: u64 = 50;
-
-/// What is in effect for one service, as its supervisor last reported.
-#[derive(Debug, Clone)]
-struct Effect {
-    running: bool,
-    /// Why the last start failed (the service then stays stopped).
-    error: Option<String>,
-}
-
-/// One service's switch.
-struct Switch {
-    service: Service,
-    listen: Vec<SocketAddr>,
-    /// What the hooks ask for: running or not.
-    wanted: watch::Sender<bool>,
-    /// What the supervisor did about it.
-    effect: watch::Sender<Effect>,
-    /// One hook request at a time per service, so each waits for its own change.
-    requests: tokio::sync::Mutex<()>,
-}
-
-impl Switch {
-    fn state(&self) -> ServiceState {
-        ServiceState {
-            service: self.service,
-            running: self.effect.borrow().running,
-            listen: self.listen.iter().map(|a| a.to_string()).collect(),
-        }
-    }
-}
-
 /// The switches of every service of one site. Cheap to clone.
 #[derive(Clone)]
-pub struct Switchboard {
+pub struct SiteHooks {
     site: String,
-    switches: Arc<Mutex<Vec<Arc<Switch>>>>,
+    board: Switchboard<Service>,
 }
 
-impl Switchboard {
-    pub fn new(site: &str) -> Switchboard {
-        Switchboard { site: site.to_string(), switches: Arc::default() }
-    }
-
-    fn switch(&self, service: Service) -> Option<Arc<Switch>> {
-        let switches = self.switches.lock().unwrap_or_else(|p| p.into_inner());
-        switches.iter().find(|s| s.service == service).cloned()
-    }
-
-    /// Serve `service` from `listeners` (bound to `addrs`) under a new switch
-    /// until `stop`. `serve` runs the service on a set of listeners (its future
-    /// owns them); `bind` listens on `addrs` again after a hook stopped it.
-    fn run<K, L, B, BF, S, SF>(
-        &self,
-        service: Service,
-        addrs: Vec<(K, SocketAddr)>,
-        listeners: L,
-        bind: B,
-        serve: S,
-        stop: watch::Receiver<bool>,
-    ) -> JoinHandle<()>
-    where
-        K: Clone + Send + Sync + 'static,
-        L: Send + 'static,
-        B: Fn(Vec<(K, SocketAddr)>) -> BF + Send + Sync + 'static,
-        BF: Future<Output = Result<L, String>> + Send + 'static,
-        S: Fn(L, watch::Receiver<bool>) -> SF + Send + 'static,
-        SF: Future<Output = ()> + Send + 'static,
-    {
-        let switch = Arc::new(Switch {
-            service,
-            listen: addrs.iter().map(|(_, a)| *a).collect(),
-            wanted: watch::channel(true).0,
-            effect: watch::channel(Effect { running: true, error: None }).0,
-            requests: tokio::sync::Mutex::new(()),
-        });
-        self.switches.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&switch));
-        tokio::spawn(supervise(switch, listeners, move || bind(addrs.clone()), serve, stop))
+impl SiteHooks {
+    pub fn new(site: &str) -> SiteHooks {
+        SiteHooks { site: site.to_string(), board: Switchboard::new() }
     }
 
     /// SMTP: the MX listener as `smtp`, both submission listeners as `submission`.
@@ -125,7 +43,7 @@ impl Switchboard {
         for (service, kinds) in parts {
             let part = listeners.take(kinds);
             let smtp = Arc::clone(&smtp);
-            tasks.push(self.run(
+            tasks.push(self.board.run(
                 service,
                 part.local_addrs(),
                 part,
@@ -144,7 +62,7 @@ impl Switchboard {
         listeners: ImapListeners,
         stop: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        self.run(
+        self.board.run(
             Service::Imap,
             listeners.local_addrs(),
             listeners,
@@ -165,7 +83,7 @@ impl Switchboard {
     ) -> JoinHandle<()> {
         let addr = server.local_addr();
         let reporter = server.served_reporter();
-        self.run(
+        self.board.run(
             Service::Dns,
             vec![((), addr)],
             server,
@@ -179,103 +97,26 @@ impl Switchboard {
     }
 }
 
-/// Run one service, stopping and starting it as its switch says, until `stop`.
-async fn supervise<L, B, BF, S, SF>(
-    switch: Arc<Switch>,
-    mut listeners: L,
-    bind: B,
-    serve: S,
-    mut stop: watch::Receiver<bool>,
-) where
-    B: Fn() -> BF,
-    BF: Future<Output = Result<L, String>>,
-    S: Fn(L, watch::Receiver<bool>) -> SF,
-    SF: Future<Output = ()>,
-{
-    let service = switch.service;
-    let mut wanted = switch.wanted.subscribe();
-    loop {
-        let mut serving = Box::pin(serve(listeners, stop.clone()));
-        tokio::select! {
-            // The site is stopping; the service gave its sessions their grace.
-            () = &mut serving => return,
-            _ = wanted.wait_for(|running| !*running) => {}
-        }
-        // The future owns the sockets and the session tasks: dropping it closes
-        // the listeners now and aborts every open connection.
-        drop(serving);
-        tracing::warn!(%service, "service stopped by a fault hook");
-        switch.effect.send_replace(Effect { running: false, error: None });
-        listeners = loop {
-            tokio::select! {
-                _ = stop.wait_for(|stopping| *stopping) => return,
-                _ = wanted.wait_for(|running| *running) => {}
-            }
-            match bind_again(&bind).await {
-                Ok(bound) => break bound,
-                Err(e) => {
-                    tracing::error!(%service, error = %e, "service could not listen again; it stays stopped");
-                    switch.wanted.send_replace(false);
-                    switch.effect.send_replace(Effect { running: false, error: Some(e) });
-                }
-            }
-        };
-        tracing::warn!(%service, "service started again by a fault hook");
-        switch.effect.send_replace(Effect { running: true, error: None });
+fn service_state(state: SwitchState<Service>) -> ServiceState {
+    ServiceState {
+        service: state.service,
+        running: state.running,
+        listen: state.listen.iter().map(|a| a.to_string()).collect(),
     }
 }
 
-/// Listen again, retrying briefly (a socket just closed may take a moment to free).
-async fn bind_again<L, B, BF>(bind: &B) -> Result<L, String>
-where
-    B: Fn() -> BF,
-    BF: Future<Output = Result<L, String>>,
-{
-    let mut attempt = 1;
-    loop {
-        match bind().await {
-            Ok(bound) => return Ok(bound),
-            Err(e) if attempt >= REBIND_ATTEMPTS_MAX => return Err(format!("{e} ({attempt} attempts)")),
-            Err(_) => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(REBIND_PAUSE_MS)).await;
-            }
-        }
-    }
-}
-
-impl FaultHooks for Switchboard {
+impl FaultHooks for SiteHooks {
     fn services(&self) -> Vec<ServiceState> {
-        let mut states: Vec<ServiceState> =
-            self.switches.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|s| s.state()).collect();
-        states.sort_by_key(|s| s.service);
-        states
+        self.board.states().into_iter().map(service_state).collect()
     }
 
     fn set_running(&self, service: Service, running: bool) -> FaultHookFuture<'_> {
         Box::pin(async move {
-            let switch =
-                self.switch(service).ok_or_else(|| FaultHookError::NotHere { site: self.site.clone(), service })?;
-            let _one_at_a_time = switch.requests.lock().await;
-            let mut effect = switch.effect.subscribe();
-            if effect.borrow_and_update().running == running {
-                return Ok(switch.state());
+            match self.board.set_running(service, running).await {
+                Ok(state) => Ok(service_state(state)),
+                Err(SwitchError::NotHere) => Err(FaultHookError::NotHere { site: self.site.clone(), service }),
+                Err(e) => Err(FaultHookError::Failed(e.to_string())),
             }
-            switch.wanted.send_replace(running);
-            let verb = if running { "start" } else { "stop" };
-            match tokio::time::timeout(Duration::from_millis(SWITCH_TIMEOUT_MS), effect.changed()).await {
-                Ok(Ok(())) => {}
-                _ => {
-                    return Err(FaultHookError::Failed(format!(
-                        "{service} did not {verb} within {SWITCH_TIMEOUT_MS} ms (is the site stopping?)"
-                    )))
-                }
-            }
-            let error = effect.borrow().error.clone();
-            if let Some(e) = error {
-                return Err(FaultHookError::Failed(format!("{service} could not listen again: {e}; it stays stopped")));
-            }
-            Ok(switch.state())
         })
     }
 }

@@ -123,7 +123,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Cluster::single_site(store, limits)
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let hooks = crate::faults::Switchboard::new(&config.site.name);
+    let hooks = crate::faults::SiteHooks::new(&config.site.name);
     let control = start_control_plane(&config, &data_dir, &cluster, stop_rx.clone())?;
     let dns_addr = start_dns(&config, &cluster, control.as_ref(), &hooks, stop_rx.clone()).await?;
     let api = start_api(&config, &cluster, control.as_ref(), &hooks, stop_rx.clone()).await?;
@@ -221,7 +221,7 @@ async fn start_api(
     config: &SiteConfig,
     cluster: &Cluster,
     control: Option<&Arc<maildr_control::ControlPlane>>,
-    hooks: &crate::faults::Switchboard,
+    hooks: &crate::faults::SiteHooks,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>> {
     let (Some(listen), Some(token)) = (config.api.listen, config.api.token.clone()) else {
@@ -251,7 +251,7 @@ async fn start_dns(
     config: &SiteConfig,
     cluster: &Cluster,
     control: Option<&Arc<maildr_control::ControlPlane>>,
-    hooks: &crate::faults::Switchboard,
+    hooks: &crate::faults::SiteHooks,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<std::net::SocketAddr>> {
     let Some(listen) = config.dns.listen else {
