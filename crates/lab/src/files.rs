@@ -8,10 +8,10 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use crate::state::{site_dir, SiteState};
+use crate::topology::{ports, Role, SiteSpec, Topology, DOMAIN};
 use anyhow::{Context, Result};
 use maildr_config::{ClusterMember, SiteConfig, SiteRole};
-use maildr_lab::state::{site_dir, SiteState};
-use maildr_lab::topology::{ports, Role, SiteSpec, Topology, DOMAIN};
 
 /// Cluster timings for a lab on one machine: elections in under a second.
 const ELECTION_TIMEOUT_MIN_MS: u64 = 400;
