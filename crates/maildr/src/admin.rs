@@ -19,9 +19,10 @@ use maildr_types::{Domain, EmailAddress, MailboxName};
 
 use maildr_cluster::raft::wire::{ControlRequest, ControlResponse};
 use maildr_config::SiteConfig;
+use maildr_frontend::{generate_password, hash_password};
 
 use crate::cluster_cmd::ControlClient;
-use crate::serve::{add_account_command, generate_password, now, open_store};
+use crate::serve::now;
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
@@ -164,7 +165,7 @@ impl Target {
                 if let Some(s) = store.get() {
                     return Ok(s);
                 }
-                let opened = open_store(data_dir).context("reads open the store; stop the site first")?;
+                let opened = Store::open(data_dir).context("reads open the store; stop the site first")?;
                 Ok(store.get_or_init(|| opened))
             }
         }
@@ -187,7 +188,7 @@ pub fn run(data_dir: PathBuf, cluster: Option<SiteConfig>, command: AdminCommand
                     data_dir.display()
                 );
             }
-            Target::Local(open_store(&data_dir)?)
+            Target::Local(Store::open(&data_dir)?)
         }
     };
     let apply = |store: &Target, command| store.apply(command);
@@ -211,7 +212,7 @@ pub fn run(data_dir: PathBuf, cluster: Option<SiteConfig>, command: AdminCommand
             UserAction::Add { address: a, password_stdin, quota_bytes } => {
                 let a = address(&a)?;
                 let (password, generated) = read_password(password_stdin)?;
-                apply(&store, add_account_command(&a, &password, quota_bytes))?;
+                apply(&store, Command::add_account(a.clone(), hash_password(&password), quota_bytes, now()))?;
                 if generated {
                     println!("added account {a} with password {password}");
                 } else {

@@ -222,13 +222,18 @@ impl PrivateSite {
         if dir.exists() {
             bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
         }
-        let store = crate::serve::open_store(&dir)?;
+        let store = maildr_store::Store::open(&dir)?;
         store.apply(Command::AddDomain {
             domain: maildr_types::Domain::parse("bench.test")?,
             at: crate::serve::now(),
         })??;
         let sink = maildr_types::EmailAddress::parse("sink@bench.test")?;
-        store.apply(crate::serve::add_account_command(&sink, "unused-password", 0))??;
+        store.apply(Command::add_account(
+            sink,
+            maildr_frontend::hash_password("unused-password"),
+            0,
+            crate::serve::now(),
+        ))??;
         let config = maildr_config::SiteConfig::default();
         let mut smtp = config.smtp.clone();
         smtp.mx_listen = "127.0.0.1:0".parse()?;

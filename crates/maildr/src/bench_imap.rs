@@ -80,11 +80,16 @@ pub async fn run(args: ImapBench) -> Result<()> {
     if dir.exists() {
         bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
     }
-    let store = crate::serve::open_store(&dir)?;
+    let store = maildr_store::Store::open(&dir)?;
     store
         .apply(Command::AddDomain { domain: maildr_types::Domain::parse("bench.test")?, at: crate::serve::now() })??;
     let reader = EmailAddress::parse("reader@bench.test")?;
-    store.apply(crate::serve::add_account_command(&reader, "bench-pw", 0))??;
+    store.apply(Command::add_account(
+        reader.clone(),
+        maildr_frontend::hash_password("bench-pw"),
+        0,
+        crate::serve::now(),
+    ))??;
     let cluster = maildr_cluster::Cluster::single_site(store, maildr_cluster::WritePathLimits::default());
     let fill = Instant::now();
     let mut pending = Vec::new();

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use maildr_cluster::{Cluster, WritePathLimits};
 use maildr_config::SiteConfig;
 use maildr_smtp::{SmtpListeners, SmtpService};
-use maildr_store::{Command, Store, StoreError};
-use maildr_types::{Domain, EmailAddress, UidValidity, UnixSeconds};
+use maildr_store::{Command, Store};
+use maildr_types::{Domain, EmailAddress, UnixSeconds};
 
 use crate::tls;
 
@@ -40,28 +40,6 @@ pub fn load_config(config: Option<&Path>, dev: bool, data_dir: Option<&Path>) ->
     Ok(site)
 }
 
-pub fn open_store(data_dir: &Path) -> Result<Store> {
-    match Store::open(data_dir) {
-        Ok(s) => Ok(s),
-        Err(e @ StoreError::InUse(_)) => Err(e.into()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("opening the store in {}", data_dir.display()))),
-    }
-}
-
-pub use maildr_frontend::generate_password;
-
-/// Commands that create an account with a fresh password hash and UIDVALIDITY.
-pub fn add_account_command(address: &EmailAddress, password: &str, quota_bytes: u64) -> Command {
-    let at = now();
-    Command::AddAccount {
-        address: address.clone(),
-        password_hash: maildr_frontend::hash_password(password),
-        quota_bytes,
-        uid_validity: UidValidity(at.0.clamp(1, u32::MAX as i64) as u32),
-        at,
-    }
-}
-
 /// In dev mode an empty site gets `example.test` with alice and bob.
 fn bootstrap_dev(store: &Store) -> Result<Vec<(String, String)>> {
     if !store.domains()?.is_empty() {
@@ -72,8 +50,8 @@ fn bootstrap_dev(store: &Store) -> Result<Vec<(String, String)>> {
     let mut created = Vec::new();
     for user in ["alice", "bob"] {
         let address = EmailAddress::parse(&format!("{user}@example.test")).expect("valid");
-        let password = generate_password();
-        store.apply(add_account_command(&address, &password, 0))??;
+        let password = maildr_frontend::generate_password();
+        store.apply(Command::add_account(address.clone(), maildr_frontend::hash_password(&password), 0, now()))??;
         created.push((address.to_string(), password));
     }
     Ok(created)
@@ -114,7 +92,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("starting replication of site {}", config.site.name))?;
         Cluster::replicated(site)
     } else {
-        let store = open_store(&data_dir)?;
+        let store = Store::open(&data_dir)?;
         if args.dev {
             for (address, password) in bootstrap_dev(&store)? {
                 println!("created dev account {address} with password {password}");

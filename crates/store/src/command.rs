@@ -186,6 +186,16 @@ pub enum FlagOp {
 }
 
 impl Command {
+    /// The one way to build [`Command::AddAccount`]. `at` is when the account is
+    /// created, and its special-use mailboxes get their UIDVALIDITY from that same
+    /// clock reading ([`UidValidity::proposed_at`]; applying raises it past any
+    /// value the store gave before). The caller hashes the password
+    /// (`maildr_frontend::hash_password`) and reads the clock, so applying stays a
+    /// pure function and the store links no hasher.
+    pub fn add_account(address: EmailAddress, password_hash: String, quota_bytes: u64, at: UnixSeconds) -> Command {
+        Command::AddAccount { address, password_hash, quota_bytes, uid_validity: UidValidity::proposed_at(at), at }
+    }
+
     /// Short name for logs and metrics.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -323,4 +333,24 @@ pub enum CommandError {
     InboxUndeletable,
     #[error("a mailbox cannot be renamed into itself or its own child")]
     RenameIntoSelf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_account_carries_its_creation_time_and_the_uid_validity_proposed_at_it() {
+        let address = EmailAddress::parse("alice@example.test").expect("a valid address");
+        let at = UnixSeconds(1_700_000_000);
+        let built = Command::add_account(address.clone(), "hash".into(), 7, at);
+        let expected = Command::AddAccount {
+            address,
+            password_hash: "hash".into(),
+            quota_bytes: 7,
+            uid_validity: UidValidity::proposed_at(at),
+            at,
+        };
+        assert_eq!(built, expected);
+    }
 }

@@ -76,6 +76,9 @@ pub enum StoreError {
     InUse(PathBuf),
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// Opening a data directory failed for a reason other than [`StoreError::InUse`].
+    #[error("opening the store in {data_dir}: {reason}")]
+    Open { data_dir: PathBuf, reason: Box<StoreError> },
 }
 
 /// The state of one site: metadata database plus blob store.
@@ -113,8 +116,16 @@ pub struct CheckReport {
 }
 
 impl Store {
-    /// Open the store in `data_dir`, creating it if empty.
+    /// Open the store in `data_dir`, creating it if empty. Every failure names the
+    /// directory; one that is in use is [`StoreError::InUse`].
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Store::open_unnamed(data_dir).map_err(|e| match e {
+            e @ StoreError::InUse(_) => e,
+            e => StoreError::Open { data_dir: data_dir.into(), reason: Box::new(e) },
+        })
+    }
+
+    fn open_unnamed(data_dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::Io { path: data_dir.into(), source: e })?;
         let db_path = data_dir.join(DATABASE_FILE);
         let db = match Database::create(&db_path) {
