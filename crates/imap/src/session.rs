@@ -14,7 +14,7 @@ use std::time::Duration;
 use base64::Engine;
 use imap_codec::imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_codec::imap_types::command::{Command, CommandBody};
-use imap_codec::imap_types::core::{AString, Atom, IString, Tag, Text, Vec1};
+use imap_codec::imap_types::core::{AString, Atom, IString, Tag, Vec1};
 use imap_codec::imap_types::datetime::DateTime;
 use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 use imap_codec::imap_types::extensions::enable::CapabilityEnable;
@@ -24,17 +24,23 @@ use imap_codec::imap_types::fetch::{
 };
 use imap_codec::imap_types::flag::{Flag, FlagNameAttribute, StoreResponse, StoreType};
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox as ImapMailbox};
-use imap_codec::imap_types::response::{Capability, Code, CodeOther, CommandContinuationRequest, Data, Status};
+use imap_codec::imap_types::response::{Capability, Code, CommandContinuationRequest, Data, Status};
 use imap_codec::imap_types::search::SearchKey;
-use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+use imap_codec::imap_types::sequence::SequenceSet;
 use imap_codec::imap_types::status::{StatusDataItem, StatusDataItemName};
 use imap_next::server::{Error as ServerError, Event, Server};
 use imap_next::stream::{Error as StreamError, Stream};
-use maildr_cluster::{Cluster, WriteError};
-use maildr_store::{Account, Applied, Command as StoreCommand, CommandError, FlagOp, Mailbox};
-use maildr_types::{EmailAddress, MailboxName, SystemFlags, Uid, UidValidity, UnixSeconds};
+use maildr_cluster::Cluster;
+use maildr_store::{Account, Applied, Command as StoreCommand, FlagOp, Mailbox};
+use maildr_types::{EmailAddress, SystemFlags, Uid, UidValidity, UnixSeconds};
 
+use crate::blocking::store_read;
+use crate::bodies::{self, BodyReader};
 use crate::flags::{self, flags_to_fetch};
+use crate::reply::{
+    bad, datetime, imap_mailbox, mailbox_name, no, nz, ok, other_code, read_failed, tag_of, text, to_set, to_uid_set,
+    untagged_ok, write_failed,
+};
 use crate::search::{self, Candidate};
 use crate::view::{modseq_item, uid_item, View};
 use crate::{mime, ImapService, SessionGuard};
@@ -58,59 +64,6 @@ pub(crate) struct Session {
     pending_auth: Option<Tag<'static>>,
     bad_commands: u32,
     changes: tokio::sync::broadcast::Receiver<maildr_types::MailboxId>,
-}
-
-fn text(s: impl Into<String>) -> Text<'static> {
-    let cleaned: String = s.into().chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    let cleaned = if cleaned.trim().is_empty() { "done".to_string() } else { cleaned };
-    Text::try_from(cleaned).unwrap_or_else(|_| Text::try_from("done").expect("plain text is valid"))
-}
-
-fn other_code(name: &'static str) -> Code<'static> {
-    Code::Other(CodeOther::unvalidated(name.as_bytes()))
-}
-
-fn ok(tag: &Tag<'static>, code: Option<Code<'static>>, t: impl Into<String>) -> Status<'static> {
-    Status::ok(Some(tag.clone()), code, text(t)).expect("text is valid")
-}
-fn no(tag: &Tag<'static>, code: Option<Code<'static>>, t: impl Into<String>) -> Status<'static> {
-    Status::no(Some(tag.clone()), code, text(t)).expect("text is valid")
-}
-fn bad(tag: Option<&Tag<'static>>, t: impl Into<String>) -> Status<'static> {
-    Status::bad(tag.cloned(), None, text(t)).expect("text is valid")
-}
-fn untagged_ok(code: Code<'static>, t: &str) -> Status<'static> {
-    Status::ok(None, Some(code), text(t)).expect("text is valid")
-}
-
-fn nz(n: u32) -> NonZeroU32 {
-    NonZeroU32::new(n.max(1)).expect("max(1) is non-zero")
-}
-
-/// Mailbox names travel as the client wrote them (modified UTF-7 for non-ASCII).
-fn mailbox_name(m: &ImapMailbox<'_>) -> Result<MailboxName, String> {
-    match m {
-        ImapMailbox::Inbox => Ok(MailboxName::inbox()),
-        ImapMailbox::Other(o) => {
-            let s = std::str::from_utf8(o.as_ref()).map_err(|_| "mailbox name is not UTF-8".to_string())?;
-            MailboxName::parse(s).map_err(|e| e.to_string())
-        }
-    }
-}
-
-fn imap_mailbox(name: &MailboxName) -> ImapMailbox<'static> {
-    if name.is_inbox() {
-        ImapMailbox::Inbox
-    } else {
-        ImapMailbox::try_from(name.as_str().to_string()).unwrap_or(ImapMailbox::Inbox)
-    }
-}
-
-fn datetime(secs: i64) -> DateTime {
-    use chrono::{FixedOffset, TimeZone};
-    let utc = FixedOffset::east_opt(0).expect("zero offset");
-    let dt = utc.timestamp_opt(secs, 0).single().unwrap_or_else(|| utc.timestamp_opt(0, 0).single().expect("epoch"));
-    DateTime::unvalidated(dt)
 }
 
 /// Passwords may cross the wire only inside TLS, or on loopback, or where the
@@ -361,7 +314,7 @@ impl Session {
         }
         let mut out = Vec::new();
         let store = self.service.cluster.store();
-        if let Err(e) = tokio::task::block_in_place(|| view.sync(&store, allow_expunge, condstore, &mut out)) {
+        if let Err(e) = store_read(|| view.sync(&store, allow_expunge, condstore, &mut out)) {
             tracing::error!(error = %e, "reading the selected mailbox failed");
         }
         for d in out {
@@ -395,7 +348,7 @@ impl Session {
             tokio::time::sleep(delay).await;
         }
         let account = match EmailAddress::parse(user) {
-            Ok(address) => self.cluster().store().account(&address).ok().flatten(),
+            Ok(address) => store_read(|| self.cluster().store().account(&address).ok().flatten()),
             Err(_) => None,
         };
         let verified = match account {
@@ -426,27 +379,7 @@ impl Session {
     fn account(&self) -> Option<Account> {
         let (account, _) = self.account.as_ref()?;
         // Re-read: quota usage and the account's existence change over time.
-        self.cluster().store().account(&account.address).ok().flatten()
-    }
-
-    fn write_failed(&self, tag: &Tag<'static>, e: WriteError) -> Status<'static> {
-        match e {
-            WriteError::Unavailable(why) => {
-                tracing::warn!(why, "IMAP write not committed");
-                no(tag, Some(other_code("UNAVAILABLE")), "not stored now; try again later")
-            }
-            WriteError::Refused(CommandError::OverQuota(_)) => no(tag, Some(Code::OverQuota), "over quota"),
-            WriteError::Refused(CommandError::MailboxUnknown(m)) => {
-                no(tag, Some(Code::TryCreate), format!("no mailbox {m}"))
-            }
-            WriteError::Refused(CommandError::MailboxExists(m)) => {
-                no(tag, Some(other_code("ALREADYEXISTS")), format!("mailbox {m} already exists"))
-            }
-            WriteError::Refused(CommandError::InboxUndeletable) => {
-                no(tag, Some(other_code("CANNOT")), "INBOX cannot be deleted")
-            }
-            WriteError::Refused(e) => no(tag, Some(other_code("CANNOT")), e.to_string()),
-        }
+        store_read(|| self.cluster().store().account(&account.address).ok().flatten())
     }
 
     async fn command(&mut self, server: &mut Server, command: Command<'static>) -> Flow {
@@ -529,7 +462,7 @@ impl Session {
                             .await
                         {
                             Ok(_) => ok(&tag, None, "CREATE completed"),
-                            Err(e) => self.write_failed(&tag, e),
+                            Err(e) => write_failed(&tag, e),
                         }
                     }
                 };
@@ -543,7 +476,7 @@ impl Session {
                         match self.cluster().write(StoreCommand::DeleteMailbox { account: account.address, name }).await
                         {
                             Ok(_) => ok(&tag, None, "DELETE completed"),
-                            Err(e) => self.write_failed(&tag, e),
+                            Err(e) => write_failed(&tag, e),
                         }
                     }
                 };
@@ -558,7 +491,7 @@ impl Session {
                         let cmd = StoreCommand::RenameMailbox { account: account.address, from, to, uid_validity };
                         match self.cluster().write(cmd).await {
                             Ok(_) => ok(&tag, None, "RENAME completed"),
-                            Err(e) => self.write_failed(&tag, e),
+                            Err(e) => write_failed(&tag, e),
                         }
                     }
                 };
@@ -585,7 +518,7 @@ impl Session {
                             .await
                         {
                             Ok(_) => ok(&tag, None, "completed"),
-                            Err(e) => self.write_failed(&tag, e),
+                            Err(e) => write_failed(&tag, e),
                         }
                     }
                 };
@@ -656,7 +589,7 @@ impl Session {
             }
             CommandBody::Search { criteria, uid, .. } => {
                 self.sync(server, false);
-                self.search(server, &tag, criteria, uid);
+                self.search(server, &tag, criteria, uid).await;
             }
             CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 self.sync(server, false);
@@ -710,7 +643,7 @@ impl Session {
         }
         let mut full = reference;
         full.extend_from_slice(&pattern_bytes);
-        let mailboxes = match self.cluster().store().mailboxes(account.id) {
+        let mailboxes = match store_read(|| self.cluster().store().mailboxes(account.id)) {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!(error = %e, "listing mailboxes failed");
@@ -755,7 +688,7 @@ impl Session {
     fn find_mailbox(&self, mailbox: &ImapMailbox<'_>) -> Result<Option<Mailbox>, String> {
         let name = mailbox_name(mailbox)?;
         let Some(account) = self.account() else { return Ok(None) };
-        self.cluster().store().mailbox_by_name(account.id, &name).map_err(|e| e.to_string())
+        store_read(|| self.cluster().store().mailbox_by_name(account.id, &name)).map_err(|e| e.to_string())
     }
 
     fn status(
@@ -776,10 +709,10 @@ impl Session {
             }
             Ok(Some(r)) => r,
         };
-        let messages = match tokio::task::block_in_place(|| self.cluster().store().messages(record.id)) {
+        let messages = match store_read(|| self.cluster().store().messages(record.id)) {
             Ok(m) => m,
             Err(_) => {
-                server.enqueue_status(no(tag, Some(other_code("UNAVAILABLE")), "cannot read now"));
+                server.enqueue_status(read_failed(tag));
                 return;
             }
         };
@@ -830,10 +763,10 @@ impl Session {
             self.condstore = true;
         }
         self.drain_changes();
-        let view = match tokio::task::block_in_place(|| View::open(&self.cluster().store(), record.id, read_only)) {
+        let view = match store_read(|| View::open(&self.cluster().store(), record.id, read_only)) {
             Ok(v) => v,
             Err(_) => {
-                server.enqueue_status(no(tag, Some(other_code("UNAVAILABLE")), "cannot read now"));
+                server.enqueue_status(read_failed(tag));
                 return;
             }
         };
@@ -884,7 +817,7 @@ impl Session {
         let internal_date = date.map(|d| UnixSeconds(d.as_ref().timestamp())).unwrap_or_else(now);
         let body = match self.cluster().put_body(bytes).await {
             Ok(b) => b,
-            Err(e) => return self.write_failed(tag, e),
+            Err(e) => return write_failed(tag, e),
         };
         let cmd = StoreCommand::Append {
             account: account.address,
@@ -899,7 +832,7 @@ impl Session {
                 ok(tag, Some(Code::AppendUid { uid_validity: nz(uid_validity.0), uid: nz(uid.0) }), "APPEND completed")
             }
             Ok(other) => unreachable!("APPEND applies as Appended, got {other:?}"),
-            Err(e) => self.write_failed(tag, e),
+            Err(e) => write_failed(tag, e),
         }
     }
 
@@ -922,32 +855,42 @@ impl Session {
                 server.enqueue_status(ok(tag, None, "EXPUNGE completed"));
             }
             Err(e) => {
-                server.enqueue_status(self.write_failed(tag, e));
+                server.enqueue_status(write_failed(tag, e));
             }
         }
     }
 
-    fn search(&mut self, server: &mut Server, tag: &Tag<'static>, criteria: Vec1<SearchKey<'static>>, uid: bool) {
+    async fn search(&mut self, server: &mut Server, tag: &Tag<'static>, criteria: Vec1<SearchKey<'static>>, uid: bool) {
+        let keys = criteria.into_inner();
         let view = self.selected.as_ref().expect("selected state");
-        let store = self.service.cluster.store();
+        let hashes: Vec<_> =
+            if keys.iter().any(search::needs_body) { view.messages.iter().map(|m| m.body).collect() } else { vec![] };
+        let bodies = BodyReader::prepare(self.cluster(), &hashes).await;
+        let view = self.selected.as_ref().expect("selected state");
         let ctx = search::Context {
-            store: &store,
+            bodies: &bodies,
             exists: view.exists(),
             highest_uid: view.highest_uid().map(|u| u.0).unwrap_or(0),
         };
-        let keys = criteria.into_inner();
         let with_modseq = keys.iter().any(search::uses_modseq);
         let mut found = Vec::new();
         let mut highest = 0u64;
-        tokio::task::block_in_place(|| {
+        let mut body_missing = false;
+        store_read(|| {
             for (index, message) in view.messages.iter().enumerate() {
                 let mut c = Candidate::new(index as u32 + 1, message);
-                if keys.iter().all(|k| search::matches(k, &mut c, &ctx, 0)) {
+                let matched = keys.iter().all(|k| search::matches(k, &mut c, &ctx, 0));
+                body_missing |= c.body_missing();
+                if matched {
                     found.push(nz(if uid { message.uid.0 } else { index as u32 + 1 }));
                     highest = highest.max(message.modseq.0);
                 }
             }
         });
+        if body_missing {
+            server.enqueue_status(bodies::unavailable(tag));
+            return;
+        }
         let modseq = if with_modseq { NonZeroU64::new(highest) } else { None };
         server.enqueue_data(Data::Search(found, modseq));
         server.enqueue_status(ok(tag, None, "SEARCH completed"));
@@ -1000,7 +943,7 @@ impl Session {
         let applied = match self.cluster().write(cmd).await {
             Ok(a) => a,
             Err(e) => {
-                server.enqueue_status(self.write_failed(tag, e));
+                server.enqueue_status(write_failed(tag, e));
                 return;
             }
         };
@@ -1013,7 +956,7 @@ impl Session {
         let view = self.selected.as_mut().expect("selected state");
         let mut out = Vec::new();
         view.dirty = true;
-        let _ = tokio::task::block_in_place(|| view.sync(&store, false, condstore, &mut out));
+        let _ = store_read(|| view.sync(&store, false, condstore, &mut out));
         let changed: std::collections::HashSet<Uid> = changed.into_iter().map(|(u, _)| u).collect();
         for data in out {
             let silent_own = matches!(response, StoreResponse::Silent)
@@ -1118,7 +1061,7 @@ impl Session {
             }
             Ok(other) => unreachable!("COPY applies as Copied, got {other:?}"),
             Err(e) => {
-                server.enqueue_status(self.write_failed(tag, e));
+                server.enqueue_status(write_failed(tag, e));
             }
         }
     }
@@ -1204,7 +1147,7 @@ impl Session {
                 };
                 if let Err(e) = self.cluster().write(cmd).await {
                     {
-                        server.enqueue_status(self.write_failed(tag, e));
+                        server.enqueue_status(write_failed(tag, e));
                         return;
                     }
                 }
@@ -1216,7 +1159,7 @@ impl Session {
                 let condstore = self.condstore;
                 if let Some(v) = self.selected.as_mut() {
                     let mut discard = Vec::new();
-                    let _ = tokio::task::block_in_place(|| v.sync(&store, false, condstore, &mut discard));
+                    let _ = store_read(|| v.sync(&store, false, condstore, &mut discard));
                     for d in discard {
                         if !matches!(d, Data::Fetch { .. }) {
                             server.enqueue_data(d);
@@ -1228,34 +1171,31 @@ impl Session {
                 }
             }
         }
-        if names.iter().any(needs_body) {
-            // A replica may hold messages whose bodies are still on their way.
-            let view = self.selected.as_ref().expect("selected state");
-            let bodies: Vec<_> = indexes.iter().map(|i| view.messages[*i].body).collect();
-            let _ = self.service.cluster.ensure_bodies(&bodies).await;
-        }
+        // A replica may hold messages whose bodies are still on their way.
         let view = self.selected.as_ref().expect("selected state");
-        let store = self.service.cluster.store();
+        let hashes: Vec<_> = if names.iter().any(needs_body) {
+            indexes.iter().map(|i| view.messages[*i].body).collect()
+        } else {
+            vec![]
+        };
+        let bodies = BodyReader::prepare(self.cluster(), &hashes).await;
+        let view = self.selected.as_ref().expect("selected state");
         let mut failed = false;
-        tokio::task::block_in_place(|| {
+        store_read(|| {
             for i in &indexes {
                 let message = &view.messages[*i];
-                match fetch_items(&store, message, &names) {
-                    Some(items) => {
+                match fetch_items(&bodies, message, &names) {
+                    Ok(items) => {
                         if let Ok(items) = Vec1::try_from(items) {
                             server.enqueue_data(Data::Fetch { seq: nz(*i as u32 + 1), items });
                         }
                     }
-                    None => failed = true,
+                    Err(_) => failed = true,
                 }
             }
         });
         if failed {
-            server.enqueue_status(no(
-                tag,
-                Some(other_code("UNAVAILABLE")),
-                "some message bodies are not available here yet; try again",
-            ));
+            server.enqueue_status(bodies::unavailable(tag));
         } else {
             server.enqueue_status(ok(tag, None, "FETCH completed"));
         }
@@ -1275,43 +1215,6 @@ fn quota_data(account: &Account) -> Data<'static> {
         root: AString::try_from("").expect("valid"),
         quotas: Vec1::try_from(vec![QuotaGet { resource: Resource::Storage, usage, limit }]).expect("non-empty"),
     }
-}
-
-/// A sequence set from numbers (as ranges where consecutive).
-fn to_set(nums: &[u32]) -> Option<SequenceSet> {
-    let mut sorted: Vec<u32> = nums.iter().copied().filter(|n| *n > 0).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut seqs = Vec::new();
-    let mut i = 0;
-    while i < sorted.len() {
-        let start = sorted[i];
-        let mut end = start;
-        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
-            i += 1;
-            end = sorted[i];
-        }
-        seqs.push(if start == end {
-            Sequence::Single(SeqOrUid::Value(nz(start)))
-        } else {
-            Sequence::Range(SeqOrUid::Value(nz(start)), SeqOrUid::Value(nz(end)))
-        });
-        i += 1;
-    }
-    Vec1::try_from(seqs).ok().map(SequenceSet)
-}
-
-/// COPYUID wants the UIDs in the order they were copied; keep the order.
-fn to_uid_set(nums: &[u32]) -> Option<imap_codec::imap_types::extensions::uidplus::UidSet> {
-    use imap_codec::imap_types::extensions::uidplus::UidElement;
-    let elements: Vec<UidElement> = nums.iter().map(|n| UidElement::Single(nz(*n))).collect();
-    Vec1::try_from(elements).ok().map(imap_codec::imap_types::extensions::uidplus::UidSet)
-}
-
-/// The tag of a command that could not be parsed, if its first token is one.
-fn tag_of(discarded: &[u8]) -> Option<Tag<'static>> {
-    let end = discarded.iter().position(|b| *b == b' ' || *b == b'\r' || *b == b'\n')?;
-    Tag::try_from(discarded[..end].to_vec()).ok()
 }
 
 fn partial(data: &[u8], range: Option<(u32, NonZeroU32)>) -> (Vec<u8>, Option<u32>) {
@@ -1339,12 +1242,12 @@ fn needs_body(name: &MessageDataItemName<'static>) -> bool {
 }
 
 fn fetch_items(
-    store: &maildr_store::Store,
+    bodies: &BodyReader,
     message: &maildr_store::Message,
     names: &[MessageDataItemName<'static>],
-) -> Option<Vec<MessageDataItem<'static>>> {
+) -> Result<Vec<MessageDataItem<'static>>, bodies::BodyUnavailable> {
     let needs_body = names.iter().any(needs_body);
-    let raw = if needs_body { Some(store.blobs().get(&message.body).ok()?) } else { None };
+    let raw = if needs_body { Some(bodies.read(&message.body)?) } else { None };
     let raw_ref: &[u8] = raw.as_deref().unwrap_or(b"");
     let parsed = if needs_body { mime::parse(raw_ref) } else { None };
     let mut items = Vec::new();
@@ -1412,7 +1315,7 @@ fn fetch_items(
         };
         items.push(item);
     }
-    Some(items)
+    Ok(items)
 }
 
 /// Content-transfer-decoded body of a part (for BINARY).
