@@ -10,6 +10,7 @@
 
 mod blocking;
 mod bodies;
+mod cmd;
 mod flags;
 mod mime;
 mod reply;
