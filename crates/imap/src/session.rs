@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::Tag;
-use imap_codec::imap_types::response::{Code, Status};
+use imap_codec::imap_types::response::{Code, Data, Status};
 use imap_next::server::{Error as ServerError, Event, Server};
 use imap_next::stream::{Error as StreamError, Stream};
 use maildr_cluster::Cluster;
@@ -196,19 +196,25 @@ impl Session {
     }
 
     pub(crate) fn catch_up(&mut self, server: &mut Server, allow_expunge: bool) {
-        let condstore = self.condstore;
-        let Some(view) = self.selected.as_mut() else { return };
-        if !view.dirty {
+        if !self.selected.as_ref().is_some_and(|v| v.dirty) {
             return;
         }
+        for d in self.view_updates(allow_expunge) {
+            server.enqueue_data(d);
+        }
+    }
+
+    /// Bring the selected view up to date with the store and return the
+    /// untagged responses that tell the client what changed.
+    pub(crate) fn view_updates(&mut self, allow_expunge: bool) -> Vec<Data<'static>> {
+        let condstore = self.condstore;
         let mut out = Vec::new();
+        let Some(view) = self.selected.as_mut() else { return out };
         let store = self.service.cluster.store();
         if let Err(e) = store_read(|| view.sync(&store, allow_expunge, condstore, &mut out)) {
             tracing::error!(error = %e, "reading the selected mailbox failed");
         }
-        for d in out {
-            server.enqueue_data(d);
-        }
+        out
     }
 
     /// The logged-in account, re-read: quota usage and the account's existence

@@ -124,16 +124,9 @@ impl Session {
             return Err(());
         }
         // Refresh without telling: the FETCH answer carries FLAGS.
-        let store = self.service.cluster.store();
-        let condstore = self.condstore;
-        if let Some(v) = self.selected.as_mut() {
-            v.dirty = true;
-            let mut discard = Vec::new();
-            let _ = store_read(|| v.sync(&store, false, condstore, &mut discard));
-            for d in discard {
-                if !matches!(d, Data::Fetch { .. }) {
-                    server.enqueue_data(d);
-                }
+        for d in self.view_updates(false) {
+            if !matches!(d, Data::Fetch { .. }) {
+                server.enqueue_data(d);
             }
         }
         Ok(true)

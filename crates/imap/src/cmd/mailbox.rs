@@ -9,7 +9,7 @@ use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::mailbox::Mailbox as ImapMailbox;
 use imap_next::server::Server;
 use maildr_store::Command as StoreCommand;
-use maildr_types::UidValidity;
+use maildr_types::{EmailAddress, UidValidity};
 
 use super::now;
 use crate::reply::{bad, mailbox_name, no, ok, write_failed};
@@ -21,9 +21,29 @@ fn new_uid_validity() -> UidValidity {
 }
 
 impl Session {
-    /// Propose one mailbox-tree change and answer `done` once committed.
-    async fn write_mailbox_change(&mut self, server: &mut Server, tag: &Tag<'static>, cmd: StoreCommand, done: &str) {
-        let status = match self.cluster().write(cmd).await {
+    /// Propose the change `build` makes from the parsed names for the logged-in
+    /// account, and answer `done` once committed. A name that did not parse is
+    /// answered BAD with `names`' error.
+    async fn change_tree<T>(
+        &mut self,
+        server: &mut Server,
+        tag: &Tag<'static>,
+        names: Result<T, String>,
+        build: impl FnOnce(EmailAddress, T) -> StoreCommand,
+        done: &str,
+    ) {
+        let names = match names {
+            Ok(n) => n,
+            Err(e) => {
+                server.enqueue_status(bad(Some(tag), e));
+                return;
+            }
+        };
+        let Some(account) = self.account() else {
+            server.enqueue_status(no(tag, None, "account no longer exists"));
+            return;
+        };
+        let status = match self.cluster().write(build(account.address, names)).await {
             Ok(_) => ok(tag, None, done),
             Err(e) => write_failed(tag, e),
         };
@@ -31,34 +51,13 @@ impl Session {
     }
 
     pub(crate) async fn create(&mut self, server: &mut Server, tag: &Tag<'static>, mailbox: &ImapMailbox<'static>) {
-        match (mailbox_name(mailbox), self.account()) {
-            (Err(e), _) => {
-                server.enqueue_status(bad(Some(tag), e));
-            }
-            (_, None) => {
-                server.enqueue_status(no(tag, None, "account no longer exists"));
-            }
-            (Ok(name), Some(account)) => {
-                let cmd =
-                    StoreCommand::CreateMailbox { account: account.address, name, uid_validity: new_uid_validity() };
-                self.write_mailbox_change(server, tag, cmd, "CREATE completed").await
-            }
-        }
+        let build = |account, name| StoreCommand::CreateMailbox { account, name, uid_validity: new_uid_validity() };
+        self.change_tree(server, tag, mailbox_name(mailbox), build, "CREATE completed").await
     }
 
     pub(crate) async fn delete(&mut self, server: &mut Server, tag: &Tag<'static>, mailbox: &ImapMailbox<'static>) {
-        match (mailbox_name(mailbox), self.account()) {
-            (Err(e), _) => {
-                server.enqueue_status(bad(Some(tag), e));
-            }
-            (_, None) => {
-                server.enqueue_status(no(tag, None, "account no longer exists"));
-            }
-            (Ok(name), Some(account)) => {
-                let cmd = StoreCommand::DeleteMailbox { account: account.address, name };
-                self.write_mailbox_change(server, tag, cmd, "DELETE completed").await
-            }
-        }
+        let build = |account, name| StoreCommand::DeleteMailbox { account, name };
+        self.change_tree(server, tag, mailbox_name(mailbox), build, "DELETE completed").await
     }
 
     pub(crate) async fn rename(
@@ -68,19 +67,10 @@ impl Session {
         from: &ImapMailbox<'static>,
         to: &ImapMailbox<'static>,
     ) {
-        match (mailbox_name(from), mailbox_name(to), self.account()) {
-            (Err(e), _, _) | (_, Err(e), _) => {
-                server.enqueue_status(bad(Some(tag), e));
-            }
-            (_, _, None) => {
-                server.enqueue_status(no(tag, None, "account no longer exists"));
-            }
-            (Ok(from), Ok(to), Some(account)) => {
-                let uid_validity = new_uid_validity();
-                let cmd = StoreCommand::RenameMailbox { account: account.address, from, to, uid_validity };
-                self.write_mailbox_change(server, tag, cmd, "RENAME completed").await
-            }
-        }
+        let names = mailbox_name(from).and_then(|from| Ok((from, mailbox_name(to)?)));
+        let build =
+            |account, (from, to)| StoreCommand::RenameMailbox { account, from, to, uid_validity: new_uid_validity() };
+        self.change_tree(server, tag, names, build, "RENAME completed").await
     }
 
     /// SUBSCRIBE (`subscribed`) and UNSUBSCRIBE.
@@ -91,18 +81,8 @@ impl Session {
         mailbox: &ImapMailbox<'static>,
         subscribed: bool,
     ) {
-        let Ok(name) = mailbox_name(mailbox) else {
-            server.enqueue_status(bad(Some(tag), "invalid mailbox name"));
-            return;
-        };
-        match self.account() {
-            None => {
-                server.enqueue_status(no(tag, None, "account no longer exists"));
-            }
-            Some(account) => {
-                let cmd = StoreCommand::SetSubscribed { account: account.address, name, subscribed };
-                self.write_mailbox_change(server, tag, cmd, "completed").await
-            }
-        }
+        let name = mailbox_name(mailbox).map_err(|_| "invalid mailbox name".to_string());
+        let build = |account, name| StoreCommand::SetSubscribed { account, name, subscribed };
+        self.change_tree(server, tag, name, build, "completed").await
     }
 }

@@ -17,7 +17,6 @@ use imap_next::server::Server;
 use maildr_store::{Applied, Command as StoreCommand, FlagOp};
 use maildr_types::{ModSeq, Uid};
 
-use crate::blocking::store_read;
 use crate::flags::{self, flags_to_fetch};
 use crate::reply::{bad, nz, ok, to_set, write_failed};
 use crate::session::Session;
@@ -91,12 +90,9 @@ impl Session {
     fn answer_store(&mut self, server: &mut Server, tag: &Tag<'static>, request: &StoreRequest<'_>, outcome: Outcome) {
         let silent = matches!(request.response, StoreResponse::Silent);
         // Refresh our own view of the changed messages; others' changes show too.
+        let out = self.view_updates(false);
         let condstore = self.condstore;
-        let store = self.service.cluster.store();
-        let view = self.selected.as_mut().expect("selected state");
-        let mut out = Vec::new();
-        view.dirty = true;
-        let _ = store_read(|| view.sync(&store, false, condstore, &mut out));
+        let view = self.selected.as_ref().expect("selected state");
         for data in out {
             let silent_own = silent
                 && matches!(&data, Data::Fetch { seq, .. } if outcome.changed.contains(&view.messages[seq.get() as usize - 1].uid))
