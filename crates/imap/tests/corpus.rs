@@ -3,6 +3,8 @@
 //! `{repeat N}text{/repeat}` expands), `S:` lines are prefixes the next server line
 //! must start with. Every case runs logged in as alice with INBOX selected, and
 //! afterwards the server must still answer and the store must be unchanged.
+//! The same one-site harness also runs the session tests that need a real
+//! socket: limits, and what a client is told when a body is not on this site.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;

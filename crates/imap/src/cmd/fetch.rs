@@ -170,6 +170,7 @@ impl Session {
     }
 }
 
+/// The `<start.len>` slice of a section, and the origin to report.
 fn partial(data: &[u8], range: Option<(u32, NonZeroU32)>) -> (Vec<u8>, Option<u32>) {
     match range {
         None => (data.to_vec(), None),
