@@ -8,8 +8,12 @@
 //! site finds its mail unchanged. Every change goes through the cluster's write
 //! path. This crate must never write to the store directly nor panic on input.
 
+mod blocking;
+mod bodies;
+mod cmd;
 mod flags;
 mod mime;
+mod reply;
 mod search;
 mod session;
 mod view;

@@ -1,14 +1,18 @@
 //! SEARCH: evaluate search keys against the messages of a view.
 //!
 //! Flags, sizes, dates and UIDs come from the message records; headers and text
-//! need the body, which is read and parsed only when a key asks for it. Matching
-//! is case-insensitive substring matching on UTF-8 (CHARSET UTF-8 and US-ASCII).
+//! need the body, which is read (through [`BodyReader`]) and parsed only when a
+//! key asks for it. A body that cannot be read is never taken for a non-match:
+//! the candidate remembers it, and the command answers that bodies are
+//! unavailable instead of a result that leaves the message out. Matching is
+//! case-insensitive substring matching on UTF-8 (CHARSET UTF-8 and US-ASCII).
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use imap_codec::imap_types::search::SearchKey;
-use maildr_store::{Message, Store};
+use maildr_store::Message;
 use maildr_types::SystemFlags;
 
+use crate::bodies::BodyReader;
 use crate::mime;
 use crate::view::set_contains;
 
@@ -20,23 +24,30 @@ pub struct Candidate<'a> {
     pub message: &'a Message,
     body: Option<Vec<u8>>,
     loaded: bool,
+    body_missing: bool,
 }
 
 impl<'a> Candidate<'a> {
     pub fn new(seq: u32, message: &'a Message) -> Self {
-        Candidate { seq, message, body: None, loaded: false }
+        Candidate { seq, message, body: None, loaded: false, body_missing: false }
     }
-    fn body(&mut self, store: &Store) -> Option<&[u8]> {
+    fn body(&mut self, bodies: &BodyReader) -> Option<&[u8]> {
         if !self.loaded {
             self.loaded = true;
-            self.body = store.blobs().get(&self.message.body).ok();
+            self.body = bodies.read(&self.message.body).ok();
+            self.body_missing = self.body.is_none();
         }
         self.body.as_deref()
+    }
+    /// A key needed this message's body and it could not be read: the result
+    /// for this message is unknown, not "no match".
+    pub fn body_missing(&self) -> bool {
+        self.body_missing
     }
 }
 
 pub struct Context<'s> {
-    pub store: &'s Store,
+    pub bodies: &'s BodyReader,
     pub exists: u32,
     pub highest_uid: u32,
 }
@@ -49,14 +60,14 @@ fn date_of(secs: i64) -> Option<NaiveDate> {
     Utc.timestamp_opt(secs, 0).single().map(|d| d.date_naive())
 }
 
-fn sent_date(candidate: &mut Candidate<'_>, store: &Store) -> Option<NaiveDate> {
-    let body = candidate.body(store)?;
+fn sent_date(candidate: &mut Candidate<'_>, bodies: &BodyReader) -> Option<NaiveDate> {
+    let body = candidate.body(bodies)?;
     let parsed = mime::parse(body)?;
     parsed.date().map(|d| date_of(d.to_timestamp())).unwrap_or(None)
 }
 
-fn header_matches(candidate: &mut Candidate<'_>, store: &Store, name: &str, needle: &str) -> bool {
-    let Some(body) = candidate.body(store) else { return false };
+fn header_matches(candidate: &mut Candidate<'_>, bodies: &BodyReader, name: &str, needle: &str) -> bool {
+    let Some(body) = candidate.body(bodies) else { return false };
     let Some(parsed) = mime::parse(body) else { return false };
     match mime::header_text(&parsed, name) {
         Some(value) => needle.is_empty() || contains_ci(&value, needle),
@@ -64,8 +75,8 @@ fn header_matches(candidate: &mut Candidate<'_>, store: &Store, name: &str, need
     }
 }
 
-fn text_matches(candidate: &mut Candidate<'_>, store: &Store, needle: &str, include_header: bool) -> bool {
-    let Some(raw) = candidate.body(store) else { return false };
+fn text_matches(candidate: &mut Candidate<'_>, bodies: &BodyReader, needle: &str, include_header: bool) -> bool {
+    let Some(raw) = candidate.body(bodies) else { return false };
     let Some(parsed) = mime::parse(raw) else { return false };
     if include_header && contains_ci(&String::from_utf8_lossy(mime::header_of(raw)), needle) {
         return true;
@@ -125,17 +136,17 @@ pub fn matches(key: &SearchKey<'_>, c: &mut Candidate<'_>, ctx: &Context<'_>, de
         SearchKey::Before(d) => date_of(m.internal_date.0).is_some_and(|x| x < *d.as_ref()),
         SearchKey::On(d) => date_of(m.internal_date.0).is_some_and(|x| x == *d.as_ref()),
         SearchKey::Since(d) => date_of(m.internal_date.0).is_some_and(|x| x >= *d.as_ref()),
-        SearchKey::SentBefore(d) => sent_date(c, ctx.store).is_some_and(|x| x < *d.as_ref()),
-        SearchKey::SentOn(d) => sent_date(c, ctx.store).is_some_and(|x| x == *d.as_ref()),
-        SearchKey::SentSince(d) => sent_date(c, ctx.store).is_some_and(|x| x >= *d.as_ref()),
-        SearchKey::From(s) => header_matches(c, ctx.store, "From", &astr(s)),
-        SearchKey::To(s) => header_matches(c, ctx.store, "To", &astr(s)),
-        SearchKey::Cc(s) => header_matches(c, ctx.store, "Cc", &astr(s)),
-        SearchKey::Bcc(s) => header_matches(c, ctx.store, "Bcc", &astr(s)),
-        SearchKey::Subject(s) => header_matches(c, ctx.store, "Subject", &astr(s)),
-        SearchKey::Header(name, value) => header_matches(c, ctx.store, &astr(name), &astr(value)),
-        SearchKey::Body(s) => text_matches(c, ctx.store, &astr(s), false),
-        SearchKey::Text(s) => text_matches(c, ctx.store, &astr(s), true),
+        SearchKey::SentBefore(d) => sent_date(c, ctx.bodies).is_some_and(|x| x < *d.as_ref()),
+        SearchKey::SentOn(d) => sent_date(c, ctx.bodies).is_some_and(|x| x == *d.as_ref()),
+        SearchKey::SentSince(d) => sent_date(c, ctx.bodies).is_some_and(|x| x >= *d.as_ref()),
+        SearchKey::From(s) => header_matches(c, ctx.bodies, "From", &astr(s)),
+        SearchKey::To(s) => header_matches(c, ctx.bodies, "To", &astr(s)),
+        SearchKey::Cc(s) => header_matches(c, ctx.bodies, "Cc", &astr(s)),
+        SearchKey::Bcc(s) => header_matches(c, ctx.bodies, "Bcc", &astr(s)),
+        SearchKey::Subject(s) => header_matches(c, ctx.bodies, "Subject", &astr(s)),
+        SearchKey::Header(name, value) => header_matches(c, ctx.bodies, &astr(name), &astr(value)),
+        SearchKey::Body(s) => text_matches(c, ctx.bodies, &astr(s), false),
+        SearchKey::Text(s) => text_matches(c, ctx.bodies, &astr(s), true),
         SearchKey::ModSequence { modseq, .. } => m.modseq.0 >= *modseq,
     }
 }
@@ -147,6 +158,27 @@ pub fn uses_modseq(key: &SearchKey<'_>) -> bool {
         SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
         SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
         SearchKey::Not(k) => uses_modseq(k),
+        _ => false,
+    }
+}
+
+/// Does evaluating this key read message bodies (headers, text, sent date)?
+pub fn needs_body(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(needs_body),
+        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
+        SearchKey::Not(k) => needs_body(k),
+        SearchKey::SentBefore(_)
+        | SearchKey::SentOn(_)
+        | SearchKey::SentSince(_)
+        | SearchKey::From(_)
+        | SearchKey::To(_)
+        | SearchKey::Cc(_)
+        | SearchKey::Bcc(_)
+        | SearchKey::Subject(_)
+        | SearchKey::Header(..)
+        | SearchKey::Body(_)
+        | SearchKey::Text(_) => true,
         _ => false,
     }
 }

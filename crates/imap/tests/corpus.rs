@@ -3,6 +3,8 @@
 //! `{repeat N}text{/repeat}` expands), `S:` lines are prefixes the next server line
 //! must start with. Every case runs logged in as alice with INBOX selected, and
 //! afterwards the server must still answer and the store must be unchanged.
+//! The same one-site harness also runs the session tests that need a real
+//! socket: limits, and what a client is told when a body is not on this site.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -267,4 +269,31 @@ fn fuzz_entry_points_survive_the_corpus_and_seeded_mutations() {
         maildr_imap::fuzzing::command(&input);
         maildr_imap::fuzzing::message_views(&input);
     }
+}
+
+/// The rule "a site never answers from a body it lacks" holds for SEARCH as for
+/// FETCH: with alice's only message body gone from this site, a search that needs
+/// bodies answers `NO [UNAVAILABLE]` (retry later) instead of a `* SEARCH` that
+/// silently leaves the message out; keys that need no body still answer.
+#[test]
+fn search_on_bodies_this_site_lacks_answers_unavailable_instead_of_missing_the_message() {
+    let site = start(|_| {});
+    let mut c = Client::connect(&site);
+    assert!(c.cmd("l1", "LOGIN alice@example.test pw").last().unwrap().starts_with("l1 OK"));
+    assert!(c.cmd("s1", "SELECT INBOX").last().unwrap().starts_with("s1 OK"));
+    let found = c.cmd("f1", "SEARCH BODY body");
+    assert!(found.iter().any(|l| l.starts_with("* SEARCH 1")), "{found:?}");
+    let blobs = site.cluster.store().blobs().list(10).unwrap();
+    assert_eq!(blobs.len(), 1, "one message body stored");
+    assert!(site.cluster.store().blobs().remove(&blobs[0]).unwrap());
+    for (tag, search) in [("f2", "SEARCH BODY body"), ("f3", "SEARCH TEXT one"), ("f4", "UID SEARCH SUBJECT one")] {
+        let lines = c.cmd(tag, search);
+        assert!(lines.last().unwrap().starts_with(&format!("{tag} NO [UNAVAILABLE]")), "{search}: {lines:?}");
+        assert!(!lines.iter().any(|l| l.starts_with("* SEARCH")), "{search}: {lines:?}");
+    }
+    let fetched = c.cmd("f5", "FETCH 1 BODY.PEEK[]");
+    assert!(fetched.last().unwrap().starts_with("f5 NO [UNAVAILABLE]"), "{fetched:?}");
+    let flags_only = c.cmd("f6", "SEARCH UNSEEN");
+    assert!(flags_only.iter().any(|l| l.starts_with("* SEARCH 1")), "{flags_only:?}");
+    assert!(flags_only.last().unwrap().starts_with("f6 OK"), "{flags_only:?}");
 }

@@ -1,0 +1,88 @@
+//! Changing the mailbox tree: CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE.
+//!
+//! Each is one replicated write; refusals by the state (exists, unknown, INBOX)
+//! come back from the write path with their response code. A new or renamed
+//! mailbox gets its UIDVALIDITY here, before the command is proposed, so every
+//! replica applies the same value.
+
+use imap_codec::imap_types::core::Tag;
+use imap_codec::imap_types::mailbox::Mailbox as ImapMailbox;
+use imap_next::server::Server;
+use maildr_store::Command as StoreCommand;
+use maildr_types::{EmailAddress, UidValidity};
+
+use super::now;
+use crate::reply::{bad, mailbox_name, no, ok, write_failed};
+use crate::session::Session;
+
+/// UIDVALIDITY for a mailbox made now.
+fn new_uid_validity() -> UidValidity {
+    UidValidity(now().0.clamp(1, u32::MAX as i64) as u32)
+}
+
+impl Session {
+    /// Propose the change `build` makes from the parsed names for the logged-in
+    /// account, and answer `done` once committed. A name that did not parse is
+    /// answered BAD with `names`' error.
+    async fn change_tree<T>(
+        &mut self,
+        server: &mut Server,
+        tag: &Tag<'static>,
+        names: Result<T, String>,
+        build: impl FnOnce(EmailAddress, T) -> StoreCommand,
+        done: &str,
+    ) {
+        let names = match names {
+            Ok(n) => n,
+            Err(e) => {
+                server.enqueue_status(bad(Some(tag), e));
+                return;
+            }
+        };
+        let Some(account) = self.account() else {
+            server.enqueue_status(no(tag, None, "account no longer exists"));
+            return;
+        };
+        let status = match self.cluster().write(build(account.address, names)).await {
+            Ok(_) => ok(tag, None, done),
+            Err(e) => write_failed(tag, e),
+        };
+        server.enqueue_status(status);
+    }
+
+    pub(crate) async fn create(&mut self, server: &mut Server, tag: &Tag<'static>, mailbox: &ImapMailbox<'static>) {
+        let build = |account, name| StoreCommand::CreateMailbox { account, name, uid_validity: new_uid_validity() };
+        self.change_tree(server, tag, mailbox_name(mailbox), build, "CREATE completed").await
+    }
+
+    pub(crate) async fn delete(&mut self, server: &mut Server, tag: &Tag<'static>, mailbox: &ImapMailbox<'static>) {
+        let build = |account, name| StoreCommand::DeleteMailbox { account, name };
+        self.change_tree(server, tag, mailbox_name(mailbox), build, "DELETE completed").await
+    }
+
+    pub(crate) async fn rename(
+        &mut self,
+        server: &mut Server,
+        tag: &Tag<'static>,
+        from: &ImapMailbox<'static>,
+        to: &ImapMailbox<'static>,
+    ) {
+        let names = mailbox_name(from).and_then(|from| Ok((from, mailbox_name(to)?)));
+        let build =
+            |account, (from, to)| StoreCommand::RenameMailbox { account, from, to, uid_validity: new_uid_validity() };
+        self.change_tree(server, tag, names, build, "RENAME completed").await
+    }
+
+    /// SUBSCRIBE (`subscribed`) and UNSUBSCRIBE.
+    pub(crate) async fn subscribe(
+        &mut self,
+        server: &mut Server,
+        tag: &Tag<'static>,
+        mailbox: &ImapMailbox<'static>,
+        subscribed: bool,
+    ) {
+        let name = mailbox_name(mailbox).map_err(|_| "invalid mailbox name".to_string());
+        let build = |account, name| StoreCommand::SetSubscribed { account, name, subscribed };
+        self.change_tree(server, tag, name, build, "completed").await
+    }
+}
