@@ -66,14 +66,14 @@ use maildr_types::{BlobHash, BlobRef, MailboxId};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::AppendEntriesResponse;
 use openraft::{ServerState, SnapshotPolicy};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::raft::apply_delay::ApplyDelay;
 use crate::raft::network::{Network, PeerCallError, PeerClient, PeerDirectory};
+use crate::raft::transport::{self, PeerListener, PeerStream};
 use crate::raft::wire::{
-    read_frame, write_frame, BodyPiece, ControlRequest, ControlResponse, ForwardError, ForwardedWrite, PeerRequest,
-    PeerResponse, BODY_CHUNK_BYTES,
+    BodyPiece, BodyReply, BodyRpc, ControlRequest, ControlResponse, ForwardError, ForwardedWrite, PeerRequest,
+    PeerResponse, RaftReply, RaftRpc, BODY_CHUNK_BYTES, HOLDS_BODIES_MAX,
 };
 use crate::raft::{self, EntryOutcome, NodeId, RaftStorageError, SiteNode, StateMachineStore, TypeConfig};
 use crate::status::{
@@ -184,9 +184,6 @@ const HANDOVER_WRITE_HOLD_POLL: Duration = Duration::from_millis(5);
 /// How long a leadership transfer holds writes for the target to match the log.
 const HANDOVER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Most bodies one `HoldsBodies` question names.
-const HOLDS_BODIES_MAX: usize = 1024;
-
 /// How often a witness looks for bodies it may drop.
 const WITNESS_BODY_SWEEP: Duration = Duration::from_secs(2);
 
@@ -283,7 +280,7 @@ impl Replicated {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
 
-        let listener = TcpListener::bind(cluster.listen)
+        let listener = PeerListener::bind(cluster.listen)
             .await
             .map_err(|source| StartError::Listen { addr: cluster.listen, source })?;
         let listen_addr =
@@ -816,7 +813,7 @@ impl Replicated {
     /// traffic, write the marker file. The caller answers, then requests the restart.
     /// Which of `hashes` this site holds durably (asked by a witness that wants to
     /// drop the bodies both data sites hold).
-    async fn holds_bodies(&self, hashes: Vec<BlobHash>) -> Result<ControlResponse, String> {
+    async fn holds_bodies(&self, hashes: Vec<BlobHash>) -> Result<Vec<bool>, String> {
         if hashes.len() > HOLDS_BODIES_MAX {
             return Err(format!("{} hashes in one question; at most {HOLDS_BODIES_MAX}", hashes.len()));
         }
@@ -825,7 +822,7 @@ impl Replicated {
             .await
             .map_err(|e| format!("checking bodies: {e}"))?
             .map_err(|e| format!("checking bodies: {e}"))?;
-        Ok(ControlResponse::HeldBodies(held))
+        Ok(held)
     }
 
     /// On a lagged site: stop applying, durably, and say at which index it stopped.
@@ -993,7 +990,6 @@ impl Replicated {
             ControlRequest::Observations => Ok(ControlResponse::Observations(self.local_observations())),
             ControlRequest::ForceFailover { by } => self.force_failover(by).await,
             ControlRequest::HoldApply { by } => self.hold_apply(by).await,
-            ControlRequest::HoldsBodies(hashes) => self.holds_bodies(hashes).await,
             ControlRequest::ReleaseApply => self.release_apply().await,
             ControlRequest::Write(command) => match self.write(command).await {
                 Ok(applied) => Ok(ControlResponse::Written(Ok(applied))),
@@ -1186,45 +1182,58 @@ impl Replicated {
     async fn handle(&self, request: PeerRequest) -> PeerResponse {
         match request {
             PeerRequest::Hello { .. } => PeerResponse::Refused("Hello only opens a connection".into()),
-            PeerRequest::AppendEntries(rpc) => {
-                let leader = rpc.vote.leader_id().voted_for();
-                if let Some(refusal) = self.refuse_raft_from(leader) {
-                    return PeerResponse::Refused(refusal);
-                }
+            PeerRequest::Raft(rpc) => self.serve_raft(rpc).await,
+            PeerRequest::Body(rpc) => PeerResponse::Body(self.serve_body(rpc).await),
+            PeerRequest::Forward(command) => PeerResponse::Forward(self.commit_forwarded(command).await),
+            PeerRequest::Control(request) => PeerResponse::Control(self.control(request).await),
+        }
+    }
+
+    async fn serve_raft(&self, rpc: RaftRpc) -> PeerResponse {
+        let leader = match &rpc {
+            RaftRpc::AppendEntries(rpc) => rpc.vote.leader_id().voted_for(),
+            RaftRpc::Vote(rpc) => rpc.vote.leader_id().voted_for(),
+            RaftRpc::InstallSnapshot(rpc) => rpc.vote.leader_id().voted_for(),
+        };
+        if let Some(refusal) = self.refuse_raft_from(leader) {
+            return PeerResponse::Refused(refusal);
+        }
+        let reply = match rpc {
+            RaftRpc::AppendEntries(rpc) => {
                 let (term, committed) = (rpc.vote.leader_id().get_term(), rpc.leader_commit.map(|l| l.index));
                 let response = self.raft.append_entries(rpc).await;
                 if matches!(response, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))) {
                     self.note_primary_contact(leader, term, committed);
                 }
-                PeerResponse::AppendEntries(response)
+                RaftReply::AppendEntries(response)
             }
-            PeerRequest::Vote(rpc) => match self.refuse_raft_from(rpc.vote.leader_id().voted_for()) {
-                Some(refusal) => PeerResponse::Refused(refusal),
-                None => PeerResponse::Vote(self.raft.vote(rpc).await),
-            },
-            PeerRequest::InstallSnapshot(rpc) => match self.refuse_raft_from(rpc.vote.leader_id().voted_for()) {
-                Some(refusal) => PeerResponse::Refused(refusal),
-                None => PeerResponse::InstallSnapshot(self.raft.install_snapshot(rpc).await),
-            },
-            PeerRequest::Forward(command) => PeerResponse::Forward(self.commit_forwarded(command).await),
-            PeerRequest::PutBody { hash, offset, last, bytes } => {
-                PeerResponse::PutBody(self.receive_body(hash, offset, last, bytes).await)
+            RaftRpc::Vote(rpc) => RaftReply::Vote(self.raft.vote(rpc).await),
+            RaftRpc::InstallSnapshot(rpc) => RaftReply::InstallSnapshot(self.raft.install_snapshot(rpc).await),
+        };
+        PeerResponse::Raft(reply)
+    }
+
+    async fn serve_body(&self, rpc: BodyRpc) -> BodyReply {
+        match rpc {
+            BodyRpc::Put { hash, offset, last, bytes } => {
+                BodyReply::Put(self.receive_body(hash, offset, last, bytes).await)
             }
-            PeerRequest::GetBody { hash, offset } => {
-                let store = self.store();
-                let piece = tokio::task::spawn_blocking(move || {
-                    let body = store.blobs().get(&hash).ok()?;
-                    let start = (offset as usize).min(body.len());
-                    let end = (start + BODY_CHUNK_BYTES).min(body.len());
-                    Some(BodyPiece { total_bytes: body.len() as u64, bytes: body[start..end].to_vec() })
-                })
-                .await
-                .ok()
-                .flatten();
-                PeerResponse::GetBody(piece)
-            }
-            PeerRequest::Control(request) => PeerResponse::Control(self.control(request).await),
+            BodyRpc::Get { hash, offset } => BodyReply::Get(self.body_piece(hash, offset).await),
+            BodyRpc::Holds(hashes) => BodyReply::Holds(self.holds_bodies(hashes).await),
         }
+    }
+
+    async fn body_piece(&self, hash: BlobHash, offset: u64) -> Option<BodyPiece> {
+        let store = self.store();
+        tokio::task::spawn_blocking(move || {
+            let body = store.blobs().get(&hash).ok()?;
+            let start = (offset as usize).min(body.len());
+            let end = (start + BODY_CHUNK_BYTES).min(body.len());
+            Some(BodyPiece { total_bytes: body.len() as u64, bytes: body[start..end].to_vec() })
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     async fn receive_body(&self, hash: BlobHash, offset: u64, last: bool, bytes: Vec<u8>) -> Result<(), String> {
@@ -1349,14 +1358,15 @@ async fn push_body(peer: &PeerClient, hash: BlobHash, body: &[u8], timeout: Dura
     loop {
         let end = (offset + BODY_CHUNK_BYTES).min(body.len());
         let last = end == body.len();
-        let request = PeerRequest::PutBody { hash, offset: offset as u64, last, bytes: body[offset..end].to_vec() };
+        let piece = BodyRpc::Put { hash, offset: offset as u64, last, bytes: body[offset..end].to_vec() };
+        let request = PeerRequest::Body(piece);
         let remaining = deadline.saturating_duration_since(Instant::now());
         // Pieces go in order, each acknowledged before the next; the receiver
         // assembles them by hash, whichever connection they come on.
         match peer.call(&request, remaining, offset == 0 && last).await.map_err(|e| e.to_string())? {
-            PeerResponse::PutBody(Ok(())) if last => return Ok(()),
-            PeerResponse::PutBody(Ok(())) => offset = end,
-            PeerResponse::PutBody(Err(e)) => return Err(format!("{}: {e}", peer.site)),
+            PeerResponse::Body(BodyReply::Put(Ok(()))) if last => return Ok(()),
+            PeerResponse::Body(BodyReply::Put(Ok(()))) => offset = end,
+            PeerResponse::Body(BodyReply::Put(Err(e))) => return Err(format!("{}: {e}", peer.site)),
             other => return Err(format!("{} answered PutBody with {other:?}", peer.site)),
         }
     }
@@ -1367,10 +1377,10 @@ async fn fetch_from(peer: &PeerClient, hash: &BlobHash, timeout: Duration) -> Re
     let mut body = Vec::new();
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let request = PeerRequest::GetBody { hash: *hash, offset: body.len() as u64 };
+        let request = PeerRequest::Body(BodyRpc::Get { hash: *hash, offset: body.len() as u64 });
         match peer.call(&request, remaining, true).await? {
-            PeerResponse::GetBody(None) => return Ok(None),
-            PeerResponse::GetBody(Some(BodyPiece { total_bytes, bytes })) => {
+            PeerResponse::Body(BodyReply::Get(None)) => return Ok(None),
+            PeerResponse::Body(BodyReply::Get(Some(BodyPiece { total_bytes, bytes }))) => {
                 if bytes.is_empty() && (body.len() as u64) < total_bytes {
                     return Ok(None);
                 }
@@ -1385,7 +1395,7 @@ async fn fetch_from(peer: &PeerClient, hash: &BlobHash, timeout: Duration) -> Re
 }
 
 /// Accept peers (and `maildr cluster` commands) until told to stop.
-async fn serve_peers(site: Arc<Replicated>, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+async fn serve_peers(site: Arc<Replicated>, listener: PeerListener, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -1407,45 +1417,18 @@ async fn serve_peers(site: Arc<Replicated>, listener: TcpListener, mut stop: wat
     }
 }
 
-/// Seconds a replication connection may wait for its Hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
-async fn serve_connection(site: &Replicated, mut stream: TcpStream) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, read_frame::<PeerRequest>(&mut stream))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no Hello"))??;
-    let peer = match hello {
-        Some(PeerRequest::Hello { secret, to: Some(to), .. })
-            if to != site.me && constant_time_eq(secret.as_bytes(), site.secret.as_bytes()) =>
-        {
-            let reason = format!("this is node {} ({}), not node {to}", site.me, site.site);
-            write_frame(&mut stream, &PeerResponse::Refused(reason)).await?;
-            return Ok(());
-        }
-        Some(PeerRequest::Hello { secret, from, .. })
-            if constant_time_eq(secret.as_bytes(), site.secret.as_bytes()) =>
-        {
-            write_frame(&mut stream, &PeerResponse::Hello).await?;
-            from.and_then(|id| site.directory.get(id))
-        }
-        Some(PeerRequest::Hello { .. }) => {
-            write_frame(&mut stream, &PeerResponse::Refused("wrong cluster secret".into())).await?;
-            return Ok(());
-        }
-        Some(_) => {
-            write_frame(&mut stream, &PeerResponse::Refused("the first request must be Hello".into())).await?;
-            return Ok(());
-        }
-        None => return Ok(()),
+async fn serve_connection(site: &Replicated, mut stream: PeerStream) -> std::io::Result<()> {
+    let Some(caller) = transport::accept_hello(&mut stream, site.me, &site.site, &site.secret).await? else {
+        return Ok(());
     };
-    while let Some(request) = read_frame::<PeerRequest>(&mut stream).await? {
+    let peer = caller.from.and_then(|id| site.directory.get(id));
+    while let Some(request) = transport::next_request(&mut stream).await? {
         if let Some(peer) = &peer {
             peer.mark_heard();
         }
         let response = site.handle(request).await;
         let restart = matches!(response, PeerResponse::Control(Ok(ControlResponse::ForcedFailover(_))));
-        let written = write_frame(&mut stream, &response).await;
+        let written = transport::answer(&mut stream, &response).await;
         if restart {
             // Only now that the operator has the answer: the restart ends this process.
             let _ = site.restart.send(true);
@@ -1565,10 +1548,6 @@ fn already_recorded(store: &Store, site: &str, detail: &str) -> bool {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Keep `caught_up_at` current on the primary, make configured standby sites
 /// learners once this site leads, and, on a witness that leads, hand the lead to a
 /// data site as soon as one has every entry.
@@ -1681,10 +1660,12 @@ impl Replicated {
         let mut everywhere = vec![true; held.len()];
         for node in data_sites {
             let peer = self.peer(node).ok_or_else(|| format!("no address for node {node}"))?;
-            let question = PeerRequest::Control(ControlRequest::HoldsBodies(held.clone()));
+            let question = PeerRequest::Body(BodyRpc::Holds(held.clone()));
             let answer = peer.call(&question, Duration::from_secs(10), true).await.map_err(|e| e.to_string())?;
-            let PeerResponse::Control(Ok(ControlResponse::HeldBodies(flags))) = answer else {
-                return Err(format!("{} answered {answer:?}", peer.site));
+            let flags = match answer {
+                PeerResponse::Body(BodyReply::Holds(Ok(flags))) => flags,
+                PeerResponse::Body(BodyReply::Holds(Err(reason))) => return Err(format!("{}: {reason}", peer.site)),
+                other => return Err(format!("{} answered {other:?}", peer.site)),
             };
             if flags.len() != held.len() {
                 return Err(format!("{} answered for {} bodies of {}", peer.site, flags.len(), held.len()));

@@ -26,9 +26,10 @@
 
 pub mod apply_delay;
 mod log_store;
-pub mod network;
+pub(crate) mod network;
 mod snapshot_file;
 pub mod state_machine;
+pub(crate) mod transport;
 pub mod wire;
 
 use std::fmt;
