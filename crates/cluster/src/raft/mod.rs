@@ -30,7 +30,7 @@ pub(crate) mod network;
 mod snapshot_file;
 pub mod state_machine;
 pub(crate) mod transport;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 pub use body::{BodyPiece, BodyReply, BodyRpc, BODY_CHUNK_BYTES, HOLDS_BODIES_MAX};
 pub use control::{ControlRequest, ControlResponse};
 pub use forward::{ForwardError, ForwardedWrite};
-pub use frame::{read_frame, write_frame, FRAME_MAX_BYTES};
+pub use frame::{read_frame, write_frame};
 pub use raft_rpc::{RaftReply, RaftRpc};
 
 use super::NodeId;
