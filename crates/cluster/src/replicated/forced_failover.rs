@@ -48,7 +48,7 @@ use tokio::sync::watch;
 use super::{Replicated, StartError};
 use crate::raft::network::PeerDirectory;
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
-use crate::raft::{self, NodeId};
+use crate::raft::{self, NodeId, StateMachineStore};
 use crate::record_file;
 use crate::status::{ForcedFailoverRecord, PrimaryContact};
 
@@ -195,11 +195,28 @@ fn write_record(path: &Path, record: &ForcedFailoverRecord) -> Result<(), StartE
         .map_err(|e| StartError::ForcedFailover { path: path.into(), detail: e.to_string() })
 }
 
+/// Carry out the accepted forced failover `record` found at start (see [`promote`]).
+/// A held lagged site is promoted with the state it applied, not with the log it
+/// received since (which may hold the corruption it was held for).
+pub(super) async fn promote_pending(
+    data_dir: &Path,
+    member: &ClusterMember,
+    log_store: &raft::LogStore,
+    state_machine: &StateMachineStore,
+    record: ForcedFailoverRecord,
+) -> Result<ForcedFailoverRecord, StartError> {
+    let keep_through = match member.role {
+        SiteRole::Lagged => state_machine.applied_log_id()?,
+        _ => None,
+    };
+    promote(data_dir, member.node_id, member, log_store, record, keep_through).await
+}
+
 /// Carry out an accepted forced failover before Raft starts: make this site the only
 /// voter in its log, record the promotion in [`PROMOTED_FILE`], then remove the
 /// marker. A crash anywhere in between repeats the steps on the next start (the
 /// rewrite is idempotent).
-pub(super) async fn promote(
+async fn promote(
     data_dir: &Path,
     me: NodeId,
     member: &ClusterMember,

@@ -158,20 +158,10 @@ impl Replicated {
                 .map(|m| PeerClient::new(m.node_id, m.site.clone(), m.addr.clone(), secret.clone(), Some(me))),
         );
         let fresh = !data_dir.join(raft::LOG_DATABASE_FILE).exists();
-        let (log_store, state_machine) = {
-            let data_dir = data_dir.to_path_buf();
-            tokio::task::spawn_blocking(move || raft::open(&data_dir))
-                .await
-                .map_err(|e| StartError::Raft(format!("opening storage: {e}")))??
-        };
+        let (log_store, state_machine) = open_storage(data_dir).await?;
         if let Some(record) = pending {
-            // A held lagged site is promoted with the state it applied, not with the
-            // log it received since (which may hold the corruption it was held for).
-            let keep_through = match member.role {
-                SiteRole::Lagged => state_machine.applied_log_id()?,
-                _ => None,
-            };
-            promoted = Some(forced_failover::promote(data_dir, me, member, &log_store, record, keep_through).await?);
+            let record = forced_failover::promote_pending(data_dir, member, &log_store, &state_machine, record);
+            promoted = Some(record.await?);
         }
         let apply_delay = prepare_role(data_dir, cluster, role, &log_store, &state_machine)?;
         if fresh {
@@ -352,6 +342,15 @@ impl Replicated {
     fn site_node(member: &ClusterMember) -> SiteNode {
         SiteNode { site: member.site.clone(), addr: member.addr.clone() }
     }
+}
+
+/// Open (or create) the Raft log store and the state machine in `data_dir`.
+async fn open_storage(data_dir: &Path) -> Result<(raft::LogStore, StateMachineStore), StartError> {
+    let data_dir = data_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || raft::open(&data_dir))
+        .await
+        .map_err(|e| StartError::Raft(format!("opening storage: {e}")))?
+        .map_err(StartError::from)
 }
 
 /// openraft's configuration for a site in `role`.
