@@ -41,7 +41,7 @@ pub enum OpsError {
     UnknownMember { site: String, members: String },
     #[error("{site} is a {role} site; only data sites become primary")]
     NotADataSite { site: String, role: &'static str },
-    #[error("no primary is known; switchover needs one")]
+    #[error("no reachable member knows a primary; switchover and rejoin need one")]
     NoPrimary,
     #[error("the primary (node {0}) is not in this config")]
     PrimaryNotConfigured(u64),
