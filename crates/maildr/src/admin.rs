@@ -17,7 +17,6 @@ use clap::Subcommand;
 use maildr_store::{Command, Store};
 use maildr_types::{Domain, EmailAddress, MailboxName};
 
-use maildr_cluster::raft::wire::{ControlRequest, ControlResponse};
 use maildr_config::SiteConfig;
 use maildr_frontend::{generate_password, hash_password};
 
@@ -148,12 +147,8 @@ impl Target {
         match self {
             Target::Local(store) => Ok(store.apply(command)??),
             Target::Cluster { client, .. } => {
-                let local = client.local().clone();
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                match runtime.block_on(client.call(&local, ControlRequest::Write(command)))? {
-                    ControlResponse::Written(result) => Ok(result?),
-                    other => bail!("site {} answered a write with {other:?}", local.site),
-                }
+                Ok(runtime.block_on(client.write(command))??)
             }
         }
     }

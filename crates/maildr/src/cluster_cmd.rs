@@ -8,10 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Subcommand;
 use maildr_cluster::ops;
-use maildr_cluster::raft::wire::{ControlRequest, ControlResponse};
 use maildr_config::SiteConfig;
 
 #[derive(Subcommand)]
@@ -112,22 +111,14 @@ pub use maildr_cluster::ops::ControlClient;
 pub async fn run(action: ClusterAction) -> Result<()> {
     match action {
         ClusterAction::Init { config } => {
-            let client = ControlClient::new(SiteConfig::load(&config)?)?;
-            let local = client.local().clone();
-            match client.call(&local, ControlRequest::Init).await? {
-                ControlResponse::Initialized { already } => {
-                    let status = client.status_of(&local).await?;
-                    let leader = status.leader.and_then(|l| client.members().iter().find(|m| m.node_id == l));
-                    let leader = leader.map(|m| m.site.as_str()).unwrap_or("?");
-                    if already {
-                        println!("cluster already initialised; primary is {leader}");
-                    } else {
-                        println!("cluster initialised with {} voters; primary is {leader}", status.voters.len());
-                    }
-                    Ok(())
-                }
-                other => bail!("unexpected answer to init: {other:?}"),
+            let report = ops::init(&ControlClient::new(SiteConfig::load(&config)?)?).await?;
+            let leader = report.primary.as_deref().unwrap_or("?");
+            if report.already {
+                println!("cluster already initialised; primary is {leader}");
+            } else {
+                println!("cluster initialised with {} voters; primary is {leader}", report.voters);
             }
+            Ok(())
         }
         ClusterAction::Status { config, json } => status(ControlClient::new(SiteConfig::load(&config)?)?, json).await,
         ClusterAction::Switchover { config, to } => {
@@ -144,35 +135,13 @@ pub async fn run(action: ClusterAction) -> Result<()> {
             failover(&ControlClient::new(SiteConfig::load(&config)?)?, &to, accept_data_loss, &by).await
         }
         ClusterAction::Rejoin { config } => {
-            let client = ControlClient::new(SiteConfig::load(&config)?)?;
-            let me = client.local().clone();
-            let mut primary = None;
-            for member in client.members().iter().filter(|m| m.node_id != me.node_id) {
-                if let Ok(status) = client.status_of(member).await {
-                    if let Some(leader) = status.leader {
-                        primary =
-                            client.members().iter().find(|m| m.node_id == leader).cloned().or(Some(member.clone()));
-                        break;
-                    }
-                }
+            let report = ops::rejoin(&ControlClient::new(SiteConfig::load(&config)?)?).await?;
+            match report.replaced {
+                Some(old) => println!("{} rejoined as node {} in place of node {old}", report.site, report.node_id),
+                None => println!("{} is a voter as node {}", report.site, report.node_id),
             }
-            let primary = primary.context("no reachable member knows a primary")?;
-            let request = ControlRequest::Rejoin {
-                node_id: me.node_id,
-                site: me.site.clone(),
-                addr: client.listen_addr().to_string(),
-            };
-            match client.call_with_timeout(&primary, request, Duration::from_secs(600)).await? {
-                ControlResponse::Rejoined { replaced, voters } => {
-                    match replaced {
-                        Some(old) => println!("{} rejoined as node {} in place of node {old}", me.site, me.node_id),
-                        None => println!("{} is a voter as node {}", me.site, me.node_id),
-                    }
-                    println!("voters now: {voters:?}");
-                    Ok(())
-                }
-                other => bail!("unexpected answer to rejoin: {other:?}"),
-            }
+            println!("voters now: {:?}", report.voters);
+            Ok(())
         }
         ClusterAction::HoldApply { config, site, by } => {
             let client = ControlClient::new(SiteConfig::load(&config)?)?;

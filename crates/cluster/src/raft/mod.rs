@@ -26,10 +26,11 @@
 
 pub mod apply_delay;
 mod log_store;
-pub mod network;
+pub(crate) mod network;
 mod snapshot_file;
 pub mod state_machine;
-pub mod wire;
+pub(crate) mod transport;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

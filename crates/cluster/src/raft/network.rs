@@ -15,16 +15,15 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::transport::{self, exchange, OpenError, PeerStream};
+use super::wire::{PeerRequest, PeerResponse, RaftReply, RaftRpc};
+use super::{NodeId, SiteNode, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
 };
-use tokio::net::TcpStream;
-
-use super::wire::{read_frame, write_frame, PeerRequest, PeerResponse};
-use super::{NodeId, SiteNode, TypeConfig};
 
 /// Most idle connections kept per peer.
 const IDLE_CONNECTIONS_MAX: usize = 64;
@@ -48,7 +47,7 @@ pub struct PeerClient {
     secret: String,
     /// Our node id, or `None` for an operator's command.
     from: Option<NodeId>,
-    idle: Mutex<Vec<TcpStream>>,
+    idle: Mutex<Vec<PeerStream>>,
     last_heard: Mutex<Option<Instant>>,
 }
 
@@ -111,32 +110,21 @@ impl PeerClient {
         Ok(response)
     }
 
-    async fn connect(&self) -> Result<TcpStream, PeerCallError> {
-        let mut stream = TcpStream::connect(&self.addr).await.map_err(|e| self.io(e))?;
-        let _ = stream.set_nodelay(true);
+    async fn connect(&self) -> Result<PeerStream, PeerCallError> {
         // Sites name the node they mean; an operator's command reaches whoever
         // listens at the configured address.
         let to = self.from.map(|_| self.node_id);
-        let hello = PeerRequest::Hello { secret: self.secret.clone(), from: self.from, to };
-        match exchange(&mut stream, &hello).await.map_err(|e| self.io(e))? {
-            PeerResponse::Hello => Ok(stream),
-            PeerResponse::Refused(reason) => {
-                Err(PeerCallError::Refused { site: self.site.clone(), addr: self.addr.clone(), reason })
+        transport::open(&self.addr, &self.secret, self.from, to).await.map_err(|e| match e {
+            OpenError::Io(source) => self.io(source),
+            OpenError::Refused(reason) => {
+                PeerCallError::Refused { site: self.site.clone(), addr: self.addr.clone(), reason }
             }
-            other => Err(self.io(io::Error::new(io::ErrorKind::InvalidData, format!("answered Hello with {other:?}")))),
-        }
+        })
     }
 
     fn io(&self, source: io::Error) -> PeerCallError {
         PeerCallError::Io { site: self.site.clone(), addr: self.addr.clone(), source }
     }
-}
-
-async fn exchange(stream: &mut TcpStream, request: &PeerRequest) -> io::Result<PeerResponse> {
-    write_frame(stream, request).await?;
-    read_frame(stream)
-        .await?
-        .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the answer"))
 }
 
 /// The peers of a site, by node id, as its configuration addresses them.
@@ -201,7 +189,8 @@ pub struct PeerConnection {
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, SiteNode, RaftError<NodeId, E>>>;
 
 impl PeerConnection {
-    async fn rpc(&self, request: PeerRequest, option: &RPCOption) -> Result<PeerResponse, Unreachable> {
+    async fn rpc(&self, request: RaftRpc, option: &RPCOption) -> Result<PeerResponse, Unreachable> {
+        let request = PeerRequest::Raft(request);
         self.client.call(&request, option.hard_ttl(), true).await.map_err(|e| Unreachable::new(&e))
     }
 
@@ -219,9 +208,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        match self.rpc(PeerRequest::AppendEntries(rpc), &option).await? {
-            PeerResponse::AppendEntries(Ok(response)) => Ok(response),
-            PeerResponse::AppendEntries(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+        match self.rpc(RaftRpc::AppendEntries(rpc), &option).await? {
+            PeerResponse::Raft(RaftReply::AppendEntries(Ok(response))) => Ok(response),
+            PeerResponse::Raft(RaftReply::AppendEntries(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(self.unexpected("AppendEntries", other)),
         }
     }
@@ -231,17 +222,19 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        match self.rpc(PeerRequest::InstallSnapshot(rpc), &option).await? {
-            PeerResponse::InstallSnapshot(Ok(response)) => Ok(response),
-            PeerResponse::InstallSnapshot(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+        match self.rpc(RaftRpc::InstallSnapshot(rpc), &option).await? {
+            PeerResponse::Raft(RaftReply::InstallSnapshot(Ok(response))) => Ok(response),
+            PeerResponse::Raft(RaftReply::InstallSnapshot(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             other => Err(self.unexpected("InstallSnapshot", other)),
         }
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        match self.rpc(PeerRequest::Vote(rpc), &option).await? {
-            PeerResponse::Vote(Ok(response)) => Ok(response),
-            PeerResponse::Vote(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+        match self.rpc(RaftRpc::Vote(rpc), &option).await? {
+            PeerResponse::Raft(RaftReply::Vote(Ok(response))) => Ok(response),
+            PeerResponse::Raft(RaftReply::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(self.unexpected("Vote", other)),
         }
     }

@@ -1,0 +1,86 @@
+//! The control conversation: the operator's requests (`maildr cluster`, the admin API,
+//! through `crate::ops::ControlClient`) and the few sites ask each other (status,
+//! observations, the hand-over's `BecomePrimary`).
+//!
+//! Every request here is answered by the receiving site's own checks; a site never
+//! trusts the caller to have checked. This module must never carry Raft RPCs or body
+//! bytes, which have their own channels and limits.
+
+use maildr_store::{Applied, Command, CommandError};
+use serde::{Deserialize, Serialize};
+
+use crate::raft::apply_delay::ApplyHold;
+use crate::raft::NodeId;
+use crate::status::{ForcedFailoverRecord, MailboxDigest, MessageSummary, SiteStatus};
+
+/// Requests of `maildr cluster` (and of sites asking each other for status).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControlRequest {
+    /// Bootstrap the cluster with every configured member; harmless when it is
+    /// already initialised.
+    Init,
+    /// This site's own view: role, term, leader, indexes, peers.
+    Status,
+    /// Make the receiver primary: refused unless it is a data site that has
+    /// everything the current primary has. Sent by a primary that has gone quiet
+    /// to hand over its lead.
+    BecomePrimary,
+    /// To the primary: hand the lead to data site `to` (planned switchover).
+    HandOver { to: NodeId },
+    /// Per-mailbox digests at one applied index, once the site has applied at least
+    /// `applied_at_least` (bounded wait).
+    Digests { applied_at_least: u64, wait_ms: u64 },
+    /// The messages of one mailbox, for listing what diverges.
+    Messages { mailbox: u64 },
+    /// Apply a command through the cluster (admin commands of the operator).
+    Write(Command),
+    /// On the primary: make the site that lost its data, now running empty under
+    /// the new node id, a learner, wait until it has caught up, then let it replace
+    /// its old node id among the voters.
+    Rejoin { node_id: NodeId, site: String, addr: String },
+    /// What this site's control plane observes of the data sites (health probes),
+    /// as the JSON its control plane produces; empty when it runs none.
+    Observations,
+    /// To a standby, when quorum is gone: make it the only voter of a new cluster
+    /// (a forced failover, recorded as done `by` the named operator). Refused unless
+    /// the receiver is a standby that has not heard from a primary for two election
+    /// timeouts. The site answers, then restarts itself to rewrite its Raft state.
+    ForceFailover { by: String },
+    /// To a lagged site: stop applying entries, durably, until released (recorded
+    /// as asked `by` the named operator). Holding a held site keeps the first hold.
+    HoldApply { by: String },
+    /// To a lagged site: resume applying.
+    ReleaseApply,
+}
+
+/// The answer to a [`ControlRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ControlResponse {
+    Initialized {
+        already: bool,
+    },
+    Status(Box<SiteStatus>),
+    /// The receiver is primary now; writes were unavailable for this long.
+    BecamePrimary {
+        unavailable_ms: u64,
+        term: u64,
+    },
+    Digests {
+        applied_index: u64,
+        mailboxes: Vec<MailboxDigest>,
+    },
+    Messages(Vec<MessageSummary>),
+    Written(Result<Applied, CommandError>),
+    Rejoined {
+        replaced: Option<NodeId>,
+        voters: Vec<NodeId>,
+    },
+    /// JSON from the site's control plane (see `ControlRequest::Observations`).
+    Observations(Vec<u8>),
+    /// The standby accepted the forced failover and is restarting to carry it out.
+    ForcedFailover(ForcedFailoverRecord),
+    /// The lagged site holds (since this hold).
+    ApplyHeld(ApplyHold),
+    /// The lagged site applies again; the hold it lifted, if it was held.
+    ApplyReleased(Option<ApplyHold>),
+}

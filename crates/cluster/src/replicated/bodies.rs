@@ -1,0 +1,279 @@
+//! Message body replication: bodies travel beside the Raft log, never in it.
+//!
+//! [`Replicated::put_body`] stores the body here and pushes it to every peer, and
+//! returns once at least one peer has it durable: the body is then on two sites before
+//! the entry that refers to it is proposed. Peers store a pushed body only if it hashes
+//! to its announced name. A site whose applied state refers to a body it lacks (it was
+//! down during the push, or it installed a snapshot, which carries metadata only)
+//! fetches it from a peer in the background ([`fetch_missing_bodies`]); readers that
+//! need it sooner ask for it with [`Replicated::ensure_bodies`]. This module also
+//! answers the body channel (pieces pushed and asked for, and which bodies are held).
+//!
+//! This module must never store a body under a name it does not hash to, nor
+//! acknowledge a body before it is durable.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use maildr_config::SiteRole;
+use maildr_types::{BlobHash, BlobRef};
+use tokio::sync::watch;
+
+use super::Replicated;
+use crate::raft::network::{PeerCallError, PeerClient};
+use crate::raft::wire::{BodyPiece, BodyReply, BodyRpc, PeerRequest, PeerResponse, BODY_CHUNK_BYTES, HOLDS_BODIES_MAX};
+use crate::WriteError;
+
+/// Most bodies received in pieces at once; beyond it one of them is dropped (its
+/// sender's push then fails and the body is fetched later instead).
+const PARTIAL_BODIES_MAX: usize = 16;
+
+impl Replicated {
+    /// Store a body here and on at least one other site before returning (here only,
+    /// when this site is the only voter: its log then commits here alone too).
+    pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
+        let started = Instant::now();
+        let body = Arc::new(body);
+        let local = {
+            let store = self.store();
+            let body = Arc::clone(&body);
+            tokio::task::spawn_blocking(move || store.blobs().put(&body))
+                .await
+                .map_err(|e| WriteError::Unavailable(format!("body writer failed: {e}")))?
+                .map_err(|e| WriteError::Unavailable(format!("storing the message body failed: {e}")))?
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let mut pushes = 0;
+        for peer in self.directory.all() {
+            pushes += 1;
+            let peer = Arc::clone(peer);
+            let body = Arc::clone(&body);
+            let tx = tx.clone();
+            let timeout = self.body_push_timeout;
+            let hash = local.hash;
+            // Each push runs to its end even after the write returns: the more
+            // sites hold the body early, the fewer fetches later.
+            tokio::spawn(async move {
+                let result = push_body(&peer, hash, &body, timeout).await;
+                if let Err(e) = &result {
+                    tracing::debug!(peer = %peer.site, error = %e, "body push failed");
+                }
+                let _ = tx.send(result.is_ok()).await;
+            });
+        }
+        drop(tx);
+        if self.sole_voter() {
+            // A site promoted by a forced failover is its own quorum until others
+            // rejoin: its log commits on this one site, and so may bodies.
+            return Ok(local);
+        }
+        let mut failures = 0;
+        while let Some(ok) = rx.recv().await {
+            if ok {
+                let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+                metrics.counters.body_pushes += 1;
+                metrics.counters.body_push_bytes += body.len() as u64;
+                metrics.body_push_latency.record(started.elapsed().as_secs_f64() * 1000.0);
+                return Ok(local);
+            }
+            failures += 1;
+        }
+        Err(WriteError::Unavailable(format!(
+            "the message body reached no other site ({failures} of {pushes} pushes failed within {} ms)",
+            self.body_push_timeout.as_millis()
+        )))
+    }
+
+    /// Make sure the bodies are here, fetching missing ones from peers; gives up
+    /// after `wait` and says which are still missing.
+    pub async fn ensure_bodies(&self, hashes: &[BlobHash], wait: Duration) -> Result<(), WriteError> {
+        let deadline = Instant::now() + wait;
+        for hash in hashes {
+            if self.store().blobs().contains(hash) {
+                continue;
+            }
+            loop {
+                if self.fetch_body(hash, deadline.saturating_duration_since(Instant::now())).await.is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    return Err(WriteError::Unavailable(format!("message body {hash} is not on this site yet")));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetch one body from whichever peer has it, verify and store it.
+    async fn fetch_body(&self, hash: &BlobHash, timeout: Duration) -> Result<(), String> {
+        let mut reasons = Vec::new();
+        let mut peers: Vec<_> = self.directory.all().cloned().collect();
+        // Data sites hold every body; ask them first.
+        peers.sort_by_key(|p| self.members.iter().find(|m| m.node_id == p.node_id).map(|m| m.role != SiteRole::Data));
+        for peer in peers {
+            match fetch_from(&peer, hash, timeout).await {
+                Ok(Some(bytes)) => {
+                    let store = self.store();
+                    let stored = tokio::task::spawn_blocking(move || store.blobs().put(&bytes))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                    if stored.hash != *hash {
+                        reasons.push(format!("{} sent a body that does not match its hash", peer.site));
+                        continue;
+                    }
+                    self.state_machine.body_arrived(hash);
+                    self.metrics.lock().unwrap_or_else(|p| p.into_inner()).counters.bodies_fetched += 1;
+                    return Ok(());
+                }
+                Ok(None) => reasons.push(format!("{} does not have it", peer.site)),
+                Err(e) => reasons.push(e.to_string()),
+            }
+        }
+        Err(format!("body {hash}: {}", reasons.join("; ")))
+    }
+
+    pub(super) async fn serve_body(&self, rpc: BodyRpc) -> BodyReply {
+        match rpc {
+            BodyRpc::Put { hash, offset, last, bytes } => {
+                BodyReply::Put(self.receive_body(hash, offset, last, bytes).await)
+            }
+            BodyRpc::Get { hash, offset } => BodyReply::Get(self.body_piece(hash, offset).await),
+            BodyRpc::Holds(hashes) => BodyReply::Holds(self.holds_bodies(hashes).await),
+        }
+    }
+
+    async fn body_piece(&self, hash: BlobHash, offset: u64) -> Option<BodyPiece> {
+        let store = self.store();
+        tokio::task::spawn_blocking(move || {
+            let body = store.blobs().get(&hash).ok()?;
+            let start = (offset as usize).min(body.len());
+            let end = (start + BODY_CHUNK_BYTES).min(body.len());
+            Some(BodyPiece { total_bytes: body.len() as u64, bytes: body[start..end].to_vec() })
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+
+    async fn receive_body(&self, hash: BlobHash, offset: u64, last: bool, bytes: Vec<u8>) -> Result<(), String> {
+        let body = {
+            let mut partial = self.partial_bodies.lock().unwrap_or_else(|p| p.into_inner());
+            let body = match (offset, partial.remove(&hash)) {
+                (0, _) => bytes,
+                (offset, Some(mut so_far)) if so_far.len() as u64 == offset => {
+                    so_far.extend_from_slice(&bytes);
+                    so_far
+                }
+                _ => return Err(format!("body {hash}: piece at offset {offset} does not follow what was received")),
+            };
+            if body.len() > 2 * 1024 * 1024 * 1024 {
+                return Err("body larger than 2 GiB".into());
+            }
+            if !last {
+                if partial.len() >= PARTIAL_BODIES_MAX {
+                    let dropped = *partial.keys().next().expect("not empty");
+                    partial.remove(&dropped);
+                }
+                partial.insert(hash, body);
+                return Ok(());
+            }
+            body
+        };
+        let store = self.store();
+        let stored = tokio::task::spawn_blocking(move || {
+            let computed = maildr_store::blob::hash_body(&body);
+            if computed != hash {
+                return Err(format!("body announced as {hash} hashes to {computed}; not stored"));
+            }
+            store.blobs().put(&body).map_err(|e| e.to_string())
+        });
+        let stored = stored.await.map_err(|e| e.to_string())??;
+        self.state_machine.body_arrived(&stored.hash);
+        Ok(())
+    }
+
+    /// Which of `hashes` this site holds durably (asked by a witness that wants to
+    /// drop the bodies both data sites hold).
+    async fn holds_bodies(&self, hashes: Vec<BlobHash>) -> Result<Vec<bool>, String> {
+        if hashes.len() > HOLDS_BODIES_MAX {
+            return Err(format!("{} hashes in one question; at most {HOLDS_BODIES_MAX}", hashes.len()));
+        }
+        let store = self.store();
+        let held = tokio::task::spawn_blocking(move || store.blobs().held_durably(&hashes))
+            .await
+            .map_err(|e| format!("checking bodies: {e}"))?
+            .map_err(|e| format!("checking bodies: {e}"))?;
+        Ok(held)
+    }
+}
+
+async fn push_body(peer: &PeerClient, hash: BlobHash, body: &[u8], timeout: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut offset = 0usize;
+    loop {
+        let end = (offset + BODY_CHUNK_BYTES).min(body.len());
+        let last = end == body.len();
+        let piece = BodyRpc::Put { hash, offset: offset as u64, last, bytes: body[offset..end].to_vec() };
+        let request = PeerRequest::Body(piece);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        // Pieces go in order, each acknowledged before the next; the receiver
+        // assembles them by hash, whichever connection they come on.
+        match peer.call(&request, remaining, offset == 0 && last).await.map_err(|e| e.to_string())? {
+            PeerResponse::Body(BodyReply::Put(Ok(()))) if last => return Ok(()),
+            PeerResponse::Body(BodyReply::Put(Ok(()))) => offset = end,
+            PeerResponse::Body(BodyReply::Put(Err(e))) => return Err(format!("{}: {e}", peer.site)),
+            other => return Err(format!("{} answered PutBody with {other:?}", peer.site)),
+        }
+    }
+}
+
+async fn fetch_from(peer: &PeerClient, hash: &BlobHash, timeout: Duration) -> Result<Option<Vec<u8>>, PeerCallError> {
+    let deadline = Instant::now() + timeout;
+    let mut body = Vec::new();
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let request = PeerRequest::Body(BodyRpc::Get { hash: *hash, offset: body.len() as u64 });
+        match peer.call(&request, remaining, true).await? {
+            PeerResponse::Body(BodyReply::Get(None)) => return Ok(None),
+            PeerResponse::Body(BodyReply::Get(Some(BodyPiece { total_bytes, bytes }))) => {
+                if bytes.is_empty() && (body.len() as u64) < total_bytes {
+                    return Ok(None);
+                }
+                body.extend_from_slice(&bytes);
+                if body.len() as u64 >= total_bytes {
+                    return Ok(Some(body));
+                }
+            }
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Fetch bodies that applied entries refer to but this site lacks.
+pub(super) async fn fetch_missing_bodies(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let missing = site.state_machine.missing_bodies();
+        let mut failed = false;
+        for hash in &missing {
+            if *stop.borrow() {
+                return;
+            }
+            if site.store().blobs().contains(hash) {
+                site.state_machine.body_arrived(hash);
+                continue;
+            }
+            if let Err(e) = site.fetch_body(hash, Duration::from_secs(10)).await {
+                tracing::debug!(error = %e, "fetching a missing body");
+                failed = true;
+            }
+        }
+        let pause = if failed { Duration::from_millis(500) } else { Duration::from_secs(5) };
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = site.state_machine.missing_bodies_added() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}

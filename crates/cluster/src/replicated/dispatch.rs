@@ -1,0 +1,133 @@
+//! The one RPC dispatcher of a site: accepts connections of the replication channel,
+//! lets the transport check each one's Hello, then routes every request by channel to
+//! the job that answers it (Raft RPCs to openraft, bodies to `bodies`, forwarded
+//! writes to `write`, control requests to their job).
+//!
+//! This module holds no job of its own: it must never decide anything a job module
+//! decides, only route and answer. Raft RPCs from nodes a forced failover left out
+//! are refused here, before openraft sees them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::raft::AppendEntriesResponse;
+use tokio::sync::watch;
+
+use super::Replicated;
+use crate::raft::transport::{self, PeerListener, PeerStream};
+use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse, RaftReply, RaftRpc};
+use crate::WriteError;
+
+/// Accept peers (and `maildr cluster` commands) until told to stop.
+pub(super) async fn serve_peers(site: Arc<Replicated>, listener: PeerListener, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, from)) => {
+                    let site = Arc::clone(&site);
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_connection(&site, stream).await {
+                            tracing::debug!(%from, error = %e, "replication connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a replication connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn serve_connection(site: &Replicated, mut stream: PeerStream) -> std::io::Result<()> {
+    let Some(caller) = transport::accept_hello(&mut stream, site.me, &site.site, &site.secret).await? else {
+        return Ok(());
+    };
+    let peer = caller.from.and_then(|id| site.directory.get(id));
+    while let Some(request) = transport::next_request(&mut stream).await? {
+        if let Some(peer) = &peer {
+            peer.mark_heard();
+        }
+        let response = site.handle(request).await;
+        let restart = matches!(response, PeerResponse::Control(Ok(ControlResponse::ForcedFailover(_))));
+        let written = transport::answer(&mut stream, &response).await;
+        if restart {
+            // Only now that the operator has the answer: the restart ends this process.
+            let _ = site.restart.send(true);
+        }
+        written?;
+    }
+    Ok(())
+}
+
+impl Replicated {
+    async fn handle(&self, request: PeerRequest) -> PeerResponse {
+        match request {
+            PeerRequest::Hello { .. } => PeerResponse::Refused("Hello only opens a connection".into()),
+            PeerRequest::Raft(rpc) => self.serve_raft(rpc).await,
+            PeerRequest::Body(rpc) => PeerResponse::Body(self.serve_body(rpc).await),
+            PeerRequest::Forward(command) => PeerResponse::Forward(self.commit_forwarded(command).await),
+            PeerRequest::Control(request) => PeerResponse::Control(self.control(request).await),
+        }
+    }
+
+    async fn serve_raft(&self, rpc: RaftRpc) -> PeerResponse {
+        let leader = match &rpc {
+            RaftRpc::AppendEntries(rpc) => rpc.vote.leader_id().voted_for(),
+            RaftRpc::Vote(rpc) => rpc.vote.leader_id().voted_for(),
+            RaftRpc::InstallSnapshot(rpc) => rpc.vote.leader_id().voted_for(),
+        };
+        if let Some(refusal) = self.refuse_raft_from(leader) {
+            return PeerResponse::Refused(refusal);
+        }
+        let reply = match rpc {
+            RaftRpc::AppendEntries(rpc) => {
+                let (term, committed) = (rpc.vote.leader_id().get_term(), rpc.leader_commit.map(|l| l.index));
+                let response = self.raft.append_entries(rpc).await;
+                if matches!(response, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))) {
+                    self.note_primary_contact(leader, term, committed);
+                }
+                RaftReply::AppendEntries(response)
+            }
+            RaftRpc::Vote(rpc) => RaftReply::Vote(self.raft.vote(rpc).await),
+            RaftRpc::InstallSnapshot(rpc) => RaftReply::InstallSnapshot(self.raft.install_snapshot(rpc).await),
+        };
+        PeerResponse::Raft(reply)
+    }
+
+    /// Route a control request to its job.
+    async fn control(&self, request: ControlRequest) -> Result<ControlResponse, String> {
+        Ok(match request {
+            ControlRequest::Init => ControlResponse::Initialized { already: self.init().await? },
+            ControlRequest::Status => ControlResponse::Status(Box::new(self.status())),
+            ControlRequest::BecomePrimary => self.become_primary().await?.into(),
+            ControlRequest::HandOver { to } => self.hand_over(to).await?.into(),
+            ControlRequest::Digests { applied_at_least, wait_ms } => {
+                let (applied_index, mailboxes) = self.digests(applied_at_least, wait_ms).await?;
+                ControlResponse::Digests { applied_index, mailboxes }
+            }
+            ControlRequest::Messages { mailbox } => ControlResponse::Messages(self.messages(mailbox).await?),
+            ControlRequest::Rejoin { node_id, site, addr } => {
+                let rejoined = self.rejoin(node_id, site, addr).await?;
+                ControlResponse::Rejoined { replaced: rejoined.replaced, voters: rejoined.voters }
+            }
+            ControlRequest::Observations => ControlResponse::Observations(self.local_observations()),
+            ControlRequest::ForceFailover { by } => ControlResponse::ForcedFailover(self.force_failover(by).await?),
+            ControlRequest::HoldApply { by } => ControlResponse::ApplyHeld(self.hold_apply(by).await?),
+            ControlRequest::ReleaseApply => ControlResponse::ApplyReleased(self.release_apply().await?),
+            ControlRequest::Write(command) => match self.write(command).await {
+                Ok(applied) => ControlResponse::Written(Ok(applied)),
+                Err(WriteError::Refused(e)) => ControlResponse::Written(Err(e)),
+                Err(WriteError::Unavailable(reason)) => return Err(reason),
+            },
+        })
+    }
+}
+
+impl From<super::handover::NewPrimary> for ControlResponse {
+    fn from(p: super::handover::NewPrimary) -> ControlResponse {
+        ControlResponse::BecamePrimary { unavailable_ms: p.unavailable_ms, term: p.term }
+    }
+}

@@ -1,0 +1,142 @@
+//! What a witness does beyond voting: wait longer before it campaigns, hand the lead
+//! to a data site as soon as it can, and keep bodies only until both data sites
+//! hold them.
+//!
+//! A witness campaigns only after data sites had [`WITNESS_ELECTION_PATIENCE`] times
+//! as long: it leads only when no data site can (the survivor lacks entries only the
+//! witness holds), and then hands the lead to the first data site it has brought up
+//! to date. Every [`WITNESS_BODY_SWEEP`] it asks every data voter which of its bodies
+//! they hold durably and drops those held everywhere.
+//!
+//! This module must never drop a body a data site lacks, nor drop anything in a round
+//! in which a data site did not answer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use maildr_config::SiteRole;
+use maildr_types::BlobHash;
+use openraft::RaftMetrics;
+use tokio::sync::watch;
+
+use super::Replicated;
+use crate::raft::wire::{BodyReply, BodyRpc, PeerRequest, PeerResponse, HOLDS_BODIES_MAX};
+use crate::raft::{NodeId, SiteNode};
+
+/// How many times longer than a data site a witness waits before it campaigns.
+pub(super) const WITNESS_ELECTION_PATIENCE: u64 = 3;
+
+/// Least time between two hand-over attempts of a witness that leads.
+const HANDOVER_RETRY: Duration = Duration::from_millis(300);
+
+/// How often a witness looks for bodies it may drop.
+const WITNESS_BODY_SWEEP: Duration = Duration::from_secs(2);
+
+impl Replicated {
+    /// On a witness that leads: hand the lead to the first data site that has every
+    /// entry, at most once per [`HANDOVER_RETRY`] (`last_handover` remembers when).
+    pub(super) fn hand_lead_to_a_data_site(
+        self: &Arc<Self>,
+        m: &RaftMetrics<NodeId, SiteNode>,
+        last_handover: &mut Option<Instant>,
+    ) {
+        if self.role != SiteRole::Witness || last_handover.is_some_and(|t| t.elapsed() < HANDOVER_RETRY) {
+            return;
+        }
+        let last = m.last_log_index.unwrap_or(0);
+        let ready = m.replication.as_ref().and_then(|r| {
+            r.iter()
+                .filter(|(node, matched)| {
+                    self.role_of(**node) == Some(SiteRole::Data) && matched.map(|l| l.index).unwrap_or(0) >= last
+                })
+                .map(|(node, _)| *node)
+                .next()
+        });
+        let busy = self.handing_over.load(Ordering::SeqCst);
+        if let Some(node) = ready.filter(|_| !busy) {
+            *last_handover = Some(Instant::now());
+            tracing::warn!(to = node, "this witness leads; handing the lead to a caught-up data site");
+            let site = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = site.hand_over(node).await {
+                    tracing::warn!(to = node, error = %e, "hand-over");
+                }
+            });
+        }
+    }
+
+    /// One round of [`drop_bodies_the_data_sites_hold`]; how many it dropped.
+    async fn drop_bodies_held_elsewhere(&self) -> Result<usize, String> {
+        let store = self.store();
+        let held = {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || store.blobs().list(HOLDS_BODIES_MAX))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?
+        };
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let membership = self.raft.metrics().borrow().membership_config.membership().clone();
+        let data_sites: Vec<NodeId> =
+            membership.voter_ids().filter(|id| *id != self.me && self.role_of(*id) == Some(SiteRole::Data)).collect();
+        if data_sites.len() < 2 {
+            return Err(format!(
+                "{} data sites vote; a witness drops bodies only when two hold them",
+                data_sites.len()
+            ));
+        }
+        let mut everywhere = vec![true; held.len()];
+        for node in data_sites {
+            let peer = self.peer(node).ok_or_else(|| format!("no address for node {node}"))?;
+            let question = PeerRequest::Body(BodyRpc::Holds(held.clone()));
+            let answer = peer.call(&question, Duration::from_secs(10), true).await.map_err(|e| e.to_string())?;
+            let flags = match answer {
+                PeerResponse::Body(BodyReply::Holds(Ok(flags))) => flags,
+                PeerResponse::Body(BodyReply::Holds(Err(reason))) => return Err(format!("{}: {reason}", peer.site)),
+                other => return Err(format!("{} answered {other:?}", peer.site)),
+            };
+            if flags.len() != held.len() {
+                return Err(format!("{} answered for {} bodies of {}", peer.site, flags.len(), held.len()));
+            }
+            everywhere.iter_mut().zip(flags).for_each(|(all, here)| *all &= here);
+        }
+        let droppable: Vec<BlobHash> =
+            held.into_iter().zip(everywhere).filter(|(_, all)| *all).map(|(h, _)| h).collect();
+        let dropped = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let mut dropped = 0;
+            for hash in droppable {
+                if store.blobs().remove(&hash).map_err(|e| e.to_string())? {
+                    dropped += 1;
+                }
+            }
+            Ok(dropped)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        self.metrics.lock().unwrap_or_else(|p| p.into_inner()).counters.bodies_dropped += dropped as u64;
+        Ok(dropped)
+    }
+}
+
+/// On a witness: drop each body once every data site among the voters holds it
+/// durably. A witness keeps bodies only as the second copy a data site needs
+/// before it may propose a message (and to hand them to the other data site); once
+/// both data sites hold a body, that is two sites without it. A body the other data
+/// site still lacks (it was down, or cut off) stays, and a round in which a data
+/// site does not answer drops nothing.
+pub(super) async fn drop_bodies_the_data_sites_hold(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(WITNESS_BODY_SWEEP) => {}
+        }
+        match site.drop_bodies_held_elsewhere().await {
+            Ok(0) => {}
+            Ok(dropped) => tracing::debug!(dropped, "dropped bodies both data sites hold"),
+            Err(e) => tracing::debug!(error = %e, "keeping bodies this round"),
+        }
+    }
+}

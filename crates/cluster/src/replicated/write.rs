@@ -1,0 +1,178 @@
+//! The write path of a replicated site: commit on the primary, forward from anywhere else.
+//!
+//! A write on the primary is `Raft::client_write`, which returns once a quorum of
+//! voters has the entry fsynced and the primary has applied it. A data site that is not
+//! primary forwards the command to the primary (the `Forward` request), gets the
+//! entry's log index back, and answers its client only once it has applied that index
+//! itself, so the client then reads its own write here. Every write has one deadline
+//! (`store.write_timeout_ms`); past it the client is told "unavailable, retry" (SMTP
+//! 451, IMAP NO \[UNAVAILABLE\]). A write that timed out may still commit later: the
+//! client's retry is then a duplicate, never a loss.
+//!
+//! This module must never interpret a command (the store does), never answer a client
+//! before the quorum commit, and never send one forwarded write twice.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use maildr_store::{Applied, Command};
+use openraft::error::{ClientWriteError, RaftError};
+
+use super::handover::HANDOVER_WRITE_HOLD_POLL;
+use super::Replicated;
+use crate::raft::network::PeerCallError;
+use crate::raft::wire::{ForwardError, ForwardedWrite, PeerRequest, PeerResponse};
+use crate::raft::{EntryOutcome, NodeId};
+use crate::WriteError;
+
+impl Replicated {
+    /// Commit `command` through the primary; see the module documentation.
+    pub async fn write(&self, command: Command) -> Result<Applied, WriteError> {
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(self.limits.write_timeout_ms);
+        let kind = command.kind();
+        let result = self.write_by(command, deadline).await;
+        let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(WriteError::Unavailable(reason)) => {
+                metrics.counters.writes_unavailable += 1;
+                tracing::warn!(kind, reason = %reason, "write not committed");
+            }
+            _ => {
+                metrics.counters.writes_committed += 1;
+                metrics.commit_latency.record(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+        result
+    }
+
+    async fn write_by(&self, command: Command, deadline: Instant) -> Result<Applied, WriteError> {
+        let unavailable = |why: &str| WriteError::Unavailable(format!("{} not committed: {why}", command.kind()));
+        let mut primary_hint: Option<NodeId> = None;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(unavailable("no primary with a quorum answered in time"));
+            }
+            let target = match primary_hint.take() {
+                Some(p) => Some(p),
+                None => self.raft.metrics().borrow().current_leader,
+            };
+            match target {
+                Some(primary) if primary == self.me => {
+                    if self.handing_over.load(Ordering::SeqCst) {
+                        // A leadership transfer holds new writes so the target can
+                        // catch up completely and win its election; then they go
+                        // to the new primary.
+                        tokio::time::sleep(
+                            HANDOVER_WRITE_HOLD_POLL.min(deadline.saturating_duration_since(Instant::now())),
+                        )
+                        .await;
+                        continue;
+                    }
+                    match tokio::time::timeout_at(deadline.into(), self.raft.client_write(command.clone())).await {
+                        Err(_) => return Err(unavailable("the quorum did not confirm in time")),
+                        Ok(Ok(response)) => return outcome(response.data),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                            primary_hint = f.leader_id.filter(|l| *l != self.me);
+                            if primary_hint.is_none() {
+                                pause_before_retry(deadline).await;
+                            }
+                        }
+                        Ok(Err(e)) => return Err(unavailable(&e.to_string())),
+                    }
+                }
+                Some(primary) => match self.forward(primary, &command, deadline).await {
+                    Forwarded::Done(result) => return result,
+                    Forwarded::TryPrimary(next) => {
+                        primary_hint = next.filter(|n| *n != primary);
+                        if primary_hint.is_none() {
+                            pause_before_retry(deadline).await;
+                        }
+                    }
+                },
+                None => pause_before_retry(deadline).await,
+            }
+        }
+    }
+
+    async fn forward(&self, primary: NodeId, command: &Command, deadline: Instant) -> Forwarded {
+        let Some(peer) = self.peer(primary) else {
+            return Forwarded::Done(Err(WriteError::Unavailable(format!(
+                "primary {primary} is not in our configuration"
+            ))));
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        self.metrics.lock().unwrap_or_else(|p| p.into_inner()).counters.writes_forwarded += 1;
+        // Not idempotent: a forwarded write is sent at most once by this call.
+        let response = peer.call(&PeerRequest::Forward(command.clone()), remaining, false).await;
+        match response {
+            Ok(PeerResponse::Forward(Ok(ForwardedWrite { log_index, outcome }))) => {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let waited =
+                    self.raft.wait(Some(remaining)).applied_index_at_least(Some(log_index), "read your writes").await;
+                match waited {
+                    Ok(_) => Forwarded::Done(outcome.map_err(WriteError::Refused)),
+                    Err(e) => Forwarded::Done(Err(WriteError::Unavailable(format!(
+                        "committed at the primary as entry {log_index} but not applied here in time: {e}"
+                    )))),
+                }
+            }
+            Ok(PeerResponse::Forward(Err(ForwardError::NotPrimary { primary }))) => Forwarded::TryPrimary(primary),
+            Ok(PeerResponse::Forward(Err(ForwardError::Unavailable(reason)))) => {
+                Forwarded::Done(Err(WriteError::Unavailable(format!("primary {}: {reason}", peer.site))))
+            }
+            Ok(other) => Forwarded::Done(Err(WriteError::Unavailable(format!(
+                "primary {} answered a forwarded write with {other:?}",
+                peer.site
+            )))),
+            Err(PeerCallError::Io { source, .. }) if source.kind() == std::io::ErrorKind::ConnectionRefused => {
+                // Nothing was sent: safe to look for the primary again.
+                Forwarded::TryPrimary(None)
+            }
+            Err(e) => Forwarded::Done(Err(WriteError::Unavailable(format!("forwarding to the primary: {e}")))),
+        }
+    }
+
+    /// A forwarded write, committed here as primary.
+    pub(super) async fn commit_forwarded(&self, command: Command) -> Result<ForwardedWrite, ForwardError> {
+        let timeout = Duration::from_millis(self.limits.write_timeout_ms);
+        let deadline = Instant::now() + timeout;
+        while self.handing_over.load(Ordering::SeqCst) {
+            if Instant::now() >= deadline {
+                return Err(ForwardError::Unavailable("a leadership transfer did not finish in time".into()));
+            }
+            tokio::time::sleep(HANDOVER_WRITE_HOLD_POLL).await;
+        }
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
+            Err(_) => Err(ForwardError::Unavailable("the quorum did not confirm in time".into())),
+            Ok(Ok(response)) => match response.data {
+                EntryOutcome::Command(outcome) => Ok(ForwardedWrite { log_index: response.log_id.index, outcome }),
+                EntryOutcome::NoCommand => Err(ForwardError::Unavailable("entry carried no command".into())),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(ForwardError::NotPrimary { primary: f.leader_id })
+            }
+            Ok(Err(e)) => Err(ForwardError::Unavailable(e.to_string())),
+        }
+    }
+}
+
+enum Forwarded {
+    Done(Result<Applied, WriteError>),
+    TryPrimary(Option<NodeId>),
+}
+
+fn outcome(data: EntryOutcome) -> Result<Applied, WriteError> {
+    match data {
+        EntryOutcome::Command(Ok(applied)) => Ok(applied),
+        EntryOutcome::Command(Err(refused)) => Err(WriteError::Refused(refused)),
+        EntryOutcome::NoCommand => Err(WriteError::Unavailable("entry carried no command".into())),
+    }
+}
+
+/// Wait a little before looking for the primary again, never past the deadline.
+async fn pause_before_retry(deadline: Instant) {
+    let pause = Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
+    tokio::time::sleep(pause).await;
+}
