@@ -77,8 +77,8 @@ use crate::raft::wire::{
 };
 use crate::raft::{self, EntryOutcome, NodeId, RaftStorageError, SiteNode, StateMachineStore, TypeConfig};
 use crate::status::{
-    ApplyDelayStatus, ForcedFailoverRecord, LatencyWindow, MailboxDigest, MessageSummary, PeerStatus, PrimaryContact,
-    SiteStatus, WriteMetrics,
+    ApplyDelayStatus, ForcedFailoverRecord, LatencyWindow, MailboxDigest, MailboxDigestOf, MessageSummary,
+    MessageSummaryOf, PeerStatus, PrimaryContact, SiteStatus, WriteMetrics,
 };
 use crate::{record_file, WriteError, WritePathLimits};
 
