@@ -11,21 +11,11 @@ use axum::Json;
 use maildr_cluster::ops::OpsError;
 use maildr_cluster::WriteError;
 use maildr_store::{CommandError, StoreError};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 /// Seconds a client is asked to wait before retrying an unavailable write.
 pub const RETRY_AFTER_SECONDS: u64 = 2;
 
-/// The body of every error answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong, for a human.
-    pub error: String,
-    /// The request field (body property, path or query parameter) at fault, when one is.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+pub use maildr_api_types::ErrorBody;
 
 /// An error answer on its way out.
 #[derive(Debug)]

@@ -298,6 +298,21 @@ async fn the_openapi_document_lists_every_route_with_its_schemas() {
         let reply = site.call(method, &path, Some("{}")).await;
         assert!(reply.status != 405 && !reply.body.contains("no such endpoint"), "{route}: {reply:?}");
     }
+    // Every JSON answer but the document itself has a typed schema (maildr-api-types),
+    // so clients can read it without string keys.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, response) in op["responses"].as_object().unwrap() {
+                let schema = &response["content"]["application/json"]["schema"];
+                if status.starts_with('2') && !schema.is_null() && path != "/api/openapi.json" {
+                    assert!(
+                        schema.get("$ref").is_some() || schema["items"].get("$ref").is_some(),
+                        "{method} {path} {status}: {schema}"
+                    );
+                }
+            }
+        }
+    }
     let schemas = doc["components"]["schemas"].as_object().unwrap();
     for name in [
         "ErrorBody",

@@ -163,48 +163,9 @@ section! {
 /// Longest apply delay of a lagged site: 30 days.
 pub const APPLY_DELAY_SECS_MAX: u64 = 30 * 24 * 3600;
 
-/// What a site is in the cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SiteRole {
-    /// Serves mail and holds a full voting replica; may become primary.
-    Data,
-    /// Votes and persists the log; never campaigns and serves no mail.
-    Witness,
-    /// Non-voting replica (Raft learner) far away; promoted only by a forced failover.
-    Standby,
-    /// Non-voting replica (Raft learner) that applies each entry
-    /// `cluster.apply_delay_secs` after it arrived: the copy that logical corruption
-    /// (a bad bulk expunge, a compromised admin) has not reached yet, since
-    /// replication copies it faithfully everywhere else. Serves no mail.
-    Lagged,
-}
-
-impl SiteRole {
-    /// Whether this role votes in elections and counts toward the commit quorum.
-    pub fn votes(self) -> bool {
-        matches!(self, SiteRole::Data | SiteRole::Witness)
-    }
-
-    /// Whether this role serves SMTP and IMAP.
-    pub fn serves_mail(self) -> bool {
-        matches!(self, SiteRole::Data)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            SiteRole::Data => "data",
-            SiteRole::Witness => "witness",
-            SiteRole::Standby => "standby",
-            SiteRole::Lagged => "lagged",
-        }
-    }
-
-    /// Whether this role is a non-voting replica (a Raft learner).
-    pub fn is_learner(self) -> bool {
-        matches!(self, SiteRole::Standby | SiteRole::Lagged)
-    }
-}
+/// What a site is in the cluster; one definition for the whole workspace, in
+/// `maildr-types`, so the config, the cluster, the admin API and the drill agree.
+pub use maildr_types::SiteRole;
 
 /// One member of the cluster as this site sees it: who it is and how to reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,49 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
-
-/// One probe round against one site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    pub at_ms: i64,
-    pub ok: bool,
-    pub smtp_ms: Option<f64>,
-    pub imap_ms: Option<f64>,
-    /// Replication channel round trip (status call); absent for the observer itself.
-    pub replication_ms: Option<f64>,
-    pub error: Option<String>,
-}
-
-/// An observer's view of one data site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TargetHealth {
-    pub site: String,
-    /// False once `down_after_failures` consecutive rounds failed.
-    pub up: bool,
-    pub consecutive_failures: u32,
-    pub last_probe_ms: Option<i64>,
-    pub last_ok_ms: Option<i64>,
-    pub last_error: Option<String>,
-    pub smtp_ms: Option<f64>,
-    pub imap_ms: Option<f64>,
-    pub replication_ms: Option<f64>,
-    /// Replication lag of the site in entries, as the primary reports it.
-    pub lag_entries: Option<u64>,
-}
-
-/// Everything one observer reports to the primary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Observations {
-    pub observer: String,
-    pub observer_role: String,
-    pub at_ms: i64,
-    /// Free space where the observer keeps its data, in bytes.
-    pub free_disk_bytes: Option<u64>,
-    /// Probe rounds done so far (0: no verdict yet).
-    pub rounds: u64,
-    pub targets: Vec<TargetHealth>,
-}
+pub use maildr_api_types::control::{Observations, Sample, TargetHealth};
 
 /// The bookkeeping of one observer.
 pub struct Observer {

@@ -36,7 +36,6 @@ use maildr_cluster::ops::ControlClient;
 use maildr_cluster::{Cluster, Replicated, WriteError};
 use maildr_config::{ControlSection, MxPolicy, SiteConfig, SiteRole};
 use maildr_store::{Command, ControlEventKind, Steering};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use health::{Observations, Sample, TargetHealth};
@@ -50,73 +49,22 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// One event of the failover timeline, replicated or local to this site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventView {
-    /// Position in the replicated log; absent for local events.
-    pub id: Option<u64>,
-    pub at_ms: i64,
-    /// `detected`, `recovered`, `elected`, `dns_committed`, `dns_served`, …
-    pub kind: String,
-    pub site: Option<String>,
-    pub detail: String,
-    /// The site whose log this comes from: `cluster` for replicated events.
-    pub source: String,
+pub use maildr_api_types::control::{
+    DnsRecord, DnsRecords, EventList, EventView, HealthHistory, HealthReport, ObserverReport, SiteHistory, SiteVerdict,
+    SteeringView,
+};
+
+/// The committed steering as the admin API shows it (the store's record is the
+/// replicated state; the API's view is the contract, kept apart from it).
+fn steering_view(s: Steering) -> SteeringView {
+    let Steering { serial, primary, mx, down, reason, changed_at_ms } = s;
+    SteeringView { serial, primary, mx, down, reason, changed_at_ms }
 }
 
-/// What one observer says, or that it could not be asked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ObserverReport {
-    pub observer: String,
-    pub reachable: bool,
-    pub observations: Option<Observations>,
-}
-
-/// The votes about one data site.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SiteVerdict {
-    pub site: String,
-    pub votes: Votes,
-    pub majority_down: bool,
-    /// Listed in the committed MX records.
-    pub listed: bool,
-}
-
-/// Health of every site as every observer sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HealthReport {
-    /// The site answering.
-    pub site: String,
-    pub primary: Option<String>,
-    pub observers: Vec<ObserverReport>,
-    pub verdicts: Vec<SiteVerdict>,
-    pub steering: Option<Steering>,
-}
-
-/// The DNS records a site serves.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DnsRecords {
-    pub site: String,
-    /// Zone serial by domain.
-    pub serials: BTreeMap<String, u32>,
-    pub records: Vec<maildr_dns::RecordView>,
-}
-
-/// One observer's probe history of the data sites it watches.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct HealthHistory {
-    /// The observing site (the one answering).
-    pub observer: String,
-    /// Samples kept per site (`control.history_samples_max`).
-    pub samples_max: u32,
-    pub sites: Vec<SiteHistory>,
-}
-
-/// The probe rounds of one observed site, oldest first.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SiteHistory {
-    pub site: String,
-    pub samples: Vec<Sample>,
+/// A served DNS record as the admin API shows it.
+fn dns_record(r: maildr_dns::RecordView) -> DnsRecord {
+    let maildr_dns::RecordView { name, rtype, ttl, data } = r;
+    DnsRecord { name, rtype, ttl, data }
 }
 
 /// Why the control plane could not start.
@@ -232,7 +180,7 @@ impl ControlPlane {
         Some(DnsRecords {
             site: self.site.clone(),
             serials: zones.serials().into_iter().map(|(d, s)| (d.to_string(), s)).collect(),
-            records: zones.records_view(),
+            records: zones.records_view().into_iter().map(dns_record).collect(),
         })
     }
 
@@ -288,7 +236,13 @@ impl ControlPlane {
                 }
             })
             .collect();
-        HealthReport { site: self.site.clone(), primary: self.replicated.primary_site(), observers, verdicts, steering }
+        HealthReport {
+            site: self.site.clone(),
+            primary: self.replicated.primary_site(),
+            observers,
+            verdicts,
+            steering: steering.map(steering_view),
+        }
     }
 
     /// The failover timeline: replicated events after `after_id` and this site's

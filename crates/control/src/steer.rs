@@ -9,30 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use maildr_config::MxPolicy;
 use maildr_store::Steering;
-use serde::{Deserialize, Serialize};
 
-/// What the observers that answered say about one data site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct Votes {
-    /// Observers whose probes call the site down.
-    pub down: usize,
-    /// Observers whose probes call it up.
-    pub up: usize,
-    /// Every configured observer (every cluster member), answering or not.
-    pub observers: usize,
-}
-
-impl Votes {
-    /// More than half of all observers call the site down: one broken link does
-    /// not move DNS, and observers that cannot be asked do not count either way.
-    pub fn majority_down(&self) -> bool {
-        self.down * 2 > self.observers
-    }
-
-    pub fn majority_up(&self) -> bool {
-        self.up * 2 > self.observers
-    }
-}
+pub use maildr_api_types::control::Votes;
 
 /// The steering the primary wants committed.
 #[derive(Debug, Clone, PartialEq, Eq)]

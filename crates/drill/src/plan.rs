@@ -116,26 +116,10 @@ impl fmt::Display for SiteRef {
     }
 }
 
-/// One service of a site that can be stopped alone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Service {
-    Smtp,
-    Submission,
-    Imap,
-    Dns,
-}
-
-impl Service {
-    pub fn name(self) -> &'static str {
-        match self {
-            Service::Smtp => "smtp",
-            Service::Submission => "submission",
-            Service::Imap => "imap",
-            Service::Dns => "dns",
-        }
-    }
-}
+/// One service of a site that can be stopped alone: the admin API's own
+/// [`maildr_api_types::Service`] (`smtp`, `submission`, `imap`, `dns`), so a plan
+/// names services exactly as the fault hooks do.
+pub use maildr_api_types::Service;
 
 /// A fault injected into the target, or the operation that undoes one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -15,6 +15,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use maildr_api_types::cluster::{
+    ClusterStatus, MemberView, SwitchoverReport, SwitchoverRequest, VerifyReport, VerifyRequest,
+};
+use maildr_api_types::control::EventList;
 use maildr_lab::http_client::{JsonApi, Method};
 use serde_json::{json, Value};
 use tokio::sync::watch;
@@ -119,14 +123,6 @@ struct ClusterView {
     asked: String,
     leader: Option<String>,
     members: Vec<MemberView>,
-}
-
-#[derive(Debug, Clone)]
-struct MemberView {
-    site: String,
-    reachable: bool,
-    applied_index: Option<u64>,
-    lag_entries: Option<u64>,
 }
 
 struct Run<'a> {
@@ -334,8 +330,8 @@ async fn monitor(
             let mut leader = None;
             for (_, addr) in target.apis.iter().filter(|(s, _)| !down.contains(s)) {
                 let api = JsonApi { api: "admin API", addr: *addr, bearer: Some(target.token.clone()) };
-                if let Ok(v) = api.json_within(WATCHDOG_API, Method::GET, "/api/cluster/members", None).await {
-                    leader = v["leader"].as_str().map(str::to_string);
+                if let Ok(members) = api.get_within::<ClusterStatus>(WATCHDOG_API, "/api/cluster/members").await {
+                    leader = members.leader;
                     break;
                 }
             }
@@ -364,26 +360,9 @@ async fn cluster_view(target: &Target, skip: &[String]) -> Result<ClusterView, S
     let mut errors = Vec::new();
     for site in target.data_sites().filter(|s| !skip.contains(&s.name)) {
         let Some(api) = target.api(site) else { continue };
-        match api.json(Method::GET, "/api/cluster/members", None).await {
-            Ok(v) => {
-                let members = v["members"]
-                    .as_array()
-                    .map(|m| {
-                        m.iter()
-                            .map(|m| MemberView {
-                                site: m["site"].as_str().unwrap_or_default().to_string(),
-                                reachable: m["reachable"].as_bool().unwrap_or(false),
-                                applied_index: m["applied_index"].as_u64(),
-                                lag_entries: m["lag_entries"].as_u64(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                return Ok(ClusterView {
-                    asked: site.name.clone(),
-                    leader: v["leader"].as_str().map(str::to_string),
-                    members,
-                });
+        match api.get::<ClusterStatus>("/api/cluster/members").await {
+            Ok(status) => {
+                return Ok(ClusterView { asked: site.name.clone(), leader: status.leader, members: status.members });
             }
             Err(e) => errors.push(e.to_string()),
         }
@@ -639,17 +618,19 @@ impl Run<'_> {
             let down = self.down();
             for site in self.target.data_sites().filter(|s| !down.contains(&s.name)) {
                 let Some(api) = self.target.api(site) else { continue };
-                let body = json!({ "to": to }).to_string().into_bytes();
-                match api.json_within(SLOW_API, Method::POST, "/api/cluster/switchover", Some(body)).await {
-                    Ok(v) => {
+                let request = SwitchoverRequest { to: to.to_string() };
+                let answer: Result<SwitchoverReport, _> =
+                    api.call_within(SLOW_API, Method::POST, "/api/cluster/switchover", &request).await;
+                match answer {
+                    Ok(report) => {
                         if !failback && self.fault_at_ms.is_none() {
                             self.fault_at_ms = Some(started);
                         }
                         let detail = format!(
                             "{to} is primary in term {} after {} ms; writes unavailable for {} ms (measured by the old primary){}",
-                            v["term"],
+                            report.term,
                             now_ms() - started,
-                            v["unavailable_ms"],
+                            report.unavailable_ms,
                             if refusals.is_empty() {
                                 String::new()
                             } else {
@@ -664,7 +645,7 @@ impl Run<'_> {
                         );
                         (self.opts.audit)(
                             if failback { "failback" } else { "switchover" },
-                            json!({ "drill_id": self.opts.drill_id, "to": to, "report": v }),
+                            json!({ "drill_id": self.opts.drill_id, "to": to, "report": report }),
                         );
                         return Ok(detail);
                     }
@@ -962,17 +943,26 @@ impl Run<'_> {
         let mut last = String::from("no data site to ask");
         for site in self.target.data_sites().filter(|s| !down.contains(&s.name)) {
             let Some(api) = self.target.api(site) else { continue };
-            match api.json_within(SLOW_API, Method::POST, "/api/cluster/verify", Some(b"{}".to_vec())).await {
-                Ok(v) => {
-                    let diverging = v["diverging"].as_array().map(Vec::len).unwrap_or(0);
-                    let unreachable = v["unreachable"].as_array().cloned().unwrap_or_default();
-                    return if diverging == 0 && unreachable.is_empty() {
+            let answer: Result<VerifyReport, _> =
+                api.call_within(SLOW_API, Method::POST, "/api/cluster/verify", &VerifyRequest::default()).await;
+            match answer {
+                Ok(report) => {
+                    // The report as the API sent it, for the drill's evidence.
+                    let as_sent = || serde_json::to_string(&report).unwrap_or_default();
+                    return if report.diverging.is_empty() && report.unreachable.is_empty() {
                         Ok(format!(
                             "{} mailboxes identical on {} at applied index {}",
-                            v["mailboxes"], v["sites"], v["applied_index"]
+                            report.mailboxes,
+                            serde_json::to_string(&report.sites).unwrap_or_default(),
+                            report.applied_index
                         ))
                     } else {
-                        Err(format!("{diverging} diverging mailboxes, unreachable {unreachable:?}: {v}"))
+                        Err(format!(
+                            "{} diverging mailboxes, unreachable {:?}: {}",
+                            report.diverging.len(),
+                            report.unreachable,
+                            as_sent()
+                        ))
                     };
                 }
                 Err(e) => last = e.to_string(),
@@ -1088,19 +1078,13 @@ impl Run<'_> {
         let mut out: Vec<ClusterEvent> = Vec::new();
         for site in self.target.data_sites() {
             let Some(api) = self.target.api(site) else { continue };
-            let Ok(v) = api.json(Method::GET, "/api/events", None).await else { continue };
-            let list = v["events"].as_array().or(v.as_array()).cloned().unwrap_or_default();
-            for e in list {
-                let at_ms = e["at_ms"].as_i64().unwrap_or(0).max(0) as u64;
+            let Ok(list) = api.get::<EventList>("/api/events").await else { continue };
+            for e in list.events {
+                let at_ms = e.at_ms.max(0) as u64;
                 if at_ms < since_ms {
                     continue;
                 }
-                let event = ClusterEvent {
-                    at_ms,
-                    kind: e["kind"].as_str().unwrap_or("?").to_string(),
-                    site: e["site"].as_str().map(str::to_string),
-                    detail: e["detail"].as_str().unwrap_or_default().to_string(),
-                };
+                let event = ClusterEvent { at_ms, kind: e.kind, site: e.site, detail: e.detail };
                 if !out.contains(&event) && out.len() < EVENTS_MAX {
                     out.push(event);
                 }

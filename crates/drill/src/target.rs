@@ -27,26 +27,9 @@ use maildr_lab::http_client::JsonApi;
 /// Longest one hook command or lab command may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What a site is, as far as a drill cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SiteRole {
-    Data,
-    Witness,
-    Standby,
-    Lagged,
-}
-
-impl SiteRole {
-    pub fn name(self) -> &'static str {
-        match self {
-            SiteRole::Data => "data",
-            SiteRole::Witness => "witness",
-            SiteRole::Standby => "standby",
-            SiteRole::Lagged => "lagged",
-        }
-    }
-}
+/// What a site is (`data`, `witness`, `standby`, `lagged`): the one definition in
+/// `maildr-types`, as deployment files and the lab name it.
+pub use maildr_types::SiteRole;
 
 /// One site's client-facing endpoints.
 #[derive(Debug, Clone)]

@@ -1,6 +1,8 @@
 //! One HTTP/1.1 request over a fresh connection, with a deadline: what the lab's
-//! clients (the link control, a site's fault hooks) share. A refusal comes back
-//! with the server's JSON error text.
+//! clients (the link control, a site's fault hooks) and the drill engine share. A
+//! refusal comes back with the server's JSON error text; a typed call
+//! ([`JsonApi::get`], [`JsonApi::call`]) reads the answer into the contract's type
+//! (`maildr-api-types` for the admin API), so no caller reads an answer by string key.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,6 +12,8 @@ use hyper::body::Bytes;
 pub use hyper::Method;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// Longest one request may take, connect to last byte (unless the caller gives
 /// its own deadline).
@@ -118,5 +122,47 @@ impl JsonApi {
             addr: self.addr,
             detail: format!("bad JSON: {e}"),
         })
+    }
+
+    /// `GET path`, the answer read as a `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, HttpError> {
+        self.get_within(REQUEST_TIMEOUT, path).await
+    }
+
+    /// Like [`JsonApi::get`], within `timeout`.
+    pub async fn get_within<T: DeserializeOwned>(&self, timeout: Duration, path: &str) -> Result<T, HttpError> {
+        let bytes = self.request_within(timeout, Method::GET, path, None).await?;
+        self.decode(&bytes)
+    }
+
+    /// `method path` with `body` as JSON, the answer read as a `Resp`.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, HttpError> {
+        self.call_within(REQUEST_TIMEOUT, method, path, body).await
+    }
+
+    /// Like [`JsonApi::call`], within `timeout`.
+    pub async fn call_within<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        timeout: Duration,
+        method: Method,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp, HttpError> {
+        let body = serde_json::to_vec(body).map_err(|e| self.transport(format!("encoding the request: {e}")))?;
+        let bytes = self.request_within(timeout, method, path, Some(body)).await?;
+        self.decode(&bytes)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, HttpError> {
+        serde_json::from_slice(bytes).map_err(|e| self.transport(format!("answer not as the API describes it: {e}")))
+    }
+
+    fn transport(&self, detail: String) -> HttpError {
+        HttpError::Transport { api: self.api, addr: self.addr, detail }
     }
 }

@@ -363,6 +363,50 @@ impl SystemFlags {
     }
 }
 
+/// What a site is in the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteRole {
+    /// Serves mail and holds a full voting replica; may become primary.
+    Data,
+    /// Votes and persists the log; never campaigns and serves no mail.
+    Witness,
+    /// Non-voting replica (Raft learner) far away; promoted only by a forced failover.
+    Standby,
+    /// Non-voting replica (Raft learner) that applies each entry
+    /// `cluster.apply_delay_secs` after it arrived: the copy that logical corruption
+    /// (a bad bulk expunge, a compromised admin) has not reached yet, since
+    /// replication copies it faithfully everywhere else. Serves no mail.
+    Lagged,
+}
+
+impl SiteRole {
+    /// Whether this role votes in elections and counts toward the commit quorum.
+    pub fn votes(self) -> bool {
+        matches!(self, SiteRole::Data | SiteRole::Witness)
+    }
+
+    /// Whether this role serves SMTP and IMAP.
+    pub fn serves_mail(self) -> bool {
+        matches!(self, SiteRole::Data)
+    }
+
+    /// The name the config file, the admin API and the drill plans use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SiteRole::Data => "data",
+            SiteRole::Witness => "witness",
+            SiteRole::Standby => "standby",
+            SiteRole::Lagged => "lagged",
+        }
+    }
+
+    /// Whether this role is a non-voting replica (a Raft learner).
+    pub fn is_learner(self) -> bool {
+        matches!(self, SiteRole::Standby | SiteRole::Lagged)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,10 +10,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::StatusCode;
 use axum::Json;
+use maildr_api_types::admin::{
+    AccountCreated, AccountView, AliasView, DomainView, NewAccount, NewAlias, NewDomain, NewPassword, NewQuota,
+    PasswordSet,
+};
 use maildr_store::{Command, Store, StoreError};
 use maildr_types::{Domain, EmailAddress, UidValidity, UnixSeconds};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::error::{ErrorBody, Failure};
 use crate::extract::{JsonBody, PathText, QueryParams};
@@ -66,116 +70,12 @@ where
         .map_err(|e| Failure::store(what, e))
 }
 
-/// A hosted domain.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DomainView {
-    pub name: String,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewDomain {
-    /// The domain to host, e.g. `example.test`.
-    #[schema(format = Hostname, example = "example.test")]
-    pub domain: String,
-}
-
 /// Narrow a list to one domain.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DomainFilter {
     /// Only entries of this domain.
     pub domain: Option<String>,
-}
-
-/// An account (never its password hash).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AccountView {
-    pub address: String,
-    /// Storage allowed; 0 means unlimited.
-    pub quota_bytes: u64,
-    pub used_bytes: u64,
-    /// Unix seconds.
-    pub created_at: i64,
-}
-
-impl AccountView {
-    fn of(a: &maildr_store::Account) -> AccountView {
-        AccountView {
-            address: a.address.to_string(),
-            quota_bytes: a.quota_bytes,
-            used_bytes: a.used_bytes,
-            created_at: a.created_at.0,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewAccount {
-    #[schema(format = Email, example = "alice@example.test")]
-    pub address: String,
-    /// The password; when absent one is generated and returned once.
-    #[serde(default)]
-    #[schema(max_length = 1024, min_length = 1)]
-    pub password: Option<String>,
-    /// Storage quota; 0 (the default) means unlimited.
-    #[serde(default)]
-    pub quota_bytes: u64,
-}
-
-/// A new account, with its password when it was generated.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AccountCreated {
-    pub address: String,
-    pub quota_bytes: u64,
-    /// The generated password; shown this once, absent when the caller chose it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewPassword {
-    /// The new password; when absent one is generated and returned once.
-    #[serde(default)]
-    #[schema(max_length = 1024, min_length = 1)]
-    pub password: Option<String>,
-}
-
-/// A password changed, with the new one when it was generated.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PasswordSet {
-    pub address: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewQuota {
-    /// Storage quota; 0 means unlimited.
-    pub quota_bytes: u64,
-}
-
-/// An alias and the local accounts it delivers to.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct AliasView {
-    pub address: String,
-    pub targets: Vec<String>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewAlias {
-    /// The alias address (created if it does not exist).
-    #[schema(format = Email, example = "team@example.test")]
-    pub alias: String,
-    /// A local account it delivers to (added to the alias's targets).
-    #[schema(format = Email, example = "alice@example.test")]
-    pub target: String,
 }
 
 /// Remove one target of an alias instead of the whole alias.
@@ -238,7 +138,7 @@ pub async fn list_accounts(
 ) -> Result<Json<Vec<AccountView>>, Failure> {
     let domain = filter.domain.as_deref().map(|d| parse_domain("domain", d)).transpose()?;
     let accounts = read(&state, "accounts", move |s| s.accounts(domain.as_ref())).await?;
-    Ok(Json(accounts.iter().map(AccountView::of).collect()))
+    Ok(Json(accounts.iter().map(account_view).collect()))
 }
 
 #[utoipa::path(post, path = "/api/accounts", tag = "accounts", request_body = NewAccount,
@@ -289,7 +189,7 @@ pub async fn get_account(
     let address = parse_address("address", &address)?;
     let wanted = address.clone();
     match read(&state, "the account", move |s| s.account(&wanted)).await? {
-        Some(account) => Ok(Json(AccountView::of(&account))),
+        Some(account) => Ok(Json(account_view(&account))),
         None => Err(Failure::new(StatusCode::NOT_FOUND, format!("no account {address}")).at("address")),
     }
 }
@@ -347,7 +247,7 @@ pub async fn set_quota(
     state.cluster().write(Command::SetQuota { address: address.clone(), quota_bytes: body.quota_bytes }).await?;
     let wanted = address.clone();
     match read(&state, "the account", move |s| s.account(&wanted)).await? {
-        Some(account) => Ok(Json(AccountView::of(&account))),
+        Some(account) => Ok(Json(account_view(&account))),
         // Removed by someone else right after: the quota was set, the account is gone.
         None => Err(Failure::new(StatusCode::NOT_FOUND, format!("no account {address}")).at("address")),
     }
@@ -364,6 +264,15 @@ pub async fn list_aliases(
     let domain = filter.domain.as_deref().map(|d| parse_domain("domain", d)).transpose()?;
     let aliases = read(&state, "aliases", move |s| s.aliases(domain.as_ref())).await?;
     Ok(Json(aliases.iter().map(alias_view).collect()))
+}
+
+fn account_view(a: &maildr_store::Account) -> AccountView {
+    AccountView {
+        address: a.address.to_string(),
+        quota_bytes: a.quota_bytes,
+        used_bytes: a.used_bytes,
+        created_at: a.created_at.0,
+    }
 }
 
 fn alias_view(a: &maildr_store::Alias) -> AliasView {

@@ -10,10 +10,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use maildr_cluster::ops::{self, ClusterStatus, MemberView, SwitchoverReport, VerifyReport};
-use maildr_cluster::status::SiteStatus;
-use serde::Deserialize;
-use utoipa::ToSchema;
+use maildr_api_types::cluster::{
+    ClusterStatus, MemberView, SwitchoverReport, SwitchoverRequest, VerifyReport, VerifyRequest,
+};
+use maildr_api_types::status::SiteStatus;
+use maildr_cluster::ops;
 
 use crate::error::{ErrorBody, Failure};
 use crate::extract::JsonBody;
@@ -90,13 +91,6 @@ pub async fn members(State(state): State<ApiState>) -> Result<Json<ClusterStatus
     Ok(Json(ClusterStatus { leader: Some(s.site), term: Some(s.term), members: vec![alone] }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchoverRequest {
-    /// Site name of the data site to make primary.
-    pub to: String,
-}
-
 #[utoipa::path(post, path = "/api/cluster/switchover", tag = "cluster", request_body = SwitchoverRequest,
     responses((status = 200, description = "The target is primary", body = SwitchoverReport),
         (status = 400, description = "Not JSON", body = ErrorBody),
@@ -111,14 +105,6 @@ pub async fn switchover(
 ) -> Result<Json<SwitchoverReport>, Failure> {
     let client = alone_refused(&state, "switch over to")?;
     Ok(Json(ops::switchover(client, &body.to).await?))
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyRequest {
-    /// Also list the UIDs that differ in diverging mailboxes.
-    #[serde(default)]
-    pub messages: bool,
 }
 
 #[utoipa::path(post, path = "/api/cluster/verify", tag = "cluster", request_body = VerifyRequest,

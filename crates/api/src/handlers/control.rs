@@ -8,7 +8,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use maildr_cluster::ops::FailoverReport;
+use maildr_api_types::cluster::FailoverReport;
+use maildr_api_types::control::{DnsRecords, EventList, HealthHistory, HealthReport};
 
 use crate::control::{ControlPlane, ControlPlaneError, FailoverRequest, HISTORY_LIMIT_MAX};
 use crate::error::{ErrorBody, Failure};
@@ -35,10 +36,10 @@ impl From<ControlPlaneError> for Failure {
 }
 
 #[utoipa::path(get, path = "/api/health", tag = "control",
-    responses((status = 200, description = "Health of every site as seen by every observer", body = Object),
+    responses((status = 200, description = "Health of every site as seen by every observer", body = HealthReport),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 503, description = "Control plane not running", body = ErrorBody)))]
-pub async fn health(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, Failure> {
+pub async fn health(State(state): State<ApiState>) -> Result<Json<HealthReport>, Failure> {
     Ok(Json(plane(&state)?.health().await?))
 }
 
@@ -55,7 +56,7 @@ pub struct HistoryQuery {
 
 #[utoipa::path(get, path = "/api/health/history", tag = "control", params(HistoryQuery),
     responses((status = 200, description = "This site's probe rounds against each data site it observes, oldest \
-            first: at_ms, ok, smtp_ms, imap_ms, replication_ms and error (why a round failed)", body = Object),
+            first: at_ms, ok, smtp_ms, imap_ms, replication_ms and error (why a round failed)", body = HealthHistory),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "This site observes no data site of that name", body = ErrorBody),
         (status = 422, description = "limit is not a number from 1 to 10000", body = ErrorBody),
@@ -63,7 +64,7 @@ pub struct HistoryQuery {
 pub async fn history(
     State(state): State<ApiState>,
     QueryParams(query): QueryParams<HistoryQuery>,
-) -> Result<Json<serde_json::Value>, Failure> {
+) -> Result<Json<HealthHistory>, Failure> {
     let limit = query.limit.unwrap_or(HISTORY_LIMIT_MAX);
     if limit == 0 {
         return Err(Failure::invalid("limit", format!("limit: a number from 1 to {HISTORY_LIMIT_MAX}")));
@@ -88,23 +89,23 @@ pub struct EventsQuery {
 
 #[utoipa::path(get, path = "/api/events", tag = "control", params(EventsQuery),
     responses((status = 200, description = "The failover event log (detected, elected, dns_committed, dns_served; \
-            timestamps in ms)", body = Object),
+            timestamps in ms)", body = EventList),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 503, description = "Control plane not running", body = ErrorBody)))]
 pub async fn events(
     State(state): State<ApiState>,
     QueryParams(query): QueryParams<EventsQuery>,
-) -> Result<Json<serde_json::Value>, Failure> {
+) -> Result<Json<EventList>, Failure> {
     let limit = query.limit.unwrap_or(crate::control::EVENTS_LIMIT_MAX).min(crate::control::EVENTS_LIMIT_MAX);
     Ok(Json(plane(&state)?.events(query.after_id, limit).await?))
 }
 
 #[utoipa::path(get, path = "/api/dns/records", tag = "control",
-    responses((status = 200, description = "DNS records as served by this site", body = Object),
+    responses((status = 200, description = "DNS records as served by this site", body = DnsRecords),
         (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 501, description = "Not offered by this control plane yet", body = ErrorBody),
         (status = 503, description = "Control plane not running", body = ErrorBody)))]
-pub async fn dns_records(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, Failure> {
+pub async fn dns_records(State(state): State<ApiState>) -> Result<Json<DnsRecords>, Failure> {
     Ok(Json(plane(&state)?.dns_records().await?))
 }
 

@@ -7,15 +7,7 @@ pub mod control;
 pub mod faults;
 
 use axum::Json;
-use serde::Serialize;
-use utoipa::ToSchema;
-
-/// The process is up and serving HTTP.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Live {
-    /// Always `true`.
-    pub live: bool,
-}
+use maildr_api_types::admin::Live;
 
 /// Liveness: answers as long as the process serves HTTP; needs no token.
 #[utoipa::path(get, path = "/api/health/live", tag = "health", security(()),

@@ -4,113 +4,19 @@
 //! It must never ask a site to promote itself before the operator accepted the loss
 //! it reports, nor without the operator's name; the standby checks again itself.
 
+pub use maildr_api_types::cluster::{FailoverLoss, FailoverReport};
 use std::time::{Duration, Instant};
 
 use maildr_config::SiteRole;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{ControlClient, OpsError};
-use crate::status::{ApplyDelayStatus, ForcedFailoverRecord, PrimaryContact, SiteStatus};
+use crate::status::SiteStatus;
 
 /// How long one status call may take while waiting for a promoted standby.
 const FAILOVER_POLL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Pause between two status calls while waiting for a promoted standby.
 const FAILOVER_POLL_PAUSE: Duration = Duration::from_millis(200);
-
-/// What a forced failover to a standby may lose, from the standby's own status.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FailoverLoss {
-    /// The standby's site name.
-    pub site: String,
-    pub node_id: u64,
-    /// The standby's last log index: what the lost primary committed after it is lost.
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    /// The last time the standby heard from a primary (`heard_ms_ago`: how long ago),
-    /// and the primary's commit index then; absent when it has not since it started.
-    pub primary_contact: Option<PrimaryContact>,
-    /// Committed entries the standby lacked at that contact (the primary may have
-    /// committed more since, unseen from the standby).
-    pub lag_entries_at_contact: Option<u64>,
-    /// For a held lagged site: its delay and hold. It is promoted with what it
-    /// applied; the entries after its applied index are discarded.
-    pub apply_delay: Option<ApplyDelayStatus>,
-}
-
-impl FailoverLoss {
-    fn of(status: &SiteStatus) -> FailoverLoss {
-        FailoverLoss {
-            site: status.site.clone(),
-            node_id: status.node_id,
-            last_log_index: status.last_log_index,
-            applied_index: status.applied_index,
-            primary_contact: status.primary_contact.clone(),
-            lag_entries_at_contact: status.primary_contact.as_ref().map(PrimaryContact::lag_entries_then),
-            apply_delay: status.apply_delay.clone(),
-        }
-    }
-
-    /// The loss in words, as `maildr cluster failover` prints it.
-    pub fn render(&self) -> String {
-        let show = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or("none".into());
-        if let Some(hold) = self.apply_delay.as_ref().and_then(|d| d.hold.as_ref()) {
-            return format!(
-                "lagged site {} (node {}): held by {} at applied index {}; its log holds up to index {}\n\
-                 DISCARDED: the {} entries after index {} that it received but did not apply, and everything the \
-                 old cluster committed since. The new cluster starts from the state at index {}.\n",
-                self.site,
-                self.node_id,
-                hold.by,
-                show(self.applied_index),
-                show(self.last_log_index),
-                self.last_log_index.unwrap_or(0).saturating_sub(self.applied_index.unwrap_or(0)),
-                show(self.applied_index),
-                show(self.applied_index),
-            );
-        }
-        let mut out = format!(
-            "standby {} (node {}): last log index {}, applied index {}\n",
-            self.site,
-            self.node_id,
-            show(self.last_log_index),
-            show(self.applied_index)
-        );
-        match &self.primary_contact {
-            Some(c) => out.push_str(&format!(
-                "last heard from the primary (node {}, term {}) {:.1} s ago; the primary had committed index {} \
-                 then, and the standby was {} entries behind\n",
-                c.primary,
-                c.term,
-                c.heard_ms_ago as f64 / 1000.0,
-                show(c.primary_committed_index),
-                c.lag_entries_then()
-            )),
-            None => out.push_str("it has not heard from a primary since it started\n"),
-        }
-        let since = match &self.primary_contact {
-            Some(c) => format!("{:.1} s ago", c.heard_ms_ago as f64 / 1000.0),
-            None => "before the standby last started".into(),
-        };
-        out.push_str(&format!(
-            "MAY BE LOST: whatever the old primary committed after index {}: what the standby lacked at the last \
-             contact, and all mail acknowledged since then ({since})\n",
-            show(self.last_log_index)
-        ));
-        out
-    }
-}
-
-/// A forced failover the standby accepted: it restarts as the only voter and leads
-/// once it is back (poll its status for `state: Leader`).
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct FailoverReport {
-    /// What may be lost, as the standby reported just before it was promoted.
-    pub loss: FailoverLoss,
-    /// The standby's record: who forced it, when, and its last log index.
-    pub accepted: ForcedFailoverRecord,
-}
 
 /// What a forced failover to `to` would lose. Refused unless `to` is a standby that
 /// answers and was not promoted already; changes nothing.

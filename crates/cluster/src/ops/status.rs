@@ -3,53 +3,14 @@
 //!
 //! It only asks; it must never change anything.
 
+pub use maildr_api_types::cluster::{ClusterStatus, MemberView};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use maildr_config::ClusterMember;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::ControlClient;
 use crate::status::SiteStatus;
-
-/// Every member's view as `maildr cluster status --json` prints it.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ClusterStatus {
-    /// Site name of the primary, as the answering sites agree.
-    pub leader: Option<String>,
-    pub term: Option<u64>,
-    pub members: Vec<MemberView>,
-}
-
-/// One member: its configured role and, when it answered, its own status.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MemberView {
-    pub site: String,
-    pub node_id: u64,
-    /// `data`, `witness` or `standby`, from the configuration.
-    pub role: String,
-    pub reachable: bool,
-    /// Why the member did not answer.
-    pub error: Option<String>,
-    pub state: Option<String>,
-    pub term: Option<u64>,
-    pub leader: Option<String>,
-    pub last_log_index: Option<u64>,
-    pub applied_index: Option<u64>,
-    /// Entries the member lacks, as the primary sees it (0 for the primary).
-    pub lag_entries: Option<u64>,
-    pub lag_seconds: Option<f64>,
-    /// Bytes of the entries the member lacks, as the primary sees it (0 for the
-    /// primary); see `PeerStatus::lag_bytes`.
-    pub lag_bytes: Option<u64>,
-    /// Whether `lag_bytes` is partly estimated.
-    pub lag_bytes_estimated: bool,
-    /// As the asking site sees it (0 for itself).
-    pub last_heard_ms_ago: Option<u64>,
-    pub missing_bodies: Option<u64>,
-    pub status: Option<SiteStatus>,
-}
 
 /// Ask every member for its status (all at once, each within `timeout`) and put
 /// the answers together: who is primary, and each member's lag as the primary sees it.

@@ -4,22 +4,10 @@
 //! module must never pick a target that is not a data site, nor ask anyone but the
 //! primary.
 
+pub use maildr_api_types::cluster::SwitchoverReport;
 use maildr_config::SiteRole;
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{ControlClient, OpsError};
-
-/// The outcome of a planned switchover.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct SwitchoverReport {
-    /// The new primary's site name.
-    pub primary: String,
-    /// The term it leads in.
-    pub term: u64,
-    /// The longest time writes were unavailable, as measured by the old primary.
-    pub unavailable_ms: u64,
-}
 
 /// Planned switchover: ask the primary to hand its lead to data site `to`. The
 /// primary refuses unless `to` is healthy and caught up.

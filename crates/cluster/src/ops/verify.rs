@@ -4,12 +4,11 @@
 //! It only reads (`Digests`, `Messages`); it must never change a site, and never
 //! compare sites read at different applied indexes.
 
+pub use maildr_api_types::cluster::{Divergence, MessageDifference, VerifyReport};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use maildr_config::{ClusterMember, SiteRole};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::{ControlClient, OpsError, SiteDigests};
 use crate::status::{MailboxDigest, MessageSummary};
@@ -22,113 +21,6 @@ const VERIFY_APPLY_WAIT_MS: u64 = 10_000;
 
 /// Pause between two attempts of `verify` while writes keep coming.
 const VERIFY_RETRY_PAUSE: Duration = Duration::from_millis(200);
-
-/// What `maildr cluster verify` found.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct VerifyReport {
-    /// The applied index every compared site was read at.
-    pub applied_index: u64,
-    /// The sites compared.
-    pub sites: Vec<String>,
-    pub unreachable: Vec<String>,
-    /// Lagged sites, left out: they apply late by design, so they never reach the
-    /// index the others are read at.
-    #[serde(default)]
-    pub lagged: Vec<String>,
-    /// Mailboxes compared.
-    pub mailboxes: usize,
-    pub diverging: Vec<Divergence>,
-}
-
-/// A mailbox whose state differs between sites.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Divergence {
-    pub mailbox: u64,
-    /// The address of the account the mailbox belongs to.
-    pub account: String,
-    pub name: String,
-    /// Each site's view of the mailbox: a `MailboxDigest`, or `null` when the site
-    /// has no such mailbox.
-    #[schema(value_type = Object)]
-    pub by_site: BTreeMap<String, Option<MailboxDigest>>,
-    /// The sites whose view differs from the one a majority of the compared sites
-    /// share (the suspects); empty when no view has a majority.
-    pub outliers: Vec<String>,
-    /// With `--messages`: for each site, the UIDs whose record differs from the
-    /// first site's (or exists on one side only).
-    pub differing_uids: BTreeMap<String, Vec<u32>>,
-    /// With `--messages`: every message the sites do not all agree on, with what
-    /// differs and each site's record of it.
-    pub messages: Vec<MessageDifference>,
-}
-
-/// One message the sites disagree on.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct MessageDifference {
-    pub uid: u32,
-    /// The fields that differ between the sites holding the message (`modseq`,
-    /// `flags`, `keywords`, `internal_date`, `size_bytes`, `body`), and `absent`
-    /// when some site does not hold it.
-    pub fields: Vec<String>,
-    /// Each site's record of the message, or `null` when the site lacks it.
-    #[schema(value_type = Object)]
-    pub by_site: BTreeMap<String, Option<MessageSummary>>,
-}
-
-impl VerifyReport {
-    /// The report as `maildr cluster verify` prints it.
-    pub fn render(&self) -> String {
-        let mut out = format!(
-            "compared {} mailboxes on {} at applied index {}\n",
-            self.mailboxes,
-            self.sites.join(", "),
-            self.applied_index
-        );
-        for site in &self.unreachable {
-            out.push_str(&format!("not compared: {site} is unreachable\n"));
-        }
-        for site in &self.lagged {
-            out.push_str(&format!("not compared: {site} is lagged (it applies late by design)\n"));
-        }
-        if self.diverging.is_empty() {
-            out.push_str("no divergence\n");
-        } else {
-            let n = self.diverging.len();
-            out.push_str(&format!("{n} {}\n", if n == 1 { "mailbox diverges" } else { "mailboxes diverge" }));
-        }
-        for d in &self.diverging {
-            out.push_str(&format!("DIVERGES: {} {} (mailbox {})\n", d.account, d.name, d.mailbox));
-            for (site, digest) in &d.by_site {
-                match digest {
-                    Some(g) => out.push_str(&format!(
-                        "  {site}: {} messages, uidvalidity {}, uidnext {}, highest modseq {}, digest {}\n",
-                        g.message_count, g.uid_validity, g.uid_next, g.highest_modseq, g.digest
-                    )),
-                    None => out.push_str(&format!("  {site}: no such mailbox\n")),
-                }
-            }
-            if !d.outliers.is_empty() {
-                let agreeing: Vec<&str> =
-                    d.by_site.keys().filter(|s| !d.outliers.contains(s)).map(String::as_str).collect();
-                out.push_str(&format!(
-                    "  differs from the majority ({}): {}\n",
-                    agreeing.join(", "),
-                    d.outliers.join(", ")
-                ));
-            }
-            for m in &d.messages {
-                out.push_str(&format!("  UID {} differs: {}\n", m.uid, m.fields.join(", ")));
-                for (site, record) in &m.by_site {
-                    match record {
-                        Some(r) => out.push_str(&format!("    {site}: {}\n", r.render())),
-                        None => out.push_str(&format!("    {site}: no such message\n")),
-                    }
-                }
-            }
-        }
-        out
-    }
-}
 
 /// The sites whose view differs from the one shared by more than half of them.
 fn outliers<T: PartialEq>(views: &BTreeMap<String, T>) -> Vec<String> {

@@ -22,9 +22,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use utoipa::ToSchema;
 
 use super::RaftStorageError;
 use crate::record_file;
@@ -32,17 +30,8 @@ use crate::record_file;
 /// The hold of a lagged site, in its data directory while it holds.
 pub const APPLY_HOLD_FILE: &str = "apply-hold.json";
 
-/// Who stopped a lagged site from applying, and when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct ApplyHold {
-    /// The operator who asked for it.
-    pub by: String,
-    /// When, in milliseconds since the Unix epoch.
-    pub at_ms: i64,
-    /// The last log index applied when the hold took effect: the state this site
-    /// keeps until it is released.
-    pub applied_index: Option<u64>,
-}
+/// Who stopped a lagged site from applying, and when (the admin API reports it).
+pub use maildr_api_types::status::ApplyHold;
 
 /// The delay and the hold of a lagged site's state machine.
 pub struct ApplyDelay {

@@ -13,7 +13,7 @@ use super::{ObservationSource, Replicated};
 use crate::raft::network::PeerClient;
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
 use crate::raft::NodeId;
-use crate::status::{MailboxDigest, MessageSummary, PeerStatus, SiteStatus};
+use crate::status::{MailboxDigest, MailboxDigestOf, MessageSummary, MessageSummaryOf, PeerStatus, SiteStatus};
 
 impl Replicated {
     /// This site's view of itself and its peers.
