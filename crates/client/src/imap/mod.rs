@@ -198,6 +198,12 @@ impl Session {
         let _ = self.run("LOGOUT").await;
     }
 
+    /// Send LOGOUT and close without awaiting the answer, for a probe that has
+    /// seen what it came for and must not spend its deadline on the goodbye.
+    pub async fn leave(mut self) {
+        let _ = self.send("LOGOUT").await;
+    }
+
     /// Send one command; the untagged responses when it ends OK.
     pub async fn run(&mut self, command: &str) -> Result<Vec<Untagged>, ImapError> {
         let name = command_name(command);
