@@ -53,6 +53,22 @@ pub enum Answer {
 /// Ask one server one question; the whole reply (NOERROR or NXDOMAIN), over UDP
 /// and, if the UDP reply is truncated, over TCP. `timeout` bounds the whole lookup.
 pub async fn lookup(server: SocketAddr, name: &str, rtype: RecordType, timeout: Duration) -> Result<Message, DnsError> {
+    let reply = exchange(server, name, rtype, timeout).await?;
+    let code = reply.metadata.response_code;
+    if code != ResponseCode::NoError && code != ResponseCode::NXDomain {
+        return Err(DnsError::Rcode { server, code });
+    }
+    Ok(reply)
+}
+
+/// Like [`lookup`], but any reply is returned whatever its response code (REFUSED,
+/// SERVFAIL…): for callers that judge the server's answer itself.
+pub async fn exchange(
+    server: SocketAddr,
+    name: &str,
+    rtype: RecordType,
+    timeout: Duration,
+) -> Result<Message, DnsError> {
     let fqdn = Name::from_ascii(name).map_err(|_| DnsError::Name(name.to_string()))?;
     let mut message = Message::query();
     message.metadata.id = rand::random();
@@ -66,13 +82,7 @@ pub async fn lookup(server: SocketAddr, name: &str, rtype: RecordType, timeout: 
             Ok(udp)
         }
     };
-    let reply =
-        tokio::time::timeout(timeout, ask).await.map_err(|_| DnsError::Timeout { server, ms: ms(timeout) })??;
-    let code = reply.metadata.response_code;
-    if code != ResponseCode::NoError && code != ResponseCode::NXDomain {
-        return Err(DnsError::Rcode { server, code });
-    }
-    Ok(reply)
+    tokio::time::timeout(timeout, ask).await.map_err(|_| DnsError::Timeout { server, ms: ms(timeout) })?
 }
 
 async fn over_udp(server: SocketAddr, query: &Message) -> Result<Message, DnsError> {

@@ -78,6 +78,8 @@ async fn refusals_and_silence_are_errors_that_name_the_server() {
     let addr = udp_peer(|q| answer(q, &[], false, ResponseCode::ServFail)).await;
     let err = dns::query(addr, "example.test.", RecordType::MX, T).await.unwrap_err();
     assert!(matches!(err, DnsError::Rcode { .. }) && err.to_string().contains(&addr.to_string()), "{err}");
+    let reply = dns::exchange(addr, "example.test.", RecordType::MX, T).await.unwrap();
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail, "exchange hands back any answer");
     let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
     let silent_addr = silent.local_addr().expect("address");
     let err = dns::addresses(&[silent_addr], "mail.example.test.", Duration::from_millis(200)).await.unwrap_err();
