@@ -5,7 +5,10 @@
 //! Never: fall back to the system's web PKI or skip verification; a drill that
 //! trusted anything would not notice a wrong certificate.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+use tokio::net::TcpStream;
 
 use crate::Io;
 
@@ -73,4 +76,23 @@ impl Tls {
             .await
             .map_err(|source| TlsError::Handshake { server_name: server_name.to_string(), source })
     }
+}
+
+/// Why a connection could not be opened.
+#[derive(Debug)]
+pub(crate) enum OpenError {
+    Connect(std::io::Error),
+    Tls(TlsError),
+}
+
+/// A TCP connection to `server`, with `tls` wrapped in implicit TLS verified for
+/// the server name. The caller puts the deadline around it.
+pub(crate) async fn open(server: SocketAddr, tls: Option<(&Tls, &str)>) -> Result<Box<dyn Io>, OpenError> {
+    let tcp = TcpStream::connect(server).await.map_err(OpenError::Connect)?;
+    // Commands are small and answered one by one: no Nagle delay.
+    let _ = tcp.set_nodelay(true);
+    Ok(match tls {
+        None => Box::new(tcp),
+        Some((tls, name)) => Box::new(tls.connect(tcp, name).await.map_err(OpenError::Tls)?),
+    })
 }

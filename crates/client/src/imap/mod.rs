@@ -2,8 +2,9 @@
 //! EXAMINE, FETCH and UID FETCH, SEARCH, IDLE/DONE, LOGOUT — plain or implicit TLS.
 //!
 //! Every command runs under the session's deadline and every response is read by
-//! [`response`] with its bounds. Never: write to a mailbox (no APPEND, STORE or
-//! EXPUNGE) — the clients here observe; changes go through the servers' own tests.
+//! [`response`] with its bounds. Never: offer typed mailbox writes (APPEND, STORE,
+//! EXPUNGE) — the users here observe; a test that must write sends its command
+//! through [`Session::run`].
 
 mod response;
 
@@ -11,11 +12,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 pub use response::{ResponseError, Untagged, LITERAL_BYTES_MAX, RESPONSES_MAX, RESPONSE_BYTES_MAX};
 
-use crate::tls::TlsError;
+use crate::tls::{OpenError, TlsError};
 use crate::{ms, Io, Tls};
 
 /// A command got no usable answer, or a refusal.
@@ -71,13 +71,10 @@ impl Session {
         timeout: Duration,
     ) -> Result<Session, ImapError> {
         let open = async {
-            let tcp = TcpStream::connect(server).await.map_err(|source| ImapError::Connect { server, source })?;
-            let io: Box<dyn Io> = match tls {
-                None => Box::new(tcp),
-                Some((tls, name)) => {
-                    Box::new(tls.connect(tcp, name).await.map_err(|source| ImapError::Tls { server, source })?)
-                }
-            };
+            let io = crate::tls::open(server, tls).await.map_err(|e| match e {
+                OpenError::Connect(source) => ImapError::Connect { server, source },
+                OpenError::Tls(source) => ImapError::Tls { server, source },
+            })?;
             let mut conn = BufReader::new(io);
             let (greeting, wire) = crate::line::read_line(&mut conn).await.map_err(|e| ImapError::Read {
                 server,

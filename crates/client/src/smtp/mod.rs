@@ -15,11 +15,10 @@ use std::time::Duration;
 
 use base64::Engine;
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 pub use reply::{Capabilities, EnhancedStatus, Reply, ReplyError, REPLY_LINES_MAX};
 
-use crate::tls::TlsError;
+use crate::tls::{OpenError, TlsError};
 use crate::{ms, Io, Tls};
 
 /// How the client protects the session in [`send`].
@@ -157,14 +156,10 @@ impl Session {
         timeout: Duration,
     ) -> Result<Session, SmtpError> {
         let open = async {
-            let tcp = TcpStream::connect(server).await.map_err(|source| SmtpError::Connect { server, source })?;
-            let _ = tcp.set_nodelay(true);
-            let io: Box<dyn Io> = match tls {
-                None => Box::new(tcp),
-                Some((tls, name)) => {
-                    Box::new(tls.connect(tcp, name).await.map_err(|source| SmtpError::Tls { server, source })?)
-                }
-            };
+            let io = crate::tls::open(server, tls).await.map_err(|e| match e {
+                OpenError::Connect(source) => SmtpError::Connect { server, source },
+                OpenError::Tls(source) => SmtpError::Tls { server, source },
+            })?;
             let mut conn = BufReader::new(io);
             let banner = reply::read_reply(&mut conn).await.map_err(|source| SmtpError::Reply {
                 server,
