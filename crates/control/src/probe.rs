@@ -2,19 +2,15 @@
 //! on the MX port, an IMAP greeting and (with a probe account) a LOGIN, each with
 //! its own deadline.
 //!
-//! The probes speak the protocols over real sockets and never look inside the
-//! probed site, so a site that accepts connections but cannot serve is caught.
+//! The probes speak the protocols over real sockets, through `maildr_client`'s
+//! sessions, and never look inside the probed site, so a site that accepts
+//! connections but cannot serve is caught.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
-/// Longest reply line a probe reads.
-const PROBE_LINE_MAX_BYTES: usize = 4096;
-/// Most lines of one multi-line SMTP reply a probe reads.
-const PROBE_REPLY_LINES_MAX: usize = 64;
+use maildr_client::imap::{self, ImapError};
+use maildr_client::smtp;
 
 /// The IMAP account a probe logs in as.
 #[derive(Clone)]
@@ -26,99 +22,52 @@ pub struct ProbeLogin {
 /// SMTP: connect, a 220 banner, `EHLO`, a 250, `QUIT`. Returns the time taken.
 pub async fn smtp(addr: SocketAddr, helo_name: &str, timeout: Duration) -> Result<Duration, String> {
     let started = Instant::now();
-    tokio::time::timeout(timeout, smtp_exchange(addr, helo_name))
+    tokio::time::timeout(timeout, smtp_exchange(addr, helo_name, timeout))
         .await
         .map_err(|_| format!("SMTP {addr}: no answer within {} ms", timeout.as_millis()))??;
     Ok(started.elapsed())
 }
 
-async fn smtp_exchange(addr: SocketAddr, helo_name: &str) -> Result<(), String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("SMTP {addr}: connect: {e}"))?;
-    let mut conn = BufReader::new(stream);
-    let banner = smtp_reply(&mut conn).await.map_err(|e| format!("SMTP {addr}: banner: {e}"))?;
-    if !banner.starts_with("220") {
-        return Err(format!("SMTP {addr}: banner {banner:?}"));
+async fn smtp_exchange(addr: SocketAddr, helo_name: &str, timeout: Duration) -> Result<(), String> {
+    let mut session = smtp::Session::connect(addr, None, timeout).await.map_err(|e| e.to_string())?;
+    if session.banner().code != 220 {
+        return Err(format!("SMTP {addr}: banner {:?}", session.banner().to_string()));
     }
-    send(&mut conn, &format!("EHLO {helo_name}\r\n")).await.map_err(|e| format!("SMTP {addr}: {e}"))?;
-    let ehlo = smtp_reply(&mut conn).await.map_err(|e| format!("SMTP {addr}: EHLO: {e}"))?;
-    if !ehlo.starts_with("250") {
-        return Err(format!("SMTP {addr}: EHLO answered {ehlo:?}"));
+    let ehlo = session.ehlo(helo_name).await.map_err(|e| e.to_string())?;
+    if ehlo.code != 250 {
+        return Err(format!("SMTP {addr}: EHLO answered {:?}", ehlo.to_string()));
     }
-    let _ = send(&mut conn, "QUIT\r\n").await;
+    session.quit().await;
     Ok(())
 }
 
 /// IMAP: connect, an `* OK` greeting, with a login `LOGIN` answered `OK`, `LOGOUT`.
 pub async fn imap(addr: SocketAddr, login: Option<&ProbeLogin>, timeout: Duration) -> Result<Duration, String> {
     let started = Instant::now();
-    tokio::time::timeout(timeout, imap_exchange(addr, login))
+    tokio::time::timeout(timeout, imap_exchange(addr, login, timeout))
         .await
         .map_err(|_| format!("IMAP {addr}: no answer within {} ms", timeout.as_millis()))??;
     Ok(started.elapsed())
 }
 
-async fn imap_exchange(addr: SocketAddr, login: Option<&ProbeLogin>) -> Result<(), String> {
-    let stream = TcpStream::connect(addr).await.map_err(|e| format!("IMAP {addr}: connect: {e}"))?;
-    let mut conn = BufReader::new(stream);
-    let greeting = read_line(&mut conn).await.map_err(|e| format!("IMAP {addr}: greeting: {e}"))?;
-    if !greeting.starts_with("* OK") {
-        return Err(format!("IMAP {addr}: greeting {greeting:?}"));
-    }
+async fn imap_exchange(addr: SocketAddr, login: Option<&ProbeLogin>, timeout: Duration) -> Result<(), String> {
+    let mut session = imap::Session::connect(addr, None, timeout).await.map_err(|e| e.to_string())?;
     if let Some(login) = login {
-        let command = format!("p1 LOGIN {} {}\r\n", quoted(&login.account), quoted(&login.password));
-        send(&mut conn, &command).await.map_err(|e| format!("IMAP {addr}: {e}"))?;
-        loop {
-            let line = read_line(&mut conn).await.map_err(|e| format!("IMAP {addr}: LOGIN: {e}"))?;
-            if line.starts_with("p1 OK") {
-                break;
+        session.login(&login.account, &login.password).await.map_err(|e| match e {
+            ImapError::Refused { status, .. } => {
+                format!("IMAP {addr}: LOGIN of {} answered {status:?}", login.account)
             }
-            if line.starts_with("p1 ") {
-                return Err(format!("IMAP {addr}: LOGIN of {} answered {line:?}", login.account));
-            }
-        }
+            e => e.to_string(),
+        })?;
     }
-    let _ = send(&mut conn, "p2 LOGOUT\r\n").await;
+    session.leave().await;
     Ok(())
 }
-
-/// An IMAP quoted string.
-fn quoted(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
-}
-
-async fn send(conn: &mut BufReader<TcpStream>, text: &str) -> Result<(), String> {
-    conn.get_mut().write_all(text.as_bytes()).await.map_err(|e| format!("send: {e}"))
-}
-
-async fn read_line(conn: &mut BufReader<TcpStream>) -> Result<String, String> {
-    let mut line = Vec::new();
-    let mut limited = (&mut *conn).take(PROBE_LINE_MAX_BYTES as u64);
-    let n = limited.read_until(b'\n', &mut line).await.map_err(|e| e.to_string())?;
-    if n == 0 {
-        return Err("connection closed".into());
-    }
-    if !line.ends_with(b"\n") {
-        return Err(format!("line longer than {PROBE_LINE_MAX_BYTES} bytes"));
-    }
-    Ok(String::from_utf8_lossy(&line).trim_end().to_string())
-}
-
-/// A whole SMTP reply (its last line, which holds the code).
-async fn smtp_reply(conn: &mut BufReader<TcpStream>) -> Result<String, String> {
-    for _ in 0..PROBE_REPLY_LINES_MAX {
-        let line = read_line(conn).await?;
-        if line.as_bytes().get(3) != Some(&b'-') {
-            return Ok(line);
-        }
-    }
-    Err(format!("reply longer than {PROBE_REPLY_LINES_MAX} lines"))
-}
-
-use tokio::io::AsyncReadExt as _;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
     async fn fake_server(script: &'static [&'static str]) -> SocketAddr {
@@ -149,7 +98,7 @@ mod tests {
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let err = smtp(silent.local_addr().unwrap(), "probe", Duration::from_millis(200)).await.unwrap_err();
         assert!(err.contains("no answer within 200 ms"), "{err}");
-        let addr = fake_server(&["* OK hi\r\n", "p1 NO [AUTHENTICATIONFAILED] no\r\n"]).await;
+        let addr = fake_server(&["* OK hi\r\n", "c1 NO [AUTHENTICATIONFAILED] no\r\n"]).await;
         let login = ProbeLogin { account: "probe@example.test".into(), password: "p\"w".into() };
         let err = imap(addr, Some(&login), Duration::from_secs(2)).await.unwrap_err();
         assert!(err.contains("LOGIN of probe@example.test"), "{err}");

@@ -19,12 +19,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use maildr_client::imap::{ImapError, Session};
+use maildr_client::smtp::{self, Envelope, Login, Reply, Security, SmtpError};
+use maildr_client::{dns, Tls};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::imap::{ImapError, Session};
-use crate::client::smtp::{self, Envelope, Login, Reply, Security, SmtpError};
-use crate::client::{dns, Tls};
 use crate::plan::ProbeSettings;
 use crate::report::{ProbeOutcome, ProbeSample, Protocol};
 use crate::target::Target;
@@ -129,7 +129,7 @@ struct Ctx {
 impl Flows {
     /// Start every flow against `target`.
     pub fn start(target: &Target, drill_id: &str, settings: &ProbeSettings) -> Result<Flows, String> {
-        let tls = target.ca_pem.as_deref().map(Tls::from_ca_pem).transpose()?;
+        let tls = target.ca_pem.as_deref().map(Tls::from_ca_pem).transpose().map_err(|e| e.to_string())?;
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let ctx = Arc::new(Ctx {
             drill_id: drill_id.to_string(),
@@ -356,8 +356,8 @@ fn classify_smtp(result: &Result<Reply, SmtpError>) -> (ProbeOutcome, String) {
         Ok(r) if r.is_success() => (ProbeOutcome::Ok, format!("{} {}", r.code, r.text)),
         Ok(r) if r.is_transient() => (ProbeOutcome::Deferred, format!("{} {}", r.code, r.text)),
         Ok(r) => (ProbeOutcome::Refused, format!("{} {}", r.code, r.text)),
-        Err(SmtpError::Timeout(_)) => (ProbeOutcome::Timeout, result.as_ref().unwrap_err().to_string()),
-        Err(SmtpError::Connect { .. }) => (ProbeOutcome::Unreachable, result.as_ref().unwrap_err().to_string()),
+        Err(e @ SmtpError::Timeout { .. }) => (ProbeOutcome::Timeout, e.to_string()),
+        Err(e @ SmtpError::Connect { .. }) => (ProbeOutcome::Unreachable, e.to_string()),
         Err(e) => (ProbeOutcome::Unreachable, e.to_string()),
     }
 }
@@ -518,16 +518,15 @@ async fn imap_round(ctx: &Ctx, timeout: Duration) -> Result<(String, usize), (St
     };
     let fail = |e: ImapError| {
         let outcome = match e {
-            ImapError::Timeout(_) => ProbeOutcome::Timeout,
-            ImapError::Connect { .. } => ProbeOutcome::Unreachable,
-            ImapError::Refused(_) => ProbeOutcome::Deferred,
-            ImapError::Protocol(_) => ProbeOutcome::Unreachable,
+            ImapError::Timeout { .. } => ProbeOutcome::Timeout,
+            ImapError::Greeting { .. } | ImapError::Refused { .. } | ImapError::Bye { .. } => ProbeOutcome::Deferred,
+            _ => ProbeOutcome::Unreachable,
         };
         (site.clone(), outcome, e.to_string())
     };
     let mut session = Session::connect(addr, None, timeout).await.map_err(fail)?;
     session.login(&ctx.imap_login.user, &ctx.imap_login.password).await.map_err(fail)?;
-    let exists = session.select("INBOX").await.map_err(fail)?;
+    let exists = session.select("INBOX").await.map_err(fail)?.exists;
     let bytes = session.fetch_newest_header(exists).await.map_err(fail)?;
     session.logout().await;
     Ok((site, bytes))

@@ -19,7 +19,6 @@
 pub mod approval;
 pub mod archive;
 pub mod audit;
-pub mod client;
 pub mod flow;
 pub mod measure;
 pub mod plan;

@@ -19,14 +19,14 @@ use maildr_api_types::cluster::{
     ClusterStatus, MemberView, SwitchoverReport, SwitchoverRequest, VerifyReport, VerifyRequest,
 };
 use maildr_api_types::control::EventList;
+use maildr_client::dns;
+use maildr_client::imap::Session;
+use maildr_client::smtp::{self, Envelope, Login, Security};
+use maildr_client::Tls;
 use maildr_lab::http_client::{JsonApi, Method};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
-use crate::client::dns;
-use crate::client::imap::Session;
-use crate::client::smtp::{self, Envelope, Login, Security};
-use crate::client::Tls;
 use crate::flow::{self, now_ms, Counters, Flows, MailFlow, Message, TAG_HEADER};
 use crate::measure::{self, ClusterEvent, Found, Measured};
 use crate::plan::{
@@ -165,7 +165,7 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
             return Err(RunError::UnknownSite(name));
         }
     }
-    let tls = target.ca_pem.as_deref().map(Tls::from_ca_pem).transpose().map_err(RunError::Setup)?;
+    let tls = target.ca_pem.as_deref().map(Tls::from_ca_pem).transpose().map_err(|e| RunError::Setup(e.to_string()))?;
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let (abort_tx, abort_rx) = watch::channel(None);
     let mut run = Run {
@@ -1292,7 +1292,7 @@ async fn read_tags(
 ) -> Result<BTreeMap<String, u32>, String> {
     let mut session = Session::connect(site.imap, None, timeout).await.map_err(|e| e.to_string())?;
     session.login(user, password).await.map_err(|e| e.to_string())?;
-    let exists = session.select("INBOX").await.map_err(|e| e.to_string())?;
+    let exists = session.select("INBOX").await.map_err(|e| e.to_string())?.exists;
     let mut out = BTreeMap::new();
     if exists > 0 {
         for (_, tag) in session.header_field_by_uid(TAG_HEADER).await.map_err(|e| e.to_string())? {

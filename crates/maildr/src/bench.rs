@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use maildr_client::smtp::{self, Envelope, Step};
 
 #[derive(Args)]
 pub struct SmtpBench {
@@ -41,30 +40,8 @@ pub struct SmtpBench {
     duration_max_secs: u64,
 }
 
-async fn reply(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> Result<u16> {
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line).await?;
-        if n == 0 {
-            bail!("server closed the connection");
-        }
-        if line.len() < 4 {
-            bail!("short reply {line:?}");
-        }
-        if line.as_bytes()[3] != b'-' {
-            return line[..3].parse().with_context(|| format!("bad reply {line:?}"));
-        }
-    }
-}
-
-async fn expect(reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>, code: u16) -> Result<()> {
-    let got = reply(reader).await?;
-    if got != code {
-        bail!("expected {code}, got {got}");
-    }
-    Ok(())
-}
+/// How long one SMTP exchange of the load may take before the worker gives up.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn body_of(size: usize) -> Vec<u8> {
     let mut body = b"From: load@bench.test\r\nTo: sink@bench.test\r\nSubject: bench\r\n\r\n".to_vec();
@@ -77,7 +54,6 @@ fn body_of(size: usize) -> Vec<u8> {
         body.truncate(body.len().saturating_sub(2));
         body.extend_from_slice(b"\r\n");
     }
-    body.extend_from_slice(b".\r\n");
     body
 }
 
@@ -151,32 +127,29 @@ pub async fn load(
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut failures = 0u64;
-            let stream = TcpStream::connect(target).await?;
-            stream.set_nodelay(true)?;
-            let (r, mut w) = stream.into_split();
-            let mut r = BufReader::new(r);
-            expect(&mut r, 220).await?;
-            w.write_all(b"EHLO bench.test\r\n").await?;
-            expect(&mut r, 250).await?;
+            let mut session = smtp::Session::connect(target, None, REPLY_TIMEOUT).await?;
+            anyhow::ensure!(session.banner().code == 220, "{target} greeted with {}", session.banner());
+            let ehlo = session.ehlo("bench.test").await?;
+            anyhow::ensure!(ehlo.code == 250, "{target} answered EHLO with {ehlo}");
+            let to = [rcpt];
             loop {
                 let seq = next.fetch_add(1, Ordering::Relaxed);
                 if seq >= total || Instant::now() >= deadline {
                     break;
                 }
-                w.write_all(format!("MAIL FROM:<load@bench.test>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n").as_bytes()).await?;
-                let t0 = Instant::now();
-                expect(&mut r, 250).await?;
-                expect(&mut r, 250).await?;
-                expect(&mut r, 354).await?;
                 // Unique content per message, as real mail is: no body deduplication.
-                w.write_all(format!("X-Bench-Seq: {seq}\r\n").as_bytes()).await?;
-                w.write_all(&body).await?;
-                match reply(&mut r).await? {
-                    250 => latencies.push(t0.elapsed()),
-                    _ => failures += 1,
+                let mut data = format!("X-Bench-Seq: {seq}\r\n").into_bytes();
+                data.extend_from_slice(&body);
+                let envelope = Envelope { helo: "bench.test", from: "load@bench.test", to: &to, data: &data };
+                let t0 = Instant::now();
+                let outcome = session.send_message(&envelope).await?;
+                match outcome.step {
+                    Step::Message if outcome.reply.code == 250 => latencies.push(t0.elapsed()),
+                    Step::Message => failures += 1,
+                    step => anyhow::bail!("{target} answered {step} with {}", outcome.reply),
                 }
             }
-            w.write_all(b"QUIT\r\n").await?;
+            session.quit().await;
             anyhow::Ok((latencies, failures))
         }));
     }

@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use maildr_client::imap;
 use maildr_store::Command;
 use maildr_types::{EmailAddress, SystemFlags};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 
 #[derive(Args)]
 pub struct ImapBench {
@@ -36,41 +35,9 @@ pub struct ImapBench {
     data_dir: Option<PathBuf>,
 }
 
-/// Send a tagged command; read until its tagged reply; return bytes received.
-async fn command(
-    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
-    tag: &str,
-    text: &str,
-) -> Result<usize> {
-    w.write_all(format!("{tag} {text}\r\n").as_bytes()).await?;
-    let mut total = 0;
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let n = r.read_until(b'\n', &mut line).await?;
-        if n == 0 {
-            bail!("server closed the connection during {text}");
-        }
-        total += n;
-        // Literals: {N}\r\n then N bytes.
-        if let Some(open) = line.iter().rposition(|b| *b == b'{') {
-            if line.ends_with(b"}\r\n") {
-                let len: usize = std::str::from_utf8(&line[open + 1..line.len() - 3])?.parse()?;
-                let mut buf = vec![0u8; len];
-                tokio::io::AsyncReadExt::read_exact(r, &mut buf).await?;
-                total += len;
-                continue;
-            }
-        }
-        if line.starts_with(format!("{tag} ").as_bytes()) {
-            if !line.starts_with(format!("{tag} OK").as_bytes()) {
-                bail!("{text}: {}", String::from_utf8_lossy(&line));
-            }
-            return Ok(total);
-        }
-    }
-}
+/// How long one IMAP command of the benchmark may take (a FETCH of every message
+/// of a large mailbox included).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(args: ImapBench) -> Result<()> {
     anyhow::ensure!(args.messages > 0 && args.sessions > 0 && args.rounds > 0, "all counts must be positive");
@@ -134,27 +101,25 @@ pub async fn run(args: ImapBench) -> Result<()> {
         let (fetch_time, search_time) = (Arc::clone(&fetch_time), Arc::clone(&search_time));
         let rounds = args.rounds;
         workers.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(addr).await.context("connecting")?;
-            let (r, mut w) = stream.into_split();
-            let mut r = BufReader::new(r);
-            let mut greeting = String::new();
-            r.read_line(&mut greeting).await?;
-            command(&mut r, &mut w, "l", "LOGIN reader@bench.test bench-pw").await?;
-            command(&mut r, &mut w, "s", "EXAMINE INBOX").await?;
+            let mut session = imap::Session::connect(addr, None, COMMAND_TIMEOUT).await.context("connecting")?;
+            session.login("reader@bench.test", "bench-pw").await?;
+            session.examine("INBOX").await?;
             let mut bytes = 0;
             for round in 0..rounds {
                 if Instant::now() > deadline {
                     break;
                 }
                 let t = Instant::now();
-                bytes += command(&mut r, &mut w, "f", "FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE)").await?;
+                let before = session.bytes_read();
+                session.fetch("1:*", "(FLAGS UID RFC822.SIZE ENVELOPE)").await?;
+                bytes += session.bytes_read() - before;
                 fetch_time.lock().expect("lock").push(t.elapsed());
                 let t = Instant::now();
-                let needle = format!("SEARCH FROM sender{}@ SUBJECT \"number {}\"", (s + round) % 97, round);
-                command(&mut r, &mut w, "q", &needle).await?;
+                let needle = format!("FROM sender{}@ SUBJECT \"number {}\"", (s + round) % 97, round);
+                session.search(&needle).await?;
                 search_time.lock().expect("lock").push(t.elapsed());
             }
-            command(&mut r, &mut w, "o", "LOGOUT").await.ok();
+            session.logout().await;
             anyhow::Ok(bytes)
         }));
     }

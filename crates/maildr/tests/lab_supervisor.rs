@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -91,32 +91,26 @@ fn site<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["sites"].as_array().unwrap().iter().find(|s| s["site"] == name).unwrap_or_else(|| panic!("no site {name}"))
 }
 
-/// The first line a server sends on `addr`.
+/// How long a test's client waits for a server's answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SMTP banner of the server on `addr`.
 fn greeting(addr: &str) -> String {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    line
+    let addr = addr.parse().expect("a socket address");
+    let session = common::block_on(maildr_client::smtp::Session::connect(addr, None, CLIENT_TIMEOUT));
+    session.map(|s| s.banner().to_string()).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// LOGIN over plain IMAP; the tagged reply.
-fn imap_login(addr: &str, user: &str, password: &str) -> String {
-    let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connecting to {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("* OK"), "{line}");
-    w.write_all(format!("a LOGIN {user} {password}\r\n").as_bytes()).unwrap();
-    loop {
-        line.clear();
-        assert!(r.read_line(&mut line).unwrap() > 0, "connection closed before the LOGIN reply");
-        if line.starts_with("a ") {
-            return line;
-        }
-    }
+/// LOGIN over plain IMAP; why it failed, if it did.
+fn imap_login(addr: &str, user: &str, password: &str) -> Result<(), String> {
+    let addr = addr.parse().expect("a socket address");
+    common::block_on(async {
+        let mut session =
+            maildr_client::imap::Session::connect(addr, None, CLIENT_TIMEOUT).await.map_err(|e| e.to_string())?;
+        session.login(user, password).await.map_err(|e| e.to_string())?;
+        session.leave().await;
+        Ok(())
+    })
 }
 
 fn wait_until_gone(pids: &[u64]) {
@@ -200,8 +194,8 @@ fn a_lab_comes_up_with_three_sites_and_goes_down_without_a_trace() {
     // The accounts were created through the cluster: every data site has them.
     for third in [10, 20] {
         let (address, password) = (addresses[0], accounts[0]["password"].as_str().unwrap());
-        let reply = imap_login(&format!("{}:2143", lab.ip(third)), address, password);
-        assert!(reply.starts_with("a OK"), "{reply}");
+        let login = imap_login(&format!("{}:2143", lab.ip(third)), address, password);
+        assert!(login.is_ok(), "LOGIN of {address}: {login:?}");
     }
 
     let listed = pids(&status);

@@ -1,23 +1,20 @@
-//! A stub resolver for tests: one UDP query to one server, answered records as
-//! text. Messages are built and parsed by hickory-proto, not by us.
+//! DNS questions for tests, through maildr-client's stub resolver: one question to
+//! one server, answered records as text.
 
-use std::net::UdpSocket;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::rr::RecordType;
 
-/// The answer records' data as text (`127.0.10.1`, `10 bj.example.test.`), or
-/// `None` when the server did not answer within a second.
+/// How long a test waits for one DNS answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The answer records' data as text (`127.0.10.1`, `10 bj.example.test.`) whatever
+/// the response code, or `None` when the server did not answer within a second.
 pub fn resolve(server_ip: &str, port: u16, name: &str, rtype: RecordType) -> Option<Vec<String>> {
-    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
-    socket.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    let mut query = Message::query();
-    query.add_query(Query::query(Name::from_ascii(name).ok()?, rtype));
-    socket.send_to(&query.to_vec().ok()?, (server_ip, port)).ok()?;
-    let mut buf = [0u8; 4096];
-    let (len, _) = socket.recv_from(&mut buf).ok()?;
-    let reply = Message::from_vec(&buf[..len]).ok()?;
+    let server = SocketAddr::new(server_ip.parse().ok()?, port);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    let reply = runtime.block_on(maildr_client::dns::exchange(server, name, rtype, ANSWER_TIMEOUT)).ok()?;
     let mut out: Vec<String> = reply.answers.iter().map(|r| r.data.to_string()).collect();
     out.sort();
     Some(out)

@@ -3,7 +3,7 @@
 //! IMAP clients that record exactly what a sender was told.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -313,124 +313,89 @@ pub fn send_tagged(ip: &str, tag: &str) -> Told {
 
 /// Send one message tagged `tag` to `recipient` through the MX of the site at `ip`.
 pub fn send_tagged_to(ip: &str, recipient: &str, tag: &str) -> Told {
-    let Ok(stream) = TcpStream::connect_timeout(&format!("{ip}:2525").parse().unwrap(), Duration::from_secs(2)) else {
-        return Told::NoAnswer;
-    };
-    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let mut step = |line: &str, want: u16| -> Result<(), Told> {
-        if !line.is_empty() && w.write_all(line.as_bytes()).is_err() {
-            return Err(Told::NoAnswer);
+    use maildr_client::smtp::{Envelope, Session, Step};
+    let Ok(mx) = format!("{ip}:2525").parse() else { return Told::NoAnswer };
+    let data = format!("Subject: {tag}\r\nMessage-ID: <{tag}@remote.test>\r\n\r\nbody of {tag}\r\n");
+    let to = [recipient.to_string()];
+    let envelope = Envelope { helo: "load.test", from: "load@remote.test", to: &to, data: data.as_bytes() };
+    let told = |code: u16| if (400..500).contains(&code) { Told::Deferred(code) } else { Told::Refused(code) };
+    super::block_on(async {
+        let Ok(mut session) = Session::connect(mx, None, SMTP_REPLY_TIMEOUT).await else { return Told::NoAnswer };
+        if session.banner().code != 220 {
+            return told(session.banner().code);
         }
-        match super::smtp_reply(&mut r) {
-            Some(code) if code == want => Ok(()),
-            Some(code) if (400..500).contains(&code) => Err(Told::Deferred(code)),
-            Some(code) => Err(Told::Refused(code)),
-            None => Err(Told::NoAnswer),
-        }
-    };
-    let result = (|| {
-        step("", 220)?;
-        step("EHLO load.test\r\n", 250)?;
-        step("MAIL FROM:<load@remote.test>\r\n", 250)?;
-        step(&format!("RCPT TO:<{recipient}>\r\n"), 250)?;
-        step("DATA\r\n", 354)?;
-        step(&format!("Subject: {tag}\r\nMessage-ID: <{tag}@remote.test>\r\n\r\nbody of {tag}\r\n.\r\n"), 250)?;
-        Ok(())
-    })();
-    let _ = w.write_all(b"QUIT\r\n");
-    match result {
-        Ok(()) => Told::Accepted,
-        Err(told) => told,
-    }
+        let result = match session.ehlo("load.test").await {
+            Ok(ehlo) if ehlo.code != 250 => told(ehlo.code),
+            Ok(_) => match session.send_message(&envelope).await {
+                Ok(outcome) if outcome.step == Step::Message && outcome.reply.code == 250 => Told::Accepted,
+                Ok(outcome) => told(outcome.reply.code),
+                Err(_) => Told::NoAnswer,
+            },
+            Err(_) => Told::NoAnswer,
+        };
+        session.quit().await;
+        result
+    })
 }
+
+/// How long a test's SMTP client waits for one reply.
+const SMTP_REPLY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a test's IMAP client waits for one command's answer.
+const IMAP_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A plain-IMAP session at a lab site, logged in.
-struct Imap {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
-}
-
-impl Imap {
-    fn login(ip: &str, user: &str, password: &str) -> Imap {
-        let stream = TcpStream::connect(format!("{ip}:2143")).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let w = stream.try_clone().unwrap();
-        let mut imap = Imap { w, r: BufReader::new(stream) };
-        let mut greeting = String::new();
-        imap.r.read_line(&mut greeting).unwrap();
-        assert!(greeting.starts_with("* OK"), "greeting: {greeting}");
-        let (_, answer) = imap.command("a1", &format!("LOGIN {user} {password}"));
-        assert!(answer.starts_with("a1 OK"), "LOGIN: {answer}");
-        imap
-    }
-
-    /// Send one command; returns its untagged lines (each with the literal that
-    /// ends it, if any) and the tagged answer line.
-    fn command(&mut self, tag: &str, text: &str) -> (Vec<(String, Vec<u8>)>, String) {
-        write!(self.w, "{tag} {text}\r\n").unwrap();
-        let mut lines = Vec::new();
-        loop {
-            let mut line = String::new();
-            assert!(self.r.read_line(&mut line).unwrap() > 0, "IMAP server closed the connection after {text}");
-            let mut literal = Vec::new();
-            if let Some(size) = line.trim_end().strip_suffix('}').and_then(|l| l.rsplit_once('{')).map(|(_, n)| n) {
-                literal = vec![0; size.parse().unwrap()];
-                self.r.read_exact(&mut literal).unwrap();
-                let mut rest = String::new();
-                self.r.read_line(&mut rest).unwrap();
-            }
-            if line.starts_with(&format!("{tag} ")) {
-                return (lines, line.trim_end().to_string());
-            }
-            lines.push((line, literal));
-        }
-    }
-
-    /// A command that must succeed; its untagged lines.
-    fn ok(&mut self, tag: &str, text: &str) -> Vec<(String, Vec<u8>)> {
-        let (lines, answer) = self.command(tag, text);
-        assert!(answer.starts_with(&format!("{tag} OK")), "{text}: {answer}");
-        lines
-    }
-}
-
-impl Drop for Imap {
-    fn drop(&mut self) {
-        let _ = write!(self.w, "z LOGOUT\r\n");
-    }
+async fn imap_login(ip: &str, user: &str, password: &str) -> maildr_client::imap::Session {
+    let addr = format!("{ip}:2143").parse().expect("an IMAP address");
+    let mut session =
+        maildr_client::imap::Session::connect(addr, None, IMAP_COMMAND_TIMEOUT).await.unwrap_or_else(|e| panic!("{e}"));
+    session.login(user, password).await.unwrap_or_else(|e| panic!("{e}"));
+    session
 }
 
 /// UID → Subject of every message in the INBOX, read over plain IMAP.
 pub fn imap_subjects(ip: &str, user: &str, password: &str) -> BTreeMap<u32, String> {
-    let mut imap = Imap::login(ip, user, password);
-    imap.ok("a2", "SELECT INBOX");
-    let mut out = BTreeMap::new();
-    for (line, literal) in imap.ok("a3", "UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])") {
-        let Some(uid) =
-            line.split("UID ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|u| u.parse().ok())
-        else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&literal);
-        let subject = text.trim().strip_prefix("Subject: ").unwrap_or(text.trim()).to_string();
-        out.insert(uid, subject);
-    }
-    out
+    super::block_on(async {
+        let mut imap = imap_login(ip, user, password).await;
+        imap.select("INBOX").await.unwrap_or_else(|e| panic!("{e}"));
+        let fetched =
+            imap.uid_fetch("1:*", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])").await.unwrap_or_else(|e| panic!("{e}"));
+        imap.leave().await;
+        let mut out = BTreeMap::new();
+        for response in fetched {
+            let uid = response.line.split("UID ").nth(1).and_then(|s| s.split_whitespace().next());
+            let Some(uid) = uid.and_then(|u| u.parse().ok()) else { continue };
+            let text = response.literals.first().map(|l| String::from_utf8_lossy(l).into_owned()).unwrap_or_default();
+            let subject = text.trim().strip_prefix("Subject: ").unwrap_or(text.trim()).to_string();
+            out.insert(uid, subject);
+        }
+        out
+    })
 }
 
-/// APPEND a small message to the INBOX over plain IMAP at `ip`; returns the tagged
-/// answer line.
+/// APPEND a small message to the INBOX over plain IMAP at `ip`; returns the status
+/// of the tagged answer (`OK`, or e.g. `NO [UNAVAILABLE] ...`).
 pub fn imap_append(ip: &str, user: &str, password: &str, subject: &str) -> String {
-    let mut imap = Imap::login(ip, user, password);
-    let message = format!("Subject: {subject}\r\n\r\nappended\r\n");
-    imap.command("a2", &format!("APPEND INBOX {{{}+}}\r\n{message}", message.len())).1
+    use maildr_client::imap::ImapError;
+    super::block_on(async {
+        let mut imap = imap_login(ip, user, password).await;
+        let message = format!("Subject: {subject}\r\n\r\nappended\r\n");
+        let answer = match imap.run(&format!("APPEND INBOX {{{}+}}\r\n{message}", message.len())).await {
+            Ok(_) => "OK".to_string(),
+            Err(ImapError::Refused { status, .. }) => status,
+            Err(e) => panic!("{e}"),
+        };
+        imap.leave().await;
+        answer
+    })
 }
 
 /// The full text of every message in the INBOX at `ip`, read over plain IMAP.
 pub fn imap_bodies(ip: &str, user: &str, password: &str) -> Vec<Vec<u8>> {
-    let mut imap = Imap::login(ip, user, password);
-    imap.ok("a2", "SELECT INBOX");
-    imap.ok("a3", "FETCH 1:* (BODY.PEEK[])").into_iter().map(|(_, literal)| literal).collect()
+    super::block_on(async {
+        let mut imap = imap_login(ip, user, password).await;
+        imap.select("INBOX").await.unwrap_or_else(|e| panic!("{e}"));
+        let fetched = imap.fetch("1:*", "(BODY.PEEK[])").await.unwrap_or_else(|e| panic!("{e}"));
+        imap.leave().await;
+        fetched.into_iter().filter_map(|r| r.literals.into_iter().next()).collect()
+    })
 }

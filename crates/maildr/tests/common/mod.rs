@@ -23,6 +23,11 @@ pub fn output_text(output: &Output) -> String {
     )
 }
 
+/// Run one client exchange from a synchronous test.
+pub fn block_on<F: std::future::Future>(exchange: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a test runtime").block_on(exchange)
+}
+
 /// Read one SMTP reply (all its lines); its code, or `None` if the connection broke.
 pub fn smtp_reply(r: &mut std::io::BufReader<std::net::TcpStream>) -> Option<u16> {
     use std::io::BufRead;
