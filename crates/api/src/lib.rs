@@ -107,6 +107,8 @@ struct Inner {
     /// Reaches every member over the replication channel; `None` for a site alone.
     members: Option<ControlClient>,
     in_flight: Semaphore,
+    /// Decides the times the admin commands carry (`at`, a new account's UIDVALIDITY).
+    clock: maildr_types::SharedClock,
 }
 
 impl ApiState {
@@ -133,6 +135,7 @@ impl ApiState {
                 token_sha256: Sha256::digest(settings.token.as_bytes()).into(),
                 members,
                 in_flight: Semaphore::new(REQUESTS_IN_FLIGHT_MAX),
+                clock: maildr_types::system_clock(),
             }),
             control_plane: None,
             fault_hooks: None,
@@ -153,6 +156,11 @@ impl ApiState {
 
     pub(crate) fn fault_hooks(&self) -> Option<&Arc<dyn FaultHooks>> {
         self.fault_hooks.as_ref()
+    }
+
+    /// The current time, as the admin commands record it.
+    pub(crate) fn now(&self) -> maildr_types::UnixSeconds {
+        self.inner.clock.now()
     }
 
     pub(crate) fn cluster(&self) -> &Cluster {

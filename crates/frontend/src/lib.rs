@@ -101,6 +101,29 @@ async fn accept_any<K: Copy>(
     .await
 }
 
+/// Longest password an operator may choose, in bytes (the admin API and `maildr admin`).
+pub const PASSWORD_LEN_MAX_BYTES: usize = 1024;
+
+/// Why a chosen password is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRefused {
+    #[error("must not be empty")]
+    Empty,
+    #[error("longer than {PASSWORD_LEN_MAX_BYTES} bytes")]
+    TooLong,
+}
+
+/// Check a password an operator chose against its bounds.
+pub fn check_chosen_password(password: &str) -> Result<(), PasswordRefused> {
+    if password.is_empty() {
+        return Err(PasswordRefused::Empty);
+    }
+    if password.len() > PASSWORD_LEN_MAX_BYTES {
+        return Err(PasswordRefused::TooLong);
+    }
+    Ok(())
+}
+
 /// Verify a password against an argon2 PHC string.
 pub fn verify_password(phc: &str, password: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
@@ -128,6 +151,19 @@ pub fn hash_password(password: &str) -> String {
         .hash_password(password.as_bytes(), &salt)
         .expect("argon2 with default parameters accepts any password")
         .to_string()
+}
+
+#[cfg(test)]
+mod password_bounds {
+    use super::*;
+
+    #[test]
+    fn a_chosen_password_is_refused_empty_and_one_byte_past_the_limit() {
+        assert_eq!(check_chosen_password(""), Err(PasswordRefused::Empty));
+        assert_eq!(check_chosen_password(&"p".repeat(PASSWORD_LEN_MAX_BYTES)), Ok(()));
+        assert_eq!(check_chosen_password(&"p".repeat(PASSWORD_LEN_MAX_BYTES + 1)), Err(PasswordRefused::TooLong));
+        assert_eq!(PasswordRefused::TooLong.to_string(), "longer than 1024 bytes");
+    }
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use maildr_cluster::Cluster;
 use maildr_config::ImapSection;
-use maildr_types::EmailAddress;
+use maildr_types::{system_clock, EmailAddress, SharedClock};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -40,6 +40,9 @@ pub struct ImapService {
     pub(crate) cluster: Cluster,
     pub(crate) config: ImapSection,
     tls: Option<TlsAcceptor>,
+    /// Decides the times commands carry: an APPEND's internal date when the client
+    /// gives none, a new mailbox's UIDVALIDITY.
+    pub(crate) clock: SharedClock,
     connections: Arc<Semaphore>,
     sessions: Mutex<HashMap<EmailAddress, u32>>,
     auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
@@ -65,11 +68,22 @@ impl Drop for SessionGuard {
 
 impl ImapService {
     pub fn new(cluster: Cluster, config: ImapSection, tls: Option<Arc<rustls::ServerConfig>>) -> Arc<Self> {
+        ImapService::with_clock(cluster, config, tls, system_clock())
+    }
+
+    /// A service that reads the time from `clock` (tests pin it).
+    pub fn with_clock(
+        cluster: Cluster,
+        config: ImapSection,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        clock: SharedClock,
+    ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(config.connections_max as usize));
         Arc::new(ImapService {
             cluster,
             config,
             tls: tls.map(TlsAcceptor::from),
+            clock,
             connections,
             sessions: Mutex::new(HashMap::new()),
             auth_failures: Mutex::new(HashMap::new()),

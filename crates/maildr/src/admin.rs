@@ -15,13 +15,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use maildr_store::{Command, Store};
-use maildr_types::{Domain, EmailAddress, MailboxName};
+use maildr_types::{Clock as _, Domain, EmailAddress, MailboxName, SystemClock};
 
 use maildr_config::SiteConfig;
 use maildr_frontend::{generate_password, hash_password};
 
 use crate::cluster_cmd::ControlClient;
-use crate::serve::now;
 
 #[derive(Subcommand)]
 pub enum AdminCommand {
@@ -125,11 +124,8 @@ fn read_password(from_stdin: bool) -> Result<(String, bool)> {
     let mut input = String::new();
     std::io::stdin().read_to_string(&mut input).context("reading the password from standard input")?;
     let password = input.lines().next().unwrap_or("").to_string();
-    if password.is_empty() {
-        bail!("the password read from standard input is empty");
-    }
-    if password.len() > 1024 {
-        bail!("the password is longer than 1024 bytes");
+    if let Err(refused) = maildr_frontend::check_chosen_password(&password) {
+        bail!("the password read from standard input is refused: {refused}");
     }
     Ok((password, false))
 }
@@ -190,7 +186,7 @@ pub fn run(data_dir: PathBuf, cluster: Option<SiteConfig>, command: AdminCommand
     match command {
         AdminCommand::Domain { action } => match action {
             DomainAction::Add { domain: d } => {
-                apply(&store, Command::AddDomain { domain: domain(&d)?, at: now() })?;
+                apply(&store, Command::AddDomain { domain: domain(&d)?, at: SystemClock.now() })?;
                 println!("added domain {}", domain(&d)?);
             }
             DomainAction::List => {
@@ -207,7 +203,10 @@ pub fn run(data_dir: PathBuf, cluster: Option<SiteConfig>, command: AdminCommand
             UserAction::Add { address: a, password_stdin, quota_bytes } => {
                 let a = address(&a)?;
                 let (password, generated) = read_password(password_stdin)?;
-                apply(&store, Command::add_account(a.clone(), hash_password(&password), quota_bytes, now()))?;
+                apply(
+                    &store,
+                    Command::add_account(a.clone(), hash_password(&password), quota_bytes, SystemClock.now()),
+                )?;
                 if generated {
                     println!("added account {a} with password {password}");
                 } else {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use maildr_client::smtp::{self, Envelope, Step};
+use maildr_types::Clock as _;
 
 #[derive(Args)]
 pub struct SmtpBench {
@@ -198,14 +199,14 @@ impl PrivateSite {
         let store = maildr_store::Store::open(&dir)?;
         store.apply(Command::AddDomain {
             domain: maildr_types::Domain::parse("bench.test")?,
-            at: crate::serve::now(),
+            at: maildr_types::SystemClock.now(),
         })??;
         let sink = maildr_types::EmailAddress::parse("sink@bench.test")?;
         store.apply(Command::add_account(
             sink,
             maildr_frontend::hash_password("unused-password"),
             0,
-            crate::serve::now(),
+            maildr_types::SystemClock.now(),
         ))??;
         let config = maildr_config::SiteConfig::default();
         let mut smtp = config.smtp.clone();

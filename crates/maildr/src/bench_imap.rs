@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use maildr_client::imap;
 use maildr_store::Command;
-use maildr_types::{EmailAddress, SystemFlags};
+use maildr_types::{Clock as _, EmailAddress, SystemFlags};
 
 #[derive(Args)]
 pub struct ImapBench {
@@ -48,14 +48,16 @@ pub async fn run(args: ImapBench) -> Result<()> {
         bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
     }
     let store = maildr_store::Store::open(&dir)?;
-    store
-        .apply(Command::AddDomain { domain: maildr_types::Domain::parse("bench.test")?, at: crate::serve::now() })??;
+    store.apply(Command::AddDomain {
+        domain: maildr_types::Domain::parse("bench.test")?,
+        at: maildr_types::SystemClock.now(),
+    })??;
     let reader = EmailAddress::parse("reader@bench.test")?;
     store.apply(Command::add_account(
         reader.clone(),
         maildr_frontend::hash_password("bench-pw"),
         0,
-        crate::serve::now(),
+        maildr_types::SystemClock.now(),
     ))??;
     let cluster = maildr_cluster::Cluster::single_site(store, maildr_cluster::WritePathLimits::default());
     let fill = Instant::now();
@@ -71,7 +73,7 @@ pub async fn run(args: ImapBench) -> Result<()> {
             );
             let blob = c.put_body(body.into_bytes()).await?;
             let flags = if i % 3 == 0 { SystemFlags(SystemFlags::SEEN) } else { SystemFlags::default() };
-            c.write(Command::Deliver { recipients: vec![to], body: blob, internal_date: crate::serve::now(), flags, message_id: None }).await?;
+            c.write(Command::Deliver { recipients: vec![to], body: blob, internal_date: maildr_types::SystemClock.now(), flags, message_id: None }).await?;
             anyhow::Ok(())
         }));
         if pending.len() >= 64 {

@@ -2,14 +2,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use maildr_cluster::{Cluster, WritePathLimits};
 use maildr_config::SiteConfig;
 use maildr_smtp::{SmtpListeners, SmtpService};
 use maildr_store::{Command, Store};
-use maildr_types::{Domain, EmailAddress, UnixSeconds};
+use maildr_types::{Clock as _, Domain, EmailAddress, SystemClock};
 
 use crate::tls;
 
@@ -21,10 +20,6 @@ pub struct ServeArgs {
 
 /// Where a running site says which addresses it listens on (for scripts and tests).
 pub const ENDPOINTS_FILE: &str = "run/endpoints.json";
-
-pub fn now() -> UnixSeconds {
-    UnixSeconds(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
-}
 
 pub fn load_config(config: Option<&Path>, dev: bool, data_dir: Option<&Path>) -> Result<SiteConfig> {
     let mut site = match config {
@@ -46,12 +41,17 @@ fn bootstrap_dev(store: &Store) -> Result<Vec<(String, String)>> {
         return Ok(Vec::new());
     }
     let domain = Domain::parse("example.test").expect("valid");
-    store.apply(Command::AddDomain { domain, at: now() })??;
+    store.apply(Command::AddDomain { domain, at: SystemClock.now() })??;
     let mut created = Vec::new();
     for user in ["alice", "bob"] {
         let address = EmailAddress::parse(&format!("{user}@example.test")).expect("valid");
         let password = maildr_frontend::generate_password();
-        store.apply(Command::add_account(address.clone(), maildr_frontend::hash_password(&password), 0, now()))??;
+        store.apply(Command::add_account(
+            address.clone(),
+            maildr_frontend::hash_password(&password),
+            0,
+            SystemClock.now(),
+        ))??;
         created.push((address.to_string(), password));
     }
     Ok(created)

@@ -6,8 +6,6 @@
 //! the blocking pool. Handlers must never return a password hash, and return a
 //! password only when they generated it.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use axum::http::StatusCode;
 use axum::Json;
 use maildr_api_types::admin::{
@@ -15,7 +13,7 @@ use maildr_api_types::admin::{
     PasswordSet,
 };
 use maildr_store::{Command, Store, StoreError};
-use maildr_types::{Domain, EmailAddress, UidValidity, UnixSeconds};
+use maildr_types::{Domain, EmailAddress};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -23,22 +21,14 @@ use crate::error::{ErrorBody, Failure};
 use crate::extract::{JsonBody, PathText, QueryParams};
 use crate::ApiState;
 
-/// Longest password accepted, in bytes (as `maildr admin`).
-pub const PASSWORD_LEN_MAX_BYTES: usize = 1024;
-
-fn now() -> UnixSeconds {
-    UnixSeconds(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0))
-}
-
 /// The given password checked against its bounds, or a generated one (`true`).
 fn password_or_generated(given: Option<String>) -> Result<(String, bool), Failure> {
     match given {
         None => Ok((maildr_frontend::generate_password(), true)),
-        Some(p) if p.is_empty() => Err(Failure::invalid("password", "password: must not be empty")),
-        Some(p) if p.len() > PASSWORD_LEN_MAX_BYTES => {
-            Err(Failure::invalid("password", format!("password: longer than {PASSWORD_LEN_MAX_BYTES} bytes")))
-        }
-        Some(p) => Ok((p, false)),
+        Some(p) => match maildr_frontend::check_chosen_password(&p) {
+            Ok(()) => Ok((p, false)),
+            Err(refused) => Err(Failure::invalid("password", format!("password: {refused}"))),
+        },
     }
 }
 
@@ -106,7 +96,7 @@ pub async fn add_domain(
     JsonBody(body): JsonBody<NewDomain>,
 ) -> Result<(StatusCode, Json<DomainView>), Failure> {
     let domain = parse_domain("domain", &body.domain)?;
-    let at = now();
+    let at = state.now();
     state.cluster().write(Command::AddDomain { domain: domain.clone(), at }).await?;
     Ok((StatusCode::CREATED, Json(DomainView { name: domain.to_string(), created_at: at.0 })))
 }
@@ -157,16 +147,8 @@ pub async fn add_account(
     let address = parse_address("address", &body.address)?;
     let (password, generated) = password_or_generated(body.password)?;
     let password_hash = hash_password(password.clone()).await?;
-    let at = now();
-    let command = Command::AddAccount {
-        address: address.clone(),
-        password_hash,
-        quota_bytes: body.quota_bytes,
-        // As `maildr admin`: UIDVALIDITY from the clock, which the store raises past
-        // any value it gave before.
-        uid_validity: UidValidity(at.0.clamp(1, u32::MAX as i64) as u32),
-        at,
-    };
+    let at = state.now();
+    let command = Command::add_account(address.clone(), password_hash, body.quota_bytes, at);
     state.cluster().write(command).await?;
     let created = AccountCreated {
         address: address.to_string(),

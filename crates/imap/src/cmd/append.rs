@@ -14,7 +14,6 @@ use imap_next::server::Server;
 use maildr_store::{Applied, Command as StoreCommand};
 use maildr_types::UnixSeconds;
 
-use super::now;
 use crate::flags;
 use crate::reply::{bad, mailbox_name, no, nz, ok, write_failed};
 use crate::session::Session;
@@ -58,7 +57,7 @@ impl Session {
         if account.would_exceed_quota(bytes.len() as u64) {
             return no(tag, Some(Code::OverQuota), "over quota");
         }
-        let internal_date = date.map(|d| UnixSeconds(d.as_ref().timestamp())).unwrap_or_else(now);
+        let internal_date = date.map(|d| UnixSeconds(d.as_ref().timestamp())).unwrap_or_else(|| self.now());
         let body = match self.cluster().put_body(bytes).await {
             Ok(b) => b,
             Err(e) => return write_failed(tag, e),

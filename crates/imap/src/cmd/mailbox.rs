@@ -11,14 +11,8 @@ use imap_next::server::Server;
 use maildr_store::Command as StoreCommand;
 use maildr_types::{EmailAddress, UidValidity};
 
-use super::now;
 use crate::reply::{bad, mailbox_name, no, ok, write_failed};
 use crate::session::Session;
-
-/// UIDVALIDITY for a mailbox made now.
-fn new_uid_validity() -> UidValidity {
-    UidValidity(now().0.clamp(1, u32::MAX as i64) as u32)
-}
 
 impl Session {
     /// Propose the change `build` makes from the parsed names for the logged-in
@@ -51,7 +45,8 @@ impl Session {
     }
 
     pub(crate) async fn create(&mut self, server: &mut Server, tag: &Tag<'static>, mailbox: &ImapMailbox<'static>) {
-        let build = |account, name| StoreCommand::CreateMailbox { account, name, uid_validity: new_uid_validity() };
+        let uid_validity = UidValidity::proposed_at(self.now());
+        let build = |account, name| StoreCommand::CreateMailbox { account, name, uid_validity };
         self.change_tree(server, tag, mailbox_name(mailbox), build, "CREATE completed").await
     }
 
@@ -68,8 +63,8 @@ impl Session {
         to: &ImapMailbox<'static>,
     ) {
         let names = mailbox_name(from).and_then(|from| Ok((from, mailbox_name(to)?)));
-        let build =
-            |account, (from, to)| StoreCommand::RenameMailbox { account, from, to, uid_validity: new_uid_validity() };
+        let uid_validity = UidValidity::proposed_at(self.now());
+        let build = |account, (from, to)| StoreCommand::RenameMailbox { account, from, to, uid_validity };
         self.change_tree(server, tag, names, build, "RENAME completed").await
     }
 

@@ -21,17 +21,13 @@ mod select;
 mod status;
 pub(crate) mod store;
 
-use maildr_types::UnixSeconds;
-
-/// Wall-clock time for values decided before a command is proposed (a new
-/// mailbox's UIDVALIDITY, an APPEND's internal date).
-fn now() -> UnixSeconds {
-    UnixSeconds(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0),
-    )
-}
-
 impl crate::session::Session {
+    /// Wall-clock time for values decided before a command is proposed (a new
+    /// mailbox's UIDVALIDITY, an APPEND's internal date), from the service's clock.
+    fn now(&self) -> maildr_types::UnixSeconds {
+        self.service.clock.now()
+    }
+
     /// Refuse a change to a mailbox opened with EXAMINE; true when refused (the
     /// reply is enqueued).
     fn refuse_if_read_only(
