@@ -38,10 +38,8 @@ fn cargo_graph(root: &Path) -> Graph {
 
 /// The table rows of [`SECTION`]: `| `maildr-x` | `maildr-y`, `maildr-z` |` (or `—`).
 fn documented_graph(architecture: &str) -> Graph {
-    let section = architecture
-        .split_once(SECTION)
-        .unwrap_or_else(|| panic!("ARCHITECTURE.md has no section {SECTION:?}"))
-        .1;
+    let section =
+        architecture.split_once(SECTION).unwrap_or_else(|| panic!("ARCHITECTURE.md has no section {SECTION:?}")).1;
     let section = section.split("\n## ").next().expect("split yields at least one part");
     let mut graph = Graph::new();
     for line in section.lines().filter(|l| l.starts_with("| `maildr")) {
