@@ -16,17 +16,27 @@ use clap::Args;
 use maildr_client::smtp::{self, Envelope, Step};
 use maildr_types::Clock as _;
 
-#[derive(Args)]
-pub struct SmtpBench {
-    /// Messages to send in total.
+/// The shape of an SMTP load, shared by the SMTP and replication benches.
+#[derive(Args, Clone, Debug)]
+pub struct LoadShape {
+    /// Messages to send (in each measured run).
     #[arg(long, default_value_t = 2000)]
-    messages: u64,
+    pub messages: u64,
     /// Concurrent SMTP connections.
     #[arg(long, default_value_t = 20)]
-    concurrency: u64,
+    pub concurrency: u64,
     /// Size of each message in bytes.
     #[arg(long, default_value_t = 5120)]
-    size: usize,
+    pub size: usize,
+    /// Stop (each run) after this many seconds even if messages remain.
+    #[arg(long, default_value_t = 300)]
+    pub duration_max_secs: u64,
+}
+
+#[derive(Args)]
+pub struct SmtpBench {
+    #[command(flatten)]
+    load: LoadShape,
     /// An MX to load instead of a private temporary site; needs `--rcpt`.
     #[arg(long)]
     target: Option<SocketAddr>,
@@ -36,9 +46,6 @@ pub struct SmtpBench {
     /// Where the private site keeps its data (default: a temporary directory).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Stop after this many seconds even if messages remain.
-    #[arg(long, default_value_t = 300)]
-    duration_max_secs: u64,
 }
 
 /// How long one SMTP exchange of the load may take before the worker gives up.
@@ -69,8 +76,8 @@ pub async fn run(args: SmtpBench) -> Result<()> {
             (addr, "sink@bench.test".to_string())
         }
     };
-    let figures = load(target, &rcpt, args.messages, args.concurrency, args.size, args.duration_max_secs).await?;
-    println!("smtp bench: target {target}, {} B messages, concurrency {}", args.size, args.concurrency);
+    let figures = load(target, &rcpt, &args.load).await?;
+    println!("smtp bench: target {target}, {} B messages, concurrency {}", args.load.size, args.load.concurrency);
     figures.print();
     if let Some(site) = private {
         site.stop().await;
@@ -106,16 +113,10 @@ impl Figures {
     }
 }
 
-/// Send `messages` messages of `size` bytes to `rcpt` at the MX `target` over
-/// `concurrency` connections, bounded by `duration_max_secs`.
-pub async fn load(
-    target: SocketAddr,
-    rcpt: &str,
-    messages: u64,
-    concurrency: u64,
-    size: usize,
-    duration_max_secs: u64,
-) -> Result<Figures> {
+/// Send `shape.messages` messages of `shape.size` bytes to `rcpt` at the MX `target`
+/// over `shape.concurrency` connections, bounded by `shape.duration_max_secs`.
+pub async fn load(target: SocketAddr, rcpt: &str, shape: &LoadShape) -> Result<Figures> {
+    let LoadShape { messages, concurrency, size, duration_max_secs } = *shape;
     anyhow::ensure!(concurrency > 0 && messages > 0, "messages and concurrency must be positive");
     let body = Arc::new(body_of(size));
     let next = Arc::new(AtomicU64::new(0));
@@ -188,26 +189,26 @@ pub struct PrivateSite {
     server: tokio::task::JoinHandle<()>,
 }
 
+/// A fresh store in `dir` (which must not exist yet) hosting `bench.test` with the
+/// one account `address`.
+pub fn bench_store(dir: &std::path::Path, address: &str, password: &str) -> Result<maildr_store::Store> {
+    use maildr_store::Command;
+    if dir.exists() {
+        bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
+    }
+    let store = maildr_store::Store::open(dir)?;
+    let at = maildr_types::SystemClock.now();
+    store.apply(Command::AddDomain { domain: maildr_types::Domain::parse("bench.test")?, at })??;
+    let address = maildr_types::EmailAddress::parse(address)?;
+    store.apply(Command::add_account(address, maildr_frontend::hash_password(password), 0, at))??;
+    Ok(store)
+}
+
 impl PrivateSite {
     pub async fn start(dir: Option<PathBuf>) -> Result<Self> {
-        use maildr_store::Command;
         let remove_dir = dir.is_none();
         let dir = dir.unwrap_or_else(|| std::env::temp_dir().join(format!("maildr-bench-{}", std::process::id())));
-        if dir.exists() {
-            bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
-        }
-        let store = maildr_store::Store::open(&dir)?;
-        store.apply(Command::AddDomain {
-            domain: maildr_types::Domain::parse("bench.test")?,
-            at: maildr_types::SystemClock.now(),
-        })??;
-        let sink = maildr_types::EmailAddress::parse("sink@bench.test")?;
-        store.apply(Command::add_account(
-            sink,
-            maildr_frontend::hash_password("unused-password"),
-            0,
-            maildr_types::SystemClock.now(),
-        ))??;
+        let store = bench_store(&dir, "sink@bench.test", "unused-password")?;
         let config = maildr_config::SiteConfig::default();
         let mut smtp = config.smtp.clone();
         smtp.mx_listen = "127.0.0.1:0".parse()?;

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use maildr_client::imap;
 use maildr_store::Command;
@@ -44,21 +44,8 @@ pub async fn run(args: ImapBench) -> Result<()> {
     let remove_dir = args.data_dir.is_none();
     let dir =
         args.data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("maildr-imap-bench-{}", std::process::id())));
-    if dir.exists() {
-        bail!("{} already exists; the benchmark wants a fresh directory", dir.display());
-    }
-    let store = maildr_store::Store::open(&dir)?;
-    store.apply(Command::AddDomain {
-        domain: maildr_types::Domain::parse("bench.test")?,
-        at: maildr_types::SystemClock.now(),
-    })??;
     let reader = EmailAddress::parse("reader@bench.test")?;
-    store.apply(Command::add_account(
-        reader.clone(),
-        maildr_frontend::hash_password("bench-pw"),
-        0,
-        maildr_types::SystemClock.now(),
-    ))??;
+    let store = crate::bench::bench_store(&dir, reader.as_str(), "bench-pw")?;
     let cluster = maildr_cluster::Cluster::single_site(store, maildr_cluster::WritePathLimits::default());
     let fill = Instant::now();
     let mut pending = Vec::new();

@@ -17,20 +17,13 @@ use maildr_config::SiteConfig;
 use maildr_lab::fault_proxy::{DirectionFaults, LinkFaults};
 use maildr_lab::link_client::LinkClient;
 
-use crate::bench::{load, Figures, PrivateSite};
+use crate::bench::{load, Figures, LoadShape, PrivateSite};
 use crate::cluster_cmd::ControlClient;
 
 #[derive(Args)]
 pub struct ReplicationBench {
-    /// Messages per measured run.
-    #[arg(long, default_value_t = 2000)]
-    messages: u64,
-    /// Concurrent SMTP connections.
-    #[arg(long, default_value_t = 20)]
-    concurrency: u64,
-    /// Size of each message in bytes.
-    #[arg(long, default_value_t = 5120)]
-    size: usize,
+    #[command(flatten)]
+    load: LoadShape,
     /// Round-trip delay added between every pair of sites, in milliseconds (half
     /// each way), e.g. 30 for two cities; 0 for plain loopback.
     #[arg(long, default_value_t = 0)]
@@ -38,9 +31,6 @@ pub struct ReplicationBench {
     /// Network of the temporary lab (first two octets).
     #[arg(long, default_value = "127.250")]
     net: String,
-    /// Stop each run after this many seconds even if messages remain.
-    #[arg(long, default_value_t = 300)]
-    duration_max_secs: u64,
 }
 
 /// Stops the temporary lab however the benchmark ends.
@@ -68,12 +58,11 @@ pub async fn run(args: ReplicationBench) -> Result<()> {
     let temp = tempfile::tempdir()?;
     println!(
         "replication bench: {} messages of {} B per run, concurrency {}, inter-site delay {} ms RTT",
-        args.messages, args.size, args.concurrency, args.inter_site_delay_ms
+        args.load.messages, args.load.size, args.load.concurrency, args.inter_site_delay_ms
     );
 
     let site = PrivateSite::start(Some(temp.path().join("single"))).await?;
-    let single =
-        load(site.mx, "sink@bench.test", args.messages, args.concurrency, args.size, args.duration_max_secs).await;
+    let single = load(site.mx, "sink@bench.test", &args.load).await;
     site.stop().await;
     let single = single?;
 
@@ -104,10 +93,8 @@ pub async fn run(args: ReplicationBench) -> Result<()> {
         Ok(std::net::SocketAddr::new(s.ip.into(), s.ports.smtp))
     };
     let rcpt = "alice@example.test";
-    let at_primary =
-        load(mx_of(&primary.site)?, rcpt, args.messages, args.concurrency, args.size, args.duration_max_secs).await?;
-    let at_follower =
-        load(mx_of(&follower.site)?, rcpt, args.messages, args.concurrency, args.size, args.duration_max_secs).await?;
+    let at_primary = load(mx_of(&primary.site)?, rcpt, &args.load).await?;
+    let at_follower = load(mx_of(&follower.site)?, rcpt, &args.load).await?;
     drop(lab);
 
     let row = |name: &str, f: &Figures| {

@@ -376,49 +376,40 @@ pub async fn send(
     timeout: Duration,
 ) -> Result<Reply, SmtpError> {
     let step = Step::Transaction;
-    tokio::time::timeout(timeout, transaction(server, security, login, envelope, timeout))
-        .await
-        .map_err(|_| SmtpError::Timeout { server, step, ms: ms(timeout) })?
-}
-
-async fn transaction(
-    server: SocketAddr,
-    security: &Security,
-    login: Option<&Login>,
-    envelope: &Envelope<'_>,
-    timeout: Duration,
-) -> Result<Reply, SmtpError> {
-    let implicit = match security {
-        Security::ImplicitTls { tls, server_name } => Some((tls, server_name.as_str())),
-        _ => None,
-    };
-    let mut session = Session::connect(server, implicit, timeout).await?;
-    if session.banner().code != 220 {
-        return Ok(session.banner().clone());
-    }
-    let ehlo = session.ehlo(envelope.helo).await?;
-    if !ehlo.is_success() {
-        return Ok(ehlo);
-    }
-    if let Security::StartTls { tls, server_name } = security {
-        let go = session.starttls(tls, server_name).await?;
-        if go.code != 220 {
-            return Ok(go);
+    let whole = async {
+        let implicit = match security {
+            Security::ImplicitTls { tls, server_name } => Some((tls, server_name.as_str())),
+            _ => None,
+        };
+        let mut session = Session::connect(server, implicit, timeout).await?;
+        if session.banner().code != 220 {
+            return Ok(session.banner().clone());
         }
         let ehlo = session.ehlo(envelope.helo).await?;
         if !ehlo.is_success() {
             return Ok(ehlo);
         }
-    }
-    if let Some(login) = login {
-        let auth = session.auth(login, session.preferred_mechanism()).await?;
-        if auth.code != 235 {
-            return Ok(auth);
+        if let Security::StartTls { tls, server_name } = security {
+            let go = session.starttls(tls, server_name).await?;
+            if go.code != 220 {
+                return Ok(go);
+            }
+            let ehlo = session.ehlo(envelope.helo).await?;
+            if !ehlo.is_success() {
+                return Ok(ehlo);
+            }
         }
-    }
-    let outcome = session.send_message(envelope).await?;
-    session.quit().await;
-    Ok(outcome.reply)
+        if let Some(login) = login {
+            let auth = session.auth(login, session.preferred_mechanism()).await?;
+            if auth.code != 235 {
+                return Ok(auth);
+            }
+        }
+        let outcome = session.send_message(envelope).await?;
+        session.quit().await;
+        Ok::<Reply, SmtpError>(outcome.reply)
+    };
+    tokio::time::timeout(timeout, whole).await.map_err(|_| SmtpError::Timeout { server, step, ms: ms(timeout) })?
 }
 
 /// RFC 5321 4.5.2: a line starting with "." gets another "."; the message ends
