@@ -10,17 +10,9 @@ fn smtplib_delivers_through_submission_and_mx_and_meets_every_refusal() {
     let dir = provisioned_dir();
     // A small size limit so the oversize check needs no large transfer.
     let site = SiteProcess::start_with(dir.path(), "message_size_max_bytes = 1024");
-    let script = workspace_root().join("tests/interop/smtplib_client.py");
-    let out = std::process::Command::new("python3")
-        .arg(&script)
-        .arg(dir.path().join("run/endpoints.json"))
-        .output()
-        .expect("python3 runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
-    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let (passed, stdout) = run_python_client("smtplib_client.py", dir.path());
     site.stop();
-    assert!(out.status.success(), "smtplib checks failed:\n{stdout}");
+    assert!(passed, "smtplib checks failed:\n{stdout}");
     assert!(stdout.contains("11 passed, 0 failed"), "{stdout}");
 
     let mut bob = subjects(dir.path(), "bob@example.test");

@@ -65,6 +65,21 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
+/// Run one of the Python client scripts of `tests/interop/` against the site whose
+/// data directory is `site_dir`; its output is printed (shown when a test fails).
+/// Returns whether it exited 0, and its standard output.
+pub fn run_python_client(script: &str, site_dir: &Path) -> (bool, String) {
+    let out = std::process::Command::new("python3")
+        .arg(workspace_root().join("tests/interop").join(script))
+        .arg(site_dir.join("run/endpoints.json"))
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), stdout)
+}
+
 /// Run `maildr admin --data-dir DIR ARGS...`, feeding `stdin`.
 pub fn admin(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
