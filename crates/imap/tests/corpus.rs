@@ -14,7 +14,7 @@ use maildr_cluster::{Cluster, WritePathLimits};
 use maildr_config::ImapSection;
 use maildr_imap::{ImapListeners, ImapService};
 use maildr_store::{Command, Store};
-use maildr_types::{Domain, EmailAddress, UidValidity, UnixSeconds};
+use maildr_types::{Domain, EmailAddress, UnixSeconds};
 
 struct Site {
     _dir: tempfile::TempDir,
@@ -41,13 +41,12 @@ fn start(tune: impl FnOnce(&mut ImapSection)) -> Site {
         .unwrap()
         .unwrap();
     store
-        .apply(Command::AddAccount {
-            address: EmailAddress::parse("alice@example.test").unwrap(),
-            password_hash: maildr_frontend::hash_password("pw"),
-            quota_bytes: 0,
-            uid_validity: UidValidity(1),
-            at: UnixSeconds(1),
-        })
+        .apply(Command::add_account(
+            EmailAddress::parse("alice@example.test").unwrap(),
+            maildr_frontend::hash_password("pw"),
+            0,
+            UnixSeconds(1),
+        ))
         .unwrap()
         .unwrap();
     let blob = store.blobs().put(b"Subject: one\r\n\r\nbody\r\n").unwrap();
@@ -244,13 +243,8 @@ fn fuzz_entry_points_survive_the_corpus_and_seeded_mutations() {
         }
     }
     inputs.push(b"a APPEND INBOX (\\Seen) {60}\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\nhi\r\n--x--\r\n\r\n".to_vec());
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut next = move || rand::Rng::gen::<u64>(&mut rng);
     for round in 0..2000 {
         let mut input = inputs[round % inputs.len()].clone();
         for _ in 0..(next() % 6) {

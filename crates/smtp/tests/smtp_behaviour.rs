@@ -308,13 +308,8 @@ fn random_garbage_neither_crashes_the_server_nor_stores_mail() {
     println!("MAILDR_FUZZ_SEED={seed}");
     let site = Site::start_with(|c| c.errors_max = 1_000_000);
     let before = site.state();
-    let mut state = seed | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut next = move || rand::Rng::gen::<u64>(&mut rng);
     let pieces: [&[u8]; 14] = [
         b"MAIL FROM:<",
         b"RCPT TO:<",
