@@ -15,7 +15,8 @@ import socket
 import ssl
 import sys
 import time
-import traceback
+
+from checks import check, report
 
 endpoints = json.load(open(sys.argv[1]))
 HOST = "127.0.0.1"
@@ -23,18 +24,6 @@ port = lambda kind, name: int(endpoints[kind][name].rsplit(":", 1)[1])
 IMAP, IMAPS, MX = port("imap", "imap"), port("imap", "imaps"), port("smtp", "mx")
 ctx = ssl.create_default_context(cafile=endpoints["tls_ca"])
 ctx.check_hostname = False
-results = []
-
-
-def check(name):
-    def wrap(fn):
-        try:
-            fn()
-            results.append((name, None))
-        except Exception:
-            results.append((name, traceback.format_exc()))
-        return fn
-    return wrap
 
 
 def deliver(to, subject, body="hello", sender="carol@outside.test", extra=""):
@@ -382,10 +371,4 @@ def _():
     sock.close()
 
 
-failed = [(n, tb) for n, tb in results if tb]
-for name, tb in results:
-    print(("ok   " if tb is None else "FAIL ") + name)
-    if tb:
-        print(tb)
-print(f"{len(results) - len(failed)} passed, {len(failed)} failed")
-sys.exit(1 if failed else 0)
+report()

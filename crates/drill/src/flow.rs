@@ -484,6 +484,25 @@ fn dns_timeout(ctx: &Ctx, timeout: Duration) -> Duration {
     (timeout / (n + 1)).max(Duration::from_millis(200))
 }
 
+/// A probe's sample, taken now, of an exchange that began at `started`; the detail
+/// is cut to 200 characters.
+fn sample_now(
+    protocol: Protocol,
+    target: String,
+    outcome: ProbeOutcome,
+    started: std::time::Instant,
+    detail: &str,
+) -> ProbeSample {
+    ProbeSample {
+        at_ms: now_ms(),
+        protocol,
+        target,
+        outcome,
+        latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        detail: detail.chars().take(200).collect(),
+    }
+}
+
 async fn imap_probe(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     loop {
         let started = std::time::Instant::now();
@@ -492,14 +511,7 @@ async fn imap_probe(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
             Ok((site, bytes)) => (site, ProbeOutcome::Ok, format!("read {bytes} header bytes")),
             Err((site, outcome, detail)) => (site, outcome, detail),
         };
-        let sample = ProbeSample {
-            at_ms: now_ms(),
-            protocol: Protocol::Imap,
-            target,
-            outcome,
-            latency_ms: started.elapsed().as_millis() as u64,
-            detail: detail.chars().take(200).collect(),
-        };
+        let sample = sample_now(Protocol::Imap, target, outcome, started, &detail);
         ctx.recorded.lock().expect("recorded lock").sample(sample);
         if pause(&mut stop, ctx.settings.imap_interval_ms).await {
             return;
@@ -556,14 +568,7 @@ async fn dns_probe(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
                     _ => (ProbeOutcome::Unreachable, e.to_string()),
                 },
             };
-            let sample = ProbeSample {
-                at_ms: now_ms(),
-                protocol: Protocol::Dns,
-                target,
-                outcome,
-                latency_ms: started.elapsed().as_millis() as u64,
-                detail,
-            };
+            let sample = sample_now(Protocol::Dns, target, outcome, started, &detail);
             ctx.recorded.lock().expect("recorded lock").sample(sample);
         }
         if pause(&mut stop, ctx.settings.dns_interval_ms).await {
