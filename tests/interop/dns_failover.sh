@@ -8,9 +8,7 @@ set -euo pipefail
 
 NET=127.83
 source "$(dirname "$0")/lab.sh"
-passed=0; failed=0
-ok()   { echo "ok   $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 $MAILDR lab up --dir "$LAB" --net "$NET" >/dev/null
 status=$($MAILDR lab status --dir "$LAB" --json)

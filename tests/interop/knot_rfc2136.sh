@@ -21,18 +21,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
+
 missing=()
 command -v knotd >/dev/null || missing+=(knot)
 command -v dig >/dev/null || missing+=(bind9-dnsutils)
-if (( ${#missing[@]} )); then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing "${missing[@]}"
 
-passed=0; failed=0
-ok()   { echo "ok   $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); }
 
 # A loopback port free for both UDP and TCP (Knot and our TCP updates share it).
 PORT=$(python3 -c '

@@ -12,9 +12,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0; failed=0
-ok()   { echo "ok   $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); }
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
 # start_site alice:alice-pw bob:bob-pw — accounts of example.test, then serve.
 start_site() {

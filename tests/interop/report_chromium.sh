@@ -18,18 +18,13 @@ PNG=$ARTIFACTS/report.png
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
+source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
+
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 /usr/bin/python3 -c 'import html5lib' 2>/dev/null || missing+=(python3-html5lib)
-if (( ${#missing[@]} )); then
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+install_missing "${missing[@]}"
 
-passed=0; failed=0
-ok()   { echo "ok   $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1"; failed=$((failed + 1)); }
 
 rm -f "$PNG"
 # Nothing outside this machine resolves, so a page that needed the network

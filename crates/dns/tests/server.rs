@@ -1,9 +1,12 @@
 //! The authoritative server over real sockets on 127.0.0.1, with hand-built queries.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use common::zone;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 use maildr_dns::server::{DnsServer, ServerLimits, TCP_CONNECTIONS_MAX};
@@ -15,21 +18,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const REPLY_TIMEOUT_MS: u64 = 2_000;
-
-fn zone(serial: u32, primary: Option<&str>, mx: &[&str]) -> Zone {
-    Zone::build(&ZoneInput {
-        domain: Domain::parse("example.test").unwrap(),
-        serial,
-        ttl_secs: 5,
-        sites: vec![
-            SiteAddress { site: "bj".into(), ip: "127.0.10.1".parse().unwrap() },
-            SiteAddress { site: "sh".into(), ip: "127.0.20.1".parse().unwrap() },
-        ],
-        primary: primary.map(String::from),
-        mx: mx.iter().map(|s| s.to_string()).collect(),
-    })
-    .unwrap()
-}
 
 /// A running server; `stop` ends it and waits for `serve` to return.
 struct Running {
