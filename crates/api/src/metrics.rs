@@ -72,40 +72,37 @@ pub fn render(s: &SiteStatus) -> String {
         s.missing_bodies as f64,
     );
     let m = &s.metrics;
-    out.one("maildr_writes_committed_total", "counter", "Writes committed since start.", m.writes_committed as f64);
-    out.one(
-        "maildr_writes_unavailable_total",
-        "counter",
-        "Writes answered unavailable since start.",
-        m.writes_unavailable as f64,
-    );
-    out.one(
-        "maildr_writes_forwarded_total",
-        "counter",
-        "Writes forwarded to the primary since start.",
-        m.writes_forwarded as f64,
-    );
-    quantiles(
-        &mut out,
-        "maildr_write_commit_latency_seconds",
-        "Commit latency seen by clients of this site (recent window).",
-        [(0.5, m.commit_latency_ms_p50), (0.99, m.commit_latency_ms_p99)],
-    );
-    out.one("maildr_body_pushes_total", "counter", "Message bodies pushed to peers.", m.body_pushes as f64);
-    out.one("maildr_body_push_bytes_total", "counter", "Bytes of message bodies pushed.", m.body_push_bytes as f64);
-    quantiles(
-        &mut out,
-        "maildr_body_push_latency_seconds",
-        "Time until the first peer acknowledged a pushed body (recent window).",
-        [(0.5, m.body_push_latency_ms_p50), (0.99, m.body_push_latency_ms_p99)],
-    );
-    out.one("maildr_bodies_fetched_total", "counter", "Message bodies fetched from peers.", m.bodies_fetched as f64);
-    out.one(
-        "maildr_bodies_dropped_total",
-        "counter",
-        "On a witness: bodies dropped because every data site holds them.",
-        m.bodies_dropped as f64,
-    );
+    let counters = [
+        ("maildr_writes_committed_total", "Writes committed since start.", m.writes_committed),
+        ("maildr_writes_unavailable_total", "Writes answered unavailable since start.", m.writes_unavailable),
+        ("maildr_writes_forwarded_total", "Writes forwarded to the primary since start.", m.writes_forwarded),
+        ("maildr_body_pushes_total", "Message bodies pushed to peers.", m.body_pushes),
+        ("maildr_body_push_bytes_total", "Bytes of message bodies pushed.", m.body_push_bytes),
+        ("maildr_bodies_fetched_total", "Message bodies fetched from peers.", m.bodies_fetched),
+        (
+            "maildr_bodies_dropped_total",
+            "On a witness: bodies dropped because every data site holds them.",
+            m.bodies_dropped,
+        ),
+    ];
+    for (name, help, value) in counters {
+        out.one(name, "counter", help, value as f64);
+    }
+    let latencies = [
+        (
+            "maildr_write_commit_latency_seconds",
+            "Commit latency seen by clients of this site (recent window).",
+            [(0.5, m.commit_latency_ms_p50), (0.99, m.commit_latency_ms_p99)],
+        ),
+        (
+            "maildr_body_push_latency_seconds",
+            "Time until the first peer acknowledged a pushed body (recent window).",
+            [(0.5, m.body_push_latency_ms_p50), (0.99, m.body_push_latency_ms_p99)],
+        ),
+    ];
+    for (name, help, points) in latencies {
+        quantiles(&mut out, name, help, points);
+    }
     type PeerValue = fn(&maildr_cluster::status::PeerStatus) -> Option<f64>;
     let per_peer: [(&str, &str, PeerValue); 5] = [
         ("maildr_peer_lag_entries", "On the primary: log entries the peer lacks.", |p| p.lag_entries.map(|v| v as f64)),

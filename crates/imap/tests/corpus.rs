@@ -36,19 +36,14 @@ impl Drop for Site {
 fn start(tune: impl FnOnce(&mut ImapSection)) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    store
-        .apply(Command::AddDomain { domain: Domain::parse("example.test").unwrap(), at: UnixSeconds(1) })
-        .unwrap()
-        .unwrap();
-    store
-        .apply(Command::add_account(
-            EmailAddress::parse("alice@example.test").unwrap(),
-            maildr_frontend::hash_password("pw"),
-            0,
-            UnixSeconds(1),
-        ))
-        .unwrap()
-        .unwrap();
+    let alice = EmailAddress::parse("alice@example.test").unwrap();
+    let setup = [
+        Command::AddDomain { domain: Domain::parse("example.test").unwrap(), at: UnixSeconds(1) },
+        Command::add_account(alice, maildr_frontend::hash_password("pw"), 0, UnixSeconds(1)),
+    ];
+    for command in setup {
+        store.apply(command).unwrap().unwrap();
+    }
     let blob = store.blobs().put(b"Subject: one\r\n\r\nbody\r\n").unwrap();
     store
         .apply(Command::Deliver {
