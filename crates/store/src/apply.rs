@@ -88,8 +88,8 @@ impl<'txn> Tables<'txn> {
                 Ok(Ok(Applied::Done))
             }
             Command::AddAccount { address, password_hash, quota_bytes, uid_validity, at } => {
-                if self.domains.get(address.domain_str()).map_err(db)?.is_none() {
-                    return Ok(Err(CommandError::DomainUnknown(address.domain())));
+                if let Some(refused) = self.unhosted(address)? {
+                    return Ok(Err(refused));
                 }
                 if self.accounts.get(address.as_str()).map_err(db)?.is_some() {
                     return Ok(Err(CommandError::AccountExists(address.clone())));
@@ -139,8 +139,8 @@ impl<'txn> Tables<'txn> {
                 Ok(Ok(Applied::Done))
             }
             Command::AddAlias { alias, target } => {
-                if self.domains.get(alias.domain_str()).map_err(db)?.is_none() {
-                    return Ok(Err(CommandError::DomainUnknown(alias.domain())));
+                if let Some(refused) = self.unhosted(alias)? {
+                    return Ok(Err(refused));
                 }
                 if self.accounts.get(alias.as_str()).map_err(db)?.is_some() {
                     return Ok(Err(CommandError::AddressIsAccount(alias.clone())));
@@ -471,6 +471,12 @@ impl<'txn> Tables<'txn> {
     /// re-created within the same second or the proposer's clock stepped back:
     /// take the larger of the proposed value and one past the last given out.
     /// Deterministic: it depends on state only.
+    /// `DomainUnknown` when the domain of `address` is not hosted here.
+    fn unhosted(&self, address: &EmailAddress) -> Result<Option<CommandError>, StoreError> {
+        let hosted = self.domains.get(address.domain_str()).map_err(db)?.is_some();
+        Ok((!hosted).then(|| CommandError::DomainUnknown(address.domain())))
+    }
+
     fn fresh_uid_validity(&mut self, proposed: UidValidity) -> Result<UidValidity, StoreError> {
         let last = self.meta_get(META_LAST_UID_VALIDITY)?;
         let value = UidValidity((proposed.0 as u64).max(last + 1).min(u32::MAX as u64) as u32);
