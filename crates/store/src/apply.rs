@@ -88,14 +88,8 @@ impl<'txn> Tables<'txn> {
                 Ok(Ok(Applied::Done))
             }
             Command::AddAccount { address, password_hash, quota_bytes, uid_validity, at } => {
-                if let Some(refused) = self.unhosted(address)? {
+                if let Some(refused) = self.new_account_refusal(address)? {
                     return Ok(Err(refused));
-                }
-                if self.accounts.get(address.as_str()).map_err(db)?.is_some() {
-                    return Ok(Err(CommandError::AccountExists(address.clone())));
-                }
-                if self.aliases.get(address.as_str()).map_err(db)?.is_some() {
-                    return Ok(Err(CommandError::AddressIsAlias(address.clone())));
                 }
                 let uid_validity = self.fresh_uid_validity(*uid_validity)?;
                 let id = AccountId(self.take_id(META_NEXT_ACCOUNT_ID)?);
@@ -139,14 +133,8 @@ impl<'txn> Tables<'txn> {
                 Ok(Ok(Applied::Done))
             }
             Command::AddAlias { alias, target } => {
-                if let Some(refused) = self.unhosted(alias)? {
+                if let Some(refused) = self.new_alias_refusal(alias, target)? {
                     return Ok(Err(refused));
-                }
-                if self.accounts.get(alias.as_str()).map_err(db)?.is_some() {
-                    return Ok(Err(CommandError::AddressIsAccount(alias.clone())));
-                }
-                if self.accounts.get(target.as_str()).map_err(db)?.is_none() {
-                    return Ok(Err(CommandError::AliasTargetNotLocal(target.clone())));
                 }
                 let mut record =
                     self.get_alias(alias)?.unwrap_or_else(|| Alias { address: alias.clone(), targets: Vec::new() });
@@ -471,10 +459,42 @@ impl<'txn> Tables<'txn> {
     /// re-created within the same second or the proposer's clock stepped back:
     /// take the larger of the proposed value and one past the last given out.
     /// Deterministic: it depends on state only.
-    /// `DomainUnknown` when the domain of `address` is not hosted here.
-    fn unhosted(&self, address: &EmailAddress) -> Result<Option<CommandError>, StoreError> {
-        let hosted = self.domains.get(address.domain_str()).map_err(db)?.is_some();
-        Ok((!hosted).then(|| CommandError::DomainUnknown(address.domain())))
+    /// Why `address` cannot become an account: its domain is not hosted, or the
+    /// address is taken by an account or an alias.
+    fn new_account_refusal(&self, address: &EmailAddress) -> Result<Option<CommandError>, StoreError> {
+        let refusal = if !self.is_hosted(address)? {
+            Some(CommandError::DomainUnknown(address.domain()))
+        } else if self.accounts.get(address.as_str()).map_err(db)?.is_some() {
+            Some(CommandError::AccountExists(address.clone()))
+        } else if self.aliases.get(address.as_str()).map_err(db)?.is_some() {
+            Some(CommandError::AddressIsAlias(address.clone()))
+        } else {
+            None
+        };
+        Ok(refusal)
+    }
+
+    /// Why `alias` cannot forward to `target`: the alias's domain is not hosted, the
+    /// alias is an account's address, or the target is no local account.
+    fn new_alias_refusal(
+        &self,
+        alias: &EmailAddress,
+        target: &EmailAddress,
+    ) -> Result<Option<CommandError>, StoreError> {
+        let refusal = if !self.is_hosted(alias)? {
+            Some(CommandError::DomainUnknown(alias.domain()))
+        } else if self.accounts.get(alias.as_str()).map_err(db)?.is_some() {
+            Some(CommandError::AddressIsAccount(alias.clone()))
+        } else if self.accounts.get(target.as_str()).map_err(db)?.is_none() {
+            Some(CommandError::AliasTargetNotLocal(target.clone()))
+        } else {
+            None
+        };
+        Ok(refusal)
+    }
+
+    fn is_hosted(&self, address: &EmailAddress) -> Result<bool, StoreError> {
+        Ok(self.domains.get(address.domain_str()).map_err(db)?.is_some())
     }
 
     fn fresh_uid_validity(&mut self, proposed: UidValidity) -> Result<UidValidity, StoreError> {
