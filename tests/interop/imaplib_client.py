@@ -7,6 +7,7 @@ and 'N passed, N failed'; exit status 1 when any check failed.
 Accounts (made by the calling test): alice/alice-pw, bob/bob-pw,
 carol@example.test/carol-pw with a 2000-byte quota.
 """
+import contextlib
 import imaplib
 import json
 import re
@@ -37,6 +38,16 @@ def login(user="alice@example.test", password="alice-pw"):
     c = imaplib.IMAP4(HOST, IMAP, timeout=30)
     c.login(user, password)
     return c
+
+
+@contextlib.contextmanager
+def session(user="alice@example.test", password="alice-pw"):
+    """A logged-in session, logged out however the block ends."""
+    c = login(user, password)
+    try:
+        yield c
+    finally:
+        c.logout()
 
 
 def ok(result):
@@ -116,19 +127,18 @@ def _():
 
 @check("CREATE, RENAME, DELETE with hierarchy")
 def _():
-    c = login()
-    ok(c.create("Projects/DR"))
-    assert b"Projects/DR" in flat(ok(c.list('""', "Projects/*")))
-    ok(c.rename("Projects", "Archive"))
-    listing = flat(ok(c.list('""', "*")))
-    assert b"Archive/DR" in listing and b"Projects" not in listing, listing
-    assert flat(ok(c.list('""', "Arch%"))) .count(b"Archive") == 1
-    ok(c.delete("Archive/DR"))
-    typ, data = c.delete("INBOX")
-    assert typ == "NO", data
-    typ, data = c.create("Sent")
-    assert typ == "NO", data
-    c.logout()
+    with session() as c:
+        ok(c.create("Projects/DR"))
+        assert b"Projects/DR" in flat(ok(c.list('""', "Projects/*")))
+        ok(c.rename("Projects", "Archive"))
+        listing = flat(ok(c.list('""', "*")))
+        assert b"Archive/DR" in listing and b"Projects" not in listing, listing
+        assert flat(ok(c.list('""', "Arch%"))) .count(b"Archive") == 1
+        ok(c.delete("Archive/DR"))
+        typ, data = c.delete("INBOX")
+        assert typ == "NO", data
+        typ, data = c.create("Sent")
+        assert typ == "NO", data
 
 
 @check("SELECT reports EXISTS, UIDVALIDITY, UIDNEXT, PERMANENTFLAGS; EXAMINE is read-only")
@@ -171,16 +181,15 @@ def _():
 
 @check("STORE +FLAGS, -FLAGS, FLAGS.SILENT and keywords")
 def _():
-    c = login()
-    ok(c.select("INBOX"))
-    data = flat(ok(c.store("2", "+FLAGS", "(\\Flagged $Important)")))
-    assert b"\\Flagged" in data and b"$Important" in data, data
-    data = flat(ok(c.store("2", "-FLAGS", "($Important)")))
-    assert b"$Important" not in data and b"\\Flagged" in data, data
-    typ, data = c.store("2", "+FLAGS.SILENT", "(\\Answered)")
-    assert typ == "OK" and data == [None], data
-    assert b"\\Answered" in flat(ok(c.fetch("2", "(FLAGS)")))
-    c.logout()
+    with session() as c:
+        ok(c.select("INBOX"))
+        data = flat(ok(c.store("2", "+FLAGS", "(\\Flagged $Important)")))
+        assert b"\\Flagged" in data and b"$Important" in data, data
+        data = flat(ok(c.store("2", "-FLAGS", "($Important)")))
+        assert b"$Important" not in data and b"\\Flagged" in data, data
+        typ, data = c.store("2", "+FLAGS.SILENT", "(\\Answered)")
+        assert typ == "OK" and data == [None], data
+        assert b"\\Answered" in flat(ok(c.fetch("2", "(FLAGS)")))
 
 
 @check("SEARCH by flags, sets, headers, text, dates, sizes, NOT/OR, CHARSET")
