@@ -152,6 +152,8 @@ impl LatencyWindow {
         }
         let mut sorted: Vec<f64> = self.samples_ms.iter().copied().collect();
         sorted.sort_by(|a, b| a.total_cmp(b));
+        // With q in 0..=1 the rank lies in 0..len; a float-to-int `as` saturates, never wraps.
+        #[allow(clippy::cast_possible_truncation)]
         let rank = ((sorted.len() - 1) as f64 * q).round() as usize;
         Some(sorted[rank])
     }

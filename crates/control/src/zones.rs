@@ -165,7 +165,11 @@ pub async fn record_served(
                 continue;
             }
             seen.insert(domain.clone(), zone.serial);
-            let at_ms = zone.since.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+            let at_ms = zone
+                .since
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
             plane.record_local_event(ControlEventKind::DnsServed, format!("{domain} serial {}", zone.serial), at_ms);
         }
         tokio::select! {

@@ -343,6 +343,8 @@ fn answer(zones: &ZoneSet, request: &Message) -> Message {
     reply.add_queries(request.queries.iter().cloned());
     if let Some(edns) = &request.edns {
         let mut ours = Edns::new();
+        // UDP_RESPONSE_SIZE_MAX_BYTES is 1232, well inside u16.
+        #[allow(clippy::cast_possible_truncation)]
         ours.set_max_payload(UDP_RESPONSE_SIZE_MAX_BYTES as u16).set_version(0);
         reply.set_edns(ours);
         if edns.version() > 0 {

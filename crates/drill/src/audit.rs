@@ -346,6 +346,8 @@ fn last_line(file: &File) -> io::Result<Tail> {
         return Ok(Tail::Empty);
     }
     let window = len.min(LINE_BYTES_MAX as u64 + 1);
+    // Bounded by LINE_BYTES_MAX + 1 just above, which is a usize.
+    #[allow(clippy::cast_possible_truncation)]
     let mut buf = vec![0u8; window as usize];
     file.read_exact_at(&mut buf, len - window)?;
     let Some(body) = buf.strip_suffix(b"\n") else {

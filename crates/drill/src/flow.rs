@@ -41,7 +41,10 @@ pub const TAG_HEADER: &str = "X-Maildr-Drill";
 const BODY_FILLER_BYTES: usize = 2048;
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
 /// Which flow a message belongs to.
@@ -335,7 +338,7 @@ async fn attempt(ctx: &Ctx, flow: MailFlow, tag: &str) {
             data: &data,
         };
         let result = smtp::send(addr, &security, login, &envelope, timeout).await;
-        let latency = started.elapsed().as_millis() as u64;
+        let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let (outcome, detail) = classify_smtp(&result);
         let acked = matches!(&result, Ok(r) if r.is_success());
         record_attempt(ctx, tag, protocol, &site, outcome, latency, &detail, acked.then(|| site.clone()));
@@ -431,6 +434,8 @@ pub fn rfc2822_now() -> String {
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's
 /// algorithm).
+// Day and month come out in 1..=31 and 1..=12 by construction, so their casts cannot truncate.
+#[allow(clippy::cast_possible_truncation)]
 pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
@@ -480,7 +485,7 @@ fn host_at(ctx: &Ctx, ip: IpAddr) -> Option<Host> {
 /// Each DNS server gets a share of the probe deadline, like a stub resolver's
 /// per-server timeout.
 fn dns_timeout(ctx: &Ctx, timeout: Duration) -> Duration {
-    let n = ctx.dns_servers.len().max(1) as u32;
+    let n = u32::try_from(ctx.dns_servers.len().max(1)).unwrap_or(u32::MAX);
     (timeout / (n + 1)).max(Duration::from_millis(200))
 }
 

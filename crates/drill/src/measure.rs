@@ -76,6 +76,8 @@ pub fn percentile(latencies: &mut [u64], q: f64) -> Option<u64> {
         return None;
     }
     latencies.sort_unstable();
+    // A float-to-int `as` saturates (NaN gives 0), and the clamp keeps the rank in range.
+    #[allow(clippy::cast_possible_truncation)]
     let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
     Some(latencies[rank - 1])
 }

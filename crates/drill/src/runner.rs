@@ -611,7 +611,7 @@ impl Run<'_> {
 
     async fn switchover(&mut self, phase: Phase, to: &str, failback: bool) -> Result<String, String> {
         let started = now_ms();
-        let deadline = started + SWITCHOVER_RETRY.as_millis() as u64;
+        let deadline = started + u64::try_from(SWITCHOVER_RETRY.as_millis()).unwrap_or(u64::MAX);
         let mut last = String::new();
         let mut refusals = Vec::new();
         while now_ms() < deadline {
@@ -810,7 +810,7 @@ impl Run<'_> {
             Verification::NoAcknowledgedLoss => {
                 let (_, messages) = self.flows.as_ref().map(Flows::snapshot).unwrap_or_default();
                 let acked: Vec<Message> = messages.into_iter().filter(|m| m.acknowledged.is_some()).collect();
-                let deadline = now_ms() + READBACK_TIMEOUT.as_millis() as u64;
+                let deadline = now_ms() + u64::try_from(READBACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
                 loop {
                     let down = self.down();
                     let found = self.reconcile(&acked, Some(&down)).await;
@@ -876,7 +876,7 @@ impl Run<'_> {
         }
         let acked_at = now_ms();
         self.record_check_message(&tag, MailFlow::Submission, &recipient.address, &site.name, acked_at);
-        let deadline = acked_at + READBACK_TIMEOUT.as_millis() as u64;
+        let deadline = acked_at + u64::try_from(READBACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
         loop {
             let copies = read_tags(&site, &recipient.address, &recipient.password, timeout, &tag).await;
             match copies {

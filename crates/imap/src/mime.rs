@@ -129,7 +129,7 @@ fn upper(s: &str) -> IString<'static> {
 }
 
 fn count_lines(bytes: &[u8]) -> u32 {
-    bytes.iter().filter(|&&b| b == b'\n').count() as u32
+    u32::try_from(bytes.iter().filter(|&&b| b == b'\n').count()).unwrap_or(u32::MAX)
 }
 
 /// BODYSTRUCTURE (or BODY when `extended` is false) of a message.
@@ -177,7 +177,7 @@ fn part_structure(message: &Message<'_>, index: usize, extended: bool, depth: us
         id: nstring(raw_header(part, raw, "Content-ID").as_deref()),
         description: nstring(raw_header(part, raw, "Content-Description").as_deref()),
         content_transfer_encoding: upper(&encoding),
-        size: body_bytes.len() as u32,
+        size: u32::try_from(body_bytes.len()).unwrap_or(u32::MAX),
     };
     let specific = match &part.body {
         PartType::Message(nested) if depth < MIME_DEPTH_MAX && !nested.parts.is_empty() => SpecificFields::Message {

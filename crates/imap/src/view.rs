@@ -18,6 +18,14 @@ use maildr_types::{MailboxId, ModSeq, Uid};
 
 use crate::flags::flags_to_fetch;
 
+/// A count of messages in one mailbox (or a 0-based position among them) as
+/// IMAP's 32-bit number. It cannot truncate: each message holds a distinct
+/// non-zero u32 UID, so a mailbox has at most `u32::MAX` messages.
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) fn message_count(n: usize) -> u32 {
+    n as u32
+}
+
 pub struct View {
     pub mailbox: MailboxId,
     pub read_only: bool,
@@ -34,7 +42,7 @@ impl View {
     }
 
     pub fn exists(&self) -> u32 {
-        self.messages.len() as u32
+        message_count(self.messages.len())
     }
 
     pub fn highest_uid(&self) -> Option<Uid> {
@@ -56,7 +64,7 @@ impl View {
             for index in (0..self.messages.len()).rev() {
                 if !by_uid.contains_key(&self.messages[index].uid) {
                     self.messages.remove(index);
-                    let seq = NonZeroU32::new(index as u32 + 1).expect("index + 1 > 0");
+                    let seq = NonZeroU32::new(message_count(index) + 1).expect("index + 1 > 0");
                     out.push(Data::Expunge(seq));
                 }
             }
@@ -71,7 +79,7 @@ impl View {
                         items.push(modseq_item(message.modseq));
                     }
                     out.push(Data::Fetch {
-                        seq: NonZeroU32::new(index as u32 + 1).expect("index + 1 > 0"),
+                        seq: NonZeroU32::new(message_count(index) + 1).expect("index + 1 > 0"),
                         items: Vec1::try_from(items).expect("non-empty"),
                     });
                 }
@@ -96,7 +104,7 @@ impl View {
         let largest = if by_uid { self.highest_uid().map(|u| u.0).unwrap_or(0) } else { self.exists() };
         let mut out = Vec::new();
         for (index, message) in self.messages.iter().enumerate() {
-            let n = if by_uid { message.uid.0 } else { index as u32 + 1 };
+            let n = if by_uid { message.uid.0 } else { message_count(index) + 1 };
             if set_contains(set, n, largest) {
                 out.push(index);
             }

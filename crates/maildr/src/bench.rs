@@ -168,6 +168,8 @@ pub async fn load(target: SocketAddr, rcpt: &str, shape: &LoadShape) -> Result<F
         if latencies.is_empty() {
             return 0.0;
         }
+        // With p in 0..=1 the index lies in 0..len; a float-to-int `as` saturates, never wraps.
+        #[allow(clippy::cast_possible_truncation)]
         let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
         latencies[i].as_secs_f64() * 1000.0
     };

@@ -528,7 +528,7 @@ impl Session {
             return Ok(Next::Continue);
         }
         conn.reply("354 End data with <CR><LF>.<CR><LF>");
-        let limit = self.service.config.message_size_max_bytes as usize;
+        let limit = usize::try_from(self.service.config.message_size_max_bytes).unwrap_or(usize::MAX);
         let body = match conn.read_data(limit).await? {
             Data::Message(body) => body,
             Data::TooLarge => {

@@ -499,7 +499,7 @@ impl<'txn> Tables<'txn> {
 
     fn fresh_uid_validity(&mut self, proposed: UidValidity) -> Result<UidValidity, StoreError> {
         let last = self.meta_get(META_LAST_UID_VALIDITY)?;
-        let value = UidValidity((proposed.0 as u64).max(last + 1).min(u32::MAX as u64) as u32);
+        let value = UidValidity(u32::try_from(u64::from(proposed.0).max(last + 1)).unwrap_or(u32::MAX));
         self.meta.insert(META_LAST_UID_VALIDITY, value.0 as u64).map_err(db)?;
         Ok(value)
     }

@@ -102,7 +102,7 @@ impl Message {
         h.update(self.modseq.0.to_be_bytes());
         h.update([self.flags.0]);
         for k in &self.keywords {
-            h.update((k.len() as u32).to_be_bytes());
+            h.update(u32::try_from(k.len()).unwrap_or(u32::MAX).to_be_bytes());
             h.update(k.as_bytes());
         }
         h.update(self.internal_date.0.to_be_bytes());

@@ -148,7 +148,7 @@ impl Replicated {
         let store = self.store();
         tokio::task::spawn_blocking(move || {
             let body = store.blobs().get(&hash).ok()?;
-            let start = (offset as usize).min(body.len());
+            let start = usize::try_from(offset).unwrap_or(usize::MAX).min(body.len());
             let end = (start + BODY_CHUNK_BYTES).min(body.len());
             Some(BodyPiece { total_bytes: body.len() as u64, bytes: body[start..end].to_vec() })
         })

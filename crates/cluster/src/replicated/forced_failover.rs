@@ -68,7 +68,10 @@ impl Replicated {
     /// What this site last heard from a primary, aged to now.
     pub(super) fn primary_contact(&self) -> Option<PrimaryContact> {
         let contact = self.primary_contact.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        contact.map(|(at, c)| PrimaryContact { heard_ms_ago: at.elapsed().as_millis() as u64, ..c })
+        contact.map(|(at, c)| PrimaryContact {
+            heard_ms_ago: u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..c
+        })
     }
 
     /// Note an AppendEntries accepted from primary `primary`.

@@ -149,6 +149,9 @@ impl Replicated {
             )
             .await
             .map_err(|e| format!("{} did not become primary: {e}", self.site))?;
-        Ok(NewPrimary { unavailable_ms: started.elapsed().as_millis() as u64, term: done.current_term })
+        Ok(NewPrimary {
+            unavailable_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            term: done.current_term,
+        })
     }
 }

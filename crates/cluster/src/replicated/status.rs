@@ -42,7 +42,9 @@ impl Replicated {
                     node_id: peer.node_id,
                     site: peer.site.clone(),
                     role: self.role_of(peer.node_id).map(|r| r.name().to_string()).unwrap_or_default(),
-                    last_heard_ms_ago: peer.last_heard().map(|t| t.elapsed().as_millis() as u64),
+                    last_heard_ms_ago: peer
+                        .last_heard()
+                        .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX)),
                     matched_index: matched.flatten(),
                     lag_entries,
                     lag_seconds: lag_seconds.filter(|s| s.is_finite()),
@@ -96,7 +98,11 @@ impl Replicated {
         }
         let mut ages: Vec<u64> = others
             .iter()
-            .map(|v| self.peer(*v).and_then(|p| p.last_heard()).map_or(u64::MAX, |t| t.elapsed().as_millis() as u64))
+            .map(|v| {
+                self.peer(*v)
+                    .and_then(|p| p.last_heard())
+                    .map_or(u64::MAX, |t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX))
+            })
             .collect();
         ages.sort_unstable();
         ages[needed - 1]

@@ -123,6 +123,8 @@ pub(crate) fn rto_chart(report: &Report) -> String {
     let longest = rows.iter().flat_map(|r| [r.value_ms, r.objective.map(|o| o.target)]).flatten().max().unwrap_or(0);
     let (step, end_ms) = axis(longest.saturating_add(longest / 20));
     let scale = Scale { x0: PLOT_X0.into(), x1: PLOT_X1.into(), end_ms };
+    // rto_rows gives a fixed handful of rows.
+    #[allow(clippy::cast_possible_truncation)]
     let y_axis = RTO_TOP + RTO_ROW_HEIGHT * rows.len() as u32 + 6;
     let height = y_axis + 24;
 
@@ -140,6 +142,8 @@ pub(crate) fn rto_chart(report: &Report) -> String {
         RTO_TOP - 12
     );
     for (i, row) in rows.iter().enumerate() {
+        // rto_rows gives a fixed handful of rows.
+        #[allow(clippy::cast_possible_truncation)]
         let y = RTO_TOP + RTO_ROW_HEIGHT * i as u32;
         let mid = y + RTO_ROW_HEIGHT / 2;
         let total = i + 1 == rows.len();
@@ -326,7 +330,10 @@ pub(crate) fn probe_chart(report: &Report) -> String {
     let width = (PROBE_PLOT_X1 - PLOT_X0) as usize;
 
     let rows = probe_rows(samples);
+    // A few protocols, each with at most TARGET_ROWS_MAX rows.
+    #[allow(clippy::cast_possible_truncation)]
     let lanes = Protocol::ALL.len() as u32;
+    #[allow(clippy::cast_possible_truncation)]
     let y_axis = PROBE_TOP + PROBE_ROW_HEIGHT * rows.len() as u32 + PROBE_LANE_GAP * lanes;
     let height = y_axis + 48;
 
@@ -446,7 +453,10 @@ fn legend(out: &mut String, y: u32) {
             y - 10,
             x + 18
         );
-        x += 40 + 7 * label.len() as u32;
+        // The labels are the short fixed strings above.
+        #[allow(clippy::cast_possible_truncation)]
+        let label_len = label.len() as u32;
+        x += 40 + 7 * label_len;
     }
     let _ = write!(
         out,

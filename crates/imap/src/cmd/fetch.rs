@@ -29,7 +29,7 @@ use crate::flags::flags_to_fetch;
 use crate::mime;
 use crate::reply::{datetime, nz, ok, write_failed};
 use crate::session::Session;
-use crate::view::{modseq_item, uid_item};
+use crate::view::{message_count, modseq_item, uid_item};
 
 /// The item names a macro stands for.
 fn macro_names(m: Macro) -> Vec<MessageDataItemName<'static>> {
@@ -155,7 +155,7 @@ impl Session {
                 match fetch_items(&bodies, &view.messages[*i], names) {
                     Ok(items) => {
                         if let Ok(items) = Vec1::try_from(items) {
-                            server.enqueue_data(Data::Fetch { seq: nz(*i as u32 + 1), items });
+                            server.enqueue_data(Data::Fetch { seq: nz(message_count(*i) + 1), items });
                         }
                     }
                     Err(_) => failed = true,
@@ -209,7 +209,9 @@ fn fetch_items(
             MessageDataItemName::Flags => MessageDataItem::Flags(flags_to_fetch(message)),
             MessageDataItemName::Uid => uid_item(message.uid),
             MessageDataItemName::InternalDate => MessageDataItem::InternalDate(datetime(message.internal_date.0)),
-            MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(message.size_bytes as u32),
+            MessageDataItemName::Rfc822Size => {
+                MessageDataItem::Rfc822Size(u32::try_from(message.size_bytes).unwrap_or(u32::MAX))
+            }
             MessageDataItemName::ModSeq => modseq_item(message.modseq),
             _ => match body_item(name, raw_ref, parsed.as_ref()) {
                 Some(item) => item,
@@ -253,7 +255,10 @@ fn body_item(
         }
         MessageDataItemName::BinarySize { section } => {
             let size = binary_bytes(raw, parsed, section).map(|b| b.len());
-            MessageDataItem::BinarySize { section: section.clone(), size: size.unwrap_or(0) as u32 }
+            MessageDataItem::BinarySize {
+                section: section.clone(),
+                size: u32::try_from(size.unwrap_or(0)).unwrap_or(u32::MAX),
+            }
         }
         MessageDataItemName::Flags
         | MessageDataItemName::Uid

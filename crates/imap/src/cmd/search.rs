@@ -18,6 +18,7 @@ use crate::bodies::{self, BodyReader};
 use crate::reply::{no, nz, ok};
 use crate::search::{self, Candidate};
 use crate::session::Session;
+use crate::view::message_count;
 
 /// Charsets a search may name (matching is on UTF-8).
 const CHARSETS: [&str; 2] = ["UTF-8", "US-ASCII"];
@@ -53,11 +54,11 @@ impl Session {
         let mut body_missing = false;
         store_read(|| {
             for (index, message) in view.messages.iter().enumerate() {
-                let mut c = Candidate::new(index as u32 + 1, message);
+                let mut c = Candidate::new(message_count(index) + 1, message);
                 let matched = keys.iter().all(|k| search::matches(k, &mut c, &ctx, 0));
                 body_missing |= c.body_missing();
                 if matched {
-                    found.push(nz(if uid { message.uid.0 } else { index as u32 + 1 }));
+                    found.push(nz(if uid { message.uid.0 } else { message_count(index) + 1 }));
                     highest = highest.max(message.modseq.0);
                 }
             }

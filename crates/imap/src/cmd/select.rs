@@ -17,7 +17,7 @@ use crate::blocking::store_read;
 use crate::flags;
 use crate::reply::{bad, mailbox_name, no, nz, ok, read_failed, untagged_ok};
 use crate::session::Session;
-use crate::view::View;
+use crate::view::{message_count, View};
 
 impl Session {
     /// The account's mailbox of that name, or the reply that says why not
@@ -72,7 +72,7 @@ impl Session {
         server.enqueue_data(Data::Exists(view.exists()));
         server.enqueue_data(Data::Recent(0));
         if let Some(pos) = view.messages.iter().position(|m| !m.flags.contains(SystemFlags::SEEN)) {
-            server.enqueue_status(untagged_ok(Code::Unseen(nz(pos as u32 + 1)), "first unseen"));
+            server.enqueue_status(untagged_ok(Code::Unseen(nz(message_count(pos) + 1)), "first unseen"));
         }
         server.enqueue_status(untagged_ok(Code::UidValidity(nz(record.uid_validity.0)), "UIDs valid"));
         server.enqueue_status(untagged_ok(Code::UidNext(nz(record.uid_next.0)), "predicted next UID"));

@@ -15,18 +15,19 @@ use maildr_types::SystemFlags;
 use crate::blocking::store_read;
 use crate::reply::{nz, ok, read_failed};
 use crate::session::Session;
+use crate::view::message_count;
 
 fn status_item(name: &StatusDataItemName, record: &Mailbox, messages: &[Message]) -> StatusDataItem {
     let deleted = || messages.iter().filter(|m| m.flags.contains(SystemFlags::DELETED));
     match name {
-        StatusDataItemName::Messages => StatusDataItem::Messages(messages.len() as u32),
+        StatusDataItemName::Messages => StatusDataItem::Messages(message_count(messages.len())),
         StatusDataItemName::Recent => StatusDataItem::Recent(0),
         StatusDataItemName::UidNext => StatusDataItem::UidNext(nz(record.uid_next.0)),
         StatusDataItemName::UidValidity => StatusDataItem::UidValidity(nz(record.uid_validity.0)),
-        StatusDataItemName::Unseen => {
-            StatusDataItem::Unseen(messages.iter().filter(|m| !m.flags.contains(SystemFlags::SEEN)).count() as u32)
-        }
-        StatusDataItemName::Deleted => StatusDataItem::Deleted(deleted().count() as u32),
+        StatusDataItemName::Unseen => StatusDataItem::Unseen(message_count(
+            messages.iter().filter(|m| !m.flags.contains(SystemFlags::SEEN)).count(),
+        )),
+        StatusDataItemName::Deleted => StatusDataItem::Deleted(message_count(deleted().count())),
         StatusDataItemName::HighestModSeq => StatusDataItem::HighestModSeq(record.highest_modseq.0),
         StatusDataItemName::DeletedStorage => StatusDataItem::DeletedStorage(deleted().map(|m| m.size_bytes).sum()),
     }

@@ -20,7 +20,7 @@ use maildr_types::{ModSeq, Uid};
 use crate::flags::{self, flags_to_fetch};
 use crate::reply::{bad, nz, ok, to_set, write_failed};
 use crate::session::Session;
-use crate::view::{modseq_item, uid_item};
+use crate::view::{message_count, modseq_item, uid_item};
 
 /// What a STORE command asks, as parsed.
 pub(crate) struct StoreRequest<'a> {
@@ -117,7 +117,7 @@ impl Session {
                     items.push(modseq_item(m.modseq));
                 }
                 server.enqueue_data(Data::Fetch {
-                    seq: nz(*i as u32 + 1),
+                    seq: nz(message_count(*i) + 1),
                     items: Vec1::try_from(items).expect("non-empty"),
                 });
             }
@@ -132,7 +132,7 @@ impl Session {
             outcome
                 .modified_since
                 .iter()
-                .filter_map(|u| view.messages.iter().position(|m| m.uid == *u).map(|p| p as u32 + 1))
+                .filter_map(|u| view.messages.iter().position(|m| m.uid == *u).map(|p| message_count(p) + 1))
                 .collect()
         };
         let code = to_set(&nums).map(Code::Modified);
