@@ -56,8 +56,5 @@ pub(crate) fn sync_parent(path: &Path) -> io::Result<()> {
 
 /// Milliseconds since the Unix epoch, as records keep times.
 pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    maildr_types::Clock::now_ms(&maildr_types::SystemClock)
 }

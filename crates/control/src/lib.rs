@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use maildr_cluster::ops::ControlClient;
 use maildr_cluster::{Cluster, Replicated, WriteError};
@@ -46,7 +46,7 @@ const LOCAL_EVENTS_MAX: usize = 1_000;
 
 /// Milliseconds since the Unix epoch, by this machine's clock.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+    maildr_types::Clock::now_ms(&maildr_types::SystemClock)
 }
 
 pub use maildr_api_types::control::{

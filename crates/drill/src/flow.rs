@@ -41,10 +41,7 @@ pub const TAG_HEADER: &str = "X-Maildr-Drill";
 const BODY_FILLER_BYTES: usize = 2048;
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    u64::try_from(maildr_types::Clock::now_ms(&maildr_types::SystemClock)).unwrap_or(0)
 }
 
 /// Which flow a message belongs to.
