@@ -45,6 +45,11 @@ pub struct SiteStatus {
     /// On a lagged site: its apply delay, what waits for it, and any hold.
     #[serde(default)]
     pub apply_delay: Option<ApplyDelayStatus>,
+    /// When this site's cluster certificate (mutual TLS between sites) expires, in
+    /// seconds since the Unix epoch; absent for a cluster on loopback without
+    /// certificates, or a site alone.
+    #[serde(default)]
+    pub certificate_expires_at: Option<i64>,
 }
 
 /// A lagged site's delayed apply, as it reports it.

@@ -131,6 +131,8 @@ impl From<OpsError> for Failure {
             | OpsError::KeptApplying(_)
             | OpsError::NotPromoted { .. } => Failure::unavailable(message),
             OpsError::Unexpected { .. } => Failure::new(StatusCode::BAD_GATEWAY, message),
+            // This site's own certificate files: nothing the caller can change.
+            OpsError::Certificates(_) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         }
     }
 }

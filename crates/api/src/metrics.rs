@@ -71,6 +71,14 @@ pub fn render(s: &SiteStatus) -> String {
         "Message bodies referenced by applied entries that this site still lacks.",
         s.missing_bodies as f64,
     );
+    if let Some(at) = s.certificate_expires_at {
+        out.one(
+            "maildr_cluster_certificate_expiry_timestamp_seconds",
+            "gauge",
+            "When this site's cluster certificate (mutual TLS between sites) expires, as a Unix time.",
+            at as f64,
+        );
+    }
     let m = &s.metrics;
     let counters = [
         ("maildr_writes_committed_total", "Writes committed since start.", m.writes_committed),
@@ -182,8 +190,10 @@ mod tests {
             primary_contact: None,
             forced_failover: None,
             apply_delay: None,
+            certificate_expires_at: Some(1_800_000_000),
         };
         let text = render(&status);
+        assert!(text.contains("maildr_cluster_certificate_expiry_timestamp_seconds 1800000000\n"), "{text}");
         assert!(text.contains("maildr_site_info{site=\"b\\\"j\",role=\"data\",state=\"Leader\"} 1\n"), "{text}");
         assert!(text.contains("maildr_is_primary 1\n"));
         assert!(text.contains("maildr_peer_lag_entries{peer=\"sh\",role=\"data\"} 2\n"));

@@ -14,6 +14,7 @@
 //!
 //! This crate must never interpret protocol input; it takes typed commands only.
 
+pub mod certs;
 pub mod ops;
 pub mod raft;
 mod record_file;

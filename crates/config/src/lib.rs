@@ -200,9 +200,23 @@ section! {
         node_id: u64 = 1,
         /// Address the replication listener binds (peers, and `maildr cluster`).
         listen: SocketAddr = addr("127.0.0.1:2700"),
-        /// Shared secret every member and the `maildr cluster` commands present;
-        /// required when members are configured. Keep it out of version control.
+        /// Shared secret every member and the `maildr cluster` commands prove they
+        /// know (an HMAC over a fresh challenge; the secret itself never crosses a
+        /// link). Required, at least 16 characters, for a cluster without
+        /// certificates; optional (a second factor) with them. Keep it out of
+        /// version control.
         secret: Option<String> = None,
+        /// The cluster CAs (PEM) whose certificates this site trusts on the
+        /// replication channel: one, or two during a CA rollover. Issue them with
+        /// `maildr cluster certs ca`.
+        ca_files: Vec<PathBuf> = Vec::new(),
+        /// This site's cluster certificate (PEM), naming its site and node id
+        /// (`maildr cluster certs issue`); it serves both ends of every connection.
+        /// Required, with `key_file` and `ca_files`, when any member or `listen`
+        /// is not a loopback address.
+        cert_file: Option<PathBuf> = None,
+        /// The private key of `cert_file` (PEM).
+        key_file: Option<PathBuf> = None,
         /// Shortest election timeout in milliseconds. The defaults suit two cities
         /// about 30 ms apart; the lab uses a few hundred milliseconds.
         election_timeout_min_ms: u64 = 1500,
@@ -224,6 +238,12 @@ section! {
         /// Every member of the cluster, this site included.
         members: Vec<ClusterMember> = Vec::new(),
     }
+}
+
+/// Whether a replication address's host part is on this host only.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Which data sites the MX records list.
@@ -333,8 +353,19 @@ section! {
         readd_lag_entries_max: u64 = 100,
         /// Port of the MX listener on every data site, for the SMTP probe.
         probe_smtp_port: u16 = 25,
-        /// Port of the plain IMAP listener on every data site, for the IMAP probe.
+        /// Port of the IMAP listener on every data site, for the IMAP probe: the
+        /// implicit-TLS port (993) when `probe_ca_file` is set, else the plain one.
         probe_imap_port: u16 = 143,
+        /// The CA (PEM) the data sites' mail certificates chain to. When set, the
+        /// SMTP probe says STARTTLS and the IMAP probe connects with implicit TLS,
+        /// each verifying the certificate for `probe_tls_name`. Required when the
+        /// probe logs in and a data site's `mail_ip` is not a loopback address: the
+        /// probe's password never crosses the network in clear.
+        probe_ca_file: Option<PathBuf> = None,
+        /// The name the probes check each site's mail certificate for; `{site}`
+        /// stands for the probed site's name (e.g. `{site}.example.com`, or
+        /// `mail.example.com` when every site serves one certificate).
+        probe_tls_name: String = String::from("{site}"),
         /// Account the IMAP probe logs in as (e.g. `probe@example.test`); unset =
         /// the probe stops at the greeting.
         probe_account: Option<String> = None,
@@ -510,6 +541,23 @@ impl SiteConfig {
                 ));
             }
         }
+        if c.enabled && c.probe_account.is_some() && c.probe_ca_file.is_none() {
+            let remote = self.cluster.members.iter().filter(|m| m.role == SiteRole::Data).find_map(|m| {
+                m.mail_ip.filter(|ip| !ip.is_loopback())
+            });
+            if let Some(ip) = remote {
+                return Err(bad(
+                    "control.probe_ca_file",
+                    format!(
+                        "required: the IMAP probe logs in, and {ip} is not a loopback address (its password must \
+                         not cross the network in clear)"
+                    ),
+                ));
+            }
+        }
+        if c.probe_ca_file.is_some() && c.probe_tls_name.trim().is_empty() {
+            return Err(bad("control.probe_tls_name", "must name the certificate (e.g. {site}.example.com)".into()));
+        }
         if self.api.listen.is_some() && self.api.token.as_deref().is_none_or(|t| t.len() < 16) {
             return Err(bad("api.token", "must be set, at least 16 characters, when api.listen is".into()));
         }
@@ -574,11 +622,36 @@ impl SiteConfig {
         if c.members.is_empty() {
             return Ok(());
         }
-        if c.secret.as_deref().is_none_or(|s| s.len() < 16) {
+        let tls = match (&c.cert_file, &c.key_file, c.ca_files.is_empty()) {
+            (Some(_), Some(_), false) => true,
+            (None, None, true) => false,
+            _ => {
+                return Err(bad(
+                    "cluster.cert_file",
+                    "cert_file, key_file and ca_files go together: set all three or none".into(),
+                ))
+            }
+        };
+        if c.secret.as_deref().is_some_and(|s| s.len() < 16) || (!tls && c.secret.is_none()) {
             return Err(bad(
                 "cluster.secret",
-                "must be set, at least 16 characters, when members are configured".into(),
+                "must be at least 16 characters; it is required when members are configured without certificates"
+                    .into(),
             ));
+        }
+        if !tls {
+            let remote = std::iter::once(c.listen.ip().to_string())
+                .chain(c.members.iter().map(|m| m.addr.rsplit_once(':').map_or(m.addr.clone(), |(h, _)| h.into())))
+                .find(|host| !is_loopback_host(host));
+            if let Some(host) = remote {
+                return Err(bad(
+                    "cluster.cert_file",
+                    format!(
+                        "required (with key_file and ca_files) because {host} is not a loopback address: the \
+                         replication channel leaves this host only over mutual TLS"
+                    ),
+                ));
+            }
         }
         let mut ids = std::collections::BTreeSet::new();
         let mut sites = std::collections::BTreeSet::new();
@@ -739,6 +812,14 @@ mod tests {
         refuse(three_sites(4, "bj"), "cluster.node_id", "not among");
         refuse(three_sites(1, "sh"), "cluster.members", "site.name");
         refuse(three_sites(1, "bj").replace("0123456789abcdef", "short"), "cluster.secret", "16");
+        // Across hosts the channel needs certificates; with them the secret is optional.
+        let remote = three_sites(1, "bj").replace("127.0.20.1:2700", "198.18.0.2:2700");
+        refuse(remote.clone(), "cluster.cert_file", "198.18.0.2 is not a loopback address");
+        let tls = "ca_files = [\"/etc/maildr/ca.pem\"]\ncert_file = \"/etc/maildr/bj.pem\"\nkey_file = \"/k.pem\"\n";
+        let with_tls = remote.replace("secret = \"0123456789abcdef\"\n", tls);
+        assert!(SiteConfig::parse(&with_tls, Path::new("c.toml")).is_ok());
+        refuse(with_tls.replace("key_file = \"/k.pem\"\n", ""), "cluster.cert_file", "go together");
+        refuse(three_sites(1, "bj").replace("secret = \"0123456789abcdef\"\n", ""), "cluster.secret", "required");
         refuse(three_sites(1, "bj").replace("node_id = 2", "node_id = 1"), "cluster.members", "appears twice");
         refuse(
             three_sites(1, "bj").replace("role = \"witness\"", "role = \"standby\""),

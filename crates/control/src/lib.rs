@@ -76,6 +76,8 @@ pub enum ControlError {
     Cluster(#[from] maildr_cluster::ops::OpsError),
     #[error("data site {0} has no mail_ip in the cluster members")]
     NoMailIp(String),
+    #[error("the probes' CA (control.probe_ca_file): {0}")]
+    ProbeTls(String),
     #[error("reading the store: {0}")]
     Store(#[from] maildr_store::StoreError),
 }
@@ -99,6 +101,8 @@ pub struct ControlPlane {
     settings: ControlSection,
     mx_policy: MxPolicy,
     targets: Vec<ProbeTarget>,
+    /// TLS for the probes (`control.probe_ca_file`); `None`: plaintext, loopback only.
+    probe_tls: Option<probe::ProbeTls>,
     data_dir: PathBuf,
     observer: Mutex<health::Observer>,
     local_events: Mutex<VecDeque<EventView>>,
@@ -130,6 +134,15 @@ impl ControlPlane {
                 })
             })
             .collect::<Result<Vec<_>, ControlError>>()?;
+        let probe_tls = match &c.probe_ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| ControlError::ProbeTls(format!("{}: {e}", path.display())))?;
+                let tls = maildr_client::Tls::from_ca_pem(&pem)
+                    .map_err(|e| ControlError::ProbeTls(format!("{}: {e}", path.display())))?;
+                Some(probe::ProbeTls { tls, name_template: c.probe_tls_name.clone() })
+            }
+            None => None,
+        };
         let observer = health::Observer::new(
             targets.iter().map(|t| t.site.clone()),
             c.down_after_failures,
@@ -144,6 +157,7 @@ impl ControlPlane {
             settings: c.clone(),
             mx_policy: config.dns.mx_policy,
             targets,
+            probe_tls,
             data_dir: data_dir.to_path_buf(),
             observer: Mutex::new(observer),
             local_events: Mutex::new(VecDeque::new()),
@@ -334,8 +348,8 @@ impl ControlPlane {
             tasks.push(tokio::spawn(async move {
                 let helo = format!("probe.{}", plane.site);
                 let (smtp, imap, replication) = tokio::join!(
-                    probe::smtp(target.smtp, &helo, timeout),
-                    probe::imap(target.imap, login.as_ref(), timeout),
+                    probe::smtp(target.smtp, &target.site, plane.probe_tls.as_ref(), &helo, timeout),
+                    probe::imap(target.imap, &target.site, plane.probe_tls.as_ref(), login.as_ref(), timeout),
                     async {
                         if target.site == plane.site {
                             return Ok(None);

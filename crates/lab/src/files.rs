@@ -39,16 +39,24 @@ pub struct LabSecrets {
     pub probe: (String, String),
 }
 
-/// A site's certificate and key files.
+/// A site's certificate and key files: for its mail services, and for mutual TLS
+/// with the other sites (issued by the lab's cluster CA).
 pub struct SiteTls {
+    /// The lab CA every site's mail certificate chains to.
+    pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub cluster_ca: PathBuf,
+    pub cluster_cert: PathBuf,
+    pub cluster_key: PathBuf,
 }
 
 /// Generate the lab CA (`dir/ca.pem`, key beside it) and a certificate for every
 /// site signed by it, valid for `<site>.example.test`, `mail.example.test`,
-/// `example.test` and the site's IP. Returns the CA path and each site's files.
-pub fn write_certs(dir: &Path, topology: &Topology) -> Result<(PathBuf, Vec<SiteTls>)> {
+/// `example.test` and the site's IP; and a cluster CA (`dir/cluster-ca/`) with a
+/// cluster certificate for every site, as `maildr cluster certs` issues them.
+/// Returns the CA path and each site's files.
+pub fn write_certs(exe: &Path, dir: &Path, topology: &Topology) -> Result<(PathBuf, Vec<SiteTls>)> {
     let ca_key = rcgen::KeyPair::generate().context("generating the lab CA key")?;
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).context("lab CA parameters")?;
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -57,6 +65,8 @@ pub fn write_certs(dir: &Path, topology: &Topology) -> Result<(PathBuf, Vec<Site
     let ca_path = dir.join("ca.pem");
     write_file(&ca_path, ca_cert.pem().as_bytes(), 0o644)?;
     write_file(&dir.join("ca-key.pem"), ca_key.serialize_pem().as_bytes(), 0o600)?;
+    let cluster_ca = dir.join("cluster-ca");
+    cluster_certs(exe, &["ca".as_ref(), "--label".as_ref(), "lab".as_ref(), "--dir".as_ref(), cluster_ca.as_os_str()])?;
     let mut out = Vec::new();
     for site in &topology.sites {
         let hostname = format!("{}.{DOMAIN}", site.name);
@@ -74,12 +84,51 @@ pub fn write_certs(dir: &Path, topology: &Topology) -> Result<(PathBuf, Vec<Site
             .with_context(|| format!("signing the certificate of site {}", site.name))?;
         let tls_dir = site_dir(dir, &site.name).join("tls");
         std::fs::create_dir_all(&tls_dir).with_context(|| format!("creating {}", tls_dir.display()))?;
-        let files = SiteTls { cert: tls_dir.join("cert.pem"), key: tls_dir.join("key.pem") };
+        let node_id = site.node_id.to_string();
+        cluster_certs(
+            exe,
+            &[
+                "issue".as_ref(),
+                "--ca-dir".as_ref(),
+                cluster_ca.as_os_str(),
+                "--site".as_ref(),
+                site.name.as_ref(),
+                "--node-id".as_ref(),
+                node_id.as_ref(),
+                "--out".as_ref(),
+                tls_dir.as_os_str(),
+            ],
+        )?;
+        let files = SiteTls {
+            ca: ca_path.clone(),
+            cert: tls_dir.join("cert.pem"),
+            key: tls_dir.join("key.pem"),
+            cluster_ca: cluster_ca.join("ca.pem"),
+            cluster_cert: tls_dir.join(format!("{}-cluster.pem", site.name)),
+            cluster_key: tls_dir.join(format!("{}-cluster-key.pem", site.name)),
+        };
         write_file(&files.cert, cert.pem().as_bytes(), 0o644)?;
         write_file(&files.key, key.serialize_pem().as_bytes(), 0o600)?;
         out.push(files);
     }
     Ok((ca_path, out))
+}
+
+/// Run `maildr cluster certs ARGS` (the lab issues cluster certificates as an
+/// operator does).
+fn cluster_certs(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<()> {
+    let mut command = std::process::Command::new(exe);
+    command.arg("cluster").arg("certs").args(args);
+    let out = crate::process::run_bounded(command, None, std::time::Duration::from_secs(30))?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`maildr cluster certs {}` failed ({}): {}",
+            args.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// The config of `site`: listeners on its own IP, and every other member reached
@@ -106,6 +155,9 @@ pub fn site_config(
     c.cluster.node_id = site.node_id;
     c.cluster.listen = site.replication_addr();
     c.cluster.secret = Some(secrets.cluster.clone());
+    c.cluster.ca_files = vec![tls.cluster_ca.clone()];
+    c.cluster.cert_file = Some(tls.cluster_cert.clone());
+    c.cluster.key_file = Some(tls.cluster_key.clone());
     c.cluster.election_timeout_min_ms = ELECTION_TIMEOUT_MIN_MS;
     c.cluster.election_timeout_max_ms = ELECTION_TIMEOUT_MAX_MS;
     c.cluster.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS;
@@ -149,7 +201,11 @@ pub fn site_config(
     c.control.down_after_failures = DOWN_AFTER_FAILURES;
     c.control.readd_holddown_ms = READD_HOLDDOWN_MS;
     c.control.probe_smtp_port = ports::SMTP;
-    c.control.probe_imap_port = ports::IMAP;
+    // The probes verify every site's mail certificate against the lab CA, over
+    // STARTTLS and implicit TLS, as they must across hosts.
+    c.control.probe_imap_port = ports::IMAPS;
+    c.control.probe_ca_file = Some(tls.ca.clone());
+    c.control.probe_tls_name = format!("{{site}}.{DOMAIN}");
     c.control.probe_account = Some(secrets.probe.0.clone());
     c.control.probe_password = Some(secrets.probe.1.clone());
     c.log.level = "info".into();

@@ -66,7 +66,7 @@ pub fn up(exe: &Path, dir: &Path, topology: Topology, options: &UpOptions) -> Re
     }
     check_addresses_free(&topology)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut state = write_lab(dir, &topology, options)?;
+    let mut state = write_lab(exe, dir, &topology, options)?;
     state.save()?;
     let mut started = Started::default();
     if let Err(e) = bootstrap::start_and_bootstrap(exe, &topology, &mut state, &mut started) {
@@ -126,8 +126,8 @@ fn check_addresses_free(topology: &Topology) -> Result<()> {
 }
 
 /// Certificates, configs and the initial state (no process yet).
-fn write_lab(dir: &Path, topology: &Topology, options: &UpOptions) -> Result<LabState> {
-    let (ca, tls) = files::write_certs(dir, topology)?;
+fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -> Result<LabState> {
+    let (ca, tls) = files::write_certs(exe, dir, topology)?;
     let accounts: Vec<AccountState> = ACCOUNTS
         .iter()
         .map(|user| AccountState { address: format!("{user}@{DOMAIN}"), password: (options.generate_password)() })

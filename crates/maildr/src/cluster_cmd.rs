@@ -1,8 +1,9 @@
 //! `maildr cluster`: bootstrap, inspect, switch over, fail over and verify a
 //! replicated cluster.
 //!
-//! These commands talk to running sites over the replication channel, presenting the
-//! cluster secret from the site's config file, exactly as sites talk to each other.
+//! These commands talk to running sites over the replication channel, with the
+//! site's cluster certificate and secret from its config file, exactly as sites talk
+//! to each other (`certs` alone works offline: it issues those certificates).
 //! They never open a site's files: everything they report is what the sites say.
 
 use std::path::PathBuf;
@@ -10,11 +11,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use maildr_cluster::ops;
+use maildr_cluster::{certs, ops};
 use maildr_config::SiteConfig;
 
 #[derive(Subcommand)]
 pub enum ClusterAction {
+    /// Issue the cluster's own certificates for mutual TLS between sites (offline,
+    /// on the operator's machine; copy each site's files to its host).
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
     /// Bootstrap a new cluster from this site's member list (once; harmless later).
     Init {
         #[arg(long)]
@@ -104,12 +111,74 @@ pub enum ClusterAction {
     },
 }
 
+#[derive(Subcommand)]
+pub enum CertsAction {
+    /// Create a new cluster CA in DIR (ca.pem, and ca-key.pem: keep it offline).
+    /// For a rollover, create a second one and list both in every site's
+    /// `cluster.ca_files` before issuing from the new one.
+    Ca {
+        #[arg(long)]
+        dir: PathBuf,
+        /// Tells this CA apart from others in its name (e.g. the year).
+        #[arg(long, default_value = "1")]
+        label: String,
+        #[arg(long, default_value_t = certs::CA_VALIDITY_DAYS_DEFAULT)]
+        days: u32,
+    },
+    /// Issue SITE (node NODE_ID) a certificate from the CA in CA_DIR, written to OUT
+    /// as <site>-cluster.pem and <site>-cluster-key.pem.
+    Issue {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        node_id: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = certs::SITE_CERT_VALIDITY_DAYS_DEFAULT)]
+        days: u32,
+    },
+    /// Print the site, node id and expiry a certificate names.
+    Show { file: PathBuf },
+}
+
+fn run_certs(action: CertsAction) -> Result<()> {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    match action {
+        CertsAction::Ca { dir, label, days } => {
+            let ca = certs::create_ca(&dir, &label, days)?;
+            println!("cluster CA {} ({}); its key is {}", ca.cert.display(), certificate_expiry(ca.not_after_unix, now), ca.key.display());
+        }
+        CertsAction::Issue { ca_dir, site, node_id, out, days } => {
+            let issued = certs::issue_site_cert(&ca_dir, &site, node_id, days, &out)?;
+            println!(
+                "{site} (node {node_id}): {} and {} ({})",
+                issued.cert.display(),
+                issued.key.display(),
+                certificate_expiry(issued.not_after_unix, now)
+            );
+        }
+        CertsAction::Show { file } => {
+            let id = certs::identity(&certs::read_first_cert(&file)?)?;
+            println!(
+                "site {}, node {}, {}",
+                id.site.as_deref().unwrap_or("-"),
+                id.node_id.map(|n| n.to_string()).unwrap_or("-".into()),
+                certificate_expiry(id.not_after_unix, now)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The client of the replication channel lives in the cluster crate, shared with
 /// the admin HTTP API; `admin` reaches it through here.
 pub use maildr_cluster::ops::ControlClient;
 
 pub async fn run(action: ClusterAction) -> Result<()> {
     match action {
+        ClusterAction::Certs { action } => run_certs(action),
         ClusterAction::Init { config } => {
             let report = ops::init(&ControlClient::new(SiteConfig::load(&config)?)?).await?;
             let leader = report.primary.as_deref().unwrap_or("?");
@@ -280,6 +349,22 @@ async fn status(client: ControlClient, json: bool) -> Result<()> {
                 delay.delay_secs, delay.pending_entries
             );
         }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        for (site, at) in report.members.iter().filter_map(|m| Some((&m.site, m.status.as_ref()?.certificate_expires_at?)))
+        {
+            println!("{site}: cluster certificate {}", certificate_expiry(at, now));
+        }
     }
     Ok(())
+}
+
+/// "expires 2027-12-06 (364 days)", or "EXPIRED 2026-01-02 (3 days ago)".
+fn certificate_expiry(at: i64, now: i64) -> String {
+    let date = time::OffsetDateTime::from_unix_timestamp(at).map(|t| t.date().to_string()).unwrap_or(at.to_string());
+    let days = (at - now).div_euclid(86_400);
+    if at <= now {
+        format!("EXPIRED {date} ({} days ago)", -days)
+    } else {
+        format!("expires {date} ({days} days)")
+    }
 }

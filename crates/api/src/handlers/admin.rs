@@ -20,6 +20,7 @@ use utoipa::IntoParams;
 use crate::error::{ErrorBody, Failure};
 use crate::extract::{JsonBody, PathText, QueryParams};
 use crate::ApiState;
+use super::refusals::{NotAcknowledged, NotJson, Unauthorized};
 
 /// The given password checked against its bounds, or a generated one (`true`).
 fn password_or_generated(given: Option<String>) -> Result<(String, bool), Failure> {
@@ -78,7 +79,7 @@ pub struct AliasTarget {
 
 #[utoipa::path(get, path = "/api/domains", tag = "domains",
     responses((status = 200, description = "Hosted domains", body = [DomainView]),
-        (status = 401, description = "No or wrong token", body = ErrorBody)))]
+        Unauthorized))]
 pub async fn list_domains(state: axum::extract::State<ApiState>) -> Result<Json<Vec<DomainView>>, Failure> {
     let domains = read(&state, "domains", |s| s.domains()).await?;
     Ok(Json(domains.iter().map(|d| DomainView { name: d.name.to_string(), created_at: d.created_at.0 }).collect()))
@@ -86,11 +87,9 @@ pub async fn list_domains(state: axum::extract::State<ApiState>) -> Result<Json<
 
 #[utoipa::path(post, path = "/api/domains", tag = "domains", request_body = NewDomain,
     responses((status = 201, description = "Domain added", body = DomainView),
-        (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 409, description = "Already hosted", body = ErrorBody),
         (status = 422, description = "Invalid domain", body = ErrorBody),
-        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+        NotJson, Unauthorized, NotAcknowledged))]
 pub async fn add_domain(
     state: axum::extract::State<ApiState>,
     JsonBody(body): JsonBody<NewDomain>,
@@ -104,11 +103,10 @@ pub async fn add_domain(
 #[utoipa::path(delete, path = "/api/domains/{domain}", tag = "domains",
     params(("domain" = String, Path, description = "The hosted domain", example = "example.test")),
     responses((status = 204, description = "Domain removed"),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "Not hosted", body = ErrorBody),
         (status = 409, description = "Still has accounts or aliases", body = ErrorBody),
         (status = 422, description = "Invalid domain", body = ErrorBody),
-        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+        Unauthorized, NotAcknowledged))]
 pub async fn remove_domain(
     state: axum::extract::State<ApiState>,
     PathText(domain): PathText,
@@ -120,8 +118,8 @@ pub async fn remove_domain(
 
 #[utoipa::path(get, path = "/api/accounts", tag = "accounts", params(DomainFilter),
     responses((status = 200, description = "Accounts", body = [AccountView]),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
-        (status = 422, description = "Invalid domain", body = ErrorBody)))]
+        (status = 422, description = "Invalid domain", body = ErrorBody),
+        Unauthorized))]
 pub async fn list_accounts(
     state: axum::extract::State<ApiState>,
     QueryParams(filter): QueryParams<DomainFilter>,
@@ -134,12 +132,10 @@ pub async fn list_accounts(
 #[utoipa::path(post, path = "/api/accounts", tag = "accounts", request_body = NewAccount,
     responses((status = 201, description = "Account added with its INBOX, Sent, Drafts, Trash and Junk",
             body = AccountCreated),
-        (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "Domain not hosted", body = ErrorBody),
         (status = 409, description = "Address already taken", body = ErrorBody),
         (status = 422, description = "Invalid address, password or quota", body = ErrorBody),
-        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+        NotJson, Unauthorized, NotAcknowledged))]
 pub async fn add_account(
     state: axum::extract::State<ApiState>,
     JsonBody(body): JsonBody<NewAccount>,
@@ -161,9 +157,9 @@ pub async fn add_account(
 #[utoipa::path(get, path = "/api/accounts/{address}", tag = "accounts",
     params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
     responses((status = 200, description = "The account", body = AccountView),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
-        (status = 422, description = "Invalid address", body = ErrorBody)))]
+        (status = 422, description = "Invalid address", body = ErrorBody),
+        Unauthorized))]
 pub async fn get_account(
     state: axum::extract::State<ApiState>,
     PathText(address): PathText,
@@ -179,10 +175,9 @@ pub async fn get_account(
 #[utoipa::path(delete, path = "/api/accounts/{address}", tag = "accounts",
     params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
     responses((status = 204, description = "Account removed with all its mail"),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
         (status = 422, description = "Invalid address", body = ErrorBody),
-        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+        Unauthorized, NotAcknowledged))]
 pub async fn remove_account(
     state: axum::extract::State<ApiState>,
     PathText(address): PathText,
@@ -195,11 +190,9 @@ pub async fn remove_account(
 #[utoipa::path(put, path = "/api/accounts/{address}/password", tag = "accounts", request_body = NewPassword,
     params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
     responses((status = 200, description = "Password changed", body = PasswordSet),
-        (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
         (status = 422, description = "Invalid address or password", body = ErrorBody),
-        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+        NotJson, Unauthorized, NotAcknowledged))]
 pub async fn set_password(
     state: axum::extract::State<ApiState>,
     PathText(address): PathText,
@@ -215,11 +208,9 @@ pub async fn set_password(
 #[utoipa::path(put, path = "/api/accounts/{address}/quota", tag = "accounts", request_body = NewQuota,
     params(("address" = String, Path, description = "The account's address", example = "alice@example.test")),
     responses((status = 200, description = "Quota set", body = AccountView),
-        (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such account", body = ErrorBody),
         (status = 422, description = "Invalid address or quota", body = ErrorBody),
-        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+        NotJson, Unauthorized, NotAcknowledged))]
 pub async fn set_quota(
     state: axum::extract::State<ApiState>,
     PathText(address): PathText,
@@ -237,8 +228,8 @@ pub async fn set_quota(
 
 #[utoipa::path(get, path = "/api/aliases", tag = "aliases", params(DomainFilter),
     responses((status = 200, description = "Aliases", body = [AliasView]),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
-        (status = 422, description = "Invalid domain", body = ErrorBody)))]
+        (status = 422, description = "Invalid domain", body = ErrorBody),
+        Unauthorized))]
 pub async fn list_aliases(
     state: axum::extract::State<ApiState>,
     QueryParams(filter): QueryParams<DomainFilter>,
@@ -263,12 +254,10 @@ fn alias_view(a: &maildr_store::Alias) -> AliasView {
 
 #[utoipa::path(post, path = "/api/aliases", tag = "aliases", request_body = NewAlias,
     responses((status = 201, description = "Target added to the alias (created if new)", body = AliasView),
-        (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "Domain not hosted", body = ErrorBody),
         (status = 409, description = "Address is an account, target exists or is not local", body = ErrorBody),
         (status = 422, description = "Invalid address", body = ErrorBody),
-        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+        NotJson, Unauthorized, NotAcknowledged))]
 pub async fn add_alias(
     state: axum::extract::State<ApiState>,
     JsonBody(body): JsonBody<NewAlias>,
@@ -289,10 +278,9 @@ pub async fn add_alias(
 #[utoipa::path(delete, path = "/api/aliases/{address}", tag = "aliases",
     params(("address" = String, Path, description = "The alias address", example = "team@example.test"), AliasTarget),
     responses((status = 204, description = "Alias (or the one target) removed"),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "No such alias or target", body = ErrorBody),
         (status = 422, description = "Invalid address", body = ErrorBody),
-        (status = 503, description = "Write not acknowledged; retry", body = ErrorBody)))]
+        Unauthorized, NotAcknowledged))]
 pub async fn remove_alias(
     state: axum::extract::State<ApiState>,
     PathText(address): PathText,

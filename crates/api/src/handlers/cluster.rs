@@ -19,6 +19,7 @@ use maildr_cluster::ops;
 use crate::error::{ErrorBody, Failure};
 use crate::extract::JsonBody;
 use crate::ApiState;
+use super::refusals::{NotJson, Unauthorized};
 
 /// This site's status: the replicated site's own view, or for a site alone, a
 /// status that names it its own primary (term 0, no peers, no write metrics).
@@ -50,12 +51,13 @@ pub(crate) async fn local_status(state: &ApiState) -> Result<SiteStatus, Failure
         primary_contact: None,
         forced_failover: None,
         apply_delay: None,
+        certificate_expires_at: None,
     })
 }
 
 #[utoipa::path(get, path = "/api/cluster/status", tag = "cluster",
     responses((status = 200, description = "This site's own view", body = SiteStatus),
-        (status = 401, description = "No or wrong token", body = ErrorBody)))]
+        Unauthorized))]
 pub async fn status(State(state): State<ApiState>) -> Result<Json<SiteStatus>, Failure> {
     Ok(Json(local_status(&state).await?))
 }
@@ -63,7 +65,7 @@ pub async fn status(State(state): State<ApiState>) -> Result<Json<SiteStatus>, F
 #[utoipa::path(get, path = "/api/cluster/members", tag = "cluster",
     responses((status = 200, description = "Every member with its role and, when it answered, its status",
             body = ClusterStatus),
-        (status = 401, description = "No or wrong token", body = ErrorBody)))]
+        Unauthorized))]
 pub async fn members(State(state): State<ApiState>) -> Result<Json<ClusterStatus>, Failure> {
     if let Some(client) = state.members() {
         return Ok(Json(ops::cluster_status(client, Duration::from_millis(crate::MEMBER_STATUS_TIMEOUT_MS)).await));
@@ -93,12 +95,11 @@ pub async fn members(State(state): State<ApiState>) -> Result<Json<ClusterStatus
 
 #[utoipa::path(post, path = "/api/cluster/switchover", tag = "cluster", request_body = SwitchoverRequest,
     responses((status = 200, description = "The target is primary", body = SwitchoverReport),
-        (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 409, description = "Refused: not a cluster, or the target is not a caught-up data site",
             body = ErrorBody),
         (status = 422, description = "No member of that name", body = ErrorBody),
-        (status = 503, description = "No primary known or a site unreachable; retry", body = ErrorBody)))]
+        (status = 503, description = "No primary known or a site unreachable; retry", body = ErrorBody),
+        NotJson, Unauthorized))]
 pub async fn switchover(
     State(state): State<ApiState>,
     JsonBody(body): JsonBody<SwitchoverRequest>,
@@ -110,10 +111,9 @@ pub async fn switchover(
 #[utoipa::path(post, path = "/api/cluster/verify", tag = "cluster", request_body = VerifyRequest,
     responses((status = 200, description = "Every mailbox's digest compared across sites at one applied index",
             body = VerifyReport),
-        (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 409, description = "Not a cluster", body = ErrorBody),
-        (status = 503, description = "Fewer than two sites answered; retry", body = ErrorBody)))]
+        (status = 503, description = "Fewer than two sites answered; retry", body = ErrorBody),
+        NotJson, Unauthorized))]
 pub async fn verify(
     State(state): State<ApiState>,
     JsonBody(body): JsonBody<VerifyRequest>,

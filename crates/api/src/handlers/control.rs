@@ -15,6 +15,7 @@ use crate::control::{ControlPlane, ControlPlaneError, FailoverRequest, HISTORY_L
 use crate::error::{ErrorBody, Failure};
 use crate::extract::{JsonBody, QueryParams};
 use crate::ApiState;
+use super::refusals::{ControlPlaneDown, Unauthorized};
 
 /// Longest name in `by`, in bytes (it goes into the event log).
 pub const FAILOVER_BY_LEN_MAX_BYTES: usize = 256;
@@ -37,8 +38,7 @@ impl From<ControlPlaneError> for Failure {
 
 #[utoipa::path(get, path = "/api/health", tag = "control",
     responses((status = 200, description = "Health of every site as seen by every observer", body = HealthReport),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
-        (status = 503, description = "Control plane not running", body = ErrorBody)))]
+        Unauthorized, ControlPlaneDown))]
 pub async fn health(State(state): State<ApiState>) -> Result<Json<HealthReport>, Failure> {
     Ok(Json(plane(&state)?.health().await?))
 }
@@ -57,10 +57,9 @@ pub struct HistoryQuery {
 #[utoipa::path(get, path = "/api/health/history", tag = "control", params(HistoryQuery),
     responses((status = 200, description = "This site's probe rounds against each data site it observes, oldest \
             first: at_ms, ok, smtp_ms, imap_ms, replication_ms and error (why a round failed)", body = HealthHistory),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "This site observes no data site of that name", body = ErrorBody),
         (status = 422, description = "limit is not a number from 1 to 10000", body = ErrorBody),
-        (status = 503, description = "Control plane not running", body = ErrorBody)))]
+        Unauthorized, ControlPlaneDown))]
 pub async fn history(
     State(state): State<ApiState>,
     QueryParams(query): QueryParams<HistoryQuery>,
@@ -90,8 +89,7 @@ pub struct EventsQuery {
 #[utoipa::path(get, path = "/api/events", tag = "control", params(EventsQuery),
     responses((status = 200, description = "The failover event log (detected, elected, dns_committed, dns_served; \
             timestamps in ms)", body = EventList),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
-        (status = 503, description = "Control plane not running", body = ErrorBody)))]
+        Unauthorized, ControlPlaneDown))]
 pub async fn events(
     State(state): State<ApiState>,
     QueryParams(query): QueryParams<EventsQuery>,
@@ -102,9 +100,8 @@ pub async fn events(
 
 #[utoipa::path(get, path = "/api/dns/records", tag = "control",
     responses((status = 200, description = "DNS records as served by this site", body = DnsRecords),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 501, description = "Not offered by this control plane yet", body = ErrorBody),
-        (status = 503, description = "Control plane not running", body = ErrorBody)))]
+        Unauthorized, ControlPlaneDown))]
 pub async fn dns_records(State(state): State<ApiState>) -> Result<Json<DnsRecords>, Failure> {
     Ok(Json(plane(&state)?.dns_records().await?))
 }
@@ -114,12 +111,12 @@ pub async fn dns_records(State(state): State<ApiState>) -> Result<Json<DnsRecord
             back (poll its /api/cluster/status for state Leader). The report says what may be lost and who \
             forced it", body = FailoverReport),
         (status = 400, description = "Not JSON, or accept_data_loss is not true", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 409, description = "Refused: the standby still hears from a primary (use switchover), or was \
             promoted already", body = ErrorBody),
         (status = 422, description = "A field is missing or invalid, or `to` names no standby", body = ErrorBody),
         (status = 502, description = "The standby answered something unexpected", body = ErrorBody),
-        (status = 503, description = "Control plane not running, or the standby did not answer", body = ErrorBody)))]
+        (status = 503, description = "Control plane not running, or the standby did not answer", body = ErrorBody),
+        Unauthorized))]
 pub async fn failover(
     State(state): State<ApiState>,
     JsonBody(request): JsonBody<FailoverRequest>,

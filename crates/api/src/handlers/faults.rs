@@ -14,6 +14,7 @@ use crate::error::{ErrorBody, Failure};
 use crate::extract::{JsonBody, PathText};
 use crate::faults::{FaultHookError, Service, ServiceState, ServiceSwitch, ServicesView};
 use crate::ApiState;
+use super::refusals::{NotJson, Unauthorized};
 
 /// The fault routes, guarded by [`require_hooks`].
 pub fn routes(state: &ApiState) -> Router<ApiState> {
@@ -42,8 +43,8 @@ impl From<FaultHookError> for Failure {
 
 #[utoipa::path(get, path = "/api/faults/services", tag = "faults",
     responses((status = 200, description = "Every service of this site and whether it runs", body = ServicesView),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
-        (status = 404, description = "Fault hooks are off at this site", body = ErrorBody)))]
+        (status = 404, description = "Fault hooks are off at this site", body = ErrorBody),
+        Unauthorized))]
 pub async fn list(State(state): State<ApiState>) -> Result<Json<ServicesView>, Failure> {
     let hooks = state.fault_hooks().expect("require_hooks lets requests through only with hooks");
     Ok(Json(ServicesView { site: state.site().to_string(), services: hooks.services() }))
@@ -52,11 +53,10 @@ pub async fn list(State(state): State<ApiState>) -> Result<Json<ServicesView>, F
 #[utoipa::path(put, path = "/api/faults/services/{service}", tag = "faults", request_body = ServiceSwitch,
     params(("service" = String, Path, description = "smtp, submission, imap or dns")),
     responses((status = 200, description = "The service as it is now", body = ServiceState),
-        (status = 400, description = "Not JSON", body = ErrorBody),
-        (status = 401, description = "No or wrong token", body = ErrorBody),
         (status = 404, description = "Fault hooks are off, or no such service at this site", body = ErrorBody),
         (status = 422, description = "running is missing or not a boolean", body = ErrorBody),
-        (status = 503, description = "The change could not be made", body = ErrorBody)))]
+        (status = 503, description = "The change could not be made", body = ErrorBody),
+        NotJson, Unauthorized))]
 pub async fn set(
     State(state): State<ApiState>,
     PathText(name): PathText,

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod cluster;
 pub mod control;
 pub mod faults;
+mod refusals;
 
 use axum::Json;
 use maildr_api_types::admin::Live;

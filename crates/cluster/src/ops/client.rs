@@ -1,8 +1,8 @@
 //! The operations client: how `maildr cluster`, the admin API and the control plane
 //! reach a running site, one typed method per control request.
 //!
-//! It talks to sites over the replication channel, presenting the cluster secret,
-//! exactly as sites talk to each other, and turns each answer into a typed value or
+//! It talks to sites over the replication channel, with the site's own cluster
+//! certificate and secret, exactly as sites talk to each other, and turns each answer into a typed value or
 //! an [`OpsError`]. It is the only way out of this crate to the control channel: no
 //! other crate names a wire type. It must never open a site's files nor decide
 //! anything a site decides: every request is checked again by the site that gets it.
@@ -16,6 +16,7 @@ use maildr_store::{Applied, Command, CommandError};
 use super::{OpsError, SwitchoverReport, CONTROL_TIMEOUT};
 use crate::raft::apply_delay::ApplyHold;
 use crate::raft::network::PeerClient;
+use crate::raft::transport::ChannelSecurity;
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
 use crate::raft::NodeId;
 use crate::replicated::PRIMARY_SILENCE_ELECTION_TIMEOUTS;
@@ -46,6 +47,7 @@ pub struct Rejoined {
 pub struct ControlClient {
     site: String,
     cluster: ClusterSection,
+    security: ChannelSecurity,
 }
 
 impl ControlClient {
@@ -67,7 +69,8 @@ impl ControlClient {
                 members: names(&cluster),
             });
         }
-        Ok(ControlClient { site: site.to_string(), cluster })
+        let security = ChannelSecurity::from_config(&cluster)?;
+        Ok(ControlClient { site: site.to_string(), cluster, security })
     }
 
     /// The site whose config this is.
@@ -89,13 +92,7 @@ impl ControlClient {
         // address (in the lab: through this site's fault-proxy link).
         let addr =
             if member.node_id == self.cluster.node_id { self.cluster.listen.to_string() } else { member.addr.clone() };
-        PeerClient::new(
-            member.node_id,
-            member.site.clone(),
-            addr,
-            self.cluster.secret.clone().unwrap_or_default(),
-            None,
-        )
+        PeerClient::new(member.node_id, member.site.clone(), addr, self.security.clone(), None)
     }
 
     /// This site's replication listener.

@@ -41,6 +41,8 @@ pub enum OpsError {
     UnknownMember { site: String, members: String },
     #[error("{site} is a {role} site; only data sites become primary")]
     NotADataSite { site: String, role: &'static str },
+    #[error("the cluster's certificates: {0}")]
+    Certificates(#[from] crate::certs::CertError),
     #[error("no reachable member knows a primary; switchover and rejoin need one")]
     NoPrimary,
     #[error("the primary (node {0}) is not in this config")]

@@ -1,9 +1,11 @@
 //! The client side of the replication channel: connections to peers, and openraft's
 //! `RaftNetwork` over them.
 //!
-//! Each peer has a small pool of open connections; a call takes one (or opens one and
-//! says Hello with the cluster secret), sends one request, reads one response and puts
-//! the connection back. Every call has a deadline; a peer that does not answer in time
+//! Each peer has a small pool of open connections; a call takes one (or opens one:
+//! mutual TLS, then the Hello that answers the site's challenge, see `transport`),
+//! sends one request, reads one response and puts the connection back. A pooled
+//! connection unused for `transport::POOLED_IDLE_MAX` is dropped rather than reused,
+//! well before the site closes it as idle. Every call has a deadline; a peer that does not answer in time
 //! is unreachable for that call and its connection is dropped, so a partition (which
 //! stalls rather than resets) never holds a caller longer than its deadline.
 //!
@@ -15,7 +17,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::transport::{self, exchange, OpenError, PeerStream};
+use super::transport::{self, exchange, ChannelSecurity, OpenError, PeerStream, POOLED_IDLE_MAX};
 use super::wire::{PeerRequest, PeerResponse, RaftReply, RaftRpc};
 use super::{NodeId, SiteNode, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -44,16 +46,30 @@ pub struct PeerClient {
     pub node_id: NodeId,
     pub site: String,
     pub addr: String,
-    secret: String,
+    security: ChannelSecurity,
     /// Our node id, or `None` for an operator's command.
     from: Option<NodeId>,
-    idle: Mutex<Vec<PeerStream>>,
+    /// Open connections not in use, with when each was last used.
+    idle: Mutex<Vec<(PeerStream, Instant)>>,
     last_heard: Mutex<Option<Instant>>,
 }
 
 impl PeerClient {
-    pub fn new(node_id: NodeId, site: String, addr: String, secret: String, from: Option<NodeId>) -> PeerClient {
-        PeerClient { node_id, site, addr, secret, from, idle: Mutex::new(Vec::new()), last_heard: Mutex::new(None) }
+    pub fn new(
+        node_id: NodeId,
+        site: String,
+        addr: String,
+        security: ChannelSecurity,
+        from: Option<NodeId>,
+    ) -> PeerClient {
+        PeerClient { node_id, site, addr, security, from, idle: Mutex::new(Vec::new()), last_heard: Mutex::new(None) }
+    }
+
+    /// A pooled connection still young enough to use; older ones are closed.
+    fn pooled(&self) -> Option<PeerStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(_, since)| since.elapsed() < POOLED_IDLE_MAX);
+        idle.pop().map(|(stream, _)| stream)
     }
 
     /// When this site last heard from the peer (an answer, or a request from it).
@@ -77,8 +93,7 @@ impl PeerClient {
     ) -> Result<PeerResponse, PeerCallError> {
         let deadline = Instant::now() + timeout;
         let work = async {
-            let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            if let Some(mut stream) = pooled {
+            if let Some(mut stream) = self.pooled() {
                 match exchange(&mut stream, request).await {
                     Ok(response) => return Ok((stream, response)),
                     Err(e) if !idempotent => return Err(self.io(e)),
@@ -105,7 +120,7 @@ impl PeerClient {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < IDLE_CONNECTIONS_MAX {
-            idle.push(stream);
+            idle.push((stream, Instant::now()));
         }
         Ok(response)
     }
@@ -114,7 +129,7 @@ impl PeerClient {
         // Sites name the node they mean; an operator's command reaches whoever
         // listens at the configured address.
         let to = self.from.map(|_| self.node_id);
-        transport::open(&self.addr, &self.secret, self.from, to).await.map_err(|e| match e {
+        transport::open(&self.addr, &self.security, &self.site, self.from, to).await.map_err(|e| match e {
             OpenError::Io(source) => self.io(source),
             OpenError::Refused(reason) => {
                 PeerCallError::Refused { site: self.site.clone(), addr: self.addr.clone(), reason }
@@ -157,7 +172,7 @@ impl PeerDirectory {
 #[derive(Clone)]
 pub struct Network {
     pub directory: PeerDirectory,
-    pub secret: String,
+    pub security: ChannelSecurity,
     pub me: NodeId,
 }
 
@@ -175,7 +190,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             Some(configured) => configured.addr.clone(),
             None => node.addr.clone(),
         };
-        let client = Arc::new(PeerClient::new(target, node.site.clone(), addr, self.secret.clone(), Some(self.me)));
+        let client = Arc::new(PeerClient::new(target, node.site.clone(), addr, self.security.clone(), Some(self.me)));
         PeerConnection { target, client }
     }
 }

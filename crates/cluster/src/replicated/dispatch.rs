@@ -1,5 +1,5 @@
 //! The one RPC dispatcher of a site: accepts connections of the replication channel,
-//! lets the transport check each one's Hello, then routes every request by channel to
+//! lets the transport authenticate each one (TLS, challenge, Hello), then routes every request by channel to
 //! the job that answers it (Raft RPCs to openraft, bodies to `bodies`, forwarded
 //! writes to `write`, control requests to their job).
 //!
@@ -14,7 +14,7 @@ use openraft::raft::AppendEntriesResponse;
 use tokio::sync::watch;
 
 use super::Replicated;
-use crate::raft::transport::{self, PeerListener, PeerStream};
+use crate::raft::transport::{self, PeerListener, Unauthenticated};
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse, RaftReply, RaftRpc};
 use crate::WriteError;
 
@@ -24,14 +24,16 @@ pub(super) async fn serve_peers(site: Arc<Replicated>, listener: PeerListener, m
         tokio::select! {
             _ = stop.changed() => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, from)) => {
+                Ok(Some(connection)) => {
                     let site = Arc::clone(&site);
+                    let from = connection.from;
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(&site, stream).await {
+                        if let Err(e) = serve_connection(&site, connection).await {
                             tracing::debug!(%from, error = %e, "replication connection ended");
                         }
                     });
                 }
+                Ok(None) => {} // over the limits for unauthenticated connections: closed
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a replication connection failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -41,10 +43,15 @@ pub(super) async fn serve_peers(site: Arc<Replicated>, listener: PeerListener, m
     }
 }
 
-async fn serve_connection(site: &Replicated, mut stream: PeerStream) -> std::io::Result<()> {
-    let Some(caller) = transport::accept_hello(&mut stream, site.me, &site.site, &site.secret).await? else {
+async fn serve_connection(site: &Replicated, connection: Unauthenticated) -> std::io::Result<()> {
+    let from = connection.from;
+    let Some((mut stream, caller)) = transport::handshake(connection, &site.security, site.me, &site.site)
+        .await
+        .inspect_err(|e| tracing::info!(%from, error = %e, "replication connection not authenticated"))?
+    else {
         return Ok(());
     };
+    tracing::debug!(%from, site = caller.site.as_deref().unwrap_or("-"), node = ?caller.from, "replication connection authenticated");
     let peer = caller.from.and_then(|id| site.directory.get(id));
     while let Some(request) = transport::next_request(&mut stream).await? {
         if let Some(peer) = &peer {

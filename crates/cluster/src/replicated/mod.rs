@@ -45,7 +45,7 @@ pub use forced_failover::{FORCE_FAILOVER_FILE, PRIMARY_SILENCE_ELECTION_TIMEOUTS
 
 use crate::raft::apply_delay::ApplyDelay;
 use crate::raft::network::{Network, PeerClient, PeerDirectory};
-use crate::raft::transport::PeerListener;
+use crate::raft::transport::{ChannelSecurity, PeerListener};
 use crate::raft::{self, NodeId, RaftStorageError, SiteNode, StateMachineStore, TypeConfig};
 use crate::status::{ForcedFailoverRecord, LatencyWindow, PrimaryContact, WriteMetrics};
 use crate::WritePathLimits;
@@ -80,6 +80,8 @@ pub enum StartError {
     SupersededByForcedFailover { node_id: NodeId, peer: String, detail: String },
     #[error("forced failover: {path}: {detail}")]
     ForcedFailover { path: PathBuf, detail: String },
+    #[error("the cluster's certificates: {0}")]
+    Certificates(#[from] crate::certs::CertError),
 }
 
 /// One site of a replicated cluster.
@@ -100,7 +102,7 @@ pub struct Replicated {
     primary_contact: Mutex<Option<(Instant, PrimaryContact)>>,
     restart: watch::Sender<bool>,
     members: Vec<ClusterMember>,
-    secret: String,
+    security: ChannelSecurity,
     raft: Raft,
     state_machine: StateMachineStore,
     /// A clone of the log store openraft writes through: it knows the sizes of
@@ -148,14 +150,14 @@ impl Replicated {
         let pending = forced_failover::read_record(&data_dir.join(FORCE_FAILOVER_FILE))?;
         let mut promoted = forced_failover::read_record(&data_dir.join(PROMOTED_FILE))?;
         let role = if pending.is_some() || promoted.is_some() { SiteRole::Data } else { member.role };
-        let secret = cluster.secret.clone().unwrap_or_default();
+        let security = ChannelSecurity::from_config(cluster)?;
         let config = raft_config(cluster, role)?;
         let directory = PeerDirectory::new(
             cluster
                 .members
                 .iter()
                 .filter(|m| m.node_id != me)
-                .map(|m| PeerClient::new(m.node_id, m.site.clone(), m.addr.clone(), secret.clone(), Some(me))),
+                .map(|m| PeerClient::new(m.node_id, m.site.clone(), m.addr.clone(), security.clone(), Some(me))),
         );
         let fresh = !data_dir.join(raft::LOG_DATABASE_FILE).exists();
         let (log_store, state_machine) = open_storage(data_dir).await?;
@@ -169,7 +171,7 @@ impl Replicated {
         } else if promoted.is_none() {
             forced_failover::refuse_after_forced_failover(&directory, &cluster.members, me).await?;
         }
-        let network = Network { directory: directory.clone(), secret: secret.clone(), me };
+        let network = Network { directory: directory.clone(), security: security.clone(), me };
         let log_store_view = log_store.clone();
         let raft = Raft::new(me, Arc::new(config), network, log_store, state_machine.clone())
             .await
@@ -193,7 +195,7 @@ impl Replicated {
             primary_contact: Mutex::new(None),
             restart: watch::channel(false).0,
             members: cluster.members.clone(),
-            secret,
+            security,
             raft,
             state_machine,
             log_store: log_store_view,
@@ -323,7 +325,7 @@ impl Replicated {
         }
         let site = self.site_in_membership(node)?;
         let configured = self.directory.by_site(&site)?;
-        Some(Arc::new(PeerClient::new(node, site, configured.addr.clone(), self.secret.clone(), Some(self.me))))
+        Some(Arc::new(PeerClient::new(node, site, configured.addr.clone(), self.security.clone(), Some(self.me))))
     }
 
     fn role_of(&self, node: NodeId) -> Option<SiteRole> {

@@ -78,6 +78,7 @@ impl Replicated {
             primary_contact: self.primary_contact(),
             forced_failover: self.forced_failover.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             apply_delay: self.apply_delay_status(last_log_index, m.last_applied.map(|l| l.index)),
+            certificate_expires_at: self.security.certificate_expires_at(),
         }
     }
 

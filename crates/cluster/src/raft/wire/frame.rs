@@ -31,6 +31,16 @@ pub async fn write_frame<T: Serialize>(stream: &mut (impl AsyncWrite + Unpin), v
 
 /// Read one frame; `Ok(None)` when the peer closed the connection between frames.
 pub async fn read_frame<T: DeserializeOwned>(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<T>> {
+    read_frame_within(stream, FRAME_MAX_BYTES).await
+}
+
+/// Read one frame of at most `max_bytes` (at most [`FRAME_MAX_BYTES`]): before a
+/// peer is authenticated only small frames are read.
+pub async fn read_frame_within<T: DeserializeOwned>(
+    stream: &mut (impl AsyncRead + Unpin),
+    max_bytes: u32,
+) -> io::Result<Option<T>> {
+    let max_bytes = max_bytes.min(FRAME_MAX_BYTES);
     let mut len = [0u8; 4];
     match stream.read_exact(&mut len).await {
         Ok(_) => {}
@@ -38,10 +48,10 @@ pub async fn read_frame<T: DeserializeOwned>(stream: &mut (impl AsyncRead + Unpi
         Err(e) => return Err(e),
     }
     let len = u32::from_be_bytes(len);
-    if len > FRAME_MAX_BYTES {
+    if len > max_bytes {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes announced; at most {FRAME_MAX_BYTES} accepted"),
+            format!("frame of {len} bytes announced; at most {max_bytes} accepted"),
         ));
     }
     let mut bytes = vec![0u8; len as usize];
@@ -57,17 +67,23 @@ mod tests {
     #[tokio::test]
     async fn frames_round_trip_and_oversized_frames_are_refused_unread() {
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        let hello = PeerRequest::Hello { secret: "s".repeat(16), from: Some(2), to: Some(1) };
+        let hello = PeerRequest::Hello { proof: Some(vec![7; 32]), from: Some(2), to: Some(1) };
         write_frame(&mut a, &hello).await.unwrap();
         match read_frame::<PeerRequest>(&mut b).await.unwrap() {
-            Some(PeerRequest::Hello { secret, from, to }) => {
-                assert_eq!((secret.len(), from, to), (16, Some(2), Some(1)))
+            Some(PeerRequest::Hello { proof, from, to }) => {
+                assert_eq!((proof.map(|p| p.len()), from, to), (Some(32), Some(2), Some(1)))
             }
             other => panic!("{other:?}"),
         }
         a.write_all(&(FRAME_MAX_BYTES + 1).to_be_bytes()).await.unwrap();
         let err = read_frame::<PeerRequest>(&mut b).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        drop(a);
+        // Before authentication, a frame over the small limit is refused unread too.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&4097u32.to_be_bytes()).await.unwrap();
+        let err = read_frame_within::<PeerRequest>(&mut b, 4096).await.unwrap_err();
+        assert!(err.to_string().contains("at most 4096"), "{err}");
         drop(a);
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).await.unwrap();

@@ -1,0 +1,221 @@
+//! The channel's opening, tried the way members, operators and strangers open it:
+//! real TCP on loopback, real TLS, certificates issued by `crate::certs`.
+
+use std::path::Path;
+
+use maildr_config::{ClusterMember, ClusterSection, SiteRole};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::*;
+use crate::certs::{create_ca, issue_site_cert};
+
+const SECRET: &str = "0123456789abcdef";
+
+fn members() -> Vec<ClusterMember> {
+    [(1, "bj"), (2, "sh"), (3, "hz")]
+        .into_iter()
+        .map(|(node_id, site)| ClusterMember {
+            node_id,
+            site: site.into(),
+            role: if site == "hz" { SiteRole::Witness } else { SiteRole::Data },
+            addr: "127.0.0.1:1".into(),
+            mail_ip: None,
+        })
+        .collect()
+}
+
+/// The `[cluster]` security of `site` with certificates from the CA in `ca_dir`
+/// (`None`: no certificates) and the secret `secret`.
+fn security(dir: &Path, ca_dir: Option<&Path>, site: &str, node_id: u64, secret: Option<&str>) -> ChannelSecurity {
+    let mut c = ClusterSection { node_id, members: members(), secret: secret.map(String::from), ..Default::default() };
+    if let Some(ca_dir) = ca_dir {
+        let out = dir.join(format!("{}-{site}-{node_id}", ca_dir.file_name().unwrap().to_string_lossy()));
+        let issued = match issue_site_cert(ca_dir, site, node_id, 30, &out) {
+            Ok(issued) => issued,
+            Err(crate::certs::CertError::Exists { .. }) => crate::certs::Issued {
+                cert: out.join(format!("{site}-cluster.pem")),
+                key: out.join(format!("{site}-cluster-key.pem")),
+                not_after_unix: 0,
+            },
+            Err(e) => panic!("{e}"),
+        };
+        c.ca_files = vec![ca_dir.join(crate::certs::CA_CERT_FILE)];
+        c.cert_file = Some(issued.cert);
+        c.key_file = Some(issued.key);
+    }
+    ChannelSecurity::from_config(&c).unwrap()
+}
+
+/// Serve one connection at sh (node 2) with `server`, open it with `client` as
+/// `from`; the caller's answer and what the server made of it.
+async fn open_once(
+    server: ChannelSecurity,
+    client: &ChannelSecurity,
+    from: Option<NodeId>,
+    to: Option<NodeId>,
+) -> (Result<(), String>, Option<Caller>) {
+    let listener = PeerListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let served = tokio::spawn(async move {
+        let connection = listener.accept().await.unwrap().unwrap();
+        handshake(connection, &server, 2, "sh").await.ok().flatten().map(|(_, caller)| caller)
+    });
+    let opened = match open(&addr, client, "sh", from, to).await {
+        Ok(_) => Ok(()),
+        Err(OpenError::Refused(reason)) => Err(reason),
+        Err(OpenError::Io(e)) => Err(format!("io: {e}")),
+    };
+    (opened, served.await.unwrap())
+}
+
+#[tokio::test]
+async fn only_members_with_a_certificate_from_the_cluster_ca_and_the_secret_get_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other_ca) = (dir.path().join("ca"), dir.path().join("other-ca"));
+    create_ca(&ca, "test", 30).unwrap();
+    create_ca(&other_ca, "stranger", 30).unwrap();
+    let sh = || security(dir.path(), Some(&ca), "sh", 2, Some(SECRET));
+    let bj = security(dir.path(), Some(&ca), "bj", 1, Some(SECRET));
+
+    let (opened, caller) = open_once(sh(), &bj, Some(1), Some(2)).await;
+    assert_eq!(opened, Ok(()));
+    let caller = caller.unwrap();
+    assert_eq!((caller.from, caller.site.as_deref()), (Some(1), Some("bj")));
+    // An operator's command with bj's certificate reaches whichever node listens.
+    let (opened, _) = open_once(sh(), &bj, None, None).await;
+    assert_eq!(opened, Ok(()));
+    // A site that rejoined under a node id sh does not know keeps its site's name.
+    let (opened, _) = open_once(sh(), &bj, Some(4), Some(2)).await;
+    assert_eq!(opened, Ok(()));
+
+    // bj's certificate claiming to be hz (node 3): the certificate names another site.
+    let (opened, caller) = open_once(sh(), &bj, Some(3), Some(2)).await;
+    assert!(opened.as_ref().is_err_and(|r| r.contains("node 3 is site hz")), "{opened:?}");
+    assert!(caller.is_none());
+    // The right certificate with a wrong secret.
+    let wrong = security(dir.path(), Some(&ca), "bj", 1, Some("another secret, 16+"));
+    let (opened, caller) = open_once(sh(), &wrong, Some(1), Some(2)).await;
+    assert_eq!(opened, Err("wrong cluster secret".into()));
+    assert!(caller.is_none());
+    // Meant for another node id.
+    let (opened, _) = open_once(sh(), &bj, Some(1), Some(7)).await;
+    assert!(opened.as_ref().is_err_and(|r| r.contains("not node 7")), "{opened:?}");
+
+    // A certificate for "bj" from another CA: the TLS handshake fails on both ends.
+    let stranger = security(dir.path(), Some(&other_ca), "bj", 1, Some(SECRET));
+    let (opened, caller) = open_once(sh(), &stranger, Some(1), Some(2)).await;
+    assert!(opened.as_ref().is_err_and(|r| r.starts_with("io:")), "{opened:?}");
+    assert!(caller.is_none());
+    // No certificate at all, even with the secret.
+    let plain = security(dir.path(), None, "bj", 1, Some(SECRET));
+    let (opened, caller) = open_once(sh(), &plain, Some(1), Some(2)).await;
+    assert!(opened.is_err(), "{opened:?}");
+    assert!(caller.is_none());
+    // And a client that trusts only the other CA does not accept sh as "sh".
+    let (opened, _) = open_once(sh(), &stranger, None, None).await;
+    assert!(opened.is_err());
+}
+
+#[tokio::test]
+async fn without_certificates_the_secret_is_proven_never_sent() {
+    let sh = || ChannelSecurity::from_config(&ClusterSection {
+        node_id: 2,
+        members: members(),
+        secret: Some(SECRET.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let bj = ChannelSecurity::from_config(&ClusterSection {
+        node_id: 1,
+        members: members(),
+        secret: Some(SECRET.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let (opened, caller) = open_once(sh(), &bj, Some(1), Some(2)).await;
+    assert_eq!(opened, Ok(()));
+    assert_eq!(caller.unwrap().from, Some(1));
+    // What crosses the link: a Hello whose bytes do not contain the secret.
+    let proof = bj.proof(&[9; CHALLENGE_BYTES], Some(1), Some(2)).unwrap();
+    let hello = postcard::to_stdvec(&PeerRequest::Hello { proof: Some(proof), from: Some(1), to: Some(2) }).unwrap();
+    assert!(!hello.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()));
+    // A proof for one challenge does not open another connection (a replay).
+    let listener = PeerListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let connection = listener.accept().await.unwrap().unwrap();
+        handshake(connection, &sh(), 2, "sh").await.ok().flatten().map(|(_, c)| c)
+    });
+    let mut stream: PeerStream = Box::new(TcpStream::connect(addr).await.unwrap());
+    let _challenge: Option<PeerResponse> = read_frame(&mut stream).await.unwrap();
+    let replayed = bj.proof(&[9; CHALLENGE_BYTES], Some(1), Some(2));
+    let answer = exchange(&mut stream, &PeerRequest::Hello { proof: replayed, from: Some(1), to: Some(2) }).await;
+    assert!(matches!(&answer, Ok(PeerResponse::Refused(r)) if r == "wrong cluster secret"), "{answer:?}");
+    assert!(server.await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn strangers_are_bounded_before_they_authenticate() {
+    let sh = ChannelSecurity::from_config(&ClusterSection {
+        node_id: 2,
+        members: members(),
+        secret: Some(SECRET.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let listener = Arc::new(PeerListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap());
+    let addr = listener.local_addr().unwrap();
+    let accepting = {
+        let listener = Arc::clone(&listener);
+        let sh = sh.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok(Some(connection)) = listener.accept().await {
+                    let sh = sh.clone();
+                    tokio::spawn(async move { handshake(connection, &sh, 2, "sh").await });
+                }
+            }
+        })
+    };
+    // One source holds at most UNAUTHENTICATED_PER_SOURCE_MAX silent connections;
+    // the next from it is closed at once.
+    let mut silent = Vec::new();
+    for _ in 0..UNAUTHENTICATED_PER_SOURCE_MAX {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), over.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "the connection over the limit must be closed: {read:?}");
+    // A member from another address still gets in meanwhile.
+    let mut member: PeerStream = Box::new(connect_from("127.0.0.2", addr).await);
+    let challenge = match read_frame::<PeerResponse>(&mut member).await.unwrap() {
+        Some(PeerResponse::Challenge(c)) => c,
+        other => panic!("{other:?}"),
+    };
+    let bj = ChannelSecurity::from_config(&ClusterSection {
+        node_id: 1,
+        members: members(),
+        secret: Some(SECRET.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let hello = PeerRequest::Hello { proof: bj.proof(&challenge, Some(1), Some(2)), from: Some(1), to: Some(2) };
+    assert!(matches!(exchange(&mut member, &hello).await.unwrap(), PeerResponse::Hello));
+    // A Hello larger than the handshake's frame limit is not read.
+    let mut framed: PeerStream = Box::new(connect_from("127.0.0.3", addr).await);
+    let _ = read_frame::<PeerResponse>(&mut framed).await.unwrap();
+    framed.write_all(&(HANDSHAKE_FRAME_MAX_BYTES + 1).to_be_bytes()).await.unwrap();
+    framed.write_all(&[0u8; 64]).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), framed.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an oversized Hello ends the connection");
+    drop(silent);
+    accepting.abort();
+}
+
+async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
