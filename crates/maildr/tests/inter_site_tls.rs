@@ -114,16 +114,9 @@ fn only_members_complete_a_connection_and_half_open_strangers_do_not_stop_commit
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line).unwrap();
-    let _holder = Stop(holder);
+    let _holder = common::KillOnDrop(holder);
     assert!(line.starts_with("HOLDING"), "{line}");
     for n in 0..20 {
         let told = send_tagged(&lab.ip(&primary), &format!("under-siege-{n}"));

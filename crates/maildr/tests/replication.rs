@@ -380,15 +380,7 @@ fn a_member_that_has_not_caught_up_defers_unknown_recipients_instead_of_bouncing
         ),
     )
     .unwrap();
-    /// Stops the site by its pid however the test ends.
-    struct Stop(std::process::Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _site = Stop(
+    let _site = common::KillOnDrop(
         lab::maildr()
             .args(["serve", "--config"])
             .arg(&config)

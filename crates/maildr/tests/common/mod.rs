@@ -42,6 +42,16 @@ pub fn smtp_reply(r: &mut std::io::BufReader<std::net::TcpStream>) -> Option<u16
     }
 }
 
+/// A child process killed (by its pid) and reaped however the test ends.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `method url` with a bearer token and an optional JSON body, through curl; the
 /// status and the JSON answer (`Null` when the body is not JSON). Status 0 when
 /// nothing answered (connection refused: a site restarting or down).

@@ -46,6 +46,12 @@ fn security(dir: &Path, ca_dir: Option<&Path>, site: &str, node_id: u64, secret:
     ChannelSecurity::from_config(&c).unwrap()
 }
 
+/// The security of node `node_id` with the secret and no certificates.
+fn with_secret_only(node_id: u64) -> ChannelSecurity {
+    let cluster = ClusterSection { node_id, members: members(), secret: Some(SECRET.into()), ..Default::default() };
+    ChannelSecurity::from_config(&cluster).unwrap()
+}
+
 /// Serve one connection at sh (node 2) with `server`, open it with `client` as
 /// `from`; the caller's answer and what the server made of it.
 async fn open_once(
@@ -118,20 +124,8 @@ async fn only_members_with_a_certificate_from_the_cluster_ca_and_the_secret_get_
 
 #[tokio::test]
 async fn without_certificates_the_secret_is_proven_never_sent() {
-    let sh = || ChannelSecurity::from_config(&ClusterSection {
-        node_id: 2,
-        members: members(),
-        secret: Some(SECRET.into()),
-        ..Default::default()
-    })
-    .unwrap();
-    let bj = ChannelSecurity::from_config(&ClusterSection {
-        node_id: 1,
-        members: members(),
-        secret: Some(SECRET.into()),
-        ..Default::default()
-    })
-    .unwrap();
+    let sh = || with_secret_only(2);
+    let bj = with_secret_only(1);
     let (opened, caller) = open_once(sh(), &bj, Some(1), Some(2)).await;
     assert_eq!(opened, Ok(()));
     assert_eq!(caller.unwrap().from, Some(1));
@@ -156,13 +150,7 @@ async fn without_certificates_the_secret_is_proven_never_sent() {
 
 #[tokio::test]
 async fn strangers_are_bounded_before_they_authenticate() {
-    let sh = ChannelSecurity::from_config(&ClusterSection {
-        node_id: 2,
-        members: members(),
-        secret: Some(SECRET.into()),
-        ..Default::default()
-    })
-    .unwrap();
+    let sh = with_secret_only(2);
     let listener = Arc::new(PeerListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap());
     let addr = listener.local_addr().unwrap();
     let accepting = {
@@ -193,13 +181,7 @@ async fn strangers_are_bounded_before_they_authenticate() {
         Some(PeerResponse::Challenge(c)) => c,
         other => panic!("{other:?}"),
     };
-    let bj = ChannelSecurity::from_config(&ClusterSection {
-        node_id: 1,
-        members: members(),
-        secret: Some(SECRET.into()),
-        ..Default::default()
-    })
-    .unwrap();
+    let bj = with_secret_only(1);
     let hello = PeerRequest::Hello { proof: bj.proof(&challenge, Some(1), Some(2)), from: Some(1), to: Some(2) };
     assert!(matches!(exchange(&mut member, &hello).await.unwrap(), PeerResponse::Hello));
     // A Hello larger than the handshake's frame limit is not read.
