@@ -14,8 +14,9 @@
 #   marker from the bodies, nor the cluster secret, nor the password;
 # - a stranger without a cluster certificate gets no frame, and 500 half-open
 #   connections from it do not stop commits;
-# - a partition (the WAN side of the primary's link down: its packets go nowhere)
-#   and then a killed primary lose no acknowledged message.
+# - a partition (the WAN side of the primary's link down: its packets go nowhere),
+#   a killed data site, its restart and catch-up, and a paused primary lose no
+#   acknowledged message.
 # Everything it creates (namespaces, interfaces, qdiscs, processes) is removed on
 # exit. Needs: root, iproute2, tcpdump, openssl, curl, python3, a built maildr.
 set -euo pipefail
@@ -273,8 +274,9 @@ done
 AFTER=$(send "${IP[$primary]}" 40 5)
 ACKED="$ACKED $AFTER"
 
-# RPO: every acknowledged message is in alice's INBOX at the survivor, once.
-if cl python3 - "${IP[$primary]}" "$ALICE_PW" "$WORK/mail-ca.pem" "$ACKED" >"$WORK/rpo.out" 2>&1 <<'PY'
+# RPO: every acknowledged message is in alice's INBOX at a site, once.
+rpo() { # ip
+    cl python3 - "$1" "$ALICE_PW" "$WORK/mail-ca.pem" "$ACKED" >"$WORK/rpo.out" 2>&1 <<'PY'
 import imaplib, ssl, sys
 ip, pw, ca, acked = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4].split()
 m = imaplib.IMAP4_SSL(ip, 993, ssl_context=ssl.create_default_context(cafile=ca), timeout=20)
@@ -286,8 +288,32 @@ twice = sorted({s for s in subjects if subjects.count(s) > 1})
 print(f"{len(acked)} acknowledged, {len(subjects)} in INBOX, missing {missing}, twice {twice}")
 sys.exit(1 if missing or twice else 0)
 PY
-then ok "RPO 0: $(cat "$WORK/rpo.out")"
-else fail "acknowledged mail lost: $(cat "$WORK/rpo.out")"; fi
+}
+if rpo "${IP[$primary]}"; then ok "RPO 0 at $primary: $(cat "$WORK/rpo.out")"
+else fail "acknowledged mail lost at $primary: $(cat "$WORK/rpo.out")"; fi
+
+# --- the killed site restarts and catches up; then the primary is paused and resumed.
+start_site "$other"
+caught_up=""
+for _ in $(seq 1 120); do
+    cl "$MAILDR" cluster verify --config "$WORK/$primary/site.toml" >/dev/null 2>&1 && { caught_up=yes; break; }
+    sleep 0.5
+done
+[[ -n "$caught_up" ]] && ok "$other, restarted, caught up: verify finds every mailbox equal on all sites" \
+    || fail "verify after restarting $other"
+kill -STOP "${PID[$primary]}"
+elected=""
+for _ in $(seq 1 60); do
+    st=$(cl "$MAILDR" cluster status --config "$WORK/$other/site.toml" 2>/dev/null || true)
+    [[ $(sed -n 's/^primary: \([a-z]*\) .*/\1/p' <<<"$st") == "$other" ]] && { elected=yes; break; }
+    sleep 0.5
+done
+[[ -n "$elected" ]] && ok "with $primary paused (SIGSTOP), $other is elected" || fail "no election while $primary was paused"
+PAUSED=$(send "${IP[$other]}" 50 5)
+ACKED="$ACKED $PAUSED"
+kill -CONT "${PID[$primary]}"
+if rpo "${IP[$other]}"; then ok "RPO 0 at $other after the pause: $(cat "$WORK/rpo.out")"
+else fail "acknowledged mail lost at $other: $(cat "$WORK/rpo.out")"; fi
 
 echo "netns sites interop: $passed passed, $failed failed"
 (( failed == 0 ))
