@@ -208,7 +208,8 @@ section! {
         secret: Option<String> = None,
         /// The cluster CAs (PEM) whose certificates this site trusts on the
         /// replication channel: one, or two during a CA rollover. Issue them with
-        /// `maildr cluster certs ca`.
+        /// `maildr cluster certs ca`. These files and the two below are read again
+        /// when they change, without a restart.
         ca_files: Vec<PathBuf> = Vec::new(),
         /// This site's cluster certificate (PEM), naming its site and node id
         /// (`maildr cluster certs issue`); it serves both ends of every connection.

@@ -73,14 +73,79 @@ pub(crate) const POOLED_IDLE_MAX: Duration = Duration::from_secs(120);
 
 const HELLO_CONTEXT: &[u8] = b"maildr replication hello v1";
 
+/// How often the certificate files are looked at for a change (at most once per
+/// this interval, when a connection is opened or accepted).
+pub(crate) const CERT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 /// How this site proves itself on the channel and checks others: the cluster's
 /// certificates (when configured) and its shared secret (when set). Cheap to clone.
+///
+/// The certificate, key and CA files are read again when they change (size or
+/// modification time), so a certificate is renewed, or a second CA trusted during a
+/// rollover, without restarting the site; files that do not load (half written, a
+/// key that does not match) leave the last good ones in use, with a warning.
 #[derive(Clone)]
 pub struct ChannelSecurity {
-    tls: Option<Arc<ClusterTls>>,
+    tls: Option<Arc<ReloadingTls>>,
     secret: Option<hmac::Key>,
     /// Every configured member's site, by node id (this site included).
     member_sites: Arc<BTreeMap<NodeId, String>>,
+}
+
+/// The certificate files and the TLS settings last loaded from them.
+struct ReloadingTls {
+    ca_files: Vec<std::path::PathBuf>,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    loaded: Mutex<Loaded>,
+}
+
+struct Loaded {
+    tls: Arc<ClusterTls>,
+    stamp: Vec<Option<(std::time::SystemTime, u64)>>,
+    checked_at: std::time::Instant,
+}
+
+impl ReloadingTls {
+    fn load(ca_files: &[std::path::PathBuf], cert: &Path, key: &Path) -> Result<ReloadingTls, CertError> {
+        let source = ReloadingTls {
+            ca_files: ca_files.to_vec(),
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            loaded: Mutex::new(Loaded {
+                tls: Arc::new(ClusterTls::load(ca_files, cert, key)?),
+                stamp: Vec::new(),
+                checked_at: std::time::Instant::now(),
+            }),
+        };
+        source.loaded.lock().unwrap_or_else(|p| p.into_inner()).stamp = source.stamp();
+        Ok(source)
+    }
+
+    fn stamp(&self) -> Vec<Option<(std::time::SystemTime, u64)>> {
+        let files = self.ca_files.iter().chain([&self.cert, &self.key]);
+        files.map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
+    }
+
+    /// The TLS settings to use now: reloaded first when the files changed.
+    fn current(&self) -> Arc<ClusterTls> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if loaded.checked_at.elapsed() >= CERT_RELOAD_CHECK_INTERVAL {
+            loaded.checked_at = std::time::Instant::now();
+            let stamp = self.stamp();
+            if stamp != loaded.stamp {
+                match ClusterTls::load(&self.ca_files, &self.cert, &self.key) {
+                    Ok(tls) => {
+                        tracing::info!(cert = %self.cert.display(), expires_at = tls.own.not_after_unix, "cluster certificates reloaded");
+                        loaded.tls = Arc::new(tls);
+                        loaded.stamp = stamp;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "changed cluster certificate files do not load; keeping the last good ones"),
+                }
+            }
+        }
+        Arc::clone(&loaded.tls)
+    }
 }
 
 struct ClusterTls {
@@ -94,7 +159,7 @@ impl ChannelSecurity {
     /// From a site's `[cluster]` section: reads the CA, certificate and key files.
     pub fn from_config(cluster: &ClusterSection) -> Result<ChannelSecurity, CertError> {
         let tls = match (&cluster.cert_file, &cluster.key_file) {
-            (Some(cert), Some(key)) => Some(Arc::new(ClusterTls::load(&cluster.ca_files, cert, key)?)),
+            (Some(cert), Some(key)) => Some(Arc::new(ReloadingTls::load(&cluster.ca_files, cert, key)?)),
             _ => None,
         };
         let secret = cluster.secret.as_deref().filter(|s| !s.is_empty());
@@ -108,7 +173,7 @@ impl ChannelSecurity {
     /// When this site's own certificate expires (seconds since the Unix epoch);
     /// `None` without certificates.
     pub fn certificate_expires_at(&self) -> Option<i64> {
-        self.tls.as_ref().map(|t| t.own.not_after_unix)
+        self.tls.as_ref().map(|t| t.current().own.not_after_unix)
     }
 
     fn proof(&self, challenge: &[u8], from: Option<NodeId>, to: Option<NodeId>) -> Option<Vec<u8>> {
@@ -191,7 +256,7 @@ pub(crate) async fn open(
 ) -> Result<PeerStream, OpenError> {
     let tcp = TcpStream::connect(addr).await.map_err(OpenError::Io)?;
     let _ = tcp.set_nodelay(true);
-    let mut stream: PeerStream = match &security.tls {
+    let mut stream: PeerStream = match security.tls.as_ref().map(|t| t.current()) {
         Some(tls) => {
             let name = ServerName::try_from(certs::site_identity(to_site))
                 .map_err(|e| OpenError::Io(invalid_data(format!("site name {to_site:?}: {e}"))))?;
@@ -340,7 +405,7 @@ async fn handshake_unbounded(
 ) -> io::Result<Option<(PeerStream, Caller)>> {
     // The limits' places are held until the handshake ends either way.
     let Unauthenticated { tcp, from: _, _permit, _source } = connection;
-    let (mut stream, cert_site): (PeerStream, Option<String>) = match &security.tls {
+    let (mut stream, cert_site): (PeerStream, Option<String>) = match security.tls.as_ref().map(|t| t.current()) {
         Some(tls) => {
             let tls_stream = tls.acceptor.accept(tcp).await?;
             let peer = tls_stream.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());

@@ -201,3 +201,55 @@ async fn connect_from(ip: &str, to: SocketAddr) -> TcpStream {
     socket.bind(format!("{ip}:0").parse().unwrap()).unwrap();
     socket.connect(to).await.unwrap()
 }
+
+#[tokio::test]
+async fn renewed_certificates_and_a_second_ca_are_taken_up_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    create_ca(&d.join("ca1"), "1", 30).unwrap();
+    create_ca(&d.join("ca2"), "2", 30).unwrap();
+    let old = issue_site_cert(&d.join("ca1"), "bj", 1, 30, &d.join("old")).unwrap();
+    let new = issue_site_cert(&d.join("ca2"), "bj", 1, 20, &d.join("new")).unwrap();
+    let sh_cert = issue_site_cert(&d.join("ca1"), "sh", 2, 30, &d.join("sh")).unwrap();
+    let ca = |n: &str| std::fs::read(d.join(n).join(crate::certs::CA_CERT_FILE)).unwrap();
+    // The files the two sites run with; replaced in place below.
+    let live = d.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    let install = |from: &crate::certs::Issued| {
+        std::fs::copy(&from.cert, live.join("bj.pem")).unwrap();
+        std::fs::copy(&from.key, live.join("bj-key.pem")).unwrap();
+    };
+    install(&old);
+    std::fs::write(live.join("sh-trusts.pem"), ca("ca1")).unwrap();
+    std::fs::write(live.join("bj-trusts.pem"), [ca("ca1"), ca("ca2")].concat()).unwrap();
+    let section = |node_id, trust: &str, cert: &Path, key: &Path| ClusterSection {
+        node_id,
+        members: members(),
+        ca_files: vec![live.join(trust)],
+        cert_file: Some(cert.to_path_buf()),
+        key_file: Some(key.to_path_buf()),
+        ..Default::default()
+    };
+    let bj = ChannelSecurity::from_config(&section(1, "bj-trusts.pem", &live.join("bj.pem"), &live.join("bj-key.pem")))
+        .unwrap();
+    let sh = ChannelSecurity::from_config(&section(2, "sh-trusts.pem", &sh_cert.cert, &sh_cert.key)).unwrap();
+    assert_eq!(open_once(sh.clone(), &bj, Some(1), Some(2)).await.0, Ok(()));
+    assert_eq!(bj.certificate_expires_at(), Some(old.not_after_unix));
+    let settle = || tokio::time::sleep(CERT_RELOAD_CHECK_INTERVAL + Duration::from_millis(100));
+
+    // bj renews from the new CA, which sh does not trust yet: refused, no restart.
+    install(&new);
+    settle().await;
+    let (opened, _) = open_once(sh.clone(), &bj, Some(1), Some(2)).await;
+    assert!(opened.is_err(), "a certificate from a CA sh does not trust yet: {opened:?}");
+    assert_eq!(bj.certificate_expires_at(), Some(new.not_after_unix));
+    // sh trusts both CAs (the rollover): accepted again, neither site restarted.
+    std::fs::write(live.join("sh-trusts.pem"), [ca("ca1"), ca("ca2")].concat()).unwrap();
+    settle().await;
+    assert_eq!(open_once(sh.clone(), &bj, Some(1), Some(2)).await.0, Ok(()));
+    // A file that does not load keeps the last good settings in use.
+    std::fs::write(live.join("bj.pem"), "not a certificate").unwrap();
+    settle().await;
+    assert_eq!(open_once(sh.clone(), &bj, Some(1), Some(2)).await.0, Ok(()));
+    assert_eq!(bj.certificate_expires_at(), Some(new.not_after_unix));
+}
