@@ -134,6 +134,16 @@ printf '%s\n' "$PROBE_PW" | admin user add probe@example.test --password-stdin >
 printf '%s\n' "$ALICE_PW" | admin user add alice@example.test --password-stdin >/dev/null
 ok "domain and accounts created through the running cluster"
 
+# primary_becomes ASKING SITE: within 30 s, ASKING's config names SITE the primary.
+primary_becomes() {
+    local st
+    for _ in $(seq 1 60); do
+        st=$(cl "$MAILDR" cluster status --config "$WORK/$1/site.toml" 2>/dev/null || true)
+        [[ $(sed -n 's/^primary: \([a-z]*\) .*/\1/p' <<<"$st") == "$2" ]] && return 0
+        sleep 0.5
+    done
+    return 1
+}
 status=$(cl "$MAILDR" cluster status --config "$WORK/bj/site.toml")
 primary=$(sed -n 's/^primary: \([a-z]*\) .*/\1/p' <<<"$status")
 expiries=$(grep -c ": cluster certificate expires " <<<"$status" || true)
@@ -251,12 +261,7 @@ ACKED="$ACKED $MORE"
 # --- faults on real packets: the primary's link is cut in the WAN, then the other data site dies.
 other=sh; [[ $primary == sh ]] && other=bj
 in_ns wan ip link set "$P-$primary-w" down
-elected=""
-for _ in $(seq 1 60); do
-    st=$(cl "$MAILDR" cluster status --config "$WORK/$other/site.toml" 2>/dev/null || true)
-    [[ $(sed -n 's/^primary: \([a-z]*\) .*/\1/p' <<<"$st") == "$other" ]] && { elected=yes; break; }
-    sleep 0.5
-done
+elected=""; primary_becomes "$other" "$other" && elected=yes
 [[ -n "$elected" ]] && ok "with $primary's link cut, $other is elected" || fail "no election during the partition"
 DURING=$(send "${IP[$other]}" 30 10)
 [[ $(wc -w <<<"$DURING") -ge 8 ]] && ok "$other accepts mail during the partition ($(wc -w <<<"$DURING") of 10)" \
@@ -264,12 +269,7 @@ DURING=$(send "${IP[$other]}" 30 10)
 ACKED="$ACKED $DURING"
 in_ns wan ip link set "$P-$primary-w" up
 kill "${PID[$other]}"; wait "${PID[$other]}" 2>/dev/null || true; unset "PID[$other]"
-healed=""
-for _ in $(seq 1 60); do
-    st=$(cl "$MAILDR" cluster status --config "$WORK/$primary/site.toml" 2>/dev/null || true)
-    [[ $(sed -n 's/^primary: \([a-z]*\) .*/\1/p' <<<"$st") == "$primary" ]] && { healed=yes; break; }
-    sleep 0.5
-done
+healed=""; primary_becomes "$primary" "$primary" && healed=yes
 [[ -n "$healed" ]] && ok "after healing, with $other killed, $primary leads again" || fail "no primary after killing $other"
 AFTER=$(send "${IP[$primary]}" 40 5)
 ACKED="$ACKED $AFTER"
@@ -302,12 +302,7 @@ done
 [[ -n "$caught_up" ]] && ok "$other, restarted, caught up: verify finds every mailbox equal on all sites" \
     || fail "verify after restarting $other"
 kill -STOP "${PID[$primary]}"
-elected=""
-for _ in $(seq 1 60); do
-    st=$(cl "$MAILDR" cluster status --config "$WORK/$other/site.toml" 2>/dev/null || true)
-    [[ $(sed -n 's/^primary: \([a-z]*\) .*/\1/p' <<<"$st") == "$other" ]] && { elected=yes; break; }
-    sleep 0.5
-done
+elected=""; primary_becomes "$other" "$other" && elected=yes
 [[ -n "$elected" ]] && ok "with $primary paused (SIGSTOP), $other is elected" || fail "no election while $primary was paused"
 PAUSED=$(send "${IP[$other]}" 50 5)
 ACKED="$ACKED $PAUSED"
