@@ -116,7 +116,13 @@ pub fn create_ca(dir: &Path, label: &str, days: u32) -> Result<Issued, CertError
 
 /// Issue a certificate for `site` (node `node_id`) from the CA in `ca_dir`, written
 /// to `out_dir` as `<site>-cluster.pem` and `<site>-cluster-key.pem`.
-pub fn issue_site_cert(ca_dir: &Path, site: &str, node_id: u64, days: u32, out_dir: &Path) -> Result<Issued, CertError> {
+pub fn issue_site_cert(
+    ca_dir: &Path,
+    site: &str,
+    node_id: u64,
+    days: u32,
+    out_dir: &Path,
+) -> Result<Issued, CertError> {
     check_site_name(site)?;
     let cert_path = out_dir.join(format!("{site}-cluster.pem"));
     let key_path = out_dir.join(format!("{site}-cluster-key.pem"));

@@ -543,9 +543,12 @@ impl SiteConfig {
             }
         }
         if c.enabled && c.probe_account.is_some() && c.probe_ca_file.is_none() {
-            let remote = self.cluster.members.iter().filter(|m| m.role == SiteRole::Data).find_map(|m| {
-                m.mail_ip.filter(|ip| !ip.is_loopback())
-            });
+            let remote = self
+                .cluster
+                .members
+                .iter()
+                .filter(|m| m.role == SiteRole::Data)
+                .find_map(|m| m.mail_ip.filter(|ip| !ip.is_loopback()));
             if let Some(ip) = remote {
                 return Err(bad(
                     "control.probe_ca_file",

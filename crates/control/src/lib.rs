@@ -136,7 +136,8 @@ impl ControlPlane {
             .collect::<Result<Vec<_>, ControlError>>()?;
         let probe_tls = match &c.probe_ca_file {
             Some(path) => {
-                let pem = std::fs::read(path).map_err(|e| ControlError::ProbeTls(format!("{}: {e}", path.display())))?;
+                let pem =
+                    std::fs::read(path).map_err(|e| ControlError::ProbeTls(format!("{}: {e}", path.display())))?;
                 let tls = maildr_client::Tls::from_ca_pem(&pem)
                     .map_err(|e| ControlError::ProbeTls(format!("{}: {e}", path.display())))?;
                 Some(probe::ProbeTls { tls, name_template: c.probe_tls_name.clone() })

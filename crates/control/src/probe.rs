@@ -156,7 +156,8 @@ mod tests {
         let err = smtp(addr, "bj", None, "probe", Duration::from_secs(2)).await.unwrap_err();
         assert!(err.contains("banner") && err.contains("554"), "{err}");
         let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let err = smtp(silent.local_addr().unwrap(), "bj", None, "probe", Duration::from_millis(200)).await.unwrap_err();
+        let err =
+            smtp(silent.local_addr().unwrap(), "bj", None, "probe", Duration::from_millis(200)).await.unwrap_err();
         assert!(err.contains("no answer within 200 ms"), "{err}");
         let addr = fake_server(&["* OK hi\r\n", "c1 NO [AUTHENTICATIONFAILED] no\r\n"]).await;
         let login = ProbeLogin { account: "probe@example.test".into(), password: "p\"w".into() };

@@ -148,7 +148,12 @@ fn run_certs(action: CertsAction) -> Result<()> {
     match action {
         CertsAction::Ca { dir, label, days } => {
             let ca = certs::create_ca(&dir, &label, days)?;
-            println!("cluster CA {} ({}); its key is {}", ca.cert.display(), certificate_expiry(ca.not_after_unix, now), ca.key.display());
+            println!(
+                "cluster CA {} ({}); its key is {}",
+                ca.cert.display(),
+                certificate_expiry(ca.not_after_unix, now),
+                ca.key.display()
+            );
         }
         CertsAction::Issue { ca_dir, site, node_id, out, days } => {
             let issued = certs::issue_site_cert(&ca_dir, &site, node_id, days, &out)?;
@@ -350,7 +355,8 @@ async fn status(client: ControlClient, json: bool) -> Result<()> {
             );
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        for (site, at) in report.members.iter().filter_map(|m| Some((&m.site, m.status.as_ref()?.certificate_expires_at?)))
+        for (site, at) in
+            report.members.iter().filter_map(|m| Some((&m.site, m.status.as_ref()?.certificate_expires_at?)))
         {
             println!("{site}: cluster certificate {}", certificate_expiry(at, now));
         }

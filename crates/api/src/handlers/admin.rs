@@ -17,10 +17,10 @@ use maildr_types::{Domain, EmailAddress};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::refusals::{NotAcknowledged, NotJson, Unauthorized};
 use crate::error::{ErrorBody, Failure};
 use crate::extract::{JsonBody, PathText, QueryParams};
 use crate::ApiState;
-use super::refusals::{NotAcknowledged, NotJson, Unauthorized};
 
 /// The given password checked against its bounds, or a generated one (`true`).
 fn password_or_generated(given: Option<String>) -> Result<(String, bool), Failure> {

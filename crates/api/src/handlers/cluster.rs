@@ -16,10 +16,10 @@ use maildr_api_types::cluster::{
 use maildr_api_types::status::SiteStatus;
 use maildr_cluster::ops;
 
+use super::refusals::{NotJson, Unauthorized};
 use crate::error::{ErrorBody, Failure};
 use crate::extract::JsonBody;
 use crate::ApiState;
-use super::refusals::{NotJson, Unauthorized};
 
 /// This site's status: the replicated site's own view, or for a site alone, a
 /// status that names it its own primary (term 0, no peers, no write metrics).

@@ -11,11 +11,11 @@ use axum::Json;
 use maildr_api_types::cluster::FailoverReport;
 use maildr_api_types::control::{DnsRecords, EventList, HealthHistory, HealthReport};
 
+use super::refusals::{ControlPlaneDown, Unauthorized};
 use crate::control::{ControlPlane, ControlPlaneError, FailoverRequest, HISTORY_LIMIT_MAX};
 use crate::error::{ErrorBody, Failure};
 use crate::extract::{JsonBody, QueryParams};
 use crate::ApiState;
-use super::refusals::{ControlPlaneDown, Unauthorized};
 
 /// Longest name in `by`, in bytes (it goes into the event log).
 pub const FAILOVER_BY_LEN_MAX_BYTES: usize = 256;

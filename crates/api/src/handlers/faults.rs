@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 
+use super::refusals::{NotJson, Unauthorized};
 use crate::error::{ErrorBody, Failure};
 use crate::extract::{JsonBody, PathText};
 use crate::faults::{FaultHookError, Service, ServiceState, ServiceSwitch, ServicesView};
 use crate::ApiState;
-use super::refusals::{NotJson, Unauthorized};
 
 /// The fault routes, guarded by [`require_hooks`].
 pub fn routes(state: &ApiState) -> Router<ApiState> {

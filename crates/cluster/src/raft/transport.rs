@@ -140,7 +140,9 @@ impl ReloadingTls {
                         loaded.tls = Arc::new(tls);
                         loaded.stamp = stamp;
                     }
-                    Err(e) => tracing::warn!(error = %e, "changed cluster certificate files do not load; keeping the last good ones"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "changed cluster certificate files do not load; keeping the last good ones")
+                    }
                 }
             }
         }
