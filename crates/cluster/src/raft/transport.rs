@@ -31,23 +31,25 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use maildr_config::ClusterSection;
 use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls_pki_types::pem::PemObject;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::wire::{read_frame, read_frame_within, write_frame, PeerRequest, PeerResponse, CHALLENGE_BYTES};
 use super::NodeId;
-use crate::certs::{self, CertError, CertIdentity};
+use crate::certs::{self, CertError};
+
+mod tls;
+use tls::ReloadingTls;
+#[cfg(test)]
+use tls::CERT_RELOAD_CHECK_INTERVAL;
 
 /// One connection of the replication channel (TCP, or TLS over TCP).
 pub(crate) type PeerStream = Box<dyn PeerIo>;
@@ -73,10 +75,6 @@ pub(crate) const POOLED_IDLE_MAX: Duration = Duration::from_secs(120);
 
 const HELLO_CONTEXT: &[u8] = b"maildr replication hello v1";
 
-/// How often the certificate files are looked at for a change (at most once per
-/// this interval, when a connection is opened or accepted).
-pub(crate) const CERT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_secs(1);
-
 /// How this site proves itself on the channel and checks others: the cluster's
 /// certificates (when configured) and its shared secret (when set). Cheap to clone.
 ///
@@ -90,71 +88,6 @@ pub struct ChannelSecurity {
     secret: Option<hmac::Key>,
     /// Every configured member's site, by node id (this site included).
     member_sites: Arc<BTreeMap<NodeId, String>>,
-}
-
-/// The certificate files and the TLS settings last loaded from them.
-struct ReloadingTls {
-    ca_files: Vec<std::path::PathBuf>,
-    cert: std::path::PathBuf,
-    key: std::path::PathBuf,
-    loaded: Mutex<Loaded>,
-}
-
-struct Loaded {
-    tls: Arc<ClusterTls>,
-    stamp: Vec<Option<(std::time::SystemTime, u64)>>,
-    checked_at: std::time::Instant,
-}
-
-impl ReloadingTls {
-    fn load(ca_files: &[std::path::PathBuf], cert: &Path, key: &Path) -> Result<ReloadingTls, CertError> {
-        let source = ReloadingTls {
-            ca_files: ca_files.to_vec(),
-            cert: cert.to_path_buf(),
-            key: key.to_path_buf(),
-            loaded: Mutex::new(Loaded {
-                tls: Arc::new(ClusterTls::load(ca_files, cert, key)?),
-                stamp: Vec::new(),
-                checked_at: std::time::Instant::now(),
-            }),
-        };
-        source.loaded.lock().unwrap_or_else(|p| p.into_inner()).stamp = source.stamp();
-        Ok(source)
-    }
-
-    fn stamp(&self) -> Vec<Option<(std::time::SystemTime, u64)>> {
-        let files = self.ca_files.iter().chain([&self.cert, &self.key]);
-        files.map(|f| std::fs::metadata(f).ok().and_then(|m| Some((m.modified().ok()?, m.len())))).collect()
-    }
-
-    /// The TLS settings to use now: reloaded first when the files changed.
-    fn current(&self) -> Arc<ClusterTls> {
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if loaded.checked_at.elapsed() >= CERT_RELOAD_CHECK_INTERVAL {
-            loaded.checked_at = std::time::Instant::now();
-            let stamp = self.stamp();
-            if stamp != loaded.stamp {
-                match ClusterTls::load(&self.ca_files, &self.cert, &self.key) {
-                    Ok(tls) => {
-                        tracing::info!(cert = %self.cert.display(), expires_at = tls.own.not_after_unix, "cluster certificates reloaded");
-                        loaded.tls = Arc::new(tls);
-                        loaded.stamp = stamp;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "changed cluster certificate files do not load; keeping the last good ones")
-                    }
-                }
-            }
-        }
-        Arc::clone(&loaded.tls)
-    }
-}
-
-struct ClusterTls {
-    connector: TlsConnector,
-    acceptor: TlsAcceptor,
-    /// This site's own certificate.
-    own: CertIdentity,
 }
 
 impl ChannelSecurity {
@@ -193,46 +126,6 @@ fn hello_message(challenge: &[u8], from: Option<NodeId>, to: Option<NodeId>) -> 
         m.extend_from_slice(&id.unwrap_or(0).to_be_bytes());
     }
     m
-}
-
-impl ClusterTls {
-    fn load(ca_files: &[std::path::PathBuf], cert: &Path, key: &Path) -> Result<ClusterTls, CertError> {
-        let bad = |path: &Path, reason: String| CertError::Invalid { what: path.display().to_string(), reason };
-        let mut roots = rustls::RootCertStore::empty();
-        for ca in ca_files {
-            for der in CertificateDer::pem_file_iter(ca).map_err(|e| bad(ca, e.to_string()))? {
-                roots.add(der.map_err(|e| bad(ca, e.to_string()))?).map_err(|e| bad(ca, e.to_string()))?;
-            }
-        }
-        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-            .map_err(|e| bad(cert, e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| bad(cert, e.to_string()))?;
-        let first = chain.first().ok_or_else(|| bad(cert, "holds no certificate".into()))?;
-        let own = certs::identity(first)?;
-        if own.site.is_none() {
-            return Err(bad(cert, "names no site: issue it with `maildr cluster certs issue`".into()));
-        }
-        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| bad(key, e.to_string()))?;
-        let roots = Arc::new(roots);
-        let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::clone(&roots))
-            .build()
-            .map_err(|e| CertError::Invalid { what: "the cluster CAs".into(), reason: e.to_string() })?;
-        let tls13 = &[&rustls::version::TLS13];
-        let server = rustls::ServerConfig::builder_with_protocol_versions(tls13)
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key_der.clone_key())
-            .map_err(|e| bad(key, e.to_string()))?;
-        let client = rustls::ClientConfig::builder_with_protocol_versions(tls13)
-            .with_root_certificates(roots)
-            .with_client_auth_cert(chain, key_der)
-            .map_err(|e| bad(key, e.to_string()))?;
-        Ok(ClusterTls {
-            connector: TlsConnector::from(Arc::new(client)),
-            acceptor: TlsAcceptor::from(Arc::new(server)),
-            own,
-        })
-    }
 }
 
 /// Why a connection could not be opened.

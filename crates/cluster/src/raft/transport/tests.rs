@@ -29,16 +29,10 @@ fn members() -> Vec<ClusterMember> {
 fn security(dir: &Path, ca_dir: Option<&Path>, site: &str, node_id: u64, secret: Option<&str>) -> ChannelSecurity {
     let mut c = ClusterSection { node_id, members: members(), secret: secret.map(String::from), ..Default::default() };
     if let Some(ca_dir) = ca_dir {
-        let out = dir.join(format!("{}-{site}-{node_id}", ca_dir.file_name().unwrap().to_string_lossy()));
-        let issued = match issue_site_cert(ca_dir, site, node_id, 30, &out) {
-            Ok(issued) => issued,
-            Err(crate::certs::CertError::Exists { .. }) => crate::certs::Issued {
-                cert: out.join(format!("{site}-cluster.pem")),
-                key: out.join(format!("{site}-cluster-key.pem")),
-                not_after_unix: 0,
-            },
-            Err(e) => panic!("{e}"),
-        };
+        // Each call issues a fresh certificate into a directory of its own.
+        static ISSUED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = ISSUED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let issued = issue_site_cert(ca_dir, site, node_id, 30, &dir.join(format!("issued-{n}"))).unwrap();
         c.ca_files = vec![ca_dir.join(crate::certs::CA_CERT_FILE)];
         c.cert_file = Some(issued.cert);
         c.key_file = Some(issued.key);
@@ -252,4 +246,46 @@ async fn renewed_certificates_and_a_second_ca_are_taken_up_without_a_restart() {
     settle().await;
     assert_eq!(open_once(sh.clone(), &bj, Some(1), Some(2)).await.0, Ok(()));
     assert_eq!(bj.certificate_expires_at(), Some(new.not_after_unix));
+}
+
+#[tokio::test]
+async fn the_site_holds_at_most_its_limit_of_silent_connections_and_drops_them_after_the_handshake_deadline() {
+    let sh = with_secret_only(2);
+    let listener = Arc::new(PeerListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap());
+    let addr = listener.local_addr().unwrap();
+    let accepting = {
+        let listener = Arc::clone(&listener);
+        tokio::spawn(async move {
+            loop {
+                if let Ok(Some(connection)) = listener.accept().await {
+                    let sh = sh.clone();
+                    tokio::spawn(async move { handshake(connection, &sh, 2, "sh").await });
+                }
+            }
+        })
+    };
+    // UNAUTHENTICATED_MAX silent connections, each source at its own limit.
+    let sources = UNAUTHENTICATED_MAX / UNAUTHENTICATED_PER_SOURCE_MAX;
+    let mut silent = Vec::new();
+    for source in 0..sources {
+        for _ in 0..UNAUTHENTICATED_PER_SOURCE_MAX {
+            silent.push(connect_from(&format!("127.0.1.{}", source + 1), addr).await);
+        }
+    }
+    // One more, from a source that holds none: closed at once, the site is full.
+    let mut over = connect_from("127.0.2.1", addr).await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(2), over.read(&mut buf)).await.expect("closed at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "over the global limit: {read:?}");
+    // The silent ones had their challenge, then are dropped at the handshake deadline.
+    let first = silent.first_mut().unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(HANDSHAKE_TIMEOUT + Duration::from_secs(3), first.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a silent connection outlived the handshake deadline");
+    // Room again: a new connection gets its challenge.
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again: PeerStream = Box::new(connect_from("127.0.2.1", addr).await);
+    assert!(matches!(read_frame::<PeerResponse>(&mut again).await.unwrap(), Some(PeerResponse::Challenge(_))));
+    accepting.abort();
 }
