@@ -872,6 +872,14 @@ mod tests {
             "control.probe_account",
             "not an email address",
         );
+        // A probe that logs in to a site on another host must use TLS.
+        let login = "[control]\nenabled = true\nprobe_account = \"probe@example.test\"\nprobe_password = \"pw\"\n";
+        let remote_mail = both.replace("mail_ip = \"127.0.20.1\"", "mail_ip = \"198.18.0.20\"");
+        refuse(format!("{remote_mail}{login}"), "control.probe_ca_file", "198.18.0.20 is not a loopback address");
+        let with_ca = format!("{remote_mail}{login}probe_ca_file = \"/etc/maildr/mail-ca.pem\"\n");
+        assert!(SiteConfig::parse(&with_ca, Path::new("c.toml")).is_ok());
+        assert!(SiteConfig::parse(&format!("{both}{login}"), Path::new("c.toml")).is_ok(), "loopback: plain is fine");
+        refuse(format!("{with_ca}probe_tls_name = \" \"\n"), "control.probe_tls_name", "must name");
         refuse(format!("{both}[api]\nlisten = \"127.0.0.1:2780\"\n"), "api.token", "16");
         refuse(format!("{both}[dns]\nttl_secs = 0\n"), "dns.ttl_secs", "greater than 0");
         refuse(format!("{both}[dns]\nmx_policy = \"sometimes\"\n"), "mx_policy", "unknown variant");
