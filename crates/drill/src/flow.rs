@@ -115,8 +115,9 @@ struct Ctx {
     domain: String,
     mail_name: String,
     dns_servers: Vec<SocketAddr>,
-    /// Site IP → (name, MX listener, submission listener, IMAP listener).
-    sites: BTreeMap<IpAddr, (String, SocketAddr, SocketAddr, SocketAddr)>,
+    /// Site IP → (name, MX listener, submission listener, IMAP listener and
+    /// whether it is implicit TLS).
+    sites: BTreeMap<IpAddr, (String, SocketAddr, SocketAddr, (SocketAddr, bool))>,
     tls: Option<Tls>,
     sender: Login,
     mx_recipient: String,
@@ -136,7 +137,11 @@ impl Flows {
             domain: target.domain.clone(),
             mail_name: format!("mail.{}", target.domain),
             dns_servers: target.dns_servers(),
-            sites: target.sites.iter().map(|s| (s.ip, (s.name.clone(), s.smtp, s.submission, s.imap))).collect(),
+            sites: target
+                .sites
+                .iter()
+                .map(|s| (s.ip, (s.name.clone(), s.smtp, s.submission, s.imap_endpoint(tls.is_some()))))
+                .collect(),
             tls,
             sender: Login { user: target.sender.address.clone(), password: target.sender.password.clone() },
             mx_recipient: target.mx_recipient.address.clone(),
@@ -538,7 +543,9 @@ async fn imap_round(ctx: &Ctx, timeout: Duration) -> Result<(String, usize), (St
         };
         (site.clone(), outcome, e.to_string())
     };
-    let mut session = Session::connect(addr, None, timeout).await.map_err(fail)?;
+    let (addr, over_tls) = addr;
+    let tls = ctx.tls.as_ref().filter(|_| over_tls).map(|t| (t, ctx.mail_name.as_str()));
+    let mut session = Session::connect(addr, tls, timeout).await.map_err(fail)?;
     session.login(&ctx.imap_login.user, &ctx.imap_login.password).await.map_err(fail)?;
     let exists = session.select("INBOX").await.map_err(fail)?.exists;
     let bytes = session.fetch_newest_header(exists).await.map_err(fail)?;

@@ -878,7 +878,8 @@ impl Run<'_> {
         self.record_check_message(&tag, MailFlow::Submission, &recipient.address, &site.name, acked_at);
         let deadline = acked_at + u64::try_from(READBACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
         loop {
-            let copies = read_tags(&site, &recipient.address, &recipient.password, timeout, &tag).await;
+            let tls = self.tls.as_ref().map(|t| (t, mail_name.as_str()));
+            let copies = read_tags(&site, tls, &recipient.address, &recipient.password, timeout, &tag).await;
             match copies {
                 Ok(tags) if tags.contains_key(&tag) => {
                     return Ok(format!(
@@ -1050,7 +1051,9 @@ impl Run<'_> {
             let mut tags = BTreeMap::new();
             let mut failed = None;
             for account in &accounts {
-                match read_tags(&site, &account.address, &account.password, timeout, &self.opts.drill_id).await {
+                let mail_name = format!("mail.{}", self.target.domain);
+                let tls = self.tls.as_ref().map(|t| (t, mail_name.as_str()));
+                match read_tags(&site, tls, &account.address, &account.password, timeout, &self.opts.drill_id).await {
                     Ok(t) => {
                         for (tag, n) in t {
                             *tags.entry(tag).or_insert(0) += n;
@@ -1283,14 +1286,19 @@ enum StepFailure {
 }
 
 /// The drill's tags (prefix match) in one account's INBOX at one site, with copies.
+///
+/// Over implicit TLS, verified with the target's CA for `mail.<domain>`, when the
+/// drill has a CA and the site an IMAPS port.
 async fn read_tags(
     site: &SiteEndpoints,
+    tls: Option<(&Tls, &str)>,
     user: &str,
     password: &str,
     timeout: Duration,
     prefix: &str,
 ) -> Result<BTreeMap<String, u32>, String> {
-    let mut session = Session::connect(site.imap, None, timeout).await.map_err(|e| e.to_string())?;
+    let (addr, over_tls) = site.imap_endpoint(tls.is_some());
+    let mut session = Session::connect(addr, tls.filter(|_| over_tls), timeout).await.map_err(|e| e.to_string())?;
     session.login(user, password).await.map_err(|e| e.to_string())?;
     let exists = session.select("INBOX").await.map_err(|e| e.to_string())?.exists;
     let mut out = BTreeMap::new();

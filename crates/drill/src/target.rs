@@ -43,10 +43,24 @@ pub struct SiteEndpoints {
     pub submission: SocketAddr,
     /// Plain IMAP.
     pub imap: SocketAddr,
+    /// IMAP over implicit TLS: what the drill reads through when it has a CA to
+    /// verify the site with (a site refuses plaintext logins from other hosts).
+    pub imaps: Option<SocketAddr>,
     /// Authoritative DNS, data sites only.
     pub dns: Option<SocketAddr>,
     /// The admin API, data sites only.
     pub api: Option<SocketAddr>,
+}
+
+impl SiteEndpoints {
+    /// Where the drill reads mail at this site, and whether over TLS: implicit TLS
+    /// when the drill has a CA and the site an IMAPS port, else plain IMAP.
+    pub fn imap_endpoint(&self, have_ca: bool) -> (SocketAddr, bool) {
+        match self.imaps {
+            Some(addr) if have_ca => (addr, true),
+            _ => (self.imap, false),
+        }
+    }
 }
 
 /// An account the probes use.
@@ -133,6 +147,7 @@ impl Target {
                     smtp: SocketAddr::new(ip, s.ports.smtp),
                     submission: SocketAddr::new(ip, s.ports.submission),
                     imap: SocketAddr::new(ip, s.ports.imap),
+                    imaps: Some(SocketAddr::new(ip, s.ports.imaps)),
                     dns: s.ports.dns.map(|p| SocketAddr::new(ip, p)),
                     api: s.ports.http.map(|p| SocketAddr::new(ip, p)),
                 }
@@ -190,6 +205,7 @@ impl Target {
                 smtp: SocketAddr::new(s.ip, s.smtp_port),
                 submission: SocketAddr::new(s.ip, s.submission_port),
                 imap: SocketAddr::new(s.ip, s.imap_port),
+                imaps: s.imaps_port.map(|p| SocketAddr::new(s.ip, p)),
                 dns: s.dns_port.map(|p| SocketAddr::new(s.ip, p)),
                 api: s.api_port.map(|p| SocketAddr::new(s.ip, p)),
             })
@@ -252,6 +268,8 @@ struct SiteFile {
     submission_port: u16,
     #[serde(default = "port_143")]
     imap_port: u16,
+    /// IMAP over implicit TLS (993); with `ca_file`, the drill reads mail here.
+    imaps_port: Option<u16>,
     dns_port: Option<u16>,
     api_port: Option<u16>,
 }

@@ -73,8 +73,14 @@ pub(crate) fn start_and_bootstrap(
 }
 
 /// `maildr serve --config <site config>`, detached, output appended to the site's log.
+/// In a netns lab the process starts inside the site's own namespace.
 pub(crate) fn spawn_site(exe: &Path, site: &SiteState) -> Result<std::process::Child> {
-    process::spawn_detached(exe, &[OsStr::new("serve"), OsStr::new("--config"), site.config.as_os_str()], &site.log)
+    process::spawn_detached_in(
+        exe,
+        &[OsStr::new("serve"), OsStr::new("--config"), site.config.as_os_str()],
+        &site.log,
+        site.netns.as_deref(),
+    )
 }
 
 /// The first data site's config: where the cluster and admin commands are sent.

@@ -38,6 +38,9 @@ pub struct DirectionFaults {
     pub bandwidth_bytes_per_sec: Option<u64>,
     /// Partition: nothing flows in this direction until healed.
     pub blackhole: bool,
+    /// Percentage (0–100) of packets lost in this direction. Only the netns lab's
+    /// packet wire can lose single packets; the TCP proxy refuses it.
+    pub loss_percent: u8,
 }
 
 /// Faults of a whole link.
@@ -65,14 +68,41 @@ impl LinkFaults {
     }
 }
 
+impl LinkFaults {
+    /// Refuse faults no link can apply: latency beyond [`LATENCY_MS_MAX`], a
+    /// percentage above 100.
+    pub fn check(&self, link: &str) -> Result<(), FaultProxyError> {
+        for d in [self.forward, self.backward] {
+            if d.latency_ms.saturating_add(d.jitter_ms) > LATENCY_MS_MAX {
+                return Err(FaultProxyError::LatencyTooLarge {
+                    link: link.to_string(),
+                    latency_ms: d.latency_ms.saturating_add(d.jitter_ms),
+                });
+            }
+            if d.loss_percent > 100 {
+                return Err(FaultProxyError::BadPercent { link: link.to_string(), percent: d.loss_percent });
+            }
+        }
+        if self.connection_loss_percent > 100 {
+            return Err(FaultProxyError::BadPercent { link: link.to_string(), percent: self.connection_loss_percent });
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FaultProxyError {
     #[error("fault proxy {link}: cannot listen on {addr}: {source}")]
     Bind { link: String, addr: SocketAddr, source: std::io::Error },
     #[error("fault proxy {link}: latency {latency_ms} ms exceeds the {LATENCY_MS_MAX} ms bound")]
     LatencyTooLarge { link: String, latency_ms: u64 },
-    #[error("fault proxy {link}: connection loss {0}% is not a percentage", .percent)]
+    #[error("link {link}: {percent}% is not a percentage")]
     BadPercent { link: String, percent: u8 },
+    #[error(
+        "fault proxy {link}: a TCP proxy cannot lose single packets (loss_percent); \
+         the netns lab (`maildr lab up --netns`) can, or use connection_loss_percent"
+    )]
+    PacketLossNeedsPackets { link: String },
 }
 
 /// A running link. Dropping it stops the proxy and closes its connections.
@@ -111,19 +141,9 @@ impl Link {
 
     /// Replace the link's faults; open connections follow at their next chunk.
     pub fn set(&self, faults: LinkFaults) -> Result<(), FaultProxyError> {
-        for d in [faults.forward, faults.backward] {
-            if d.latency_ms.saturating_add(d.jitter_ms) > LATENCY_MS_MAX {
-                return Err(FaultProxyError::LatencyTooLarge {
-                    link: self.name.clone(),
-                    latency_ms: d.latency_ms + d.jitter_ms,
-                });
-            }
-        }
-        if faults.connection_loss_percent > 100 {
-            return Err(FaultProxyError::BadPercent {
-                link: self.name.clone(),
-                percent: faults.connection_loss_percent,
-            });
+        faults.check(&self.name)?;
+        if faults.forward.loss_percent > 0 || faults.backward.loss_percent > 0 {
+            return Err(FaultProxyError::PacketLossNeedsPackets { link: self.name.clone() });
         }
         tracing::info!(link = %self.name, ?faults, "fault proxy faults set");
         self.faults.send_replace(faults);

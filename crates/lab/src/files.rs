@@ -132,7 +132,8 @@ fn cluster_certs(exe: &Path, args: &[&std::ffi::OsStr]) -> Result<()> {
 }
 
 /// The config of `site`: listeners on its own IP, and every other member reached
-/// through the fault-proxy link from this site to that member.
+/// through the fault-proxy link from this site to that member (on loopback) or at
+/// its own address (in a netns lab).
 pub fn site_config(
     topology: &Topology,
     site: &SiteSpec,
@@ -166,8 +167,7 @@ pub fn site_config(
         .sites
         .iter()
         .map(|m| {
-            let addr: SocketAddr =
-                if m.name == site.name { m.replication_addr() } else { topology.link(site, m).listen };
+            let addr: SocketAddr = topology.peer_addr(site, m);
             ClusterMember {
                 node_id: m.node_id,
                 site: m.name.clone(),

@@ -1,11 +1,12 @@
-//! HTTP control of the lab's fault-proxy links, for the drill engine and for
-//! operators with curl.
+//! HTTP control of the lab's links, for the drill engine, `maildr lab link` and
+//! operators with curl: the TCP fault proxies of a loopback lab, or the packet
+//! wire of a netns lab (`crate::wire`), behind one API.
 //!
 //! `GET /links` lists every link with its faults; `PUT /links/{name}/faults` sets
 //! them (a JSON `LinkFaults`; omitted fields are "no fault"); `POST
 //! /links/{name}/heal` clears them; `POST /links/{name}/reset` resets every open
-//! connection. A bad body gets 400 with a JSON error naming the field, an unknown
-//! link 404; neither changes anything.
+//! connection (proxies only: the wire answers 501). A bad body gets 400 with a
+//! JSON error naming the field, an unknown link 404; neither changes anything.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,6 +22,58 @@ use serde_json::json;
 
 use crate::fault_proxy::{FaultProxyError, Link, LinkFaults};
 use crate::topology::LinkSpec;
+use crate::wire::WireLinks;
+
+/// The links a control API serves, whatever carries them.
+pub trait LinkTable: Send + Sync + 'static {
+    /// Every link: `name`, `faults`, and what else the carrier tells.
+    fn list(&self) -> Vec<serde_json::Value>;
+    /// Replace a link's faults; `None` when there is no such link.
+    fn set(&self, name: &str, faults: LinkFaults) -> Option<Result<LinkFaults, FaultProxyError>>;
+    /// Reset every open connection of a link; `Some(Err)` when the carrier cannot.
+    fn reset(&self, name: &str) -> Option<Result<(), String>>;
+}
+
+impl LinkTable for LinkSet {
+    fn list(&self) -> Vec<serde_json::Value> {
+        let table = self.links.lock().expect("link table lock");
+        table
+            .values()
+            .map(|l| json!({ "name": l.name(), "listen": l.local_addr().to_string(), "faults": l.faults() }))
+            .collect()
+    }
+
+    fn set(&self, name: &str, faults: LinkFaults) -> Option<Result<LinkFaults, FaultProxyError>> {
+        self.with(name, |l| l.set(faults).map(|_| l.faults()))
+    }
+
+    fn reset(&self, name: &str) -> Option<Result<(), String>> {
+        self.with(name, |l| {
+            l.reset_connections();
+            Ok(())
+        })
+    }
+}
+
+impl LinkTable for WireLinks {
+    fn list(&self) -> Vec<serde_json::Value> {
+        WireLinks::list(self).into_iter().map(|(name, faults)| json!({ "name": name, "faults": faults })).collect()
+    }
+
+    fn set(&self, name: &str, faults: LinkFaults) -> Option<Result<LinkFaults, FaultProxyError>> {
+        WireLinks::set(self, name, faults)
+    }
+
+    fn reset(&self, name: &str) -> Option<Result<(), String>> {
+        self.get(name).map(|_| {
+            Err("the netns lab's links carry packets, not connections: nothing to reset \
+                 (a partition and heal breaks connections the way a WAN does)"
+                .to_string())
+        })
+    }
+}
+
+type Links = Arc<dyn LinkTable>;
 
 /// The links of a lab, by name.
 #[derive(Default)]
@@ -46,16 +99,11 @@ fn unknown(name: &str) -> Response {
     error(StatusCode::NOT_FOUND, format!("no link named {name:?}"))
 }
 
-async fn list(State(links): State<Arc<LinkSet>>) -> Response {
-    let table = links.links.lock().expect("link table lock");
-    let items: Vec<_> = table
-        .values()
-        .map(|l| json!({ "name": l.name(), "listen": l.local_addr().to_string(), "faults": l.faults() }))
-        .collect();
-    Json(json!({ "links": items })).into_response()
+async fn list(State(links): State<Links>) -> Response {
+    Json(json!({ "links": links.list() })).into_response()
 }
 
-async fn set_faults(State(links): State<Arc<LinkSet>>, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+async fn set_faults(State(links): State<Links>, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
     // Parse by hand so the error names the offending field.
     let mut de = serde_json::Deserializer::from_slice(&body);
     let faults: LinkFaults = match serde_path_to_error::deserialize(&mut de) {
@@ -70,32 +118,31 @@ async fn set_faults(State(links): State<Arc<LinkSet>>, Path(name): Path<String>,
                 .into_response();
         }
     };
-    match links.with(&name, |l| l.set(faults).map(|_| l.faults())) {
+    match links.set(&name, faults) {
         None => unknown(&name),
         Some(Err(e)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Some(Ok(now)) => Json(json!({ "name": name, "faults": now })).into_response(),
     }
 }
 
-async fn heal(State(links): State<Arc<LinkSet>>, Path(name): Path<String>) -> Response {
-    match links.with(&name, |l| {
-        l.heal();
-        l.faults()
-    }) {
+async fn heal(State(links): State<Links>, Path(name): Path<String>) -> Response {
+    match links.set(&name, LinkFaults::default()) {
         None => unknown(&name),
-        Some(now) => Json(json!({ "name": name, "faults": now })).into_response(),
+        Some(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Some(Ok(now)) => Json(json!({ "name": name, "faults": now })).into_response(),
     }
 }
 
-async fn reset(State(links): State<Arc<LinkSet>>, Path(name): Path<String>) -> Response {
-    match links.with(&name, |l| l.reset_connections()) {
+async fn reset(State(links): State<Links>, Path(name): Path<String>) -> Response {
+    match links.reset(&name) {
         None => unknown(&name),
-        Some(()) => StatusCode::NO_CONTENT.into_response(),
+        Some(Err(e)) => error(StatusCode::NOT_IMPLEMENTED, e),
+        Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
     }
 }
 
 /// The control API's routes.
-pub fn router(links: Arc<LinkSet>) -> Router {
+pub fn router(links: Arc<dyn LinkTable>) -> Router {
     Router::new()
         .route("/links", get(list))
         .route("/links/{name}/faults", put(set_faults))
@@ -113,6 +160,41 @@ pub enum ServeLinksError {
     ControlBind { addr: SocketAddr, source: std::io::Error },
     #[error("link control on {addr}: {source}")]
     Serve { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Wire(#[from] crate::wire::WireError),
+}
+
+/// Start the packet wire of a netns lab (a `wan0` in every port's namespace) and
+/// serve its links' control API on `control` until `shutdown` completes. The
+/// control address is on the client port, so the wire is up before it answers.
+pub async fn serve_wire(
+    ports: &[crate::wire::PortSpec],
+    sites: Vec<String>,
+    control: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeLinksError> {
+    let wire = crate::wire::Wire::start(ports, sites)?;
+    let listener = bind_when_up(control).await?;
+    tracing::info!(%control, ports = ports.len(), "wire control serving");
+    axum::serve(listener, router(Arc::clone(&wire.links) as Arc<dyn LinkTable>))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|source| ServeLinksError::Serve { addr: control, source })
+}
+
+/// Bind `addr`, retrying for a moment while a just-added address is still
+/// tentative.
+async fn bind_when_up(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServeLinksError> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if tokio::time::Instant::now() < deadline && e.kind() == std::io::ErrorKind::AddrNotAvailable => {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await
+            }
+            Err(source) => return Err(ServeLinksError::ControlBind { addr, source }),
+        }
+    }
 }
 
 /// Start every link in `specs` and serve their control API on `control` until
@@ -134,7 +216,7 @@ pub async fn serve_links(
         .await
         .map_err(|source| ServeLinksError::ControlBind { addr: control, source })?;
     tracing::info!(%control, links = specs.len(), "link control serving");
-    axum::serve(listener, router(links))
+    axum::serve(listener, router(links as Arc<dyn LinkTable>))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ServeLinksError::Serve { addr: control, source })
@@ -167,7 +249,7 @@ mod tests {
         links.insert(Link::start("bj-sh", "127.0.0.1:0".parse().unwrap(), up).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = router(Arc::clone(&links));
+        let app = router(Arc::clone(&links) as Arc<dyn LinkTable>);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (addr, links)
     }

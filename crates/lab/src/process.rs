@@ -163,10 +163,35 @@ pub fn wait_gone(procs: &[LabProc], deadline: Instant) -> Vec<LabProc> {
 /// process group (a Ctrl-C for the terminal that ran `lab up` does not reach it),
 /// so that it keeps running after we exit.
 pub fn spawn_detached(exe: &Path, args: &[&OsStr], log: &Path) -> Result<Child> {
+    spawn_detached_in(exe, args, log, None)
+}
+
+/// [`spawn_detached`] inside network namespace `netns` (entered between fork and
+/// exec, so nothing but the new process moves).
+pub fn spawn_detached_in(exe: &Path, args: &[&OsStr], log: &Path, netns: Option<&str>) -> Result<Child> {
     let out =
         OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
     let err = out.try_clone().with_context(|| format!("opening {}", log.display()))?;
-    Command::new(exe)
+    let mut command = Command::new(exe);
+    // Opened here and held until after the spawn; close-on-exec, so the site
+    // does not inherit it.
+    let ns = netns
+        .map(|name| crate::netns::open(name).with_context(|| format!("opening network namespace {name}")))
+        .transpose()?;
+    if let Some(ns) = &ns {
+        use std::os::fd::AsRawFd;
+        let fd = ns.as_raw_fd();
+        // SAFETY: setns is async-signal-safe and touches only this child.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)

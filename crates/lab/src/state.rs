@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::topology::{ports, Net, Role, SiteSpec};
+use crate::topology::{ports, Net, Role, SiteSpec, Wan};
 
 /// The state file's name inside the lab directory.
 pub const STATE_FILE: &str = "lab.json";
@@ -38,6 +38,22 @@ pub struct LabState {
     /// built for drills that must fail, where DNS keeps naming the first primary.
     #[serde(default = "steering_default")]
     pub steering: bool,
+    /// `Some` for a netns lab (`lab up --netns`): its WAN and the clients'
+    /// namespace. Absent from a loopback lab's file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<NetnsState>,
+}
+
+/// The network of a netns lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetnsState {
+    /// The virtual WAN every site and the client namespace are on.
+    pub wan: Wan,
+    /// The namespace clients run in: the supervisor, the drill engine, tests.
+    pub client: String,
+    /// The client namespace's address on the WAN.
+    pub client_ip: Ipv4Addr,
 }
 
 fn steering_default() -> bool {
@@ -71,6 +87,9 @@ pub struct SiteState {
     /// Standard output and error of `maildr serve`, appended across restarts.
     pub log: PathBuf,
     pub ports: SitePorts,
+    /// The site's network namespace in a netns lab; absent on loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
 }
 
 /// The ports a site listens on, on its own IP; `None` for services not built yet.
@@ -119,6 +138,7 @@ impl SiteState {
             data_dir: home.join("data"),
             log: home.join("serve.log"),
             ports: SitePorts::lab(spec.role),
+            netns: None,
         }
     }
 }
@@ -186,6 +206,12 @@ impl LabState {
     pub fn site_mut(&mut self, name: &str) -> Option<&mut SiteState> {
         self.sites.iter_mut().find(|s| s.site == name)
     }
+
+    /// Every network namespace of the lab: the sites', then the client's.
+    pub fn namespaces(&self) -> Vec<String> {
+        let sites = self.sites.iter().filter_map(|s| s.netns.clone());
+        sites.chain(self.netns.iter().map(|n| n.client.clone())).collect()
+    }
 }
 
 #[cfg(test)]
@@ -214,6 +240,7 @@ mod tests {
             accounts: vec![AccountState { address: "probe@example.test".into(), password: "pw".into() }],
             api_token: "token".into(),
             steering: false,
+            netns: None,
         };
         state.site_mut("sh").unwrap().pid = Some(42);
         state.save().unwrap();
@@ -230,6 +257,20 @@ mod tests {
         let older: LabState = serde_json::from_value(without).unwrap();
         assert!(older.steering, "a lab.json written before the key steers DNS");
         assert_eq!(json["sites"][1]["config"], dir.join("sites/sh/site.toml").to_str().unwrap());
+        assert!(json.get("netns").is_none() && json["sites"][0].get("netns").is_none(), "a loopback lab has none");
+        assert!(state.namespaces().is_empty());
+        state.netns = Some(NetnsState {
+            wan: Wan::default(),
+            client: "maildr9-client".into(),
+            client_ip: Wan::default().client(),
+        });
+        state.site_mut("bj").unwrap().netns = Some("maildr9-bj".into());
+        state.save().unwrap();
+        assert_eq!(LabState::load(&dir).unwrap().unwrap(), state);
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(STATE_FILE)).unwrap()).unwrap();
+        assert_eq!(json["netns"]["wan"], "198.18.0.0/24");
+        assert_eq!(json["sites"][0]["netns"], "maildr9-bj");
+        assert_eq!(state.namespaces(), ["maildr9-bj", "maildr9-client"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -25,8 +25,9 @@ use serde_json::{json, Value};
 
 use crate::bootstrap::{self, HEALTH_TIMEOUT};
 use crate::files;
+use crate::netns;
 use crate::process::{self, LabProc, Liveness, Signal, Started};
-use crate::state::{AccountState, LabState, LinksState, SiteState};
+use crate::state::{AccountState, LabState, LinksState, NetnsState, SiteState};
 use crate::topology::{Role, Topology, DOMAIN};
 
 /// How long stopped processes get between SIGTERM and SIGKILL.
@@ -64,20 +65,80 @@ pub fn up(exe: &Path, dir: &Path, topology: Topology, options: &UpOptions) -> Re
     if LabState::load(dir)?.is_some() {
         bail!("{} still holds a lab: clear it first", dir.display());
     }
-    check_addresses_free(&topology)?;
+    if topology.wan.is_some() {
+        if !netns::is_root() {
+            bail!(
+                "lab up --netns must run as root: it makes network namespaces and TAP devices \
+                 (the loopback lab, without --netns, needs no privileges)"
+            );
+        }
+        netns::remove_leftovers(topology.net)?;
+    } else {
+        check_addresses_free(&topology)?;
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut state = write_lab(exe, dir, &topology, options)?;
+    // Saved before any namespace exists, so a crash from here on leaves a lab.json
+    // that names everything `lab down` or the next `lab up` must remove.
     state.save()?;
     let mut started = Started::default();
-    if let Err(e) = bootstrap::start_and_bootstrap(exe, &topology, &mut state, &mut started) {
+    let result =
+        make_namespaces(&state).and_then(|()| bootstrap::start_and_bootstrap(exe, &topology, &mut state, &mut started));
+    if let Err(e) = result {
         started.stop(STOP_GRACE);
         state.links.pid = None;
         state.sites.iter_mut().for_each(|s| s.pid = None);
         let _ = state.save();
+        let _ = remove_namespaces(&state);
         return Err(e.context(format!("lab up in {} failed; every process it started is stopped", dir.display())));
     }
     started.release();
     Ok(state)
+}
+
+/// Make the namespaces of a netns lab and move this thread into the client one,
+/// where everything the supervisor starts and asks from now on runs.
+fn make_namespaces(state: &LabState) -> Result<()> {
+    let Some(net) = &state.netns else {
+        return Ok(());
+    };
+    for name in state.namespaces() {
+        netns::create(&name)?;
+    }
+    netns::enter(&net.client)
+}
+
+/// Remove a netns lab's namespaces (every process in them must be stopped).
+fn remove_namespaces(state: &LabState) -> Result<()> {
+    for name in state.namespaces() {
+        netns::delete(&name)?;
+    }
+    Ok(())
+}
+
+/// Move this thread into the client namespace of the lab `state` describes, when
+/// it is a netns lab: its sites are reached from there only. Call it before any
+/// thread that talks to the sites is started.
+pub fn enter_network(state: &LabState) -> Result<()> {
+    let Some(net) = &state.netns else {
+        return Ok(());
+    };
+    if netns::is_current(&net.client) {
+        return Ok(());
+    }
+    if !netns::is_root() {
+        bail!("the lab in {} is a netns lab: its sites are reached only as root", state.dir.display());
+    }
+    netns::enter(&net.client).with_context(|| format!("is the netns lab in {} still up?", state.dir.display()))
+}
+
+/// The topology of the lab `state` describes.
+fn topology_of(state: &LabState) -> Topology {
+    let topology = Topology::for_roles(state.net, state.sites.iter().map(|s| s.role));
+    match &state.netns {
+        Some(n) => topology.on_wan(n.wan),
+        None => topology,
+    }
 }
 
 /// Stop what an earlier lab in `dir` left running (only processes that are really
@@ -85,7 +146,10 @@ pub fn up(exe: &Path, dir: &Path, topology: Topology, options: &UpOptions) -> Re
 pub fn clear_previous(dir: &Path) -> Result<Vec<LabProc>> {
     let mut stopped = Vec::new();
     match LabState::load(dir) {
-        Ok(Some(old)) => stopped = process::stop_all(&lab_procs(&old), STOP_GRACE)?,
+        Ok(Some(old)) => {
+            stopped = process::stop_all(&lab_procs(&old), STOP_GRACE)?;
+            remove_namespaces(&old)?;
+        }
         Ok(None) => {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 return Ok(stopped);
@@ -138,7 +202,13 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
         api_token: hex::encode(rand::random::<[u8; 24]>()),
         probe: (probe.address.clone(), probe.password.clone()),
     };
-    let sites: Vec<SiteState> = topology.sites.iter().map(|s| SiteState::planned(dir, s)).collect();
+    let mut sites: Vec<SiteState> = topology.sites.iter().map(|s| SiteState::planned(dir, s)).collect();
+    let netns = topology.wan.map(|wan| {
+        for site in &mut sites {
+            site.netns = Some(netns::name(topology.net, &site.site));
+        }
+        NetnsState { wan, client: netns::name(topology.net, netns::CLIENT), client_ip: wan.client() }
+    });
     for ((spec, site), tls) in topology.sites.iter().zip(&sites).zip(&tls) {
         let mut config = files::site_config(topology, spec, site, tls, &secrets);
         config.cluster.snapshot_after_entries = options.snapshot_after_entries;
@@ -166,6 +236,7 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
         accounts,
         api_token: secrets.api_token,
         steering: options.steering,
+        netns,
     })
 }
 
@@ -252,6 +323,8 @@ pub fn down(dir: &Path, keep: bool) -> Result<Option<Down>> {
         return Ok(None);
     };
     let stopped = process::stop_all(&lab_procs(&state), STOP_GRACE)?;
+    // Nothing runs in them any more; a kept lab is started afresh by `lab up`.
+    remove_namespaces(&state)?;
     if keep {
         state.links.pid = None;
         state.sites.iter_mut().for_each(|s| s.pid = None);
@@ -332,6 +405,7 @@ pub enum SiteStart {
 /// `exe`) and wait until it answers; if it does not, it is stopped again.
 pub fn start(exe: &Path, dir: &Path, name: &str) -> Result<SiteStart> {
     let mut state = load_required(dir)?;
+    enter_network(&state)?;
     let site = find_site(&state, name)?.clone();
     if let Some(proc) = site_proc(&site).filter(|p| p.state().is_some()) {
         return Ok(SiteStart::AlreadyRunning(proc.pid));
@@ -384,6 +458,7 @@ pub struct ServiceSwitched {
 /// `name` through its admin API's fault hooks.
 pub fn switch_service(dir: &Path, name: &str, service: &str, running: bool) -> Result<ServiceSwitched> {
     let state = load_required(dir)?;
+    enter_network(&state)?;
     let site = find_site(&state, name)?;
     // The standby has an admin API (for a forced failover) but no services to stop.
     let (Role::Data, Some(port)) = (site.role, site.ports.http) else {
@@ -419,10 +494,34 @@ pub fn switch_service(dir: &Path, name: &str, service: &str, running: bool) -> R
 /// SIGTERM or Ctrl-C.
 pub fn links(dir: &Path) -> Result<()> {
     let state = load_required(dir)?;
-    let topology = Topology::for_roles(state.net, state.sites.iter().map(|s| s.role));
-    let specs = topology.links();
-    runtime()?
-        .block_on(async { crate::link_control::serve_links(&specs, topology.control_addr(), stop_signal()).await })?;
+    let topology = topology_of(&state);
+    let control = topology.control_addr();
+    let served = match &state.netns {
+        None => {
+            let specs = topology.links();
+            runtime()?.block_on(crate::link_control::serve_links(&specs, control, stop_signal()))
+        }
+        Some(net) => {
+            let mut ports = Vec::new();
+            for site in &state.sites {
+                let ns =
+                    site.netns.clone().with_context(|| format!("lab.json names no namespace for {}", site.site))?;
+                ports.push(crate::wire::PortSpec {
+                    name: site.site.clone(),
+                    netns: ns,
+                    address: format!("{}/24", site.ip),
+                });
+            }
+            ports.push(crate::wire::PortSpec {
+                name: netns::CLIENT.into(),
+                netns: net.client.clone(),
+                address: format!("{}/24", net.client_ip),
+            });
+            let sites = state.sites.iter().map(|s| s.site.clone()).collect();
+            runtime()?.block_on(crate::link_control::serve_wire(&ports, sites, control, stop_signal()))
+        }
+    };
+    served?;
     tracing::info!("links stopped");
     Ok(())
 }

@@ -67,6 +67,10 @@ pub enum NetError {
     Syntax(String),
     #[error("{0:?}: the lab runs on loopback addresses, so the first octet must be 127")]
     NotLoopback(String),
+    #[error("{0:?} is not a /24 network A.B.C.0/24 (for example 198.18.0.0/24)")]
+    WanSyntax(String),
+    #[error("{0:?}: a WAN cannot be a loopback, multicast or reserved network; use 198.18.0.0/15")]
+    WanReserved(String),
 }
 
 impl FromStr for Net {
@@ -95,6 +99,75 @@ impl TryFrom<String> for Net {
 impl From<Net> for String {
     fn from(n: Net) -> String {
         n.to_string()
+    }
+}
+
+/// The virtual WAN of a netns lab: a /24 network, by default in 198.18.0.0/15
+/// (RFC 2544's range for network test labs). Sites get `.10`, `.20`, ... as on
+/// loopback; the client namespace gets `.1`. The addresses exist only inside the
+/// lab's namespaces, so every netns lab may use the same network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Wan {
+    prefix: [u8; 3],
+}
+
+impl Default for Wan {
+    fn default() -> Wan {
+        Wan { prefix: [198, 18, 0] }
+    }
+}
+
+impl Wan {
+    /// The address `A.B.C.<last>`.
+    pub fn host(self, last: u8) -> Ipv4Addr {
+        let [a, b, c] = self.prefix;
+        Ipv4Addr::new(a, b, c, last)
+    }
+
+    /// The client namespace's address.
+    pub fn client(self) -> Ipv4Addr {
+        self.host(1)
+    }
+
+    /// The prefix length of every address on the WAN.
+    pub const PREFIX_LEN: u8 = 24;
+}
+
+impl fmt::Display for Wan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.host(0), Wan::PREFIX_LEN)
+    }
+}
+
+impl FromStr for Wan {
+    type Err = NetError;
+
+    fn from_str(s: &str) -> Result<Wan, NetError> {
+        let bad = || NetError::WanSyntax(s.to_string());
+        let (addr, len) = s.split_once('/').ok_or_else(bad)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+        let [a, b, c, d] = addr.octets();
+        if len != "24" || d != 0 {
+            return Err(bad());
+        }
+        if addr.is_loopback() || addr.is_multicast() || addr.is_unspecified() || a >= 240 {
+            return Err(NetError::WanReserved(s.to_string()));
+        }
+        Ok(Wan { prefix: [a, b, c] })
+    }
+}
+
+impl TryFrom<String> for Wan {
+    type Error = NetError;
+    fn try_from(s: String) -> Result<Wan, NetError> {
+        s.parse()
+    }
+}
+
+impl From<Wan> for String {
+    fn from(w: Wan) -> String {
+        w.to_string()
     }
 }
 
@@ -173,6 +246,9 @@ pub struct LinkSpec {
 pub struct Topology {
     pub net: Net,
     pub sites: Vec<SiteSpec>,
+    /// `Some`: a netns lab, every site in its own namespace on this WAN, with no
+    /// proxy between them (faults act on packets).
+    pub wan: Option<Wan>,
 }
 
 impl Topology {
@@ -189,6 +265,24 @@ impl Topology {
         Topology {
             net,
             sites: vec![site("bj", 1, Role::Data, 10), site("sh", 2, Role::Data, 20), site("hz", 3, Role::Witness, 30)],
+            wan: None,
+        }
+    }
+
+    /// The same lab with every site in its own network namespace on `wan`.
+    pub fn on_wan(mut self, wan: Wan) -> Topology {
+        for site in &mut self.sites {
+            site.ip = wan.host(site.octet);
+        }
+        self.wan = Some(wan);
+        self
+    }
+
+    /// The site's address for a new site of this lab.
+    fn ip_for(&self, octet: u8) -> Ipv4Addr {
+        match self.wan {
+            Some(wan) => wan.host(octet),
+            None => self.net.host(octet),
         }
     }
 
@@ -210,13 +304,7 @@ impl Topology {
     /// This lab plus the lagged site lg (node 5, `A.B.50.1`).
     pub fn with_lagged(mut self) -> Topology {
         let octet = 50;
-        self.sites.push(SiteSpec {
-            name: "lg".into(),
-            node_id: 5,
-            role: Role::Lagged,
-            ip: self.net.host(octet),
-            octet,
-        });
+        self.sites.push(SiteSpec { name: "lg".into(), node_id: 5, role: Role::Lagged, ip: self.ip_for(octet), octet });
         self
     }
 
@@ -262,9 +350,24 @@ impl Topology {
         out
     }
 
-    /// Where the links process serves the link-control API.
+    /// Where the links process serves the link-control API: on the client
+    /// namespace's WAN address in a netns lab.
     pub fn control_addr(&self) -> SocketAddr {
-        SocketAddr::from((self.net.host(CONTROL_OCTET), ports::LINK_CONTROL))
+        let ip = match self.wan {
+            Some(wan) => wan.client(),
+            None => self.net.host(CONTROL_OCTET),
+        };
+        SocketAddr::from((ip, ports::LINK_CONTROL))
+    }
+
+    /// Where site `to` is reached from site `from`: through the fault-proxy link on
+    /// loopback, directly over the WAN in a netns lab.
+    pub fn peer_addr(&self, from: &SiteSpec, to: &SiteSpec) -> SocketAddr {
+        if from.name == to.name || self.wan.is_some() {
+            to.replication_addr()
+        } else {
+            self.link(from, to).listen
+        }
     }
 
     /// Every address the lab binds, for a conflict check at a glance.
@@ -315,6 +418,26 @@ mod tests {
         assert_eq!(hz_bj.upstream, "127.5.10.1:2700".parse().unwrap());
         assert_eq!(t.control_addr(), "127.5.99.1:2790".parse().unwrap());
         assert_eq!(t.site("hz").unwrap().role, Role::Witness);
+    }
+
+    #[test]
+    fn a_netns_lab_puts_every_site_on_the_wan_and_joins_them_without_proxies() {
+        assert_eq!("198.18.7.0/24".parse::<Wan>().unwrap().host(10), Ipv4Addr::new(198, 18, 7, 10));
+        assert_eq!(Wan::default().to_string(), "198.18.0.0/24");
+        for bad in ["198.18.0.0", "198.18.0.1/24", "198.18.0.0/16", "x/24", ""] {
+            assert!(matches!(bad.parse::<Wan>(), Err(NetError::WanSyntax(_))), "{bad}");
+        }
+        for reserved in ["127.0.0.0/24", "224.1.1.0/24", "0.0.0.0/24", "250.0.0.0/24"] {
+            assert!(matches!(reserved.parse::<Wan>(), Err(NetError::WanReserved(_))), "{reserved}");
+        }
+        let t = Topology::with_standby(Net::default()).with_lagged().on_wan(Wan::default());
+        let ips: Vec<String> = t.sites.iter().map(|s| s.ip.to_string()).collect();
+        assert_eq!(ips, ["198.18.0.10", "198.18.0.20", "198.18.0.30", "198.18.0.40", "198.18.0.50"]);
+        let (bj, sh) = (t.site("bj").unwrap(), t.site("sh").unwrap());
+        assert_eq!(t.peer_addr(bj, sh), "198.18.0.20:2700".parse().unwrap());
+        assert_eq!(t.control_addr(), "198.18.0.1:2790".parse().unwrap());
+        let lo = Topology::three_sites(Net::default());
+        assert_eq!(lo.peer_addr(&lo.sites[0], &lo.sites[1]), lo.link(&lo.sites[0], &lo.sites[1]).listen);
     }
 
     #[test]

@@ -365,6 +365,11 @@ fn run_drill(
                     dir.display()
                 );
             }
+            // A netns lab's sites are reached from its client namespace only: this
+            // thread moves there before any thread of the drill is started.
+            if let Some(state) = maildr_lab::state::LabState::load(&dir)? {
+                maildr_lab::supervisor::enter_network(&state)?;
+            }
             Target::lab(&dir, &exe).map_err(anyhow::Error::msg)?
         }
         TargetSpec::Deployment { file } => {

@@ -10,10 +10,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use maildr_api::faults::Service;
+use maildr_lab::fault_proxy::{DirectionFaults, LinkFaults};
 use maildr_lab::files;
+use maildr_lab::link_client::LinkClient;
 use maildr_lab::process::Liveness;
 use maildr_lab::supervisor::{self, LabStatus, SiteStart, UpOptions};
-use maildr_lab::topology::{Net, Topology};
+use maildr_lab::topology::{Net, Topology, Wan};
 
 #[derive(Args)]
 pub struct DirArg {
@@ -61,6 +63,16 @@ pub enum LabAction {
         /// sites), so after a failover DNS still names the old primary.
         #[arg(long)]
         no_steering: bool,
+        /// Put every site in its own network namespace on a virtual WAN (root
+        /// only): real addresses, real packets, and link faults on those packets.
+        /// Clients reach the sites from the namespace `maildr<B>-client`
+        /// (`ip netns exec maildr0-client …`); `lab down` removes every namespace.
+        #[arg(long)]
+        netns: bool,
+        /// The netns lab's WAN: sites on .10, .20, .30 (.40, .50), the client
+        /// namespace on .1. Exists only inside the lab's namespaces.
+        #[arg(long, default_value_t = Wan::default(), requires = "netns")]
+        wan: Wan,
     },
     /// Every endpoint, which processes are alive, and the accounts; exits 1 unless
     /// every process is alive.
@@ -123,10 +135,63 @@ pub enum LabAction {
         #[command(flatten)]
         dir: DirArg,
     },
+    /// Faults on the links between sites: delay, jitter, rate, loss, partition.
+    /// On loopback a link is a TCP proxy; in a netns lab it carries packets.
+    Link {
+        #[command(subcommand)]
+        action: LinkAction,
+    },
     /// Run the lab's fault-proxy links and their control API until SIGTERM
     /// (started by `lab up`).
     #[command(hide = true)]
     Links {
+        #[command(flatten)]
+        dir: DirArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum LinkAction {
+    /// Every link with its faults.
+    List {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The link-control API's JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace the faults of a link (`bj-sh`: traffic between bj and sh; on
+    /// loopback, the connections bj opens to sh). Unset options are no fault.
+    Set {
+        /// The link, `<from>-<to>`, as `lab link list` names it.
+        link: String,
+        #[command(flatten)]
+        dir: DirArg,
+        /// Added one-way delay, both directions.
+        #[arg(long, default_value_t = 0)]
+        latency_ms: u64,
+        /// Extra random delay 0..=N ms (order is kept).
+        #[arg(long, default_value_t = 0)]
+        jitter_ms: u64,
+        /// Bandwidth cap in bytes per second, each direction.
+        #[arg(long)]
+        rate_bytes_per_sec: Option<u64>,
+        /// Percentage of packets lost, each direction (netns lab only).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        loss_percent: u8,
+        /// Percentage of new connections lost (on packets: their opening SYN).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+        connection_loss_percent: u8,
+        /// Cut the link both ways: nothing passes until `heal`.
+        #[arg(long)]
+        partition: bool,
+    },
+    /// Clear every fault of a link, or of every link with `--all`.
+    Heal {
+        #[arg(required_unless_present = "all")]
+        link: Option<String>,
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -141,9 +206,21 @@ pub fn run(action: LabAction) -> Result<()> {
     let dir_of = |d: &DirArg| std::path::absolute(&d.dir).with_context(|| format!("resolving {}", d.dir.display()));
     let exe = || std::env::current_exe().context("finding the maildr binary");
     match &action {
-        LabAction::Up { dir, net, json, snapshot_after_entries, standby, lagged, dns_provider_config, no_steering } => {
+        LabAction::Up {
+            dir,
+            net,
+            json,
+            snapshot_after_entries,
+            standby,
+            lagged,
+            dns_provider_config,
+            no_steering,
+            netns,
+            wan,
+        } => {
             let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
             let topology = if lagged.is_some() { topology.with_lagged() } else { topology };
+            let topology = if *netns { topology.on_wan(*wan) } else { topology };
             let dns_providers = match dns_provider_config {
                 Some(file) => files::read_dns_providers(file)?,
                 None => Vec::new(),
@@ -191,8 +268,94 @@ pub fn run(action: LabAction) -> Result<()> {
         }
         LabAction::StopService { site, service, dir } => switch_service(&dir_of(dir)?, site, *service, false),
         LabAction::StartService { site, service, dir } => switch_service(&dir_of(dir)?, site, *service, true),
+        LabAction::Link { action } => link(action, dir_of),
         LabAction::Links { dir } => supervisor::links(&dir_of(dir)?),
     }
+}
+
+/// `lab link …`: through the lab's link-control API, from the client namespace
+/// of a netns lab.
+fn link(action: &LinkAction, dir_of: impl Fn(&DirArg) -> Result<PathBuf>) -> Result<()> {
+    let dir = match action {
+        LinkAction::List { dir, .. } | LinkAction::Set { dir, .. } | LinkAction::Heal { dir, .. } => dir_of(dir)?,
+    };
+    let state = supervisor::load_required(&dir)?;
+    supervisor::enter_network(&state)?;
+    let control = state.links.control.trim_start_matches("http://");
+    let addr = control.parse().with_context(|| format!("lab.json: link control {control:?} is not an address"))?;
+    let client = LinkClient::new(addr);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match action {
+        LinkAction::List { json, .. } => {
+            let listed = rt.block_on(client.list())?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&listed)?);
+            } else {
+                for l in listed["links"].as_array().into_iter().flatten() {
+                    let faults: LinkFaults = serde_json::from_value(l["faults"].clone()).unwrap_or_default();
+                    println!("{:<6} {}", l["name"].as_str().unwrap_or("?"), describe(&faults));
+                }
+            }
+        }
+        LinkAction::Set {
+            link,
+            latency_ms,
+            jitter_ms,
+            rate_bytes_per_sec,
+            loss_percent,
+            connection_loss_percent,
+            partition,
+            ..
+        } => {
+            let d = DirectionFaults {
+                latency_ms: *latency_ms,
+                jitter_ms: *jitter_ms,
+                bandwidth_bytes_per_sec: *rate_bytes_per_sec,
+                blackhole: *partition,
+                loss_percent: *loss_percent,
+            };
+            let faults = LinkFaults { forward: d, backward: d, connection_loss_percent: *connection_loss_percent };
+            rt.block_on(client.set_faults(link, &faults)).with_context(|| format!("setting faults on {link}"))?;
+            println!("{link}: {}", describe(&faults));
+        }
+        LinkAction::Heal { link, all, .. } => {
+            let names = if *all { state.links.names.clone() } else { link.iter().cloned().collect() };
+            for name in &names {
+                rt.block_on(client.heal(name)).with_context(|| format!("healing {name}"))?;
+            }
+            println!("healed {}", names.join(", "));
+        }
+    }
+    Ok(())
+}
+
+/// One line for a link's faults.
+fn describe(f: &LinkFaults) -> String {
+    let side = |d: &DirectionFaults| {
+        if d.blackhole {
+            return "cut".to_string();
+        }
+        let mut parts = Vec::new();
+        if d.latency_ms > 0 || d.jitter_ms > 0 {
+            parts.push(format!("{} ms ± {} ms", d.latency_ms, d.jitter_ms));
+        }
+        if let Some(r) = d.bandwidth_bytes_per_sec {
+            parts.push(format!("{r} B/s"));
+        }
+        if d.loss_percent > 0 {
+            parts.push(format!("{}% loss", d.loss_percent));
+        }
+        if parts.is_empty() {
+            "clear".to_string()
+        } else {
+            parts.join(", ")
+        }
+    };
+    let mut out = format!("forward {}; backward {}", side(&f.forward), side(&f.backward));
+    if f.connection_loss_percent > 0 {
+        out.push_str(&format!("; {}% of new connections lost", f.connection_loss_percent));
+    }
+    out
 }
 
 fn up(exe: &Path, dir: &Path, topology: Topology, json: bool, options: &UpOptions) -> Result<()> {
@@ -240,6 +403,15 @@ fn print_status(status: &LabStatus, json: bool) -> bool {
     }
     let state = &status.state;
     println!("lab {}  (net {}, domain {})", state.dir.display(), state.net, state.domain);
+    if let Some(n) = &state.netns {
+        println!(
+            "netns lab on WAN {}: clients in namespace {} ({}); sites in {}",
+            n.wan,
+            n.client,
+            n.client_ip,
+            state.sites.iter().filter_map(|s| s.netns.as_deref()).collect::<Vec<_>>().join(", ")
+        );
+    }
     println!(
         "{:<5} {:<8} {:>4}  {:<15} {:>8}  {:<8} {:>5} {:>10} {:>11} {:>5} {:>5} {:>11}",
         "SITE",
