@@ -22,6 +22,10 @@ const WRITE_TIMEOUT_MS: u64 = 3_000;
 /// Control-plane timings for a lab: a dead site is detected in about a second.
 const PROBE_INTERVAL_MS: u64 = 250;
 const PROBE_TIMEOUT_MS: u64 = 1_000;
+/// Probe timeout on the netns lab's WAN: a probe takes several round trips (TCP,
+/// TLS, EHLO, LOGIN), and a lost SYN waits a second for its retransmission, so the
+/// loopback lab's second would call a healthy site behind a lossy link down.
+const WAN_PROBE_TIMEOUT_MS: u64 = 2_500;
 const DOWN_AFTER_FAILURES: u32 = 3;
 const READD_HOLDDOWN_MS: u64 = 2_000;
 /// TTL of the lab's DNS records: clients follow a failover within seconds.
@@ -197,7 +201,7 @@ pub fn site_config(
     c.dns.withdraw_after_ms = DNS_WITHDRAW_AFTER_MS;
     c.control.enabled = true;
     c.control.probe_interval_ms = PROBE_INTERVAL_MS;
-    c.control.probe_timeout_ms = PROBE_TIMEOUT_MS;
+    c.control.probe_timeout_ms = if topology.wan.is_some() { WAN_PROBE_TIMEOUT_MS } else { PROBE_TIMEOUT_MS };
     c.control.down_after_failures = DOWN_AFTER_FAILURES;
     c.control.readd_holddown_ms = READD_HOLDDOWN_MS;
     c.control.probe_smtp_port = ports::SMTP;

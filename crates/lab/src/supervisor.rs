@@ -108,9 +108,25 @@ fn make_namespaces(state: &LabState) -> Result<()> {
     netns::enter(&net.client)
 }
 
-/// Remove a netns lab's namespaces (every process in them must be stopped).
+/// Remove a netns lab's namespaces. A process of this lab still in one (a site
+/// a crashed `lab up` started but never recorded) is stopped first; the calling
+/// process is never one of them.
 fn remove_namespaces(state: &LabState) -> Result<()> {
     for name in state.namespaces() {
+        if !netns::exists(&name) {
+            continue;
+        }
+        let markers: Vec<&Path> =
+            std::iter::once(state.dir.as_path()).chain(state.sites.iter().map(|s| s.config.as_path())).collect();
+        let strays: Vec<LabProc> = netns::pids(&name)?
+            .into_iter()
+            .filter(|pid| *pid != std::process::id())
+            .filter_map(|pid| {
+                let marker = markers.iter().find(|m| process::is_ours(pid, m))?;
+                Some(LabProc { label: format!("lab process {pid} in {name}"), pid, marker: marker.to_path_buf() })
+            })
+            .collect();
+        process::stop_all(&strays, STOP_GRACE)?;
         netns::delete(&name)?;
     }
     Ok(())
