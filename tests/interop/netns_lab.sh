@@ -104,7 +104,7 @@ try:
 except imaplib.IMAP4.error as e:
     print("plain refused:", e)
 ctx = ssl.create_default_context(cafile=lab["ca"])
-tls = imaplib.IMAP4_SSL("198.18.0.20", 2993, ssl_context=ctx, server_hostname="sh.example.test")
+tls = imaplib.IMAP4_SSL("198.18.0.20", 2993, ssl_context=ctx)
 print(tls.login("alice@example.test", pw)[0])
 tls.logout()
 PY

@@ -17,6 +17,10 @@ use maildr_config::{ClusterMember, SiteConfig, SiteRole};
 const ELECTION_TIMEOUT_MIN_MS: u64 = 400;
 const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
 const HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// Heartbeat on the netns lab's WAN. Replication gives every AppendEntries one
+/// heartbeat interval to be answered, so the interval must exceed the worst round
+/// trip between sites: the combined drill's 40 ± 10 ms each way is 100 ms.
+const WAN_HEARTBEAT_INTERVAL_MS: u64 = 150;
 const BODY_PUSH_TIMEOUT_MS: u64 = 2_000;
 const WRITE_TIMEOUT_MS: u64 = 3_000;
 /// Control-plane timings for a lab: a dead site is detected in about a second.
@@ -165,7 +169,8 @@ pub fn site_config(
     c.cluster.key_file = Some(tls.cluster_key.clone());
     c.cluster.election_timeout_min_ms = ELECTION_TIMEOUT_MIN_MS;
     c.cluster.election_timeout_max_ms = ELECTION_TIMEOUT_MAX_MS;
-    c.cluster.heartbeat_interval_ms = HEARTBEAT_INTERVAL_MS;
+    c.cluster.heartbeat_interval_ms =
+        if topology.wan.is_some() { WAN_HEARTBEAT_INTERVAL_MS } else { HEARTBEAT_INTERVAL_MS };
     c.cluster.body_push_timeout_ms = BODY_PUSH_TIMEOUT_MS;
     c.cluster.members = topology
         .sites
