@@ -109,7 +109,7 @@ impl Shaper {
         let mut depart = now;
         if let Some(rate) = faults.bandwidth_bytes_per_sec.filter(|r| *r > 0) {
             depart = self.busy_until.map_or(now, |b| b.max(now));
-            let nanos = (len as u128 * 1_000_000_000 / u128::from(rate)).min(u128::from(u64::MAX)) as u64;
+            let nanos = u64::try_from(len as u128 * 1_000_000_000 / u128::from(rate)).unwrap_or(u64::MAX);
             self.busy_until = Some(depart + Duration::from_nanos(nanos));
         }
         let jitter = if faults.jitter_ms > 0 { random(faults.jitter_ms + 1) } else { 0 };
@@ -196,8 +196,11 @@ fn tun_set_iff(tun: &std::fs::File) -> std::io::Result<()> {
         _pad: [u8; 22],
     }
     const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
-    let mut req =
-        IfReq { name: [0; libc::IFNAMSIZ], flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short, _pad: [0; 22] };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: libc::c_short::try_from(libc::IFF_TAP | libc::IFF_NO_PI).expect("the TAP flags fit a short"),
+        _pad: [0; 22],
+    };
     for (slot, byte) in req.name.iter_mut().zip(WAN_DEVICE.bytes()) {
         *slot = byte as libc::c_char;
     }
