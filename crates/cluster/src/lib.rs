@@ -290,7 +290,7 @@ mod tests {
                     body,
                     internal_date: UnixSeconds(0),
                     flags: SystemFlags::default(),
-                    message_id: None,
+                    retry_key: None,
                 })
                 .await
                 .unwrap()

@@ -78,7 +78,7 @@ fn mail_entries(state_machine: &StateMachineStore) -> Vec<Entry> {
                 body,
                 internal_date: UnixSeconds(1_700_000_002),
                 flags: SystemFlags::default(),
-                message_id: None,
+                retry_key: None,
             }),
         ),
         entry(6, EntryPayload::Normal(Command::RemoveDomain { domain: Domain::parse("nowhere.test").unwrap() })),

@@ -102,8 +102,9 @@ section! {
         idle_timeout_secs: u64 = 300,
         /// Most concurrent SMTP connections on all listeners of this site.
         connections_max: u32 = 1000,
-        /// Milliseconds a failed AUTH waits before answering, times the number of
-        /// failures so far in the session: slows down password guessing.
+        /// Base delay after a failed AUTH, in milliseconds: the next AUTH from the
+        /// same address waits it before its answer, doubling with every further
+        /// failure (capped at 64 times); slows down password guessing.
         auth_failure_delay_ms: u64 = 500,
     }
 }

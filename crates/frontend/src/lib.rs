@@ -1,8 +1,10 @@
 //! What every protocol front end of a site (SMTP, IMAP, DNS, later the admin API)
 //! shares and must not write twice: the accept loop with graceful shutdown, the
 //! switches that stop and start a service for fault hooks (`switchboard`), and
-//! password hashing. It knows nothing of any protocol and never touches the store.
+//! password hashing and checking (`passwords`). It knows nothing of any protocol
+//! and never touches the store.
 
+pub mod passwords;
 pub mod switchboard;
 
 use std::fmt::Debug;

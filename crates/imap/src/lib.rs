@@ -18,10 +18,12 @@ mod search;
 mod session;
 mod view;
 
+pub use cmd::list::LIST_PATTERN_BYTES_MAX;
+
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use maildr_cluster::Cluster;
 use maildr_config::ImapSection;
@@ -29,11 +31,6 @@ use maildr_types::{system_clock, EmailAddress, SharedClock};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
-
-/// Source addresses remembered for login-failure delays.
-const AUTH_FAILURE_SOURCES_MAX: usize = 10_000;
-/// A source's failures are forgotten after this long without another.
-const AUTH_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
 
 /// What every IMAP session of a site shares.
 pub struct ImapService {
@@ -45,7 +42,8 @@ pub struct ImapService {
     pub(crate) clock: SharedClock,
     connections: Arc<Semaphore>,
     sessions: Mutex<HashMap<EmailAddress, u32>>,
-    auth_failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Failed logins per source address (the delay before the next answer).
+    pub(crate) login_failures: maildr_frontend::passwords::LoginFailures,
 }
 
 /// Counts one logged-in session of an account while it lives.
@@ -79,6 +77,8 @@ impl ImapService {
         clock: SharedClock,
     ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(config.connections_max as usize));
+        let login_failures =
+            maildr_frontend::passwords::LoginFailures::new(Duration::from_millis(config.auth_failure_delay_ms));
         Arc::new(ImapService {
             cluster,
             config,
@@ -86,7 +86,7 @@ impl ImapService {
             clock,
             connections,
             sessions: Mutex::new(HashMap::new()),
-            auth_failures: Mutex::new(HashMap::new()),
+            login_failures,
         })
     }
 
@@ -98,34 +98,6 @@ impl ImapService {
         }
         *n += 1;
         Some(SessionGuard { service: Arc::clone(self), account: account.clone() })
-    }
-
-    /// Delay before answering a login from `ip`: doubles with each recent failure.
-    pub(crate) fn auth_delay(&self, ip: IpAddr) -> Duration {
-        let failures = self.auth_failures.lock().expect("auth table lock");
-        match failures.get(&ip) {
-            Some((n, at)) if at.elapsed() < AUTH_FAILURE_MEMORY && *n > 0 => {
-                Duration::from_millis(self.config.auth_failure_delay_ms.saturating_mul(1 << (*n - 1).min(6)))
-            }
-            _ => Duration::ZERO,
-        }
-    }
-
-    pub(crate) fn auth_failed(&self, ip: IpAddr) {
-        let mut failures = self.auth_failures.lock().expect("auth table lock");
-        if failures.len() >= AUTH_FAILURE_SOURCES_MAX {
-            failures.retain(|_, (_, at)| at.elapsed() < AUTH_FAILURE_MEMORY);
-            if failures.len() >= AUTH_FAILURE_SOURCES_MAX {
-                failures.clear();
-            }
-        }
-        let entry = failures.entry(ip).or_insert((0, Instant::now()));
-        entry.0 = entry.0.saturating_add(1);
-        entry.1 = Instant::now();
-    }
-
-    pub(crate) fn auth_succeeded(&self, ip: IpAddr) {
-        self.auth_failures.lock().expect("auth table lock").remove(&ip);
     }
 }
 

@@ -51,7 +51,7 @@ fn start(tune: impl FnOnce(&mut ImapSection)) -> Site {
             body: blob,
             internal_date: UnixSeconds(1),
             flags: Default::default(),
-            message_id: None,
+            retry_key: None,
         })
         .unwrap()
         .unwrap();
@@ -204,6 +204,37 @@ fn sessions_beyond_the_per_account_limit_are_refused() {
     clients[0].cmd("b", "LOGOUT");
     std::thread::sleep(Duration::from_millis(200));
     assert!(clients[2].cmd("c", "LOGIN alice@example.test pw").last().unwrap().starts_with("c OK"));
+}
+
+/// The wildcard attack on LIST: a backtracking matcher spends hours on it, on a
+/// runtime worker. The attacker gets an answer, and another user logs in and
+/// lists while the attack runs in a loop; a pattern over the limit gets NO [LIMIT].
+#[test]
+fn a_pathological_list_pattern_is_answered_and_stops_nobody() {
+    let site = start(|_| {});
+    let mut attacker = Client::connect(&site);
+    assert!(attacker.cmd("a", "LOGIN alice@example.test pw").last().unwrap().starts_with("a OK"));
+    let pattern = format!("\"{}q\"", "*".repeat(400));
+    let answer = attacker.cmd("b", &format!("LIST \"\" {pattern}"));
+    assert!(answer.last().unwrap().starts_with("b OK"), "{answer:?}");
+    assert_eq!(answer.len(), 1, "nothing matches: {answer:?}");
+    let spread = format!("\"{}q\"", "%*".repeat(300));
+    let answer = attacker.cmd("c", &format!("LSUB \"\" {spread}"));
+    assert!(answer.last().unwrap().starts_with("c OK"), "{answer:?}");
+    let mut other = Client::connect(&site);
+    attacker.send(format!("d LIST \"\" {pattern}\r\n").repeat(20).as_bytes());
+    assert!(other.cmd("a", "LOGIN alice@example.test pw").last().unwrap().starts_with("a OK"));
+    let listed = other.cmd("b", "LIST \"\" \"*\"");
+    assert!(listed.iter().any(|l| l.contains("INBOX")) && listed.last().unwrap().starts_with("b OK"), "{listed:?}");
+    for _ in 0..20 {
+        assert!(attacker.line().starts_with("d OK"));
+    }
+    let over = format!("\"{}\"", "*".repeat(maildr_imap::LIST_PATTERN_BYTES_MAX + 1));
+    let refused = attacker.cmd("e", &format!("LIST \"\" {over}"));
+    assert!(refused.last().unwrap().starts_with("e NO [LIMIT]"), "{refused:?}");
+    let at_limit = format!("\"{}\"", "*".repeat(maildr_imap::LIST_PATTERN_BYTES_MAX));
+    let listed = attacker.cmd("f", &format!("LIST \"\" {at_limit}"));
+    assert!(listed.iter().any(|l| l.contains("INBOX")) && listed.last().unwrap().starts_with("f OK"), "{listed:?}");
 }
 
 #[test]

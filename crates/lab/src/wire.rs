@@ -122,6 +122,90 @@ impl Shaper {
     }
 }
 
+/// Which port each source address was last seen on, for at most
+/// [`MAC_TABLE_MAX`] addresses (a full table is forgotten at once, and the switch
+/// floods until it has learned again).
+#[derive(Debug, Default)]
+pub struct MacTable {
+    ports: HashMap<[u8; 6], usize>,
+}
+
+impl MacTable {
+    /// Learn that `src` is behind `port` (group addresses are never sources).
+    pub fn learn(&mut self, src: [u8; 6], port: usize) {
+        if src[0] & 1 == 1 {
+            return;
+        }
+        if self.ports.len() >= MAC_TABLE_MAX && !self.ports.contains_key(&src) {
+            self.ports.clear();
+        }
+        self.ports.insert(src, port);
+    }
+
+    /// The ports a frame from `from` to `dst` goes out of, among `ports`.
+    pub fn out_ports(&self, dst: [u8; 6], from: usize, ports: usize) -> Vec<usize> {
+        let known = if dst[0] & 1 == 0 { self.ports.get(&dst).copied() } else { None };
+        match known {
+            Some(to) if to != from => vec![to],
+            Some(_) => Vec::new(),
+            None => (0..ports).filter(|t| *t != from).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+}
+
+/// Frames waiting on one direction of a link, in release order, at most
+/// [`LINK_QUEUE_FRAMES_MAX`].
+#[derive(Debug, Default)]
+pub struct LinkQueue {
+    frames: VecDeque<(Instant, Vec<u8>)>,
+}
+
+impl LinkQueue {
+    /// Queue a frame; `false` (and the frame dropped) when the queue is full.
+    pub fn push(&mut self, at: Instant, frame: Vec<u8>) -> bool {
+        if self.frames.len() >= LINK_QUEUE_FRAMES_MAX {
+            return false;
+        }
+        self.frames.push_back((at, frame));
+        true
+    }
+
+    /// When the first frame is due.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.frames.front().map(|(at, _)| *at)
+    }
+
+    /// Take the next frame if it is due at `now`.
+    pub fn pop_due(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.next_due()? <= now {
+            self.frames.pop_front().map(|(_, f)| f)
+        } else {
+            None
+        }
+    }
+
+    /// Lose everything queued (a partition cuts what was on the wire too).
+    pub fn clear(&mut self) {
+        self.frames.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+}
+
 /// Whether an Ethernet frame carries an IPv4 TCP SYN without ACK.
 pub fn is_tcp_syn(frame: &[u8]) -> bool {
     const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
@@ -362,7 +446,7 @@ impl Wire {
                 tasks.spawn(shape(rx, Arc::clone(&taps[to]), Arc::clone(&links), pair));
             }
         }
-        let macs: Arc<Mutex<HashMap<[u8; 6], usize>>> = Arc::default();
+        let macs: Arc<Mutex<MacTable>> = Arc::default();
         for (port, tap) in taps.iter().enumerate() {
             let out: Vec<Option<mpsc::Sender<Vec<u8>>>> = queues[port].clone();
             tasks.spawn(switch_port(port, Arc::clone(tap), out, Arc::clone(&macs)));
@@ -373,12 +457,7 @@ impl Wire {
 
 /// Read frames from one port and queue each on the link to the port its
 /// destination address was learned on (or on every link, to flood).
-async fn switch_port(
-    port: usize,
-    tap: Arc<Tap>,
-    out: Vec<Option<mpsc::Sender<Vec<u8>>>>,
-    macs: Arc<Mutex<HashMap<[u8; 6], usize>>>,
-) {
+async fn switch_port(port: usize, tap: Arc<Tap>, out: Vec<Option<mpsc::Sender<Vec<u8>>>>, macs: Arc<Mutex<MacTable>>) {
     let mut buf = vec![0u8; FRAME_BYTES_MAX];
     loop {
         let n = match tap.read(&mut buf).await {
@@ -394,24 +473,10 @@ async fn switch_port(
         let frame = &buf[..n];
         let (dst, src): ([u8; 6], [u8; 6]) =
             (frame[0..6].try_into().expect("six bytes"), frame[6..12].try_into().expect("six bytes"));
-        let known = {
+        let targets = {
             let mut table = macs.lock().expect("mac table");
-            if src[0] & 1 == 0 {
-                if table.len() >= MAC_TABLE_MAX && !table.contains_key(&src) {
-                    table.clear();
-                }
-                table.insert(src, port);
-            }
-            if dst[0] & 1 == 0 {
-                table.get(&dst).copied()
-            } else {
-                None
-            }
-        };
-        let targets: Vec<usize> = match known {
-            Some(to) if to != port => vec![to],
-            Some(_) => Vec::new(),
-            None => (0..out.len()).filter(|t| *t != port).collect(),
+            table.learn(src, port);
+            table.out_ports(dst, port, out.len())
         };
         for to in targets {
             if let Some(tx) = &out[to] {
@@ -434,18 +499,17 @@ async fn shape(mut rx: mpsc::Receiver<Vec<u8>>, tap: Arc<Tap>, links: Arc<WireLi
     let mut changed = links.changed.subscribe();
     let mut faults = links.between(&from, &to);
     let mut shaper = Shaper::default();
-    let mut waiting: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
+    let mut waiting = LinkQueue::default();
     let mut rng = rand::rngs::StdRng::from_entropy();
     loop {
-        let next = waiting.front().map(|(at, _)| *at);
+        let next = waiting.next_due();
         tokio::select! {
             frame = rx.recv() => {
                 let Some(frame) = frame else { return };
                 let verdict = shaper.admit(Instant::now(), frame.len(), &faults.0, faults.1, is_tcp_syn(&frame), |n| rng.gen_range(0..n));
                 if let Verdict::At(at) = verdict {
-                    if waiting.len() < LINK_QUEUE_FRAMES_MAX {
-                        waiting.push_back((at, frame));
-                    }
+                    // A full queue drops the frame.
+                    let _ = waiting.push(at, frame);
                 }
             }
             _ = changed.changed() => {
@@ -460,8 +524,7 @@ async fn shape(mut rx: mpsc::Receiver<Vec<u8>>, tap: Arc<Tap>, links: Arc<WireLi
             }
             _ = sleep_until(next), if next.is_some() => {
                 let now = Instant::now();
-                while waiting.front().is_some_and(|(at, _)| *at <= now) {
-                    let (_, frame) = waiting.pop_front().expect("checked");
+                while let Some(frame) = waiting.pop_due(now) {
                     let _ = tap.write(&frame).await;
                 }
             }
@@ -535,6 +598,44 @@ mod tests {
         assert_eq!(s.admit(t0, 60, &none, 50, false, |_| 0), Verdict::At(t0), "other packets are not");
         let all = DirectionFaults { loss_percent: 100, ..Default::default() };
         assert_eq!(s.admit(t0, 60, &all, 0, false, |_| 99), Verdict::Lost);
+    }
+
+    #[test]
+    fn the_switch_learns_up_to_its_limit_then_forgets_and_floods() {
+        let mut t = MacTable::default();
+        let mac = |i: usize| [2, 0, 0, 0, (i >> 8) as u8, i as u8];
+        assert_eq!(t.out_ports(mac(1), 0, 3), [1, 2], "unknown: flood");
+        t.learn(mac(1), 2);
+        assert_eq!(t.out_ports(mac(1), 0, 3), [2]);
+        assert!(t.out_ports(mac(1), 2, 3).is_empty(), "never back out of the port it came in");
+        assert_eq!(t.out_ports([0xff; 6], 0, 3), [1, 2], "broadcast floods");
+        t.learn([0xff; 6], 1);
+        assert_eq!(t.len(), 1, "a group address is never learned");
+        for i in 2..=MAC_TABLE_MAX {
+            t.learn(mac(i), 1);
+        }
+        assert_eq!(t.len(), MAC_TABLE_MAX);
+        t.learn(mac(1), 0);
+        assert_eq!(t.len(), MAC_TABLE_MAX, "a known address moves without forgetting");
+        t.learn(mac(MAC_TABLE_MAX + 1), 1);
+        assert_eq!(t.len(), 1, "one more address than the limit: the table starts again");
+        assert_eq!(t.out_ports(mac(1), 1, 3), [0, 2]);
+    }
+
+    #[test]
+    fn a_link_queue_holds_its_limit_and_drops_the_next_frame() {
+        let t0 = Instant::now();
+        let mut q = LinkQueue::default();
+        for i in 0..LINK_QUEUE_FRAMES_MAX {
+            assert!(q.push(t0 + Duration::from_millis(i as u64 % 7), vec![1]));
+        }
+        assert!(!q.push(t0, vec![2]), "the queue is full");
+        assert_eq!(q.len(), LINK_QUEUE_FRAMES_MAX);
+        assert_eq!(q.pop_due(t0), Some(vec![1]));
+        assert!(q.push(t0, vec![3]), "room again");
+        assert_eq!(q.pop_due(t0), None, "the next frame is not due yet");
+        q.clear();
+        assert!(q.is_empty() && q.next_due().is_none());
     }
 
     #[test]

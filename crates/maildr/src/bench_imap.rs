@@ -60,7 +60,7 @@ pub async fn run(args: ImapBench) -> Result<()> {
             );
             let blob = c.put_body(body.into_bytes()).await?;
             let flags = if i % 3 == 0 { SystemFlags(SystemFlags::SEEN) } else { SystemFlags::default() };
-            c.write(Command::Deliver { recipients: vec![to], body: blob, internal_date: maildr_types::SystemClock.now(), flags, message_id: None }).await?;
+            c.write(Command::Deliver { recipients: vec![to], body: blob, internal_date: maildr_types::SystemClock.now(), flags, retry_key: None }).await?;
             anyhow::Ok(())
         }));
         if pending.len() >= 64 {

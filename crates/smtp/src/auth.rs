@@ -1,7 +1,7 @@
 //! SASL PLAIN and LOGIN for submission, and password verification.
 //!
-//! Verification runs argon2 on the blocking pool: it is deliberately slow, and
-//! must not stall the connections sharing a runtime thread.
+//! Verification is `maildr_frontend::passwords::check_password`: argon2 on the
+//! blocking pool, bounded site-wide, as slow for unknown accounts as for known.
 
 use base64::Engine;
 use maildr_cluster::Cluster;
@@ -31,12 +31,10 @@ pub fn decode_b64_text(b64: &str) -> Option<String> {
 
 /// Check a login; returns the account's address when the password matches.
 pub async fn verify_login(cluster: &Cluster, user: &str, password: &str) -> Option<EmailAddress> {
-    let address = EmailAddress::parse(user).ok()?;
-    let account = cluster.store().account(&address).ok()??;
-    let hash = account.password_hash;
-    let password = password.to_string();
-    let matches = tokio::task::spawn_blocking(move || maildr_frontend::verify_password(&hash, &password)).await.ok()?;
-    matches.then_some(account.address)
+    let account = EmailAddress::parse(user).ok().and_then(|a| cluster.store().account(&a).ok().flatten());
+    let hash = account.as_ref().map(|a| a.password_hash.clone());
+    let matches = maildr_frontend::passwords::check_password(hash, password.to_string()).await;
+    account.filter(|_| matches).map(|a| a.address)
 }
 
 #[cfg(test)]

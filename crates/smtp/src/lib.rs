@@ -54,6 +54,8 @@ pub struct SmtpService {
     /// Decides the time a message is received (its internal date and `Received:` stamp).
     pub(crate) clock: SharedClock,
     connections: Arc<Semaphore>,
+    /// Failed AUTH per source address (the delay before its next answer).
+    pub(crate) login_failures: maildr_frontend::passwords::LoginFailures,
 }
 
 impl SmtpService {
@@ -75,7 +77,18 @@ impl SmtpService {
         clock: SharedClock,
     ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(config.connections_max as usize));
-        Arc::new(SmtpService { cluster, config, hostname, tls: tls.map(TlsAcceptor::from), clock, connections })
+        let login_failures = maildr_frontend::passwords::LoginFailures::new(std::time::Duration::from_millis(
+            config.auth_failure_delay_ms,
+        ));
+        Arc::new(SmtpService {
+            cluster,
+            config,
+            hostname,
+            tls: tls.map(TlsAcceptor::from),
+            clock,
+            connections,
+            login_failures,
+        })
     }
 }
 

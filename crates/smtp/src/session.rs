@@ -40,7 +40,6 @@ pub(crate) struct Session {
     esmtp: bool,
     tls: bool,
     authenticated: Option<EmailAddress>,
-    auth_failures: u32,
     transaction: Option<Transaction>,
     errors: u32,
     /// Messages accepted so far; numbers each message's Received id.
@@ -59,7 +58,6 @@ impl Session {
             esmtp: false,
             tls,
             authenticated: None,
-            auth_failures: 0,
             transaction: None,
             errors: 0,
             messages: 0,
@@ -355,18 +353,23 @@ impl Session {
             self.error(conn, "501 5.5.2 Cannot decode the credentials");
             return Ok(());
         };
+        // Recent failures from this address slow its next answer down (doubling),
+        // whichever connection they came on.
+        let delay = self.service.login_failures.delay(self.peer.ip());
+        if !delay.is_zero() {
+            conn.flush().await?;
+            tokio::time::sleep(delay).await;
+        }
         match auth::verify_login(self.cluster(), &user, &password).await {
             Some(account) => {
                 tracing::info!(session = %self.id, peer = %self.peer, user = %account, "authenticated");
+                self.service.login_failures.succeeded(self.peer.ip());
                 self.authenticated = Some(account);
                 conn.reply("235 2.7.0 Authentication successful");
             }
             None => {
-                self.auth_failures += 1;
-                let delay = self.service.config.auth_failure_delay_ms.saturating_mul(self.auth_failures.into());
+                self.service.login_failures.failed(self.peer.ip());
                 tracing::warn!(session = %self.id, peer = %self.peer, user = %user.chars().take(128).collect::<String>(), "authentication failed");
-                conn.flush().await?;
-                tokio::time::sleep(Duration::from_millis(delay.min(10_000))).await;
                 self.error(conn, "535 5.7.8 Authentication credentials invalid");
             }
         }
@@ -578,7 +581,11 @@ impl Session {
                 }
             }
         }
-        let message_id = message_id_of(&body);
+        // A retry is recognised by what the sender sent, never by a header it chose
+        // alone: the same bytes from the same sender, for a message that names itself
+        // with a Message-ID (without one, identical bytes may be two messages).
+        let retry_key = has_message_id(&body)
+            .then(|| maildr_store::delivery_retry_key(transaction.sender.as_ref().map(|s| s.as_str()), &body));
         message.extend_from_slice(&body);
         drop(body);
         let blob = match self.cluster().put_body(message).await {
@@ -593,7 +600,7 @@ impl Session {
             body: blob,
             internal_date: at,
             flags: SystemFlags::default(),
-            message_id,
+            retry_key,
         };
         match self.cluster().write(command).await {
             Ok(Applied::Delivered { placements }) => {
@@ -679,52 +686,24 @@ mod tests {
     }
 }
 
-/// Longest Message-ID kept for recognising retried deliveries (RFC 5322 line limit).
-const MESSAGE_ID_MAX_BYTES: usize = 998;
-
-/// The Message-ID header's value, unfolded and trimmed, if the header block has
-/// exactly one that fits the limit. Used only to recognise a retried delivery.
-fn message_id_of(message: &[u8]) -> Option<String> {
-    let header_end = message.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 2).unwrap_or(message.len());
-    let headers = &message[..header_end];
-    let mut found: Option<String> = None;
-    let mut lines = headers.split(|b| *b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
-        if !line[..colon].eq_ignore_ascii_case(b"message-id") {
-            continue;
-        }
-        let mut value = line[colon + 1..].to_vec();
-        while let Some(next) = lines.peek().filter(|l| l.first().is_some_and(|b| *b == b' ' || *b == b'\t')) {
-            value.extend_from_slice(next.strip_suffix(b"\r").unwrap_or(next));
-            lines.next();
-        }
-        if found.is_some() {
-            return None; // two Message-IDs: trust neither
-        }
-        let value = String::from_utf8(value).ok()?;
-        let value = value.trim();
-        if value.is_empty() || value.len() > MESSAGE_ID_MAX_BYTES {
-            return None;
-        }
-        found = Some(value.to_string());
-    }
-    found
+/// Whether the message's header block has a Message-ID field.
+fn has_message_id(message: &[u8]) -> bool {
+    let header_end = message.windows(4).position(|w| w == b"\r\n\r\n").map_or(message.len(), |p| p + 2);
+    message[..header_end]
+        .split(|b| *b == b'\n')
+        .any(|line| line.len() > 11 && line[..11].eq_ignore_ascii_case(b"message-id:"))
 }
 
 #[cfg(test)]
-mod message_id_tests {
-    use super::message_id_of;
+mod retry_key_tests {
+    use super::has_message_id;
 
     #[test]
-    fn the_message_id_is_found_unfolded_and_only_when_unambiguous() {
-        let m = b"Subject: x\r\nMessage-ID:\r\n <a@b.test>\r\n\r\nMessage-ID: <body@x>\r\n";
-        assert_eq!(message_id_of(m).as_deref(), Some("<a@b.test>"));
-        assert_eq!(message_id_of(b"message-id: <c@d>\r\n\r\n").as_deref(), Some("<c@d>"));
-        assert_eq!(message_id_of(b"Subject: none\r\n\r\nMessage-ID: <in@body>\r\n"), None);
-        assert_eq!(message_id_of(b"Message-ID: <1@x>\r\nMessage-ID: <2@x>\r\n\r\n"), None);
-        let long = format!("Message-ID: <{}@x>\r\n\r\n", "a".repeat(1000));
-        assert_eq!(message_id_of(long.as_bytes()), None);
+    fn only_a_message_id_field_in_the_header_counts() {
+        assert!(has_message_id(b"Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody\r\n"));
+        assert!(has_message_id(b"message-id: <c@d>\r\n\r\n"));
+        assert!(!has_message_id(b"Subject: none\r\n\r\nMessage-ID: <in@body>\r\n"));
+        assert!(!has_message_id(b"X-Message-ID: <a@b>\r\n\r\n"));
+        assert!(!has_message_id(b""));
     }
 }

@@ -372,3 +372,33 @@ fn smtputf8_senders_and_8bit_bodies_are_accepted() {
     let body = String::from_utf8(site.inbox_bodies("alice@example.test").remove(0)).unwrap();
     assert!(body.ends_with("Subject: héllo\r\n\r\nçà et là\r\n"), "{body}");
 }
+
+/// A retry is recognised by what the sender sent, never by a header it chose: two
+/// different messages with one Message-ID are both stored (a corrected resend, or
+/// a sender pre-empting someone else's predictable id); the same delivery sent
+/// again, as an MTA does when it missed the 250, is stored once and gets its 250.
+#[test]
+fn a_different_message_with_the_same_message_id_is_stored_and_a_retry_is_not() {
+    let site = Site::start();
+    let first = "Message-ID: <notice-1@example.test>\r\nSubject: your invoice\r\n\r\nAmount: 10.";
+    let second = "Message-ID: <notice-1@example.test>\r\nSubject: your invoice (corrected)\r\n\r\nAmount: 12.";
+    for body in [first, second] {
+        let (mut c, _) = Client::connect(site.mx);
+        let r = c.send_mail("billing@outside.test", &["alice@example.test"], body);
+        assert!(r.starts_with("250 2.0.0"), "{r}");
+    }
+    let bodies: Vec<String> =
+        site.inbox_bodies("alice@example.test").into_iter().map(|b| String::from_utf8(b).unwrap()).collect();
+    assert_eq!(bodies.len(), 2, "both messages are in the INBOX: {bodies:?}");
+    assert!(bodies[0].ends_with("Amount: 10.\r\n") && bodies[1].ends_with("Amount: 12.\r\n"), "{bodies:?}");
+    // The retry: the same sender, the same bytes, on a new connection.
+    let (mut c, _) = Client::connect(site.mx);
+    let r = c.send_mail("billing@outside.test", &["alice@example.test"], second);
+    assert!(r.starts_with("250 2.0.0"), "a retry gets its 250: {r}");
+    assert_eq!(site.inbox_bodies("alice@example.test").len(), 2, "and is not stored twice");
+    // The same bytes from another sender are another delivery.
+    let r = c.send_mail("someone@outside.test", &["alice@example.test"], second);
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    assert_eq!(site.inbox_bodies("alice@example.test").len(), 3);
+    assert!(site.cluster.store().check().unwrap().problems.is_empty());
+}

@@ -169,7 +169,7 @@ impl<'txn> Tables<'txn> {
                 }
                 Ok(Ok(Applied::Done))
             }
-            Command::Deliver { recipients, body, internal_date, flags, message_id } => {
+            Command::Deliver { recipients, body, internal_date, flags, retry_key } => {
                 if recipients.is_empty() {
                     return Ok(Err(CommandError::NoRecipients));
                 }
@@ -192,15 +192,15 @@ impl<'txn> Tables<'txn> {
                 }
                 let mut placements = Vec::with_capacity(targets.len());
                 for (mut account, inbox) in targets {
-                    if let Some(uid) = self.already_delivered(inbox, message_id.as_deref())? {
+                    if let Some(uid) = self.already_delivered(inbox, retry_key.as_deref())? {
                         // A retry of a delivery that did land: the sender gets its 250,
                         // the mailbox does not get a second copy.
                         placements.push(Placement { account: account.address.clone(), mailbox: inbox, uid });
                         continue;
                     }
                     let uid = self.append_message(inbox, body, *flags, &[], *internal_date)?;
-                    if let Some(id) = message_id.as_deref() {
-                        self.delivered_ids.insert((inbox.0, id), uid.0).map_err(db)?;
+                    if let Some(key) = retry_key.as_deref() {
+                        self.delivered_ids.insert((inbox.0, key), uid.0).map_err(db)?;
                     }
                     account.used_bytes += body.size_bytes;
                     self.put_account(&account)?;
@@ -605,11 +605,11 @@ impl<'txn> Tables<'txn> {
         Ok(freed)
     }
 
-    /// The UID under which a message with this Message-ID was delivered to `inbox`
-    /// and is still there.
-    fn already_delivered(&self, inbox: MailboxId, message_id: Option<&str>) -> Result<Option<Uid>, StoreError> {
-        let Some(id) = message_id else { return Ok(None) };
-        let Some(uid) = self.delivered_ids.get((inbox.0, id)).map_err(db)?.map(|v| v.value()) else {
+    /// The UID under which a delivery with this retry key landed in `inbox`, if
+    /// that message is still there.
+    fn already_delivered(&self, inbox: MailboxId, retry_key: Option<&str>) -> Result<Option<Uid>, StoreError> {
+        let Some(key) = retry_key else { return Ok(None) };
+        let Some(uid) = self.delivered_ids.get((inbox.0, key)).map_err(db)?.map(|v| v.value()) else {
             return Ok(None);
         };
         let present = self.messages.get((inbox.0, uid)).map_err(db)?.is_some();

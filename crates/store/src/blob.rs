@@ -27,6 +27,20 @@ pub fn hash_body(body: &[u8]) -> BlobHash {
     BlobHash(Sha256::digest(body).into())
 }
 
+/// The key a delivery is recognised by when its sender retries it: a hash of the
+/// envelope sender and the message data exactly as the sender transmitted it
+/// (before this site's trace header). A retry carries the same bytes; a different
+/// message never has the same key, whatever its headers claim (a Message-ID is the
+/// sender's to choose, and a corrected resend keeps it).
+pub fn delivery_retry_key(sender: Option<&str>, data: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"maildr delivery retry key v1\0");
+    h.update(sender.unwrap_or("").as_bytes());
+    h.update([0u8]);
+    h.update(data);
+    format!("sha256:{}", BlobHash(h.finalize().into()).to_hex())
+}
+
 fn io_err(path: &Path, source: io::Error) -> StoreError {
     StoreError::Io { path: path.to_path_buf(), source }
 }

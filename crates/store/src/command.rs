@@ -58,9 +58,12 @@ pub enum Command {
         body: BlobRef,
         internal_date: UnixSeconds,
         flags: SystemFlags,
-        /// The message's Message-ID, when it has one: a retried delivery with the same
-        /// Message-ID to an INBOX that still holds the first copy is not stored again.
-        message_id: Option<String>,
+        /// The delivery's [`crate::delivery_retry_key`] (SMTP sets it for messages
+        /// with a Message-ID): a retried delivery with the same key to an INBOX that
+        /// still holds the first copy is not stored again.
+        /// (Entries written before it was a content key hold a Message-ID here; the
+        /// two never collide.)
+        retry_key: Option<String>,
     },
     /// Create a mailbox (and any missing parents, as IMAP CREATE does).
     CreateMailbox {

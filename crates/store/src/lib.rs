@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use maildr_types::{AccountId, BlobHash, Domain, EmailAddress, MailboxId, MailboxName, Uid};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-pub use blob::{hash_body, BlobStore};
+pub use blob::{delivery_retry_key, hash_body, BlobStore};
 pub use command::{Applied, Command, CommandError, ControlEventKind, FlagOp, Placement};
 pub use model::{Account, Alias, ControlEvent, DomainRecord, Mailbox, MailboxDigest, Message, Steering};
 

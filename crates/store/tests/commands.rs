@@ -30,7 +30,7 @@ fn deliver(store: &Store, to: &[&str], body: &[u8]) -> Result<Applied, CommandEr
             body: blob,
             internal_date: UnixSeconds(3),
             flags: SystemFlags::default(),
-            message_id: None,
+            retry_key: None,
         })
         .unwrap()
 }

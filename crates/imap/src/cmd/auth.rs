@@ -110,7 +110,7 @@ impl Session {
         if !self.login_allowed() {
             return no(tag, Some(other_code("PRIVACYREQUIRED")), "use TLS to log in");
         }
-        let delay = self.service.auth_delay(self.peer.ip());
+        let delay = self.service.login_failures.delay(self.peer.ip());
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
@@ -118,28 +118,20 @@ impl Session {
             Ok(address) => store_read(|| self.cluster().store().account(&address).ok().flatten()),
             Err(_) => None,
         };
-        let verified = match account {
-            Some(account) => {
-                let hash = account.password_hash.clone();
-                let password = password.to_string();
-                // Password hashing is CPU work, not a store read: it goes to the
-                // blocking pool so it never holds a worker.
-                let good = tokio::task::spawn_blocking(move || maildr_frontend::verify_password(&hash, &password))
-                    .await
-                    .unwrap_or(false);
-                good.then_some(account)
-            }
-            None => None,
-        };
+        // Password hashing is CPU work, bounded site-wide, and as slow for an
+        // unknown account as for a known one.
+        let hash = account.as_ref().map(|a| a.password_hash.clone());
+        let good = maildr_frontend::passwords::check_password(hash, password.to_string()).await;
+        let verified = account.filter(|_| good);
         let Some(account) = verified else {
-            self.service.auth_failed(self.peer.ip());
+            self.service.login_failures.failed(self.peer.ip());
             tracing::warn!(peer = %self.peer, user = %user.chars().take(128).collect::<String>(), "IMAP login failed");
             return no(tag, Some(other_code("AUTHENTICATIONFAILED")), "invalid credentials");
         };
         let Some(guard) = self.service.session_started(&account.address) else {
             return no(tag, Some(other_code("LIMIT")), "too many sessions for this account");
         };
-        self.service.auth_succeeded(self.peer.ip());
+        self.service.login_failures.succeeded(self.peer.ip());
         tracing::info!(peer = %self.peer, user = %account.address, "IMAP login");
         self.account = Some((account, guard));
         ok(tag, Some(Code::Capability(self.capabilities())), "logged in")

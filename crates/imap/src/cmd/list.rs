@@ -15,15 +15,63 @@ use crate::blocking::store_read;
 use crate::reply::{imap_mailbox, no, ok, other_code};
 use crate::session::Session;
 
-/// LIST pattern matching: `*` matches anything, `%` anything but the delimiter.
-fn list_matches(pattern: &[u8], name: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => name.is_empty(),
-        Some((b'*', rest)) => (0..=name.len()).any(|i| list_matches(rest, &name[i..])),
-        Some((b'%', rest)) => {
-            (0..=name.len()).take_while(|&i| i == 0 || name[i - 1] != b'/').any(|i| list_matches(rest, &name[i..]))
+/// Longest reference plus pattern a LIST or LSUB may carry: far longer than any
+/// mailbox name, short enough that matching it against every mailbox is cheap.
+pub const LIST_PATTERN_BYTES_MAX: usize = 1024;
+
+/// A LIST pattern with runs of wildcards merged (`*` swallows any `%` beside it),
+/// which does not change what it matches.
+fn compact(pattern: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(pattern.len());
+    for &c in pattern {
+        match (out.last().copied(), c) {
+            (Some(b'*'), b'*' | b'%') | (Some(b'%'), b'%') => {}
+            (Some(b'%'), b'*') => *out.last_mut().expect("checked") = b'*',
+            _ => out.push(c),
         }
-        Some((c, rest)) => name.first() == Some(c) && list_matches(rest, &name[1..]),
+    }
+    out
+}
+
+/// LIST pattern matching: `*` matches anything, `%` anything but the delimiter.
+///
+/// A simulation of the pattern's automaton, one name byte at a time over the set
+/// of pattern positions still alive: time is at most pattern × name, whatever the
+/// pattern (a backtracking matcher is exponential in the number of wildcards),
+/// and there is no recursion.
+fn list_matches(pattern: &[u8], name: &[u8]) -> bool {
+    let p = compact(pattern);
+    // alive[i]: the first i pattern bytes can match the name bytes read so far.
+    let mut alive = vec![false; p.len() + 1];
+    let mut next = vec![false; p.len() + 1];
+    alive[0] = true;
+    close(&p, &mut alive);
+    for &c in name {
+        next.iter_mut().for_each(|b| *b = false);
+        for i in (0..p.len()).filter(|&i| alive[i]) {
+            match p[i] {
+                b'*' => next[i] = true,
+                b'%' if c != b'/' => next[i] = true,
+                b'%' => {}
+                literal if literal == c => next[i + 1] = true,
+                _ => {}
+            }
+        }
+        close(&p, &mut next);
+        std::mem::swap(&mut alive, &mut next);
+        if !alive.contains(&true) {
+            return false;
+        }
+    }
+    alive[p.len()]
+}
+
+/// A wildcard may match nothing: whoever reaches one also reaches what follows it.
+fn close(p: &[u8], alive: &mut [bool]) {
+    for i in 0..p.len() {
+        if alive[i] && matches!(p[i], b'*' | b'%') {
+            alive[i + 1] = true;
+        }
     }
 }
 
@@ -96,6 +144,14 @@ impl Session {
             server.enqueue_status(ok(tag, None, "LIST completed"));
             return;
         }
+        if full.len() + pattern_bytes.len() > LIST_PATTERN_BYTES_MAX {
+            server.enqueue_status(no(
+                tag,
+                Some(other_code("LIMIT")),
+                format!("reference and pattern longer than {LIST_PATTERN_BYTES_MAX} bytes"),
+            ));
+            return;
+        }
         full.extend_from_slice(&pattern_bytes);
         let mailboxes = match store_read(|| self.cluster().store().mailboxes(account.id)) {
             Ok(m) => m,
@@ -125,5 +181,34 @@ mod tests {
         assert!(list_matches(b"a/%", b"a/b"));
         assert!(!list_matches(b"a/%", b"a/b/c"));
         assert!(list_matches(b"a*c", b"a/b/c"));
+        assert!(list_matches(b"", b""));
+        assert!(!list_matches(b"", b"a"));
+        assert!(list_matches(b"%/%", b"a/b"));
+        assert!(!list_matches(b"%/%", b"a/b/c"));
+        assert!(list_matches(b"*/c", b"a/b/c"));
+        assert!(list_matches(b"a%*%b", b"a/x/b"), "a * among % matches across the delimiter");
+        assert!(!list_matches(b"a%%b", b"a/b"));
+        assert!(list_matches(b"INBOX*", b"INBOX"));
+        assert!(!list_matches(b"Sent", b"Sen"));
+    }
+
+    #[test]
+    fn wildcard_runs_are_merged_without_changing_what_matches() {
+        assert_eq!(compact(b"a**%%*b%%c"), b"a*b%c");
+        assert_eq!(compact(b"%%*"), b"*");
+        assert_eq!(compact(b"*%"), b"*");
+    }
+
+    #[test]
+    fn the_pathological_pattern_is_answered_at_once() {
+        let mut pattern = vec![b'*'; 500];
+        pattern.extend_from_slice(b"x");
+        let mut spread: Vec<u8> = b"a%".repeat(500);
+        spread.push(b'x');
+        let name = vec![b'a'; 1000];
+        // A backtracking matcher would not finish these in the universe's age.
+        assert!(!list_matches(&pattern, &name));
+        assert!(!list_matches(&spread, &name));
+        assert!(list_matches(&spread[..spread.len() - 1], &b"a".repeat(500)));
     }
 }

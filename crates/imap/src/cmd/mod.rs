@@ -13,7 +13,7 @@ mod copy_move;
 mod expunge;
 mod fetch;
 mod idle;
-mod list;
+pub(crate) mod list;
 mod mailbox;
 mod quota;
 mod search;
