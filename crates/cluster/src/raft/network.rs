@@ -17,7 +17,7 @@ use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::transport::{self, exchange, ChannelSecurity, OpenError, PeerStream, POOLED_IDLE_MAX};
+use super::transport::{self, exchange, ChannelSecurity, OpenError, PeerStream};
 use super::wire::{PeerRequest, PeerResponse, RaftReply, RaftRpc};
 use super::{NodeId, SiteNode, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -68,7 +68,7 @@ impl PeerClient {
     /// A pooled connection still young enough to use; older ones are closed.
     fn pooled(&self) -> Option<PeerStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|(_, since)| since.elapsed() < POOLED_IDLE_MAX);
+        idle.retain(|(_, since)| since.elapsed() < self.security.pooled_idle_max);
         idle.pop().map(|(stream, _)| stream)
     }
 

@@ -88,6 +88,10 @@ pub struct ChannelSecurity {
     secret: Option<hmac::Key>,
     /// Every configured member's site, by node id (this site included).
     member_sites: Arc<BTreeMap<NodeId, String>>,
+    /// How long an accepted connection may stay silent ([`IDLE_TIMEOUT`]).
+    pub(crate) idle_timeout: Duration,
+    /// How long a caller keeps an unused connection for reuse ([`POOLED_IDLE_MAX`]).
+    pub(crate) pooled_idle_max: Duration,
 }
 
 impl ChannelSecurity {
@@ -102,7 +106,19 @@ impl ChannelSecurity {
             tls,
             secret: secret.map(|s| hmac::Key::new(hmac::HMAC_SHA256, s.as_bytes())),
             member_sites: Arc::new(cluster.members.iter().map(|m| (m.node_id, m.site.clone())).collect()),
+            idle_timeout: IDLE_TIMEOUT,
+            pooled_idle_max: POOLED_IDLE_MAX,
         })
+    }
+
+    /// The same channel with other idle limits (tests hold a connection idle for
+    /// the limit without waiting minutes).
+    #[cfg(test)]
+    pub(crate) fn with_idle_limits(mut self, idle_timeout: Duration, pooled_idle_max: Duration) -> ChannelSecurity {
+        assert!(pooled_idle_max < idle_timeout, "a pooled connection must be dropped before the server closes it");
+        self.idle_timeout = idle_timeout;
+        self.pooled_idle_max = pooled_idle_max;
+        self
     }
 
     /// When this site's own certificate expires (seconds since the Unix epoch);
@@ -184,11 +200,9 @@ pub(crate) async fn exchange(stream: &mut PeerStream, request: &PeerRequest) -> 
 }
 
 /// The next request on an accepted connection; `None` once the caller closed it.
-/// A connection idle for [`IDLE_TIMEOUT`] ends with `TimedOut`.
-pub(crate) async fn next_request(stream: &mut PeerStream) -> io::Result<Option<PeerRequest>> {
-    tokio::time::timeout(IDLE_TIMEOUT, read_frame(stream))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "idle"))?
+/// A connection idle for `idle` ([`IDLE_TIMEOUT`] on a site) ends with `TimedOut`.
+pub(crate) async fn next_request(stream: &mut PeerStream, idle: Duration) -> io::Result<Option<PeerRequest>> {
+    tokio::time::timeout(idle, read_frame(stream)).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "idle"))?
 }
 
 /// Answer the request just read.

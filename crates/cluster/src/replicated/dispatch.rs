@@ -53,7 +53,7 @@ async fn serve_connection(site: &Replicated, connection: Unauthenticated) -> std
     };
     tracing::debug!(%from, site = caller.site.as_deref().unwrap_or("-"), node = ?caller.from, "replication connection authenticated");
     let peer = caller.from.and_then(|id| site.directory.get(id));
-    while let Some(request) = transport::next_request(&mut stream).await? {
+    while let Some(request) = transport::next_request(&mut stream, site.security.idle_timeout).await? {
         if let Some(peer) = &peer {
             peer.mark_heard();
         }

@@ -289,3 +289,74 @@ async fn the_site_holds_at_most_its_limit_of_silent_connections_and_drops_them_a
     assert!(matches!(read_frame::<PeerResponse>(&mut again).await.unwrap(), Some(PeerResponse::Challenge(_))));
     accepting.abort();
 }
+
+/// Serve every connection to `listener` as a site does (handshake, then requests
+/// until the idle limit), answering each request; counts connections accepted.
+fn serve_answering(
+    listener: PeerListener,
+    security: ChannelSecurity,
+) -> (Arc<std::sync::atomic::AtomicUsize>, tokio::task::JoinHandle<()>) {
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    let task = tokio::spawn(async move {
+        while let Ok(Some(connection)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let security = security.clone();
+            tokio::spawn(async move {
+                let Ok(Some((mut stream, _))) = handshake(connection, &security, 2, "sh").await else { return };
+                while let Ok(Some(_)) = next_request(&mut stream, security.idle_timeout).await {
+                    if answer(&mut stream, &PeerResponse::Challenge(vec![7])).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (accepted, task)
+}
+
+fn any_request() -> PeerRequest {
+    PeerRequest::Hello { proof: None, from: None, to: None }
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_at_the_idle_limit_and_a_busy_one_is_not() {
+    let idle = Duration::from_millis(800);
+    let sh = with_secret_only(2).with_idle_limits(idle, Duration::from_millis(400));
+    let listener = PeerListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (_, server) = serve_answering(listener, sh);
+    let bj = with_secret_only(1);
+    let mut busy = open(&addr, &bj, "sh", Some(1), Some(2)).await.unwrap();
+    let mut quiet = open(&addr, &bj, "sh", Some(1), Some(2)).await.unwrap();
+    // Busy: a request every half limit, for three limits.
+    for _ in 0..6 {
+        tokio::time::sleep(idle / 2).await;
+        assert!(matches!(exchange(&mut busy, &any_request()).await, Ok(PeerResponse::Challenge(_))));
+    }
+    // Quiet since the start: long closed.
+    let closed = exchange(&mut quiet, &any_request()).await;
+    assert!(closed.is_err(), "a connection silent for longer than the idle limit still answered: {closed:?}");
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_pooled_connection_is_reused_within_its_idle_limit_and_replaced_after_it() {
+    let pooled = Duration::from_millis(400);
+    let sh = with_secret_only(2).with_idle_limits(Duration::from_secs(30), pooled);
+    let listener = PeerListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (accepted, server) = serve_answering(listener, sh);
+    let bj = with_secret_only(1).with_idle_limits(Duration::from_secs(30), pooled);
+    let client = crate::raft::network::PeerClient::new(2, "sh".into(), addr, bj, Some(1));
+    let request = any_request();
+    let call = || client.call(&request, Duration::from_secs(5), true);
+    assert!(call().await.is_ok());
+    tokio::time::sleep(pooled / 4).await;
+    assert!(call().await.is_ok());
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "reused within the limit");
+    tokio::time::sleep(pooled + pooled / 4).await;
+    assert!(call().await.is_ok());
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2, "idle past the limit: a new connection");
+    server.abort();
+}
