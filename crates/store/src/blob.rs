@@ -175,6 +175,50 @@ impl BlobStore {
         Ok(out)
     }
 
+    /// Up to `max` bodies this store holds whose hashes come after `after` (from the
+    /// first when `None`), in hash order: a caller pages through every body, one
+    /// page per call, and starts again when a page comes back empty.
+    pub fn list_after(&self, after: Option<&BlobHash>, max: usize) -> Result<Vec<BlobHash>, StoreError> {
+        let after_hex = after.map(BlobHash::to_hex);
+        let mut shards: Vec<String> = Vec::new();
+        for shard in fs::read_dir(&self.root).map_err(|e| io_err(&self.root, e))? {
+            let shard = shard.map_err(|e| io_err(&self.root, e))?;
+            let name = shard.file_name();
+            if let Some(prefix) = name.to_str().filter(|n| n.len() == 2 && shard.path().is_dir()) {
+                shards.push(prefix.to_string());
+            }
+        }
+        shards.sort();
+        let mut out = Vec::new();
+        for prefix in shards.iter().filter(|p| after_hex.as_deref().is_none_or(|a| p.as_str() >= &a[..2])) {
+            let shard = self.root.join(prefix);
+            let mut page: Vec<BlobHash> = Vec::new();
+            for entry in fs::read_dir(&shard).map_err(|e| io_err(&shard, e))? {
+                let name = entry.map_err(|e| io_err(&shard, e))?.file_name();
+                // Temporary files (`.tmp`) and anything else fail to parse.
+                if let Some(hash) = name.to_str().and_then(|rest| BlobHash::from_hex(&format!("{prefix}{rest}"))) {
+                    if after.is_none_or(|a| hash > *a) {
+                        page.push(hash);
+                    }
+                }
+            }
+            page.sort();
+            for hash in page {
+                if out.len() >= max {
+                    return Ok(out);
+                }
+                out.push(hash);
+            }
+        }
+        Ok(out)
+    }
+
+    /// How long ago the body was written, when it is there.
+    pub fn age(&self, hash: &BlobHash) -> Option<std::time::Duration> {
+        let modified = fs::metadata(self.path_of(hash)).ok()?.modified().ok()?;
+        Some(modified.elapsed().unwrap_or_default())
+    }
+
     /// Delete a body, durably (the directory is fsynced). Whether anything still
     /// needs it is the caller's decision. Returns whether it was there.
     pub fn remove(&self, hash: &BlobHash) -> Result<bool, StoreError> {
@@ -214,6 +258,28 @@ mod tests {
         assert!(!blobs.remove(&a).unwrap(), "removing twice is no error");
         assert!(!blobs.contains(&a) && blobs.contains(&b));
         assert_eq!(blobs.list(10).unwrap(), [b]);
+    }
+
+    #[test]
+    fn paging_after_a_cursor_visits_every_body_once_in_hash_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let mut all: Vec<BlobHash> = (0..40).map(|i| blobs.put(format!("body {i}").as_bytes()).unwrap().hash).collect();
+        all.sort();
+        fs::write(blobs.path_of(&all[3]).with_extension("tmp"), b"half").unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = blobs.list_after(cursor.as_ref(), 7).unwrap();
+            assert!(page.len() <= 7, "a page holds at most its limit");
+            let Some(last) = page.last().copied() else { break };
+            seen.extend(page);
+            cursor = Some(last);
+        }
+        assert_eq!(seen, all, "every body once, in order, across shards");
+        assert_eq!(blobs.list_after(None, 40).unwrap(), all, "exactly the limit");
+        assert_eq!(blobs.list_after(Some(&all[39]), 10).unwrap(), Vec::<BlobHash>::new());
+        assert!(blobs.age(&all[0]).is_some() && blobs.age(&hash_body(b"absent")).is_none());
     }
 
     #[test]

@@ -351,6 +351,16 @@ impl Store {
         Ok(out)
     }
 
+    /// For each of `hashes`, whether no message refers to it.
+    pub fn unreferenced(&self, hashes: &[BlobHash]) -> Result<Vec<bool>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(BLOB_REFS).map_err(|e| self.db_err(e))?;
+        hashes
+            .iter()
+            .map(|h| Ok(t.get(h.0.as_slice()).map_err(|e| self.db_err(e))?.is_none()))
+            .collect()
+    }
+
     /// The committed DNS steering, once the control plane has decided one.
     pub fn steering(&self) -> Result<Option<Steering>, StoreError> {
         let txn = self.read()?;

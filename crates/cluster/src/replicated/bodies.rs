@@ -114,13 +114,21 @@ impl Replicated {
         for peer in peers {
             match fetch_from(&peer, hash, timeout).await {
                 Ok(Some(bytes)) => {
+                    // Checked before anything is written: a peer's wrong bytes never
+                    // reach the disk, under their own hash or any other.
                     let store = self.store();
-                    let stored = tokio::task::spawn_blocking(move || store.blobs().put(&bytes))
-                        .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?;
-                    if stored.hash != *hash {
-                        reasons.push(format!("{} sent a body that does not match its hash", peer.site));
+                    let want = *hash;
+                    let stored = tokio::task::spawn_blocking(move || {
+                        if maildr_store::blob::hash_body(&bytes) != want {
+                            return Ok(None);
+                        }
+                        store.blobs().put(&bytes).map(Some)
+                    })
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                    if stored.is_none() {
+                        reasons.push(format!("{} sent a body that does not match its hash; not stored", peer.site));
                         continue;
                     }
                     self.state_machine.body_arrived(hash);

@@ -33,6 +33,31 @@ const HANDOVER_RETRY: Duration = Duration::from_millis(300);
 /// How often a witness looks for bodies it may drop.
 const WITNESS_BODY_SWEEP: Duration = Duration::from_secs(2);
 
+/// How old a body no message refers to must be before a caught-up witness drops
+/// it: far longer than any write waits for its body (so it is an orphan, pushed
+/// for a write that then failed, or of a message since expunged).
+pub(super) const ORPHAN_BODY_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// What a witness may drop of the bodies it looked at: those every data site holds,
+/// and, once it has applied every committed entry, orphans (no message refers to
+/// them) older than [`ORPHAN_BODY_GRACE`].
+pub(super) fn droppable_bodies(
+    held: &[BlobHash],
+    everywhere: &[bool],
+    unreferenced: &[bool],
+    age: impl Fn(&BlobHash) -> Option<Duration>,
+    caught_up: bool,
+) -> Vec<BlobHash> {
+    assert!(held.len() == everywhere.len() && held.len() == unreferenced.len(), "one answer per body");
+    held.iter()
+        .zip(everywhere.iter().zip(unreferenced))
+        .filter(|(hash, (all, orphan))| {
+            **all || (caught_up && **orphan && age(hash).is_some_and(|a| a >= ORPHAN_BODY_GRACE))
+        })
+        .map(|(hash, _)| *hash)
+        .collect()
+}
+
 impl Replicated {
     /// On a witness that leads: hand the lead to the first data site that has every
     /// entry, at most once per [`HANDOVER_RETRY`] (`last_handover` remembers when).
@@ -66,16 +91,20 @@ impl Replicated {
         }
     }
 
-    /// One round of [`drop_bodies_the_data_sites_hold`]; how many it dropped.
-    async fn drop_bodies_held_elsewhere(&self) -> Result<usize, String> {
+    /// One round of [`drop_bodies_the_data_sites_hold`], over the next page of
+    /// bodies after `cursor` (which it advances, and resets at the end, so every
+    /// body is looked at in turn); how many it dropped.
+    async fn drop_bodies_held_elsewhere(&self, cursor: &mut Option<BlobHash>) -> Result<usize, String> {
         let store = self.store();
         let held = {
             let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || store.blobs().list(HOLDS_BODIES_MAX))
+            let after = *cursor;
+            tokio::task::spawn_blocking(move || store.blobs().list_after(after.as_ref(), HOLDS_BODIES_MAX))
                 .await
                 .map_err(|e| e.to_string())?
                 .map_err(|e| e.to_string())?
         };
+        *cursor = held.last().copied();
         if held.is_empty() {
             return Ok(0);
         }
@@ -103,9 +132,10 @@ impl Replicated {
             }
             everywhere.iter_mut().zip(flags).for_each(|(all, here)| *all &= here);
         }
-        let droppable: Vec<BlobHash> =
-            held.into_iter().zip(everywhere).filter(|(_, all)| *all).map(|(h, _)| h).collect();
+        let caught_up = self.is_caught_up();
         let dropped = tokio::task::spawn_blocking(move || -> Result<usize, String> {
+            let unreferenced = store.unreferenced(&held).map_err(|e| e.to_string())?;
+            let droppable = droppable_bodies(&held, &everywhere, &unreferenced, |h| store.blobs().age(h), caught_up);
             let mut dropped = 0;
             for hash in droppable {
                 if store.blobs().remove(&hash).map_err(|e| e.to_string())? {
@@ -128,15 +158,40 @@ impl Replicated {
 /// site still lacks (it was down, or cut off) stays, and a round in which a data
 /// site does not answer drops nothing.
 pub(super) async fn drop_bodies_the_data_sites_hold(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
+    let mut cursor = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(WITNESS_BODY_SWEEP) => {}
         }
-        match site.drop_bodies_held_elsewhere().await {
+        match site.drop_bodies_held_elsewhere(&mut cursor).await {
             Ok(0) => {}
             Ok(dropped) => tracing::debug!(dropped, "dropped bodies both data sites hold"),
             Err(e) => tracing::debug!(error = %e, "keeping bodies this round"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_witness_drops_what_both_hold_and_only_old_orphans_once_caught_up() {
+        let h = |i: u8| BlobHash([i; 32]);
+        let held = [h(1), h(2), h(3), h(4)];
+        let everywhere = [true, false, false, false];
+        let unreferenced = [false, true, true, false];
+        let age = |hash: &BlobHash| match hash.0[0] {
+            2 => Some(ORPHAN_BODY_GRACE),
+            3 => Some(ORPHAN_BODY_GRACE - Duration::from_secs(1)),
+            _ => Some(Duration::from_secs(1)),
+        };
+        assert_eq!(droppable_bodies(&held, &everywhere, &unreferenced, age, true), [h(1), h(2)]);
+        assert_eq!(
+            droppable_bodies(&held, &everywhere, &unreferenced, age, false),
+            [h(1)],
+            "a witness still applying keeps unreferenced bodies: a message may yet refer to them"
+        );
     }
 }

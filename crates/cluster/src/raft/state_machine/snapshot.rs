@@ -233,7 +233,12 @@ pub(super) fn remove_files_starting_with(dir: &Path, prefixes: &[&str]) -> Resul
         let Some(name) = name.to_str() else { continue };
         if prefixes.iter().any(|p| name.starts_with(p)) {
             let path = entry.path();
-            std::fs::remove_file(&path).map_err(|source| RaftStorageError::Io { path, source })?;
+            match std::fs::remove_file(&path) {
+                // Gone since the listing (another clean-up got there first): the
+                // goal is reached, and Raft must not stop over it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                result => result.map_err(|source| RaftStorageError::Io { path, source })?,
+            }
         }
     }
     Ok(())
