@@ -170,6 +170,15 @@ impl Cluster {
         }
     }
 
+    /// Commit `command` only if this site is still the primary of `term` (see
+    /// [`Replicated::write_as_primary`]); a single site is always its own primary.
+    pub async fn write_as_primary(&self, command: Command, term: u64) -> Result<Applied, WriteError> {
+        match &self.engine {
+            Engine::Single(s) => s.write(command).await,
+            Engine::Replicated(r) => r.write_as_primary(command, term).await,
+        }
+    }
+
     /// Store a message body durably (file and directory fsynced; on a replicated
     /// site, on at least one other site too) before the command that refers to it is
     /// written.

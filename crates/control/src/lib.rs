@@ -401,10 +401,12 @@ impl ControlPlane {
 
     /// On the primary: commit the steering the observers call for, if it differs.
     async fn decide(&self, held_up_since: &mut BTreeMap<String, Instant>) -> Result<(), String> {
-        if !self.replicated.is_primary() {
+        // The term this decision is taken in: its writes are refused once the lead
+        // has moved, so a slow decision never lands after a newer primary's.
+        let Some(term) = self.replicated.leading_term() else {
             held_up_since.clear();
             return Ok(());
-        }
+        };
         let store = self.cluster.store();
         let committed = store.steering().map_err(|e| e.to_string())?;
         if !self.settings.steering && committed.is_some() {
@@ -451,7 +453,7 @@ impl ControlPlane {
             return Ok(());
         };
         let write = |command: Command| async move {
-            match self.cluster.write(command).await {
+            match self.cluster.write_as_primary(command, term).await {
                 Ok(_) => Ok(()),
                 Err(WriteError::Refused(e)) => Err(e.to_string()),
                 Err(WriteError::Unavailable(e)) => Err(e),

@@ -355,10 +355,7 @@ impl Store {
     pub fn unreferenced(&self, hashes: &[BlobHash]) -> Result<Vec<bool>, StoreError> {
         let txn = self.read()?;
         let t = txn.open_table(BLOB_REFS).map_err(|e| self.db_err(e))?;
-        hashes
-            .iter()
-            .map(|h| Ok(t.get(h.0.as_slice()).map_err(|e| self.db_err(e))?.is_none()))
-            .collect()
+        hashes.iter().map(|h| Ok(t.get(h.0.as_slice()).map_err(|e| self.db_err(e))?.is_none())).collect()
     }
 
     /// The committed DNS steering, once the control plane has decided one.

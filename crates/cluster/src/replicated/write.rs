@@ -46,6 +46,46 @@ impl Replicated {
         result
     }
 
+    /// The Raft term this site leads in, or `None` when it is not the primary.
+    pub fn leading_term(&self) -> Option<u64> {
+        let m = self.raft.metrics().borrow().clone();
+        (m.state == openraft::ServerState::Leader && m.current_leader == Some(self.me)).then_some(m.current_term)
+    }
+
+    /// Commit `command` only as the primary of `term`, the term in which it was
+    /// decided: never forwarded, and refused once the lead has moved (another
+    /// primary, or a new term of this one). A decision taken while this site led can
+    /// so never land after a newer primary's (the control plane's DNS steering).
+    pub async fn write_as_primary(&self, command: Command, term: u64) -> Result<Applied, WriteError> {
+        let deadline = Instant::now() + Duration::from_millis(self.limits.write_timeout_ms);
+        let kind = command.kind();
+        let stale = |now: Option<u64>| {
+            WriteError::Unavailable(format!(
+                "{kind} not committed: decided as primary in term {term}, but {}",
+                match now {
+                    Some(t) => format!("this site now leads in term {t}"),
+                    None => "this site no longer leads".to_string(),
+                }
+            ))
+        };
+        match self.leading_term() {
+            Some(now) if now == term => {}
+            now => return Err(stale(now)),
+        }
+        let result = match tokio::time::timeout_at(deadline.into(), self.raft.client_write(command)).await {
+            Err(_) => Err(WriteError::Unavailable(format!("{kind} not committed: the quorum did not confirm in time"))),
+            Ok(Ok(response)) => outcome(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(stale(self.leading_term())),
+            Ok(Err(e)) => Err(WriteError::Unavailable(format!("{kind} not committed: {e}"))),
+        };
+        let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Err(_) => metrics.counters.writes_unavailable += 1,
+            Ok(_) => metrics.counters.writes_committed += 1,
+        }
+        result
+    }
+
     async fn write_by(&self, command: Command, deadline: Instant) -> Result<Applied, WriteError> {
         let unavailable = |why: &str| WriteError::Unavailable(format!("{} not committed: {why}", command.kind()));
         let mut primary_hint: Option<NodeId> = None;
