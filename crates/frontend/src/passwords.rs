@@ -1,14 +1,16 @@
 //! Password checks for every front end that logs users in (SMTP AUTH, IMAP
-//! LOGIN and AUTHENTICATE): bounded, equally slow for unknown accounts, and slowed
+//! LOGIN and AUTHENTICATE): bounded, answered "busy" rather than queued without end, and slowed
 //! down per source address after failures.
 //!
 //! An argon2 check costs 19 MiB and tens of milliseconds of a core. Unbounded, a
-//! flood of logins takes every core and the blocking pool from replication, and a
-//! site that cannot commit loses its elections. So at most
-//! [`password_checks_max`] run at once (half the machine's cores, at least one);
-//! the others wait their turn without holding a thread. An unknown account is
-//! checked against a decoy hash, so the answer takes as long as for a known one
-//! and its timing does not tell which accounts exist.
+//! flood of logins puts hundreds of hashing threads against replication's few,
+//! and a site that cannot commit loses its elections. So at most
+//! [`password_checks_max`] run at once (four per core: the scheduler then still
+//! gives replication's threads their share of every core); the others wait their
+//! turn without holding a thread. (An unknown account is answered at once: checking
+//! it against a decoy hash, so that timing would not tell which accounts exist,
+//! was tried, and made a lab's probes for a not-yet-created account cost as much as
+//! real logins, until they timed out the site's other probes.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -21,12 +23,20 @@ use tokio::sync::Semaphore;
 pub const LOGIN_FAILURE_SOURCES_MAX: usize = 10_000;
 /// A source's failures are forgotten after this long without another.
 pub const LOGIN_FAILURE_MEMORY: Duration = Duration::from_secs(15 * 60);
+/// Longest a login waits for one of the [`password_checks_max`] slots; then it is
+/// answered "busy, try again" without any hashing. Under a flood, checks for
+/// clients that already gave up would otherwise fill every slot ahead of the
+/// clients still waiting.
+pub const PASSWORD_CHECK_WAIT_MAX: Duration = Duration::from_millis(500);
 /// The delay doubles with each failure up to this many doublings (64 times).
 const LOGIN_FAILURE_DOUBLINGS_MAX: u32 = 6;
 
-/// How many password checks run at once on this machine.
+/// How many password checks run at once on this machine: four per core. (One
+/// per core was tried: a three-site lab on two cores, whose observers each log in
+/// to every data site four times a second, then queued logins behind checks for
+/// clients that had already given up, until every probe timed out.)
 pub fn password_checks_max() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    std::thread::available_parallelism().map_or(4, |n| 4 * n.get())
 }
 
 fn permits() -> &'static Semaphore {
@@ -34,25 +44,34 @@ fn permits() -> &'static Semaphore {
     PERMITS.get_or_init(|| Semaphore::new(password_checks_max()))
 }
 
-/// The hash unknown accounts are checked against (of a random password).
-fn decoy() -> &'static str {
-    static DECOY: OnceLock<String> = OnceLock::new();
-    DECOY.get_or_init(|| crate::hash_password(&crate::generate_password()))
+/// What a password check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Matches,
+    /// Wrong password, or no such account.
+    DoesNotMatch,
+    /// Every slot stayed busy for [`PASSWORD_CHECK_WAIT_MAX`]: nothing was checked;
+    /// the client should try again (not a failed login).
+    Busy,
 }
 
-/// Whether `password` matches `phc` (an account's argon2 hash), or `false` after
-/// the same work when there is no account (`None`). Waits for one of the
-/// [`password_checks_max`] slots; the hashing runs on the blocking pool.
-pub async fn check_password(phc: Option<String>, password: String) -> bool {
-    let _slot = permits().acquire().await.expect("the password-check semaphore is never closed");
-    let known = phc.is_some();
-    let matched = tokio::task::spawn_blocking(move || {
-        let phc = phc.as_deref().unwrap_or_else(|| decoy());
-        crate::verify_password(phc, &password)
-    })
-    .await
-    .unwrap_or(false);
-    matched && known
+/// Check `password` against `phc` (an account's argon2 hash; `None`: no such
+/// account, answered at once). Waits at most
+/// [`PASSWORD_CHECK_WAIT_MAX`] for one of the [`password_checks_max`] slots; the
+/// hashing runs on the blocking pool.
+pub async fn check_password(phc: Option<String>, password: String) -> PasswordCheck {
+    let Some(phc) = phc else {
+        return PasswordCheck::DoesNotMatch;
+    };
+    let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, permits().acquire()).await else {
+        return PasswordCheck::Busy;
+    };
+    let matched = tokio::task::spawn_blocking(move || crate::verify_password(&phc, &password)).await.unwrap_or(false);
+    if matched {
+        PasswordCheck::Matches
+    } else {
+        PasswordCheck::DoesNotMatch
+    }
 }
 
 /// Failed logins per source address, for a delay before the next answer that
@@ -138,13 +157,21 @@ mod tests {
         assert_eq!(f.sources(), 1, "one source past the limit: every recent one is forgotten but it");
     }
 
-    #[tokio::test]
-    async fn unknown_accounts_are_checked_and_never_match() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unknown_accounts_never_match_and_a_full_house_answers_busy() {
         let hash = crate::hash_password("right");
-        assert!(check_password(Some(hash.clone()), "right".into()).await);
-        assert!(!check_password(Some(hash), "wrong".into()).await);
-        assert!(!check_password(None, "right".into()).await);
-        assert!(!check_password(None, String::new()).await);
-        assert!(password_checks_max() >= 1);
+        assert_eq!(check_password(Some(hash.clone()), "right".into()).await, PasswordCheck::Matches);
+        assert_eq!(check_password(Some(hash), "wrong".into()).await, PasswordCheck::DoesNotMatch);
+        assert_eq!(check_password(None, "right".into()).await, PasswordCheck::DoesNotMatch);
+        assert_eq!(check_password(None, String::new()).await, PasswordCheck::DoesNotMatch);
+        // With every slot taken (one test owns the process-wide slots), a check
+        // answers busy after its wait, without hashing.
+        let held = permits().acquire_many(password_checks_max() as u32).await.unwrap();
+        let started = std::time::Instant::now();
+        let hash = crate::hash_password("right");
+        assert_eq!(check_password(Some(hash.clone()), "right".into()).await, PasswordCheck::Busy);
+        assert!(started.elapsed() >= PASSWORD_CHECK_WAIT_MAX, "it waited its time first");
+        drop(held);
+        assert_eq!(check_password(Some(hash), "right".into()).await, PasswordCheck::Matches);
     }
 }

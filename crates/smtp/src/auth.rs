@@ -29,12 +29,24 @@ pub fn decode_b64_text(b64: &str) -> Option<String> {
     String::from_utf8(raw).ok()
 }
 
-/// Check a login; returns the account's address when the password matches.
-pub async fn verify_login(cluster: &Cluster, user: &str, password: &str) -> Option<EmailAddress> {
+/// What a login attempt came to.
+pub enum Login {
+    Accepted(EmailAddress),
+    Refused,
+    /// Every password-check slot was busy: nothing was checked.
+    Busy,
+}
+
+/// Check a login.
+pub async fn verify_login(cluster: &Cluster, user: &str, password: &str) -> Login {
+    use maildr_frontend::passwords::{check_password, PasswordCheck};
     let account = EmailAddress::parse(user).ok().and_then(|a| cluster.store().account(&a).ok().flatten());
     let hash = account.as_ref().map(|a| a.password_hash.clone());
-    let matches = maildr_frontend::passwords::check_password(hash, password.to_string()).await;
-    account.filter(|_| matches).map(|a| a.address)
+    match (check_password(hash, password.to_string()).await, account) {
+        (PasswordCheck::Matches, Some(a)) => Login::Accepted(a.address),
+        (PasswordCheck::Busy, _) => Login::Busy,
+        _ => Login::Refused,
+    }
 }
 
 #[cfg(test)]

@@ -361,13 +361,17 @@ impl Session {
             tokio::time::sleep(delay).await;
         }
         match auth::verify_login(self.cluster(), &user, &password).await {
-            Some(account) => {
+            auth::Login::Busy => {
+                // RFC 4954: a temporary failure; not counted against the source.
+                conn.reply("454 4.7.0 Temporary authentication failure: too many logins at once; try again");
+            }
+            auth::Login::Accepted(account) => {
                 tracing::info!(session = %self.id, peer = %self.peer, user = %account, "authenticated");
                 self.service.login_failures.succeeded(self.peer.ip());
                 self.authenticated = Some(account);
                 conn.reply("235 2.7.0 Authentication successful");
             }
-            None => {
+            auth::Login::Refused => {
                 self.service.login_failures.failed(self.peer.ip());
                 tracing::warn!(session = %self.id, peer = %self.peer, user = %user.chars().take(128).collect::<String>(), "authentication failed");
                 self.error(conn, "535 5.7.8 Authentication credentials invalid");

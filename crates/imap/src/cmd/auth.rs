@@ -5,6 +5,7 @@
 //! said the network is trusted; failures are delayed per source address. This
 //! module must never log a password nor say whether an account exists.
 
+use maildr_frontend::passwords::PasswordCheck;
 use std::borrow::Cow;
 
 use base64::Engine;
@@ -121,8 +122,11 @@ impl Session {
         // Password hashing is CPU work, bounded site-wide, and as slow for an
         // unknown account as for a known one.
         let hash = account.as_ref().map(|a| a.password_hash.clone());
-        let good = maildr_frontend::passwords::check_password(hash, password.to_string()).await;
-        let verified = account.filter(|_| good);
+        let checked = maildr_frontend::passwords::check_password(hash, password.to_string()).await;
+        if checked == PasswordCheck::Busy {
+            return no(tag, Some(other_code("UNAVAILABLE")), "too many logins at once; try again");
+        }
+        let verified = account.filter(|_| checked == PasswordCheck::Matches);
         let Some(account) = verified else {
             self.service.login_failures.failed(self.peer.ip());
             tracing::warn!(peer = %self.peer, user = %user.chars().take(128).collect::<String>(), "IMAP login failed");
