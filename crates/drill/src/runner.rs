@@ -1047,12 +1047,13 @@ impl Run<'_> {
             .collect();
         let sites: Vec<SiteEndpoints> =
             self.target.data_sites().filter(|s| skip.is_none_or(|skip| !skip.contains(&s.name))).cloned().collect();
+        let mail_name = format!("mail.{}", self.target.domain);
+        let ca = self.tls.clone();
+        let tls = ca.as_ref().map(|t| (t, mail_name.as_str()));
         for site in sites {
             let mut tags = BTreeMap::new();
             let mut failed = None;
             for account in &accounts {
-                let mail_name = format!("mail.{}", self.target.domain);
-                let tls = self.tls.as_ref().map(|t| (t, mail_name.as_str()));
                 match read_tags(&site, tls, &account.address, &account.password, timeout, &self.opts.drill_id).await {
                     Ok(t) => {
                         for (tag, n) in t {

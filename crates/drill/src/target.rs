@@ -153,13 +153,7 @@ impl Target {
                 }
             })
             .collect();
-        let links = state
-            .links
-            .control
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .parse::<SocketAddr>()
-            .map_err(|e| format!("lab link control {:?}: {e}", state.links.control))?;
+        let links = state.links.control_addr()?;
         let ca_pem = std::fs::read(&state.ca).map_err(|e| format!("lab CA {}: {e}", state.ca.display()))?;
         Ok(Target {
             kind: "lab",

@@ -72,6 +72,17 @@ pub struct LinksState {
     pub log: PathBuf,
 }
 
+impl LinksState {
+    /// The link-control API's address, from `control`.
+    pub fn control_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.control
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("lab link control {:?}: {e}", self.control))
+    }
+}
+
 /// One site process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -79,8 +79,7 @@ pub async fn run(args: ReplicationBench) -> Result<()> {
         .find(|m| m.role == maildr_config::SiteRole::Data && m.node_id != primary_id)
         .context("no second data site")?;
     if args.inter_site_delay_ms > 0 {
-        let control = state.links.control.trim_start_matches("http://").parse().context("link control address")?;
-        let links = LinkClient::new(control);
+        let links = LinkClient::new(state.links.control_addr().map_err(anyhow::Error::msg)?);
         let one_way = DirectionFaults { latency_ms: args.inter_site_delay_ms / 2, ..Default::default() };
         for name in &state.links.names {
             links

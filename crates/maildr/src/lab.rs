@@ -281,9 +281,7 @@ fn link(action: &LinkAction, dir_of: impl Fn(&DirArg) -> Result<PathBuf>) -> Res
     };
     let state = supervisor::load_required(&dir)?;
     supervisor::enter_network(&state)?;
-    let control = state.links.control.trim_start_matches("http://");
-    let addr = control.parse().with_context(|| format!("lab.json: link control {control:?} is not an address"))?;
-    let client = LinkClient::new(addr);
+    let client = LinkClient::new(state.links.control_addr().map_err(anyhow::Error::msg)?);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match action {
         LinkAction::List { json, .. } => {
