@@ -129,6 +129,7 @@ impl From<OpsError> for Failure {
             | OpsError::Unreachable(_)
             | OpsError::TooFewSites(_)
             | OpsError::KeptApplying(_)
+            | OpsError::Starting(_)
             | OpsError::NotPromoted { .. } => Failure::unavailable(message),
             OpsError::Unexpected { .. } => Failure::new(StatusCode::BAD_GATEWAY, message),
             // This site's own certificate files: nothing the caller can change.

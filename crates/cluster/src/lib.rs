@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use maildr_store::{Applied, Command, CommandError, Store, StoreError};
 use maildr_types::{BlobHash, BlobRef, MailboxId};
-pub use replicated::Replicated;
+pub use replicated::{FreshStart, Replicated};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 pub use maildr_store;

@@ -39,6 +39,12 @@ enum Top {
         /// Data directory; overrides `site.data_dir` (dev default: .maildr/dev).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Start the first sites of a brand-new cluster one at a time: a site with no
+        /// Raft state does not wait for a majority of the voters to confirm that none
+        /// counts its node id as a member (it still refuses if one that answers does).
+        /// Sites of a new cluster started together need no flag.
+        #[arg(long)]
+        new_cluster: bool,
     },
     /// Configuration files.
     Config {
@@ -118,8 +124,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
-        Top::Serve { config, dev, data_dir } => {
-            runtime()?.block_on(serve::run(serve::ServeArgs { config, dev, data_dir }))
+        Top::Serve { config, dev, data_dir, new_cluster } => {
+            runtime()?.block_on(serve::run(serve::ServeArgs { config, dev, data_dir, new_cluster }))
         }
         Top::Config { action } => match action {
             ConfigAction::Example => {

@@ -16,6 +16,9 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
     pub dev: bool,
     pub data_dir: Option<PathBuf>,
+    /// Bootstrapping a brand-new cluster whose sites start one at a time: a site
+    /// with no Raft state does not wait for a majority of the voters to answer.
+    pub new_cluster: bool,
 }
 
 /// Where a running site says which addresses it listens on (for scripts and tests).
@@ -87,9 +90,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         anyhow::bail!("--dev runs a single site; drop it, or drop [[cluster.members]] from the config");
     }
     let cluster = if replicated {
-        let site = maildr_cluster::Replicated::start(&data_dir, &config.site.name, &config.cluster, limits)
-            .await
-            .with_context(|| format!("starting replication of site {}", config.site.name))?;
+        let fresh_start = if args.new_cluster {
+            maildr_cluster::FreshStart::NewCluster
+        } else {
+            maildr_cluster::FreshStart::AwaitMajority
+        };
+        // A fresh site may wait for its peers here; SIGTERM stops that wait.
+        let starting =
+            maildr_cluster::Replicated::start(&data_dir, &config.site.name, &config.cluster, limits, fresh_start);
+        let site = tokio::select! {
+            started = starting => started.with_context(|| format!("starting replication of site {}", config.site.name))?,
+            _ = term.recv() => anyhow::bail!("stopped by SIGTERM while starting replication"),
+        };
         Cluster::replicated(site)
     } else {
         let store = Store::open(&data_dir)?;

@@ -290,11 +290,51 @@ fn a_site_that_lost_its_data_is_refused_under_its_old_id_and_rejoins_under_a_new
     lab.kill(lost);
     let site_dir = lab.lab_dir().join("sites").join(lost);
     std::fs::remove_dir_all(site_dir.join("data")).unwrap();
-    // Back under its old node id with nothing on disk: refused, with the way out.
-    let started = lab.lab_cmd(&["start", lost]);
-    assert!(!started.status.success(), "a wiped site must not rejoin under its old id");
-    let log = std::fs::read_to_string(site_dir.join("serve.log")).unwrap();
+    // Back under its old node id with nothing on disk while the voters that know it
+    // answer slowly (paused): it must wait for a majority of them, not start and
+    // vote on what it heard from no one (openraft issue 898).
+    lab.pause(&primary);
+    lab.pause("hz");
+    let log_path = lab.lab_dir().join(format!("{lost}-fresh-start.log"));
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut wiped = lab::maildr()
+        .args(["serve", "--config"])
+        .arg(lab.config(lost))
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let endpoints = lab.data_dir(lost).join("run/endpoints.json");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(wiped.try_wait().unwrap().is_none(), "the wiped site exited while the voters were silent:\n{log}");
+        assert!(!endpoints.exists(), "the wiped site started serving without a majority:\n{log}");
+        if log.contains("waiting for a majority of the configured voters") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no wait for a majority logged:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Once they answer, it is refused, with the way out.
+    lab.resume(&primary);
+    lab.resume("hz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = wiped.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = wiped.kill();
+            let _ = wiped.wait();
+            panic!("the wiped site neither started nor was refused once the voters answered");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!status.success(), "a wiped site must not rejoin under its old id:\n{log}");
     assert!(log.contains("must not come back under its old id"), "{log}");
+    assert!(!endpoints.exists(), "{log}");
     // Under a new node id it starts empty, and `cluster rejoin` makes it a voter.
     let config_path = lab.config(lost);
     let old_id = if lost == "bj" { 1 } else { 2 };
@@ -477,4 +517,75 @@ fn randomized_fault_schedules_lose_no_acknowledged_mail() {
             std::panic::resume_unwind(panic);
         }
     }
+}
+
+#[test]
+fn a_fresh_site_waits_for_a_majority_of_the_voters_unless_it_bootstraps_a_new_cluster() {
+    let _one = one_lab();
+    // The lab writes a real site config; with every site killed, no peer answers.
+    let lab = Lab::up("127.89");
+    let config = lab.config("bj");
+    for site in lab.sites() {
+        lab.kill(&site);
+    }
+    let fresh = tempfile::tempdir().unwrap();
+    let start = |data: &str, extra: &[&str]| {
+        let data_dir = fresh.path().join(data);
+        let log_path = fresh.path().join(format!("{data}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = lab::maildr()
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(extra)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        (child, data_dir.join("run/endpoints.json"), log_path)
+    };
+    let stop = |child: &mut std::process::Child| {
+        let sent = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("maildr serve did not stop within 15 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // Without the flag: it waits (and says why), serves nothing, and SIGTERM ends the wait.
+    let (mut waiting, endpoints, log_path) = start("waits", &[]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        assert!(waiting.try_wait().unwrap().is_none(), "exited:\n{log}");
+        assert!(!endpoints.exists(), "served without a majority of the voters:\n{log}");
+        if log.contains("waiting for a majority of the configured voters") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no wait logged:\n{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop(&mut waiting);
+    assert!(!endpoints.exists());
+    // With --new-cluster: it starts alone.
+    let (mut bootstrapping, endpoints, log_path) = start("bootstraps", &["--new-cluster"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !endpoints.exists() {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if Instant::now() > deadline || bootstrapping.try_wait().unwrap().is_some() {
+            let _ = bootstrapping.kill();
+            let _ = bootstrapping.wait();
+            panic!("--new-cluster did not start the site alone:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("not waiting for a majority"), "{log}");
+    stop(&mut bootstrapping);
 }

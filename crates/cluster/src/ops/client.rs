@@ -8,12 +8,12 @@
 //! anything a site decides: every request is checked again by the site that gets it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use maildr_config::{ClusterMember, ClusterSection, SiteConfig};
 use maildr_store::{Applied, Command, CommandError};
 
-use super::{OpsError, SwitchoverReport, CONTROL_TIMEOUT};
+use super::{OpsError, SwitchoverReport, CONTROL_TIMEOUT, INIT_FRESH_WAIT};
 use crate::raft::apply_delay::ApplyHold;
 use crate::raft::network::PeerClient;
 use crate::raft::transport::ChannelSecurity;
@@ -132,9 +132,18 @@ impl ControlClient {
 
     /// Bootstrap the cluster through this config's own site; `true` when it was
     /// initialised already. Returns once a primary is elected.
+    /// A site still in its fresh-start check (sites of a new cluster clear each
+    /// other within a moment of all listening) is asked again for up to
+    /// [`INIT_FRESH_WAIT`].
     pub async fn init(&self) -> Result<bool, OpsError> {
         let local = self.local();
-        match self.call(local, ControlRequest::Init).await? {
+        let deadline = Instant::now() + INIT_FRESH_WAIT;
+        let mut answer = self.call(local, ControlRequest::Init).await?;
+        while matches!(answer, ControlResponse::Fresh) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            answer = self.call(local, ControlRequest::Init).await?;
+        }
+        match answer {
             ControlResponse::Initialized { already } => Ok(already),
             other => Err(unexpected(local, "init", other)),
         }
@@ -242,5 +251,8 @@ fn names(cluster: &ClusterSection) -> String {
 }
 
 fn unexpected(member: &ClusterMember, what: &str, answer: ControlResponse) -> OpsError {
+    if matches!(answer, ControlResponse::Fresh) {
+        return OpsError::Starting(member.site.clone());
+    }
     OpsError::Unexpected { site: member.site.clone(), what: format!("{what} with {answer:?}") }
 }

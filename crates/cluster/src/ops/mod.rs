@@ -32,6 +32,9 @@ pub use verify::{verify, Divergence, MessageDifference, VerifyReport, VERIFY_DEA
 /// How long one control request may take, unless the caller says otherwise.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long `cluster init` asks again a site that is still in its fresh-start check.
+pub const INIT_FRESH_WAIT: Duration = Duration::from_secs(30);
+
 /// Why an operator action did not happen (or not completely).
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
@@ -54,6 +57,14 @@ pub enum OpsError {
     /// caught-up data site, a hand-over is already running, …).
     #[error("site {site}: {reason}")]
     Refused { site: String, reason: String },
+    /// The site has no Raft state yet and is still checking that no member counts
+    /// its node id (it waits for a majority of the voters to answer).
+    #[error(
+        "site {0} is starting with no Raft state: it waits for a majority of the voters to confirm that none counts \
+         its node id as a member; start the other sites (or, for a brand-new cluster started one site at a time, \
+         restart it with `maildr serve --new-cluster`)"
+    )]
+    Starting(String),
     /// The site answered something this version does not expect.
     #[error("site {site} answered {what}")]
     Unexpected { site: String, what: String },

@@ -4,16 +4,21 @@
 //!
 //! A site whose Raft log database is new asks its peers at start whether they count
 //! its node id as a member, and refuses to start if one does (openraft issue 898).
+//! It starts only once a majority of the configured voters has answered (it listens
+//! meanwhile and answers `Fresh`, so sites of a new cluster started together clear
+//! each other); `--new-cluster` waives the majority for a brand-new cluster.
 //! This module must never make a site a voter before it has caught up as a learner,
 //! nor change membership anywhere but on the primary.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use maildr_config::ClusterMember;
 use openraft::RaftMetrics;
 
-use super::{Replicated, StartError};
+use super::{FreshStart, Replicated, StartError};
 use crate::raft::network::PeerDirectory;
+use crate::raft::transport::{self, ChannelSecurity, PeerListener};
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
 use crate::raft::{NodeId, SiteNode};
 
@@ -92,18 +97,121 @@ impl Replicated {
     }
 }
 
+/// How long a site with no Raft state waits between rounds of asking its peers.
+const FRESH_CHECK_ROUND: Duration = Duration::from_millis(500);
+/// How long one peer has to answer one round.
+const FRESH_CHECK_CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the wait for a majority is logged.
+const FRESH_CHECK_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// What the configured voters said, so far, about a site that has no Raft state.
+#[derive(Debug, Default)]
+struct FreshCheck {
+    /// Voters (this site among them, if it votes) that answered without counting
+    /// this node id as a member.
+    cleared_by: BTreeSet<NodeId>,
+}
+
 /// A site whose Raft state is new must not be one the cluster already counts as a
-/// member (openraft issue 898): ask the peers that answer.
-pub(super) async fn refuse_lost_data_under_old_id(directory: &PeerDirectory, me: NodeId) -> Result<(), StartError> {
-    for peer in directory.all() {
-        let request = PeerRequest::Control(ControlRequest::Status);
-        if let Ok(PeerResponse::Control(Ok(ControlResponse::Status(status)))) =
-            peer.call(&request, Duration::from_secs(2), true).await
-        {
-            if status.voters.contains(&me) || status.learners.contains(&me) {
+/// member (openraft issue 898). Ask the peers until a majority of the configured
+/// voters has answered without counting `me`: only then is the latest membership
+/// known to one of them. Any member, voter or not, that counts `me` refuses the
+/// start at once. `FreshStart::NewCluster` (an operator bootstrapping a brand-new
+/// cluster whose sites start one by one) asks once and does not wait for a majority.
+pub(super) async fn refuse_lost_data_under_old_id(
+    directory: &PeerDirectory,
+    members: &[ClusterMember],
+    me: NodeId,
+    fresh_start: FreshStart,
+) -> Result<(), StartError> {
+    let voters: BTreeSet<NodeId> = members.iter().filter(|m| m.role.votes()).map(|m| m.node_id).collect();
+    let needed = voters.len() / 2 + 1;
+    let mut check = FreshCheck::default();
+    if voters.contains(&me) {
+        check.cleared_by.insert(me);
+    }
+    let began = Instant::now();
+    let mut logged = began;
+    loop {
+        for peer in directory.all() {
+            if check.cleared_by.contains(&peer.node_id) {
+                continue;
+            }
+            let request = PeerRequest::Control(ControlRequest::Status);
+            let counted = match peer.call(&request, FRESH_CHECK_CALL_TIMEOUT, true).await {
+                Ok(PeerResponse::Control(Ok(ControlResponse::Status(status)))) => {
+                    status.voters.contains(&me) || status.learners.contains(&me)
+                }
+                Ok(PeerResponse::Control(Ok(ControlResponse::Fresh))) => false,
+                _ => continue,
+            };
+            if counted {
                 return Err(StartError::LostDataUnderOldId { node_id: me, peer: peer.site.clone() });
+            }
+            if voters.contains(&peer.node_id) {
+                check.cleared_by.insert(peer.node_id);
+            }
+        }
+        if check.cleared_by.len() >= needed {
+            tracing::info!(cleared_by = ?check.cleared_by, "no configured voter counts this new node id as a member");
+            return Ok(());
+        }
+        if fresh_start == FreshStart::NewCluster {
+            tracing::warn!(
+                cleared_by = ?check.cleared_by,
+                needed,
+                "starting a brand-new cluster (--new-cluster): not waiting for a majority of the voters"
+            );
+            return Ok(());
+        }
+        if logged.elapsed() >= FRESH_CHECK_LOG_EVERY {
+            logged = Instant::now();
+            tracing::warn!(
+                answered = check.cleared_by.len(),
+                needed,
+                waited_s = began.elapsed().as_secs(),
+                "this site has no Raft state: waiting for a majority of the configured voters to confirm that none \
+                 counts its node id as a member (start a brand-new cluster's first site with --new-cluster)"
+            );
+        }
+        tokio::time::sleep(FRESH_CHECK_ROUND).await;
+    }
+}
+
+/// While `check` runs, answer peers on `listener` as a site with no Raft state yet:
+/// every control request gets [`ControlResponse::Fresh`], everything else a refusal. Each
+/// connection is answered once and closed, so no peer keeps one to this stand-in.
+pub(super) async fn answer_as_fresh_while<T>(
+    listener: &PeerListener,
+    security: &ChannelSecurity,
+    me: NodeId,
+    site: &str,
+    check: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(check);
+    loop {
+        tokio::select! {
+            done = &mut check => return done,
+            accepted = listener.accept() => {
+                let Ok(Some(connection)) = accepted else { continue };
+                let (security, site) = (security.clone(), site.to_string());
+                tokio::spawn(async move {
+                    let Ok(Some((mut stream, _caller))) = transport::handshake(connection, &security, me, &site).await
+                    else {
+                        return;
+                    };
+                    if let Ok(Some(request)) = transport::next_request(&mut stream, security.idle_timeout).await {
+                        let response = match request {
+                            PeerRequest::Control(_) => PeerResponse::Control(Ok(ControlResponse::Fresh)),
+                            _ => PeerResponse::Refused(format!(
+                                "{site} is starting with no Raft state: it waits for a majority of the voters \
+                                 to confirm that none counts its node id as a member"
+                            )),
+                        };
+                        let _ = transport::answer(&mut stream, &response).await;
+                    }
+                });
             }
         }
     }
-    Ok(())
 }

@@ -126,6 +126,21 @@ pub struct Replicated {
     stop: watch::Sender<bool>,
 }
 
+/// What a site with no Raft state yet may assume about the cluster before it starts
+/// (openraft issue 898: a site that lost its data must not vote under its old id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FreshStart {
+    /// Start only once a majority of the configured voters has answered and none
+    /// counts this node id as a member (the sites of a new cluster started together
+    /// answer each other).
+    #[default]
+    AwaitMajority,
+    /// The operator bootstraps a brand-new cluster whose sites start one at a time
+    /// (`maildr serve --new-cluster`): ask the members that answer, refuse if one
+    /// counts this node id, but do not wait for a majority.
+    NewCluster,
+}
+
 /// Produces this site's control-plane observations (JSON) on request.
 pub type ObservationSource = Arc<dyn Fn() -> Vec<u8> + Send + Sync>;
 
@@ -144,6 +159,7 @@ impl Replicated {
         site: &str,
         cluster: &ClusterSection,
         limits: WritePathLimits,
+        fresh_start: FreshStart,
     ) -> Result<Arc<Replicated>, StartError> {
         let me = cluster.node_id;
         let member = cluster.members.iter().find(|m| m.node_id == me).ok_or(StartError::NotAMember(me))?;
@@ -166,19 +182,33 @@ impl Replicated {
             promoted = Some(record.await?);
         }
         let apply_delay = prepare_role(data_dir, cluster, role, &log_store, &state_machine)?;
-        if fresh {
-            membership::refuse_lost_data_under_old_id(&directory, me).await?;
-        } else if promoted.is_none() {
-            forced_failover::refuse_after_forced_failover(&directory, &cluster.members, me).await?;
-        }
+        let bind = || async {
+            PeerListener::bind(cluster.listen)
+                .await
+                .map_err(|source| StartError::Listen { addr: cluster.listen, source })
+        };
+        // A fresh site listens before its check, so that the sites of a new cluster
+        // started together answer each other's; the others only once Raft runs.
+        let early_listener = if fresh {
+            let listener = bind().await?;
+            let check = membership::refuse_lost_data_under_old_id(&directory, &cluster.members, me, fresh_start);
+            membership::answer_as_fresh_while(&listener, &security, me, site, check).await?;
+            Some(listener)
+        } else {
+            if promoted.is_none() {
+                forced_failover::refuse_after_forced_failover(&directory, &cluster.members, me).await?;
+            }
+            None
+        };
         let network = Network { directory: directory.clone(), security: security.clone(), me };
         let log_store_view = log_store.clone();
         let raft = Raft::new(me, Arc::new(config), network, log_store, state_machine.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
-        let listener = PeerListener::bind(cluster.listen)
-            .await
-            .map_err(|source| StartError::Listen { addr: cluster.listen, source })?;
+        let listener = match early_listener {
+            Some(listener) => listener,
+            None => bind().await?,
+        };
         let listen_addr =
             listener.local_addr().map_err(|source| StartError::Listen { addr: cluster.listen, source })?;
         let (stop, stop_rx) = watch::channel(false);

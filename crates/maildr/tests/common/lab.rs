@@ -97,7 +97,8 @@ impl Lab {
 
     /// Every site of the lab, by name.
     pub fn sites(&self) -> Vec<String> {
-        let sites = self.status["sites"].as_array().unwrap();
+        // Empty when `lab up` failed (the drop still collects logs and runs `lab down`).
+        let sites = self.status["sites"].as_array().map(Vec::as_slice).unwrap_or_default();
         sites.iter().map(|s| s["site"].as_str().unwrap().to_string()).collect()
     }
 

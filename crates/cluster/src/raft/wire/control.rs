@@ -83,4 +83,8 @@ pub enum ControlResponse {
     ApplyHeld(ApplyHold),
     /// The lagged site applies again; the hold it lifted, if it was held.
     ApplyReleased(Option<ApplyHold>),
+    /// The answer to every control request of a site that has no Raft state yet
+    /// and is still checking, before it starts, that no member counts its node id
+    /// (to `Status`: it counts no one as a member).
+    Fresh,
 }
