@@ -74,6 +74,13 @@ section! {
         /// Directory holding the site's database, message bodies and generated
         /// certificates. `maildr serve --data-dir` overrides it.
         data_dir: PathBuf = PathBuf::from("/var/lib/maildr"),
+        /// Site-wide budget, in bytes, for message data held in memory at once: SMTP
+        /// messages being received, IMAP literals being read, FETCH answers being
+        /// sent. The first 128 KiB of each such buffer are not counted, so ordinary
+        /// mail is never refused for memory; beyond the budget a large message gets
+        /// SMTP 452 and IMAP NO or BYE (try again later). At least the largest SMTP
+        /// message and IMAP literal.
+        message_memory_max_bytes: u64 = 512 * 1024 * 1024,
     }
 }
 
@@ -497,6 +504,16 @@ impl SiteConfig {
             return Err(bad(
                 "smtp.message_size_max_bytes",
                 "must be at most 1 GiB: bodies are held in memory while received".into(),
+            ));
+        }
+        let largest_buffer = s.message_size_max_bytes.max(u64::from(self.imap.literal_size_max_bytes));
+        if self.site.message_memory_max_bytes < largest_buffer {
+            return Err(bad(
+                "site.message_memory_max_bytes",
+                format!(
+                    "must be at least the largest SMTP message and IMAP literal ({largest_buffer} bytes), or such \
+                     messages could never be accepted"
+                ),
             ));
         }
         if self.imap.command_line_max_bytes < 1024 {

@@ -1,9 +1,11 @@
 //! What every protocol front end of a site (SMTP, IMAP, DNS, later the admin API)
 //! shares and must not write twice: the accept loop with graceful shutdown, the
-//! switches that stop and start a service for fault hooks (`switchboard`), and
+//! switches that stop and start a service for fault hooks (`switchboard`), the
+//! site-wide budget for message data in memory (`memory`), and
 //! password hashing and checking (`passwords`). It knows nothing of any protocol
 //! and never touches the store.
 
+pub mod memory;
 pub mod passwords;
 pub mod switchboard;
 

@@ -85,6 +85,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         queue_commands_max: config.store.queue_commands_max as usize,
         write_timeout_ms: config.store.write_timeout_ms,
     };
+    maildr_frontend::memory::MessageMemory::configure(config.site.message_memory_max_bytes);
     let replicated = !config.cluster.members.is_empty();
     if replicated && args.dev {
         anyhow::bail!("--dev runs a single site; drop it, or drop [[cluster.members]] from the config");

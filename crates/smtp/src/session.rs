@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use maildr_cluster::{Cluster, WriteError};
+use maildr_frontend::memory::MessageMemory;
 use maildr_store::{Applied, Command, CommandError, Recipient};
 use maildr_types::{EmailAddress, SystemFlags, UnixSeconds};
 use smtp_proto::{Request, AUTH_LOGIN, AUTH_PLAIN};
 
 use crate::auth;
-use crate::conn::{Conn, ConnError, Data, Io, Line};
+use crate::conn::{Conn, ConnError, Data, Io, Line, MessageChunks};
 use crate::{ListenerKind, SmtpService};
 
 /// Where a session goes after a command.
@@ -536,10 +537,17 @@ impl Session {
         }
         conn.reply("354 End data with <CR><LF>.<CR><LF>");
         let limit = usize::try_from(self.service.config.message_size_max_bytes).unwrap_or(usize::MAX);
-        let body = match conn.read_data(limit).await? {
-            Data::Message(body) => body,
+        // The charge is held until the delivery is answered: the body stays in
+        // memory until then.
+        let (body, _charge) = match conn.read_data(limit, MessageMemory::global()).await? {
+            Data::Message(body, charge) => (body, charge),
             Data::TooLarge => {
                 self.error(conn, &format!("552 5.3.4 Message size exceeds the limit of {limit} bytes"));
+                return Ok(Next::Continue);
+            }
+            Data::OverBudget(spent) => {
+                tracing::warn!(session = %self.id, peer = %self.peer, %spent, "message refused: memory budget spent");
+                self.error(conn, "452 4.3.1 Insufficient system resources: too much mail in flight; try again later");
                 return Ok(Next::Continue);
             }
             Data::BareLineEnding => {
@@ -548,15 +556,6 @@ impl Session {
                 return Ok(Next::Close);
             }
         };
-        let header_fields = count_header_fields(&body);
-        let header_fields_max = self.service.config.header_fields_max as usize;
-        if header_fields > header_fields_max {
-            self.error(
-                conn,
-                &format!("554 5.6.0 Message has {header_fields} header fields; the limit is {header_fields_max}"),
-            );
-            return Ok(Next::Continue);
-        }
         let reply = self.deliver(transaction, body).await;
         conn.reply(&reply);
         if !reply.starts_with('2') {
@@ -566,7 +565,7 @@ impl Session {
     }
 
     /// Store the body, then commit the delivery; the reply says what became durable.
-    async fn deliver(&mut self, transaction: Transaction, body: Vec<u8>) -> String {
+    async fn deliver(&mut self, transaction: Transaction, body: MessageChunks) -> String {
         let at = self.service.clock.now();
         let mut accounts: Vec<EmailAddress> =
             transaction.recipients.iter().flat_map(|(_, a)| a.iter().cloned()).collect();
@@ -574,8 +573,16 @@ impl Session {
         accounts.dedup();
         let single = (transaction.recipients.len() == 1).then(|| transaction.recipients[0].0.clone());
         self.messages += 1;
-        let mut message = self.received_header(at, single.as_ref()).into_bytes();
-        let size = message.len() + body.len();
+        // Our trace header and the body in one allocation, the only copy held.
+        let received = self.received_header(at, single.as_ref());
+        let message = body.into_vec_after(received.as_bytes());
+        let body = &message[received.len()..];
+        let header_fields = count_header_fields(body);
+        let header_fields_max = self.service.config.header_fields_max as usize;
+        if header_fields > header_fields_max {
+            return format!("554 5.6.0 Message has {header_fields} header fields; the limit is {header_fields_max}");
+        }
+        let size = message.len();
         // Quota is checked by the store atomically too; this early check only
         // spares writing a body that would be refused.
         for account in &accounts {
@@ -588,10 +595,8 @@ impl Session {
         // A retry is recognised by what the sender sent, never by a header it chose
         // alone: the same bytes from the same sender, for a message that names itself
         // with a Message-ID (without one, identical bytes may be two messages).
-        let retry_key = has_message_id(&body)
-            .then(|| maildr_store::delivery_retry_key(transaction.sender.as_ref().map(|s| s.as_str()), &body));
-        message.extend_from_slice(&body);
-        drop(body);
+        let retry_key = has_message_id(body)
+            .then(|| maildr_store::delivery_retry_key(transaction.sender.as_ref().map(|s| s.as_str()), body));
         let blob = match self.cluster().put_body(message).await {
             Ok(b) => b,
             Err(e) => {

@@ -1,0 +1,174 @@
+//! The site-wide memory budget for message data (issue 16, part 3), tried as an
+//! attacker would over real sockets against a real `maildr serve`: many clients
+//! streaming huge unterminated lines into DATA, and a FETCH of a mailbox far
+//! larger than memory should hold. The site's peak resident memory stays under a
+//! stated bound, and every other client is served meanwhile.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{provisioned_dir, SiteProcess};
+
+const MIB: u64 = 1024 * 1024;
+
+/// A figure from `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in {status}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+struct Smtp {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Smtp {
+    fn connect(addr: SocketAddr) -> Smtp {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
+        let mut smtp = Smtp { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream };
+        assert!(smtp.reply().starts_with("220"));
+        smtp
+    }
+
+    /// The last line of the next reply.
+    fn reply(&mut self) -> String {
+        loop {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line).unwrap() == 0 {
+                return "closed".into();
+            }
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line.trim_end().to_string();
+            }
+        }
+    }
+
+    fn cmd(&mut self, line: &str) -> String {
+        self.writer.write_all(format!("{line}\r\n").as_bytes()).unwrap();
+        self.reply()
+    }
+
+    /// EHLO, MAIL, RCPT to alice and DATA, answered 354.
+    fn open_data(&mut self) {
+        assert!(self.cmd("EHLO attacker.test").starts_with("250"));
+        assert!(self.cmd("MAIL FROM:<someone@remote.test>").starts_with("250"));
+        assert!(self.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+        assert!(self.cmd("DATA").starts_with("354"));
+    }
+}
+
+/// Messages in alice's INBOX, as IMAP STATUS reports them.
+fn inbox_messages(imap: SocketAddr) -> u64 {
+    let stream = TcpStream::connect(imap).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    writer.write_all(b"a LOGIN alice@example.test alice-pw\r\nb STATUS INBOX (MESSAGES)\r\nc LOGOUT\r\n").unwrap();
+    let mut messages = None;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix("* STATUS INBOX (MESSAGES ") {
+            messages = rest.trim_end().trim_end_matches(')').parse().ok();
+        }
+        if line.starts_with("a NO") || line.starts_with("b NO") {
+            panic!("IMAP: {line}");
+        }
+        if line.starts_with("c ") {
+            break;
+        }
+    }
+    messages.expect("STATUS answered")
+}
+
+#[test]
+fn two_hundred_unterminated_20_mib_data_lines_stay_within_the_budget_and_small_mail_is_served() {
+    const CONNECTIONS: usize = 200;
+    const LINE_BYTES: usize = 20 * 1024 * 1024;
+    const BUDGET: u64 = 64 * MIB;
+    let dir = provisioned_dir();
+    let site = SiteProcess::start_with_site(
+        dir.path(),
+        &format!("message_memory_max_bytes = {BUDGET}"),
+        "connections_max = 1000\nerrors_max = 1000",
+        "",
+    );
+    let pid = site.child.id();
+    let mx: SocketAddr = format!("127.0.0.1:{}", site.port("mx")).parse().unwrap();
+    let imap: SocketAddr = format!("127.0.0.1:{}", site.port("imap")).parse().unwrap();
+    let before = inbox_messages(imap);
+    let baseline_kib = proc_kib(pid, "VmRSS");
+
+    let flood_done = Arc::new(AtomicBool::new(false));
+    let attackers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut smtp = Smtp::connect(mx);
+                smtp.open_data();
+                let chunk = vec![b'x'; 64 * 1024];
+                for _ in 0..LINE_BYTES / chunk.len() {
+                    smtp.writer.write_all(&chunk).unwrap();
+                }
+                smtp.writer.write_all(b"\r\n.\r\n").unwrap();
+                let reply = smtp.reply();
+                let _ = smtp.cmd("QUIT");
+                reply
+            })
+        })
+        .collect();
+    // Ordinary mail keeps flowing while the flood runs.
+    let ordinary = {
+        let flood_done = Arc::clone(&flood_done);
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            let mut replies = Vec::new();
+            while !flood_done.load(Ordering::SeqCst) && Instant::now() < deadline && replies.len() < 200 {
+                let mut smtp = Smtp::connect(mx);
+                smtp.open_data();
+                let body = format!("Subject: ordinary {}\r\n\r\n{}\r\n.\r\n", replies.len(), "o".repeat(5000));
+                smtp.writer.write_all(body.as_bytes()).unwrap();
+                replies.push(smtp.reply());
+                let _ = smtp.cmd("QUIT");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            replies
+        })
+    };
+    let replies: Vec<String> = attackers.into_iter().map(|t| t.join().unwrap()).collect();
+    flood_done.store(true, Ordering::SeqCst);
+    let ordinary = ordinary.join().unwrap();
+    let peak_kib = proc_kib(pid, "VmHWM");
+
+    let accepted = replies.iter().filter(|r| r.starts_with("250")).count();
+    let refused = replies.iter().filter(|r| r.starts_with("452 4.3.1")).count();
+    assert_eq!(accepted + refused, CONNECTIONS, "each attacker gets 250 or 452: {replies:?}");
+    assert!(refused > 0, "200 × 20 MiB cannot fit a 64 MiB budget: {replies:?}");
+    assert!(!ordinary.is_empty());
+    assert!(ordinary.iter().all(|r| r.starts_with("250")), "ordinary mail during the flood: {ordinary:?}");
+    // Nothing acknowledged is lost and nothing refused is stored.
+    assert_eq!(inbox_messages(imap), before + (accepted + ordinary.len()) as u64);
+    // The bound: the budget, held at most three times over while a message is
+    // delivered (the body, its copy with our Received header, the store's write),
+    // each connection's uncharged allowance and pending input, and the baseline.
+    let bound_kib = baseline_kib + 3 * BUDGET / 1024 + CONNECTIONS as u64 * 256 + 64 * 1024;
+    eprintln!(
+        "flood: {accepted} accepted, {refused} refused; {} ordinary; RSS baseline {} MiB, peak {} MiB, bound {} MiB",
+        ordinary.len(),
+        baseline_kib / 1024,
+        peak_kib / 1024,
+        bound_kib / 1024
+    );
+    assert!(peak_kib < bound_kib, "peak RSS {peak_kib} KiB over the bound {bound_kib} KiB");
+    site.stop();
+}
