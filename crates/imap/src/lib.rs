@@ -16,6 +16,7 @@ mod mime;
 mod reply;
 mod search;
 mod session;
+mod transport;
 mod view;
 
 pub use cmd::list::LIST_PATTERN_BYTES_MAX;
@@ -172,12 +173,13 @@ async fn handle_connection(
         let _ = stream.write_all(b"* BYE [UNAVAILABLE] too many connections, try again later\r\n").await;
         return;
     };
+    let memory = maildr_frontend::memory::MessageMemory::global();
     let stream = match kind {
-        ImapListenerKind::Plain => imap_next::stream::Stream::insecure(stream),
+        ImapListenerKind::Plain => transport::Transport::new(Box::new(stream), memory),
         ImapListenerKind::Tls => {
             let acceptor = service.tls.clone().expect("the TLS listener is bound only with TLS");
             match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => imap_next::stream::Stream::tls(tokio_rustls::TlsStream::Server(tls)),
+                Ok(Ok(tls)) => transport::Transport::new(Box::new(tls), memory),
                 _ => {
                     tracing::debug!(%peer, "IMAP TLS handshake failed");
                     return;

@@ -15,7 +15,6 @@ use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::Tag;
 use imap_codec::imap_types::response::{Code, Data, Status};
 use imap_next::server::{Error as ServerError, Event, Server};
-use imap_next::stream::{Error as StreamError, Stream};
 use maildr_cluster::Cluster;
 use maildr_store::Account;
 use maildr_types::MailboxId;
@@ -24,6 +23,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use crate::blocking::store_read;
 use crate::cmd::store::StoreRequest;
 use crate::reply::{bad, ok, tag_of, text};
+use crate::transport::{Transport, TransportError};
 use crate::view::View;
 use crate::{ImapService, SessionGuard};
 
@@ -50,6 +50,8 @@ pub(crate) struct Session {
     pub(crate) condstore: bool,
     pub(crate) idling: Option<Tag<'static>>,
     pub(crate) pending_auth: Option<Tag<'static>>,
+    /// A FETCH answered in batches once its command returns.
+    pub(crate) fetching: Option<crate::cmd::fetch::FetchAnswer>,
     bad_commands: u32,
     changes: tokio::sync::broadcast::Receiver<MailboxId>,
 }
@@ -66,6 +68,7 @@ impl Session {
             condstore: false,
             idling: None,
             pending_auth: None,
+            fetching: None,
             bad_commands: 0,
             changes,
         }
@@ -76,7 +79,7 @@ impl Session {
     }
 
     /// Run the session until the client logs out or goes away.
-    pub(crate) async fn run(mut self, mut stream: Stream) {
+    pub(crate) async fn run(mut self, mut stream: Transport) {
         let greeting = imap_codec::imap_types::response::Greeting::ok(
             Some(Code::Capability(self.capabilities())),
             "maildr IMAP ready",
@@ -91,6 +94,7 @@ impl Session {
         let idle = Duration::from_secs(self.service.config.idle_timeout_secs);
         let mut logout_handle = None;
         loop {
+            stream.logged_in = self.account.is_some();
             let event = tokio::select! {
                 event = tokio::time::timeout(idle, stream.next(&mut server)) => event,
                 change = self.changes.recv(), if self.idling.is_some() && logout_handle.is_none() => {
@@ -102,17 +106,28 @@ impl Session {
             let event = match event {
                 Err(_) => {
                     server.enqueue_status(Status::bye(None, text("autologout: idle for too long")).expect("valid"));
-                    let _ = tokio::time::timeout(Duration::from_secs(5), stream.flush()).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(5), stream.flush(&mut server)).await;
                     return;
                 }
                 Ok(Ok(event)) => event,
-                Ok(Err(StreamError::State(e))) => {
+                Ok(Err(TransportError::State(e))) => {
                     if self.malformed(&mut server, &e) {
                         server.enqueue_status(Status::bye(None, text("too many bad commands")).expect("valid"));
-                        let _ = tokio::time::timeout(Duration::from_secs(5), stream.flush()).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(5), stream.flush(&mut server)).await;
                         return;
                     }
                     continue;
+                }
+                Ok(Err(e @ (TransportError::PreLoginCommandTooLong | TransportError::OverBudget(_)))) => {
+                    tracing::warn!(peer = %self.peer, error = %e, "IMAP client disconnected: command too large");
+                    let (code, why) = match e {
+                        TransportError::PreLoginCommandTooLong => ("LIMIT", "command too long before login"),
+                        _ => ("UNAVAILABLE", "too much data in flight on this server; try again later"),
+                    };
+                    let bye = Status::bye(Some(crate::reply::other_code(code)), text(why)).expect("valid");
+                    server.enqueue_status(bye);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), stream.flush(&mut server)).await;
+                    return;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(peer = %self.peer, error = %e, "IMAP session ended");
@@ -121,10 +136,11 @@ impl Session {
             };
             if let Event::ResponseSent { handle, .. } = &event {
                 if Some(*handle) == logout_handle {
+                    stream.flush(&mut server).await;
                     return;
                 }
             }
-            if let Some(handle) = self.event(&mut server, event).await {
+            if let Some(handle) = self.event(&mut server, &mut stream, event).await {
                 logout_handle = Some(handle);
             }
         }
@@ -147,11 +163,18 @@ impl Session {
 
     /// Handle one event from imap-next; returns the handle of the LOGOUT answer
     /// once the client logged out.
-    async fn event(&mut self, server: &mut Server, event: Event) -> Option<imap_next::server::ResponseHandle> {
+    async fn event(
+        &mut self,
+        server: &mut Server,
+        transport: &mut Transport,
+        event: Event,
+    ) -> Option<imap_next::server::ResponseHandle> {
         match event {
             Event::GreetingSent { .. } | Event::ResponseSent { .. } => {}
             Event::CommandReceived { command } => {
-                if let Flow::Logout(tag) = self.command(server, command).await {
+                let flow = self.command(server, command).await;
+                self.stream_fetch(server, transport).await;
+                if let Flow::Logout(tag) = flow {
                     // The tagged OK is the last response; leave once it is sent.
                     return Some(server.enqueue_status(ok(&tag, None, "LOGOUT completed")));
                 }

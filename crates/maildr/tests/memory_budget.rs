@@ -172,3 +172,175 @@ fn two_hundred_unterminated_20_mib_data_lines_stay_within_the_budget_and_small_m
     assert!(peak_kib < bound_kib, "peak RSS {peak_kib} KiB over the bound {bound_kib} KiB");
     site.stop();
 }
+
+/// A raw IMAP connection.
+struct Imap {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Imap {
+    fn connect(addr: SocketAddr) -> Imap {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(180))).unwrap();
+        let mut imap = Imap { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream };
+        assert!(imap.line().starts_with("* OK"));
+        imap
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        let _ = self.reader.read_line(&mut line);
+        line
+    }
+
+    /// Lines up to and including the tagged answer to `tag`.
+    fn until_tagged(&mut self, tag: &str) -> String {
+        loop {
+            let line = self.line();
+            if line.is_empty() || line.starts_with(&format!("{tag} ")) {
+                return line;
+            }
+        }
+    }
+
+    fn login(&mut self) {
+        self.writer.write_all(b"l LOGIN alice@example.test alice-pw\r\n").unwrap();
+        assert!(self.until_tagged("l").starts_with("l OK"));
+    }
+
+    /// APPEND one message with a synchronising literal.
+    fn append(&mut self, message: &[u8]) -> String {
+        self.writer.write_all(format!("p APPEND INBOX {{{}}}\r\n", message.len()).as_bytes()).unwrap();
+        let go = self.line();
+        assert!(go.starts_with('+'), "APPEND literal not accepted: {go}");
+        self.writer.write_all(message).unwrap();
+        self.writer.write_all(b"\r\n").unwrap();
+        self.until_tagged("p")
+    }
+}
+
+#[test]
+fn literals_before_login_are_cut_at_the_pre_login_limit_and_others_log_in_meanwhile() {
+    const CONNECTIONS: usize = 200;
+    const LITERAL_BYTES: usize = 25 * 1000 * 1000;
+    let dir = provisioned_dir();
+    let site = SiteProcess::start(dir.path());
+    let pid = site.child.id();
+    let imap: SocketAddr = format!("127.0.0.1:{}", site.port("imap")).parse().unwrap();
+    let baseline_kib = proc_kib(pid, "VmRSS");
+    let attackers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conn = Imap::connect(imap);
+                conn.writer.write_all(format!("a LOGIN {{{LITERAL_BYTES}}}\r\n").as_bytes()).unwrap();
+                let go = conn.line();
+                assert!(go.starts_with('+'), "{go}");
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut sent = 0;
+                while sent < LITERAL_BYTES {
+                    if conn.writer.write_all(&chunk).is_err() {
+                        break; // the server closed the connection
+                    }
+                    sent += chunk.len();
+                }
+                (sent, conn.line())
+            })
+        })
+        .collect();
+    // Meanwhile an ordinary client logs in and reads its mailbox.
+    let mut ordinary = Imap::connect(imap);
+    ordinary.login();
+    ordinary.writer.write_all(b"s STATUS INBOX (MESSAGES)\r\n").unwrap();
+    assert!(ordinary.until_tagged("s").starts_with("s OK"));
+    for attacker in attackers {
+        let (sent, answer) = attacker.join().unwrap();
+        assert!(answer.starts_with("* BYE [LIMIT]"), "after {sent} bytes: {answer:?}");
+        assert!(sent < LITERAL_BYTES, "the whole literal was taken");
+    }
+    let peak_kib = proc_kib(pid, "VmHWM");
+    // Each connection holds at most the pre-login limit and a read chunk.
+    let bound_kib = baseline_kib + CONNECTIONS as u64 * 256 + 64 * 1024;
+    eprintln!(
+        "pre-login literals: RSS baseline {} MiB, peak {} MiB, bound {} MiB",
+        baseline_kib / 1024,
+        peak_kib / 1024,
+        bound_kib / 1024
+    );
+    assert!(peak_kib < bound_kib, "peak RSS {peak_kib} KiB over the bound {bound_kib} KiB");
+    site.stop();
+}
+
+#[test]
+fn a_fetch_of_a_1_gib_mailbox_is_streamed_within_the_budget() {
+    const MESSAGE_BYTES: usize = 24 * 1024 * 1024;
+    const MESSAGES: usize = 43; // 1,032 MiB
+    const BUDGET: u64 = 96 * MIB;
+    let dir = provisioned_dir();
+    let site = SiteProcess::start_with_site(dir.path(), &format!("message_memory_max_bytes = {BUDGET}"), "", "");
+    let pid = site.child.id();
+    let imap: SocketAddr = format!("127.0.0.1:{}", site.port("imap")).parse().unwrap();
+    let mut conn = Imap::connect(imap);
+    conn.login();
+    let mut message = b"Subject: large\r\nFrom: a@example.test\r\n\r\n".to_vec();
+    let line = [b'y'; 998];
+    while message.len() + 1000 <= MESSAGE_BYTES {
+        message.extend_from_slice(&line);
+        message.extend_from_slice(b"\r\n");
+    }
+    for n in 0..MESSAGES {
+        let answer = conn.append(&message);
+        assert!(answer.starts_with("p OK"), "APPEND {n}: {answer}");
+    }
+    let message_len = message.len();
+    drop(message);
+    // Peak memory from here on only.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let baseline_kib = proc_kib(pid, "VmRSS");
+    conn.writer.write_all(b"s SELECT INBOX\r\nf FETCH 1:* (BODY.PEEK[])\r\n").unwrap();
+    assert!(conn.until_tagged("s").starts_with("s OK"));
+    // Meanwhile another client is served.
+    let other = std::thread::spawn(move || {
+        let mut other = Imap::connect(imap);
+        other.login();
+        other.writer.write_all(b"n NOOP\r\n").unwrap();
+        other.until_tagged("n")
+    });
+    let mut fetched = 0;
+    let mut bytes = 0u64;
+    let mut literal = vec![0u8; 1 << 20];
+    let answer = loop {
+        let line = conn.line();
+        assert!(!line.is_empty(), "connection closed during the FETCH");
+        if line.starts_with("f ") {
+            break line;
+        }
+        if let Some(open) = line.trim_end().strip_suffix('}').and_then(|l| l.rsplit_once('{')) {
+            let mut left: usize = open.1.parse().unwrap();
+            while left > 0 {
+                let n = left.min(literal.len());
+                std::io::Read::read_exact(&mut conn.reader, &mut literal[..n]).unwrap();
+                left -= n;
+                bytes += n as u64;
+            }
+            fetched += 1;
+        }
+    };
+    assert!(answer.starts_with("f OK"), "{answer}");
+    assert_eq!(fetched, MESSAGES);
+    assert_eq!(bytes, (MESSAGES * message_len) as u64, "every byte of every message");
+    assert!(other.join().unwrap().starts_with("n OK"));
+    let peak_kib = proc_kib(pid, "VmHWM");
+    // One message is answered at a time, charged three times over to the budget.
+    let bound_kib = baseline_kib + BUDGET / 1024 + 64 * 1024;
+    eprintln!(
+        "FETCH of {} MiB: RSS baseline {} MiB, peak {} MiB, bound {} MiB",
+        bytes >> 20,
+        baseline_kib / 1024,
+        peak_kib / 1024,
+        bound_kib / 1024
+    );
+    assert!(bytes >= 1 << 30, "a mailbox of at least 1 GiB");
+    assert!(peak_kib < bound_kib, "peak RSS {peak_kib} KiB over the bound {bound_kib} KiB");
+    site.stop();
+}

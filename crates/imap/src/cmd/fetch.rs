@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use imap_codec::imap_types::command::FetchModifier;
@@ -20,6 +21,7 @@ use imap_codec::imap_types::fetch::{
 use imap_codec::imap_types::response::Data;
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_next::server::Server;
+use maildr_frontend::memory::{MemoryCharge, MessageMemory};
 use maildr_store::{Command as StoreCommand, FlagOp, Message};
 use maildr_types::{SystemFlags, Uid};
 
@@ -27,8 +29,9 @@ use crate::blocking::store_read;
 use crate::bodies::{self, BodyReader, BodyUnavailable};
 use crate::flags::flags_to_fetch;
 use crate::mime;
-use crate::reply::{datetime, nz, ok, write_failed};
+use crate::reply::{datetime, no, nz, ok, other_code, write_failed};
 use crate::session::Session;
+use crate::transport::Transport;
 use crate::view::{message_count, modseq_item, uid_item};
 
 /// The item names a macro stands for.
@@ -132,41 +135,107 @@ impl Session {
         Ok(true)
     }
 
-    /// One FETCH line per message, then the tagged answer.
+    /// Leave the answer to [`Session::stream_fetch`], which the connection loop
+    /// runs right after this command.
     async fn answer_fetch(
         &mut self,
-        server: &mut Server,
+        _server: &mut Server,
         tag: &Tag<'static>,
         indexes: &[usize],
         names: &[MessageDataItemName<'static>],
     ) {
-        // A replica may hold messages whose bodies are still on their way.
-        let view = self.selected.as_ref().expect("selected state");
-        let hashes: Vec<_> = if names.iter().any(needs_body) {
-            indexes.iter().map(|i| view.messages[*i].body).collect()
-        } else {
-            vec![]
-        };
-        let bodies = BodyReader::prepare(self.cluster(), &hashes).await;
-        let view = self.selected.as_ref().expect("selected state");
+        self.fetching = Some(FetchAnswer { tag: tag.clone(), indexes: indexes.to_vec(), names: names.to_vec() });
+    }
+
+    /// One FETCH line per message, written in batches of at most
+    /// [`FETCH_BATCH_BYTES`] of stored messages (or one larger message), each batch
+    /// charged to the site's memory budget while it is read, answered and written;
+    /// then the tagged answer. However large the mailbox, one batch is in memory.
+    pub(crate) async fn stream_fetch(&mut self, server: &mut Server, transport: &mut Transport) {
+        let Some(answer) = self.fetching.take() else { return };
+        let FetchAnswer { tag, indexes, names } = answer;
+        let with_bodies = names.iter().any(needs_body);
         let mut failed = false;
-        store_read(|| {
-            for i in indexes {
-                match fetch_items(&bodies, &view.messages[*i], names) {
-                    Ok(items) => {
-                        if let Ok(items) = Vec1::try_from(items) {
-                            server.enqueue_data(Data::Fetch { seq: nz(message_count(*i) + 1), items });
+        let mut start = 0;
+        while start < indexes.len() {
+            let view = self.selected.as_ref().expect("selected state");
+            let size = |i: usize| usize::try_from(view.messages[indexes[i]].size_bytes).unwrap_or(usize::MAX);
+            let mut end = start + 1;
+            let mut batch_bytes = size(start);
+            while end < indexes.len() && batch_bytes.saturating_add(size(end)) <= FETCH_BATCH_BYTES {
+                batch_bytes += size(end);
+                end += 1;
+            }
+            let batch = &indexes[start..end];
+            let mut charge = MessageMemory::global().charge();
+            if with_bodies && !cover_within(&mut charge, batch_bytes.saturating_mul(FETCH_COPIES)).await {
+                tracing::warn!(peer = %self.peer, batch_bytes, "FETCH stopped: memory budget spent");
+                server.enqueue_status(no(&tag, Some(other_code("UNAVAILABLE")), "server busy; try again later"));
+                return;
+            }
+            let hashes: Vec<_> =
+                if with_bodies { batch.iter().map(|i| view.messages[*i].body).collect() } else { vec![] };
+            let bodies = BodyReader::prepare(self.cluster(), &hashes).await;
+            let view = self.selected.as_ref().expect("selected state");
+            store_read(|| {
+                for i in batch {
+                    match fetch_items(&bodies, &view.messages[*i], &names) {
+                        Ok(items) => {
+                            if let Ok(items) = Vec1::try_from(items) {
+                                server.enqueue_data(Data::Fetch { seq: nz(message_count(*i) + 1), items });
+                            }
                         }
+                        Err(_) => failed = true,
                     }
-                    Err(_) => failed = true,
+                }
+            });
+            if end < indexes.len() {
+                if let Err(e) = transport.drain_output(server).await {
+                    tracing::debug!(peer = %self.peer, error = %e, "FETCH answer not written");
+                    return;
                 }
             }
-        });
-        if failed {
-            server.enqueue_status(bodies::unavailable(tag));
-        } else {
-            server.enqueue_status(ok(tag, None, "FETCH completed"));
+            drop(charge);
+            start = end;
         }
+        if failed {
+            server.enqueue_status(bodies::unavailable(&tag));
+        } else {
+            server.enqueue_status(ok(&tag, None, "FETCH completed"));
+        }
+    }
+}
+
+/// A FETCH whose answer is still to be written.
+pub(crate) struct FetchAnswer {
+    tag: Tag<'static>,
+    indexes: Vec<usize>,
+    names: Vec<MessageDataItemName<'static>>,
+}
+
+/// Stored message bytes answered per batch (at least one message).
+pub(crate) const FETCH_BATCH_BYTES: usize = 1024 * 1024;
+
+/// Copies of a body in memory while it is answered: read, in the answer's items,
+/// encoded for the client.
+const FETCH_COPIES: usize = 3;
+
+/// How long a FETCH batch waits for the memory budget before the FETCH is
+/// answered `NO [UNAVAILABLE]`.
+const FETCH_MEMORY_WAIT: Duration = Duration::from_secs(5);
+
+/// Cover `bytes` with the budget, waiting up to [`FETCH_MEMORY_WAIT`] (the session
+/// holds nothing else of it meanwhile).
+async fn cover_within(charge: &mut MemoryCharge, bytes: usize) -> bool {
+    let deadline = Instant::now() + FETCH_MEMORY_WAIT;
+    loop {
+        if charge.cover(bytes).is_ok() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

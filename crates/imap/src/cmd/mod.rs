@@ -11,7 +11,7 @@ mod append;
 mod auth;
 mod copy_move;
 mod expunge;
-mod fetch;
+pub(crate) mod fetch;
 mod idle;
 pub(crate) mod list;
 mod mailbox;
