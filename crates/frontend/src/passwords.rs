@@ -7,7 +7,8 @@
 //! and a site that cannot commit loses its elections. So at most
 //! [`password_checks_max`] run at once (four per core: the scheduler then still
 //! gives replication's threads their share of every core); the others wait their
-//! turn without holding a thread. (An unknown account is answered at once: checking
+//! turn without holding a thread. The checks run on their own threads at a lower
+//! priority, never on tokio's blocking pool, where storage I/O runs. (An unknown account is answered at once: checking
 //! it against a decoy hash, so that timing would not tell which accounts exist,
 //! was tried, and made a lab's probes for a not-yet-created account cost as much as
 //! real logins, until they timed out the site's other probes.)
@@ -44,6 +45,82 @@ fn permits() -> &'static Semaphore {
     PERMITS.get_or_init(|| Semaphore::new(password_checks_max()))
 }
 
+/// Scheduling priority of the password-hashing threads: nice +10, below the
+/// runtime's and the blocking pool's threads.
+const HASHING_NICENESS: i32 = 10;
+
+type HashingJob = Box<dyn FnOnce() + Send>;
+
+/// The threads password checks run on: their own, [`password_checks_max`] of
+/// them (one per slot), at [`HASHING_NICENESS`]. Not tokio's blocking pool,
+/// where storage I/O runs (log appends, applies, body writes): a check never
+/// queues ahead of a write there, and under a login flood the scheduler gives
+/// replication's threads the cores first.
+struct HashingThreads {
+    jobs: Mutex<std::sync::mpsc::Sender<HashingJob>>,
+}
+
+impl HashingThreads {
+    fn start() -> HashingThreads {
+        let (jobs, queue) = std::sync::mpsc::channel::<HashingJob>();
+        let queue = std::sync::Arc::new(Mutex::new(queue));
+        for n in 0..password_checks_max() {
+            let queue = std::sync::Arc::clone(&queue);
+            let spawned = std::thread::Builder::new().name(format!("password-{n}")).spawn(move || {
+                lower_this_threads_priority();
+                loop {
+                    let job = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "starting a password-hashing thread");
+            }
+        }
+        HashingThreads { jobs: Mutex::new(jobs) }
+    }
+
+    fn run(&self, job: HashingJob) {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        // Only fails if every thread is gone; the caller then sees no answer (no match).
+        let _ = jobs.send(job);
+    }
+}
+
+fn hashing_threads() -> &'static HashingThreads {
+    static THREADS: OnceLock<HashingThreads> = OnceLock::new();
+    THREADS.get_or_init(HashingThreads::start)
+}
+
+/// Nice this thread (Linux schedules threads one by one; `setpriority` on a
+/// thread id changes only that thread).
+fn lower_this_threads_priority() {
+    // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
+    let changed = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, HASHING_NICENESS)
+    };
+    if changed != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "password-hashing thread keeps its priority");
+    }
+}
+
+/// The scheduling priority (nice value) of the password-hashing threads, as
+/// the kernel reports them (for tests: `/proc/self/task/<tid>/stat`).
+pub fn hashing_thread_niceness() -> Vec<i32> {
+    let _ = hashing_threads();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Vec::new() };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("stat")).ok())
+        .filter(|stat| stat.contains("(password-"))
+        // Field 19 (nice), counted after the closing parenthesis of the name.
+        .filter_map(|stat| stat.rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok())
+        .collect()
+}
+
 /// What a password check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PasswordCheck {
@@ -66,7 +143,11 @@ pub async fn check_password(phc: Option<String>, password: String) -> PasswordCh
     let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, permits().acquire()).await else {
         return PasswordCheck::Busy;
     };
-    let matched = tokio::task::spawn_blocking(move || crate::verify_password(&phc, &password)).await.unwrap_or(false);
+    let (answer, matched) = tokio::sync::oneshot::channel();
+    hashing_threads().run(Box::new(move || {
+        let _ = answer.send(crate::verify_password(&phc, &password));
+    }));
+    let matched = matched.await.unwrap_or(false);
     if matched {
         PasswordCheck::Matches
     } else {
@@ -173,5 +254,20 @@ mod tests {
         assert!(started.elapsed() >= PASSWORD_CHECK_WAIT_MAX, "it waited its time first");
         drop(held);
         assert_eq!(check_password(Some(hash), "right".into()).await, PasswordCheck::Matches);
+    }
+
+    #[test]
+    fn checks_run_on_their_own_threads_at_a_lower_priority() {
+        // The threads name and nice themselves as they start.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut niceness = hashing_thread_niceness();
+        while (niceness.len() < password_checks_max() || niceness.iter().any(|n| *n != HASHING_NICENESS))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            niceness = hashing_thread_niceness();
+        }
+        assert_eq!(niceness.len(), password_checks_max(), "one thread per slot: {niceness:?}");
+        assert!(niceness.iter().all(|n| *n == HASHING_NICENESS), "{niceness:?}");
     }
 }

@@ -589,3 +589,85 @@ fn a_fresh_site_waits_for_a_majority_of_the_voters_unless_it_bootstraps_a_new_cl
     assert!(log.contains("not waiting for a majority"), "{log}");
     stop(&mut bootstrapping);
 }
+
+/// One wrong-password IMAP LOGIN from its own source address; the tagged answer.
+async fn wrong_login(site: std::net::SocketAddr, source: std::net::Ipv4Addr) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let Ok(stream) = socket.connect(site).await else { return "no connection".into() };
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let _greeting = lines.next_line().await;
+    if write.write_all(b"a LOGIN alice@example.test not-her-password\r\n").await.is_err() {
+        return "closed".into();
+    }
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.starts_with("a ") {
+            return line;
+        }
+    }
+    "closed".into()
+}
+
+#[test]
+fn five_hundred_wrong_logins_at_once_cause_no_election_and_mail_keeps_committing() {
+    const ATTEMPTS: usize = 500;
+    let _one = one_lab();
+    let lab = Lab::up("127.88");
+    let primary = lab.wait_for_primary("bj", Duration::from_secs(10), None);
+    let other = if primary == "bj" { "sh" } else { "bj" };
+    let term = lab.site_status(&primary)["term"].as_u64().unwrap();
+    // Mail through the other data site (forwarded to the primary to commit) all along.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (stop, ip) = (Arc::clone(&stop), lab.ip(other));
+        std::thread::spawn(move || {
+            let mut told = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let tag = format!("during-login-flood-{}", told.len());
+                told.push((tag.clone(), send_tagged(&ip, &tag)));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            told
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // The flood, at the primary, each attempt from its own address so that no
+    // per-source delay spreads it out: every one reaches the password check at once.
+    let site: std::net::SocketAddr = format!("{}:2143", lab.ip(&primary)).parse().unwrap();
+    let answers = common::block_on(async move {
+        let mut attempts = tokio::task::JoinSet::new();
+        for n in 0..ATTEMPTS {
+            let source = std::net::Ipv4Addr::new(127, 66, (n / 250) as u8 + 1, (n % 250) as u8 + 1);
+            attempts.spawn(tokio::time::timeout(Duration::from_secs(60), wrong_login(site, source)));
+        }
+        let mut answers = Vec::new();
+        while let Some(answer) = attempts.join_next().await {
+            answers.push(answer.unwrap().unwrap_or_else(|_| "no answer within 60 s".into()));
+        }
+        answers
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::SeqCst);
+    let told = sender.join().unwrap();
+    let failed = answers.iter().filter(|a| a.contains("[AUTHENTICATIONFAILED]")).count();
+    let busy = answers.iter().filter(|a| a.starts_with("a NO [UNAVAILABLE]")).count();
+    eprintln!("{ATTEMPTS} wrong logins: {failed} refused after a check, {busy} answered busy");
+    assert_eq!(failed + busy, ATTEMPTS, "every attempt is refused, checked or busy: {answers:?}");
+    assert!(failed > 0);
+    // No election: the same primary in the same term.
+    let after = lab.site_status(&primary);
+    assert_eq!(after["term"].as_u64(), Some(term), "an election happened: {after}");
+    assert_eq!(lab.wait_for_primary(other, Duration::from_secs(5), None), primary);
+    // Mail kept committing: every message sent meanwhile was accepted and is there.
+    assert!(told.len() >= 10, "{told:?}");
+    let refused: Vec<_> = told.iter().filter(|(_, t)| *t != Told::Accepted).collect();
+    assert!(refused.is_empty(), "deliveries during the flood not accepted: {refused:?}");
+    lab.wait_until_converged(&primary, Duration::from_secs(20));
+    let inbox: BTreeSet<String> = lab.inbox(&primary).into_values().collect();
+    for (tag, _) in &told {
+        assert!(inbox.contains(tag), "{tag} missing");
+    }
+}
