@@ -100,8 +100,10 @@ fn hashing_threads() -> &'static HashingThreads {
 fn lower_this_threads_priority() {
     // SAFETY: gettid has no preconditions; setpriority only reads its arguments.
     let changed = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, HASHING_NICENESS)
+        match libc::id_t::try_from(libc::syscall(libc::SYS_gettid)) {
+            Ok(tid) => libc::setpriority(libc::PRIO_PROCESS, tid, HASHING_NICENESS),
+            Err(_) => -1,
+        }
     };
     if changed != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "password-hashing thread keeps its priority");
