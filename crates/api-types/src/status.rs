@@ -52,6 +52,18 @@ pub struct SiteStatus {
     pub certificate_expires_at: Option<i64>,
 }
 
+impl SiteStatus {
+    /// The primary this site leads as, or follows as a voter, now; `None` when it
+    /// has none. (A learner's idea of the primary is not evidence: it never
+    /// campaigns, so it keeps the last one it heard of.)
+    pub fn primary_seen(&self) -> Option<u64> {
+        if self.state == "Leader" {
+            return Some(self.node_id);
+        }
+        self.leader.filter(|_| self.voters.contains(&self.node_id))
+    }
+}
+
 /// A lagged site's delayed apply, as it reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ApplyDelayStatus {

@@ -120,7 +120,8 @@ impl From<OpsError> for Failure {
             | OpsError::Refused { .. }
             | OpsError::PrimaryNotConfigured(_)
             | OpsError::AlreadyPromoted { .. }
-            | OpsError::PrimaryAlive { .. } => Failure::new(StatusCode::CONFLICT, message),
+            | OpsError::PrimaryAlive { .. }
+            | OpsError::QuorumAlive { .. } => Failure::new(StatusCode::CONFLICT, message),
             OpsError::UnknownMember { .. } | OpsError::NotAStandby { .. } => Failure::invalid("to", message),
             OpsError::NotLagged { .. } => Failure::invalid("site", message),
             OpsError::NoOperator => Failure::invalid("by", message),

@@ -241,3 +241,59 @@ fn the_api_promotes_the_standby_only_when_asked_rightly_and_its_refusals_change_
     let inbox: BTreeSet<String> = lab.inbox("lz").into_values().collect();
     assert!(acked.is_subset(&inbox), "lz lost acknowledged messages it had applied: {:?}", acked.difference(&inbox));
 }
+
+#[test]
+fn a_standby_cut_off_from_both_cities_is_not_promoted_while_they_keep_their_quorum() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (lab, acked) = lab_with_a_caught_up_standby("127.95");
+    let primary = lab.wait_for_primary("bj", Duration::from_secs(10), None);
+    // lz loses both cities; its link to the witness stays.
+    for link in ["lz-bj", "bj-lz", "lz-sh", "sh-lz"] {
+        let cut = lab.lab_cmd(&["link", "set", link, "--partition"]);
+        assert!(cut.status.success(), "{}", text(&cut));
+    }
+    // Past two election timeouts (800 ms each in the lab). A status call through
+    // lz's config waits for the cut members, so lz is asked once, after the wait.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let status = lab.site_status("lz");
+    assert!(status["primary_contact"]["heard_ms_ago"].as_u64().is_some_and(|ms| ms > 2_000), "{status}");
+    // The silence alone would have let it through; the witness still has a primary.
+    let refused = failover(&lab, "lz", &["--force", "--accept-data-loss"]);
+    assert!(!refused.status.success(), "promoted while the cities had a quorum: {}", text(&refused));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("hz answers that node") && stderr.contains("quorum is alive"), "{}", text(&refused));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_lz_unchanged(&lab, "a failover refused for a live quorum");
+    assert_eq!(send_tagged(&lab.ip(&primary), "cities-still-serve"), Told::Accepted);
+
+    // What lz last heard from the primary survives a restart of lz.
+    assert!(lab.data_dir("lz").join(maildr_cluster::replicated::PRIMARY_CONTACT_FILE).exists());
+    lab.kill("lz");
+    assert!(lab.lab_cmd(&["start", "lz"]).status.success());
+    let status = lab.site_status("lz");
+    let primary_id = lab.site_status(&primary)["node_id"].as_u64();
+    assert_eq!(status["primary_contact"]["primary"].as_u64(), primary_id, "after a restart: {status}");
+
+    // A real loss of both cities and the witness: now it may be promoted.
+    lose_the_quorum(&lab);
+    let promoted = failover(&lab, "lz", &["--force", "--accept-data-loss"]);
+    assert!(promoted.status.success(), "forced failover after the real loss: {}", text(&promoted));
+    wait_for_lz(&lab, Duration::from_secs(30), "leads", |s| s["state"] == "Leader");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !serves_smtp(&lab.ip("lz")) {
+        assert!(Instant::now() < deadline, "lz does not serve SMTP after its promotion:\n{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let inbox: BTreeSet<String> = lab.inbox("lz").into_values().collect();
+    for tag in &acked {
+        assert!(inbox.contains(tag), "{tag} lost");
+    }
+    // The old primary, back with its data where it reaches lz, is refused: it does
+    // not serve mail.
+    for link in ["lz-bj", "bj-lz", "lz-sh", "sh-lz"] {
+        assert!(lab.lab_cmd(&["link", "heal", link]).status.success());
+    }
+    let restarted = lab.lab_cmd(&["start", &primary]);
+    assert!(!restarted.status.success(), "{primary} came back into the old cluster: {}", text(&restarted));
+    assert!(!serves_smtp(&lab.ip(&primary)));
+}

@@ -58,6 +58,7 @@ pub async fn failover(
     if let Some(c) = loss.primary_contact.as_ref().filter(|c| c.heard_ms_ago < client.primary_silence_ms()) {
         return Err(OpsError::PrimaryAlive { site: to.to_string(), primary: c.primary, heard_ms_ago: c.heard_ms_ago });
     }
+    refuse_while_a_member_has_a_primary(client, to).await?;
     if !accept_data_loss {
         return Err(OpsError::DataLossNotAccepted { site: to.to_string() });
     }
@@ -65,6 +66,23 @@ pub async fn failover(
     let accepted = client.force_failover(&target, by.trim()).await?;
     Ok(FailoverReport { loss, accepted })
 }
+
+/// Ask every other member the operator can reach: refused while one leads or
+/// follows a primary (the standby may only be cut off from a healthy quorum; it
+/// checks again itself, from where it stands). Members that do not answer within
+/// [`FAILOVER_ASK_TIMEOUT`] are taken as lost.
+async fn refuse_while_a_member_has_a_primary(client: &ControlClient, to: &str) -> Result<(), OpsError> {
+    for member in client.members().iter().filter(|m| m.site != to) {
+        let Ok(status) = client.status_within(member, FAILOVER_ASK_TIMEOUT).await else { continue };
+        if let Some(primary) = status.primary_seen() {
+            return Err(OpsError::QuorumAlive { site: status.site.clone(), primary, term: status.term });
+        }
+    }
+    Ok(())
+}
+
+/// How long each member has to answer before a forced failover counts it as lost.
+const FAILOVER_ASK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Wait until the standby `to`, promoted by [`failover`], leads; its status then.
 pub async fn wait_until_promoted(client: &ControlClient, to: &str, within: Duration) -> Result<SiteStatus, OpsError> {

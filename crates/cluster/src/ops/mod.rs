@@ -85,6 +85,12 @@ pub enum OpsError {
         "{site} heard from the primary (node {primary}) {heard_ms_ago} ms ago: the quorum is alive; use switchover"
     )]
     PrimaryAlive { site: String, primary: u64, heard_ms_ago: u64 },
+    /// A member the operator reached still has a primary: the quorum is alive.
+    #[error(
+        "{site} answers that node {primary} is the primary (term {term}): the quorum is alive; use switchover (a \
+         standby cut off from the cities is not a lost quorum)"
+    )]
+    QuorumAlive { site: String, primary: u64, term: u64 },
     /// Nothing was changed: the operator has not accepted the loss.
     #[error("refused: nothing changed. Accept the data loss to promote {site} knowing what it lacks")]
     DataLossNotAccepted { site: String },

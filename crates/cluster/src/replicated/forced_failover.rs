@@ -8,7 +8,9 @@
 //! etcd's `--force-new-cluster` does. The running `Raft` owns the log store, so the
 //! rewrite happens between two runs of the site:
 //! 1. `ControlRequest::ForceFailover` checks that this is a standby that has not heard
-//!    from a primary for [`PRIMARY_SILENCE_ELECTION_TIMEOUTS`] election timeouts,
+//!    from a primary for [`PRIMARY_SILENCE_ELECTION_TIMEOUTS`] election timeouts (the
+//!    last contact is kept in [`PRIMARY_CONTACT_FILE`] across restarts) and that no
+//!    member it can reach leads or follows a primary,
 //!    stops taking Raft traffic, writes [`FORCE_FAILOVER_FILE`] into the data
 //!    directory, answers, and asks its owner to restart it
 //!    ([`Replicated::restart_requested`]; `maildr serve` re-executes itself, keeping
@@ -33,8 +35,9 @@
 //!
 //! This module also keeps what the standby last heard from a primary (the evidence
 //! that the quorum is gone). It must never promote a site that heard from a primary
-//! within [`PRIMARY_SILENCE_ELECTION_TIMEOUTS`] election timeouts, nor without the
-//! operator's name, nor let Raft traffic from outside the new membership in.
+//! within [`PRIMARY_SILENCE_ELECTION_TIMEOUTS`] election timeouts, nor while a member
+//! it reaches has a primary, nor without the operator's name, nor let Raft traffic
+//! from outside the new membership in.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -74,13 +77,33 @@ impl Replicated {
         })
     }
 
-    /// Note an AppendEntries accepted from primary `primary`.
+    /// Note an AppendEntries accepted from primary `primary`. On a site a forced
+    /// failover may promote (standby, lagged), the contact is also saved in
+    /// [`PRIMARY_CONTACT_FILE`] at most every [`PRIMARY_CONTACT_SAVE_EVERY`], so a
+    /// restart does not forget that the primary was alive.
     pub(super) fn note_primary_contact(&self, primary: Option<NodeId>, term: u64, committed: Option<u64>) {
         let Some(primary) = primary else { return };
         let last_log_index_then = self.raft.metrics().borrow().last_log_index;
         let contact =
             PrimaryContact { primary, term, heard_ms_ago: 0, primary_committed_index: committed, last_log_index_then };
-        *self.primary_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), contact));
+        *self.primary_contact.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), contact.clone()));
+        if !self.configured_role.is_learner() {
+            return;
+        }
+        {
+            let mut saved = self.primary_contact_saved.lock().unwrap_or_else(|p| p.into_inner());
+            if saved.is_some_and(|at| at.elapsed() < PRIMARY_CONTACT_SAVE_EVERY) {
+                return;
+            }
+            *saved = Some(Instant::now());
+        }
+        let path = self.data_dir.join(PRIMARY_CONTACT_FILE);
+        let record = SavedContact { at_ms: record_file::now_ms(), contact };
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = record_file::write(&path, &record) {
+                tracing::warn!(path = %path.display(), error = %e, "saving the last contact with the primary");
+            }
+        });
     }
 
     /// Why Raft traffic led or requested by `from` is refused, if it is: during a
@@ -134,6 +157,9 @@ impl Replicated {
                 self.site, c.primary, c.heard_ms_ago
             ));
         }
+        if let Some(reason) = self.primary_seen_by_a_reachable_member().await {
+            return Err(reason);
+        }
         if self.promoting.swap(true, Ordering::SeqCst) {
             return Err(format!("a forced failover of {} is already under way", self.site));
         }
@@ -168,6 +194,29 @@ impl Replicated {
         }
     }
 
+    /// Ask every member this site can reach: why a promotion is refused if one
+    /// leads or follows a primary (this site may only be cut off from a healthy
+    /// quorum). Members that do not answer within [`FORCE_FAILOVER_ASK_TIMEOUT`]
+    /// are taken as lost.
+    async fn primary_seen_by_a_reachable_member(&self) -> Option<String> {
+        for peer in self.directory.all() {
+            let request = PeerRequest::Control(ControlRequest::Status);
+            let Ok(PeerResponse::Control(Ok(ControlResponse::Status(status)))) =
+                peer.call(&request, FORCE_FAILOVER_ASK_TIMEOUT, true).await
+            else {
+                continue;
+            };
+            if let Some(primary) = status.primary_seen() {
+                return Some(format!(
+                    "{} answers that node {primary} is the primary (term {}): the quorum is alive; use `maildr \
+                     cluster switchover`",
+                    peer.site, status.term
+                ));
+            }
+        }
+        None
+    }
+
     /// Refused unless this is a standby, or a lagged site that is `held`.
     fn refuse_promotion_of_role(&self, held: bool) -> Result<(), String> {
         match (self.configured_role, held) {
@@ -185,6 +234,40 @@ impl Replicated {
             )),
         }
     }
+}
+
+/// Where a standby or lagged site keeps its last contact with a primary.
+pub const PRIMARY_CONTACT_FILE: &str = "primary-contact.json";
+
+/// The saved contact is refreshed at most this often; a contact read back after a
+/// restart counts as this much more recent than saved.
+pub const PRIMARY_CONTACT_SAVE_EVERY: Duration = Duration::from_secs(1);
+
+/// How long each member has to answer a standby's check before a forced failover.
+const FORCE_FAILOVER_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The last contact with a primary, as saved (wall-clock time in ms).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SavedContact {
+    at_ms: i64,
+    contact: PrimaryContact,
+}
+
+/// The saved last contact with a primary, as an instant of this process (at most
+/// [`PRIMARY_CONTACT_SAVE_EVERY`] later than saved, to be on the safe side).
+pub(super) fn read_primary_contact(data_dir: &Path) -> Option<(Instant, PrimaryContact)> {
+    let path = data_dir.join(PRIMARY_CONTACT_FILE);
+    let saved: SavedContact = match record_file::read(&path) {
+        Ok(saved) => saved?,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "the saved contact with the primary is unreadable");
+            return None;
+        }
+    };
+    let saved_ms_ago = u64::try_from(record_file::now_ms().saturating_sub(saved.at_ms)).unwrap_or(0);
+    let age = Duration::from_millis(saved_ms_ago).saturating_sub(PRIMARY_CONTACT_SAVE_EVERY);
+    let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+    Some((at, saved.contact))
 }
 
 /// Read a forced-failover record (`None` when the file does not exist).

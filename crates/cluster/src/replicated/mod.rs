@@ -41,7 +41,10 @@ use maildr_types::{BlobHash, MailboxId};
 use openraft::{ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
-pub use forced_failover::{FORCE_FAILOVER_FILE, PRIMARY_SILENCE_ELECTION_TIMEOUTS, PROMOTED_FILE};
+pub use forced_failover::{
+    FORCE_FAILOVER_FILE, PRIMARY_CONTACT_FILE, PRIMARY_CONTACT_SAVE_EVERY, PRIMARY_SILENCE_ELECTION_TIMEOUTS,
+    PROMOTED_FILE,
+};
 
 use crate::raft::apply_delay::ApplyDelay;
 use crate::raft::network::{Network, PeerClient, PeerDirectory};
@@ -100,6 +103,8 @@ pub struct Replicated {
     promoting: AtomicBool,
     /// The last AppendEntries accepted from a primary.
     primary_contact: Mutex<Option<(Instant, PrimaryContact)>>,
+    /// When the contact was last saved to disk (standby and lagged sites).
+    primary_contact_saved: Mutex<Option<Instant>>,
     restart: watch::Sender<bool>,
     members: Vec<ClusterMember>,
     security: ChannelSecurity,
@@ -222,7 +227,8 @@ impl Replicated {
             election_timeout_max_ms: cluster.election_timeout_max_ms,
             forced_failover: Mutex::new(promoted),
             promoting: AtomicBool::new(false),
-            primary_contact: Mutex::new(None),
+            primary_contact: Mutex::new(forced_failover::read_primary_contact(data_dir)),
+            primary_contact_saved: Mutex::new(None),
             restart: watch::channel(false).0,
             members: cluster.members.clone(),
             security,
