@@ -171,8 +171,19 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     // Each service under its fault-hook switch (they do nothing unless hooks are on).
     let smtp_servers = hooks.run_smtp(service, listeners, stop_rx.clone());
     let imap_server = hooks.run_imap(imap_service, imap_listeners, stop_rx);
-    wait_for_stop_signal(&mut term).await;
-    tracing::info!("stopping: no new connections; sessions get a few seconds to finish");
+    // A site that learns it was superseded by a forced failover asks to restart,
+    // and the restart refuses to serve (see `maildr_cluster::replicated::FENCED_FILE`).
+    let restart = match cluster.replication() {
+        Some(replication) => tokio::select! {
+            _ = wait_for_stop_signal(&mut term) => false,
+            _ = replication.restart_requested() => true,
+        },
+        None => {
+            wait_for_stop_signal(&mut term).await;
+            false
+        }
+    };
+    tracing::info!(restart, "stopping: no new connections; sessions get a few seconds to finish");
     let _ = stop_tx.send(true);
     for server in smtp_servers {
         let _ = server.await;
@@ -184,6 +195,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     drop(control);
     if let Some(replication) = cluster.replication() {
         replication.shutdown().await;
+    }
+    if restart {
+        return Err(restart_in_place());
     }
     Ok(())
 }

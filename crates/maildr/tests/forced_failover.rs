@@ -297,3 +297,61 @@ fn a_standby_cut_off_from_both_cities_is_not_promoted_while_they_keep_their_quor
     assert!(!restarted.status.success(), "{primary} came back into the old cluster: {}", text(&restarted));
     assert!(!serves_smtp(&lab.ip(&primary)));
 }
+
+#[test]
+fn old_sites_that_learn_of_a_promotion_without_them_stop_serving_until_rejoined() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let (lab, _acked) = lab_with_a_caught_up_standby("127.96");
+    let primary = lab.wait_for_primary("bj", Duration::from_secs(10), None);
+    // lz is cut off from everyone: from where it stands, the quorum is lost, and
+    // the operator at lz promotes it. The cities meanwhile still serve: two clusters.
+    let links: Vec<String> = ["bj", "sh", "hz"].iter().flat_map(|s| [format!("lz-{s}"), format!("{s}-lz")]).collect();
+    for link in &links {
+        assert!(lab.lab_cmd(&["link", "set", link, "--partition"]).status.success());
+    }
+    std::thread::sleep(Duration::from_millis(2_500));
+    let promoted = failover(&lab, "lz", &["--force", "--accept-data-loss"]);
+    assert!(promoted.status.success(), "{}", text(&promoted));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !serves_smtp(&lab.ip("lz")) {
+        assert!(Instant::now() < deadline, "lz does not serve SMTP after its promotion:\n{}", lab.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(serves_smtp(&lab.ip(&primary)), "the old primary still serves while cut off from lz");
+    // Once the network heals, the old sites learn of the promotion and stop serving.
+    for link in &links {
+        assert!(lab.lab_cmd(&["link", "heal", link]).status.success());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while serves_smtp(&lab.ip("bj")) || serves_smtp(&lab.ip("sh")) {
+        assert!(Instant::now() < deadline, "the old cities still serve mail after they could learn of the promotion");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Each old site's process ends (after its sessions had their few seconds).
+    let pids: Vec<u64> = lab.read_status()["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["site"] != "lz")
+        .filter_map(|s| s["pid"].as_u64())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pids.iter().any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+        assert!(Instant::now() < deadline, "a fenced site's process did not end: {pids:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for site in ["bj", "sh", "hz"] {
+        let log = std::fs::read_to_string(lab.lab_dir().join(format!("sites/{site}/serve.log"))).unwrap_or_default();
+        // Fenced while running, or (if it happened to restart meanwhile) at start.
+        assert!(log.contains("promoted by a forced failover"), "{site}: {log}");
+        assert!(lab.data_dir(site).join(maildr_cluster::replicated::FENCED_FILE).exists(), "{site}");
+    }
+    // Cut off from lz again, an old site still does not come back on its own.
+    for link in ["bj-lz", "lz-bj"] {
+        assert!(lab.lab_cmd(&["link", "set", link, "--partition"]).status.success());
+    }
+    let restarted = lab.lab_cmd(&["start", "bj"]);
+    assert!(!restarted.status.success(), "bj came back while fenced: {}", text(&restarted));
+    assert!(!serves_smtp(&lab.ip("bj")));
+    assert_eq!(send_tagged(&lab.ip("lz"), "after-fencing"), Told::Accepted);
+}

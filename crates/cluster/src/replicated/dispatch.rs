@@ -62,7 +62,7 @@ async fn serve_connection(site: &Replicated, connection: Unauthenticated) -> std
         let written = transport::answer(&mut stream, &response).await;
         if restart {
             // Only now that the operator has the answer: the restart ends this process.
-            let _ = site.restart.send(true);
+            let _ = site.restart.send_replace(true);
         }
         written?;
     }

@@ -401,10 +401,72 @@ fn already_recorded(store: &Store, site: &str, detail: &str) -> bool {
 /// failover replaced (it and the other old sites could form the old quorum again):
 /// ask the configured standbys, the only sites a forced failover promotes.
 pub(super) async fn refuse_after_forced_failover(
+    data_dir: &Path,
     directory: &PeerDirectory,
     members: &[ClusterMember],
     me: NodeId,
 ) -> Result<(), StartError> {
+    let fenced_path = data_dir.join(FENCED_FILE);
+    match record_file::read::<Fenced>(&fenced_path) {
+        Ok(Some(fenced)) => {
+            return Err(StartError::SupersededByForcedFailover {
+                node_id: me,
+                peer: fenced.peer,
+                detail: fenced.detail,
+            })
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Err(StartError::ForcedFailover { path: fenced_path, detail: e.to_string() });
+        }
+    }
+    let superseded = promoted_without(directory, members, me).await;
+    if let Err(StartError::SupersededByForcedFailover { peer, detail, .. }) = &superseded {
+        let fenced = Fenced { at_ms: record_file::now_ms(), peer: peer.clone(), detail: detail.clone() };
+        record_file::write(&fenced_path, &fenced)
+            .map_err(|e| StartError::ForcedFailover { path: fenced_path, detail: e.to_string() })?;
+    }
+    superseded
+}
+
+/// Written into an old site's data directory once it learned that a standby was
+/// promoted without it; from then on it refuses to start, reachable or not, until
+/// an operator wipes it and rejoins it under a new node id.
+pub const FENCED_FILE: &str = "fenced.json";
+
+/// How often a running site asks the standbys whether one was promoted without it.
+pub const FENCE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Fenced {
+    at_ms: i64,
+    /// The promoted site that told.
+    peer: String,
+    detail: String,
+}
+
+/// On a running site that was not promoted: ask the standbys every
+/// [`FENCE_CHECK_EVERY`] whether one was promoted by a forced failover without this
+/// site (it was cut off, or came back while cut off). If so, record [`FENCED_FILE`]
+/// and restart, which then refuses: the site stops serving mail and DNS, so two
+/// clusters do not both take mail once the network heals.
+pub(super) async fn fence_if_superseded(site: Arc<Replicated>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(FENCE_CHECK_EVERY) => {}
+        }
+        let checked = refuse_after_forced_failover(&site.data_dir, &site.directory, &site.members, site.me).await;
+        if let Err(e) = checked {
+            tracing::error!(site = %site.site, error = %e, "fenced: this site stops serving mail and DNS");
+            let _ = site.restart.send_replace(true);
+            return;
+        }
+    }
+}
+
+/// Whether a standby reports a forced failover whose membership leaves `me` out.
+async fn promoted_without(directory: &PeerDirectory, members: &[ClusterMember], me: NodeId) -> Result<(), StartError> {
     let standbys = members.iter().filter(|m| m.role.is_learner() && m.node_id != me);
     for peer in standbys.filter_map(|m| directory.get(m.node_id)) {
         let request = PeerRequest::Control(ControlRequest::Status);

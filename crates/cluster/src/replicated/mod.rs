@@ -42,8 +42,8 @@ use openraft::{ServerState, SnapshotPolicy};
 use tokio::sync::watch;
 
 pub use forced_failover::{
-    FORCE_FAILOVER_FILE, PRIMARY_CONTACT_FILE, PRIMARY_CONTACT_SAVE_EVERY, PRIMARY_SILENCE_ELECTION_TIMEOUTS,
-    PROMOTED_FILE,
+    FENCED_FILE, FENCE_CHECK_EVERY, FORCE_FAILOVER_FILE, PRIMARY_CONTACT_FILE, PRIMARY_CONTACT_SAVE_EVERY,
+    PRIMARY_SILENCE_ELECTION_TIMEOUTS, PROMOTED_FILE,
 };
 
 use crate::raft::apply_delay::ApplyDelay;
@@ -201,7 +201,7 @@ impl Replicated {
             Some(listener)
         } else {
             if promoted.is_none() {
-                forced_failover::refuse_after_forced_failover(&directory, &cluster.members, me).await?;
+                forced_failover::refuse_after_forced_failover(data_dir, &directory, &cluster.members, me).await?;
             }
             None
         };
@@ -258,6 +258,10 @@ impl Replicated {
         tokio::spawn(leading::track_lag(Arc::clone(self), stop.clone()));
         if record_event {
             tokio::spawn(forced_failover::record_forced_failover(Arc::clone(self), stop.clone()));
+        }
+        let promoted = self.forced_failover.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        if !promoted {
+            tokio::spawn(forced_failover::fence_if_superseded(Arc::clone(self), stop.clone()));
         }
         if self.role == SiteRole::Witness {
             tokio::spawn(witness::drop_bodies_the_data_sites_hold(Arc::clone(self), stop));
