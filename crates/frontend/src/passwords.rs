@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -134,26 +135,56 @@ pub enum PasswordCheck {
     Busy,
 }
 
-/// Check `password` against `phc` (an account's argon2 hash; `None`: no such
-/// account, answered at once). Waits at most
+/// Check `password` against `phc` (an account's argon2 hash). Waits at most
 /// [`PASSWORD_CHECK_WAIT_MAX`] for one of the [`password_checks_max`] slots; the
-/// hashing runs on the blocking pool.
+/// hashing runs on the password threads. `None` (no such account) takes the same
+/// path and as long, without hashing: it waits for a slot like any check, frees it
+/// at once, and answers after [`typical_check_time`], so that neither the answer
+/// nor its timing tells which accounts exist, and it costs no CPU.
 pub async fn check_password(phc: Option<String>, password: String) -> PasswordCheck {
-    let Some(phc) = phc else {
-        return PasswordCheck::DoesNotMatch;
-    };
-    let Ok(Ok(_slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, permits().acquire()).await else {
+    let Ok(Ok(slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, permits().acquire()).await else {
         return PasswordCheck::Busy;
+    };
+    let Some(phc) = phc else {
+        drop(slot);
+        tokio::time::sleep(typical_check_time()).await;
+        return PasswordCheck::DoesNotMatch;
     };
     let (answer, matched) = tokio::sync::oneshot::channel();
     hashing_threads().run(Box::new(move || {
-        let _ = answer.send(crate::verify_password(&phc, &password));
+        let started = Instant::now();
+        let matched = crate::verify_password(&phc, &password);
+        note_check_time(started.elapsed());
+        let _ = answer.send(matched);
     }));
     let matched = matched.await.unwrap_or(false);
+    drop(slot);
     if matched {
         PasswordCheck::Matches
     } else {
         PasswordCheck::DoesNotMatch
+    }
+}
+
+/// What a check is taken to cost before any was measured.
+const CHECK_TIME_DEFAULT: Duration = Duration::from_millis(50);
+
+/// Recent checks' duration in microseconds (a moving average; 0: none yet).
+static TYPICAL_CHECK_MICROS: AtomicU64 = AtomicU64::new(0);
+
+fn note_check_time(took: Duration) {
+    let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX).max(1);
+    let _ = TYPICAL_CHECK_MICROS.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+        Some(if old == 0 { took } else { old.saturating_mul(7).saturating_add(took) / 8 })
+    });
+}
+
+/// How long a real password check takes lately on this machine (a moving average
+/// of the last few; [`CHECK_TIME_DEFAULT`] until one was measured).
+pub fn typical_check_time() -> Duration {
+    match TYPICAL_CHECK_MICROS.load(Ordering::Relaxed) {
+        0 => CHECK_TIME_DEFAULT,
+        micros => Duration::from_micros(micros),
     }
 }
 
@@ -245,7 +276,11 @@ mod tests {
         let hash = crate::hash_password("right");
         assert_eq!(check_password(Some(hash.clone()), "right".into()).await, PasswordCheck::Matches);
         assert_eq!(check_password(Some(hash), "wrong".into()).await, PasswordCheck::DoesNotMatch);
+        // An unknown account: no match, after at least as long as a real check takes.
+        let typical = typical_check_time();
+        let started = std::time::Instant::now();
         assert_eq!(check_password(None, "right".into()).await, PasswordCheck::DoesNotMatch);
+        assert!(started.elapsed() >= typical / 2, "answered long before a real check would have been");
         assert_eq!(check_password(None, String::new()).await, PasswordCheck::DoesNotMatch);
         // With every slot taken (one test owns the process-wide slots), a check
         // answers busy after its wait, without hashing.
@@ -254,6 +289,8 @@ mod tests {
         let hash = crate::hash_password("right");
         assert_eq!(check_password(Some(hash.clone()), "right".into()).await, PasswordCheck::Busy);
         assert!(started.elapsed() >= PASSWORD_CHECK_WAIT_MAX, "it waited its time first");
+        // An unknown account is busy alike, so a full house does not tell either.
+        assert_eq!(check_password(None, "right".into()).await, PasswordCheck::Busy);
         drop(held);
         assert_eq!(check_password(Some(hash), "right".into()).await, PasswordCheck::Matches);
     }
