@@ -39,10 +39,11 @@ enum Top {
         /// Data directory; overrides `site.data_dir` (dev default: .maildr/dev).
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Start the first sites of a brand-new cluster one at a time: a site with no
-        /// Raft state does not wait for a majority of the voters to confirm that none
-        /// counts its node id as a member (it still refuses if one that answers does).
-        /// Sites of a new cluster started together need no flag.
+        /// A brand-new cluster's site that never held data, started alone or after
+        /// `cluster init`: with no Raft state, it does not wait for a majority of the
+        /// voters to confirm that none counts its node id as a member, and starts even
+        /// if one does. Sites of a new cluster started together need no flag. Never
+        /// for a site that lost its data (it must rejoin under a new node id).
         #[arg(long)]
         new_cluster: bool,
     },

@@ -132,12 +132,21 @@ impl ControlClient {
 
     /// Bootstrap the cluster through this config's own site; `true` when it was
     /// initialised already. Returns once a primary is elected.
-    /// A site still in its fresh-start check (sites of a new cluster clear each
-    /// other within a moment of all listening) is asked again for up to
-    /// [`INIT_FRESH_WAIT`].
+    /// Init waits (up to [`INIT_FRESH_WAIT`]) until no voter that answers is still
+    /// in its fresh-start check (sites of a new cluster clear each other within a
+    /// moment of all listening): a voter still checking would find itself counted
+    /// as a member of the cluster just made, and refuse to start.
     pub async fn init(&self) -> Result<bool, OpsError> {
         let local = self.local();
         let deadline = Instant::now() + INIT_FRESH_WAIT;
+        for voter in self.cluster.members.iter().filter(|m| m.role.votes()) {
+            while let Err(OpsError::Starting(_)) = self.status_within(voter, Duration::from_secs(2)).await {
+                if Instant::now() >= deadline {
+                    return Err(OpsError::Starting(voter.site.clone()));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         let mut answer = self.call(local, ControlRequest::Init).await?;
         while matches!(answer, ControlResponse::Fresh) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(250)).await;

@@ -117,7 +117,8 @@ struct FreshCheck {
 /// voters has answered without counting `me`: only then is the latest membership
 /// known to one of them. Any member, voter or not, that counts `me` refuses the
 /// start at once. `FreshStart::NewCluster` (an operator bootstrapping a brand-new
-/// cluster whose sites start one by one) asks once and does not wait for a majority.
+/// cluster whose sites start one by one, or one started after `cluster init`) asks
+/// once, does not wait for a majority, and starts even where it is counted.
 pub(super) async fn refuse_lost_data_under_old_id(
     directory: &PeerDirectory,
     members: &[ClusterMember],
@@ -145,6 +146,13 @@ pub(super) async fn refuse_lost_data_under_old_id(
                 Ok(PeerResponse::Control(Ok(ControlResponse::Fresh))) => false,
                 _ => continue,
             };
+            if counted && fresh_start == FreshStart::NewCluster {
+                tracing::warn!(
+                    peer = %peer.site,
+                    "counted as a member already; starting anyway (--new-cluster: this site never held data)"
+                );
+                return Ok(());
+            }
             if counted {
                 return Err(StartError::LostDataUnderOldId { node_id: me, peer: peer.site.clone() });
             }

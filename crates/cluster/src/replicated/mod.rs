@@ -140,9 +140,10 @@ pub enum FreshStart {
     /// answer each other).
     #[default]
     AwaitMajority,
-    /// The operator bootstraps a brand-new cluster whose sites start one at a time
-    /// (`maildr serve --new-cluster`): ask the members that answer, refuse if one
-    /// counts this node id, but do not wait for a majority.
+    /// The operator bootstraps a brand-new cluster whose sites start one at a time,
+    /// or starts one of its sites for the first time after `cluster init`
+    /// (`maildr serve --new-cluster`): do not wait for a majority, and start even
+    /// where a member counts this node id (the operator says it never held data).
     NewCluster,
 }
 
