@@ -344,3 +344,45 @@ fn a_fetch_of_a_1_gib_mailbox_is_streamed_within_the_budget() {
     assert!(peak_kib < bound_kib, "peak RSS {peak_kib} KiB over the bound {bound_kib} KiB");
     site.stop();
 }
+
+#[test]
+fn an_imap_literal_the_budget_cannot_hold_ends_that_session_and_changes_nothing() {
+    const BUDGET: u64 = 32 * MIB;
+    let dir = provisioned_dir();
+    let site = SiteProcess::start_with_site(dir.path(), &format!("message_memory_max_bytes = {BUDGET}"), "", "");
+    let imap: SocketAddr = format!("127.0.0.1:{}", site.port("imap")).parse().unwrap();
+    let before = inbox_messages(imap);
+    let literal = 24 * 1024 * 1024;
+    let chunk = vec![b'z'; 64 * 1024];
+    // A holds 20 MiB of its APPEND in the server's memory.
+    let mut holder = Imap::connect(imap);
+    holder.login();
+    holder.writer.write_all(format!("p APPEND INBOX {{{literal}}}\r\n").as_bytes()).unwrap();
+    assert!(holder.line().starts_with('+'));
+    let mut sent = 0;
+    while sent < 20 * 1024 * 1024 {
+        holder.writer.write_all(&chunk).unwrap();
+        sent += chunk.len();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // B's APPEND does not fit what is left: B is told why and disconnected.
+    let mut over = Imap::connect(imap);
+    over.login();
+    over.writer.write_all(format!("q APPEND INBOX {{{literal}}}\r\n").as_bytes()).unwrap();
+    assert!(over.line().starts_with('+'));
+    let mut over_sent = 0;
+    while over_sent < literal && over.writer.write_all(&chunk).is_ok() {
+        over_sent += chunk.len();
+    }
+    let answer = over.line();
+    assert!(answer.starts_with("* BYE [UNAVAILABLE]"), "after {over_sent} bytes: {answer:?}");
+    // A finishes: its message is stored, B's is not.
+    while sent < literal {
+        holder.writer.write_all(&chunk[..chunk.len().min(literal - sent)]).unwrap();
+        sent += chunk.len().min(literal - sent);
+    }
+    holder.writer.write_all(b"\r\n").unwrap();
+    assert!(holder.until_tagged("p").starts_with("p OK"));
+    assert_eq!(inbox_messages(imap), before + 1);
+    site.stop();
+}
