@@ -15,6 +15,8 @@
 //! This crate must never interpret protocol input; it takes typed commands only.
 
 pub mod certs;
+/// Entry points for `fuzz/` and the corpus tests; never used by the server.
+pub mod fuzzing;
 pub mod ops;
 pub mod raft;
 mod record_file;

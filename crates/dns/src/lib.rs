@@ -8,6 +8,8 @@
 //! **Never:** decide failover, read cluster state, or invent a serial: the caller
 //! passes every decision in.
 
+/// Entry points for `fuzz/` and the corpus tests; never used by the server.
+pub mod fuzzing;
 pub mod provider;
 pub mod server;
 pub mod zone;

@@ -9,6 +9,8 @@
 
 mod auth;
 mod conn;
+/// Entry points for `fuzz/` and the corpus tests; never used by the server.
+pub mod fuzzing;
 mod session;
 
 use std::net::SocketAddr;
