@@ -52,6 +52,9 @@ fn queries() -> Vec<Vec<u8>> {
     messages.push(message(&[("example.test.", RecordType::MX)], Some((1232, 1))));
     messages.push(message(&[("example.test.", RecordType::A), ("sh.example.test.", RecordType::A)], None));
     messages.push(message(&[], None));
+    // 300 questions: the FORMERR once repeated them all, past the UDP size limit.
+    let many: Vec<(&str, RecordType)> = (0..300).map(|_| ("example.test.", RecordType::A)).collect();
+    messages.push(message(&many, None));
     let mut chaos = message(&[], None);
     let mut version = Query::query(Name::from_ascii("version.bind.").unwrap(), RecordType::TXT);
     version.set_query_class(DNSClass::CH);

@@ -194,18 +194,23 @@ impl Conn {
         // Within a line whose start was already taken (no dot-unstuffing, and it
         // cannot be the terminator).
         let mut mid_line = false;
+        // Bytes after `pos` already known to hold no LF: each byte is searched once,
+        // however small the reads (`fill` may move `pos`, never what follows it).
+        let mut searched = 0;
         loop {
             let unread = &self.input[self.pos..];
-            let (piece, line_ends) = match unread.iter().position(|&b| b == b'\n') {
-                Some(i) => (i + 1, true),
+            let (piece, line_ends) = match unread[searched..].iter().position(|&b| b == b'\n') {
+                Some(i) => (searched + i + 1, true),
                 // Wait for more unless enough is pending to move a chunk on. The last
                 // byte stays: it may be the CR of a CRLF.
                 None if unread.len() < DATA_PENDING_MAX_BYTES => {
+                    searched = unread.len();
                     self.fill().await?;
                     continue;
                 }
                 None => (unread.len() - 1, false),
             };
+            searched = 0;
             let raw = &self.input[self.pos..self.pos + piece];
             self.pos += piece;
             let content = if line_ends {

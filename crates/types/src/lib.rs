@@ -45,10 +45,11 @@ impl Domain {
         if s.is_empty() {
             return Err(err("empty"));
         }
-        if s.len() > DOMAIN_LEN_MAX {
+        // Checked in the form stored (lowercasing can lengthen a string).
+        let lowered = s.to_lowercase();
+        if lowered.len() > DOMAIN_LEN_MAX {
             return Err(err("longer than 253 bytes"));
         }
-        let lowered = s.to_lowercase();
         for label in lowered.split('.') {
             if label.is_empty() {
                 return Err(err("empty label"));
@@ -114,6 +115,9 @@ impl EmailAddress {
         if local.is_empty() {
             return Err(err("empty local part"));
         }
+        // Checked in the form stored: lowercasing can lengthen a string (`İ` is two
+        // bytes, `i̇` three), and a parsed address must parse again to itself.
+        let local = &local.to_lowercase();
         if local.len() > LOCAL_PART_LEN_MAX {
             return Err(err("local part longer than 64 bytes"));
         }
@@ -128,7 +132,6 @@ impl EmailAddress {
             return Err(err("local part holds a character outside dot-atom"));
         }
         let domain = Domain::parse(domain).map_err(|_| err("invalid domain"))?;
-        let local = local.to_lowercase();
         let at = local.len();
         Ok(EmailAddress { full: format!("{local}@{domain}"), at })
     }
@@ -417,6 +420,23 @@ mod tests {
         assert_eq!(a.as_str(), "alice@example.test");
         assert_eq!(a.local_part(), "alice");
         assert_eq!(a.domain_str(), "example.test");
+    }
+
+    #[test]
+    fn an_address_that_parses_parses_again_to_itself_at_the_length_limits() {
+        // 32 × İ is 64 bytes, and 96 once lowercased (found by the wire_frame fuzzer's harness).
+        let long = format!("{}@example.test", "İ".repeat(32));
+        assert!(EmailAddress::parse(&long).is_err(), "over 64 bytes in the form stored");
+        let fits = format!("{}@example.test", "İ".repeat(21));
+        let parsed = EmailAddress::parse(&fits).unwrap();
+        assert_eq!(EmailAddress::parse(parsed.as_str()).unwrap(), parsed);
+        let at_limit = format!("{}@example.test", "a".repeat(LOCAL_PART_LEN_MAX));
+        assert!(EmailAddress::parse(&at_limit).is_ok());
+        assert!(EmailAddress::parse(&format!("a{at_limit}")).is_err());
+        let domain = format!("{}.test", "İ".repeat(60));
+        if let Ok(parsed) = Domain::parse(&domain) {
+            assert_eq!(Domain::parse(parsed.as_str()).unwrap(), parsed);
+        }
     }
 
     #[test]
