@@ -31,6 +31,9 @@ const PROBE_TIMEOUT_MS: u64 = 1_000;
 /// loopback lab's second would call a healthy site behind a lossy link down.
 const WAN_PROBE_TIMEOUT_MS: u64 = 2_500;
 const DOWN_AFTER_FAILURES: u32 = 3;
+/// Base delay after a failed login in the lab: at most 64 times it (640 ms) stays
+/// under a probe's timeout.
+const AUTH_FAILURE_DELAY_MS: u64 = 10;
 const READD_HOLDDOWN_MS: u64 = 2_000;
 /// TTL of the lab's DNS records: clients follow a failover within seconds.
 const DNS_TTL_SECS: u32 = 2;
@@ -204,6 +207,12 @@ pub fn site_config(
     }
     c.dns.ttl_secs = DNS_TTL_SECS;
     c.dns.withdraw_after_ms = DNS_WITHDRAW_AFTER_MS;
+    // Every observer of the loopback lab probes from 127.0.0.1, and its probes fail
+    // until `lab up` has made the probe account: with the default 500 ms, doubled
+    // per failure from one address up to 32 s, every later login from 127.0.0.1
+    // (probes and tests alike) would wait longer than a probe may take.
+    c.imap.auth_failure_delay_ms = AUTH_FAILURE_DELAY_MS;
+    c.smtp.auth_failure_delay_ms = AUTH_FAILURE_DELAY_MS;
     c.control.enabled = true;
     c.control.probe_interval_ms = PROBE_INTERVAL_MS;
     c.control.probe_timeout_ms = if topology.wan.is_some() { WAN_PROBE_TIMEOUT_MS } else { PROBE_TIMEOUT_MS };

@@ -16,6 +16,13 @@ use common::{provisioned_dir, SiteProcess};
 
 const MIB: u64 = 1024 * 1024;
 
+/// One attack at a time: each measures a site's peak memory and loads both cores.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A figure from `/proc/<pid>/status` in KiB (`VmRSS`, `VmHWM`).
 fn proc_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -94,6 +101,7 @@ fn inbox_messages(imap: SocketAddr) -> u64 {
 
 #[test]
 fn two_hundred_unterminated_20_mib_data_lines_stay_within_the_budget_and_small_mail_is_served() {
+    let _one = one_at_a_time();
     const CONNECTIONS: usize = 200;
     const LINE_BYTES: usize = 20 * 1024 * 1024;
     const BUDGET: u64 = 64 * MIB;
@@ -222,6 +230,7 @@ impl Imap {
 
 #[test]
 fn literals_before_login_are_cut_at_the_pre_login_limit_and_others_log_in_meanwhile() {
+    let _one = one_at_a_time();
     const CONNECTIONS: usize = 200;
     const LITERAL_BYTES: usize = 25 * 1000 * 1000;
     let dir = provisioned_dir();
@@ -273,6 +282,7 @@ fn literals_before_login_are_cut_at_the_pre_login_limit_and_others_log_in_meanwh
 
 #[test]
 fn a_fetch_of_a_1_gib_mailbox_is_streamed_within_the_budget() {
+    let _one = one_at_a_time();
     const MESSAGE_BYTES: usize = 24 * 1024 * 1024;
     const MESSAGES: usize = 43; // 1,032 MiB
     const BUDGET: u64 = 96 * MIB;
@@ -331,8 +341,10 @@ fn a_fetch_of_a_1_gib_mailbox_is_streamed_within_the_budget() {
     assert_eq!(bytes, (MESSAGES * message_len) as u64, "every byte of every message");
     assert!(other.join().unwrap().starts_with("n OK"));
     let peak_kib = proc_kib(pid, "VmHWM");
-    // One message is answered at a time, charged three times over to the budget.
-    let bound_kib = baseline_kib + BUDGET / 1024 + 64 * 1024;
+    // One message is answered at a time, charged three times over to the budget;
+    // the allocator's arenas (one per worker thread) may keep as much again. The
+    // point: the peak does not grow with the mailbox (1 GiB here).
+    let bound_kib = baseline_kib + 2 * BUDGET / 1024;
     eprintln!(
         "FETCH of {} MiB: RSS baseline {} MiB, peak {} MiB, bound {} MiB",
         bytes >> 20,
@@ -347,6 +359,7 @@ fn a_fetch_of_a_1_gib_mailbox_is_streamed_within_the_budget() {
 
 #[test]
 fn an_imap_literal_the_budget_cannot_hold_ends_that_session_and_changes_nothing() {
+    let _one = one_at_a_time();
     const BUDGET: u64 = 32 * MIB;
     let dir = provisioned_dir();
     let site = SiteProcess::start_with_site(dir.path(), &format!("message_memory_max_bytes = {BUDGET}"), "", "");

@@ -420,9 +420,11 @@ fn a_member_that_has_not_caught_up_defers_unknown_recipients_instead_of_bouncing
         ),
     )
     .unwrap();
+    // Alone and new, it would wait for a majority of the voters: it is the first
+    // site of a new cluster.
     let _site = common::KillOnDrop(
         lab::maildr()
-            .args(["serve", "--config"])
+            .args(["serve", "--new-cluster", "--config"])
             .arg(&config)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
