@@ -189,6 +189,22 @@ fn one_observer_with_a_broken_link_does_not_move_dns_and_a_majority_does() {
     let lab = Lab::up("127.82");
     lab.wait_for_primary_to_be("bj", "bj", Duration::from_secs(10));
     wait_for_dns(&lab, "bj", "bj", &["bj", "sh"], Duration::from_secs(10));
+    // The steady state first: every observer sees both data sites up (their
+    // probes fail until `lab up` has made the probe account).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health = lab.api_get("bj", "/api/health");
+        let observers = health["observers"].as_array().cloned().unwrap_or_default();
+        let all_up = observers.len() == 3
+            && observers
+                .iter()
+                .all(|o| o["observations"]["targets"].as_array().is_some_and(|t| t.iter().all(|t| t["up"] == true)));
+        if all_up {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the observers never all saw both sites up: {health:#}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // hz can no longer reach sh: hz alone calls sh down.
     lab.set_link("hz-sh", r#"{"forward":{"blackhole":true},"backward":{"blackhole":true}}"#);
     let deadline = Instant::now() + Duration::from_secs(15);
