@@ -252,3 +252,28 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         Ok(Snapshot { meta, snapshot: Box::new(tokio::fs::File::from_std(file)) })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::remove_files_starting_with;
+
+    /// Two clean-ups of one directory at once: each lists files the other removes
+    /// before it gets to them. Neither may fail (a failure here stopped Raft).
+    #[test]
+    fn concurrent_clean_ups_of_the_same_files_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..5 {
+            for n in 0..2_000 {
+                std::fs::write(dir.path().join(format!("snapshot-tmp-{round}-{n}")), b"x").unwrap();
+            }
+            std::fs::write(dir.path().join("keep-me"), b"x").unwrap();
+            let path = dir.path().to_path_buf();
+            let other = std::thread::spawn(move || remove_files_starting_with(&path, &["snapshot-tmp-"]).is_ok());
+            let mine = remove_files_starting_with(dir.path(), &["snapshot-tmp-"]);
+            assert!(mine.is_ok(), "round {round}: {mine:?}");
+            assert!(other.join().unwrap(), "round {round}: the other clean-up failed");
+            let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(left, ["keep-me"], "round {round}");
+        }
+    }
+}
