@@ -216,3 +216,59 @@ async fn pause_before_retry(deadline: Instant) {
     let pause = Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
     tokio::time::sleep(pause).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use maildr_config::{ClusterMember, ClusterSection, SiteRole};
+    use maildr_store::{Applied, Command};
+    use maildr_types::{Domain, UnixSeconds};
+
+    use crate::replicated::{FreshStart, Replicated};
+    use crate::{WriteError, WritePathLimits};
+
+    /// A one-voter cluster in this process, initialised and leading.
+    async fn lone_primary(dir: &std::path::Path) -> std::sync::Arc<Replicated> {
+        let cluster = ClusterSection {
+            node_id: 1,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            secret: Some("0123456789abcdef".into()),
+            members: vec![ClusterMember {
+                node_id: 1,
+                site: "bj".into(),
+                role: SiteRole::Data,
+                addr: "127.0.0.1:1".into(),
+                mail_ip: None,
+            }],
+            ..ClusterSection::default()
+        };
+        let limits = WritePathLimits { batch_commands_max: 16, queue_commands_max: 64, write_timeout_ms: 5_000 };
+        let site = Replicated::start(dir, "bj", &cluster, limits, FreshStart::AwaitMajority).await.unwrap();
+        site.init().await.unwrap();
+        site
+    }
+
+    fn add_domain(name: &str) -> Command {
+        Command::AddDomain { domain: Domain::parse(name).unwrap(), at: UnixSeconds(1) }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decision_of_another_term_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = lone_primary(dir.path()).await;
+        let term = site.leading_term().expect("the lone voter leads");
+        // Decided in a term this site does not lead in (an older lead, or a newer one).
+        for stale in [term - 1, term + 1] {
+            let refused = site.write_as_primary(add_domain("stale.test"), stale).await;
+            match refused {
+                Err(WriteError::Unavailable(why)) => assert!(why.contains(&format!("term {stale}")), "{why}"),
+                other => panic!("a decision of term {stale} was not refused: {other:?}"),
+            }
+        }
+        assert!(site.store().domains().unwrap().is_empty(), "a refused decision changed the state");
+        // Decided in the term it leads in: committed.
+        let applied = site.write_as_primary(add_domain("current.test"), term).await;
+        assert!(matches!(applied, Ok(Applied::Done)), "{applied:?}");
+        assert_eq!(site.store().domains().unwrap().len(), 1);
+        site.shutdown().await;
+    }
+}
