@@ -285,3 +285,80 @@ pub(super) async fn fetch_missing_bodies(site: Arc<Replicated>, mut stop: watch:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use maildr_config::{ClusterMember, ClusterSection, SiteRole};
+    use maildr_store::blob::hash_body;
+
+    use crate::raft::transport::{self, ChannelSecurity, PeerListener};
+    use crate::raft::wire::{BodyPiece, BodyReply, BodyRpc, PeerRequest, PeerResponse};
+    use crate::replicated::{FreshStart, Replicated};
+    use crate::WritePathLimits;
+
+    fn member(node_id: u64, site: &str, addr: String) -> ClusterMember {
+        ClusterMember { node_id, site: site.into(), role: SiteRole::Data, addr, mail_ip: None }
+    }
+
+    /// A peer that authenticates like a member and answers every body request with
+    /// `bytes`, whatever was asked for.
+    async fn lying_peer(cluster: &ClusterSection, bytes: Vec<u8>) -> std::net::SocketAddr {
+        let security = ChannelSecurity::from_config(cluster).unwrap();
+        let listener = PeerListener::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok(Some(connection)) = listener.accept().await {
+                let (security, bytes) = (security.clone(), bytes.clone());
+                tokio::spawn(async move {
+                    let Ok(Some((mut stream, _))) = transport::handshake(connection, &security, 2, "sh").await else {
+                        return;
+                    };
+                    while let Ok(Some(request)) = transport::next_request(&mut stream, Duration::from_secs(5)).await {
+                        let answer = match request {
+                            PeerRequest::Body(BodyRpc::Get { .. }) => {
+                                PeerResponse::Body(BodyReply::Get(Some(BodyPiece {
+                                    total_bytes: bytes.len() as u64,
+                                    bytes: bytes.clone(),
+                                })))
+                            }
+                            _ => PeerResponse::Refused("only bodies here".into()),
+                        };
+                        if transport::answer(&mut stream, &answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_that_does_not_match_its_hash_is_never_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cluster = ClusterSection {
+            node_id: 1,
+            listen: "127.0.0.1:0".parse().unwrap(),
+            secret: Some("0123456789abcdef".into()),
+            ..ClusterSection::default()
+        };
+        let wanted = b"Subject: the body asked for\r\n\r\nhello\r\n".to_vec();
+        let sent = b"Subject: another body\r\n\r\nforged\r\n".to_vec();
+        let liar = lying_peer(&cluster, sent.clone()).await;
+        cluster.members = vec![member(1, "bj", "127.0.0.1:1".into()), member(2, "sh", liar.to_string())];
+        let limits = WritePathLimits { batch_commands_max: 16, queue_commands_max: 64, write_timeout_ms: 5_000 };
+        let site = Replicated::start(dir.path(), "bj", &cluster, limits, FreshStart::NewCluster).await.unwrap();
+        let hash = hash_body(&wanted);
+        let refused = site.fetch_body(&hash, Duration::from_secs(2)).await;
+        let why = refused.expect_err("a body that does not match its hash was accepted");
+        assert!(why.contains("sh sent a body that does not match its hash; not stored"), "{why}");
+        let still_missing = site.ensure_bodies(&[hash], Duration::from_millis(300)).await;
+        assert!(still_missing.is_err(), "{still_missing:?}");
+        // Neither under the name asked for nor under the forged bytes' own.
+        assert!(!site.store().blobs().contains(&hash));
+        assert!(!site.store().blobs().contains(&hash_body(&sent)));
+        site.shutdown().await;
+    }
+}
