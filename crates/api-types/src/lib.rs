@@ -14,6 +14,7 @@
 //! field name or shape has today (scripts and schemathesis read it).
 
 pub mod admin;
+pub mod backup;
 pub mod cluster;
 pub mod control;
 pub mod error;
@@ -23,6 +24,9 @@ pub mod status;
 pub use admin::{
     AccountCreated, AccountView, AliasView, DomainView, Live, NewAccount, NewAlias, NewDomain, NewPassword, NewQuota,
     PasswordSet,
+};
+pub use backup::{
+    ArchiveSummary, BackupList, BackupReport, BackupSummary, BackupVerifyReport, TargetOutcome, VerifyProblem,
 };
 pub use cluster::{
     ClusterStatus, Divergence, FailoverLoss, FailoverReport, FailoverRequest, MemberView, MessageDifference,

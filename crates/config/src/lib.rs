@@ -423,6 +423,103 @@ section! {
     }
 }
 
+/// Most `[[backup.targets]]` one site writes to.
+pub const BACKUP_TARGETS_MAX: usize = 8;
+
+/// Where backups go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupTargetKind {
+    /// A directory: a local disk or an NFS mount.
+    Dir,
+    /// S3-compatible object storage.
+    S3,
+}
+
+/// One place backups are written to (`[[backup.targets]]`). Every target gets every
+/// backup and the whole archived log: each is a complete copy on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupTargetConfig {
+    /// Short name of the target in reports, metrics and `--target`: letters, digits, '-'.
+    pub name: String,
+    /// `dir` or `s3`.
+    pub kind: BackupTargetKind,
+    /// `dir`: the directory (created if missing).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// `s3`: the endpoint URL, e.g. `https://s3.eu-central-1.amazonaws.com` or
+    /// `http://127.0.0.1:8333` (plain HTTP only to loopback).
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `s3`: the bucket; create it (with Object Lock and a default retention, where
+    /// the store supports it) before the first backup.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// `s3`: the region the bucket is in.
+    #[serde(default = "default_s3_region")]
+    pub region: String,
+    /// `s3`: a prefix for every object name, e.g. `maildr/`.
+    #[serde(default)]
+    pub prefix: String,
+    /// `s3`: the access key id.
+    #[serde(default)]
+    pub access_key_id: Option<String>,
+    /// `s3`: file holding the secret access key (one line).
+    #[serde(default)]
+    pub secret_access_key_file: Option<PathBuf>,
+}
+
+fn default_s3_region() -> String {
+    "us-east-1".into()
+}
+
+section! {
+    /// Backups: consistent copies of the mail state at one applied index, taken while
+    /// mail keeps flowing, plus the archived log of every committed entry, so that any
+    /// moment in the retention window can be restored (`maildr backup`, `maildr
+    /// restore`). Off until `key_file` and at least one `[[backup.targets]]` are set.
+    BackupSection {
+        /// File holding the 32-byte backup key (64 hex digits; `maildr backup keygen`
+        /// writes one). Every object is encrypted and authenticated with it before it
+        /// leaves the site. Keep it apart from the targets: without it no backup
+        /// can be read.
+        key_file: Option<PathBuf> = None,
+        /// When the primary takes a backup: a cron expression with seconds (`sec min
+        /// hour day month weekday`), UTC. Empty = only when asked.
+        schedule: String = "0 0 3 * * *".into(),
+        /// When the primary verifies the newest backup by restoring it into a scratch
+        /// site. Empty = only when asked.
+        verify_schedule: String = "0 30 4 * * *".into(),
+        /// How often the primary uploads the log entries committed since the last
+        /// upload, in seconds: the most a restore to "now" can miss if every site is
+        /// lost at once.
+        archive_every_secs: u64 = 10,
+        /// Keep the newest N backups whatever their age.
+        keep_last: u32 = 7,
+        /// Keep the newest backup of each of the last N days.
+        keep_daily: u32 = 7,
+        /// Keep the newest backup of each of the last N weeks.
+        keep_weekly: u32 = 4,
+        /// Keep the newest backup of each of the last N months.
+        keep_monthly: u32 = 6,
+        /// Backups older than this many days are pruned even if a rule above keeps
+        /// them (0 = no age limit). The archived log is kept back to the oldest kept backup.
+        max_age_days: u32 = 0,
+        /// One `[[backup.targets]]` table each: `name`, `kind` (`dir` with `path`, or
+        /// `s3` with `endpoint`, `bucket`, `region`, `prefix`, `access_key_id`,
+        /// `secret_access_key_file`). At most 8.
+        targets: Vec<BackupTargetConfig> = Vec::new(),
+    }
+}
+
+impl BackupSection {
+    /// Are backups configured at all?
+    pub fn enabled(&self) -> bool {
+        self.key_file.is_some() && !self.targets.is_empty()
+    }
+}
+
 /// The whole configuration of one site.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -438,6 +535,7 @@ pub struct SiteConfig {
     pub api: ApiSection,
     pub faults: FaultsSection,
     pub log: LogSection,
+    pub backup: BackupSection,
 }
 
 /// Why a configuration was refused.
@@ -525,7 +623,60 @@ impl SiteConfig {
             _ => {}
         }
         self.check_cluster(path)?;
+        self.check_backup(path)?;
         self.check_control_plane(path)
+    }
+
+    fn check_backup(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: String, reason: String| ConfigError::Invalid { path: path.into(), key, reason };
+        let b = &self.backup;
+        if b.targets.len() > BACKUP_TARGETS_MAX {
+            return Err(bad("backup.targets".into(), format!("at most {BACKUP_TARGETS_MAX} targets")));
+        }
+        if !b.targets.is_empty() && b.key_file.is_none() {
+            return Err(bad("backup.key_file".into(), "must be set when backup targets are".into()));
+        }
+        if b.archive_every_secs == 0 {
+            return Err(bad("backup.archive_every_secs".into(), "must be greater than 0".into()));
+        }
+        if b.keep_last == 0 {
+            return Err(bad("backup.keep_last".into(), "must be at least 1: the newest backup is always kept".into()));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, t) in b.targets.iter().enumerate() {
+            let key = |field: &str| format!("backup.targets[{i}].{field}");
+            if t.name.is_empty() || t.name.len() > 32 || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(bad(key("name"), format!("{:?} must be 1-32 letters, digits or '-'", t.name)));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(bad(key("name"), format!("{:?} appears twice", t.name)));
+            }
+            match t.kind {
+                BackupTargetKind::Dir => {
+                    if t.path.as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+                        return Err(bad(key("path"), "a dir target needs its directory".into()));
+                    }
+                }
+                BackupTargetKind::S3 => {
+                    for (field, set) in [
+                        ("endpoint", t.endpoint.is_some()),
+                        ("bucket", t.bucket.is_some()),
+                        ("access_key_id", t.access_key_id.is_some()),
+                        ("secret_access_key_file", t.secret_access_key_file.is_some()),
+                    ] {
+                        if !set {
+                            return Err(bad(key(field), "an s3 target needs it".into()));
+                        }
+                    }
+                    let endpoint = t.endpoint.as_deref().unwrap_or_default();
+                    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+                        return Err(bad(key("endpoint"), format!("{endpoint:?} is not an http(s) URL")));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_control_plane(&self, path: &Path) -> Result<(), ConfigError> {
@@ -741,7 +892,7 @@ impl SiteConfig {
             "# maildr site configuration. Every key is optional: shown here is its default.\n\
              # Unknown keys are refused. Generated by `maildr config example`.\n",
         );
-        let sections: [(&str, &[&str], Vec<FieldDoc>); 11] = [
+        let sections: [(&str, &[&str], Vec<FieldDoc>); 12] = [
             ("site", SiteSection::DOC, SiteSection::fields()),
             ("smtp", SmtpSection::DOC, SmtpSection::fields()),
             ("imap", ImapSection::DOC, ImapSection::fields()),
@@ -753,6 +904,7 @@ impl SiteConfig {
             ("api", ApiSection::DOC, ApiSection::fields()),
             ("faults", FaultsSection::DOC, FaultsSection::fields()),
             ("log", LogSection::DOC, LogSection::fields()),
+            ("backup", BackupSection::DOC, BackupSection::fields()),
         ];
         for (name, doc, fields) in sections {
             out.push('\n');

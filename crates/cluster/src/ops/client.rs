@@ -169,6 +169,16 @@ impl ControlClient {
         }
     }
 
+    /// Store a message body through this config's own site (on it and a peer), for a
+    /// `write` that refers to it.
+    pub async fn store_body(&self, body: Vec<u8>) -> Result<maildr_types::BlobRef, OpsError> {
+        let local = self.local();
+        match self.call(local, ControlRequest::StoreBody(body)).await? {
+            ControlResponse::BodyStored(stored) => Ok(stored),
+            other => Err(unexpected(local, "a body stored", other)),
+        }
+    }
+
     /// Ask `primary` to hand its lead to data site `to`; the new primary's term and
     /// how long writes were unavailable.
     pub async fn hand_over(&self, primary: &ClusterMember, to: &ClusterMember) -> Result<SwitchoverReport, OpsError> {

@@ -167,6 +167,7 @@ impl RaftDb {
         txn.open_table(log_store::LOG_META).map_err(|e| raft_db.db_err(e))?;
         txn.open_table(log_store::ARRIVALS).map_err(|e| raft_db.db_err(e))?;
         txn.open_table(state_machine::SM_META).map_err(|e| raft_db.db_err(e))?;
+        txn.open_table(state_machine::archive_spool::ARCHIVE_SPOOL).map_err(|e| raft_db.db_err(e))?;
         raft_db.commit(txn)?;
         Ok(raft_db)
     }

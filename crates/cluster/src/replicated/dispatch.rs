@@ -129,6 +129,19 @@ impl Replicated {
                 Err(WriteError::Refused(e)) => ControlResponse::Written(Err(e)),
                 Err(WriteError::Unavailable(reason)) => return Err(reason),
             },
+            ControlRequest::StoreBody(body) => {
+                if body.len() > crate::raft::wire::STORE_BODY_BYTES_MAX {
+                    return Err(format!(
+                        "a body of {} bytes is over the {} bytes one request carries",
+                        body.len(),
+                        crate::raft::wire::STORE_BODY_BYTES_MAX
+                    ));
+                }
+                match self.put_body(body).await {
+                    Ok(body) => ControlResponse::BodyStored(body),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
         })
     }
 }

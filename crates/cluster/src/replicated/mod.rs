@@ -325,6 +325,12 @@ impl Replicated {
         let _ = rx.wait_for(|r| *r).await;
     }
 
+    /// The state machine of this site (backups read the store and the archive spool
+    /// through it).
+    pub fn state_machine(&self) -> &StateMachineStore {
+        &self.state_machine
+    }
+
     /// The store as applied on this site.
     pub fn store(&self) -> Arc<Store> {
         self.state_machine.store()

@@ -53,7 +53,10 @@ use redb::TableDefinition;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
+pub mod archive_spool;
 mod snapshot;
+
+pub use archive_spool::{ArchivedEntry, ARCHIVE_SPOOL_ENTRIES_MAX};
 
 use snapshot::{read_snapshot_meta, remove_files_starting_with};
 
@@ -305,10 +308,45 @@ impl StateMachineStore {
         self.shared.missing_bodies.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
     }
 
+    /// Up to `limit` spooled entries after log index `after`, in index order (see
+    /// [`archive_spool`]).
+    pub fn archived_after(&self, after: u64, limit: usize) -> Result<Vec<ArchivedEntry>, RaftStorageError> {
+        self.shared.db.spooled_after(after, limit)
+    }
+
+    /// The lowest and highest log index in the archive spool.
+    pub fn archive_spool_bounds(&self) -> Result<Option<(u64, u64)>, RaftStorageError> {
+        self.shared.db.spool_bounds()
+    }
+
+    /// Forget spooled entries up to `through`, which the archive holds; returns how many.
+    pub fn trim_archive_spool(&self, through: u64) -> Result<u64, RaftStorageError> {
+        self.shared.db.trim_spool(through)
+    }
+
+    /// Copy the mail store's database to `dest` (fsynced) as it stands at one applied
+    /// index, which is returned: applies wait while it copies (reads go on), as for
+    /// a snapshot. The copy opens as a store of its own (a valid crash image).
+    pub fn copy_store(&self, dest: &Path) -> Result<Option<u64>, RaftStorageError> {
+        let inner = self.shared.read()?;
+        inner.store.as_ref().ok_or_else(|| self.shared.stopped())?;
+        let source = self.shared.data_dir.join(DATABASE_FILE);
+        std::fs::copy(&source, dest).map_err(Shared::io(&source))?;
+        std::fs::File::open(dest).and_then(|f| f.sync_all()).map_err(Shared::io(dest))?;
+        Ok(inner.applied.last_applied.map(|l| l.index))
+    }
+
     /// Resolves when bodies were added to the missing list.
     pub async fn missing_bodies_added(&self) {
         self.shared.missing_bodies_added.notified().await
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Most change notices buffered per watcher; a watcher that falls further behind is
@@ -343,6 +381,18 @@ impl RaftDb {
             let mut table = txn.open_table(SM_META).map_err(|e| self.db_err(e))?;
             table.insert(key, bytes.as_slice()).map_err(|e| self.db_err(e))?;
         }
+        self.commit(txn)
+    }
+
+    /// Record the applied state of a batch and spool its entries, in one transaction.
+    fn sm_write_applied(&self, record: &AppliedRecord, spooled: &[ArchivedEntry]) -> Result<(), RaftStorageError> {
+        let bytes = self.encode("state machine record `applied`", record)?;
+        let txn = self.begin_write()?;
+        {
+            let mut table = txn.open_table(SM_META).map_err(|e| self.db_err(e))?;
+            table.insert(KEY_APPLIED, bytes.as_slice()).map_err(|e| self.db_err(e))?;
+        }
+        self.spool_entries(&txn, spooled)?;
         self.commit(txn)
     }
 
@@ -397,6 +447,8 @@ impl Shared {
         let mut after = before.clone();
         let mut commands = Vec::new();
         let mut is_command = Vec::with_capacity(entries.len());
+        let applied_at_ms = now_ms();
+        let mut spooled = Vec::with_capacity(entries.len());
         for entry in entries {
             assert!(
                 after.last_applied.is_none_or(|last| entry.log_id.index > last.index),
@@ -405,6 +457,11 @@ impl Shared {
                 after.last_applied
             );
             after.last_applied = Some(entry.log_id);
+            let command = match &entry.payload {
+                EntryPayload::Normal(command) => Some(command.clone()),
+                _ => None,
+            };
+            spooled.push(ArchivedEntry { index: entry.log_id.index, applied_at_ms, command });
             match entry.payload {
                 EntryPayload::Blank => is_command.push(false),
                 EntryPayload::Normal(command) => {
@@ -423,7 +480,7 @@ impl Shared {
         let applied = (|| {
             let store = Arc::clone(inner.store.as_ref().ok_or_else(|| self.stopped())?);
             // The record is durable before the store changes: see the module docs.
-            self.db.sm_write(KEY_APPLIED, &record)?;
+            self.db.sm_write_applied(&record, &spooled)?;
             if commands.is_empty() {
                 return Ok(Vec::new());
             }

@@ -51,7 +51,14 @@ pub enum ControlRequest {
     HoldApply { by: String },
     /// To a lagged site: resume applying.
     ReleaseApply,
+    /// Store a message body through the write path (here and on a peer, as for a
+    /// delivery) before a `Write` that refers to it: restores write messages back
+    /// this way. At most [`STORE_BODY_BYTES_MAX`].
+    StoreBody(Vec<u8>),
 }
+
+/// Largest body one `StoreBody` carries (under the frame limit with room to spare).
+pub const STORE_BODY_BYTES_MAX: usize = 48 * 1024 * 1024;
 
 /// The answer to a [`ControlRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +90,8 @@ pub enum ControlResponse {
     ApplyHeld(ApplyHold),
     /// The lagged site applies again; the hold it lifted, if it was held.
     ApplyReleased(Option<ApplyHold>),
+    /// The body is stored on this site and a peer.
+    BodyStored(maildr_types::BlobRef),
     /// The answer to every control request of a site that has no Raft state yet
     /// and is still checking, before it starts, that no member counts its node id
     /// (to `Status`: it counts no one as a member).
