@@ -103,3 +103,64 @@ pub struct BackupVerifyReport {
     pub problems: Vec<VerifyProblem>,
     pub ok: bool,
 }
+
+/// One mailbox a restore wrote (or, for a site restore, rebuilt).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MailboxRestored {
+    pub from: String,
+    pub account: String,
+    pub into: String,
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+/// What a restore did (`maildr restore … --json`, `POST /api/restore`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RestoreReport {
+    /// The backup it started from, and the target it was read from.
+    pub backup: String,
+    pub target: String,
+    /// The log index and the moment (RFC 3339) the restored state stands at.
+    pub applied_index: u64,
+    pub stands_at: String,
+    pub stands_at_ms: u64,
+    /// Archived log entries replayed on top of the backup.
+    pub archived_entries_replayed: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    pub mailboxes: Vec<MailboxRestored>,
+    /// Why it stands before the moment asked for, when it does (a gap in the archive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub short_of_target: Option<String>,
+}
+
+/// `POST /api/restore`: messages of an account at a moment, written back into new
+/// mailboxes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreRequest {
+    pub account: String,
+    /// The moment to restore, RFC 3339 (e.g. `2026-12-01T10:00:00Z`).
+    pub at: String,
+    /// Only this mailbox (default: every mailbox of the account).
+    #[serde(default)]
+    pub mailbox: Option<String>,
+    /// Write into this new mailbox (default `Restored <time>`).
+    #[serde(default)]
+    pub into_mailbox: Option<String>,
+    /// Write into the same mailbox names of this other account.
+    #[serde(default)]
+    pub into_account: Option<String>,
+}
+
+/// `POST /api/backups/verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBackupRequest {
+    /// The backup to verify (default: the newest).
+    #[serde(default)]
+    pub backup: Option<String>,
+    /// Also restore it into a scratch site and read a sample over IMAP.
+    #[serde(default)]
+    pub restore_test: bool,
+}

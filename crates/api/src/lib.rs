@@ -57,6 +57,10 @@ pub const REQUEST_TIMEOUT_MS: u64 = 30_000;
 /// retry for 60 s while writes keep coming.
 pub const CLUSTER_OPERATION_TIMEOUT_MS: u64 = 150_000;
 
+/// How long a backup, verification or restore may take through the API (a large
+/// store's backup takes minutes; `maildr backup` has no such bound).
+pub const BACKUP_OPERATION_TIMEOUT_MS: u64 = 3_600_000;
+
 /// How long `GET /api/cluster/members` waits for each member's status.
 pub const MEMBER_STATUS_TIMEOUT_MS: u64 = 3_000;
 
@@ -95,6 +99,7 @@ pub struct ApiState {
     inner: Arc<Inner>,
     control_plane: Option<Arc<dyn ControlPlane>>,
     fault_hooks: Option<Arc<dyn FaultHooks>>,
+    backups: Option<Arc<maildr_backup::BackupService>>,
 }
 
 struct Inner {
@@ -139,6 +144,7 @@ impl ApiState {
             }),
             control_plane: None,
             fault_hooks: None,
+            backups: None,
         })
     }
 
@@ -152,6 +158,16 @@ impl ApiState {
     /// those routes answer 404. Only for sites whose config turns hooks on.
     pub fn with_fault_hooks(self, hooks: Arc<dyn FaultHooks>) -> ApiState {
         ApiState { fault_hooks: Some(hooks), ..self }
+    }
+
+    /// Serve the backup routes (`/api/backups`, `/api/restore`) from `service`;
+    /// without it they answer 503.
+    pub fn with_backups(self, service: Arc<maildr_backup::BackupService>) -> ApiState {
+        ApiState { backups: Some(service), ..self }
+    }
+
+    pub(crate) fn backups(&self) -> Option<&Arc<maildr_backup::BackupService>> {
+        self.backups.as_ref()
     }
 
     pub(crate) fn fault_hooks(&self) -> Option<&Arc<dyn FaultHooks>> {
@@ -197,6 +213,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/cluster/verify", post(handlers::cluster::verify))
         .route("/api/cluster/failover", post(handlers::control::failover))
         .layer(timeout(CLUSTER_OPERATION_TIMEOUT_MS));
+    let backup = Router::new()
+        .route("/api/backups", get(handlers::backup::list).post(handlers::backup::run))
+        .route("/api/backups/verify", post(handlers::backup::verify))
+        .route("/api/restore", post(handlers::backup::restore))
+        .layer(timeout(BACKUP_OPERATION_TIMEOUT_MS));
     let protected = Router::new()
         .route("/api/cluster/status", get(handlers::cluster::status))
         .route("/api/cluster/members", get(handlers::cluster::members))
@@ -216,6 +237,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(handlers::faults::routes(&state))
         .layer(timeout(REQUEST_TIMEOUT_MS))
         .merge(slow)
+        .merge(backup)
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     let open = Router::new()
         .route("/api/openapi.json", get(openapi::serve_document))

@@ -21,7 +21,11 @@ use crate::ApiState;
         (status = 401, description = "No or wrong token", body = ErrorBody)))]
 pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse, Failure> {
     let status = crate::handlers::cluster::local_status(&state).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&status)))
+    let mut text = render(&status);
+    if let Some(service) = state.backups() {
+        text.push_str(&render_backups(&service.health(), maildr_backup::now_ms()));
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }
 
 /// Escape a label value (backslash, double quote, newline).
@@ -138,6 +142,37 @@ pub fn render(s: &SiteStatus) -> String {
         for (p, v) in samples {
             out.sample(name, &[("peer", &p.site), ("role", &p.role)], v);
         }
+    }
+    out.0
+}
+
+/// The backup service's view of its targets (only on sites that take backups).
+pub fn render_backups(health: &maildr_backup::schedule::BackupHealth, now_ms: u64) -> String {
+    let mut out = Out(String::new());
+    let age = |at_ms: u64| now_ms.saturating_sub(at_ms) as f64 / 1000.0;
+    out.family(
+        "maildr_backup_verified_age_seconds",
+        "gauge",
+        "Age of the newest backup verified by restoring it, per target (since this site started)",
+    );
+    for (target, (_, taken_ms)) in &health.verified {
+        out.sample("maildr_backup_verified_age_seconds", &[("target", target)], age(*taken_ms));
+    }
+    out.family("maildr_backup_last_age_seconds", "gauge", "Age of the newest backup this site wrote, per target");
+    for (target, at_ms) in &health.last_backup {
+        out.sample("maildr_backup_last_age_seconds", &[("target", target)], age(*at_ms));
+    }
+    out.family("maildr_backup_archived_index", "gauge", "Last log index in the target's archived log");
+    out.family("maildr_backup_archive_age_seconds", "gauge", "Age of the last archived log entry, per target");
+    for (target, (index, at_ms)) in &health.archived {
+        out.sample("maildr_backup_archived_index", &[("target", target)], *index as f64);
+        out.sample("maildr_backup_archive_age_seconds", &[("target", target)], age(*at_ms));
+    }
+    out.family("maildr_backup_archive_failing", "gauge", "1 while archiving to the target fails");
+    for target in health.archived.keys().chain(health.archive_errors.keys()).collect::<std::collections::BTreeSet<_>>()
+    {
+        let failing = f64::from(u8::from(health.archive_errors.contains_key(target)));
+        out.sample("maildr_backup_archive_failing", &[("target", target)], failing);
     }
     out.0
 }

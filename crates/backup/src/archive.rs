@@ -66,12 +66,7 @@ pub struct Archiver {
 
 impl Archiver {
     pub fn new(backups: Backups, cluster: Cluster) -> Arc<Archiver> {
-        Arc::new(Archiver {
-            backups,
-            cluster,
-            targets: Mutex::new(BTreeMap::new()),
-            rounds: Default::default(),
-        })
+        Arc::new(Archiver { backups, cluster, targets: Mutex::new(BTreeMap::new()), rounds: Default::default() })
     }
 
     /// What the archiver knows of each target.
@@ -95,7 +90,7 @@ impl Archiver {
         let primary = replicated.is_primary();
         for target in &self.backups.targets {
             let mut state = self.state_of(target.name());
-            let refresh = state.archived_through.is_none() || (!primary && round % FOLLOWER_REFRESH_ROUNDS == 0);
+            let refresh = state.archived_through.is_none() || (!primary && round.is_multiple_of(FOLLOWER_REFRESH_ROUNDS));
             let result = async {
                 if refresh {
                     let (through, at) = reach_of(target).await?;
@@ -167,9 +162,14 @@ impl Archiver {
                 upload_bodies(&self.backups, target, &missing, source).await?;
                 held.extend(missing.iter().map(|h| self.backups.key.body_object(h)));
             }
-            let name =
-                SegmentName { first: first.index, last: last.index, first_ms: first.applied_at_ms, last_ms: last.applied_at_ms };
-            let plain = postcard::to_stdvec(&entries).map_err(|e| BackupError::Io(format!("encoding a segment: {e}")))?;
+            let name = SegmentName {
+                first: first.index,
+                last: last.index,
+                first_ms: first.applied_at_ms,
+                last_ms: last.applied_at_ms,
+            };
+            let plain =
+                postcard::to_stdvec(&entries).map_err(|e| BackupError::Io(format!("encoding a segment: {e}")))?;
             let sealed = self.backups.key.seal(&name.key(), &plain)?;
             target.put(&name.key(), sealed).await?;
             state.archived_through = Some(last.index);
@@ -198,12 +198,17 @@ pub async fn segments_of(target: &Target) -> Result<Vec<SegmentName>, BackupErro
 }
 
 /// Read and open one segment.
-pub async fn read_segment(backups: &Backups, target: &Target, name: &SegmentName) -> Result<Vec<ArchivedEntry>, BackupError> {
+pub async fn read_segment(
+    backups: &Backups,
+    target: &Target,
+    name: &SegmentName,
+) -> Result<Vec<ArchivedEntry>, BackupError> {
     let key = name.key();
     let sealed = target
         .get(&key)
         .await?
         .ok_or_else(|| BackupError::Refused(format!("target {}: archive segment {key} is gone", target.name())))?;
     let plain = backups.key.open(&key, &sealed)?;
-    postcard::from_bytes(&plain).map_err(|e| BackupError::Refused(format!("archive segment {key} does not decode: {e}")))
+    postcard::from_bytes(&plain)
+        .map_err(|e| BackupError::Refused(format!("archive segment {key} does not decode: {e}")))
 }

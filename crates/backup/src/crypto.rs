@@ -89,7 +89,8 @@ impl BackupKey {
             prk.expand(&[info], Len32).and_then(|okm| okm.fill(&mut out)).expect("32 bytes is a valid HKDF length");
             out
         };
-        let seal = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &derive(b"seal")).expect("32 bytes is an AES-256 key"));
+        let seal =
+            LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &derive(b"seal")).expect("32 bytes is an AES-256 key"));
         let names = hmac::Key::new(hmac::HMAC_SHA256, &derive(b"names"));
         let fingerprint = hex::encode(&derive(b"fingerprint")[..8]);
         BackupKey { seal, names, fingerprint }
@@ -147,8 +148,10 @@ impl BackupKey {
                 return Err(tampered());
             }
             let mut chunk = rest[..take].to_vec();
-            let plain =
-                self.seal.open_in_place(nonce(&prefix, i).map_err(|_| tampered())?, aad(name, last), &mut chunk).map_err(|_| tampered())?;
+            let plain = self
+                .seal
+                .open_in_place(nonce(&prefix, i).map_err(|_| tampered())?, aad(name, last), &mut chunk)
+                .map_err(|_| tampered())?;
             out.extend_from_slice(plain);
             rest = &rest[take..];
             if last {
@@ -185,8 +188,14 @@ mod tests {
     #[test]
     fn objects_of_every_chunk_count_open_to_what_was_sealed() {
         let k = key(1);
-        for len in [0, 1, CHUNK_PLAINTEXT_BYTES - 1, CHUNK_PLAINTEXT_BYTES, CHUNK_PLAINTEXT_BYTES + 1, 3 * CHUNK_PLAINTEXT_BYTES]
-        {
+        for len in [
+            0,
+            1,
+            CHUNK_PLAINTEXT_BYTES - 1,
+            CHUNK_PLAINTEXT_BYTES,
+            CHUNK_PLAINTEXT_BYTES + 1,
+            3 * CHUNK_PLAINTEXT_BYTES,
+        ] {
             let plain: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let sealed = k.seal("backups/x/state", &plain).unwrap();
             if len > 0 {

@@ -36,7 +36,8 @@ use std::sync::Arc;
 use maildr_config::SiteConfig;
 
 pub use crypto::{BackupKey, CryptoError};
-pub use manifest::{BackupId, Manifest, ManifestMailbox, SegmentName};
+pub use manifest::{parse_moment, show_time, BackupId, Manifest, ManifestMailbox, SegmentName};
+pub use schedule::BackupService;
 pub use target::{Target, TargetError};
 
 /// Why a backup operation failed as a whole (one target failing is reported per

@@ -33,8 +33,10 @@ impl BackupId {
     pub fn parse(text: &str) -> Option<BackupId> {
         let rest = text.strip_prefix("b-")?;
         let (at, index) = rest.rsplit_once('-')?;
-        (at.len() == 16 && at.bytes().all(|b| b.is_ascii_digit() || b == b't' || b == b'z') && index.parse::<u64>().is_ok())
-            .then(|| BackupId(text.into()))
+        (at.len() == 16
+            && at.bytes().all(|b| b.is_ascii_digit() || b == b't' || b == b'z')
+            && index.parse::<u64>().is_ok())
+        .then(|| BackupId(text.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -76,6 +78,19 @@ pub fn time_of(ms: u64) -> DateTime<Utc> {
 /// A moment for people: RFC 3339 to the millisecond.
 pub fn show_time(ms: u64) -> String {
     time_of(ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A moment as people type it: RFC 3339 (`2026-12-01T10:00:00Z`,
+/// `2026-12-01T10:00:00.250+08:00`) or `YYYY-MM-DD HH:MM[:SS]` in UTC; ms since the epoch.
+pub fn parse_moment(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let at = DateTime::parse_from_rfc3339(text).map(|t| t.to_utc()).ok().or_else(|| {
+        ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+            .map(|n| n.and_utc())
+    })?;
+    u64::try_from(at.timestamp_millis()).ok()
 }
 
 /// One mailbox as the backup holds it: what a restore test compares against.
@@ -192,5 +207,9 @@ mod tests {
         let segment = SegmentName { first: 5, last: 9, first_ms: 1, last_ms: 2 };
         assert_eq!(SegmentName::parse(&segment.key()), Some(segment));
         assert_eq!(SegmentName::parse("archive/9-5-1-2"), None);
+        assert_eq!(parse_moment("2026-12-06T23:00:00.123Z"), Some(1_796_598_000_123));
+        assert_eq!(parse_moment("2026-12-07T07:00:00+08:00"), Some(1_796_598_000_000));
+        assert_eq!(parse_moment("2026-12-06 23:00"), Some(1_796_598_000_000));
+        assert_eq!(parse_moment("yesterday"), None);
     }
 }

@@ -59,7 +59,12 @@ pub async fn rebuild(backups: &Backups, point: &Point, dir: &Path) -> Result<Reb
 }
 
 /// Rebuild `point` from one target.
-pub async fn rebuild_from(backups: &Backups, target: &Target, point: &Point, dir: &Path) -> Result<Rebuilt, BackupError> {
+pub async fn rebuild_from(
+    backups: &Backups,
+    target: &Target,
+    point: &Point,
+    dir: &Path,
+) -> Result<Rebuilt, BackupError> {
     let manifests = manifests_of(backups, target).await?;
     let manifest = match point {
         Point::Backup(id) => manifests.into_iter().find(|m| &m.id == id),
@@ -123,10 +128,14 @@ pub async fn rebuild_from(backups: &Backups, target: &Target, point: &Point, dir
 }
 
 /// Download, open and check a backup's state into `dir/maildr.redb`.
-pub async fn restore_state(backups: &Backups, target: &Target, manifest: &Manifest, dir: &Path) -> Result<(), BackupError> {
+pub async fn restore_state(
+    backups: &Backups,
+    target: &Target,
+    manifest: &Manifest,
+    dir: &Path,
+) -> Result<(), BackupError> {
     let key = manifest.id.state_key();
-    let sealed =
-        target.get(&key).await?.ok_or_else(|| BackupError::Refused(format!("state object {key} is gone")))?;
+    let sealed = target.get(&key).await?.ok_or_else(|| BackupError::Refused(format!("state object {key} is gone")))?;
     let state = backups.key.open(&key, &sealed)?;
     if hex::encode(sha2::Sha256::digest(&state)) != manifest.state_sha256 {
         return Err(BackupError::Refused(format!("state object {key} does not match its manifest")));

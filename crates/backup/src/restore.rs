@@ -16,10 +16,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use futures_util::{stream, StreamExt};
+use maildr_api_types::{MailboxRestored, RestoreReport};
 use maildr_cluster::ops::ControlClient;
 use maildr_store::{Command, Message, Store};
 use maildr_types::{BlobHash, EmailAddress, MailboxName, UidValidity, UnixSeconds};
-use serde::Serialize;
 use sha2::Digest as _;
 
 use crate::manifest::show_time;
@@ -53,34 +53,8 @@ pub struct AccountRestore {
     pub into: Destination,
 }
 
-/// One mailbox restored.
-#[derive(Debug, Clone, Serialize)]
-pub struct MailboxRestored {
-    pub from: String,
-    pub account: String,
-    pub into: String,
-    pub messages: u64,
-    pub bytes: u64,
-}
-
-/// What a restore did (`maildr restore … --json`).
-#[derive(Debug, Clone, Serialize)]
-pub struct RestoreReport {
-    pub backup: String,
-    pub target: String,
-    pub applied_index: u64,
-    pub stands_at: String,
-    pub stands_at_ms: u64,
-    pub archived_entries_replayed: u64,
-    pub messages: u64,
-    pub bytes: u64,
-    pub mailboxes: Vec<MailboxRestored>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub short_of_target: Option<String>,
-}
-
-impl RestoreReport {
-    fn new(rebuilt: &Rebuilt) -> RestoreReport {
+fn new_report(rebuilt: &Rebuilt) -> RestoreReport {
+    {
         RestoreReport {
             backup: rebuilt.backup.id.to_string(),
             target: rebuilt.target.clone(),
@@ -145,7 +119,7 @@ pub async fn restore_account(
         }
     }
 
-    let mut report = RestoreReport::new(&rebuilt);
+    let mut report = new_report(&rebuilt);
     for (from, into_account, into_name, messages) in plan {
         let uid_validity = UidValidity::proposed_at(UnixSeconds(i64::try_from(crate::now_ms() / 1000).unwrap_or(0)));
         write(client, Command::CreateMailbox { account: into_account.clone(), name: into_name.clone(), uid_validity })
@@ -157,7 +131,8 @@ pub async fn restore_account(
             messages: 0,
             bytes: 0,
         };
-        let mut bodies = stream::iter(messages.iter().map(|m| m.body))
+        let hashes: Vec<BlobHash> = messages.iter().map(|m| m.body).collect();
+        let mut bodies = stream::iter(hashes)
             .map(|hash| {
                 let target = target.clone();
                 async move {
@@ -248,9 +223,15 @@ async fn write(client: &ControlClient, command: Command) -> Result<(), BackupErr
 /// `point` and every body it refers to.
 pub async fn restore_site(backups: &Backups, point: &Point, data_dir: &Path) -> Result<RestoreReport, BackupError> {
     if data_dir.exists()
-        && std::fs::read_dir(data_dir).map_err(|e| BackupError::Io(format!("{}: {e}", data_dir.display())))?.next().is_some()
+        && std::fs::read_dir(data_dir)
+            .map_err(|e| BackupError::Io(format!("{}: {e}", data_dir.display())))?
+            .next()
+            .is_some()
     {
-        return Err(BackupError::Refused(format!("{} is not empty; a site is restored into an empty directory", data_dir.display())));
+        return Err(BackupError::Refused(format!(
+            "{} is not empty; a site is restored into an empty directory",
+            data_dir.display()
+        )));
     }
     let rebuilt = rebuild(backups, point, data_dir).await?;
     let target = backups
@@ -266,7 +247,7 @@ pub async fn restore_site(backups: &Backups, point: &Point, data_dir: &Path) -> 
             .await
             .map_err(|e| BackupError::Io(e.to_string()))??
     };
-    let mut report = RestoreReport::new(&rebuilt);
+    let mut report = new_report(&rebuilt);
     let mut fetched = stream::iter(wanted)
         .map(|hash| {
             let target = target.clone();

@@ -56,7 +56,9 @@ pub fn retained(config: &maildr_config::BackupSection, manifests: &[Manifest], n
     for m in newest_first.iter().take(config.keep_last as usize) {
         keep.insert(m.id.to_string());
     }
-    let buckets: [(u32, fn(DateTime<Utc>) -> (i32, u32)); 3] = [
+    /// A backup's day, ISO week or month: the newest of each is kept.
+    type Bucket = fn(DateTime<Utc>) -> (i32, u32);
+    let buckets: [(u32, Bucket); 3] = [
         (config.keep_daily, |t| (t.year(), t.ordinal())),
         (config.keep_weekly, |t| (t.iso_week().year(), t.iso_week().week())),
         (config.keep_monthly, |t| (t.year(), t.month())),
@@ -104,7 +106,9 @@ pub async fn prune_target(backups: &Backups, target: &Target) -> Result<PruneRep
 
     let mut referenced: BTreeSet<String> = BTreeSet::new();
     for m in &kept {
-        referenced.extend(m.bodies.iter().filter_map(|h| maildr_types::BlobHash::from_hex(h)).map(|h| backups.key.body_object(&h)));
+        referenced.extend(
+            m.bodies.iter().filter_map(|h| maildr_types::BlobHash::from_hex(h)).map(|h| backups.key.body_object(&h)),
+        );
     }
     let mut old_segments = Vec::new();
     for segment in segments_of(target).await? {
@@ -321,7 +325,9 @@ impl BackupService {
                 let (report, verdict) = self.verify_now(true).await;
                 match verdict {
                     Verdict::Good => tracing::info!(backup = %report.backup, "scheduled verification passed"),
-                    _ => tracing::error!(backup = %report.backup, problems = ?report.problems, "scheduled verification found problems"),
+                    _ => {
+                        tracing::error!(backup = %report.backup, problems = ?report.problems, "scheduled verification found problems")
+                    }
                 }
                 verify_due.done();
             }
@@ -391,7 +397,7 @@ mod tests {
     fn retention_keeps_the_last_n_and_the_newest_of_each_day_week_and_month() {
         const DAY: u64 = 86_400_000;
         let start = 1_767_225_600_000; // 2026-01-01T00:00:00Z
-        // Four backups a day for 90 days.
+                                       // Four backups a day for 90 days.
         let all: Vec<Manifest> = (0..90 * 4).map(|i| manifest(start + i * DAY / 4)).collect();
         let now = start + 90 * DAY;
         let config = maildr_config::BackupSection {

@@ -107,8 +107,12 @@ pub async fn upload(backups: &Backups, copied: Copied, source: Arc<dyn BodySourc
     let ok = outcomes.iter().all(|o| o.ok);
     for outcome in &outcomes {
         match &outcome.error {
-            None => tracing::info!(backup = %m.id, target = %outcome.target, bodies = outcome.bodies_uploaded, "backup complete"),
-            Some(e) => tracing::error!(backup = %m.id, target = %outcome.target, error = %e, "backup failed on a target"),
+            None => {
+                tracing::info!(backup = %m.id, target = %outcome.target, bodies = outcome.bodies_uploaded, "backup complete")
+            }
+            Some(e) => {
+                tracing::error!(backup = %m.id, target = %outcome.target, error = %e, "backup failed on a target")
+            }
         }
     }
     BackupReport {
@@ -127,7 +131,12 @@ pub async fn upload(backups: &Backups, copied: Copied, source: Arc<dyn BodySourc
     }
 }
 
-async fn upload_to(backups: &Backups, target: &Target, copied: Arc<Copied>, source: Arc<dyn BodySource>) -> TargetOutcome {
+async fn upload_to(
+    backups: &Backups,
+    target: &Target,
+    copied: Arc<Copied>,
+    source: Arc<dyn BodySource>,
+) -> TargetOutcome {
     let mut outcome = TargetOutcome {
         target: target.name().into(),
         kind: target.kind().into(),

@@ -70,13 +70,15 @@ impl Target {
     /// The target a `[[backup.targets]]` table describes (the config check has made
     /// sure every field its kind needs is there). Reads an S3 secret file.
     pub fn from_config(config: &BackupTargetConfig) -> Result<Target, TargetError> {
-        let err = |detail: String| TargetError { target: config.name.clone(), action: "open", key: String::new(), detail };
+        let err =
+            |detail: String| TargetError { target: config.name.clone(), action: "open", key: String::new(), detail };
         let kind = match config.kind {
             BackupTargetKind::Dir => {
                 Kind::Dir(config.path.clone().ok_or_else(|| err("a dir target needs a path".into()))?)
             }
             BackupTargetKind::S3 => {
-                let secret_file = config.secret_access_key_file.as_ref().ok_or_else(|| err("no secret key file".into()))?;
+                let secret_file =
+                    config.secret_access_key_file.as_ref().ok_or_else(|| err("no secret key file".into()))?;
                 let secret = std::fs::read_to_string(secret_file)
                     .map_err(|e| err(format!("secret access key file {}: {e}", secret_file.display())))?;
                 let endpoint = config.endpoint.clone().unwrap_or_default();

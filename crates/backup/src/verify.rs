@@ -266,7 +266,8 @@ async fn read_sample(
         by_account.entry(item.0.as_str()).or_default().push(item);
     }
     for (account, items) in by_account {
-        let mut session = maildr_client::imap::Session::connect(imap, None, Duration::from_secs(30)).await.map_err(imap_err)?;
+        let mut session =
+            maildr_client::imap::Session::connect(imap, None, Duration::from_secs(30)).await.map_err(imap_err)?;
         session.login(account, password).await.map_err(imap_err)?;
         let mut selected = String::new();
         for (_, mailbox, uid, hash) in items {

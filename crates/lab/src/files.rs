@@ -230,6 +230,81 @@ pub fn site_config(
     c
 }
 
+/// The lab's `[backup]` section: a new key in `<dir>/backup/backup.key` (mode 0600)
+/// and one directory target per data site, plus `extra` targets; log archived
+/// every second, no schedules.
+pub fn write_backup_setup(
+    dir: &Path,
+    topology: &Topology,
+    extra: &[maildr_config::BackupTargetConfig],
+) -> Result<maildr_config::BackupSection> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let backup_dir = dir.join("backup");
+    std::fs::create_dir_all(&backup_dir).with_context(|| format!("creating {}", backup_dir.display()))?;
+    let key_file = backup_dir.join("backup.key");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&key_file)
+        .with_context(|| format!("writing {}", key_file.display()))?;
+    writeln!(file, "{}", hex::encode(rand::random::<[u8; 32]>()))?;
+    let mut targets: Vec<maildr_config::BackupTargetConfig> = topology
+        .sites
+        .iter()
+        .filter(|s| s.role == Role::Data)
+        .map(|s| maildr_config::BackupTargetConfig {
+            name: s.name.clone(),
+            kind: maildr_config::BackupTargetKind::Dir,
+            path: Some(backup_dir.join(&s.name)),
+            endpoint: None,
+            bucket: None,
+            region: "us-east-1".into(),
+            prefix: String::new(),
+            access_key_id: None,
+            secret_access_key_file: None,
+        })
+        .collect();
+    targets.extend(extra.iter().cloned());
+    Ok(maildr_config::BackupSection {
+        key_file: Some(key_file),
+        schedule: String::new(),
+        verify_schedule: String::new(),
+        archive_every_secs: 1,
+        targets,
+        ..maildr_config::BackupSection::default()
+    })
+}
+
+/// The `[[backup.targets]]` tables of `path` (a fragment of a site config holding
+/// nothing else), with relative secret files made relative to `path`'s directory.
+pub fn read_backup_targets(path: &Path) -> Result<Vec<maildr_config::BackupTargetConfig>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Fragment {
+        backup: Section,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Section {
+        targets: Vec<maildr_config::BackupTargetConfig>,
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let fragment: Fragment = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    Ok(fragment
+        .backup
+        .targets
+        .into_iter()
+        .map(|mut t| {
+            t.secret_access_key_file = t.secret_access_key_file.map(|f| if f.is_relative() { base.join(f) } else { f });
+            t
+        })
+        .collect())
+}
+
 /// The `[[dns.providers]]` tables of `path` (a fragment of a site config holding
 /// nothing else), with relative secret files made relative to `path`'s directory.
 pub fn read_dns_providers(path: &Path) -> Result<Vec<maildr_config::DnsProviderConfig>> {

@@ -54,6 +54,10 @@ pub struct UpOptions {
     /// Makes the password of each lab account (the server's generator, passed in
     /// so the lab links no server crate).
     pub generate_password: fn() -> String,
+    /// Back up: a key and a directory target per data site (`<dir>/backup/`).
+    pub backup: bool,
+    /// Further `[[backup.targets]]` of every site that backs up.
+    pub backup_targets: Vec<maildr_config::BackupTargetConfig>,
 }
 
 // ---------------------------------------------------------------- up
@@ -225,8 +229,13 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
         }
         NetnsState { wan, client: netns::name(topology.net, netns::CLIENT), client_ip: wan.client() }
     });
+    let backup =
+        if options.backup { Some(files::write_backup_setup(dir, topology, &options.backup_targets)?) } else { None };
     for ((spec, site), tls) in topology.sites.iter().zip(&sites).zip(&tls) {
         let mut config = files::site_config(topology, spec, site, tls, &secrets);
+        if let Some(section) = backup.as_ref().filter(|_| matches!(spec.role, Role::Data | Role::Standby)) {
+            config.backup = section.clone();
+        }
         config.cluster.snapshot_after_entries = options.snapshot_after_entries;
         if spec.role == Role::Data {
             config.control.steering = options.steering;

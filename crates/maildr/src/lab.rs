@@ -73,6 +73,15 @@ pub enum LabAction {
         /// namespace on .1. Exists only inside the lab's namespaces.
         #[arg(long, default_value_t = Wan::default(), requires = "netns")]
         wan: Wan,
+        /// Backups: a key (`<dir>/backup/backup.key`) and a directory target per data
+        /// site (`<dir>/backup/<site>`) on every data and standby site, the log
+        /// archived every second, no schedule (`maildr backup run` takes one).
+        #[arg(long)]
+        backup: bool,
+        /// A TOML file of further `[[backup.targets]]` tables (e.g. an S3-compatible
+        /// server's) for every site that backs up.
+        #[arg(long, value_name = "FILE", requires = "backup")]
+        backup_targets: Option<PathBuf>,
     },
     /// Every endpoint, which processes are alive, and the accounts; exits 1 unless
     /// every process is alive.
@@ -217,6 +226,8 @@ pub fn run(action: LabAction) -> Result<()> {
             no_steering,
             netns,
             wan,
+            backup,
+            backup_targets,
         } => {
             let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
             let topology = if lagged.is_some() { topology.with_lagged() } else { topology };
@@ -231,6 +242,11 @@ pub fn run(action: LabAction) -> Result<()> {
                 dns_providers,
                 lagged_apply_delay_secs: lagged.unwrap_or(0),
                 generate_password: maildr_frontend::generate_password,
+                backup: *backup,
+                backup_targets: match backup_targets {
+                    Some(file) => files::read_backup_targets(file)?,
+                    None => Vec::new(),
+                },
             };
             up(&exe()?, &dir_of(dir)?, topology, *json, &options)
         }

@@ -2,6 +2,7 @@
 //! It holds no mail logic of its own.
 
 mod admin;
+mod backup_cmd;
 mod bench;
 mod bench_imap;
 mod bench_replication;
@@ -89,6 +90,14 @@ enum Top {
         #[command(subcommand)]
         action: drill_cmd::AuditAction,
     },
+    /// Backups: take, list and verify them (`[backup]` in the site's config).
+    Backup {
+        #[command(subcommand)]
+        action: backup_cmd::BackupAction,
+    },
+    /// Restore an account's messages at a moment into new mailboxes of the running
+    /// cluster (`--account ADDR --at TIME`), or a whole site (`restore site`).
+    Restore(backup_cmd::RestoreArgs),
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -157,6 +166,8 @@ fn main() -> Result<()> {
         Top::Dns { action } => dns_cmd::run(action),
         Top::Drill { action } => std::process::exit(drill_cmd::run(action)),
         Top::Audit { action } => std::process::exit(drill_cmd::audit(action)),
+        Top::Backup { action } => std::process::exit(backup_cmd::run(action)),
+        Top::Restore(args) => std::process::exit(backup_cmd::restore(args)),
         Top::Bench { which } => {
             init_logging("warn");
             match which {

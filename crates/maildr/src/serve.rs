@@ -117,7 +117,8 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let hooks = crate::faults::SiteHooks::new(&config.site.name);
     let control = start_control_plane(&config, &data_dir, &cluster, stop_rx.clone())?;
     let dns_addr = start_dns(&config, &cluster, control.as_ref(), &hooks, stop_rx.clone()).await?;
-    let api = start_api(&config, &cluster, control.as_ref(), &hooks, stop_rx.clone()).await?;
+    let backups = start_backups(&config, &cluster, stop_rx.clone())?;
+    let api = start_api(&config, &cluster, control.as_ref(), &hooks, backups, stop_rx.clone()).await?;
     let api_addr = api.as_ref().map(|(addr, _)| *addr);
     let api_task = api.map(|(_, task)| task);
     // A standby promoted by a forced failover serves mail whatever its config says.
@@ -220,6 +221,33 @@ fn start_control_plane(
     Ok(Some(plane))
 }
 
+/// The backup service (archiver, schedules, retention), on a data site of a cluster
+/// whose config names backup targets. A site alone is backed up while stopped
+/// (`maildr backup run`).
+fn start_backups(
+    config: &SiteConfig,
+    cluster: &Cluster,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<Option<Arc<maildr_backup::BackupService>>> {
+    if !config.backup.enabled() {
+        return Ok(None);
+    }
+    let Some(replicated) = cluster.replication() else {
+        tracing::warn!(
+            "backups of a site alone are taken while it is stopped (`maildr backup run`); none are scheduled"
+        );
+        return Ok(None);
+    };
+    if !replicated.effective_role().serves_mail() {
+        return Ok(None);
+    }
+    let backups = maildr_backup::Backups::from_config(config).context("backup configuration")?;
+    let exe = std::env::current_exe().context("finding this executable for restore tests")?;
+    let service = maildr_backup::BackupService::start(backups, cluster.clone(), exe, stop)
+        .context("starting the backup service")?;
+    Ok(Some(service))
+}
+
 /// The admin HTTP API, when `api.listen` is set: its address, and the task serving
 /// it, which ends once `stop` is sent and the requests under way are answered.
 async fn start_api(
@@ -227,6 +255,7 @@ async fn start_api(
     cluster: &Cluster,
     control: Option<&Arc<maildr_control::ControlPlane>>,
     hooks: &crate::faults::SiteHooks,
+    backups: Option<Arc<maildr_backup::BackupService>>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>> {
     let (Some(listen), Some(token)) = (config.api.listen, config.api.token.clone()) else {
@@ -240,6 +269,9 @@ async fn start_api(
     }
     if config.faults.hooks {
         state = state.with_fault_hooks(Arc::new(hooks.clone()));
+    }
+    if let Some(service) = backups {
+        state = state.with_backups(service);
     }
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("admin API on {listen}"))?;
     let addr = listener.local_addr().with_context(|| format!("admin API on {listen}"))?;

@@ -2,6 +2,7 @@
 //! store on the blocking pool and changes state only through `Cluster::write`.
 
 pub mod admin;
+pub mod backup;
 pub mod cluster;
 pub mod control;
 pub mod faults;
