@@ -88,9 +88,11 @@ impl Target {
                     .with_region(&config.region)
                     .with_access_key_id(config.access_key_id.clone().unwrap_or_default())
                     .with_secret_access_key(secret.trim())
-                    .with_allow_http(endpoint.starts_with("http://"))
                     .with_client_options(
+                        // The options carry `allow_http` too: set here, not on the builder
+                        // before them, or they would reset it.
                         ClientOptions::new()
+                            .with_allow_http(endpoint.starts_with("http://"))
                             .with_connect_timeout(Duration::from_secs(5))
                             .with_timeout(TARGET_CALL_TIMEOUT),
                     )

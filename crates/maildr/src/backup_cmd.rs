@@ -105,6 +105,9 @@ pub struct RestoreArgs {
     /// Into the same mailbox names of this other account.
     #[arg(long)]
     into_account: Option<String>,
+    /// Read only this target (default: the first that can serve the moment).
+    #[arg(long)]
+    target: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -123,6 +126,9 @@ pub enum RestoreSite {
         /// The new site's data directory (must be empty).
         #[arg(long)]
         data_dir: PathBuf,
+        /// Read only this target (default: the first that can serve it).
+        #[arg(long)]
+        target: Option<String>,
     },
 }
 
@@ -323,7 +329,9 @@ fn backup_verify(common: &Common, backup: Option<&str>, restore_test: bool, targ
 /// `maildr restore …`; returns the exit code.
 pub fn restore(args: RestoreArgs) -> i32 {
     let result = match args.site {
-        Some(RestoreSite::Site { common, backup, at, data_dir }) => restore_site(&common, backup, at, &data_dir),
+        Some(RestoreSite::Site { common, backup, at, data_dir, target }) => {
+            restore_site(&common, backup, at, &data_dir, target.as_deref())
+        }
         None => restore_account(args),
     };
     result.unwrap_or_else(|e| {
@@ -361,7 +369,10 @@ fn restore_account(args: RestoreArgs) -> Result<i32> {
         bail!("give --config, --account and --at (or `restore site`)");
     };
     let common = Common { config, json: args.json, audit_dir: args.audit_dir.clone() };
-    let (config, backups) = load(&common)?;
+    let (config, mut backups) = load(&common)?;
+    if let Some(name) = &args.target {
+        backups = backups.only_target(name)?;
+    }
     let account = EmailAddress::parse(account)?;
     let at_ms = parse_moment(at).with_context(|| format!("--at {at:?} is not a time"))?;
     let mailbox = args.mailbox.as_deref().map(MailboxName::parse).transpose()?;
@@ -384,8 +395,17 @@ fn restore_account(args: RestoreArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn restore_site(common: &Common, backup: Option<String>, at: Option<String>, data_dir: &Path) -> Result<i32> {
-    let (_, backups) = load(common)?;
+fn restore_site(
+    common: &Common,
+    backup: Option<String>,
+    at: Option<String>,
+    data_dir: &Path,
+    target: Option<&str>,
+) -> Result<i32> {
+    let (_, mut backups) = load(common)?;
+    if let Some(name) = target {
+        backups = backups.only_target(name)?;
+    }
     let point = match (backup, at) {
         (Some(id), _) => Point::Backup(BackupId::parse(&id).with_context(|| format!("{id:?} is not a backup id"))?),
         (None, Some(at)) => Point::At(parse_moment(&at).with_context(|| format!("--at {at:?} is not a time"))?),
