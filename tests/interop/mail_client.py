@@ -2,6 +2,7 @@
 """A mail user's client for backup tests: Python's smtplib and imaplib, nothing of ours.
 
     mail_client.py send IP USER TAG...          one message per TAG to USER via the MX at IP:2525
+                                                (bodies padded to $PAD_BYTES when set)
     mail_client.py flag IP USER PASSWORD TAG FLAG   add FLAG to the INBOX message whose Subject is TAG
     mail_client.py show IP USER PASSWORD MAILBOX    JSON list of {subject, flags, internaldate, sha256}
     mail_client.py expunge IP USER PASSWORD         delete every message of the INBOX (the attack)
@@ -12,6 +13,7 @@ Every command exits non-zero with the server's answer when the server refuses.
 import hashlib
 import imaplib
 import json
+import os
 import re
 import smtplib
 import sys
@@ -57,11 +59,13 @@ def main(argv):
     cmd = argv[1]
     if cmd == "send":
         ip, user, tags = argv[2], argv[3], argv[4:]
+        pad = int(os.environ.get("PAD_BYTES", "0"))
         with smtplib.SMTP(ip, 2525, timeout=60) as s:
             s.ehlo("sender.test")
             for tag in tags:
+                filler = "".join(f"{tag} line {i:06d} of padding\r\n" for i in range(pad // 32))
                 msg = (f"From: sender@remote.test\r\nTo: {user}\r\nSubject: {tag}\r\n"
-                       f"Message-ID: <{tag}@remote.test>\r\n\r\nThe body of {tag}.\r\n")
+                       f"Message-ID: <{tag}@remote.test>\r\n\r\nThe body of {tag}.\r\n{filler}")
                 s.sendmail("sender@remote.test", [user], msg)
         return
     ip, user, password = argv[2], argv[3], argv[4]

@@ -293,3 +293,54 @@ fn a_whole_site_restored_from_the_targets_alone_serves_its_mailboxes_over_imap()
     let served: Vec<Value> = serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().clone();
     assert_eq!(served, expected);
 }
+
+#[test]
+fn a_backup_during_the_primary_s_kill_is_listed_only_if_it_verifies_and_the_new_primary_backs_up() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = Lab::up_with("127.134", &["--backup"]);
+    let bj = lab.ip("bj");
+    let tags: Vec<String> = (0..300).map(|i| format!("load-{i}")).collect();
+    // 300 messages of 64 KB: a backup that takes a while to upload.
+    for chunk in tags.chunks(100) {
+        let mut send = std::process::Command::new("python3");
+        send.arg(workspace_root().join("tests/interop/mail_client.py")).args(["send", bj.as_str(), ALICE]);
+        let out = send.args(chunk).env("PAD_BYTES", "65536").output().unwrap();
+        assert!(out.status.success(), "{}", output_text(&out));
+    }
+
+    // The backup runs in bj while bj is killed.
+    let backup = maildr()
+        .args(["backup", "run", "--json", "--config"])
+        .arg(lab.config("bj"))
+        .arg("--audit-dir")
+        .arg(lab.lab_dir().join("audit"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    lab.kill("bj");
+    let out = backup.wait_with_output().unwrap();
+    let cut_short = !out.status.success();
+    println!("backup during the kill: {} ({})", out.status, output_text(&out));
+    lab.wait_for_primary_to_be("sh", "sh", Duration::from_secs(30));
+
+    // Whatever it got to, every backup listed is complete and good.
+    let list = json_of(&run(&lab, "sh", &["backup", "list", "--json"]), "backup list");
+    for b in list["backups"].as_array().unwrap() {
+        let id = b["id"].as_str().unwrap();
+        let out = run(&lab, "sh", &["backup", "verify", "--backup", id, "--json"]);
+        assert_eq!(out.status.code(), Some(0), "listed backup {id} must verify: {}", output_text(&out));
+    }
+    // A backup reported failed may still be listed: the site may have finished it
+    // and died before its answer reached the command. Then it verified above.
+    println!("cut short: {cut_short}; listed: {}", list["backups"].as_array().unwrap().len());
+
+    // The new primary takes backups, and they hold all 300 messages.
+    let report = json_of(&run(&lab, "sh", &["backup", "run", "--json"]), "backup at the new primary");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["site"], "sh");
+    assert!(report["messages"].as_u64().unwrap() >= 300, "{report}");
+    let verified = json_of(&run(&lab, "sh", &["backup", "verify", "--json"]), "verify at the new primary");
+    assert_eq!(verified["ok"], true, "{verified}");
+}
