@@ -81,6 +81,13 @@ impl BackupKey {
         Ok(hex::encode(secret))
     }
 
+    /// A new random key (benchmarks and scratch work).
+    pub fn random() -> Result<BackupKey, CryptoError> {
+        let mut secret = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut secret).map_err(|_| CryptoError::Random)?;
+        Ok(BackupKey::from_secret(&secret))
+    }
+
     /// Derive the sealing and naming keys from the 32-byte secret.
     pub fn from_secret(secret: &[u8; 32]) -> BackupKey {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"maildr-backup-v1").extract(secret);

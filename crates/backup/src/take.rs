@@ -182,7 +182,8 @@ async fn upload_to_inner(
     Ok(())
 }
 
-/// Seal and upload the bodies `hashes` to `target`; returns the bytes written.
+/// Seal and upload the bodies `hashes` to `target`, durable when this returns;
+/// returns the bytes written.
 pub async fn upload_bodies(
     backups: &Backups,
     target: &Target,
@@ -202,12 +203,17 @@ pub async fn upload_bodies(
                 .await
                 .map_err(|e| BackupError::Io(format!("body task: {e}")))??;
                 let bytes = sealed.len() as u64;
-                target.put(&backups.key.body_object(&hash), sealed).await?;
+                target.put_unsynced(&backups.key.body_object(&hash), sealed).await?;
                 Ok(bytes)
             }
         })
         .buffer_unordered(BODY_UPLOADS_IN_FLIGHT)
         .collect()
         .await;
-    results.into_iter().try_fold(0u64, |sum, r| Ok(sum + r?))
+    let written = results.into_iter().try_fold(0u64, |sum, r| Ok::<_, BackupError>(sum + r?))?;
+    // Durable before anything that refers to them (a state, a manifest, a segment).
+    if !hashes.is_empty() {
+        target.sync().await?;
+    }
+    Ok(written)
 }

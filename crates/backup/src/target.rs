@@ -145,11 +145,43 @@ impl Target {
 
     /// Store the object `key`, durably, whole or not at all.
     pub async fn put(&self, key: &str, bytes: Vec<u8>) -> Result<(), TargetError> {
+        self.put_with(key, bytes, true).await
+    }
+
+    /// Store the object `key` whole or not at all, durable only after the next
+    /// [`Target::sync`] (many bodies, then one sync before the manifest).
+    pub async fn put_unsynced(&self, key: &str, bytes: Vec<u8>) -> Result<(), TargetError> {
+        self.put_with(key, bytes, false).await
+    }
+
+    /// Make every object put so far durable (a directory target syncs its file
+    /// system; an S3 PUT is durable when it is answered).
+    pub async fn sync(&self) -> Result<(), TargetError> {
+        let Kind::Dir(root) = &self.kind else { return Ok(()) };
+        let root = root.clone();
+        let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let dir = std::fs::File::open(&root)?;
+            // SAFETY: syncfs(2) on a descriptor this function owns for the call.
+            let rc = unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+        match tokio::time::timeout(TARGET_CALL_TIMEOUT * 4, synced).await {
+            Ok(Ok(result)) => result.map_err(|e| self.error("sync", "", e)),
+            Ok(Err(e)) => Err(self.error("sync", "", e)),
+            Err(_) => Err(self.error("sync", "", "timed out")),
+        }
+    }
+
+    async fn put_with(&self, key: &str, bytes: Vec<u8>, durable: bool) -> Result<(), TargetError> {
         self.check_key("put", key)?;
         match &self.kind {
             Kind::Dir(root) => {
                 let path = root.join(key);
-                let done = tokio::task::spawn_blocking(move || write_durably(&path, &bytes));
+                let done = tokio::task::spawn_blocking(move || write_whole(&path, &bytes, durable));
                 match tokio::time::timeout(TARGET_CALL_TIMEOUT, done).await {
                     Ok(Ok(Ok(()))) => Ok(()),
                     Ok(Ok(Err(e))) => Err(self.error("put", key, e)),
@@ -270,8 +302,9 @@ impl Target {
     }
 }
 
-/// Write `bytes` to `path` so that after a crash it is there whole or not at all.
-fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Write `bytes` to `path` so that it is there whole or not at all; with `durable`,
+/// fsynced with its directory before this returns.
+fn write_whole(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent directory"))?;
     std::fs::create_dir_all(dir)?;
@@ -282,9 +315,14 @@ fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let result = (|| {
         let mut file = std::fs::File::create(&temp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durable {
+            file.sync_all()?;
+        }
         std::fs::rename(&temp, path)?;
-        std::fs::File::open(dir)?.sync_all()
+        if durable {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&temp);

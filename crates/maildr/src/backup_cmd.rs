@@ -230,7 +230,7 @@ fn backup_run(common: &Common) -> Result<i32> {
 
 /// A backup of a stopped site alone: its store opened (the lock refuses a running
 /// site) and copied.
-async fn offline_backup(config: &SiteConfig, backups: &Backups) -> Result<BackupReport> {
+pub(crate) async fn offline_backup(config: &SiteConfig, backups: &Backups) -> Result<BackupReport> {
     let data_dir = config.site.data_dir.clone();
     let work = backups.work_dir.join(format!("take-{}", maildr_backup::now_ms()));
     let site = backups.site.clone();

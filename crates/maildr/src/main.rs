@@ -4,6 +4,7 @@
 mod admin;
 mod backup_cmd;
 mod bench;
+mod bench_backup;
 mod bench_imap;
 mod bench_replication;
 mod cluster_cmd;
@@ -122,6 +123,8 @@ enum BenchWhich {
     /// SMTP ingest on one site alone vs three replicated sites (a temporary lab),
     /// optionally with an inter-site delay.
     Replication(bench_replication::ReplicationBench),
+    /// Backup and restore throughput of one large mailbox (20,000 messages by default).
+    Backup(bench_backup::BackupBench),
 }
 
 pub(crate) fn init_logging(default_filter: &str) {
@@ -174,6 +177,7 @@ fn main() -> Result<()> {
                 BenchWhich::Smtp(args) => runtime()?.block_on(bench::run(args)),
                 BenchWhich::Imap(args) => runtime()?.block_on(bench_imap::run(args)),
                 BenchWhich::Replication(args) => runtime()?.block_on(bench_replication::run(args)),
+                BenchWhich::Backup(args) => runtime()?.block_on(bench_backup::run(args)),
             }
         }
     }
