@@ -18,7 +18,7 @@
 //! This module must never decide what the archive holds; it only keeps and hands out.
 
 use maildr_store::Command;
-use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::raft::{RaftDb, RaftStorageError};
@@ -53,9 +53,15 @@ impl RaftDb {
             let bytes = self.encode("archive spool entry", entry)?;
             table.insert(entry.index, bytes.as_slice()).map_err(|e| self.db_err(e))?;
         }
-        let held = table.len().map_err(|e| self.db_err(e))?;
-        for _ in ARCHIVE_SPOOL_ENTRIES_MAX..held {
-            table.pop_first().map_err(|e| self.db_err(e))?;
+        // Indexes are contiguous, so the bounds give the count without a scan
+        // (a table's `len` walks it).
+        let first = table.first().map_err(|e| self.db_err(e))?.map(|(k, _)| k.value());
+        let last = table.last().map_err(|e| self.db_err(e))?.map(|(k, _)| k.value());
+        if let (Some(first), Some(last)) = (first, last) {
+            let held = last - first + 1;
+            for _ in ARCHIVE_SPOOL_ENTRIES_MAX..held {
+                table.pop_first().map_err(|e| self.db_err(e))?;
+            }
         }
         Ok(())
     }
