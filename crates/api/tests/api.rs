@@ -241,6 +241,24 @@ async fn a_site_alone_reports_itself_and_refuses_what_needs_other_sites() {
         assert_eq!(reply.json()["error"], "control plane not running");
         assert!(reply.header("retry-after").is_some(), "{reply:?}");
     }
+    // No [backup] here: every backup route says so and changes nothing.
+    let applied = site.commands_applied();
+    for (method, path, body) in [
+        ("GET", "/api/backups", None),
+        ("POST", "/api/backups", None),
+        ("POST", "/api/backups/verify", Some(r#"{"restore_test":true}"#)),
+        ("POST", "/api/restore", Some(r#"{"account":"a@example.test","at":"2026-12-01T10:00:00Z"}"#)),
+    ] {
+        let reply = site.call(method, path, body).await;
+        reply.assert_error(503, None);
+        assert!(reply.json()["error"].as_str().unwrap().contains("takes no backups"), "{reply:?}");
+    }
+    // A restore request with a bad field is refused naming it, before anything else.
+    site.call("POST", "/api/restore", Some(r#"{"account":"a@example.test","at":"yesterday"}"#))
+        .await
+        .assert_error(422, Some("at"));
+    site.call("POST", "/api/backups/verify", Some(r#"{"backup":"nonsense"}"#)).await.assert_error(422, Some("backup"));
+    assert_eq!(site.commands_applied(), applied);
     site.stop().await;
 }
 
@@ -284,6 +302,10 @@ async fn the_openapi_document_lists_every_route_with_its_schemas() {
         "DELETE /api/aliases/{address}",
         "GET /api/faults/services",
         "PUT /api/faults/services/{service}",
+        "GET /api/backups",
+        "POST /api/backups",
+        "POST /api/backups/verify",
+        "POST /api/restore",
         "GET /metrics",
     ]
     .into_iter()

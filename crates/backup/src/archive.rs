@@ -90,7 +90,8 @@ impl Archiver {
         let primary = replicated.is_primary();
         for target in &self.backups.targets {
             let mut state = self.state_of(target.name());
-            let refresh = state.archived_through.is_none() || (!primary && round.is_multiple_of(FOLLOWER_REFRESH_ROUNDS));
+            let refresh =
+                state.archived_through.is_none() || (!primary && round.is_multiple_of(FOLLOWER_REFRESH_ROUNDS));
             let result = async {
                 if refresh {
                     let (through, at) = reach_of(target).await?;

@@ -67,7 +67,12 @@ pub async fn run(args: BackupBench) -> Result<()> {
     }
     store.apply_batch(&batch)?;
     drop(store);
-    println!("filled one mailbox with {} messages ({:.1} MB) in {:.1} s", args.messages, mb(bytes), fill.elapsed().as_secs_f64());
+    println!(
+        "filled one mailbox with {} messages ({:.1} MB) in {:.1} s",
+        args.messages,
+        mb(bytes),
+        fill.elapsed().as_secs_f64()
+    );
 
     let mut config = match &args.config {
         Some(path) => maildr_config::SiteConfig::load(path)?,
@@ -119,7 +124,8 @@ pub async fn run(args: BackupBench) -> Result<()> {
 
     let started = Instant::now();
     let id = BackupId::parse(&full.id).context("the backup's id")?;
-    let restored = maildr_backup::restore::restore_site(&backups, &Point::Backup(id), &work.path().join("restored")).await?;
+    let restored =
+        maildr_backup::restore::restore_site(&backups, &Point::Backup(id), &work.path().join("restored")).await?;
     anyhow::ensure!(restored.messages == args.messages, "restored {} of {} messages", restored.messages, args.messages);
     line("restore (whole site)", started.elapsed().as_secs_f64());
     Ok(())

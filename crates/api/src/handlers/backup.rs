@@ -58,7 +58,6 @@ pub async fn verify(
     State(state): State<ApiState>,
     JsonBody(body): JsonBody<VerifyBackupRequest>,
 ) -> Result<Json<BackupVerifyReport>, Failure> {
-    let service = service(&state)?;
     let id = match &body.backup {
         Some(text) => Some(
             BackupId::parse(text)
@@ -66,6 +65,7 @@ pub async fn verify(
         ),
         None => None,
     };
+    let service = service(&state)?;
     let exe = std::env::current_exe().ok();
     let restore_test = if body.restore_test { exe.as_deref() } else { None };
     let (report, _) = maildr_backup::verify::verify(service.backups(), id.as_ref(), restore_test).await;
