@@ -85,3 +85,31 @@ pub async fn list(backups: &Backups) -> BackupList {
     backups_list.sort_by_key(|b| (b.taken_at_ms, b.applied_index));
     BackupList { backups: backups_list, archives, unreachable }
 }
+
+/// Remove backup `id` from every target: its manifest first (from then on it is not
+/// listed), then its state. Bodies and archive segments go at the next prune, once
+/// nothing kept refers to them. Per target, what happened.
+pub async fn delete(backups: &Backups, id: &BackupId) -> Vec<(String, Result<bool, BackupError>)> {
+    let mut out = Vec::new();
+    for target in &backups.targets {
+        let result = async {
+            if target.get(&id.manifest_key()).await?.is_none() {
+                return Ok(false);
+            }
+            target.delete(&id.manifest_key()).await?;
+            target.delete(&id.state_key()).await?;
+            Ok(true)
+        }
+        .await;
+        out.push((target.name().to_string(), result));
+    }
+    out
+}
+
+/// What approvals of deleting backup `id` by hand are bound to: the backup and the
+/// key it is sealed under (an approval for one deployment never counts for another).
+pub fn deletion_sha256(backups: &Backups, id: &BackupId) -> String {
+    use sha2::Digest as _;
+    let text = format!("maildr-backup-delete\n{}\n{}\n", id, backups.key.fingerprint());
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}

@@ -68,6 +68,28 @@ pub enum BackupAction {
         #[arg(long)]
         target: Option<String>,
     },
+    /// Approve that backup ID may be deleted by hand (recorded in the audit log); a
+    /// deletion needs the approval of someone other than the person deleting.
+    ApproveDelete {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        backup: String,
+        /// Who approves.
+        #[arg(long)]
+        by: String,
+    },
+    /// Delete backup ID from every target, once a second person approved it
+    /// (`approve-delete`). Its bodies and archive go at the next prune.
+    Delete {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        backup: String,
+        /// Who deletes; must not be the only approver.
+        #[arg(long)]
+        by: String,
+    },
     /// Write a new random backup key file (mode 0600); refuses to overwrite one.
     Keygen {
         /// Where to write it.
@@ -158,12 +180,78 @@ pub fn run(action: BackupAction) -> i32 {
         BackupAction::Verify { common, backup, restore_test, target } => {
             backup_verify(&common, backup.as_deref(), restore_test, target.as_deref())
         }
+        BackupAction::ApproveDelete { common, backup, by } => approve_delete(&common, &backup, &by).map(|_| 0),
+        BackupAction::Delete { common, backup, by } => delete(&common, &backup, &by),
         BackupAction::Keygen { out } => keygen(&out).map(|_| 0),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
         2
     })
+}
+
+fn approve_delete(common: &Common, backup: &str, by: &str) -> Result<()> {
+    let (_, backups) = load(common)?;
+    let id = BackupId::parse(backup).with_context(|| format!("{backup:?} is not a backup id"))?;
+    let audit = AuditLog::open(common.audit_dir.join(maildr_drill::audit::FILE_NAME))?;
+    let approved = maildr_drill::approval::approve(
+        &common.audit_dir,
+        &format!("delete backup {id}"),
+        &maildr_backup::catalog::deletion_sha256(&backups, &id),
+        by,
+        &audit,
+    )?;
+    println!("{} approved deleting backup {id} (audit record {})", approved.approval.by, approved.audit_seq);
+    Ok(())
+}
+
+fn delete(common: &Common, backup: &str, by: &str) -> Result<i32> {
+    let (_, backups) = load(common)?;
+    let id = BackupId::parse(backup).with_context(|| format!("{backup:?} is not a backup id"))?;
+    let by = maildr_drill::approval::ApproverName::parse(by)?;
+    let approvals = maildr_drill::approval::approvals_for(
+        &common.audit_dir,
+        &maildr_backup::catalog::deletion_sha256(&backups, &id),
+    )?;
+    let fold = |name: &str| name.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    let others: Vec<&str> =
+        approvals.iter().filter(|a| fold(&a.by) != fold(by.as_str())).map(|a| a.by.as_str()).collect();
+    if others.is_empty() {
+        bail!(
+            "deleting backup {id} needs the approval of a second person: `maildr backup approve-delete --backup {id} \
+             --by <someone other than {}>` (approvals so far: {})",
+            by.as_str(),
+            if approvals.is_empty() {
+                "none".into()
+            } else {
+                approvals.iter().map(|a| a.by.clone()).collect::<Vec<_>>().join(", ")
+            }
+        );
+    }
+    let results = runtime()?.block_on(maildr_backup::catalog::delete(&backups, &id));
+    let mut failed = false;
+    let mut detail = Vec::new();
+    for (target, result) in &results {
+        match result {
+            Ok(true) => println!("  {target}: deleted"),
+            Ok(false) => println!("  {target}: not there"),
+            Err(e) => {
+                failed = true;
+                println!("  {target}: FAILED: {e}");
+            }
+        }
+        detail.push(serde_json::json!({"target": target, "ok": result.is_ok()}));
+    }
+    let record = AuditLog::open(common.audit_dir.join(maildr_drill::audit::FILE_NAME)).and_then(|log| {
+        log.append(AuditEvent::new(by.as_str(), "backup_deleted").detail(serde_json::json!({
+            "backup": id.to_string(), "approved_by": others, "targets": detail, "os_user": maildr_drill::audit::os_user(),
+        })))
+    });
+    if let Err(e) = record {
+        eprintln!("warning: not recorded in the audit log: {e}");
+    }
+    println!("backup {id} deleted by {}, approved by {}", by.as_str(), others.join(", "));
+    Ok(if failed { 1 } else { 0 })
 }
 
 fn keygen(out: &Path) -> Result<()> {

@@ -187,7 +187,7 @@ fn an_expunged_inbox_is_restored_to_a_moment_between_two_deliveries_and_to_one_a
 }
 
 #[test]
-fn verify_finds_a_corrupted_and_a_missing_object_and_a_restore_test_passes_on_a_good_backup() {
+fn verify_finds_a_corrupted_and_a_missing_object_a_restore_test_passes_and_deletion_needs_a_second_person() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = Lab::up_with("127.132", &["--backup"]);
     let bj = lab.ip("bj");
@@ -231,6 +231,29 @@ fn verify_finds_a_corrupted_and_a_missing_object_and_a_restore_test_passes_on_a_
         "{verdict}"
     );
     assert_eq!(problems.len(), 2, "{verdict}");
+
+    // Deleting by hand needs a second person's approval.
+    let id = report["id"].as_str().unwrap().to_string();
+    let listed = |lab: &Lab| {
+        let list = json_of(&run(lab, "bj", &["backup", "list", "--json"]), "backup list");
+        list["backups"].as_array().unwrap().iter().any(|b| b["id"] == id.as_str())
+    };
+    let out = run(&lab, "bj", &["backup", "delete", "--backup", &id, "--by", "Alice Admin"]);
+    assert!(!out.status.success() && output_text(&out).contains("second person"), "{}", output_text(&out));
+    assert!(listed(&lab), "a refused deletion deletes nothing");
+    let out = run(&lab, "bj", &["backup", "approve-delete", "--backup", &id, "--by", "alice  admin"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = run(&lab, "bj", &["backup", "delete", "--backup", &id, "--by", "Alice Admin"]);
+    assert!(!out.status.success(), "approving one's own deletion does not count: {}", output_text(&out));
+    assert!(listed(&lab));
+    let out = run(&lab, "bj", &["backup", "approve-delete", "--backup", &id, "--by", "Bob Auditor"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let out = run(&lab, "bj", &["backup", "delete", "--backup", &id, "--by", "Alice Admin"]);
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert!(!listed(&lab), "the approved deletion removed the backup");
+    let log = std::fs::read_to_string(lab.lab_dir().join("audit/audit.jsonl")).unwrap();
+    assert_eq!(log.matches("\"action\":\"approval\"").count(), 2, "{log}");
+    assert_eq!(log.matches("\"action\":\"backup_deleted\"").count(), 1, "{log}");
 
     // A target that cannot be read at all: exit 2 when it is the only one asked.
     let sh = lab.lab_dir().join("backup/sh");
