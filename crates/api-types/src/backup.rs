@@ -66,6 +66,9 @@ pub struct ArchiveSummary {
     /// Apply time of the last archived entry (RFC 3339), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_at: Option<String>,
+    /// The same in milliseconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_at_ms: Option<u64>,
     /// Index ranges missing between segments (the archiver fell too far behind).
     pub gaps: Vec<String>,
 }
@@ -140,8 +143,12 @@ pub struct RestoreReport {
 #[serde(deny_unknown_fields)]
 pub struct RestoreRequest {
     pub account: String,
-    /// The moment to restore, RFC 3339 (e.g. `2026-12-01T10:00:00Z`).
-    pub at: String,
+    /// The moment to restore, RFC 3339 (e.g. `2026-12-01T10:00:00Z`); or `at_ms`.
+    #[serde(default)]
+    pub at: Option<String>,
+    /// The moment to restore, in milliseconds since the Unix epoch; or `at`.
+    #[serde(default)]
+    pub at_ms: Option<u64>,
     /// Only this mailbox (default: every mailbox of the account).
     #[serde(default)]
     pub mailbox: Option<String>,

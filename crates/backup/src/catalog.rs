@@ -75,6 +75,7 @@ pub async fn list(backups: &Backups) -> BackupList {
                     first_index: segments.first().map_or(0, |s| s.first),
                     last_index: segments.iter().map(|s| s.last).max().unwrap_or(0),
                     last_at: segments.iter().max_by_key(|s| s.last).map(|s| show_time(s.last_ms)),
+                    last_at_ms: segments.iter().max_by_key(|s| s.last).map(|s| s.last_ms),
                     gaps,
                 });
             }

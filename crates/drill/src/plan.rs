@@ -155,6 +155,24 @@ pub enum FaultAction {
     /// Switch the primary role back to the site that was primary when the drill
     /// started, once it has caught up.
     Failback,
+    /// Take a backup now, through the primary's admin API (`POST /api/backups`);
+    /// the deployment must have `[backup]` targets (`lab up --backup`).
+    TakeBackup,
+    /// A compromised client of the account the MX flow delivers to: it deletes
+    /// every message its INBOX holds and appends `forged` messages in their place.
+    /// The moment just before its first change is kept for the restore.
+    Tamper {
+        #[serde(default = "default_forged")]
+        forged: u32,
+    },
+    /// Restore that account's INBOX from backups to the moment just before the
+    /// tamper (`POST /api/restore`), into a new mailbox; the restore's duration is
+    /// its RTO.
+    RestoreFromBackup,
+}
+
+fn default_forged() -> u32 {
+    5
 }
 
 impl FaultAction {
@@ -169,14 +187,28 @@ impl FaultAction {
             FaultAction::DegradeLink { between, .. } => between.iter().collect(),
             FaultAction::Restore { site } => site.iter().collect(),
             FaultAction::Switchover { to } => vec![to],
-            FaultAction::Failback => vec![],
+            FaultAction::Failback
+            | FaultAction::TakeBackup
+            | FaultAction::Tamper { .. }
+            | FaultAction::RestoreFromBackup => vec![],
         }
     }
 
     /// Whether this action breaks something (the first one marks the fault time
     /// that RTO is measured from).
     pub fn is_fault(&self) -> bool {
-        !matches!(self, FaultAction::Restore { .. } | FaultAction::Failback)
+        !matches!(
+            self,
+            FaultAction::Restore { .. }
+                | FaultAction::Failback
+                | FaultAction::TakeBackup
+                | FaultAction::RestoreFromBackup
+        )
+    }
+
+    /// Whether the action needs backups on the target.
+    pub fn needs_backups(&self) -> bool {
+        matches!(self, FaultAction::TakeBackup | FaultAction::RestoreFromBackup)
     }
 
     /// Whether this fault interrupts service (RTO is measured from the first
@@ -200,6 +232,13 @@ impl FaultAction {
             FaultAction::Restore { site: None } => "restore every site and link".into(),
             FaultAction::Switchover { to } => format!("switch the primary role over to {to}"),
             FaultAction::Failback => "fail back to the original primary".into(),
+            FaultAction::TakeBackup => "take a backup through the primary's admin API".into(),
+            FaultAction::Tamper { forged } => {
+                format!("a compromised client deletes the MX recipient's INBOX and appends {forged} forged messages")
+            }
+            FaultAction::RestoreFromBackup => {
+                "restore the MX recipient's INBOX to the moment before the tamper, into a new mailbox".into()
+            }
         }
     }
 }
@@ -257,6 +296,9 @@ pub enum Verification {
     ClusterConsistent,
     /// Every message acknowledged so far is present on every live data site.
     NoAcknowledgedLoss,
+    /// Every message acknowledged before the tamper is back: in the restored
+    /// mailbox or the INBOX, at the primary (the tamper drill's RPO, objective 0).
+    NothingLostToTamper,
 }
 
 impl Verification {
@@ -266,6 +308,9 @@ impl Verification {
             Verification::SiteRefusesMail { site } => format!("{site} does not acknowledge mail"),
             Verification::ClusterConsistent => "every site holds identical mailboxes (cluster verify)".into(),
             Verification::NoAcknowledgedLoss => "every acknowledged message is on every live data site".into(),
+            Verification::NothingLostToTamper => {
+                "every message acknowledged before the tamper is back after the restore".into()
+            }
         }
     }
 }
@@ -615,6 +660,11 @@ impl Plan {
     /// Whether running the plan needs recorded approvals first.
     pub fn needs_approval(&self) -> bool {
         !matches!(self.target, TargetSpec::Lab) && self.approvals.required > 0
+    }
+
+    /// Whether a step takes or restores backups (a lab for it starts with `--backup`).
+    pub fn needs_backups(&self) -> bool {
+        self.steps.iter().chain(&self.rollback).any(|s| matches!(&s.kind, StepKind::Fault(a) if a.needs_backups()))
     }
 }
 

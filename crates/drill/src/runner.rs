@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use maildr_api_types::backup::{BackupList, BackupReport, RestoreReport, RestoreRequest};
 use maildr_api_types::cluster::{
     ClusterStatus, MemberView, SwitchoverReport, SwitchoverRequest, VerifyReport, VerifyRequest,
 };
@@ -52,6 +53,8 @@ const SLOW_API: Duration = Duration::from_secs(150);
 const WATCHDOG_API: Duration = Duration::from_secs(2);
 /// How long a check waits for a message it sent to become readable.
 const READBACK_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long taking a backup or restoring through the admin API may take.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long `site_refuses_mail` waits for the site's answer.
 const REFUSAL_WAIT: Duration = Duration::from_secs(20);
 /// Client traffic before the first step, as a baseline.
@@ -143,6 +146,10 @@ struct Run<'a> {
     abort: watch::Receiver<Option<String>>,
     flows: Option<Flows>,
     check_seq: u32,
+    /// The tamper drill: the moment just before the compromised client's first
+    /// change, and the mailbox the restore wrote into.
+    tamper_at_ms: Option<u64>,
+    restored_mailbox: Option<String>,
 }
 
 /// Run `plan` against `target`. `Err` only when the drill could not start;
@@ -184,6 +191,8 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
         abort: abort_rx,
         flows: None,
         check_seq: 0,
+        tamper_at_ms: None,
+        restored_mailbox: None,
     };
     (opts.audit)(
         "drill_started",
@@ -278,7 +287,12 @@ fn preflight(plan: &Plan, target: &Target) -> Result<(), RunError> {
                 }
                 FaultAction::Partition { .. } => (need("partition", &d)?, need("heal_partition", &d)?),
                 FaultAction::DegradeLink { .. } => (need("degrade_link", &d)?, need("heal_link", &d)?),
-                FaultAction::Restore { .. } | FaultAction::Switchover { .. } | FaultAction::Failback => ((), ()),
+                FaultAction::Restore { .. }
+                | FaultAction::Switchover { .. }
+                | FaultAction::Failback
+                | FaultAction::TakeBackup
+                | FaultAction::Tamper { .. }
+                | FaultAction::RestoreFromBackup => ((), ()),
             };
         }
     }
@@ -545,6 +559,9 @@ impl Run<'_> {
                 let to = self.cast.primary.clone();
                 return self.switchover(phase, &to, true).await;
             }
+            FaultAction::TakeBackup => return self.take_backup(phase).await,
+            FaultAction::Tamper { forged } => return self.tamper(phase, *forged).await,
+            FaultAction::RestoreFromBackup => return self.restore_from_backup(phase).await,
         };
         let fault = fault.expect("every remaining action puts a fault on");
         match result {
@@ -807,6 +824,7 @@ impl Run<'_> {
                 self.site_refuses_mail(&name).await.map_err(StepFailure::Failed)
             }
             Verification::ClusterConsistent => self.cluster_consistent().await.map_err(StepFailure::Failed),
+            Verification::NothingLostToTamper => self.nothing_lost_to_tamper().await.map_err(StepFailure::Failed),
             Verification::NoAcknowledgedLoss => {
                 let (_, messages) = self.flows.as_ref().map(Flows::snapshot).unwrap_or_default();
                 let acked: Vec<Message> = messages.into_iter().filter(|m| m.acknowledged.is_some()).collect();
@@ -839,6 +857,194 @@ impl Run<'_> {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
+        }
+    }
+
+    /// The primary's admin API (as cast at the start).
+    fn primary_api(&self) -> Result<JsonApi, String> {
+        let site = self.target.site(&self.cast.primary).ok_or_else(|| format!("no site {}", self.cast.primary))?;
+        self.target.api(site).ok_or_else(|| format!("site {} has no admin API", site.name))
+    }
+
+    async fn take_backup(&mut self, phase: Phase) -> Result<String, String> {
+        let api = self.primary_api()?;
+        let body = api
+            .request_within(BACKUP_TIMEOUT, Method::POST, "/api/backups", None)
+            .await
+            .map_err(|e| format!("taking a backup: {e}"))?;
+        let report: BackupReport = serde_json::from_slice(&body).map_err(|e| format!("the backup report: {e}"))?;
+        let targets: Vec<String> =
+            report.targets.iter().map(|t| format!("{} {}", t.target, if t.ok { "ok" } else { "FAILED" })).collect();
+        let evidence = format!(
+            "backup {} at log index {}: {} messages in {} ms ({})",
+            report.id,
+            report.applied_index,
+            report.messages,
+            report.duration_ms,
+            targets.join(", ")
+        );
+        self.note(Some(phase), Source::Drill, "backup", evidence.clone());
+        (self.opts.audit)("backup", json!({ "drill_id": self.opts.drill_id, "backup": report.id, "ok": report.ok }));
+        if report.ok {
+            Ok(evidence)
+        } else {
+            Err(evidence)
+        }
+    }
+
+    /// The attack: log in as the MX recipient at the primary, delete every message
+    /// the INBOX holds (by UID: mail arriving meanwhile is left alone) and append
+    /// forged messages.
+    async fn tamper(&mut self, phase: Phase, forged: u32) -> Result<String, String> {
+        let site = self.target.site(&self.cast.primary).ok_or("no primary site")?.clone();
+        let account = self.target.mx_recipient.clone();
+        let timeout = Duration::from_millis(self.plan.probes.timeout_ms.max(5_000));
+        let mail_name = format!("mail.{}", self.target.domain);
+        let tls = self.tls.clone();
+        let (addr, over_tls) = site.imap_endpoint(tls.is_some());
+        let tls = tls.as_ref().map(|t| (t, mail_name.as_str())).filter(|_| over_tls);
+        let mut session = Session::connect(addr, tls, timeout).await.map_err(|e| e.to_string())?;
+        session.login(&account.address, &account.password).await.map_err(|e| e.to_string())?;
+        session.select("INBOX").await.map_err(|e| e.to_string())?;
+        let uids = session.uid_search("ALL").await.map_err(|e| e.to_string())?;
+        let started = now_ms();
+        self.tamper_at_ms = Some(started);
+        self.first_fault_at_ms.get_or_insert(started);
+        self.fault_at_ms.get_or_insert(started);
+        let set: Vec<String> = uids.iter().map(u32::to_string).collect();
+        if !set.is_empty() {
+            session
+                .run(&format!("UID STORE {} +FLAGS.SILENT (\\Deleted)", set.join(",")))
+                .await
+                .map_err(|e| e.to_string())?;
+            session.run("EXPUNGE").await.map_err(|e| e.to_string())?;
+        }
+        for i in 0..forged {
+            let message = format!(
+                "From: ceo@{domain}\r\nTo: {to}\r\nSubject: Forged {i}\r\n\r\nThis message replaced yours.\r\n",
+                domain = self.target.domain,
+                to = account.address
+            );
+            session
+                .run(&format!("APPEND INBOX {{{}+}}\r\n{message}", message.len()))
+                .await
+                .map_err(|e| format!("appending a forged message: {e}"))?;
+        }
+        session.logout().await;
+        let evidence = format!(
+            "{} logged in at {}, deleted {} messages of its INBOX and appended {forged} forged ones",
+            account.address,
+            site.name,
+            uids.len()
+        );
+        self.note(Some(phase), Source::Drill, "fault", evidence.clone());
+        (self.opts.audit)(
+            "fault",
+            json!({ "drill_id": self.opts.drill_id, "action": "tamper", "deleted": uids.len() }),
+        );
+        Ok(evidence)
+    }
+
+    async fn restore_from_backup(&mut self, phase: Phase) -> Result<String, String> {
+        let at_ms = self.tamper_at_ms.ok_or("no tamper happened before the restore")?.saturating_sub(1);
+        let api = self.primary_api()?;
+        let into = format!("Restored by drill {}", self.opts.drill_id);
+        let request = RestoreRequest {
+            account: self.target.mx_recipient.address.clone(),
+            at: None,
+            at_ms: Some(at_ms),
+            mailbox: Some("INBOX".into()),
+            into_mailbox: Some(into.clone()),
+            into_account: None,
+        };
+        // The archive must hold the moment: wait until every target's archive reaches
+        // past the attack (the attack's own changes are archived after it).
+        let deadline = now_ms() + u64::try_from(BACKUP_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let list: BackupList = api.get("/api/backups").await.map_err(|e| format!("listing backups: {e}"))?;
+            let behind: Vec<&str> = list
+                .archives
+                .iter()
+                .filter(|a| a.last_at_ms.is_none_or(|ms| ms <= at_ms))
+                .map(|a| a.target.as_str())
+                .collect();
+            if behind.is_empty() && !list.archives.is_empty() {
+                break;
+            }
+            if now_ms() > deadline {
+                return Err(format!("the archive on {} never reached the moment of the attack", behind.join(", ")));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let started = now_ms();
+        let report: RestoreReport = api
+            .call_within(BACKUP_TIMEOUT, Method::POST, "/api/restore", &request)
+            .await
+            .map_err(|e| format!("the restore: {e}"))?;
+        let done = now_ms();
+        self.restored_mailbox = Some(into.clone());
+        let since_attack = done.saturating_sub(self.tamper_at_ms.unwrap_or(done));
+        let evidence = format!(
+            "restored {} messages into {into:?} as of log index {} ({}) from backup {} plus {} archived entries: the \
+             restore took {} ms, {} ms after the attack (restore RTO)",
+            report.messages,
+            report.applied_index,
+            report.stands_at,
+            report.backup,
+            report.archived_entries_replayed,
+            done - started,
+            since_attack
+        );
+        self.note(Some(phase), Source::Drill, "restore", evidence.clone());
+        (self.opts.audit)(
+            "restore",
+            json!({ "drill_id": self.opts.drill_id, "into": into, "messages": report.messages, "rto_ms": since_attack }),
+        );
+        Ok(evidence)
+    }
+
+    /// Every message acknowledged to the MX recipient before the tamper is in the
+    /// restored mailbox or the INBOX at the primary.
+    async fn nothing_lost_to_tamper(&mut self) -> Result<String, String> {
+        let tamper_at = self.tamper_at_ms.ok_or("no tamper happened")?;
+        let restored = self.restored_mailbox.clone().ok_or("nothing was restored")?;
+        let (_, messages) = self.flows.as_ref().map(Flows::snapshot).unwrap_or_default();
+        let before: Vec<&Message> = messages
+            .iter()
+            .filter(|m| m.recipient == self.target.mx_recipient.address)
+            .filter(|m| m.acknowledged.as_ref().is_some_and(|(at, _)| *at < tamper_at))
+            .collect();
+        let site = self.target.site(&self.cast.primary).ok_or("no primary site")?.clone();
+        let account = self.target.mx_recipient.clone();
+        let timeout = Duration::from_millis(self.plan.probes.timeout_ms.max(5_000));
+        let mail_name = format!("mail.{}", self.target.domain);
+        let tls = self.tls.as_ref().map(|t| (t, mail_name.as_str()));
+        let found = read_tags_in(
+            &site,
+            tls,
+            &account.address,
+            &account.password,
+            timeout,
+            &self.opts.drill_id,
+            &["INBOX", restored.as_str()],
+        )
+        .await?;
+        let missing: Vec<&str> =
+            before.iter().filter(|m| !found.contains_key(&m.tag)).map(|m| m.tag.as_str()).collect();
+        if missing.is_empty() {
+            Ok(format!(
+                "all {} messages acknowledged before the attack are back (RPO 0), read over IMAP at {}",
+                before.len(),
+                site.name
+            ))
+        } else {
+            Err(format!(
+                "{} of {} messages acknowledged before the attack are missing after the restore (RPO {}), e.g. {}",
+                missing.len(),
+                before.len(),
+                missing.len(),
+                missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            ))
         }
     }
 
@@ -1054,7 +1260,21 @@ impl Run<'_> {
             let mut tags = BTreeMap::new();
             let mut failed = None;
             for account in &accounts {
-                match read_tags(&site, tls, &account.address, &account.password, timeout, &self.opts.drill_id).await {
+                let mut mailboxes = vec!["INBOX"];
+                if account.address == self.target.mx_recipient.address {
+                    mailboxes.extend(self.restored_mailbox.as_deref());
+                }
+                let read = read_tags_in(
+                    &site,
+                    tls,
+                    &account.address,
+                    &account.password,
+                    timeout,
+                    &self.opts.drill_id,
+                    &mailboxes,
+                )
+                .await;
+                match read {
                     Ok(t) => {
                         for (tag, n) in t {
                             *tags.entry(tag).or_insert(0) += n;
@@ -1298,15 +1518,31 @@ async fn read_tags(
     timeout: Duration,
     prefix: &str,
 ) -> Result<BTreeMap<String, u32>, String> {
+    read_tags_in(site, tls, user, password, timeout, prefix, &["INBOX"]).await
+}
+
+/// The drill's tags (starting with `prefix`) in `mailboxes` of one account, with
+/// how often each appears in them together.
+async fn read_tags_in(
+    site: &SiteEndpoints,
+    tls: Option<(&Tls, &str)>,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+    prefix: &str,
+    mailboxes: &[&str],
+) -> Result<BTreeMap<String, u32>, String> {
     let (addr, over_tls) = site.imap_endpoint(tls.is_some());
     let mut session = Session::connect(addr, tls.filter(|_| over_tls), timeout).await.map_err(|e| e.to_string())?;
     session.login(user, password).await.map_err(|e| e.to_string())?;
-    let exists = session.select("INBOX").await.map_err(|e| e.to_string())?.exists;
     let mut out = BTreeMap::new();
-    if exists > 0 {
-        for (_, tag) in session.header_field_by_uid(TAG_HEADER).await.map_err(|e| e.to_string())? {
-            if tag.starts_with(prefix) {
-                *out.entry(tag).or_insert(0) += 1;
+    for mailbox in mailboxes {
+        let exists = session.examine(mailbox).await.map_err(|e| e.to_string())?.exists;
+        if exists > 0 {
+            for (_, tag) in session.header_field_by_uid(TAG_HEADER).await.map_err(|e| e.to_string())? {
+                if tag.starts_with(prefix) {
+                    *out.entry(tag).or_insert(0) += 1;
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::plan::PlanSource;
 
 /// Every shipped scenario: (name, plan text).
-pub const LIBRARY: [(&str, &str); 7] = [
+pub const LIBRARY: [(&str, &str); 8] = [
     ("node-failure", include_str!("../../../scenarios/node-failure.toml")),
     ("site-outage", include_str!("../../../scenarios/site-outage.toml")),
     ("partition", include_str!("../../../scenarios/partition.toml")),
@@ -15,6 +15,7 @@ pub const LIBRARY: [(&str, &str); 7] = [
     ("dns-failure", include_str!("../../../scenarios/dns-failure.toml")),
     ("planned-switchover", include_str!("../../../scenarios/planned-switchover.toml")),
     ("combined", include_str!("../../../scenarios/combined.toml")),
+    ("tamper", include_str!("../../../scenarios/tamper.toml")),
 ];
 
 /// A library scenario by name, or the plan file at that path.

@@ -354,6 +354,9 @@ fn run_drill(
                 if lab_without_steering {
                     up.arg("--no-steering");
                 }
+                if plan.needs_backups() {
+                    up.arg("--backup");
+                }
                 let status = up.stdout(std::process::Stdio::null()).status().context("running maildr lab up")?;
                 _lab_guard = Some(EphemeralLab { exe: exe.clone(), dir: dir.clone() });
                 if !status.success() {

@@ -126,6 +126,27 @@ fn combined_drill_fails_over_across_a_degraded_wan() {
     scenario_passes("combined", "127.107", true);
 }
 
+#[test]
+fn tamper_drill_restores_the_deleted_inbox_from_backups_with_nothing_lost() {
+    let _one = one_lab();
+    let work = tempfile::tempdir().unwrap();
+    let d = drill(work.path(), "tamper", "127.144", &[]);
+    assert_passed_with_nothing_lost(&d, false);
+    let r = d.report.as_ref().unwrap();
+    let steps = r["steps"].as_array().unwrap();
+    let evidence = |name: &str| {
+        let step = steps.iter().find(|s| s["name"].as_str().is_some_and(|n| n.starts_with(name))).unwrap();
+        step["detail"].as_str().unwrap_or_default().to_string()
+    };
+    let attack = evidence("A compromised client");
+    let deleted: u64 = attack.split("deleted ").nth(1).and_then(|t| t.split(' ').next()).unwrap().parse().unwrap();
+    assert!(deleted > 0, "the attack deleted mail: {attack}");
+    let restore = evidence("The operator restores");
+    assert!(restore.contains(&format!("restored {deleted} messages")), "every deleted message restored: {restore}");
+    assert!(restore.contains("restore RTO"), "{restore}");
+    assert!(evidence("Every message from before the attack").contains("RPO 0"));
+}
+
 /// A deployment file describing the running `lab` with hooks that drive it
 /// through `maildr lab`, the way an operator's hooks would drive real hosts.
 fn deployment_for(lab: &Lab, dir: &Path) -> PathBuf {

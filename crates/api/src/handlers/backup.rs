@@ -84,8 +84,13 @@ pub async fn restore(
 ) -> Result<Json<RestoreReport>, Failure> {
     let invalid = |field: &'static str, why: String| Failure::invalid(field, why);
     let account = EmailAddress::parse(&body.account).map_err(|e| invalid("account", e.to_string()))?;
-    let at_ms = maildr_backup::parse_moment(&body.at)
-        .ok_or_else(|| invalid("at", format!("{:?} is not an RFC 3339 time", body.at)))?;
+    let at_ms = match (&body.at, body.at_ms) {
+        (Some(at), None) => {
+            maildr_backup::parse_moment(at).ok_or_else(|| invalid("at", format!("{at:?} is not an RFC 3339 time")))?
+        }
+        (None, Some(ms)) => ms,
+        _ => return Err(invalid("at", "give the moment as `at` (RFC 3339) or `at_ms`, one of them".into())),
+    };
     let mailbox =
         body.mailbox.as_deref().map(MailboxName::parse).transpose().map_err(|e| invalid("mailbox", e.to_string()))?;
     let into = match (&body.into_mailbox, &body.into_account) {
