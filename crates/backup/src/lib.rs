@@ -96,6 +96,15 @@ impl Backups {
         })
     }
 
+    /// The configured target named `name`.
+    pub fn target_named(&self, name: &str) -> Result<Target, BackupError> {
+        self.targets
+            .iter()
+            .find(|t| t.name() == name)
+            .cloned()
+            .ok_or_else(|| BackupError::Refused(format!("no backup target {name:?}")))
+    }
+
     /// Only the target named `name`, or an error naming the configured ones.
     pub fn only_target(mut self, name: &str) -> Result<Backups, BackupError> {
         let names: Vec<String> = self.targets.iter().map(|t| t.name().to_string()).collect();

@@ -93,12 +93,7 @@ pub async fn restore_account(
     scratch: &Path,
 ) -> Result<RestoreReport, BackupError> {
     let rebuilt = rebuild(backups, &Point::At(request.at_ms), scratch).await?;
-    let target = backups
-        .targets
-        .iter()
-        .find(|t| t.name() == rebuilt.target)
-        .ok_or_else(|| BackupError::Refused("the target vanished".into()))?
-        .clone();
+    let target = backups.target_named(&rebuilt.target)?;
     let store = open_blocking(scratch).await?;
     let plan = plan_account(&store, request, &rebuilt)?;
     drop(store);
@@ -234,12 +229,7 @@ pub async fn restore_site(backups: &Backups, point: &Point, data_dir: &Path) -> 
         )));
     }
     let rebuilt = rebuild(backups, point, data_dir).await?;
-    let target = backups
-        .targets
-        .iter()
-        .find(|t| t.name() == rebuilt.target)
-        .ok_or_else(|| BackupError::Refused("the target vanished".into()))?
-        .clone();
+    let target = backups.target_named(&rebuilt.target)?;
     let store = open_blocking(data_dir).await?;
     let wanted = {
         let store = Arc::clone(&store);

@@ -447,6 +447,21 @@ mod tests {
         due.done();
         assert_eq!(due.pending(t("2026-12-02T03:00:06Z")), None);
         assert!(parse_schedule("").unwrap().is_none());
+
+        // A schedule every 3 seconds, looked at every 2 seconds for a minute: one
+        // due time per occurrence, never the same twice, and the loop ends.
+        let mut due = Due::new(parse_schedule("*/3 * * * * *").unwrap());
+        due.next = Some(t("2026-12-01T03:00:00Z"));
+        let mut seen = Vec::new();
+        for tick in 0..30 {
+            let now = t("2026-12-01T03:00:00Z") + chrono::Duration::seconds(2 * tick);
+            if let Some(at) = due.pending(now) {
+                seen.push(at);
+                due.done();
+            }
+        }
+        seen.dedup();
+        assert_eq!(seen.len(), 20, "{seen:?}");
         assert!(parse_schedule("not a schedule").is_err());
     }
 }

@@ -58,6 +58,8 @@ pub struct UpOptions {
     pub backup: bool,
     /// Further `[[backup.targets]]` of every site that backs up.
     pub backup_targets: Vec<maildr_config::BackupTargetConfig>,
+    /// `backup.schedule` of every site that backs up (empty: none).
+    pub backup_schedule: String,
 }
 
 // ---------------------------------------------------------------- up
@@ -229,8 +231,13 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
         }
         NetnsState { wan, client: netns::name(topology.net, netns::CLIENT), client_ip: wan.client() }
     });
-    let backup =
-        if options.backup { Some(files::write_backup_setup(dir, topology, &options.backup_targets)?) } else { None };
+    let backup = if options.backup {
+        let mut section = files::write_backup_setup(dir, topology, &options.backup_targets)?;
+        section.schedule = options.backup_schedule.clone();
+        Some(section)
+    } else {
+        None
+    };
     for ((spec, site), tls) in topology.sites.iter().zip(&sites).zip(&tls) {
         let mut config = files::site_config(topology, spec, site, tls, &secrets);
         if let Some(section) = backup.as_ref().filter(|_| matches!(spec.role, Role::Data | Role::Standby)) {

@@ -82,6 +82,10 @@ pub enum LabAction {
         /// server's) for every site that backs up.
         #[arg(long, value_name = "FILE", requires = "backup")]
         backup_targets: Option<PathBuf>,
+        /// A backup schedule for the lab (`backup.schedule`, cron with seconds, UTC),
+        /// e.g. "*/5 * * * * *"; default none.
+        #[arg(long, value_name = "CRON", requires = "backup")]
+        backup_schedule: Option<String>,
     },
     /// Every endpoint, which processes are alive, and the accounts; exits 1 unless
     /// every process is alive.
@@ -228,6 +232,7 @@ pub fn run(action: LabAction) -> Result<()> {
             wan,
             backup,
             backup_targets,
+            backup_schedule,
         } => {
             let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
             let topology = if lagged.is_some() { topology.with_lagged() } else { topology };
@@ -247,6 +252,7 @@ pub fn run(action: LabAction) -> Result<()> {
                     Some(file) => files::read_backup_targets(file)?,
                     None => Vec::new(),
                 },
+                backup_schedule: backup_schedule.clone().unwrap_or_default(),
             };
             up(&exe()?, &dir_of(dir)?, topology, *json, &options)
         }

@@ -367,3 +367,72 @@ fn a_backup_during_the_primary_s_kill_is_listed_only_if_it_verifies_and_the_new_
     let verified = json_of(&run(&lab, "sh", &["backup", "verify", "--json"]), "verify at the new primary");
     assert_eq!(verified["ok"], true, "{verified}");
 }
+
+#[test]
+fn scheduled_backups_run_on_the_primary_resume_on_the_new_one_and_pruning_keeps_restores_working() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // A backup every 3 seconds; retention keeps the newest 7.
+    let lab = Lab::up_with("127.135", &["--backup", "--backup-schedule", "*/3 * * * * *"]);
+    let bj = lab.ip("bj");
+    client(&["send", &bj, ALICE, "sched-1", "sched-2"]);
+    let backups_by = |lab: &Lab, site: &str| -> Vec<Value> {
+        let list = json_of(&run(lab, "sh", &["backup", "list", "--json"]), "backup list");
+        list["backups"].as_array().unwrap().iter().filter(|b| b["site"] == site).cloned().collect()
+    };
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !done() {
+            if std::time::Instant::now() > deadline {
+                let list = run(&lab, "sh", &["backup", "list", "--json"]);
+                panic!("{what} did not happen within 60 s: {}", output_text(&list));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait_for("a scheduled backup by bj", &|| !backups_by(&lab, "bj").is_empty());
+    assert!(backups_by(&lab, "sh").is_empty(), "only the primary takes scheduled backups");
+
+    // The primary is lost: the new primary keeps the schedule.
+    lab.kill("bj");
+    lab.wait_for_primary_to_be("sh", "sh", Duration::from_secs(30));
+    let sh = lab.ip("sh");
+    client(&["send", &sh, ALICE, "sched-3"]);
+    wait_for("a scheduled backup by sh", &|| !backups_by(&lab, "sh").is_empty());
+
+    // Retention keeps the newest 7: the first backups sh took are pruned.
+    let first_by_sh = backups_by(&lab, "sh")[0]["taken_at_ms"].as_u64().unwrap();
+    wait_for("the oldest backups pruned", &|| {
+        let list = json_of(&run(&lab, "sh", &["backup", "list", "--json"]), "backup list");
+        let backups = list["backups"].as_array().unwrap().clone();
+        backups.len() == 7 && backups.iter().all(|b| b["taken_at_ms"].as_u64().unwrap() > first_by_sh)
+    });
+    // A restore after pruning still reaches a moment after the newest backup.
+    client(&["send", &sh, ALICE, "sched-4"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let moment = now_rfc3339();
+    wait_for_archive(&lab, "sh");
+    let restored = json_of(
+        &run(
+            &lab,
+            "sh",
+            &[
+                "restore",
+                "--account",
+                ALICE,
+                "--at",
+                &moment,
+                "--mailbox",
+                "INBOX",
+                "--into-mailbox",
+                "After prune",
+                "--json",
+            ],
+        ),
+        "restore after pruning",
+    );
+    assert_eq!(restored["messages"], 4, "{restored}");
+    let password = lab.password(ALICE);
+    let text = client(&["show", &sh, ALICE, &password, "After prune"]);
+    let back: Vec<Value> = serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().clone();
+    assert_eq!(subjects(&back), ["sched-1", "sched-2", "sched-3", "sched-4"]);
+}

@@ -7,7 +7,8 @@
 //! applied entry here in the same transaction as its applied-state record (no extra
 //! fsync), on every site: whichever site is primary when the archiver runs, its spool
 //! holds what the previous primary may not have uploaded yet. On a follower the apply
-//! time is within a heartbeat of the commit time on the primary.
+//! time is within a heartbeat of the commit time on the primary. A witness (which
+//! keeps no bodies and never archives) spools nothing.
 //!
 //! The spool is bounded ([`ARCHIVE_SPOOL_ENTRIES_MAX`]): beyond it the oldest entries
 //! go, and an archiver that fell that far behind reports a gap (restores can then

@@ -448,6 +448,8 @@ impl Shared {
         let mut commands = Vec::new();
         let mut is_command = Vec::with_capacity(entries.len());
         let applied_at_ms = now_ms();
+        // A witness keeps no bodies and never archives: it spools nothing.
+        let tracks_bodies = self.tracks_bodies.load(Ordering::SeqCst);
         let mut spooled = Vec::with_capacity(entries.len());
         for entry in entries {
             assert!(
@@ -457,11 +459,13 @@ impl Shared {
                 after.last_applied
             );
             after.last_applied = Some(entry.log_id);
-            let command = match &entry.payload {
-                EntryPayload::Normal(command) => Some(command.clone()),
-                _ => None,
-            };
-            spooled.push(ArchivedEntry { index: entry.log_id.index, applied_at_ms, command });
+            if tracks_bodies {
+                let command = match &entry.payload {
+                    EntryPayload::Normal(command) => Some(command.clone()),
+                    _ => None,
+                };
+                spooled.push(ArchivedEntry { index: entry.log_id.index, applied_at_ms, command });
+            }
             match entry.payload {
                 EntryPayload::Blank => is_command.push(false),
                 EntryPayload::Normal(command) => {
