@@ -155,7 +155,7 @@ pub struct RestoreRequest {
     /// Write into this new mailbox (default `Restored <time>`).
     #[serde(default)]
     pub into_mailbox: Option<String>,
-    /// Write into the same mailbox names of this other account.
+    /// Write into `Restored <time>` of this other account.
     #[serde(default)]
     pub into_account: Option<String>,
 }

@@ -38,7 +38,9 @@ pub enum Destination {
     /// This mailbox of the same account (with source names below it when more than
     /// one mailbox is restored).
     Mailbox(MailboxName),
-    /// The same mailbox names in another account.
+    /// `Restored <time>` in another account (with the source mailbox's name below
+    /// it when more than one mailbox is restored): every account already has an
+    /// INBOX, Sent, …, and a restore never writes into an existing mailbox.
     Account(EmailAddress),
 }
 
@@ -190,7 +192,8 @@ fn plan_account(store: &Store, request: &AccountRestore, rebuilt: &Rebuilt) -> R
     let mut plan = Vec::new();
     for mailbox in mailboxes {
         let (into_account, into_name) = match &request.into {
-            Destination::Account(other) => (other.clone(), mailbox.name.to_string()),
+            Destination::Account(other) if several => (other.clone(), format!("Restored {stamp}/{}", mailbox.name)),
+            Destination::Account(other) => (other.clone(), format!("Restored {stamp}")),
             Destination::Mailbox(name) if several => (request.account.clone(), format!("{name}/{}", mailbox.name)),
             Destination::Mailbox(name) => (request.account.clone(), name.to_string()),
             Destination::Default if several => (request.account.clone(), format!("Restored {stamp}/{}", mailbox.name)),

@@ -124,7 +124,7 @@ pub struct RestoreArgs {
     /// Into this new mailbox (default `Restored <time>`).
     #[arg(long, conflicts_with = "into_account")]
     into_mailbox: Option<String>,
-    /// Into the same mailbox names of this other account.
+    /// Into `Restored <time>` of this other account.
     #[arg(long)]
     into_account: Option<String>,
     /// Read only this target (default: the first that can serve the moment).

@@ -173,6 +173,30 @@ fn an_expunged_inbox_is_restored_to_a_moment_between_two_deliveries_and_to_one_a
     assert!(restored["archived_entries_replayed"].as_u64().unwrap() > 0, "{restored}");
     assert_eq!(show(&lab, "bj", "Before attack"), both_batches);
 
+    // Into another account: the same mailbox names there.
+    let bob = "bob@example.test";
+    let restored = json_of(
+        &run(
+            &lab,
+            "bj",
+            &["restore", "--account", ALICE, "--at", &between, "--mailbox", "Sent", "--into-account", bob, "--json"],
+        ),
+        "restore into another account",
+    );
+    assert_eq!(restored["mailboxes"][0]["account"], bob, "{restored}");
+    let refused = run(
+        &lab,
+        "bj",
+        &["restore", "--account", ALICE, "--at", &between, "--mailbox", "INBOX", "--into-account", bob],
+    );
+    assert!(
+        !refused.status.success() && output_text(&refused).contains("exists"),
+        "bob's INBOX exists: {}",
+        output_text(&refused)
+    );
+    let text = client(&["show", &bj, bob, &lab.password(bob), "INBOX"]);
+    assert_eq!(text.trim(), "[]", "bob's INBOX is untouched");
+
     // Every site agrees on everything, restored mailboxes included.
     let verify = lab.verify("bj");
     assert_eq!(verify["diverging"], Value::Array(Vec::new()), "{verify}");
@@ -183,7 +207,7 @@ fn an_expunged_inbox_is_restored_to_a_moment_between_two_deliveries_and_to_one_a
     assert!(audit.status.success(), "{}", output_text(&audit));
     let log = std::fs::read_to_string(lab.lab_dir().join("audit/audit.jsonl")).unwrap();
     assert_eq!(log.matches("\"action\":\"backup\"").count(), 1);
-    assert_eq!(log.matches("\"action\":\"restore\"").count(), 2);
+    assert_eq!(log.matches("\"action\":\"restore\"").count(), 3, "three restores, the refused one not");
 }
 
 #[test]
