@@ -168,8 +168,12 @@ pub struct BackupHealth {
     pub archive_errors: BTreeMap<String, String>,
 }
 
+/// Appends one record to the site's audit log: (action, detail).
+pub type AuditHook = Arc<dyn Fn(&str, serde_json::Value) + Send + Sync>;
+
 /// The backup service of one running site.
 pub struct BackupService {
+    audit: AuditHook,
     backups: Backups,
     cluster: Cluster,
     archiver: Arc<Archiver>,
@@ -184,16 +188,19 @@ pub struct BackupService {
 impl BackupService {
     /// Start the archiver and the schedules; they stop when `stop` turns true.
     /// `exe` is the `maildr` executable (restore tests start scratch sites with it).
+    /// Every backup, verification, prune and restore it makes is passed to `audit`.
     pub fn start(
         backups: Backups,
         cluster: Cluster,
         exe: PathBuf,
+        audit: AuditHook,
         stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<Arc<BackupService>, BackupError> {
         let backup_schedule = parse_schedule(&backups.config.schedule)?;
         let verify_schedule = parse_schedule(&backups.config.verify_schedule)?;
         let archiver = Archiver::new(backups.clone(), cluster.clone());
         let service = Arc::new(BackupService {
+            audit,
             backups,
             cluster,
             archiver,
@@ -212,12 +219,24 @@ impl BackupService {
         &self.backups
     }
 
+    /// Record an operation in the site's audit log.
+    pub fn record(&self, action: &str, detail: serde_json::Value) {
+        (self.audit)(action, detail);
+    }
+
     /// Take a backup now (on this site, at its applied index), then apply retention.
     pub async fn run_now(&self) -> Result<BackupReport, BackupError> {
         let report = {
             let _taking = self.taking.lock().await;
-            crate::take::take(&self.cluster, &self.backups).await?
+            match crate::take::take(&self.cluster, &self.backups).await {
+                Ok(report) => report,
+                Err(e) => {
+                    self.record("backup", serde_json::json!({ "ok": false, "error": e.to_string() }));
+                    return Err(e);
+                }
+            }
         };
+        self.record("backup", serde_json::to_value(&report).unwrap_or_default());
         {
             let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
             for t in report.targets.iter().filter(|t| t.ok) {
@@ -243,6 +262,7 @@ impl BackupService {
                 if !r.backups_removed.is_empty() || r.segments_removed > 0 || r.bodies_removed > 0 {
                     tracing::info!(target = %r.target, backups = ?r.backups_removed, segments = r.segments_removed,
                         bodies = r.bodies_removed, "pruned expired backups");
+                    self.record("backup_pruned", serde_json::to_value(r).unwrap_or_default());
                 }
             }
             out.push(result);
@@ -254,6 +274,7 @@ impl BackupService {
     pub async fn verify_now(&self, restore_test: bool) -> (BackupVerifyReport, Verdict) {
         let exe = restore_test.then_some(self.exe.as_path());
         let (report, verdict) = verify(&self.backups, None, exe).await;
+        self.record("backup_verify", serde_json::to_value(&report).unwrap_or_default());
         if verdict == Verdict::Good {
             let taken = crate::BackupId::parse(&report.backup).and_then(|id| id.taken_at_ms()).unwrap_or_default();
             let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());

@@ -243,7 +243,18 @@ fn start_backups(
     }
     let backups = maildr_backup::Backups::from_config(config).context("backup configuration")?;
     let exe = std::env::current_exe().context("finding this executable for restore tests")?;
-    let service = maildr_backup::BackupService::start(backups, cluster.clone(), exe, stop)
+    // The site's own audit log: the same hash-chained format as the drills' (verify
+    // it with `maildr audit verify --file <data_dir>/audit.jsonl`).
+    let log_path = config.site.data_dir.join(maildr_drill::audit::FILE_NAME);
+    let log = Arc::new(maildr_drill::audit::AuditLog::open(&log_path).context("opening the site's audit log")?);
+    let site = config.site.name.clone();
+    let audit: maildr_backup::schedule::AuditHook = Arc::new(move |action: &str, detail: serde_json::Value| {
+        let event = maildr_drill::audit::AuditEvent::new(format!("site {site}"), action).detail(detail);
+        if let Err(e) = log.append(event) {
+            tracing::error!(error = %e, action, "writing the audit log failed");
+        }
+    });
+    let service = maildr_backup::BackupService::start(backups, cluster.clone(), exe, audit, stop)
         .context("starting the backup service")?;
     Ok(Some(service))
 }

@@ -459,4 +459,12 @@ fn scheduled_backups_run_on_the_primary_resume_on_the_new_one_and_pruning_keeps_
     let text = client(&["show", &sh, ALICE, &password, "After prune"]);
     let back: Vec<Value> = serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().clone();
     assert_eq!(subjects(&back), ["sched-1", "sched-2", "sched-3", "sched-4"]);
+
+    // The sites record their scheduled backups and prunes in their own audit log.
+    let log_path = lab.data_dir("sh").join("audit.jsonl");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.matches("\"action\":\"backup\"").count() >= 7, "{log}");
+    assert!(log.contains("\"action\":\"backup_pruned\"") && log.contains("\"actor\":\"site sh\""), "{log}");
+    let verified = maildr().args(["audit", "verify", "--file"]).arg(&log_path).output().unwrap();
+    assert!(verified.status.success(), "{}", output_text(&verified));
 }

@@ -69,6 +69,7 @@ pub async fn verify(
     let exe = std::env::current_exe().ok();
     let restore_test = if body.restore_test { exe.as_deref() } else { None };
     let (report, _) = maildr_backup::verify::verify(service.backups(), id.as_ref(), restore_test).await;
+    service.record("backup_verify", serde_json::to_value(&report).unwrap_or_default());
     Ok(Json(report))
 }
 
@@ -116,5 +117,9 @@ pub async fn restore(
     let request = AccountRestore { account, at_ms, mailbox, into };
     let result = maildr_backup::restore::restore_account(service.backups(), client, &request, &scratch).await;
     let _ = tokio::fs::remove_dir_all(&scratch).await;
+    match &result {
+        Ok(report) => service.record("restore", serde_json::to_value(report).unwrap_or_default()),
+        Err(e) => service.record("restore", serde_json::json!({ "ok": false, "error": e.to_string() })),
+    }
     result.map(Json).map_err(|e| Failure::new(StatusCode::CONFLICT, format!("the restore failed: {e}")))
 }
