@@ -34,14 +34,6 @@ pub const SEGMENTS_PER_ROUND_MAX: usize = 20;
 /// A follower reads the targets' reach every this many rounds.
 const FOLLOWER_REFRESH_ROUNDS: u64 = 6;
 
-/// The body a command brings in, if any.
-pub fn new_body(command: &Command) -> Option<BlobHash> {
-    match command {
-        Command::Deliver { body, .. } | Command::Append { body, .. } => Some(body.hash),
-        _ => None,
-    }
-}
-
 /// What the archiver knows of one target.
 #[derive(Debug, Clone, Default)]
 pub struct TargetArchive {
@@ -145,7 +137,8 @@ impl Archiver {
                      moments between them and the next backup"
                 );
             }
-            let hashes: Vec<BlobHash> = entries.iter().filter_map(|e| e.command.as_ref().and_then(new_body)).collect();
+            let hashes: Vec<BlobHash> =
+                entries.iter().filter_map(|e| e.command.as_ref().and_then(Command::new_body)).collect();
             if state.bodies.is_none() {
                 state.bodies = Some(target.list(BODIES_PREFIX).await?.into_iter().collect());
             }

@@ -128,6 +128,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The bodies it refers to, as hashes (a name that is not a hash is skipped;
+    /// `verify` reports it).
+    pub fn body_hashes(&self) -> impl Iterator<Item = maildr_types::BlobHash> + '_ {
+        self.bodies.iter().filter_map(|h| maildr_types::BlobHash::from_hex(h))
+    }
+
     /// Describe the store `store` (a copy at `applied_index`).
     pub fn describe(
         store: &Store,

@@ -56,19 +56,17 @@ pub struct AccountRestore {
 }
 
 fn new_report(rebuilt: &Rebuilt) -> RestoreReport {
-    {
-        RestoreReport {
-            backup: rebuilt.backup.id.to_string(),
-            target: rebuilt.target.clone(),
-            applied_index: rebuilt.applied_index,
-            stands_at: show_time(rebuilt.stands_at_ms),
-            stands_at_ms: rebuilt.stands_at_ms,
-            archived_entries_replayed: rebuilt.replayed,
-            messages: 0,
-            bytes: 0,
-            mailboxes: Vec::new(),
-            short_of_target: rebuilt.short_of_target.clone(),
-        }
+    RestoreReport {
+        backup: rebuilt.backup.id.to_string(),
+        target: rebuilt.target.clone(),
+        applied_index: rebuilt.applied_index,
+        stands_at: show_time(rebuilt.stands_at_ms),
+        stands_at_ms: rebuilt.stands_at_ms,
+        archived_entries_replayed: rebuilt.replayed,
+        messages: 0,
+        bytes: 0,
+        mailboxes: Vec::new(),
+        short_of_target: rebuilt.short_of_target.clone(),
     }
 }
 

@@ -27,7 +27,7 @@ use maildr_api_types::{BackupReport, BackupVerifyReport};
 use maildr_cluster::Cluster;
 use serde::Serialize;
 
-use crate::archive::{new_body, read_segment, segments_of, Archiver};
+use crate::archive::{read_segment, segments_of, Archiver};
 use crate::catalog::manifests_of;
 use crate::manifest::{time_of, BODIES_PREFIX};
 use crate::verify::{verify, Verdict};
@@ -106,9 +106,7 @@ pub async fn prune_target(backups: &Backups, target: &Target) -> Result<PruneRep
 
     let mut referenced: BTreeSet<String> = BTreeSet::new();
     for m in &kept {
-        referenced.extend(
-            m.bodies.iter().filter_map(|h| maildr_types::BlobHash::from_hex(h)).map(|h| backups.key.body_object(&h)),
-        );
+        referenced.extend(m.body_hashes().map(|h| backups.key.body_object(&h)));
     }
     let mut old_segments = Vec::new();
     for segment in segments_of(target).await? {
@@ -117,7 +115,7 @@ pub async fn prune_target(backups: &Backups, target: &Target) -> Result<PruneRep
             continue;
         }
         for entry in read_segment(backups, target, &segment).await? {
-            if let Some(hash) = entry.command.as_ref().and_then(new_body) {
+            if let Some(hash) = entry.command.as_ref().and_then(maildr_store::Command::new_body) {
                 referenced.insert(backups.key.body_object(&hash));
             }
         }

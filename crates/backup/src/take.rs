@@ -89,7 +89,7 @@ impl BodySource for maildr_store::BlobStore {
 pub async fn take(cluster: &Cluster, backups: &Backups) -> Result<BackupReport, BackupError> {
     let started = Instant::now();
     let copied = copy_running(cluster, backups).await?;
-    let hashes: Vec<BlobHash> = copied.manifest.bodies.iter().filter_map(|h| BlobHash::from_hex(h)).collect();
+    let hashes: Vec<BlobHash> = copied.manifest.body_hashes().collect();
     cluster.ensure_bodies(&hashes).await.map_err(|e| BackupError::Refused(format!("bodies not on this site: {e}")))?;
     let store = cluster.store();
     let source: Arc<dyn BodySource> = Arc::new(store.blobs().clone());
@@ -160,13 +160,8 @@ async fn upload_to_inner(
     outcome: &mut TargetOutcome,
 ) -> Result<(), BackupError> {
     let held: BTreeSet<String> = target.list(BODIES_PREFIX).await?.into_iter().collect();
-    let missing: Vec<BlobHash> = copied
-        .manifest
-        .bodies
-        .iter()
-        .filter_map(|h| BlobHash::from_hex(h))
-        .filter(|h| !held.contains(&backups.key.body_object(h)))
-        .collect();
+    let missing: Vec<BlobHash> =
+        copied.manifest.body_hashes().filter(|h| !held.contains(&backups.key.body_object(h))).collect();
     let uploaded = upload_bodies(backups, target, &missing, source).await?;
     outcome.bodies_uploaded = missing.len() as u64;
     outcome.bytes_uploaded = uploaded;

@@ -6,7 +6,7 @@
 //! through a replicated log and produce identical replicas.
 
 use maildr_types::{
-    AccountId, BlobRef, Domain, EmailAddress, MailboxId, MailboxName, ModSeq, SystemFlags, Uid, UidValidity,
+    AccountId, BlobHash, BlobRef, Domain, EmailAddress, MailboxId, MailboxName, ModSeq, SystemFlags, Uid, UidValidity,
     UnixSeconds,
 };
 use serde::{Deserialize, Serialize};
@@ -197,6 +197,15 @@ impl Command {
     /// pure function and the store links no hasher.
     pub fn add_account(address: EmailAddress, password_hash: String, quota_bytes: u64, at: UnixSeconds) -> Command {
         Command::AddAccount { address, password_hash, quota_bytes, uid_validity: UidValidity::proposed_at(at), at }
+    }
+
+    /// The body this command brings into the store, if any (a delivery or an
+    /// APPEND): what a replica must fetch and a backup must keep.
+    pub fn new_body(&self) -> Option<BlobHash> {
+        match self {
+            Command::Deliver { body, .. } | Command::Append { body, .. } => Some(body.hash),
+            _ => None,
+        }
     }
 
     /// Short name for logs and metrics.

@@ -358,14 +358,6 @@ fn missing_bodies_of(store: &Store) -> Result<std::collections::BTreeSet<BlobHas
     Ok(store.referenced_blobs()?.into_iter().filter(|h| !store.blobs().contains(h)).collect())
 }
 
-/// The body a command brings in, if any.
-fn new_body(command: &Command) -> Option<BlobHash> {
-    match command {
-        Command::Deliver { body, .. } | Command::Append { body, .. } => Some(body.hash),
-        _ => None,
-    }
-}
-
 impl RaftDb {
     fn sm_read<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, RaftStorageError> {
         let txn = self.begin_read()?;
@@ -535,7 +527,7 @@ impl Shared {
                 // No watchers is fine: nobody needs telling.
                 let _ = self.changes.send(mailbox);
             }
-            if let Some(hash) = new_body(command).filter(|h| !store.blobs().contains(h)) {
+            if let Some(hash) = command.new_body().filter(|h| !store.blobs().contains(h)) {
                 missing.push(hash);
             }
         }
