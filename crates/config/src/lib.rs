@@ -1088,4 +1088,38 @@ mod tests {
             "missing",
         );
     }
+
+    #[test]
+    fn backup_targets_parse_and_every_bad_backup_value_is_refused_naming_the_key() {
+        let key = "[backup]\nkey_file = \"/etc/maildr/backup.key\"\n";
+        let dir =
+            |name: &str| format!("[[backup.targets]]\nname = \"{name}\"\nkind = \"dir\"\npath = \"/mnt/{name}\"\n");
+        let s3 = "[[backup.targets]]\nname = \"s3\"\nkind = \"s3\"\nendpoint = \"https://s3.example\"\n\
+                  bucket = \"b\"\naccess_key_id = \"AK\"\nsecret_access_key_file = \"/etc/maildr/s3\"\n";
+        let config = SiteConfig::parse(&format!("{key}{}{s3}", dir("nfs")), Path::new("b.toml")).unwrap();
+        assert!(config.backup.enabled());
+        assert_eq!(config.backup.targets[1].region, "us-east-1");
+        assert!(!SiteConfig::default().backup.enabled(), "off by default");
+        // At the limit of targets: accepted; one more: refused.
+        let many: String = (0..BACKUP_TARGETS_MAX).map(|i| dir(&format!("t{i}"))).collect();
+        SiteConfig::parse(&format!("{key}{many}"), Path::new("b.toml")).unwrap();
+        let refuse = |text: String, key: &str, reason: &str| {
+            let err = SiteConfig::parse(&text, Path::new("b.toml")).unwrap_err().to_string();
+            assert!(err.contains("b.toml") && err.contains(key) && err.contains(reason), "{err}");
+        };
+        refuse(format!("{key}{many}{}", dir("one-more")), "backup.targets", "at most 8");
+        refuse(dir("nfs"), "backup.key_file", "must be set");
+        refuse(format!("{key}archive_every_secs = 0\n"), "backup.archive_every_secs", "greater than 0");
+        refuse(format!("{key}keep_last = 0\n"), "backup.keep_last", "at least 1");
+        refuse(format!("{key}{}{}", dir("nfs"), dir("nfs")), "backup.targets[1].name", "twice");
+        refuse(format!("{key}{}", dir("no spaces")), "backup.targets[0].name", "letters");
+        refuse(
+            format!("{key}{}", dir("nfs").replace("path = \"/mnt/nfs\"\n", "")),
+            "backup.targets[0].path",
+            "directory",
+        );
+        refuse(format!("{key}{}", s3.replace("bucket = \"b\"\n", "")), "backup.targets[0].bucket", "needs it");
+        refuse(format!("{key}{}", s3.replace("https://s3.example", "ftp://s3")), "backup.targets[0].endpoint", "http");
+        refuse(format!("{key}{}", s3.replace("kind = \"s3\"", "kind = \"tape\"")), "kind", "tape");
+    }
 }

@@ -130,13 +130,7 @@ impl Replicated {
                 Err(WriteError::Unavailable(reason)) => return Err(reason),
             },
             ControlRequest::StoreBody(body) => {
-                if body.len() > crate::raft::wire::STORE_BODY_BYTES_MAX {
-                    return Err(format!(
-                        "a body of {} bytes is over the {} bytes one request carries",
-                        body.len(),
-                        crate::raft::wire::STORE_BODY_BYTES_MAX
-                    ));
-                }
+                crate::raft::wire::check_store_body(body.len())?;
                 match self.put_body(body).await {
                     Ok(body) => ControlResponse::BodyStored(body),
                     Err(e) => return Err(e.to_string()),

@@ -110,3 +110,35 @@ impl RaftDb {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64) -> ArchivedEntry {
+        ArchivedEntry { index, applied_at_ms: index, command: None }
+    }
+
+    #[test]
+    fn the_spool_holds_at_most_its_limit_dropping_the_oldest_and_trims_what_is_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = RaftDb::open(&dir.path().join("raft-log.redb")).unwrap();
+        let spool = |entries: Vec<ArchivedEntry>| {
+            let txn = db.begin_write().unwrap();
+            db.spool_entries(&txn, &entries).unwrap();
+            db.commit(txn).unwrap();
+        };
+        // Exactly at the limit: everything is kept.
+        spool((1..=ARCHIVE_SPOOL_ENTRIES_MAX).map(entry).collect());
+        assert_eq!(db.spool_bounds().unwrap(), Some((1, ARCHIVE_SPOOL_ENTRIES_MAX)));
+        // One more: the oldest goes.
+        spool(vec![entry(ARCHIVE_SPOOL_ENTRIES_MAX + 1)]);
+        assert_eq!(db.spool_bounds().unwrap(), Some((2, ARCHIVE_SPOOL_ENTRIES_MAX + 1)));
+        // Reading resumes after an index, in order and bounded.
+        let read = db.spooled_after(10, 3).unwrap();
+        assert_eq!(read.iter().map(|e| e.index).collect::<Vec<_>>(), [11, 12, 13]);
+        // Trimming forgets exactly what the targets hold.
+        assert_eq!(db.trim_spool(100).unwrap(), 99);
+        assert_eq!(db.spool_bounds().unwrap(), Some((101, ARCHIVE_SPOOL_ENTRIES_MAX + 1)));
+    }
+}

@@ -60,6 +60,28 @@ pub enum ControlRequest {
 /// Largest body one `StoreBody` carries (under the frame limit with room to spare).
 pub const STORE_BODY_BYTES_MAX: usize = 48 * 1024 * 1024;
 
+/// Whether a `StoreBody` of `len` bytes may be stored; the refusal says why.
+/// Checked before anything is written.
+pub fn check_store_body(len: usize) -> Result<(), String> {
+    if len > STORE_BODY_BYTES_MAX {
+        return Err(format!("a body of {len} bytes is over the {STORE_BODY_BYTES_MAX} bytes one request carries"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_at_the_limit_is_stored_and_one_byte_more_is_refused_with_the_sizes() {
+        assert_eq!(check_store_body(STORE_BODY_BYTES_MAX), Ok(()));
+        let refused = check_store_body(STORE_BODY_BYTES_MAX + 1).unwrap_err();
+        assert!(refused.contains(&(STORE_BODY_BYTES_MAX + 1).to_string()), "{refused}");
+        assert!(refused.contains(&STORE_BODY_BYTES_MAX.to_string()), "{refused}");
+    }
+}
+
 /// The answer to a [`ControlRequest`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ControlResponse {
