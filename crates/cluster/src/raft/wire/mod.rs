@@ -26,7 +26,7 @@ use maildr_store::Command;
 use serde::{Deserialize, Serialize};
 
 pub use body::{BodyPiece, BodyReply, BodyRpc, BODY_CHUNK_BYTES, HOLDS_BODIES_MAX};
-pub use control::{check_store_body, ControlRequest, ControlResponse, STORE_BODY_BYTES_MAX};
+pub use control::{check_store_body, ControlRequest, ControlResponse};
 pub use forward::{ForwardError, ForwardedWrite};
 pub use frame::{read_frame, read_frame_within, write_frame};
 pub use raft_rpc::{RaftReply, RaftRpc};
