@@ -187,7 +187,7 @@ text = re.sub(r'secret_access_key_file = ".*"', f'secret_access_key_file = "{sys
 open(sys.argv[2], "w").write(text)
 PY
 set +e; out=$("$MAILDR" backup verify --target s3 --config "$WORK/wrong-site.toml" --audit-dir "$WORK/audit" --json 2>&1); code=$?; set -e
-if [[ $code == 2 ]] && echo "$out" | grep -qi "forbidden\|denied\|signature\|403"; then
+if [[ $code == 2 ]] && grep -qi "forbidden\|denied\|signature\|403" <<<"$out"; then
     ok "a request signed with a wrong secret is refused by the store (verify exits 2)"
 else fail "wrong secret: exit $code: $out"; fi
 

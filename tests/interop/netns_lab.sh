@@ -57,10 +57,10 @@ then ok "lab status --json names each site's namespace and address on the WAN"
 else fail "lab status: $status"; fi
 
 [[ $(namespaces | wc -l) == 4 ]] && ok "four namespaces: bj, sh, hz and the clients'" || fail "namespaces: $(namespaces)"
-if ! ip -o addr | grep -q "198\.18\." && [[ $(ip -o link | wc -l) == "$links_before" ]]; then
+if ! ip -o addr | grep "198\.18\." >/dev/null && [[ $(ip -o link | wc -l) == "$links_before" ]]; then
     ok "the root namespace has no lab address and no new interface"
 else fail "the root namespace changed: $(ip -o addr | grep 198.18. || true)"; fi
-in_site bj ip -o addr show wan0 | grep -q "198.18.0.10/24" && ok "bj has 198.18.0.10 on its own wan0" \
+in_site bj ip -o addr show wan0 | grep "198.18.0.10/24" >/dev/null && ok "bj has 198.18.0.10 on its own wan0" \
     || fail "bj's wan0: $(in_site bj ip -o addr 2>&1)"
 
 # The cluster from the clients' namespace, and every observer's TLS probes.
@@ -134,7 +134,7 @@ other=$(in_site bj python3 "$WORK/connect.py" 198.18.0.30 2700 5 | median)
 python3 -c "import sys; s,o=float(sys.argv[1]),float(sys.argv[2]); sys.exit(0 if 75 <= s <= 400 and o < 40 else 1)" "$slow" "$other" \
     && ok "40 ms each way on bj-sh: connect bj→sh ${slow} ms, bj→hz ${other} ms" \
     || fail "latency: bj→sh ${slow} ms, bj→hz ${other} ms"
-lab link list | grep -q "^bj-sh .*40 ms" && ok "lab link list shows the fault" || fail "lab link list: $(lab link list)"
+lab link list | grep "^bj-sh .*40 ms" >/dev/null && ok "lab link list shows the fault" || fail "lab link list: $(lab link list)"
 lab link set bj-sh --loss-percent 100 >/dev/null
 lost=$(in_site bj python3 "$WORK/connect.py" 198.18.0.20 2700 2)
 [[ $lost == "x x" ]] && ok "100 % packet loss on bj-sh: connections time out" || fail "loss: $lost"

@@ -28,7 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ ! -x "$VENV/bin/st" ]] || ! "$VENV/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION"; then
+if [[ ! -x "$VENV/bin/st" ]] || ! "$VENV/bin/pip" show schemathesis 2>/dev/null | grep -x "Version: $SCHEMATHESIS_VERSION" >/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
 fi
