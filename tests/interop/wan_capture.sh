@@ -16,7 +16,7 @@ command -v tcpdump >/dev/null || install_missing tcpdump
 
 $MAILDR lab up --dir "$LAB" --net "$NET" >/dev/null
 BJ=$NET.10.1
-SECRET=$(sed -n 's/^secret = "\(.*\)"$/\1/p' "$LAB/sites/bj/site.toml" | head -1)
+SECRET=$(sed -n 's/^secret = "\(.*\)"$/\1/p;T;q' "$LAB/sites/bj/site.toml")
 [[ ${#SECRET} -ge 16 ]] || { fail "no cluster secret found in bj's config"; exit 1; }
 MARKER="marker-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 PASSWORD="Pw-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
