@@ -135,6 +135,25 @@ pub struct RestoreReport {
     /// Why it stands before the moment asked for, when it does (a gap in the archive).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub short_of_target: Option<String>,
+    /// A whole-site restore with a cluster config: the new cluster it seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_cluster: Option<NewClusterSeed>,
+}
+
+/// The new cluster a whole-site restore seeds (`maildr restore site` with a config
+/// that names `[[cluster.members]]`): the restored site leads it once started, and
+/// the other sites, started with no data (`serve --new-cluster`), copy its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClusterSeed {
+    /// The restored site's node id.
+    pub node_id: u64,
+    /// The node ids of the new cluster's voters.
+    pub voters: Vec<u64>,
+    /// The log index the new cluster's log starts after.
+    pub applied_index: u64,
+    /// Size of the snapshot the other sites will install, in bytes.
+    pub snapshot_bytes: u64,
 }
 
 /// `POST /api/restore`: messages of an account at a moment, written back into new

@@ -26,8 +26,8 @@ pub use admin::{
     PasswordSet,
 };
 pub use backup::{
-    ArchiveSummary, BackupList, BackupReport, BackupSummary, BackupVerifyReport, MailboxRestored, RestoreReport,
-    RestoreRequest, TargetOutcome, VerifyBackupRequest, VerifyProblem,
+    ArchiveSummary, BackupList, BackupReport, BackupSummary, BackupVerifyReport, MailboxRestored, NewClusterSeed,
+    RestoreReport, RestoreRequest, TargetOutcome, VerifyBackupRequest, VerifyProblem,
 };
 pub use cluster::{
     ClusterStatus, Divergence, FailoverLoss, FailoverReport, FailoverRequest, MemberView, MessageDifference,

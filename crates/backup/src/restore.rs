@@ -67,6 +67,7 @@ fn new_report(rebuilt: &Rebuilt) -> RestoreReport {
         bytes: 0,
         mailboxes: Vec::new(),
         short_of_target: rebuilt.short_of_target.clone(),
+        new_cluster: None,
     }
 }
 

@@ -62,7 +62,7 @@ pub(crate) fn start_and_bootstrap(
     }
     for i in 0..state.sites.len() {
         let site = &state.sites[i];
-        let child = spawn_site(exe, site)?;
+        let child = spawn_site(exe, site, false)?;
         let pid = child.id();
         started.push(format!("site {}", site.site), site.log.clone(), child);
         state.sites[i].pid = Some(pid);
@@ -72,15 +72,15 @@ pub(crate) fn start_and_bootstrap(
     wait_healthy(exe, state, started)
 }
 
-/// `maildr serve --config <site config>`, detached, output appended to the site's log.
-/// In a netns lab the process starts inside the site's own namespace.
-pub(crate) fn spawn_site(exe: &Path, site: &SiteState) -> Result<std::process::Child> {
-    process::spawn_detached_in(
-        exe,
-        &[OsStr::new("serve"), OsStr::new("--config"), site.config.as_os_str()],
-        &site.log,
-        site.netns.as_deref(),
-    )
+/// `maildr serve --config <site config> [--new-cluster]`, detached, output appended
+/// to the site's log. In a netns lab the process starts inside the site's own
+/// namespace.
+pub(crate) fn spawn_site(exe: &Path, site: &SiteState, new_cluster: bool) -> Result<std::process::Child> {
+    let mut args = vec![OsStr::new("serve"), OsStr::new("--config"), site.config.as_os_str()];
+    if new_cluster {
+        args.push(OsStr::new("--new-cluster"));
+    }
+    process::spawn_detached_in(exe, &args, &site.log, site.netns.as_deref())
 }
 
 /// The first data site's config: where the cluster and admin commands are sent.

@@ -434,8 +434,9 @@ pub enum SiteStart {
 }
 
 /// Start a stopped or killed site `name` again with the same config (a process of
-/// `exe`) and wait until it answers; if it does not, it is stopped again.
-pub fn start(exe: &Path, dir: &Path, name: &str) -> Result<SiteStart> {
+/// `exe`), with `new_cluster` as a site of a new cluster that never held data, and
+/// wait until it answers; if it does not, it is stopped again.
+pub fn start(exe: &Path, dir: &Path, name: &str, new_cluster: bool) -> Result<SiteStart> {
     let mut state = load_required(dir)?;
     enter_network(&state)?;
     let site = find_site(&state, name)?.clone();
@@ -443,7 +444,7 @@ pub fn start(exe: &Path, dir: &Path, name: &str) -> Result<SiteStart> {
         return Ok(SiteStart::AlreadyRunning(proc.pid));
     }
     let mut started = Started::default();
-    let child = bootstrap::spawn_site(exe, &site)?;
+    let child = bootstrap::spawn_site(exe, &site, new_cluster)?;
     let pid = child.id();
     started.push(format!("site {name}"), site.log.clone(), child);
     state.site_mut(name).expect("found above").pid = Some(pid);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use maildr_api_types::{BackupList, BackupReport, BackupVerifyReport, RestoreReport};
+use maildr_api_types::{BackupList, BackupReport, BackupVerifyReport, NewClusterSeed, RestoreReport};
 use maildr_backup::rebuild::Point;
 use maildr_backup::restore::{AccountRestore, Destination};
 use maildr_backup::{parse_moment, BackupId, BackupKey, Backups};
@@ -135,7 +135,10 @@ pub struct RestoreArgs {
 #[derive(Subcommand)]
 pub enum RestoreSite {
     /// Rebuild a whole site into an empty data directory from the targets alone
-    /// (every site lost); start it with a config without `[[cluster.members]]`.
+    /// (every site lost). With a config that names `[[cluster.members]]`, the
+    /// directory becomes that site's, the first of a new cluster of those members
+    /// (start the others empty with `serve --new-cluster`); with a config without
+    /// them, it is served as a site alone.
     Site {
         #[command(flatten)]
         common: Common,
@@ -428,7 +431,7 @@ pub fn restore(args: RestoreArgs) -> i32 {
     })
 }
 
-fn print_restore(common: &Common, report: &RestoreReport) -> Result<()> {
+fn print_restore(common: &Common, report: &RestoreReport, data_dir: Option<&Path>) -> Result<()> {
     if common.json {
         println!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
@@ -448,6 +451,20 @@ fn print_restore(common: &Common, report: &RestoreReport) -> Result<()> {
     }
     if let Some(short) = &report.short_of_target {
         println!("  NOTE: {short}");
+    }
+    if let Some(seed) = &report.new_cluster {
+        println!(
+            "seeded a new cluster of voters {:?} (this site is node {}); its log starts after index {}. Start this \
+             site with `maildr serve --config {} --data-dir {}`, then every other site, with an empty data directory, with \
+             `maildr serve --config <its config> --new-cluster`: each installs this site's snapshot ({} bytes) \
+             and fetches the bodies",
+            seed.voters,
+            seed.node_id,
+            seed.applied_index,
+            common.config.display(),
+            data_dir.map_or_else(|| "DIR".into(), |d| d.display().to_string()),
+            seed.snapshot_bytes
+        );
     }
     Ok(())
 }
@@ -479,7 +496,7 @@ fn restore_account(args: RestoreArgs) -> Result<i32> {
     let _ = std::fs::remove_dir_all(&scratch);
     let report = result?;
     audit(&common, maildr_drill::audit::action::RESTORE, serde_json::to_value(&report).unwrap_or_default());
-    print_restore(&common, &report)?;
+    print_restore(&common, &report, None)?;
     Ok(0)
 }
 
@@ -490,7 +507,7 @@ fn restore_site(
     data_dir: &Path,
     target: Option<&str>,
 ) -> Result<i32> {
-    let (_, mut backups) = load(common)?;
+    let (config, mut backups) = load(common)?;
     if let Some(name) = target {
         backups = backups.only_target(name)?;
     }
@@ -499,8 +516,19 @@ fn restore_site(
         (None, Some(at)) => Point::At(parse_moment(&at).with_context(|| format!("--at {at:?} is not a time"))?),
         (None, None) => bail!("give --backup or --at"),
     };
-    let report = runtime()?.block_on(maildr_backup::restore::restore_site(&backups, &point, data_dir))?;
+    let mut report = runtime()?.block_on(maildr_backup::restore::restore_site(&backups, &point, data_dir))?;
+    if !config.cluster.members.is_empty() {
+        // The config names a cluster: the restored site becomes the first state of it.
+        let seeded = maildr_cluster::replicated::seed_restored_site(data_dir, &config.cluster, report.applied_index)
+            .with_context(|| format!("seeding a new cluster with the site restored into {}", data_dir.display()))?;
+        report.new_cluster = Some(NewClusterSeed {
+            node_id: config.cluster.node_id,
+            voters: seeded.voters.into_iter().collect(),
+            applied_index: seeded.applied.index,
+            snapshot_bytes: seeded.snapshot_bytes,
+        });
+    }
     audit(common, "restore_site", serde_json::to_value(&report).unwrap_or_default());
-    print_restore(common, &report)?;
+    print_restore(common, &report, Some(data_dir))?;
     Ok(0)
 }

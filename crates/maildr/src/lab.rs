@@ -114,6 +114,11 @@ pub enum LabAction {
     /// Start a stopped or killed site again with the same config.
     Start {
         site: String,
+        /// Start it as a site of a new cluster that never held data (`serve
+        /// --new-cluster`): e.g. beside a site restored from backups after every
+        /// site was lost.
+        #[arg(long)]
+        new_cluster: bool,
         #[command(flatten)]
         dir: DirArg,
     },
@@ -271,8 +276,8 @@ pub fn run(action: LabAction) -> Result<()> {
             }
             Ok(())
         }
-        LabAction::Start { site, dir } => {
-            match supervisor::start(&exe()?, &dir_of(dir)?, site)? {
+        LabAction::Start { site, new_cluster, dir } => {
+            match supervisor::start(&exe()?, &dir_of(dir)?, site, *new_cluster)? {
                 SiteStart::AlreadyRunning(pid) => println!("site {site} is already running (pid {pid})"),
                 SiteStart::Started(pid) => println!("started site {site} (pid {pid})"),
             }

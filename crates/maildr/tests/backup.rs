@@ -342,6 +342,79 @@ fn a_whole_site_restored_from_the_targets_alone_serves_its_mailboxes_over_imap()
 }
 
 #[test]
+fn a_site_restored_after_every_site_was_lost_seeds_a_new_cluster_whose_other_sites_copy_it() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let lab = Lab::up_with("127.136", &["--backup"]);
+    let bj = lab.ip("bj");
+    client(&["send", &bj, ALICE, "seed-1", "seed-2"]);
+    client(&["flag", &bj, ALICE, &lab.password(ALICE), "seed-1", "\\Flagged"]);
+    let report = json_of(&run(&lab, "bj", &["backup", "run", "--json"]), "backup run");
+    assert_eq!(report["ok"], true, "{report}");
+    client(&["send", &bj, ALICE, "seed-3"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let moment = now_rfc3339();
+    wait_for_archive(&lab, "bj");
+    let expected = show(&lab, "bj", "INBOX");
+    assert_eq!(subjects(&expected), ["seed-1", "seed-2", "seed-3"]);
+
+    // Every site lost: the processes gone, every data directory wiped.
+    for site in lab.sites() {
+        lab.kill(&site);
+        std::fs::remove_dir_all(lab.data_dir(&site)).unwrap();
+    }
+    let bj_dir = lab.data_dir("bj");
+    let restored = json_of(
+        &run(&lab, "bj", &["restore", "site", "--at", &moment, "--data-dir", bj_dir.to_str().unwrap(), "--json"]),
+        "restore site",
+    );
+    let seed = &restored["new_cluster"];
+    let voters: Vec<u64> = ["bj", "sh", "hz"]
+        .iter()
+        .map(|s| {
+            lab.read_status()["sites"].as_array().unwrap().iter().find(|x| x["site"] == *s).unwrap()["node_id"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    let mut want = voters.clone();
+    want.sort_unstable();
+    assert_eq!(seed["voters"], serde_json::json!(want), "{restored}");
+    assert_eq!(seed["applied_index"], restored["applied_index"], "{restored}");
+
+    // The restored site starts as it is; the others start empty, as new sites.
+    lab.start("bj");
+    for site in ["sh", "hz"] {
+        let out = lab.lab_cmd(&["start", site, "--new-cluster"]);
+        assert!(out.status.success(), "lab start {site} --new-cluster: {}", output_text(&out));
+    }
+    lab.wait_for_primary("sh", Duration::from_secs(30), None);
+    // sh installed bj's snapshot and fetched the bodies: it serves the restored mail.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let password = lab.password(ALICE);
+        let out = std::process::Command::new("python3")
+            .arg(workspace_root().join("tests/interop/mail_client.py"))
+            .args(["show", &lab.ip("sh"), ALICE, &password, "INBOX"])
+            .output()
+            .unwrap();
+        let at_sh = serde_json::from_slice::<Value>(&out.stdout).ok().and_then(|v| v.as_array().cloned());
+        if at_sh.as_ref() == Some(&expected) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "sh never served the restored INBOX: {}", output_text(&out));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(show(&lab, "bj", "INBOX"), expected);
+    // The new cluster takes mail, replicated as usual.
+    client(&["send", &lab.ip("sh"), ALICE, "seed-4-after-restore"]);
+    lab.wait_until_converged("bj", Duration::from_secs(30));
+    assert_eq!(subjects(&show(&lab, "sh", "INBOX")), ["seed-1", "seed-2", "seed-3", "seed-4-after-restore"]);
+    let verify = lab.verify("bj");
+    assert_eq!(verify["diverging"], Value::Array(Vec::new()), "{verify}");
+    assert!(verify["unreachable"].as_array().unwrap().is_empty(), "{verify}");
+}
+
+#[test]
 fn a_backup_during_the_primary_s_kill_is_listed_only_if_it_verifies_and_the_new_primary_backs_up() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let lab = Lab::up_with("127.134", &["--backup"]);

@@ -34,8 +34,8 @@ pub(crate) const LOG_META: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const ARRIVALS: TableDefinition<u64, u64> = TableDefinition::new("raft_log_arrivals");
 
 const KEY_VOTE: &str = "vote";
-const KEY_COMMITTED: &str = "committed";
-const KEY_LAST_PURGED: &str = "last_purged";
+pub(crate) const KEY_COMMITTED: &str = "committed";
+pub(crate) const KEY_LAST_PURGED: &str = "last_purged";
 
 /// openraft's log storage for one site. Cheap to clone: clones share the database,
 /// and a clone serves as the log reader of replication tasks.

@@ -7,6 +7,8 @@
 //! It starts only once a majority of the configured voters has answered (it listens
 //! meanwhile and answers `Fresh`, so sites of a new cluster started together clear
 //! each other); `--new-cluster` waives the majority for a brand-new cluster.
+//! A restored store (every site lost) becomes the first state of a new cluster of
+//! the configured voters with [`seed_restored_site`].
 //! This module must never make a site a voter before it has caught up as a learner,
 //! nor change membership anywhere but on the primary.
 
@@ -21,6 +23,27 @@ use crate::raft::network::PeerDirectory;
 use crate::raft::transport::{self, ChannelSecurity, PeerListener};
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse};
 use crate::raft::{NodeId, SiteNode};
+
+/// Make the store a whole-site restore wrote into `data_dir` (at log index `index`
+/// of the lost cluster) the first state of a new cluster of `cluster`'s voters: the
+/// site of that directory leads once it starts, and every other site, started with
+/// no Raft state (`serve --new-cluster`), installs its snapshot.
+pub fn seed_restored_site(
+    data_dir: &std::path::Path,
+    cluster: &maildr_config::ClusterSection,
+    index: u64,
+) -> Result<crate::raft::state_machine::SeededState, StartError> {
+    let voters: BTreeMap<NodeId, SiteNode> =
+        cluster.members.iter().filter(|m| m.role.votes()).map(|m| (m.node_id, Replicated::site_node(m))).collect();
+    if !voters.contains_key(&cluster.node_id) {
+        return Err(StartError::Raft(format!(
+            "node id {} is not a voting member (a data site) of the configured cluster: a restored site \
+             seeds a new cluster as one of its data sites",
+            cluster.node_id
+        )));
+    }
+    Ok(crate::raft::state_machine::seed_new_cluster(data_dir, voters, index)?)
+}
 
 /// What a rejoin changed.
 #[derive(Debug, Clone)]

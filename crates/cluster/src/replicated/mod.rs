@@ -24,6 +24,7 @@ mod handover;
 mod lagged;
 mod leading;
 mod membership;
+pub use membership::seed_restored_site;
 mod status;
 mod witness;
 mod write;

@@ -54,9 +54,11 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 pub mod archive_spool;
+mod seed;
 mod snapshot;
 
 pub use archive_spool::{ArchivedEntry, ARCHIVE_SPOOL_ENTRIES_MAX};
+pub use seed::{seed_new_cluster, SeededState};
 
 use snapshot::{read_snapshot_meta, remove_files_starting_with};
 
