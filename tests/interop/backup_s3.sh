@@ -107,7 +107,7 @@ s.create_bucket(Bucket="maildr", ObjectLockEnabledForBucket=True)
 s.put_object_lock_configuration(Bucket="maildr", ObjectLockConfiguration={"ObjectLockEnabled": "Enabled",
     "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": 1}}})
 '
-"$MAILDR" lab up --dir "$LAB" --net "$NET" --backup --backup-targets "$WORK/targets.toml" >/dev/null
+"$MAILDR" lab up --dir "$LAB" --net "$NET" --backup --no-backup-s3 --backup-targets "$WORK/targets.toml" >/dev/null
 LAB_UP=1
 BJ=$NET.10.1
 ALICE=alice@example.test
@@ -211,6 +211,29 @@ except botocore.exceptions.ClientError as e:
 if [[ "$gone" == True && "$kept" == 2 && "$refused" == AccessDenied ]]; then
     ok "Object Lock: a backup deleted with the site's credentials keeps both its locked versions, which the site cannot delete"
 else fail "Object Lock: gone=$gone versions=$kept version delete=$refused"; fi
+
+"$MAILDR" lab down --dir "$LAB" >/dev/null; LAB_UP=""
+stop_weed
+
+# `lab up --backup` with SeaweedFS installed starts its own S3 server and backs up
+# to it; `lab down` stops it.
+LAB=$WORK/lab-own-s3
+"$MAILDR" lab up --dir "$LAB" --net 127.146 --backup >/dev/null
+LAB_UP=1
+status=$("$MAILDR" lab status --dir "$LAB" --json)
+S3_PID=$(echo "$status" | json "d['s3']['pid']")
+if [[ $(echo "$status" | json "d['s3']['alive'] and d['s3']['endpoint'] == 'http://127.146.99.1:2794'") == True ]]; then
+    ok "lab up --backup starts its own S3 server (pid $S3_PID) on the lab's control address"
+else fail "lab status: $status"; fi
+out=$("$MAILDR" backup run --json --config "$LAB/sites/bj/site.toml" --audit-dir "$WORK/audit")
+if [[ $(echo "$out" | json "sorted((t['target'], t['ok']) for t in d['targets'])") == "[('bj', True), ('s3', True), ('sh', True)]" ]]; then
+    ok "its sites back up to both directories and the lab's bucket"
+else fail "backup on the lab's own S3: $out"; fi
+"$MAILDR" lab down --dir "$LAB" >/dev/null; LAB_UP=""
+# Gone, or a zombie waiting for init to reap it: it runs no more code.
+state=$(sed 's/.*) //' "/proc/$S3_PID/stat" 2>/dev/null | cut -d' ' -f1 || true)
+if [[ -z "$state" || "$state" == Z ]]; then ok "lab down stops the lab's S3 server"
+else fail "the lab's S3 server (pid $S3_PID) is still in state $state after lab down"; fi
 
 echo "backup_s3: $passed passed, $failed failed"
 (( failed == 0 ))

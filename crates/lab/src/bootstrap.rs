@@ -1,5 +1,5 @@
-//! Bringing a written lab to life: start the links process and one `maildr serve`
-//! per site, initialise the cluster, create the domain and accounts, and wait
+//! Bringing a written lab to life: start the links process, the S3 server if the
+//! lab has one, and one `maildr serve` per site, initialise the cluster, create the domain and accounts, and wait
 //! until every data site greets and the cluster has a leader.
 //!
 //! Everything goes through the `maildr` executable the caller names, as an
@@ -59,6 +59,10 @@ pub(crate) fn start_and_bootstrap(
             state.links.log.display(),
             process::log_tail(&state.links.log)
         );
+    }
+    if let Some(s3) = state.s3.as_mut() {
+        crate::s3_server::start(s3, topology.control_addr().ip(), started)?;
+        state.save()?;
     }
     for i in 0..state.sites.len() {
         let site = &state.sites[i];

@@ -350,7 +350,7 @@ pub fn write_config(path: &Path, config: &SiteConfig) -> Result<()> {
     write_file(path, text.as_bytes(), 0o600)
 }
 
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()

@@ -57,7 +57,8 @@ fn threads(pid: u32) -> usize {
 }
 
 /// Whether `pid` runs the `maildr` binary with `marker` (a config path or the lab
-/// directory) as one of its arguments.
+/// directory) as one of its arguments, or SeaweedFS's `weed` with `-dir=<marker>`
+/// (the lab's S3 server).
 pub fn is_ours(pid: u32, marker: &Path) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
@@ -65,7 +66,13 @@ pub fn is_ours(pid: u32, marker: &Path) -> bool {
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let marker = marker.as_os_str().as_encoded_bytes();
     let is_maildr = args.first().is_some_and(|exe| exe.windows(6).any(|w| w == b"maildr"));
-    is_maildr && args.iter().skip(1).any(|a| *a == marker)
+    if is_maildr {
+        return args.iter().skip(1).any(|a| *a == marker);
+    }
+    // The lab's S3 server: SeaweedFS with the lab's data directory.
+    let is_weed = args.first().is_some_and(|exe| exe.ends_with(b"weed"));
+    let dir_arg = [b"-dir=".as_slice(), marker].concat();
+    is_weed && args.iter().skip(1).any(|a| *a == dir_arg.as_slice())
 }
 
 /// A lab process as `lab.json` records it.

@@ -42,6 +42,27 @@ pub struct LabState {
     /// namespace. Absent from a loopback lab's file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netns: Option<NetnsState>,
+    /// `Some` when `lab up --backup` started an S3 server for the sites' backups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3State>,
+}
+
+/// The lab's S3-compatible object store (see `s3_server`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3State {
+    /// The SeaweedFS executable.
+    pub weed: PathBuf,
+    /// Where the sites reach its S3 gateway (`http://IP:PORT`).
+    pub endpoint: String,
+    pub bucket: String,
+    /// Its data; also the `-dir=` argument that identifies its process.
+    pub data_dir: PathBuf,
+    /// Its S3 identities (the sites').
+    pub identities: PathBuf,
+    pub log: PathBuf,
+    /// `None` when not started, or stopped.
+    pub pid: Option<u32>,
 }
 
 /// The network of a netns lab.
@@ -252,6 +273,7 @@ mod tests {
             api_token: "token".into(),
             steering: false,
             netns: None,
+            s3: None,
         };
         state.site_mut("sh").unwrap().pid = Some(42);
         state.save().unwrap();

@@ -27,6 +27,7 @@ use crate::bootstrap::{self, HEALTH_TIMEOUT};
 use crate::files;
 use crate::netns;
 use crate::process::{self, LabProc, Liveness, Signal, Started};
+use crate::s3_server;
 use crate::state::{AccountState, LabState, LinksState, NetnsState, SiteState};
 use crate::topology::{Role, Topology, DOMAIN};
 
@@ -38,7 +39,8 @@ const SIGNAL_SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 const ACCOUNTS: [&str; 3] = ["probe", "alice", "bob"];
 /// Names `lab up` writes in the lab directory: a directory holding anything else
 /// and no `lab.json` is not ours to wipe.
-const LAB_ENTRIES: [&str; 6] = ["lab.json", "lab.json.tmp", "sites", "ca.pem", "ca-key.pem", "links.log"];
+const LAB_ENTRIES: [&str; 9] =
+    ["lab.json", "lab.json.tmp", "sites", "ca.pem", "ca-key.pem", "links.log", "backup", "s3", "audit"];
 
 /// How `up` builds the sites' configs.
 #[derive(Debug, Clone)]
@@ -60,6 +62,9 @@ pub struct UpOptions {
     pub backup_targets: Vec<maildr_config::BackupTargetConfig>,
     /// `backup.schedule` of every site that backs up (empty: none).
     pub backup_schedule: String,
+    /// With `backup`: also start an S3 server for the lab and back up to it, when
+    /// SeaweedFS (`weed`) is installed.
+    pub backup_s3: bool,
 }
 
 // ---------------------------------------------------------------- up
@@ -93,6 +98,7 @@ pub fn up(exe: &Path, dir: &Path, topology: Topology, options: &UpOptions) -> Re
     if let Err(e) = result {
         started.stop(STOP_GRACE);
         state.links.pid = None;
+        state.s3.iter_mut().for_each(|s| s.pid = None);
         state.sites.iter_mut().for_each(|s| s.pid = None);
         let _ = state.save();
         let _ = remove_namespaces(&state);
@@ -231,8 +237,17 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
         }
         NetnsState { wan, client: netns::name(topology.net, netns::CLIENT), client_ip: wan.client() }
     });
+    let mut extra_targets = options.backup_targets.clone();
+    let s3 = match s3_server::find_weed().filter(|_| options.backup && options.backup_s3) {
+        Some(weed) => {
+            let (s3, target) = s3_server::plan(dir, topology, &weed)?;
+            extra_targets.push(target);
+            Some(s3)
+        }
+        None => None,
+    };
     let backup = if options.backup {
-        let mut section = files::write_backup_setup(dir, topology, &options.backup_targets)?;
+        let mut section = files::write_backup_setup(dir, topology, &extra_targets)?;
         section.schedule = options.backup_schedule.clone();
         Some(section)
     } else {
@@ -269,6 +284,7 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
         api_token: secrets.api_token,
         steering: options.steering,
         netns,
+        s3,
     })
 }
 
@@ -276,7 +292,12 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
 
 /// Every process `state` records, with the argument that proves it is ours.
 fn lab_procs(state: &LabState) -> Vec<LabProc> {
-    links_proc(state).into_iter().chain(state.sites.iter().filter_map(site_proc)).collect()
+    links_proc(state).into_iter().chain(s3_proc(state)).chain(state.sites.iter().filter_map(site_proc)).collect()
+}
+
+fn s3_proc(state: &LabState) -> Option<LabProc> {
+    let s3 = state.s3.as_ref()?;
+    s3.pid.map(|pid| LabProc { label: "the S3 server".into(), pid, marker: s3.data_dir.clone() })
 }
 
 fn site_proc(site: &SiteState) -> Option<LabProc> {
@@ -303,6 +324,8 @@ pub struct LabStatus {
     pub state: LabState,
     /// The links process: `None` when it is down.
     pub links: Option<Liveness>,
+    /// The S3 server, when the lab has one: `None` when it is down.
+    pub s3: Option<Liveness>,
     /// Each site of `state.sites`, in order: `None` when it is down.
     pub sites: Vec<Option<Liveness>>,
 }
@@ -311,19 +334,24 @@ impl LabStatus {
     /// Look at every process `state` records.
     pub fn of(state: LabState) -> LabStatus {
         let links = links_proc(&state).and_then(|p| p.state());
+        let s3 = s3_proc(&state).and_then(|p| p.state());
         let sites = state.sites.iter().map(|s| site_proc(s).and_then(|p| p.state())).collect();
-        LabStatus { state, links, sites }
+        LabStatus { state, links, s3, sites }
     }
 
     /// Whether every process of the lab is alive.
     pub fn all_alive(&self) -> bool {
-        self.links.is_some() && self.sites.iter().all(Option::is_some)
+        self.links.is_some() && (self.state.s3.is_none() || self.s3.is_some()) && self.sites.iter().all(Option::is_some)
     }
 
-    /// `lab.json` with `alive` on the links and `alive`/`paused` on each site.
+    /// `lab.json` with `alive` on the links (and the S3 server) and `alive`/`paused`
+    /// on each site.
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::to_value(&self.state).expect("lab state serializes");
         v["links"]["alive"] = json!(self.links.is_some());
+        if self.state.s3.is_some() {
+            v["s3"]["alive"] = json!(self.s3.is_some());
+        }
         for (site, live) in v["sites"].as_array_mut().expect("sites is an array").iter_mut().zip(&self.sites) {
             site["alive"] = json!(live.is_some());
             site["paused"] = json!(*live == Some(Liveness::Paused));
@@ -359,6 +387,7 @@ pub fn down(dir: &Path, keep: bool) -> Result<Option<Down>> {
     remove_namespaces(&state)?;
     if keep {
         state.links.pid = None;
+        state.s3.iter_mut().for_each(|s| s.pid = None);
         state.sites.iter_mut().for_each(|s| s.pid = None);
         state.save()?;
     } else {

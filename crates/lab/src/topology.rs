@@ -34,6 +34,14 @@ pub mod ports {
     pub const DNS: u16 = 5353;
     /// The admin HTTP API of a data site or the standby.
     pub const HTTP: u16 = 2780;
+    /// The lab's S3 gateway (`lab up --backup` with SeaweedFS installed), on the
+    /// control address.
+    pub const S3: u16 = 2794;
+    /// The S3 server's own master, volume and filer (each also uses its port +
+    /// 10000 for gRPC).
+    pub const S3_MASTER: u16 = 2795;
+    pub const S3_VOLUME: u16 = 2796;
+    pub const S3_FILER: u16 = 2797;
 }
 
 /// Third octet of the address the links process serves its control API on.

