@@ -15,13 +15,17 @@
 //! - `audit`: the append-only, hash-chained audit log of drill actions and approvals.
 //! - `approval`: approvals bound to a plan's SHA-256.
 //! - `archive`: reports kept under the drill data directory, and the history.
+//! - `readiness`: the gate before every fault (can the deployment take it now?).
+//! - `guard`: one drill at a time per data directory, and the global stop.
 
 pub mod approval;
 pub mod archive;
 pub mod audit;
 pub mod flow;
+pub mod guard;
 pub mod measure;
 pub mod plan;
+pub mod readiness;
 pub mod render;
 pub mod report;
 pub mod runner;

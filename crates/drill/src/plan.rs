@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+pub use crate::readiness::ReadinessPolicy;
+
 /// Most steps one plan may have (steps plus rollback steps).
 pub const STEPS_MAX: usize = 64;
 /// Longest a single wait may be configured to take.
@@ -204,6 +206,17 @@ impl FaultAction {
                 | FaultAction::TakeBackup
                 | FaultAction::RestoreFromBackup
         )
+    }
+
+    /// The site the action takes out of the cluster (killed, paused or cut off),
+    /// for the readiness gate.
+    pub fn takes_out(&self) -> Option<&SiteRef> {
+        match self {
+            FaultAction::KillSite { site } | FaultAction::PauseSite { site } | FaultAction::Partition { site } => {
+                Some(site)
+            }
+            _ => None,
+        }
     }
 
     /// Whether the action needs backups on the target.
@@ -520,6 +533,7 @@ pub struct Plan {
     pub approvals: ApprovalPolicy,
     pub probes: ProbeSettings,
     pub steady_state: SteadyState,
+    pub readiness: ReadinessPolicy,
     pub steps: Vec<Step>,
     pub abort: AbortConditions,
     pub rollback: Vec<Step>,
@@ -568,6 +582,8 @@ struct PlanFile {
     probes: ProbeSettings,
     #[serde(default)]
     steady_state: SteadyState,
+    #[serde(default)]
+    readiness: ReadinessPolicy,
     #[serde(default)]
     steps: Vec<StepFile>,
     #[serde(default)]
@@ -637,6 +653,7 @@ impl Plan {
             approvals: file.approvals,
             probes: file.probes,
             steady_state: file.steady_state,
+            readiness: file.readiness,
             steps,
             abort: file.abort,
             rollback,

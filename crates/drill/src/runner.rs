@@ -33,6 +33,7 @@ use crate::measure::{self, ClusterEvent, Found, Measured};
 use crate::plan::{
     FaultAction, Phase, Plan, PlanSource, Service, SiteRef, Step, StepKind, Verification, WaitCondition,
 };
+use crate::readiness;
 use crate::report::{
     Approval, Environment, Finding, PlanInfo, ProbeSummary, Report, Severity, SiteInfo, Source, StepOutcome,
     StepResult, TimelineEntry, Verdict,
@@ -59,6 +60,8 @@ const BACKUP_TIMEOUT: Duration = Duration::from_secs(600);
 const REFUSAL_WAIT: Duration = Duration::from_secs(20);
 /// Client traffic before the first step, as a baseline.
 const WARMUP_MS: u64 = 1_000;
+/// How often the abort monitor looks (a global stop is seen within this).
+const MONITOR_EVERY: Duration = Duration::from_millis(500);
 /// Most timeline entries kept from the cluster's event log.
 const EVENTS_MAX: usize = 2_000;
 
@@ -83,6 +86,11 @@ pub struct RunOptions {
     /// Becomes true on Ctrl-C.
     pub interrupt: watch::Receiver<bool>,
     pub live: Arc<Mutex<Live>>,
+    /// The global stop file (see [`crate::guard`]): while it exists no fault is
+    /// injected, and a running drill aborts when it appears.
+    pub stop_file: Option<std::path::PathBuf>,
+    /// Set when another drill holds the data directory: this one is not ready.
+    pub other_drill: Option<String>,
 }
 
 /// Why a drill could not start (nothing was touched).
@@ -207,6 +215,7 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
         target_snapshot(target),
         ledger,
         opts.interrupt.clone(),
+        opts.stop_file.clone(),
         abort_tx,
     ));
     let steady = run.steady_state().await;
@@ -323,12 +332,17 @@ async fn monitor(
     target: TargetSnapshot,
     ledger: Arc<Mutex<Ledger>>,
     mut interrupt: watch::Receiver<bool>,
+    stop_file: Option<std::path::PathBuf>,
     abort: watch::Sender<Option<String>>,
 ) {
     let mut primary_seen_at = now_ms();
     loop {
         if *interrupt.borrow() {
             let _ = abort.send(Some("interrupted by the operator (Ctrl-C)".into()));
+            return;
+        }
+        if let Some(order) = stop_file.as_deref().and_then(crate::guard::stopped_at) {
+            let _ = abort.send(Some(format!("global stop: {}", order.describe())));
             return;
         }
         let now = now_ms();
@@ -358,7 +372,7 @@ async fn monitor(
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep(MONITOR_EVERY) => {}
             _ = interrupt.changed() => {}
         }
     }
@@ -484,7 +498,12 @@ impl Run<'_> {
 
     async fn step(&mut self, step: &Step) -> Result<String, StepFailure> {
         match &step.kind {
-            StepKind::Fault(action) => self.act(step.phase, action).await.map_err(StepFailure::Failed),
+            StepKind::Fault(action) => {
+                if action.is_fault() {
+                    self.ready_for(step.phase, action).await.map_err(StepFailure::Abort)?;
+                }
+                self.act(step.phase, action).await.map_err(StepFailure::Failed)
+            }
             StepKind::Wait { condition, timeout_ms } => self.wait(condition, *timeout_ms).await,
             StepKind::Verify(check) => self.verify(check).await,
             StepKind::Manual { prompt } => {
@@ -509,6 +528,40 @@ impl Run<'_> {
     }
 
     // ------------------------------------------------------------- faults
+
+    /// The readiness gate before `action` (see [`readiness`]): `Err` names why the
+    /// deployment cannot take it now, and the drill aborts without injecting it.
+    async fn ready_for(&mut self, phase: Phase, action: &FaultAction) -> Result<(), String> {
+        let not_ready = |why: String| format!("not ready for \"{}\": {why}", action.describe());
+        if let Some(other) = &self.opts.other_drill {
+            return Err(not_ready(other.clone()));
+        }
+        if let Some(order) = self.opts.stop_file.as_deref().and_then(crate::guard::stopped_at) {
+            return Err(not_ready(order.describe()));
+        }
+        let takes_out = action.takes_out().map(|r| self.cast.name(r)).transpose().map_err(|e| e.to_string())?;
+        let doing = match (&takes_out, action) {
+            (Some(site), FaultAction::KillSite { .. }) => format!("killing {site}"),
+            (Some(site), FaultAction::PauseSite { .. }) => format!("pausing {site}"),
+            (Some(site), _) => format!("cutting {site} off"),
+            (None, _) => action.describe(),
+        };
+        let intended = readiness::Intended { doing, takes_out };
+        let down = self.down();
+        let view =
+            cluster_view(self.target, &down).await.map_err(|e| not_ready(format!("no data site answered: {e}")))?;
+        readiness::check(&view.members, &down, &intended, &self.plan.readiness).map_err(|e| not_ready(e.0))?;
+        if self.plan.readiness.backup_age_max_s.is_some() {
+            let api = self.primary_api().map_err(&not_ready)?;
+            let list: BackupList =
+                api.get("/api/backups").await.map_err(|e| not_ready(format!("listing backups: {e}")))?;
+            let newest = list.backups.iter().map(|b| b.taken_at_ms).max();
+            let age_s = newest.map(|at| now_ms().saturating_sub(at) / 1000);
+            readiness::check_backup_age(age_s, &self.plan.readiness).map_err(|e| not_ready(e.0))?;
+        }
+        self.note(Some(phase), Source::Drill, "ready", format!("the deployment can take: {}", intended.doing));
+        Ok(())
+    }
 
     async fn act(&mut self, phase: Phase, action: &FaultAction) -> Result<String, String> {
         let name = |r: &SiteRef| self.cast.name(r).map_err(|e| e.to_string());

@@ -20,7 +20,7 @@ use maildr_drill::plan::{Plan, PlanSource, StepKind, TargetSpec};
 use maildr_drill::report::{Report, Verdict};
 use maildr_drill::runner::{self, Live, RunOptions};
 use maildr_drill::target::Target;
-use maildr_drill::{approval, scenarios};
+use maildr_drill::{approval, guard, scenarios};
 use serde_json::{json, Value};
 
 /// Print a line to stderr, ignoring a closed stderr: a drill whose terminal or
@@ -90,6 +90,30 @@ pub enum DrillAction {
         #[command(flatten)]
         data: DataDir,
     },
+    /// Global stop: every running drill on the data directory aborts and rolls back,
+    /// and none injects a fault until `maildr drill release`. Waits (up to
+    /// --wait-secs) until the running drill has rolled back.
+    Stop {
+        /// Who orders the stop (recorded in the audit log).
+        #[arg(long)]
+        by: String,
+        /// Why (recorded, and shown to every drill refused meanwhile).
+        #[arg(long, default_value = "global stop")]
+        reason: String,
+        /// How long to wait for a running drill to finish its rollback.
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+        #[command(flatten)]
+        data: DataDir,
+    },
+    /// Lift the global stop.
+    Release {
+        /// Who lifts it (recorded in the audit log).
+        #[arg(long)]
+        by: String,
+        #[command(flatten)]
+        data: DataDir,
+    },
     /// Past drills, newest first: verdict, RTO and RPO side by side.
     History {
         #[command(flatten)]
@@ -138,6 +162,8 @@ pub fn run(action: DrillAction) -> i32 {
         }
         DrillAction::Approve { plan, by, data } => approve(&plan, &by, &data.data_dir).map(|_| 0),
         DrillAction::History { data, json } => history(&data.data_dir, json).map(|_| 0),
+        DrillAction::Stop { by, reason, wait_secs, data } => stop_drills(&data.data_dir, &by, &reason, wait_secs),
+        DrillAction::Release { by, data } => release_drills(&data.data_dir, &by),
     };
     result.unwrap_or_else(|e| {
         note!("error: {e:#}");
@@ -261,6 +287,45 @@ fn approve(plan_ref: &str, by: &str, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+fn stop_drills(data_dir: &Path, by: &str, reason: &str, wait_secs: u64) -> Result<i32> {
+    let order = guard::StopOrder { by: by.into(), reason: reason.into(), at_ms: maildr_drill::flow::now_ms() };
+    guard::stop_all(data_dir, &order)?;
+    let audit = open_audit(data_dir)?;
+    audit.append(AuditEvent::new(by, "drills_stopped").detail(json!({ "reason": reason })))?;
+    println!("drills on {} are stopped by {by}: {reason}", data_dir.display());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+    let mut announced = false;
+    while let Some(running) = guard::running(data_dir) {
+        if !announced {
+            println!("waiting for drill {} (pid {}) to roll back", running.drill_id, running.pid);
+            announced = true;
+        }
+        if std::time::Instant::now() >= deadline {
+            println!("drill {} (pid {}) is still rolling back after {wait_secs} s", running.drill_id, running.pid);
+            return Ok(1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if announced {
+        println!("the running drill has rolled back and ended");
+    }
+    println!("no drill injects a fault until `maildr drill release --by NAME`");
+    Ok(0)
+}
+
+fn release_drills(data_dir: &Path, by: &str) -> Result<i32> {
+    let Some(order) = guard::release(data_dir)? else {
+        println!("drills on {} were not stopped", data_dir.display());
+        return Ok(0);
+    };
+    let audit = open_audit(data_dir)?;
+    audit.append(
+        AuditEvent::new(by, "drills_released").detail(json!({ "stopped_by": order.by, "reason": order.reason })),
+    )?;
+    println!("the stop ordered by {} ({}) is lifted by {by}; drills may run again", order.by, order.reason);
+    Ok(0)
+}
+
 fn history(data_dir: &Path, json: bool) -> Result<()> {
     let history = Archive::new(data_dir).history()?;
     for s in &history.skipped {
@@ -381,6 +446,13 @@ fn run_drill(
         }
     };
     let id = drill_id(&plan.name);
+    // One drill at a time on a data directory: a second one runs only to report
+    // itself aborted by the readiness gate, touching nothing.
+    let (_running, other_drill) = match guard::DrillLock::acquire(data_dir, &id, maildr_drill::flow::now_ms()) {
+        Ok(lock) => (Some(lock), None),
+        Err(guard::GuardError::Busy(other)) => (None, Some(guard::GuardError::Busy(other).to_string())),
+        Err(e) => return Err(e.into()),
+    };
     let live = Arc::new(Mutex::new(Live::default()));
     let progress = indicatif::ProgressBar::new_spinner();
     progress.set_style(
@@ -437,8 +509,16 @@ fn run_drill(
             }
         });
         let ticker = tokio::spawn(show_progress(live.clone(), progress.clone(), interactive));
-        let options =
-            RunOptions { drill_id: id.clone(), approvals, confirm, audit: audit_fn, interrupt, live: live.clone() };
+        let options = RunOptions {
+            drill_id: id.clone(),
+            approvals,
+            confirm,
+            audit: audit_fn,
+            interrupt,
+            live: live.clone(),
+            stop_file: Some(data_dir.join(guard::STOP_FILE)),
+            other_drill: other_drill.clone(),
+        };
         let result = runner::run(&plan, &source, &target, options).await;
         ticker.abort();
         result

@@ -375,3 +375,130 @@ fn approvals_from_many_processes_at_once_land_in_one_verified_chain() {
         assert!(approvals.contains(by.as_str()), "{by} missing from {approvals}");
     }
 }
+
+/// `maildr drill run SCENARIO` against the running `lab`, with data under `work`.
+fn drill_on(lab: &Lab, work: &Path, scenario: &str) -> Drill {
+    let report_dir = work.join("report");
+    let output = maildr()
+        .args(["drill", "run", scenario, "--confirm-manual", "drill-test", "--lab-dir"])
+        .arg(lab.lab_dir())
+        .arg("--data-dir")
+        .arg(work.join("drills"))
+        .arg("--report-dir")
+        .arg(&report_dir)
+        .output()
+        .expect("running maildr drill run");
+    let report = std::fs::read(report_dir.join("report.json")).ok().map(|b| serde_json::from_slice(&b).unwrap());
+    Drill { output, report, dir: work.to_path_buf() }
+}
+
+fn site_pid(lab: &Lab, site: &str) -> u64 {
+    let status = lab.read_status();
+    let s = status["sites"].as_array().unwrap().iter().find(|s| s["site"] == site).unwrap().clone();
+    assert_eq!(s["alive"], true, "{site} is alive: {s}");
+    s["pid"].as_u64().unwrap()
+}
+
+#[test]
+fn a_drill_whose_survivor_is_cut_off_from_the_witness_aborts_before_its_first_fault() {
+    let _one = one_lab();
+    let lab = Lab::up("127.113");
+    let primary = lab.wait_for_primary("bj", std::time::Duration::from_secs(30), None);
+    let survivor = if primary == "bj" { "sh" } else { "bj" };
+    let primary_pid = site_pid(&lab, &primary);
+    let cut = r#"{"forward":{"blackhole":true},"backward":{"blackhole":true}}"#;
+    lab.set_link(&format!("{survivor}-hz"), cut);
+    lab.set_link(&format!("hz-{survivor}"), cut);
+    // Longer than readiness.heard_within_ms (5 s by default).
+    std::thread::sleep(std::time::Duration::from_secs(7));
+
+    let work = tempfile::tempdir().unwrap();
+    let d = drill_on(&lab, work.path(), "site-outage");
+    let r = d.report.as_ref().unwrap_or_else(|| panic!("no report.json\n{}", d.stdout()));
+    assert_eq!(d.output.status.code(), Some(1), "{}", d.stdout());
+    assert_eq!(r["verdict"], "aborted", "{}", d.stdout());
+    let reason = r["abort_reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.contains(&format!("{survivor} has not heard from hz for"))
+            && reason.contains(&format!("after killing {primary} no majority remains")),
+        "the abort names the cause: {reason}"
+    );
+    let timeline = r["timeline"].as_array().unwrap();
+    assert!(!timeline.iter().any(|e| e["kind"] == "fault"), "no fault was injected: {timeline:#?}");
+    // The primary's process was never touched, and it still leads.
+    assert_eq!(site_pid(&lab, &primary), primary_pid);
+    assert_eq!(lab.wait_for_primary("bj", std::time::Duration::from_secs(5), None), primary);
+    lab.heal_all();
+}
+
+#[test]
+fn a_global_stop_aborts_the_running_drill_rolls_it_back_and_holds_until_released() {
+    let _one = one_lab();
+    let lab = Lab::up("127.110");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("drills");
+    let running = {
+        let report_dir = work.path().join("report");
+        maildr()
+            .args(["drill", "run", "site-outage", "--confirm-manual", "drill-test", "--lab-dir"])
+            .arg(lab.lab_dir())
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--report-dir")
+            .arg(&report_dir)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Stop once the primary has been killed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let status = lab.read_status();
+        let dead = status["sites"].as_array().unwrap().iter().any(|s| s["alive"] == false);
+        if dead {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the drill never killed a site");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let stop = maildr()
+        .args(["drill", "stop", "--by", "Ops Lead", "--reason", "a real incident", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(text(&stop).contains("has rolled back"), "{}", text(&stop));
+    let out = running.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("report/report.json")).unwrap()).unwrap();
+    assert_eq!(report["verdict"], "aborted");
+    assert!(report["abort_reason"].as_str().unwrap().contains("stopped by Ops Lead (a real incident)"), "{report:#}");
+    // Rolled back: every site runs again.
+    let status = lab.read_status();
+    assert!(status["sites"].as_array().unwrap().iter().all(|s| s["alive"] == true), "{status:#}");
+
+    // While stopped, a new drill touches nothing.
+    let work2 = tempfile::tempdir().unwrap();
+    let pids: Vec<u64> = ["bj", "sh", "hz"].iter().map(|s| site_pid(&lab, s)).collect();
+    let d = maildr()
+        .args(["drill", "run", "node-failure", "--confirm-manual", "drill-test", "--lab-dir"])
+        .arg(lab.lab_dir())
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--report-dir")
+        .arg(work2.path())
+        .output()
+        .unwrap();
+    assert_eq!(d.status.code(), Some(1), "{}", text(&d));
+    let refused: Value = serde_json::from_slice(&std::fs::read(work2.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(refused["verdict"], "aborted");
+    assert!(refused["abort_reason"].as_str().unwrap().contains("drills are stopped by Ops Lead"), "{refused:#}");
+    assert_eq!(pids, ["bj", "sh", "hz"].iter().map(|s| site_pid(&lab, s)).collect::<Vec<_>>());
+
+    let release = maildr().args(["drill", "release", "--by", "Ops Lead", "--data-dir"]).arg(&data).output().unwrap();
+    assert!(release.status.success() && text(&release).contains("lifted"), "{}", text(&release));
+    let audit = std::fs::read_to_string(data.join("audit.jsonl")).unwrap();
+    assert!(audit.contains("drills_stopped") && audit.contains("drills_released"), "{audit}");
+}
