@@ -60,10 +60,15 @@ fn date_of(secs: i64) -> Option<NaiveDate> {
     Utc.timestamp_opt(secs, 0).single().map(|d| d.date_naive())
 }
 
+/// The day the Date: header names, in the header's own time zone: RFC 3501
+/// §6.4.4 compares it "disregarding time and timezone", so a message written on
+/// the evening of the 1st at -0800 was sent on the 1st, though it was the 2nd in
+/// UTC.
 fn sent_date(candidate: &mut Candidate<'_>, bodies: &BodyReader) -> Option<NaiveDate> {
     let body = candidate.body(bodies)?;
     let parsed = mime::parse(body)?;
-    parsed.date().map(|d| date_of(d.to_timestamp())).unwrap_or(None)
+    let date = parsed.date()?;
+    NaiveDate::from_ymd_opt(i32::from(date.year), u32::from(date.month), u32::from(date.day))
 }
 
 fn header_matches(candidate: &mut Candidate<'_>, bodies: &BodyReader, name: &str, needle: &str) -> bool {
