@@ -47,31 +47,55 @@ pub fn nstring_bytes(bytes: &[u8]) -> NString<'static> {
     NString(Some(istring(bytes)))
 }
 
-fn addresses(value: &HeaderValue<'_>) -> Vec<Address<'static>> {
-    let mut out = Vec::new();
-    let mut push = |addr: &Addr<'_>| {
-        let (mailbox, host) = match addr.address.as_deref() {
-            Some(a) => match a.rsplit_once('@') {
-                Some((l, h)) => (Some(l.to_string()), Some(h.to_string())),
-                None => (Some(a.to_string()), None),
-            },
-            None => (None, None),
-        };
-        out.push(Address {
-            name: nstring(addr.name.as_deref()),
-            adl: NString(None),
-            mailbox: nstring(mailbox.as_deref()),
-            host: nstring(host.as_deref()),
-        });
+/// One address as ENVELOPE shows it. Mailbox and host are never NIL for an
+/// address: a NIL host marks a group (RFC 3501 §7.4.2), so a part the header
+/// lacks (`To: localpart`) is shown as an empty string.
+fn address(addr: &Addr<'_>) -> Address<'static> {
+    let (mailbox, host) = match addr.address.as_deref() {
+        Some(a) => a.rsplit_once('@').unwrap_or((a, "")),
+        None => ("", ""),
     };
-    match value {
-        HeaderValue::Address(mail_parser::Address::List(list)) => list.iter().for_each(&mut push),
-        HeaderValue::Address(mail_parser::Address::Group(groups)) => {
-            groups.iter().flat_map(|g| g.addresses.iter()).for_each(&mut push)
-        }
-        _ => {}
+    Address {
+        name: nstring(addr.name.as_deref()),
+        adl: NString(None),
+        mailbox: nstring(Some(mailbox)),
+        host: nstring(Some(host)),
     }
-    out
+}
+
+/// The start of a group in ENVELOPE: NIL host, the group's name as mailbox.
+fn group_start(name: &str) -> Address<'static> {
+    Address { name: NString(None), adl: NString(None), mailbox: nstring(Some(name)), host: NString(None) }
+}
+
+/// The end of a group in ENVELOPE: every field NIL.
+fn group_end() -> Address<'static> {
+    Address { name: NString(None), adl: NString(None), mailbox: NString(None), host: NString(None) }
+}
+
+/// An address header as ENVELOPE shows it: each RFC 5322 group as a start
+/// marker, its members and an end marker (RFC 3501 §7.4.2), so
+/// `undisclosed-recipients:;` is a start and an end with nothing between.
+fn addresses(value: &HeaderValue<'_>) -> Vec<Address<'static>> {
+    match value {
+        HeaderValue::Address(mail_parser::Address::List(list)) => list.iter().map(address).collect(),
+        HeaderValue::Address(mail_parser::Address::Group(groups)) => {
+            let mut out = Vec::new();
+            for group in groups {
+                // mail-parser keeps the addresses outside any group as a nameless one.
+                match group.name.as_deref() {
+                    Some(name) => {
+                        out.push(group_start(name));
+                        out.extend(group.addresses.iter().map(address));
+                        out.push(group_end());
+                    }
+                    None => out.extend(group.addresses.iter().map(address)),
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn raw_header<'a>(part: &'a MessagePart<'_>, raw: &'a [u8], name: &str) -> Option<String> {
