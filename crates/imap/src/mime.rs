@@ -316,30 +316,62 @@ pub fn header_fields(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
     out
 }
 
-/// Value of a header for SEARCH: decoded text when mail-parser understands it.
+/// Value of a header for SEARCH: what a reader of the header sees. Address
+/// headers (FROM, TO, CC, BCC) are their decoded structure: group names, display
+/// names (RFC 2047 words decoded, folds undone) and addresses, written
+/// `Name <mailbox@host>`, never the encoded bytes; other headers are their raw
+/// value and, where mail-parser decodes it, their decoded text.
 pub fn header_text(message: &Message<'_>, name: &str) -> Option<Cow<'static, str>> {
     let root = message.parts.first()?;
     let raw = message.raw_message.as_ref();
     let mut joined = String::new();
     for h in root.headers.iter().filter(|h| h.name.as_str().eq_ignore_ascii_case(name)) {
-        let bytes = &raw[h.offset_start as usize..h.offset_end as usize];
+        if !joined.is_empty() {
+            joined.push('\n');
+        }
+        if let HeaderValue::Address(value) = &h.value {
+            address_text(value, &mut joined);
+            continue;
+        }
+        let bytes = slice(raw, h.offset_start, h.offset_end);
         joined.push_str(&String::from_utf8_lossy(bytes));
         if let HeaderValue::Text(t) = &h.value {
             joined.push(' ');
             joined.push_str(t);
         }
-        if let HeaderValue::Address(_) = &h.value {
-            for a in addresses(&h.value) {
-                for part in [&a.name, &a.mailbox, &a.host] {
-                    if let NString(Some(s)) = part {
-                        joined.push(' ');
-                        joined.push_str(&String::from_utf8_lossy(s.as_ref()));
-                    }
+    }
+    (!joined.is_empty()).then_some(Cow::Owned(joined))
+}
+
+/// An address header as text to search: `Group: Name <a@b>, c@d;, e@f`.
+fn address_text(value: &mail_parser::Address<'_>, out: &mut String) {
+    let push = |addr: &Addr<'_>, out: &mut String| {
+        if let Some(name) = addr.name.as_deref() {
+            out.push_str(name);
+            out.push(' ');
+        }
+        if let Some(address) = addr.address.as_deref() {
+            out.push('<');
+            out.push_str(address);
+            out.push('>');
+        }
+        out.push_str(", ");
+    };
+    match value {
+        mail_parser::Address::List(list) => list.iter().for_each(|a| push(a, out)),
+        mail_parser::Address::Group(groups) => {
+            for group in groups {
+                if let Some(name) = group.name.as_deref() {
+                    out.push_str(name);
+                    out.push_str(": ");
+                }
+                group.addresses.iter().for_each(|a| push(a, out));
+                if group.name.is_some() {
+                    out.push_str("; ");
                 }
             }
         }
     }
-    (!joined.is_empty()).then_some(Cow::Owned(joined))
 }
 
 #[cfg(test)]
