@@ -22,14 +22,16 @@ const SEARCH_DEPTH_MAX: usize = 64;
 pub struct Candidate<'a> {
     pub seq: u32,
     pub message: &'a Message,
+    /// `\Recent` in the searching session.
+    pub recent: bool,
     body: Option<Vec<u8>>,
     loaded: bool,
     body_missing: bool,
 }
 
 impl<'a> Candidate<'a> {
-    pub fn new(seq: u32, message: &'a Message) -> Self {
-        Candidate { seq, message, body: None, loaded: false, body_missing: false }
+    pub fn new(seq: u32, message: &'a Message, recent: bool) -> Self {
+        Candidate { seq, message, recent, body: None, loaded: false, body_missing: false }
     }
     fn body(&mut self, bodies: &BodyReader) -> Option<&[u8]> {
         if !self.loaded {
@@ -131,9 +133,9 @@ pub fn matches(key: &SearchKey<'_>, c: &mut Candidate<'_>, ctx: &Context<'_>, de
         SearchKey::Unflagged => !flag(SystemFlags::FLAGGED),
         SearchKey::Seen => flag(SystemFlags::SEEN),
         SearchKey::Unseen => !flag(SystemFlags::SEEN),
-        // maildr keeps no \Recent: no session is ever the first to see a message.
-        SearchKey::Recent | SearchKey::New => false,
-        SearchKey::Old => true,
+        SearchKey::Recent => c.recent,
+        SearchKey::New => c.recent && !flag(SystemFlags::SEEN),
+        SearchKey::Old => !c.recent,
         SearchKey::Keyword(k) => m.keywords.iter().any(|x| x.eq_ignore_ascii_case(k.inner())),
         SearchKey::Unkeyword(k) => !m.keywords.iter().any(|x| x.eq_ignore_ascii_case(k.inner())),
         SearchKey::Larger(n) => m.size_bytes > u64::from(*n),
