@@ -106,7 +106,8 @@ impl View {
     fn learn_recent(&mut self, marks: &RecentMarks) {
         let Some(highest) = self.highest_uid() else { return };
         if self.read_only {
-            let from = marks.peek(self.key).max(self.recent.highest()) + 1;
+            // A mark at u32::MAX leaves nothing above it.
+            let Some(from) = marks.peek(self.key).max(self.recent.highest()).checked_add(1) else { return };
             if from <= highest.0 {
                 self.recent.add((from, highest.0));
             }
