@@ -1,5 +1,7 @@
 //! Conversions between IMAP flags and the store's flags and keywords.
 
+use std::collections::BTreeSet;
+
 use imap_codec::imap_types::core::Atom;
 use imap_codec::imap_types::flag::{Flag, FlagFetch, FlagPerm};
 use maildr_store::Message;
@@ -13,8 +15,23 @@ pub fn system_flags() -> Vec<Flag<'static>> {
     vec![Flag::Answered, Flag::Flagged, Flag::Deleted, Flag::Seen, Flag::Draft]
 }
 
-pub fn permanent_flags() -> Vec<FlagPerm<'static>> {
-    let mut out: Vec<FlagPerm<'static>> = system_flags().into_iter().map(FlagPerm::Flag).collect();
+/// A stored keyword as an IMAP flag; `None` for one that is no IMAP atom (FETCH
+/// never shows those either).
+fn keyword_flag(keyword: &str) -> Option<Flag<'static>> {
+    Atom::try_from(keyword.to_string()).ok().map(Flag::Keyword)
+}
+
+/// FLAGS of a mailbox: the system flags and the keywords in use.
+pub fn mailbox_flags(keywords: &BTreeSet<String>) -> Vec<Flag<'static>> {
+    let mut out = system_flags();
+    out.extend(keywords.iter().filter_map(|k| keyword_flag(k)));
+    out
+}
+
+/// PERMANENTFLAGS of a mailbox opened read-write: every flag of FLAGS, and `\*`
+/// (a client may create keywords).
+pub fn permanent_flags(keywords: &BTreeSet<String>) -> Vec<FlagPerm<'static>> {
+    let mut out: Vec<FlagPerm<'static>> = mailbox_flags(keywords).into_iter().map(FlagPerm::Flag).collect();
     out.push(FlagPerm::Asterisk);
     out
 }
@@ -47,7 +64,8 @@ pub fn split(flags: &[Flag<'_>]) -> Result<(SystemFlags, Vec<String>), String> {
     Ok((SystemFlags(bits), keywords))
 }
 
-pub fn flags_to_fetch(message: &Message) -> Vec<FlagFetch<'static>> {
+/// A message's flags as FETCH shows them, `\Recent` when `recent`.
+pub fn flags_to_fetch(message: &Message, recent: bool) -> Vec<FlagFetch<'static>> {
     let f = message.flags;
     let mut out = Vec::new();
     for (bit, flag) in [
@@ -61,10 +79,9 @@ pub fn flags_to_fetch(message: &Message) -> Vec<FlagFetch<'static>> {
             out.push(FlagFetch::Flag(flag));
         }
     }
-    for k in &message.keywords {
-        if let Ok(atom) = Atom::try_from(k.clone()) {
-            out.push(FlagFetch::Flag(Flag::Keyword(atom)));
-        }
+    if recent {
+        out.push(FlagFetch::Recent);
     }
+    out.extend(message.keywords.iter().filter_map(|k| keyword_flag(k)).map(FlagFetch::Flag));
     out
 }

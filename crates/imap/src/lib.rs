@@ -7,12 +7,15 @@
 //! the store, never session- or site-local, so a client that fails over to another
 //! site finds its mail unchanged. Every change goes through the cluster's write
 //! path. This crate must never write to the store directly nor panic on input.
+//! The one exception to "replicated, never site-local" is `\Recent`, which RFC
+//! 3501 lets be approximate: it is per site (see `recent.rs`).
 
 mod blocking;
 mod bodies;
 mod cmd;
 mod flags;
 mod mime;
+mod recent;
 mod reply;
 mod search;
 mod session;
@@ -45,6 +48,8 @@ pub struct ImapService {
     sessions: Mutex<HashMap<EmailAddress, u32>>,
     /// Failed logins per source address (the delay before the next answer).
     pub(crate) login_failures: maildr_frontend::passwords::LoginFailures,
+    /// Which messages sessions of this site were told of first (`\Recent`).
+    pub(crate) recent: recent::RecentMarks,
 }
 
 /// Counts one logged-in session of an account while it lives.
@@ -88,6 +93,7 @@ impl ImapService {
             connections,
             sessions: Mutex::new(HashMap::new()),
             login_failures,
+            recent: recent::RecentMarks::default(),
         })
     }
 

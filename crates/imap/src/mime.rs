@@ -47,31 +47,55 @@ pub fn nstring_bytes(bytes: &[u8]) -> NString<'static> {
     NString(Some(istring(bytes)))
 }
 
-fn addresses(value: &HeaderValue<'_>) -> Vec<Address<'static>> {
-    let mut out = Vec::new();
-    let mut push = |addr: &Addr<'_>| {
-        let (mailbox, host) = match addr.address.as_deref() {
-            Some(a) => match a.rsplit_once('@') {
-                Some((l, h)) => (Some(l.to_string()), Some(h.to_string())),
-                None => (Some(a.to_string()), None),
-            },
-            None => (None, None),
-        };
-        out.push(Address {
-            name: nstring(addr.name.as_deref()),
-            adl: NString(None),
-            mailbox: nstring(mailbox.as_deref()),
-            host: nstring(host.as_deref()),
-        });
+/// One address as ENVELOPE shows it. Mailbox and host are never NIL for an
+/// address: a NIL host marks a group (RFC 3501 §7.4.2), so a part the header
+/// lacks (`To: localpart`) is shown as an empty string.
+fn address(addr: &Addr<'_>) -> Address<'static> {
+    let (mailbox, host) = match addr.address.as_deref() {
+        Some(a) => a.rsplit_once('@').unwrap_or((a, "")),
+        None => ("", ""),
     };
-    match value {
-        HeaderValue::Address(mail_parser::Address::List(list)) => list.iter().for_each(&mut push),
-        HeaderValue::Address(mail_parser::Address::Group(groups)) => {
-            groups.iter().flat_map(|g| g.addresses.iter()).for_each(&mut push)
-        }
-        _ => {}
+    Address {
+        name: nstring(addr.name.as_deref()),
+        adl: NString(None),
+        mailbox: nstring(Some(mailbox)),
+        host: nstring(Some(host)),
     }
-    out
+}
+
+/// The start of a group in ENVELOPE: NIL host, the group's name as mailbox.
+fn group_start(name: &str) -> Address<'static> {
+    Address { name: NString(None), adl: NString(None), mailbox: nstring(Some(name)), host: NString(None) }
+}
+
+/// The end of a group in ENVELOPE: every field NIL.
+fn group_end() -> Address<'static> {
+    Address { name: NString(None), adl: NString(None), mailbox: NString(None), host: NString(None) }
+}
+
+/// An address header as ENVELOPE shows it: each RFC 5322 group as a start
+/// marker, its members and an end marker (RFC 3501 §7.4.2), so
+/// `undisclosed-recipients:;` is a start and an end with nothing between.
+fn addresses(value: &HeaderValue<'_>) -> Vec<Address<'static>> {
+    match value {
+        HeaderValue::Address(mail_parser::Address::List(list)) => list.iter().map(address).collect(),
+        HeaderValue::Address(mail_parser::Address::Group(groups)) => {
+            let mut out = Vec::new();
+            for group in groups {
+                // mail-parser keeps the addresses outside any group as a nameless one.
+                match group.name.as_deref() {
+                    Some(name) => {
+                        out.push(group_start(name));
+                        out.extend(group.addresses.iter().map(address));
+                        out.push(group_end());
+                    }
+                    None => out.extend(group.addresses.iter().map(address)),
+                }
+            }
+            out
+        }
+        _ => Vec::new(),
+    }
 }
 
 fn raw_header<'a>(part: &'a MessagePart<'_>, raw: &'a [u8], name: &str) -> Option<String> {
@@ -292,30 +316,62 @@ pub fn header_fields(header: &[u8], names: &[String], not: bool) -> Vec<u8> {
     out
 }
 
-/// Value of a header for SEARCH: decoded text when mail-parser understands it.
+/// Value of a header for SEARCH: what a reader of the header sees. Address
+/// headers (FROM, TO, CC, BCC) are their decoded structure: group names, display
+/// names (RFC 2047 words decoded, folds undone) and addresses, written
+/// `Name <mailbox@host>`, never the encoded bytes; other headers are their raw
+/// value and, where mail-parser decodes it, their decoded text.
 pub fn header_text(message: &Message<'_>, name: &str) -> Option<Cow<'static, str>> {
     let root = message.parts.first()?;
     let raw = message.raw_message.as_ref();
     let mut joined = String::new();
     for h in root.headers.iter().filter(|h| h.name.as_str().eq_ignore_ascii_case(name)) {
-        let bytes = &raw[h.offset_start as usize..h.offset_end as usize];
+        if !joined.is_empty() {
+            joined.push('\n');
+        }
+        if let HeaderValue::Address(value) = &h.value {
+            address_text(value, &mut joined);
+            continue;
+        }
+        let bytes = slice(raw, h.offset_start, h.offset_end);
         joined.push_str(&String::from_utf8_lossy(bytes));
         if let HeaderValue::Text(t) = &h.value {
             joined.push(' ');
             joined.push_str(t);
         }
-        if let HeaderValue::Address(_) = &h.value {
-            for a in addresses(&h.value) {
-                for part in [&a.name, &a.mailbox, &a.host] {
-                    if let NString(Some(s)) = part {
-                        joined.push(' ');
-                        joined.push_str(&String::from_utf8_lossy(s.as_ref()));
-                    }
+    }
+    (!joined.is_empty()).then_some(Cow::Owned(joined))
+}
+
+/// An address header as text to search: `Group: Name <a@b>, c@d;, e@f`.
+fn address_text(value: &mail_parser::Address<'_>, out: &mut String) {
+    let push = |addr: &Addr<'_>, out: &mut String| {
+        if let Some(name) = addr.name.as_deref() {
+            out.push_str(name);
+            out.push(' ');
+        }
+        if let Some(address) = addr.address.as_deref() {
+            out.push('<');
+            out.push_str(address);
+            out.push('>');
+        }
+        out.push_str(", ");
+    };
+    match value {
+        mail_parser::Address::List(list) => list.iter().for_each(|a| push(a, out)),
+        mail_parser::Address::Group(groups) => {
+            for group in groups {
+                if let Some(name) = group.name.as_deref() {
+                    out.push_str(name);
+                    out.push_str(": ");
+                }
+                group.addresses.iter().for_each(|a| push(a, out));
+                if group.name.is_some() {
+                    out.push_str("; ");
                 }
             }
         }
     }
-    (!joined.is_empty()).then_some(Cow::Owned(joined))
 }
 
 #[cfg(test)]

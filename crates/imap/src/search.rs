@@ -22,14 +22,16 @@ const SEARCH_DEPTH_MAX: usize = 64;
 pub struct Candidate<'a> {
     pub seq: u32,
     pub message: &'a Message,
+    /// `\Recent` in the searching session.
+    pub recent: bool,
     body: Option<Vec<u8>>,
     loaded: bool,
     body_missing: bool,
 }
 
 impl<'a> Candidate<'a> {
-    pub fn new(seq: u32, message: &'a Message) -> Self {
-        Candidate { seq, message, body: None, loaded: false, body_missing: false }
+    pub fn new(seq: u32, message: &'a Message, recent: bool) -> Self {
+        Candidate { seq, message, recent, body: None, loaded: false, body_missing: false }
     }
     fn body(&mut self, bodies: &BodyReader) -> Option<&[u8]> {
         if !self.loaded {
@@ -60,10 +62,15 @@ fn date_of(secs: i64) -> Option<NaiveDate> {
     Utc.timestamp_opt(secs, 0).single().map(|d| d.date_naive())
 }
 
+/// The day the Date: header names, in the header's own time zone: RFC 3501
+/// §6.4.4 compares it "disregarding time and timezone", so a message written on
+/// the evening of the 1st at -0800 was sent on the 1st, though it was the 2nd in
+/// UTC.
 fn sent_date(candidate: &mut Candidate<'_>, bodies: &BodyReader) -> Option<NaiveDate> {
     let body = candidate.body(bodies)?;
     let parsed = mime::parse(body)?;
-    parsed.date().map(|d| date_of(d.to_timestamp())).unwrap_or(None)
+    let date = parsed.date()?;
+    NaiveDate::from_ymd_opt(i32::from(date.year), u32::from(date.month), u32::from(date.day))
 }
 
 fn header_matches(candidate: &mut Candidate<'_>, bodies: &BodyReader, name: &str, needle: &str) -> bool {
@@ -126,9 +133,9 @@ pub fn matches(key: &SearchKey<'_>, c: &mut Candidate<'_>, ctx: &Context<'_>, de
         SearchKey::Unflagged => !flag(SystemFlags::FLAGGED),
         SearchKey::Seen => flag(SystemFlags::SEEN),
         SearchKey::Unseen => !flag(SystemFlags::SEEN),
-        // maildr keeps no \Recent: no session is ever the first to see a message.
-        SearchKey::Recent | SearchKey::New => false,
-        SearchKey::Old => true,
+        SearchKey::Recent => c.recent,
+        SearchKey::New => c.recent && !flag(SystemFlags::SEEN),
+        SearchKey::Old => !c.recent,
         SearchKey::Keyword(k) => m.keywords.iter().any(|x| x.eq_ignore_ascii_case(k.inner())),
         SearchKey::Unkeyword(k) => !m.keywords.iter().any(|x| x.eq_ignore_ascii_case(k.inner())),
         SearchKey::Larger(n) => m.size_bytes > u64::from(*n),

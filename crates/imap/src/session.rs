@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::Tag;
-use imap_codec::imap_types::response::{Code, Data, Status};
+use imap_codec::imap_types::response::{Code, Status};
 use imap_next::server::{Error as ServerError, Event, Server};
 use maildr_cluster::Cluster;
 use maildr_store::Account;
@@ -24,7 +24,7 @@ use crate::blocking::store_read;
 use crate::cmd::store::StoreRequest;
 use crate::reply::{bad, ok, tag_of, text};
 use crate::transport::{Transport, TransportError};
-use crate::view::View;
+use crate::view::{Update, View};
 use crate::{ImapService, SessionGuard};
 
 /// Most malformed commands before the session is closed.
@@ -222,19 +222,20 @@ impl Session {
         if !self.selected.as_ref().is_some_and(|v| v.dirty) {
             return;
         }
-        for d in self.view_updates(allow_expunge) {
-            server.enqueue_data(d);
+        for update in self.view_updates(allow_expunge) {
+            update.enqueue(server);
         }
     }
 
     /// Bring the selected view up to date with the store and return the
     /// untagged responses that tell the client what changed.
-    pub(crate) fn view_updates(&mut self, allow_expunge: bool) -> Vec<Data<'static>> {
+    pub(crate) fn view_updates(&mut self, allow_expunge: bool) -> Vec<Update> {
         let condstore = self.condstore;
         let mut out = Vec::new();
         let Some(view) = self.selected.as_mut() else { return out };
         let store = self.service.cluster.store();
-        if let Err(e) = store_read(|| view.sync(&store, allow_expunge, condstore, &mut out)) {
+        let marks = &self.service.recent;
+        if let Err(e) = store_read(|| view.sync(&store, marks, allow_expunge, condstore, &mut out)) {
             tracing::error!(error = %e, "reading the selected mailbox failed");
         }
         out

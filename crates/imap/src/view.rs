@@ -4,19 +4,58 @@
 //! client is told (EXPUNGE), never in the middle of a FETCH, STORE or SEARCH
 //! (RFC 3501 §7.4.1). The view therefore keeps its own list of messages, and
 //! `sync` compares it with the store to produce exactly the untagged updates the
-//! client needs: EXPUNGE (when allowed), flag changes as FETCH, and EXISTS.
+//! client needs: EXPUNGE (when allowed), flag changes as FETCH, EXISTS and
+//! RECENT.
+//!
+//! The view also keeps what the client was told the mailbox's flags are: a
+//! client builds its flag list from FLAGS and PERMANENTFLAGS (RFC 3501 §7.2.6,
+//! §7.1), so a keyword the client was never told of is announced with a new
+//! FLAGS (and PERMANENTFLAGS) before any FETCH can show it, whoever set it.
+//! And it holds which messages are `\Recent` for this session
+//! ([`crate::recent`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::num::{NonZeroU32, NonZeroU64};
 
 use imap_codec::imap_types::core::Vec1;
 use imap_codec::imap_types::fetch::MessageDataItem;
-use imap_codec::imap_types::response::Data;
+use imap_codec::imap_types::flag::FlagFetch;
+use imap_codec::imap_types::response::{Code, Data, Status};
 use imap_codec::imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
-use maildr_store::{Message, Store, StoreError};
+use imap_next::server::Server;
+use maildr_store::{Mailbox, Message, Store, StoreError};
 use maildr_types::{MailboxId, ModSeq, Uid};
 
-use crate::flags::flags_to_fetch;
+use crate::flags::{self, flags_to_fetch};
+use crate::recent::{MailboxKey, RecentMarks, RecentUids};
+use crate::reply::untagged_ok;
+
+/// An untagged response telling the client what changed in its mailbox.
+pub enum Update {
+    Data(Data<'static>),
+    Status(Status<'static>),
+}
+
+impl Update {
+    pub fn enqueue(self, server: &mut Server) {
+        match self {
+            Update::Data(d) => {
+                server.enqueue_data(d);
+            }
+            Update::Status(s) => {
+                server.enqueue_status(s);
+            }
+        }
+    }
+
+    /// The sequence number of the message this FETCH update is about.
+    pub fn fetch_seq(&self) -> Option<u32> {
+        match self {
+            Update::Data(Data::Fetch { seq, .. }) => Some(seq.get()),
+            _ => None,
+        }
+    }
+}
 
 /// A count of messages in one mailbox (or a 0-based position among them) as
 /// IMAP's 32-bit number. It cannot truncate: each message holds a distinct
@@ -28,17 +67,76 @@ pub(crate) fn message_count(n: usize) -> u32 {
 
 pub struct View {
     pub mailbox: MailboxId,
+    /// The mailbox as recent-ness knows it (UIDs restart with UIDVALIDITY).
+    key: MailboxKey,
     pub read_only: bool,
     /// Messages in sequence order (ascending UID). Expunged messages stay until
     /// the client may be told.
     pub messages: Vec<Message>,
     /// Set when the write path reported a change to this mailbox.
     pub dirty: bool,
+    /// The keywords the client was told of (FLAGS); none is ever taken back
+    /// while the mailbox is selected, so FLAGS is only sent again for new ones.
+    keywords: BTreeSet<String>,
+    /// The messages that are `\Recent` in this session.
+    recent: RecentUids,
 }
 
 impl View {
-    pub fn open(store: &Store, mailbox: MailboxId, read_only: bool) -> Result<View, StoreError> {
-        Ok(View { mailbox, read_only, messages: store.messages(mailbox)?, dirty: false })
+    /// Open the view of `mailbox`; a read-write view claims what is recent.
+    pub fn open(store: &Store, mailbox: &Mailbox, read_only: bool, marks: &RecentMarks) -> Result<View, StoreError> {
+        let messages = store.messages(mailbox.id)?;
+        let keywords = messages.iter().flat_map(|m| m.keywords.iter().cloned()).collect();
+        let mut view = View {
+            mailbox: mailbox.id,
+            key: (mailbox.id, mailbox.uid_validity),
+            read_only,
+            messages,
+            dirty: false,
+            keywords,
+            recent: RecentUids::default(),
+        };
+        view.learn_recent(marks);
+        Ok(view)
+    }
+
+    /// Take as recent the messages above what this view held so far that no
+    /// read-write session was told of: claimed when read-write, only looked at
+    /// when read-only (EXAMINE must not take `\Recent` from anyone).
+    fn learn_recent(&mut self, marks: &RecentMarks) {
+        let Some(highest) = self.highest_uid() else { return };
+        if self.read_only {
+            // A mark at u32::MAX leaves nothing above it.
+            let Some(from) = marks.peek(self.key).max(self.recent.highest()).checked_add(1) else { return };
+            if from <= highest.0 {
+                self.recent.add((from, highest.0));
+            }
+        } else if let Some(claimed) = marks.claim(self.key, highest.0) {
+            self.recent.add(claimed);
+        }
+    }
+
+    pub fn is_recent(&self, uid: Uid) -> bool {
+        self.recent.contains(uid.0)
+    }
+
+    /// How many messages of the view are `\Recent` in this session.
+    pub fn recent_count(&self) -> u32 {
+        message_count(self.messages.iter().filter(|m| self.is_recent(m.uid)).count())
+    }
+
+    /// A message's flags as FETCH shows them to this session.
+    pub fn fetch_flags(&self, message: &Message) -> Vec<FlagFetch<'static>> {
+        flags_to_fetch(message, self.is_recent(message.uid))
+    }
+
+    /// FLAGS and PERMANENTFLAGS as this view announces them.
+    pub fn flag_announcement(&self) -> [Update; 2] {
+        let permanent = if self.read_only { Vec::new() } else { flags::permanent_flags(&self.keywords) };
+        [
+            Update::Data(Data::Flags(flags::mailbox_flags(&self.keywords))),
+            Update::Status(untagged_ok(Code::PermanentFlags(permanent), "flags")),
+        ]
     }
 
     pub fn exists(&self) -> u32 {
@@ -54,9 +152,10 @@ impl View {
     pub fn sync(
         &mut self,
         store: &Store,
+        marks: &RecentMarks,
         allow_expunge: bool,
         condstore: bool,
-        out: &mut Vec<Data<'static>>,
+        out: &mut Vec<Update>,
     ) -> Result<(), StoreError> {
         let current = store.messages(self.mailbox)?;
         let by_uid: HashMap<Uid, &Message> = current.iter().map(|m| (m.uid, m)).collect();
@@ -65,31 +164,49 @@ impl View {
                 if !by_uid.contains_key(&self.messages[index].uid) {
                     self.messages.remove(index);
                     let seq = NonZeroU32::new(message_count(index) + 1).expect("index + 1 > 0");
-                    out.push(Data::Expunge(seq));
+                    out.push(Update::Data(Data::Expunge(seq)));
                 }
             }
         }
+        let mut changed = Vec::new();
         for (index, message) in self.messages.iter_mut().enumerate() {
             if let Some(now) = by_uid.get(&message.uid) {
                 if now.modseq != message.modseq {
                     assert!(now.modseq > message.modseq, "MODSEQ of a message went back");
                     *message = (*now).clone();
-                    let mut items = vec![MessageDataItem::Flags(flags_to_fetch(message)), uid_item(message.uid)];
-                    if condstore {
-                        items.push(modseq_item(message.modseq));
-                    }
-                    out.push(Data::Fetch {
-                        seq: NonZeroU32::new(message_count(index) + 1).expect("index + 1 > 0"),
-                        items: Vec1::try_from(items).expect("non-empty"),
-                    });
+                    changed.push(index);
                 }
             }
         }
         let last = self.highest_uid().map(|u| u.0).unwrap_or(0);
         let before = self.messages.len();
         self.messages.extend(current.iter().filter(|m| m.uid.0 > last).cloned());
-        if self.messages.len() != before {
-            out.push(Data::Exists(self.exists()));
+        let added = before..self.messages.len();
+        // New keywords first: the client must know them before a FETCH shows them.
+        let known = self.keywords.len();
+        for index in changed.iter().copied().chain(added.clone()) {
+            self.keywords.extend(self.messages[index].keywords.iter().cloned());
+        }
+        if self.keywords.len() != known {
+            out.extend(self.flag_announcement());
+        }
+        if !added.is_empty() {
+            self.learn_recent(marks);
+        }
+        for index in changed {
+            let message = &self.messages[index];
+            let mut items = vec![MessageDataItem::Flags(self.fetch_flags(message)), uid_item(message.uid)];
+            if condstore {
+                items.push(modseq_item(message.modseq));
+            }
+            out.push(Update::Data(Data::Fetch {
+                seq: NonZeroU32::new(message_count(index) + 1).expect("index + 1 > 0"),
+                items: Vec1::try_from(items).expect("non-empty"),
+            }));
+        }
+        if !added.is_empty() {
+            out.push(Update::Data(Data::Exists(self.exists())));
+            out.push(Update::Data(Data::Recent(self.recent_count())));
         }
         // Expunges we could not report yet keep the view dirty until we can.
         self.dirty = self.messages.iter().any(|m| !by_uid.contains_key(&m.uid));

@@ -5,6 +5,12 @@
 //! afterwards the server must still answer and the store must be unchanged.
 //! The same one-site harness also runs the session tests that need a real
 //! socket: limits, and what a client is told when a body is not on this site.
+//! `compliance/` holds the RFC transcripts: see
+//! [`compliance_transcripts_get_the_answers_the_rfc_asks_for`] for their format.
+
+// A harness whose setup fails is a failed test: its helpers unwrap like the tests
+// (clippy's allow-unwrap-in-tests covers only the `#[test]` functions).
+#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -34,6 +40,12 @@ impl Drop for Site {
 }
 
 fn start(tune: impl FnOnce(&mut ImapSection)) -> Site {
+    start_with(tune, true)
+}
+
+/// A one-site server for alice; her INBOX holds one message when `one_message`,
+/// else nothing.
+fn start_with(tune: impl FnOnce(&mut ImapSection), one_message: bool) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let alice = EmailAddress::parse("alice@example.test").unwrap();
@@ -44,17 +56,19 @@ fn start(tune: impl FnOnce(&mut ImapSection)) -> Site {
     for command in setup {
         store.apply(command).unwrap().unwrap();
     }
-    let blob = store.blobs().put(b"Subject: one\r\n\r\nbody\r\n").unwrap();
-    store
-        .apply(Command::Deliver {
-            recipients: vec![EmailAddress::parse("alice@example.test").unwrap()],
-            body: blob,
-            internal_date: UnixSeconds(1),
-            flags: Default::default(),
-            retry_key: None,
-        })
-        .unwrap()
-        .unwrap();
+    if one_message {
+        let blob = store.blobs().put(b"Subject: one\r\n\r\nbody\r\n").unwrap();
+        store
+            .apply(Command::Deliver {
+                recipients: vec![EmailAddress::parse("alice@example.test").unwrap()],
+                body: blob,
+                internal_date: UnixSeconds(1),
+                flags: Default::default(),
+                retry_key: None,
+            })
+            .unwrap()
+            .unwrap();
+    }
     let mut config = ImapSection {
         plain_listen: "127.0.0.1:0".parse().unwrap(),
         literal_size_max_bytes: 64 * 1024,
@@ -252,6 +266,8 @@ fn connections_beyond_the_limit_get_bye() {
 /// it, so `cargo test` covers what `cargo fuzz` explores. Replay a failure with
 /// `MAILDR_FUZZ_SEED`.
 #[test]
+// Random numbers cut to the size needed: truncation is the point.
+#[allow(clippy::cast_possible_truncation)]
 fn fuzz_entry_points_survive_the_corpus_and_seeded_mutations() {
     let seed: u64 = std::env::var("MAILDR_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
@@ -316,4 +332,229 @@ fn search_on_bodies_this_site_lacks_answers_unavailable_instead_of_missing_the_m
     let flags_only = c.cmd("f6", "SEARCH UNSEEN");
     assert!(flags_only.iter().any(|l| l.starts_with("* SEARCH 1")), "{flags_only:?}");
     assert!(flags_only.last().unwrap().starts_with("f6 OK"), "{flags_only:?}");
+}
+
+/// Client-visible behaviour RFC 3501 (and RFC 9051 where it clarifies) asks
+/// for, as transcripts in `compliance/`, one file per behaviour, each run on a
+/// fresh site whose INBOX starts empty. The expectations are written from the
+/// RFC text. Lines of a transcript:
+///
+/// - `# ...` is a comment; blank lines are skipped.
+/// - `internaldate: YYYY-MM-DD` sets the internal date of later deliveries
+///   (noon UTC; 2000-01-01 until set).
+/// - `deliver: <message>` delivers a message (escapes as in `corpus/`) to alice's
+///   INBOX through the write path, as SMTP would.
+/// - `C<n>: <command>` sends a command as session `n` (`C:` is session 1; a
+///   session connects and logs in as alice when first used) and reads its answer
+///   up to the tagged line. `{literal}text{/literal}` becomes a LITERAL+ literal
+///   holding `text` (escapes expanded).
+/// - `S<n>: <pattern>` a line of session `n`'s last answer matches the pattern,
+///   later in the answer than the line the previous `S<n>:` matched: order is
+///   checked, and lines not named may come between.
+/// - `N<n>: <pattern>` no line of session `n`'s last answer matches.
+///
+/// A pattern matches a line it is a prefix of; `{..}` in a pattern stands for
+/// any text, and a pattern ending in `{end}` must match the whole line. Parenthesised lists of atoms (flag lists) compare in any order, as
+/// RFC 3501 gives them no order.
+#[test]
+fn compliance_transcripts_get_the_answers_the_rfc_asks_for() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/compliance");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(!files.is_empty(), "no compliance transcripts");
+    let only = std::env::var("MAILDR_TRANSCRIPT").ok();
+    let mut failures = Vec::new();
+    for file in files {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
+        if let Err(e) = run_transcript(&std::fs::read_to_string(&file).unwrap()) {
+            failures.push(format!("{name}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} transcript(s) failed:\n\n{}", failures.len(), failures.join("\n\n"));
+}
+
+/// One session of a transcript: its connection, its last answer, and how far
+/// into that answer the `S` lines have matched.
+struct TranscriptSession {
+    client: Client,
+    answer: Vec<String>,
+    matched: usize,
+}
+
+fn run_transcript(text: &str) -> Result<(), String> {
+    let site = start_with(|_| {}, false);
+    let mut sessions: std::collections::BTreeMap<String, TranscriptSession> = Default::default();
+    let mut internal_date = UnixSeconds(946_728_000);
+    let mut expectations = 0;
+    for (number, line) in text.lines().enumerate() {
+        let at = |e: String| format!("line {}: {line}\n{e}", number + 1);
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(date) = line.strip_prefix("internaldate: ") {
+            let day = chrono::NaiveDate::parse_from_str(date.trim(), "%Y-%m-%d").map_err(|e| at(e.to_string()))?;
+            internal_date = UnixSeconds(day.and_hms_opt(12, 0, 0).unwrap().and_utc().timestamp());
+            continue;
+        }
+        if let Some(message) = line.strip_prefix("deliver: ") {
+            deliver(&site, unescape(message), internal_date).map_err(at)?;
+            continue;
+        }
+        let (head, rest) = line.split_once(": ").ok_or_else(|| at("not a transcript line".into()))?;
+        let (kind, id) = head.split_at(1);
+        let id = if id.is_empty() { "1".to_string() } else { id.to_string() };
+        match kind {
+            "C" => {
+                let session = match sessions.entry(id) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        let mut client = Client::connect(&site);
+                        let login = client.cmd("login", "LOGIN alice@example.test pw");
+                        if !login.last().is_some_and(|l| l.starts_with("login OK")) {
+                            return Err(at(format!("login failed: {login:?}")));
+                        }
+                        v.insert(TranscriptSession { client, answer: Vec::new(), matched: 0 })
+                    }
+                };
+                let tag = rest.split(' ').next().unwrap_or_default().to_string();
+                let mut bytes = expand_literals(rest);
+                bytes.extend_from_slice(b"\r\n");
+                session.client.send(&bytes);
+                session.answer = session.client.answer(&tag);
+                session.matched = 0;
+            }
+            "S" | "N" => {
+                expectations += 1;
+                let session = sessions.get_mut(&id).ok_or_else(|| at(format!("session {id} sent nothing")))?;
+                let shown = || format!("answer was:\n  {}", session.answer.join("\n  ").trim_end());
+                if kind == "S" {
+                    let found = session.answer[session.matched..].iter().position(|l| pattern_matches(rest, l));
+                    match found {
+                        Some(i) => session.matched += i + 1,
+                        None => return Err(at(format!("no such line (in this order); {}", shown()))),
+                    }
+                } else if session.answer.iter().any(|l| pattern_matches(rest, l)) {
+                    return Err(at(format!("line must not be there; {}", shown())));
+                }
+            }
+            _ => return Err(at("not a transcript line".into())),
+        }
+    }
+    if expectations == 0 {
+        return Err("a transcript must expect something".into());
+    }
+    Ok(())
+}
+
+impl Client {
+    /// The lines of the answer to the command tagged `tag`, up to the tagged line.
+    fn answer(&mut self, tag: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line();
+            if l.is_empty() {
+                return lines;
+            }
+            let done = l.starts_with(&format!("{tag} "));
+            lines.push(l.trim_end_matches(['\r', '\n']).to_string());
+            if done {
+                return lines;
+            }
+        }
+    }
+}
+
+/// Deliver a message to alice's INBOX through the site's write path.
+fn deliver(site: &Site, message: Vec<u8>, internal_date: UnixSeconds) -> Result<(), String> {
+    let rt = site.rt.as_ref().expect("the site runs");
+    rt.block_on(async {
+        let body = site.cluster.put_body(message).await.map_err(|e| e.to_string())?;
+        let recipients = vec![EmailAddress::parse("alice@example.test").unwrap()];
+        let deliver = Command::Deliver { recipients, body, internal_date, flags: Default::default(), retry_key: None };
+        site.cluster.write(deliver).await.map(|_| ()).map_err(|e| e.to_string())
+    })
+}
+
+/// A command line with every `{literal}text{/literal}` made a LITERAL+ literal.
+fn expand_literals(line: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = line;
+    while let Some(start) = rest.find("{literal}") {
+        let end = rest[start..].find("{/literal}").map(|e| e + start).expect("{literal} without {/literal}");
+        out.extend(unescape(&rest[..start]));
+        let data = unescape(&rest[start + 9..end]);
+        out.extend(format!("{{{}+}}\r\n", data.len()).into_bytes());
+        out.extend(data);
+        rest = &rest[end + 10..];
+    }
+    out.extend(unescape(rest));
+    out
+}
+
+/// Does `pattern` match `line`: a prefix of it (all of it with `{end}`), `{..}`
+/// standing for any text, lists of atoms in any order?
+fn pattern_matches(pattern: &str, line: &str) -> bool {
+    let (whole, pattern) = match pattern.strip_suffix("{end}") {
+        Some(p) => (true, p),
+        None => (false, pattern),
+    };
+    let (pattern, line) = (sort_atom_lists(pattern), sort_atom_lists(line));
+    let mut pieces = pattern.split("{..}").peekable();
+    let first = pieces.next().unwrap_or_default();
+    let Some(mut rest) = line.strip_prefix(first) else { return false };
+    while let Some(piece) = pieces.next() {
+        // The last piece of a whole-line pattern must end the line.
+        let found = if whole && pieces.peek().is_none() { rest.rfind(piece) } else { rest.find(piece) };
+        match found {
+            Some(i) => rest = &rest[i + piece.len()..],
+            None => return false,
+        }
+    }
+    !whole || rest.is_empty()
+}
+
+/// The line with the atoms of every innermost parenthesised list (one holding
+/// no quoted string nor list) sorted.
+fn sort_atom_lists(line: &str) -> String {
+    let mut out = String::new();
+    // Where each open list starts in `out`, and whether it holds only atoms.
+    let mut open: Vec<(usize, bool)> = Vec::new();
+    let mut quoted = false;
+    let mut escaped = false;
+    for ch in line.chars() {
+        if quoted {
+            quoted = ch != '"' || escaped;
+            escaped = ch == '\\' && !escaped;
+            out.push(ch);
+            continue;
+        }
+        match ch {
+            '"' | '(' => {
+                if let Some(top) = open.last_mut() {
+                    top.1 = false;
+                }
+                if ch == '"' {
+                    quoted = true;
+                    escaped = false;
+                } else {
+                    open.push((out.len(), true));
+                }
+            }
+            ')' => {
+                if let Some((start, true)) = open.pop() {
+                    let inner = out[start + 1..].to_string();
+                    let mut atoms: Vec<&str> = inner.split(' ').filter(|a| !a.is_empty()).collect();
+                    atoms.sort_unstable();
+                    out.truncate(start + 1);
+                    out.push_str(&atoms.join(" "));
+                }
+            }
+            _ => {}
+        }
+        out.push(ch);
+    }
+    out
 }

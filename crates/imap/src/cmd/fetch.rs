@@ -127,9 +127,9 @@ impl Session {
             return Err(());
         }
         // Refresh without telling: the FETCH answer carries FLAGS.
-        for d in self.view_updates(false) {
-            if !matches!(d, Data::Fetch { .. }) {
-                server.enqueue_data(d);
+        for update in self.view_updates(false) {
+            if update.fetch_seq().is_none() {
+                update.enqueue(server);
             }
         }
         Ok(true)
@@ -179,7 +179,8 @@ impl Session {
             let view = self.selected.as_ref().expect("selected state");
             store_read(|| {
                 for i in batch {
-                    match fetch_items(&bodies, &view.messages[*i], &names) {
+                    let message = &view.messages[*i];
+                    match fetch_items(&bodies, message, view.is_recent(message.uid), &names) {
                         Ok(items) => {
                             if let Ok(items) = Vec1::try_from(items) {
                                 server.enqueue_data(Data::Fetch { seq: nz(message_count(*i) + 1), items });
@@ -263,10 +264,12 @@ fn needs_body(name: &MessageDataItemName<'static>) -> bool {
     )
 }
 
-/// Compute the FETCH items for one message; an error when its body is missing.
+/// Compute the FETCH items for one message (`\Recent` in this session when
+/// `recent`); an error when its body is missing.
 fn fetch_items(
     bodies: &BodyReader,
     message: &Message,
+    recent: bool,
     names: &[MessageDataItemName<'static>],
 ) -> Result<Vec<MessageDataItem<'static>>, BodyUnavailable> {
     let raw = if names.iter().any(needs_body) { Some(bodies.read(&message.body)?) } else { None };
@@ -275,7 +278,7 @@ fn fetch_items(
     let mut items = Vec::new();
     for name in names {
         let item = match name {
-            MessageDataItemName::Flags => MessageDataItem::Flags(flags_to_fetch(message)),
+            MessageDataItemName::Flags => MessageDataItem::Flags(flags_to_fetch(message, recent)),
             MessageDataItemName::Uid => uid_item(message.uid),
             MessageDataItemName::InternalDate => MessageDataItem::InternalDate(datetime(message.internal_date.0)),
             MessageDataItemName::Rfc822Size => {

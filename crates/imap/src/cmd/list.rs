@@ -51,7 +51,7 @@ fn list_matches(pattern: &[u8], name: &[u8]) -> bool {
         for i in (0..p.len()).filter(|&i| alive[i]) {
             match p[i] {
                 b'*' => next[i] = true,
-                b'%' if c != b'/' => next[i] = true,
+                b'%' if c != DELIMITER => next[i] = true,
                 b'%' => {}
                 literal if literal == c => next[i + 1] = true,
                 _ => {}
@@ -75,8 +75,11 @@ fn close(p: &[u8], alive: &mut [bool]) {
     }
 }
 
+/// The hierarchy separator LIST announces.
+pub(crate) const DELIMITER: u8 = b'/';
+
 fn delimiter() -> Option<QuotedChar> {
-    Some(QuotedChar::try_from('/').expect("valid"))
+    Some(QuotedChar::try_from(char::from(DELIMITER)).expect("valid"))
 }
 
 /// Does the full pattern (reference + wildcard) name this mailbox? INBOX

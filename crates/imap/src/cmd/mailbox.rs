@@ -1,4 +1,5 @@
-//! Changing the mailbox tree: CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE.
+//! Changing the mailbox tree: DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE (CREATE,
+//! which has rules of its own, is in `create.rs`).
 //!
 //! Each is one replicated write; refusals by the state (exists, unknown, INBOX)
 //! come back from the write path with their response code. A new or renamed
@@ -18,7 +19,7 @@ impl Session {
     /// Propose the change `build` makes from the parsed names for the logged-in
     /// account, and answer `done` once committed. A name that did not parse is
     /// answered BAD with `names`' error.
-    async fn change_tree<T>(
+    pub(super) async fn change_tree<T>(
         &mut self,
         server: &mut Server,
         tag: &Tag<'static>,
@@ -42,12 +43,6 @@ impl Session {
             Err(e) => write_failed(tag, e),
         };
         server.enqueue_status(status);
-    }
-
-    pub(crate) async fn create(&mut self, server: &mut Server, tag: &Tag<'static>, mailbox: &ImapMailbox<'static>) {
-        let uid_validity = UidValidity::proposed_at(self.now());
-        let build = |account, name| StoreCommand::CreateMailbox { account, name, uid_validity };
-        self.change_tree(server, tag, mailbox_name(mailbox), build, "CREATE completed").await
     }
 
     pub(crate) async fn delete(&mut self, server: &mut Server, tag: &Tag<'static>, mailbox: &ImapMailbox<'static>) {

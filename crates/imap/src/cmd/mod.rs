@@ -10,6 +10,7 @@ mod any_state;
 mod append;
 mod auth;
 mod copy_move;
+mod create;
 mod expunge;
 pub(crate) mod fetch;
 mod idle;

@@ -54,7 +54,7 @@ impl Session {
         let mut body_missing = false;
         store_read(|| {
             for (index, message) in view.messages.iter().enumerate() {
-                let mut c = Candidate::new(message_count(index) + 1, message);
+                let mut c = Candidate::new(message_count(index) + 1, message, view.is_recent(message.uid));
                 let matched = keys.iter().all(|k| search::matches(k, &mut c, &ctx, 0));
                 body_missing |= c.body_missing();
                 if matched {

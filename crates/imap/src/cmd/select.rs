@@ -1,7 +1,9 @@
 //! Entering and leaving the selected state: SELECT, EXAMINE, CLOSE, UNSELECT.
 //!
 //! SELECT opens the session's [`View`] of a mailbox; from then on sequence
-//! numbers are the view's. CLOSE expunges (unless read-only) through the write
+//! numbers are the view's. FLAGS lists every keyword some message of the
+//! mailbox carries; SELECT claims the messages no session was told of as
+//! `\Recent`, EXAMINE only counts them. CLOSE expunges (unless read-only) through the write
 //! path; UNSELECT does not.
 
 use std::num::NonZeroU64;
@@ -14,7 +16,6 @@ use maildr_store::{Command as StoreCommand, Mailbox};
 use maildr_types::SystemFlags;
 
 use crate::blocking::store_read;
-use crate::flags;
 use crate::reply::{bad, mailbox_name, no, nz, ok, read_failed, untagged_ok};
 use crate::session::Session;
 use crate::view::{message_count, View};
@@ -60,17 +61,16 @@ impl Session {
             self.condstore = true;
         }
         self.drain_changes();
-        let Ok(view) = store_read(|| View::open(&self.cluster().store(), record.id, read_only)) else {
+        let marks = &self.service.recent;
+        let Ok(view) = store_read(|| View::open(&self.cluster().store(), &record, read_only, marks)) else {
             server.enqueue_status(read_failed(tag));
             return;
         };
-        server.enqueue_data(Data::Flags(flags::system_flags()));
-        server.enqueue_status(untagged_ok(
-            Code::PermanentFlags(if read_only { vec![] } else { flags::permanent_flags() }),
-            "flags",
-        ));
+        for update in view.flag_announcement() {
+            update.enqueue(server);
+        }
         server.enqueue_data(Data::Exists(view.exists()));
-        server.enqueue_data(Data::Recent(0));
+        server.enqueue_data(Data::Recent(view.recent_count()));
         if let Some(pos) = view.messages.iter().position(|m| !m.flags.contains(SystemFlags::SEEN)) {
             server.enqueue_status(untagged_ok(Code::Unseen(nz(message_count(pos) + 1)), "first unseen"));
         }

@@ -17,11 +17,14 @@ use crate::reply::{nz, ok, read_failed};
 use crate::session::Session;
 use crate::view::message_count;
 
-fn status_item(name: &StatusDataItemName, record: &Mailbox, messages: &[Message]) -> StatusDataItem {
+/// `recent_above`: messages with a higher UID are recent (no session was told).
+fn status_item(name: &StatusDataItemName, record: &Mailbox, messages: &[Message], recent_above: u32) -> StatusDataItem {
     let deleted = || messages.iter().filter(|m| m.flags.contains(SystemFlags::DELETED));
     match name {
         StatusDataItemName::Messages => StatusDataItem::Messages(message_count(messages.len())),
-        StatusDataItemName::Recent => StatusDataItem::Recent(0),
+        StatusDataItemName::Recent => {
+            StatusDataItem::Recent(message_count(messages.iter().filter(|m| m.uid.0 > recent_above).count()))
+        }
         StatusDataItemName::UidNext => StatusDataItem::UidNext(nz(record.uid_next.0)),
         StatusDataItemName::UidValidity => StatusDataItem::UidValidity(nz(record.uid_validity.0)),
         StatusDataItemName::Unseen => StatusDataItem::Unseen(message_count(
@@ -46,7 +49,9 @@ impl Session {
             server.enqueue_status(read_failed(tag));
             return;
         };
-        let items = names.iter().map(|n| status_item(n, &record, &messages)).collect();
+        // Counting takes nothing: the next session to select still gets \Recent.
+        let recent_above = self.service.recent.peek((record.id, record.uid_validity));
+        let items = names.iter().map(|n| status_item(n, &record, &messages, recent_above)).collect();
         server.enqueue_data(Data::Status { mailbox: mailbox.clone(), items: Cow::Owned(items) });
         server.enqueue_status(ok(tag, None, "STATUS completed"));
     }

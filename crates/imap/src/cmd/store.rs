@@ -17,7 +17,7 @@ use imap_next::server::Server;
 use maildr_store::{Applied, Command as StoreCommand, FlagOp};
 use maildr_types::{ModSeq, Uid};
 
-use crate::flags::{self, flags_to_fetch};
+use crate::flags;
 use crate::reply::{bad, nz, ok, to_set, write_failed};
 use crate::session::Session;
 use crate::view::{message_count, modseq_item, uid_item};
@@ -93,12 +93,12 @@ impl Session {
         let out = self.view_updates(false);
         let condstore = self.condstore;
         let view = self.selected.as_ref().expect("selected state");
-        for data in out {
+        for update in out {
             let silent_own = silent
-                && matches!(&data, Data::Fetch { seq, .. } if outcome.changed.contains(&view.messages[seq.get() as usize - 1].uid))
+                && update.fetch_seq().is_some_and(|seq| outcome.changed.contains(&view.messages[seq as usize - 1].uid))
                 && outcome.unchanged_since.is_none();
             if !silent_own {
-                server.enqueue_data(data);
+                update.enqueue(server);
             }
         }
         // Messages the client named but we did not change still answer with their
@@ -109,7 +109,7 @@ impl Session {
                 if outcome.changed.contains(&m.uid) || outcome.modified_since.contains(&m.uid) {
                     continue;
                 }
-                let mut items = vec![MessageDataItem::Flags(flags_to_fetch(m))];
+                let mut items = vec![MessageDataItem::Flags(view.fetch_flags(m))];
                 if request.uid {
                     items.push(uid_item(m.uid));
                 }
