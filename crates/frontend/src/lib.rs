@@ -5,6 +5,7 @@
 //! password hashing and checking (`passwords`). It knows nothing of any protocol
 //! and never touches the store.
 
+pub mod credential_cache;
 pub mod memory;
 pub mod passwords;
 pub mod switchboard;

@@ -142,6 +142,11 @@ pub enum PasswordCheck {
 /// at once, and answers after [`typical_check_time`], so that neither the answer
 /// nor its timing tells which accounts exist, and it costs no CPU.
 pub async fn check_password(phc: Option<String>, password: String) -> PasswordCheck {
+    // Verified moments ago against this very stored hash: no argon2 again (see
+    // `credential_cache`); failures are never remembered.
+    if phc.as_deref().is_some_and(|phc| crate::credential_cache::recently_verified(phc, &password)) {
+        return PasswordCheck::Matches;
+    }
     let Ok(Ok(slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, permits().acquire()).await else {
         return PasswordCheck::Busy;
     };
@@ -155,6 +160,9 @@ pub async fn check_password(phc: Option<String>, password: String) -> PasswordCh
         let started = Instant::now();
         let matched = crate::verify_password(&phc, &password);
         note_check_time(started.elapsed());
+        if matched {
+            crate::credential_cache::remember_verified(&phc, &password);
+        }
         let _ = answer.send(matched);
     }));
     let matched = matched.await.unwrap_or(false);
@@ -292,7 +300,19 @@ mod tests {
         // An unknown account is busy alike, so a full house does not tell either.
         assert_eq!(check_password(None, "right".into()).await, PasswordCheck::Busy);
         drop(held);
-        assert_eq!(check_password(Some(hash), "right".into()).await, PasswordCheck::Matches);
+        assert_eq!(check_password(Some(hash.clone()), "right".into()).await, PasswordCheck::Matches);
+
+        // Verified once, the same credentials need no slot and no hashing: with every
+        // slot taken they still match at once. A wrong password is never
+        // remembered, and a changed stored hash (a password change) misses.
+        let held = permits().acquire_many(password_checks_max() as u32).await.unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(check_password(Some(hash.clone()), "right".into()).await, PasswordCheck::Matches);
+        assert!(started.elapsed() < PASSWORD_CHECK_WAIT_MAX, "answered from the credential cache");
+        assert_eq!(check_password(Some(hash), "wrong".into()).await, PasswordCheck::Busy);
+        let changed = crate::hash_password("right");
+        assert_eq!(check_password(Some(changed), "right".into()).await, PasswordCheck::Busy);
+        drop(held);
     }
 
     #[test]
