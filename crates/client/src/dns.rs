@@ -3,8 +3,13 @@
 //! and a mail client finds `mail.<domain>`. Messages are built and parsed by
 //! hickory-proto.
 //!
-//! Never: recurse, cache or follow CNAMEs; the callers ask the deployment's own
-//! servers and want exactly what each one says.
+//! [`Resolver`] asks several servers the way real resolvers do: all at once (the
+//! first answer wins), skipping for a while a server that just timed out, and it
+//! reports its own lookup time, so that a client measuring a service does not count
+//! a dead name server's timeout as the service's downtime.
+//!
+//! Never: recurse, cache answers or follow CNAMEs; the callers ask the deployment's
+//! own servers and want exactly what they say now.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -200,5 +205,183 @@ pub async fn exchanges(servers: &[SocketAddr], domain: &str, timeout: Duration) 
     match resolve(servers, domain, RecordType::MX, timeout).await? {
         Answer::Exchanges(h) => Ok(h),
         Answer::Addresses(_) => unreachable!("an MX question gets exchanges"),
+    }
+}
+
+/// How long a server that timed out is left out of questions (unless every server
+/// is left out); like a resolver's memory of unresponsive servers.
+pub const SUSPECT_FOR: Duration = Duration::from_secs(5);
+
+/// A resolver over several authoritative servers: each question goes to every
+/// server not recently unresponsive, at once, and the first usable answer wins.
+/// Cheap to clone; clones share what they learnt about the servers.
+#[derive(Debug, Clone)]
+pub struct Resolver {
+    servers: Vec<SocketAddr>,
+    /// When each server last timed out (same order as `servers`).
+    suspect_since: std::sync::Arc<std::sync::Mutex<Vec<Option<std::time::Instant>>>>,
+}
+
+/// An answer and how long the lookup took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved<T> {
+    pub answer: T,
+    pub took: Duration,
+    /// The server that answered first.
+    pub server: SocketAddr,
+}
+
+impl Resolver {
+    pub fn new(servers: Vec<SocketAddr>) -> Resolver {
+        let n = servers.len();
+        Resolver { servers, suspect_since: std::sync::Arc::new(std::sync::Mutex::new(vec![None; n])) }
+    }
+
+    pub fn servers(&self) -> &[SocketAddr] {
+        &self.servers
+    }
+
+    /// The servers to ask now: those that did not time out within [`SUSPECT_FOR`],
+    /// or every server when all did.
+    fn candidates(&self) -> Vec<(usize, SocketAddr)> {
+        let suspect = self.suspect_since.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh: Vec<(usize, SocketAddr)> = self
+            .servers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| suspect[*i].is_none_or(|at| at.elapsed() >= SUSPECT_FOR))
+            .map(|(i, s)| (i, *s))
+            .collect();
+        if fresh.is_empty() {
+            self.servers.iter().copied().enumerate().collect()
+        } else {
+            fresh
+        }
+    }
+
+    fn mark(&self, index: usize, timed_out: bool) {
+        let mut suspect = self.suspect_since.lock().unwrap_or_else(|p| p.into_inner());
+        suspect[index] = timed_out.then(std::time::Instant::now);
+    }
+
+    /// Ask every candidate server at once; the first answer (NOERROR or NXDOMAIN),
+    /// or the last error when none answers within `timeout`.
+    pub async fn resolve(
+        &self,
+        name: &str,
+        rtype: RecordType,
+        timeout: Duration,
+    ) -> Result<Resolved<Answer>, DnsError> {
+        let started = std::time::Instant::now();
+        let mut asking: tokio::task::JoinSet<(usize, SocketAddr, Result<Answer, DnsError>)> =
+            tokio::task::JoinSet::new();
+        for (index, server) in self.candidates() {
+            let name = name.to_string();
+            asking.spawn(async move { (index, server, query(server, &name, rtype, timeout).await) });
+        }
+        let mut last = DnsError::NoServer(name.to_string());
+        while let Some(done) = asking.join_next().await {
+            let Ok((index, server, result)) = done else { continue };
+            match result {
+                Ok(answer) => {
+                    self.mark(index, false);
+                    // The slower questions are dropped with the set.
+                    return Ok(Resolved { answer, took: started.elapsed(), server });
+                }
+                Err(e) => {
+                    self.mark(index, matches!(e, DnsError::Timeout { .. } | DnsError::Io { .. }));
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The addresses of `name`.
+    pub async fn addresses(&self, name: &str, timeout: Duration) -> Result<Resolved<Vec<IpAddr>>, DnsError> {
+        let r = self.resolve(name, RecordType::A, timeout).await?;
+        match r.answer {
+            Answer::Addresses(a) => Ok(Resolved { answer: a, took: r.took, server: r.server }),
+            Answer::Exchanges(_) => unreachable!("an A question gets addresses"),
+        }
+    }
+
+    /// The MX hosts of `domain` in preference order.
+    pub async fn exchanges(&self, domain: &str, timeout: Duration) -> Result<Resolved<Vec<String>>, DnsError> {
+        let r = self.resolve(domain, RecordType::MX, timeout).await?;
+        match r.answer {
+            Answer::Exchanges(h) => Ok(Resolved { answer: h, took: r.took, server: r.server }),
+            Answer::Addresses(_) => unreachable!("an MX question gets exchanges"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+
+    /// A server on loopback that answers every A question with `ip`, counting them.
+    async fn answering(ip: [u8; 4]) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = asked.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let query = Message::from_vec(&buf[..n]).unwrap();
+                let mut reply = Message::response(query.metadata.id, query.metadata.op_code);
+                let q = query.queries[0].clone();
+                reply.add_answer(Record::from_rdata(q.name().clone(), 2, RData::A(A::new(ip[0], ip[1], ip[2], ip[3]))));
+                reply.add_query(q);
+                let _ = socket.send_to(&reply.to_vec().unwrap(), from).await;
+            }
+        });
+        (addr, asked)
+    }
+
+    /// A server that never answers, counting the questions it swallows.
+    async fn silent() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        let asked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let count = asked.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            while socket.recv_from(&mut buf).await.is_ok() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        (addr, asked)
+    }
+
+    #[tokio::test]
+    async fn a_dead_first_server_costs_no_wait_and_is_left_out_after_it_timed_out() {
+        let (dead, dead_asked) = silent().await;
+        let (live, _) = answering([127, 9, 9, 9]).await;
+        let resolver = Resolver::new(vec![dead, live]);
+        let timeout = Duration::from_millis(800);
+        let first = resolver.addresses("mail.example.test.", timeout).await.unwrap();
+        assert_eq!(first.answer, vec![IpAddr::from([127, 9, 9, 9])]);
+        assert_eq!(first.server, live);
+        assert!(first.took < timeout, "the live server's answer did not wait for the dead one: {:?}", first.took);
+        // The dead server's question is dropped with the first answer, so it has not
+        // timed out yet: it is asked again, and only a full timeout marks it.
+        let both_dead = Resolver::new(vec![dead]);
+        assert!(matches!(both_dead.addresses("x.example.test.", timeout).await, Err(DnsError::Timeout { .. })));
+        let before = dead_asked.load(std::sync::atomic::Ordering::SeqCst);
+        // Every server suspect: all are asked anyway.
+        assert!(both_dead.addresses("x.example.test.", timeout).await.is_err());
+        assert_eq!(dead_asked.load(std::sync::atomic::Ordering::SeqCst), before + 1);
+        // A resolver whose dead server timed out leaves it out while live ones remain.
+        let remembering = Resolver::new(vec![dead, live]);
+        remembering.mark(0, true);
+        let before = dead_asked.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(remembering.addresses("mail.example.test.", timeout).await.unwrap().server, live);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(dead_asked.load(std::sync::atomic::Ordering::SeqCst), before, "the suspect server is not asked");
     }
 }

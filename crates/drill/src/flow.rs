@@ -1,43 +1,59 @@
 //! The synthetic client traffic that runs through a whole drill: what users and
-//! other mail servers would have seen.
+//! other mail servers would have seen, at the load the plan's `[load]` asks for.
 //!
-//! - **MX flow**: uniquely tagged messages to the domain, sent like a sending MTA
-//!   does: MX hosts resolved from the target's DNS, tried in preference order, a
-//!   4xx or a failed connection retried later (a sender's queue), a 250 recorded
-//!   as *acknowledged* with the site that gave it.
+//! - **MX flow**: uniquely tagged messages to the domain at `load.smtp_per_second`,
+//!   sent like a sending MTA does: MX hosts resolved from the target's DNS, tried
+//!   in preference order, a 4xx or a failed connection retried a second later from
+//!   the sender's queue, a 250 recorded as *acknowledged* with the site that gave
+//!   it. At most `load.concurrency` connections at once; the rest queue.
 //! - **Submission flow**: messages submitted with STARTTLS and AUTH through
-//!   `mail.<domain>`, retried the same way.
-//! - **IMAP probe**: login, SELECT INBOX and a header fetch through `mail.`.
+//!   `mail.<domain>` at `load.submissions_per_second`, queued and retried the same way.
+//! - **IMAP probe**: login, SELECT INBOX and a header fetch through `mail.`, one
+//!   round started every `probes.imap_interval_ms` (every 100 ms right after a
+//!   fault); rounds overlap, so one stuck on a dead site does not delay the next.
+//! - **IDLE sessions**: `load.imap_idle_sessions` sessions held open with IDLE on
+//!   the MX recipient's INBOX, reconnecting through `mail.` when their site goes.
 //! - **DNS probe**: `mail.` and MX asked of every DNS server of the target.
 //!
-//! Every exchange becomes a [`ProbeSample`]; every message a [`Message`] whose
-//! fate the reconciliation checks afterwards. Load is bounded: one exchange at a
-//! time per flow, at the plan's intervals, at most [`MESSAGES_MAX`] messages.
+//! Names are resolved like a real resolver does ([`dns::Resolver`]: every server at
+//! once, the first answer wins, a server that timed out is left out for a while), and
+//! the lookup time is recorded apart from the exchange's (`lookup_ms`), so a dead
+//! name server's timeout is never counted as the mail service's downtime. A sample's
+//! time is the moment of the answer. Every exchange becomes a [`ProbeSample`]; every
+//! message a [`Message`] whose fate the reconciliation checks afterwards. Load is
+//! bounded in rate, connections and count ([`MESSAGES_MAX`] per flow).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use maildr_client::imap::{ImapError, Session};
 use maildr_client::smtp::{self, Envelope, Login, Reply, Security, SmtpError};
 use maildr_client::{dns, Tls};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
 
-use crate::plan::ProbeSettings;
-use crate::report::{ProbeOutcome, ProbeSample, Protocol};
+use crate::plan::{LoadProfile, ProbeSettings, DENSE_INTERVAL_MS};
+use crate::report::{IdleSummary, ProbeOutcome, ProbeSample, Protocol};
 use crate::target::Target;
 
 /// Most messages one flow sends in a drill.
 pub const MESSAGES_MAX: usize = 20_000;
 /// Most samples kept (older ones are not dropped: new ones stop being recorded).
 pub const SAMPLES_MAX: usize = 200_000;
-/// Most retries of deferred messages per round of a flow.
-const RETRIES_PER_ROUND_MAX: usize = 8;
+/// How long a deferred message waits in the sender's queue before its next attempt.
+const RETRY_AFTER_MS: u64 = 1_000;
+/// Most IMAP probe rounds in flight at once.
+const IMAP_ROUNDS_IN_FLIGHT_MAX: usize = 16;
+/// How long an IDLE session waits for a push before it renews its IDLE.
+const IDLE_RENEW: Duration = Duration::from_secs(20);
+/// Pause before an IDLE session that lost its site tries again.
+const IDLE_RECONNECT_PAUSE_MS: u64 = 100;
 /// The header that carries a message's tag.
 pub const TAG_HEADER: &str = "X-Maildr-Drill";
-/// Bytes of filler in a probe message body (a typical small mail).
+/// Bytes of filler in a check's probe message body (a typical small mail).
 const BODY_FILLER_BYTES: usize = 2048;
 
 pub fn now_ms() -> u64 {
@@ -81,6 +97,7 @@ impl Message {
 pub struct Recorded {
     pub samples: Vec<ProbeSample>,
     pub messages: BTreeMap<String, Message>,
+    pub idle: IdleSummary,
 }
 
 impl Recorded {
@@ -107,6 +124,8 @@ pub struct Flows {
     sending: watch::Sender<bool>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    dense_until_ms: Arc<AtomicU64>,
+    dense_for_ms: u64,
 }
 
 /// Everything a probe task needs, shared.
@@ -114,7 +133,7 @@ struct Ctx {
     drill_id: String,
     domain: String,
     mail_name: String,
-    dns_servers: Vec<SocketAddr>,
+    resolver: dns::Resolver,
     /// Site IP → (name, MX listener, submission listener, IMAP listener and
     /// whether it is implicit TLS).
     sites: BTreeMap<IpAddr, (String, SocketAddr, SocketAddr, (SocketAddr, bool))>,
@@ -124,19 +143,39 @@ struct Ctx {
     submission_recipient: String,
     imap_login: Login,
     settings: ProbeSettings,
+    load: LoadProfile,
     recorded: Arc<Mutex<Recorded>>,
+    /// Until when (ms since the epoch) probes sample densely.
+    dense_until_ms: Arc<AtomicU64>,
+}
+
+impl Ctx {
+    /// The pause between two probe rounds whose normal pause is `interval_ms`.
+    fn interval_ms(&self, interval_ms: u64) -> u64 {
+        if now_ms() < self.dense_until_ms.load(Ordering::Relaxed) {
+            interval_ms.min(DENSE_INTERVAL_MS)
+        } else {
+            interval_ms
+        }
+    }
 }
 
 impl Flows {
     /// Start every flow against `target`.
-    pub fn start(target: &Target, drill_id: &str, settings: &ProbeSettings) -> Result<Flows, String> {
+    pub fn start(
+        target: &Target,
+        drill_id: &str,
+        settings: &ProbeSettings,
+        load: &LoadProfile,
+    ) -> Result<Flows, String> {
         let tls = target.ca_pem.as_deref().map(Tls::from_ca_pem).transpose().map_err(|e| e.to_string())?;
         let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let dense_until_ms = Arc::new(AtomicU64::new(0));
         let ctx = Arc::new(Ctx {
             drill_id: drill_id.to_string(),
             domain: target.domain.clone(),
             mail_name: format!("mail.{}", target.domain),
-            dns_servers: target.dns_servers(),
+            resolver: dns::Resolver::new(target.dns_servers()),
             sites: target
                 .sites
                 .iter()
@@ -151,17 +190,28 @@ impl Flows {
                 password: target.mx_recipient.password.clone(),
             },
             settings: settings.clone(),
+            load: load.clone(),
             recorded: recorded.clone(),
+            dense_until_ms: dense_until_ms.clone(),
         });
+        recorded.lock().expect("recorded lock").idle.sessions = load.imap_idle_sessions;
         let (sending, sending_rx) = watch::channel(true);
         let (stop, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
         for flow in [MailFlow::Mx, MailFlow::Submission] {
             tasks.push(tokio::spawn(mail_flow(ctx.clone(), flow, sending_rx.clone(), stop_rx.clone())));
         }
+        for _ in 0..load.imap_idle_sessions {
+            tasks.push(tokio::spawn(idle_session(ctx.clone(), stop_rx.clone())));
+        }
         tasks.push(tokio::spawn(imap_probe(ctx.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(dns_probe(ctx, stop_rx)));
-        Ok(Flows { recorded, sending, stop, tasks })
+        Ok(Flows { recorded, sending, stop, tasks, dense_until_ms, dense_for_ms: settings.dense_for_ms })
+    }
+
+    /// A fault was just injected: sample densely for `probes.dense_for_ms`.
+    pub fn fault_injected(&self) {
+        self.dense_until_ms.fetch_max(now_ms() + self.dense_for_ms, Ordering::Relaxed);
     }
 
     pub fn counters(&self) -> Counters {
@@ -202,7 +252,7 @@ impl Flows {
 
     /// Stop sending new messages, keep retrying deferred ones for at most
     /// `drain_ms`, then stop every probe and return what was recorded.
-    pub async fn finish(self, drain_ms: u64) -> (Vec<ProbeSample>, Vec<Message>) {
+    pub async fn finish(self, drain_ms: u64) -> Finished {
         let _ = self.sending.send(false);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(drain_ms);
         while tokio::time::Instant::now() < deadline {
@@ -220,8 +270,20 @@ impl Flows {
         for m in r.messages.values_mut().filter(|m| m.pending()) {
             m.given_up = true;
         }
-        (r.samples.clone(), r.messages.values().cloned().collect())
+        Finished {
+            samples: std::mem::take(&mut r.samples),
+            messages: r.messages.values().cloned().collect(),
+            idle: r.idle.clone(),
+        }
     }
+}
+
+/// Everything the flows recorded, once they stopped.
+#[derive(Debug, Default)]
+pub struct Finished {
+    pub samples: Vec<ProbeSample>,
+    pub messages: Vec<Message>,
+    pub idle: IdleSummary,
 }
 
 /// Sleep `ms` unless told to stop; true when stopping.
@@ -235,32 +297,40 @@ async fn pause(stop: &mut watch::Receiver<bool>, ms: u64) -> bool {
     }
 }
 
+/// One mail flow: new messages at the flow's rate into the sender's queue, and the
+/// queue worked off with at most `load.concurrency` connections.
 async fn mail_flow(ctx: Arc<Ctx>, flow: MailFlow, sending: watch::Receiver<bool>, mut stop: watch::Receiver<bool>) {
-    let interval_ms = match flow {
-        MailFlow::Mx => ctx.settings.smtp_interval_ms,
-        MailFlow::Submission => ctx.settings.submission_interval_ms,
+    let rate = match flow {
+        MailFlow::Mx => ctx.load.smtp_per_second,
+        MailFlow::Submission => ctx.load.submissions_per_second,
     };
+    if rate == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / u64::from(rate)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let permits = Arc::new(Semaphore::new(ctx.load.concurrency as usize));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(String, bool)>();
+    // The sender's queue: (due at, sequence) → tag.
+    let mut queue: BTreeMap<(u64, u64), String> = BTreeMap::new();
+    let mut seq = 0u64;
     let mut sent = 0usize;
+    let mut in_flight: JoinSet<()> = JoinSet::new();
     loop {
-        // Retries first, oldest first, like a queue run.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+        while in_flight.try_join_next().is_some() {}
         let now = now_ms();
-        let due: Vec<String> = {
-            let mut r = ctx.recorded.lock().expect("recorded lock");
-            let retry_for = ctx.settings.retry_for_ms;
-            for m in r.messages.values_mut().filter(|m| m.flow == flow && m.pending()) {
-                if now.saturating_sub(m.first_attempt_at_ms) > retry_for {
-                    m.given_up = true;
-                }
+        while let Ok((tag, retry)) = done_rx.try_recv() {
+            if retry {
+                seq += 1;
+                queue.insert((now + RETRY_AFTER_MS, seq), tag);
             }
-            r.messages
-                .values()
-                .filter(|m| m.flow == flow && m.pending() && m.attempts > 0)
-                .take(RETRIES_PER_ROUND_MAX)
-                .map(|m| m.tag.clone())
-                .collect()
-        };
-        for tag in due {
-            attempt(&ctx, flow, &tag).await;
         }
         if *sending.borrow() && sent < MESSAGES_MAX {
             sent += 1;
@@ -275,7 +345,7 @@ async fn mail_flow(ctx: Arc<Ctx>, flow: MailFlow, sending: watch::Receiver<bool>
                     tag: tag.clone(),
                     flow,
                     recipient,
-                    first_attempt_at_ms: now_ms(),
+                    first_attempt_at_ms: now,
                     attempts: 0,
                     acknowledged: None,
                     deferred: false,
@@ -284,19 +354,48 @@ async fn mail_flow(ctx: Arc<Ctx>, flow: MailFlow, sending: watch::Receiver<bool>
                     last_reply: String::new(),
                 },
             );
-            attempt(&ctx, flow, &tag).await;
+            seq += 1;
+            queue.insert((now, seq), tag);
         }
-        if pause(&mut stop, interval_ms).await {
-            return;
+        // Work off what is due, oldest first, while connections are free.
+        while let Some(entry) = queue.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let Ok(permit) = permits.clone().try_acquire_owned() else { break };
+            let tag = entry.remove();
+            let expired = {
+                let mut r = ctx.recorded.lock().expect("recorded lock");
+                match r.messages.get_mut(&tag) {
+                    Some(m) if now.saturating_sub(m.first_attempt_at_ms) > ctx.settings.retry_for_ms => {
+                        m.given_up = true;
+                        true
+                    }
+                    Some(_) => false,
+                    None => true,
+                }
+            };
+            if expired {
+                continue;
+            }
+            let (ctx, done) = (ctx.clone(), done_tx.clone());
+            in_flight.spawn(async move {
+                let retry = attempt(&ctx, flow, &tag).await;
+                drop(permit);
+                let _ = done.send((tag, retry));
+            });
         }
     }
+    // Attempts under way finish (each within its deadline); nothing new starts.
+    while in_flight.join_next().await.is_some() {}
 }
 
-/// One delivery attempt of one message, through every host the flow would try.
-async fn attempt(ctx: &Ctx, flow: MailFlow, tag: &str) {
+/// One delivery attempt of one message, through every host the flow would try;
+/// whether it should be tried again later.
+async fn attempt(ctx: &Ctx, flow: MailFlow, tag: &str) -> bool {
     let recipient = {
         let mut r = ctx.recorded.lock().expect("recorded lock");
-        let Some(m) = r.messages.get_mut(tag) else { return };
+        let Some(m) = r.messages.get_mut(tag) else { return false };
         m.attempts += 1;
         m.recipient.clone()
     };
@@ -304,16 +403,13 @@ async fn attempt(ctx: &Ctx, flow: MailFlow, tag: &str) {
     let timeout = Duration::from_millis(ctx.settings.timeout_ms);
     let (protocol, hosts) = match flow {
         MailFlow::Mx => (Protocol::Smtp, mx_hosts(ctx, timeout).await),
-        MailFlow::Submission => (Protocol::Submission, mail_host(ctx, timeout).await.map(|h| vec![h])),
+        MailFlow::Submission => (Protocol::Submission, mail_host(ctx, timeout).await.map(|(h, ms)| (vec![h], ms))),
     };
-    let hosts = match hosts {
+    let (hosts, lookup_ms) = match hosts {
         Ok(h) => h,
-        Err(e) => {
-            record_attempt(ctx, tag, protocol, "dns", ProbeOutcome::Unreachable, 0, &e, None);
-            if let Some(m) = ctx.recorded.lock().expect("recorded lock").messages.get_mut(tag) {
-                m.deferred = true;
-            }
-            return;
+        Err((e, lookup_ms)) => {
+            record_attempt(ctx, tag, protocol, "dns", ProbeOutcome::Unreachable, 0, Some(lookup_ms), &e, None);
+            return defer(ctx, tag);
         }
     };
     for (site, addr_mx, addr_sub) in hosts {
@@ -340,20 +436,44 @@ async fn attempt(ctx: &Ctx, flow: MailFlow, tag: &str) {
             data: &data,
         };
         let result = smtp::send(addr, &security, login, &envelope, timeout).await;
-        let latency = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let latency = elapsed_ms(started);
         let (outcome, detail) = classify_smtp(&result);
         let acked = matches!(&result, Ok(r) if r.is_success());
-        record_attempt(ctx, tag, protocol, &site, outcome, latency, &detail, acked.then(|| site.clone()));
+        record_attempt(
+            ctx,
+            tag,
+            protocol,
+            &site,
+            outcome,
+            latency,
+            Some(lookup_ms),
+            &detail,
+            acked.then(|| site.clone()),
+        );
         // A sending MTA moves to the next MX host when one does not answer or
         // defers at once; a 250 or a 5xx ends the attempt.
         if matches!(outcome, ProbeOutcome::Ok | ProbeOutcome::Refused) {
-            return;
+            return false;
         }
     }
     // No host took it: the message waits in the sender's queue.
-    if let Some(m) = ctx.recorded.lock().expect("recorded lock").messages.get_mut(tag) {
-        m.deferred = true;
+    defer(ctx, tag)
+}
+
+/// Mark a message deferred; whether it is still to be tried.
+fn defer(ctx: &Ctx, tag: &str) -> bool {
+    let mut r = ctx.recorded.lock().expect("recorded lock");
+    match r.messages.get_mut(tag) {
+        Some(m) => {
+            m.deferred = true;
+            m.pending()
+        }
+        None => false,
     }
+}
+
+fn elapsed_ms(started: std::time::Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn classify_smtp(result: &Result<Reply, SmtpError>) -> (ProbeOutcome, String) {
@@ -375,6 +495,7 @@ fn record_attempt(
     target: &str,
     outcome: ProbeOutcome,
     latency_ms: u64,
+    lookup_ms: Option<u64>,
     detail: &str,
     acknowledged_by: Option<String>,
 ) {
@@ -394,17 +515,26 @@ fn record_attempt(
         target: target.to_string(),
         outcome,
         latency_ms,
+        lookup_ms,
         detail: detail.chars().take(200).collect(),
     });
 }
 
 fn message_bytes(ctx: &Ctx, tag: &str, recipient: &str) -> Vec<u8> {
-    probe_message(&ctx.drill_id, &ctx.domain, tag, recipient)
+    sized_message(&ctx.drill_id, &ctx.domain, tag, recipient, ctx.load.message_bytes as usize)
 }
 
-/// A tagged probe message (CRLF line ends).
+/// A tagged probe message (CRLF line ends) of a typical small size.
 pub fn probe_message(drill_id: &str, domain: &str, tag: &str, recipient: &str) -> Vec<u8> {
-    let filler: String = "The quick brown fox jumps over the lazy dog. ".repeat(BODY_FILLER_BYTES / 45);
+    sized_message(drill_id, domain, tag, recipient, BODY_FILLER_BYTES + 600)
+}
+
+/// A tagged message of about `bytes` bytes (CRLF line ends).
+pub fn sized_message(drill_id: &str, domain: &str, tag: &str, recipient: &str, bytes: usize) -> Vec<u8> {
+    const LINE: &str = "The quick brown fox jumps over the lazy dog. ";
+    let head = 600;
+    let lines = bytes.saturating_sub(head) / (LINE.len() * 2 + 2);
+    let filler: String = (0..lines).map(|_| format!("{LINE}{LINE}\r\n")).collect();
     format!(
         "From: maildr drill <drill-sender@drill.maildr.invalid>\r\nTo: <{recipient}>\r\n\
          Subject: maildr drill {tag}\r\nMessage-ID: <{tag}@drill.maildr.invalid>\r\n{TAG_HEADER}: {tag}\r\n\
@@ -452,52 +582,134 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 type Host = (String, SocketAddr, SocketAddr);
 
-/// The MX hosts in preference order with their listeners.
-async fn mx_hosts(ctx: &Ctx, timeout: Duration) -> Result<Vec<Host>, String> {
-    let per_server = dns_timeout(ctx, timeout);
-    let names = dns::exchanges(&ctx.dns_servers, &format!("{}.", ctx.domain), per_server)
+/// The MX hosts in preference order with their listeners, and the lookup time in
+/// ms (also on failure).
+async fn mx_hosts(ctx: &Ctx, timeout: Duration) -> Result<(Vec<Host>, u64), (String, u64)> {
+    let started = std::time::Instant::now();
+    let names = ctx
+        .resolver
+        .exchanges(&format!("{}.", ctx.domain), timeout)
         .await
-        .map_err(|e| format!("MX: {e}"))?;
-    if names.is_empty() {
-        return Err(format!("no MX record for {}", ctx.domain));
+        .map_err(|e| (format!("MX: {e}"), elapsed_ms(started)))?;
+    if names.answer.is_empty() {
+        return Err((format!("no MX record for {}", ctx.domain), elapsed_ms(started)));
     }
     let mut out = Vec::new();
-    for name in names {
-        let addrs = dns::addresses(&ctx.dns_servers, &name, per_server).await.map_err(|e| format!("{name}: {e}"))?;
-        out.extend(addrs.iter().filter_map(|ip| host_at(ctx, *ip)));
+    for name in names.answer {
+        let addrs =
+            ctx.resolver.addresses(&name, timeout).await.map_err(|e| (format!("{name}: {e}"), elapsed_ms(started)))?;
+        out.extend(addrs.answer.iter().filter_map(|ip| host_at(ctx, *ip)));
     }
     if out.is_empty() {
-        return Err(format!("the MX hosts of {} resolve to no known site", ctx.domain));
+        return Err((format!("the MX hosts of {} resolve to no known site", ctx.domain), elapsed_ms(started)));
     }
-    Ok(out)
+    Ok((out, elapsed_ms(started)))
 }
 
-/// Where `mail.<domain>` points.
-async fn mail_host(ctx: &Ctx, timeout: Duration) -> Result<Host, String> {
+/// Where `mail.<domain>` points, and the lookup time in ms (also on failure).
+async fn mail_host(ctx: &Ctx, timeout: Duration) -> Result<(Host, u64), (String, u64)> {
+    let started = std::time::Instant::now();
     let name = format!("{}.", ctx.mail_name);
     let addrs =
-        dns::addresses(&ctx.dns_servers, &name, dns_timeout(ctx, timeout)).await.map_err(|e| format!("{name}: {e}"))?;
-    addrs.iter().find_map(|ip| host_at(ctx, *ip)).ok_or_else(|| format!("{name} resolves to {addrs:?}, no known site"))
+        ctx.resolver.addresses(&name, timeout).await.map_err(|e| (format!("{name}: {e}"), elapsed_ms(started)))?;
+    let took = elapsed_ms(started);
+    addrs
+        .answer
+        .iter()
+        .find_map(|ip| host_at(ctx, *ip))
+        .map(|h| (h, took))
+        .ok_or_else(|| (format!("{name} resolves to {:?}, no known site", addrs.answer), took))
 }
 
 fn host_at(ctx: &Ctx, ip: IpAddr) -> Option<Host> {
     ctx.sites.get(&ip).map(|(name, mx, sub, _)| (name.clone(), *mx, *sub))
 }
 
-/// Each DNS server gets a share of the probe deadline, like a stub resolver's
-/// per-server timeout.
-fn dns_timeout(ctx: &Ctx, timeout: Duration) -> Duration {
-    let n = u32::try_from(ctx.dns_servers.len().max(1)).unwrap_or(u32::MAX);
-    (timeout / (n + 1)).max(Duration::from_millis(200))
+/// Where `mail.` sends IMAP clients: (site, IMAP listener and whether it is
+/// implicit TLS), with the lookup time in ms (also on failure).
+async fn imap_host(ctx: &Ctx, timeout: Duration) -> Result<((String, (SocketAddr, bool)), u64), (String, u64)> {
+    let started = std::time::Instant::now();
+    let name = format!("{}.", ctx.mail_name);
+    let ips = ctx.resolver.addresses(&name, timeout).await.map_err(|e| (e.to_string(), elapsed_ms(started)))?;
+    let took = elapsed_ms(started);
+    ips.answer
+        .iter()
+        .find_map(|ip| ctx.sites.get(ip).map(|(n, _, _, imap)| (n.clone(), *imap)))
+        .map(|h| (h, took))
+        .ok_or_else(|| (format!("{name} resolves to {:?}", ips.answer), took))
 }
 
-/// A probe's sample, taken now, of an exchange that began at `started`; the detail
-/// is cut to 200 characters.
-fn sample_now(
+/// IMAP rounds started every `probes.imap_interval_ms` (denser after a fault),
+/// overlapping up to [`IMAP_ROUNDS_IN_FLIGHT_MAX`].
+async fn imap_probe(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let mut rounds: JoinSet<()> = JoinSet::new();
+    loop {
+        while rounds.try_join_next().is_some() {}
+        if rounds.len() < IMAP_ROUNDS_IN_FLIGHT_MAX {
+            let ctx = ctx.clone();
+            rounds.spawn(async move {
+                let sample = imap_round(&ctx).await;
+                ctx.recorded.lock().expect("recorded lock").sample(sample);
+            });
+        }
+        if pause(&mut stop, ctx.interval_ms(ctx.settings.imap_interval_ms)).await {
+            break;
+        }
+    }
+    while rounds.join_next().await.is_some() {}
+}
+
+/// One IMAP round: resolve `mail.`, connect, log in, SELECT INBOX, fetch the newest
+/// header. The sample is taken when the fetch is answered (the logout is not timed).
+async fn imap_round(ctx: &Ctx) -> ProbeSample {
+    let timeout = Duration::from_millis(ctx.settings.timeout_ms);
+    let ((site, (addr, over_tls)), lookup_ms) = match imap_host(ctx, timeout).await {
+        Ok(h) => h,
+        Err((detail, lookup_ms)) => {
+            return sample(Protocol::Imap, "dns".into(), ProbeOutcome::Unreachable, 0, Some(lookup_ms), &detail)
+        }
+    };
+    let started = std::time::Instant::now();
+    let fail = |e: ImapError| {
+        let outcome = match e {
+            ImapError::Timeout { .. } => ProbeOutcome::Timeout,
+            ImapError::Greeting { .. } | ImapError::Refused { .. } | ImapError::Bye { .. } => ProbeOutcome::Deferred,
+            _ => ProbeOutcome::Unreachable,
+        };
+        (outcome, e.to_string())
+    };
+    let tls = ctx.tls.as_ref().filter(|_| over_tls).map(|t| (t, ctx.mail_name.as_str()));
+    let round = async {
+        let mut session = Session::connect(addr, tls, timeout).await.map_err(fail)?;
+        session.login(&ctx.imap_login.user, &ctx.imap_login.password).await.map_err(fail)?;
+        let exists = session.select("INBOX").await.map_err(fail)?.exists;
+        let bytes = session.fetch_newest_header(exists).await.map_err(fail)?;
+        Ok::<_, (ProbeOutcome, String)>((session, bytes))
+    };
+    match round.await {
+        Ok((session, bytes)) => {
+            let s = sample(
+                Protocol::Imap,
+                site,
+                ProbeOutcome::Ok,
+                elapsed_ms(started),
+                Some(lookup_ms),
+                &format!("read {bytes} header bytes"),
+            );
+            session.leave().await;
+            s
+        }
+        Err((outcome, detail)) => sample(Protocol::Imap, site, outcome, elapsed_ms(started), Some(lookup_ms), &detail),
+    }
+}
+
+/// A sample taken now; the detail is cut to 200 characters.
+fn sample(
     protocol: Protocol,
     target: String,
     outcome: ProbeOutcome,
-    started: std::time::Instant,
+    latency_ms: u64,
+    lookup_ms: Option<u64>,
     detail: &str,
 ) -> ProbeSample {
     ProbeSample {
@@ -505,59 +717,59 @@ fn sample_now(
         protocol,
         target,
         outcome,
-        latency_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        latency_ms,
+        lookup_ms,
         detail: detail.chars().take(200).collect(),
     }
 }
 
-async fn imap_probe(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+/// One IMAP session held open with IDLE on the MX recipient's INBOX, reconnecting
+/// through `mail.` whenever it loses its site; counts pushes and reconnections.
+async fn idle_session(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
+    let timeout = Duration::from_millis(ctx.settings.timeout_ms);
+    let mut lost_at: Option<u64> = None;
     loop {
-        let started = std::time::Instant::now();
-        let timeout = Duration::from_millis(ctx.settings.timeout_ms);
-        let (target, outcome, detail) = match imap_round(&ctx, timeout).await {
-            Ok((site, bytes)) => (site, ProbeOutcome::Ok, format!("read {bytes} header bytes")),
-            Err((site, outcome, detail)) => (site, outcome, detail),
+        let held = async {
+            let ((_, (addr, over_tls)), _) = imap_host(&ctx, timeout).await.map_err(|(e, _)| e)?;
+            let tls = ctx.tls.as_ref().filter(|_| over_tls).map(|t| (t, ctx.mail_name.as_str()));
+            let mut session = Session::connect(addr, tls, timeout).await.map_err(|e| e.to_string())?;
+            session.login(&ctx.imap_login.user, &ctx.imap_login.password).await.map_err(|e| e.to_string())?;
+            session.select("INBOX").await.map_err(|e| e.to_string())?;
+            if let Some(at) = lost_at.take() {
+                let mut r = ctx.recorded.lock().expect("recorded lock");
+                r.idle.reconnects += 1;
+                r.idle.longest_reconnect_ms = r.idle.longest_reconnect_ms.max(now_ms().saturating_sub(at));
+            }
+            loop {
+                let pushed = session.idle(IDLE_RENEW).await.map_err(|e| e.to_string())?;
+                let exists = pushed.iter().filter(|u| u.line.contains("EXISTS")).count() as u64;
+                ctx.recorded.lock().expect("recorded lock").idle.pushes += exists;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), String>(())
         };
-        let sample = sample_now(Protocol::Imap, target, outcome, started, &detail);
-        ctx.recorded.lock().expect("recorded lock").sample(sample);
-        if pause(&mut stop, ctx.settings.imap_interval_ms).await {
+        tokio::select! {
+            result = held => {
+                if let Err(e) = result {
+                    lost_at.get_or_insert(now_ms());
+                    let mut r = ctx.recorded.lock().expect("recorded lock");
+                    r.idle.failures += 1;
+                    r.idle.last_error = e.chars().take(200).collect();
+                }
+            }
+            _ = stop.changed() => return,
+        }
+        if pause(&mut stop, IDLE_RECONNECT_PAUSE_MS).await {
             return;
         }
     }
-}
-
-async fn imap_round(ctx: &Ctx, timeout: Duration) -> Result<(String, usize), (String, ProbeOutcome, String)> {
-    let name = format!("{}.", ctx.mail_name);
-    let ips = dns::addresses(&ctx.dns_servers, &name, dns_timeout(ctx, timeout))
-        .await
-        .map_err(|e| ("dns".to_string(), ProbeOutcome::Unreachable, e.to_string()))?;
-    let Some((site, addr)) = ips.iter().find_map(|ip| ctx.sites.get(ip).map(|(n, _, _, imap)| (n.clone(), *imap)))
-    else {
-        return Err(("dns".into(), ProbeOutcome::Unreachable, format!("{name} resolves to {ips:?}")));
-    };
-    let fail = |e: ImapError| {
-        let outcome = match e {
-            ImapError::Timeout { .. } => ProbeOutcome::Timeout,
-            ImapError::Greeting { .. } | ImapError::Refused { .. } | ImapError::Bye { .. } => ProbeOutcome::Deferred,
-            _ => ProbeOutcome::Unreachable,
-        };
-        (site.clone(), outcome, e.to_string())
-    };
-    let (addr, over_tls) = addr;
-    let tls = ctx.tls.as_ref().filter(|_| over_tls).map(|t| (t, ctx.mail_name.as_str()));
-    let mut session = Session::connect(addr, tls, timeout).await.map_err(fail)?;
-    session.login(&ctx.imap_login.user, &ctx.imap_login.password).await.map_err(fail)?;
-    let exists = session.select("INBOX").await.map_err(fail)?.exists;
-    let bytes = session.fetch_newest_header(exists).await.map_err(fail)?;
-    session.logout().await;
-    Ok((site, bytes))
 }
 
 async fn dns_probe(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
     let mail = format!("{}.", ctx.mail_name);
     let domain = format!("{}.", ctx.domain);
     loop {
-        for server in &ctx.dns_servers {
+        for server in ctx.resolver.servers() {
             let started = std::time::Instant::now();
             let timeout = Duration::from_millis(ctx.settings.timeout_ms.min(1000));
             let a = dns::addresses(std::slice::from_ref(server), &mail, timeout).await;
@@ -577,10 +789,10 @@ async fn dns_probe(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) {
                     _ => (ProbeOutcome::Unreachable, e.to_string()),
                 },
             };
-            let sample = sample_now(Protocol::Dns, target, outcome, started, &detail);
-            ctx.recorded.lock().expect("recorded lock").sample(sample);
+            let s = sample(Protocol::Dns, target, outcome, elapsed_ms(started), None, &detail);
+            ctx.recorded.lock().expect("recorded lock").sample(s);
         }
-        if pause(&mut stop, ctx.settings.dns_interval_ms).await {
+        if pause(&mut stop, ctx.interval_ms(ctx.settings.dns_interval_ms)).await {
             return;
         }
     }

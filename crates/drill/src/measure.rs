@@ -216,6 +216,7 @@ mod tests {
             target: "bj".into(),
             outcome: if ok { ProbeOutcome::Ok } else { ProbeOutcome::Unreachable },
             latency_ms: at_ms % 7,
+            lookup_ms: None,
             detail: String::new(),
         }
     }
@@ -323,5 +324,59 @@ mod tests {
         assert_eq!(percentile(&mut v, 0.99), Some(99));
         assert_eq!(percentile(&mut [7], 0.99), Some(7));
         assert_eq!(percentile(&mut [], 0.5), None);
+    }
+}
+
+/// Throughput and latency of the mail flows in each window of the drill: before
+/// the fault, during the outage (`fault_at_ms` to `recovered_at_ms`) and after.
+/// Without a fault, one `before` window covers the whole drill.
+pub fn load_windows(
+    samples: &[ProbeSample],
+    started_at_ms: u64,
+    fault_at_ms: Option<u64>,
+    recovered_at_ms: Option<u64>,
+    finished_at_ms: u64,
+) -> Vec<crate::report::LoadWindow> {
+    use crate::report::{LoadWindow, WindowName};
+    let mut bounds = Vec::new();
+    match fault_at_ms {
+        None => bounds.push((WindowName::Before, started_at_ms, finished_at_ms)),
+        Some(fault) => {
+            let recovered = recovered_at_ms.unwrap_or(finished_at_ms).clamp(fault, finished_at_ms.max(fault));
+            bounds.push((WindowName::Before, started_at_ms, fault));
+            bounds.push((WindowName::During, fault, recovered));
+            bounds.push((WindowName::After, recovered, finished_at_ms.max(recovered)));
+        }
+    }
+    bounds
+        .into_iter()
+        .map(|(window, from_ms, to_ms)| LoadWindow {
+            window,
+            from_ms,
+            to_ms,
+            flows: [Protocol::Smtp, Protocol::Submission]
+                .into_iter()
+                .map(|protocol| flow_window(samples, protocol, from_ms, to_ms))
+                .collect(),
+        })
+        .collect()
+}
+
+fn flow_window(samples: &[ProbeSample], protocol: Protocol, from_ms: u64, to_ms: u64) -> crate::report::FlowWindow {
+    let of: Vec<&ProbeSample> =
+        samples.iter().filter(|s| s.protocol == protocol && s.at_ms >= from_ms && s.at_ms < to_ms).collect();
+    let mut ok: Vec<u64> = of.iter().filter(|s| s.outcome.is_ok()).map(|s| s.latency_ms).collect();
+    let acknowledged = ok.len() as u64;
+    let failed_attempts =
+        of.iter().filter(|s| !s.outcome.is_ok() && s.outcome != crate::report::ProbeOutcome::Refused).count() as u64;
+    let seconds = (to_ms.saturating_sub(from_ms)) as f64 / 1000.0;
+    crate::report::FlowWindow {
+        protocol,
+        acknowledged,
+        per_second: if seconds > 0.0 { (acknowledged as f64 / seconds * 10.0).round() / 10.0 } else { 0.0 },
+        failed_attempts,
+        p50_ms: percentile(&mut ok, 0.50),
+        p90_ms: percentile(&mut ok, 0.90),
+        p99_ms: percentile(&mut ok, 0.99),
     }
 }

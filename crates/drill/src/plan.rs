@@ -399,13 +399,16 @@ pub enum TargetSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeSettings {
-    /// Pause between two messages sent to the MX (port 25 role) of the domain.
-    #[serde(default = "default_smtp_interval_ms")]
-    pub smtp_interval_ms: u64,
-    /// Pause between two messages submitted with AUTH through `mail.`.
-    #[serde(default = "default_submission_interval_ms")]
-    pub submission_interval_ms: u64,
-    /// Pause between two IMAP login+fetch rounds through `mail.`.
+    /// Older plans' pause between two messages to the MX; when set, it gives
+    /// `load.smtp_per_second` (1000 / it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp_interval_ms: Option<u64>,
+    /// Older plans' pause between two submissions; when set, it gives
+    /// `load.submissions_per_second`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submission_interval_ms: Option<u64>,
+    /// Pause between the starts of two IMAP login+fetch rounds through `mail.`
+    /// (rounds overlap when one waits on a dead site).
     #[serde(default = "default_imap_interval_ms")]
     pub imap_interval_ms: u64,
     /// Pause between two rounds of DNS questions to every DNS server.
@@ -417,14 +420,15 @@ pub struct ProbeSettings {
     /// How long a deferred message is retried before it counts as given up.
     #[serde(default = "default_retry_for_ms")]
     pub retry_for_ms: u64,
+    /// For this long after each fault, IMAP and DNS probes start every
+    /// [`DENSE_INTERVAL_MS`] (denser samples where the RTO is measured).
+    #[serde(default = "default_dense_for_ms")]
+    pub dense_for_ms: u64,
 }
 
-fn default_smtp_interval_ms() -> u64 {
-    200
-}
-fn default_submission_interval_ms() -> u64 {
-    1000
-}
+/// The probe interval right after a fault.
+pub const DENSE_INTERVAL_MS: u64 = 100;
+
 fn default_imap_interval_ms() -> u64 {
     500
 }
@@ -437,16 +441,84 @@ fn default_probe_timeout_ms() -> u64 {
 fn default_retry_for_ms() -> u64 {
     120_000
 }
+fn default_dense_for_ms() -> u64 {
+    30_000
+}
 
 impl Default for ProbeSettings {
     fn default() -> Self {
         ProbeSettings {
-            smtp_interval_ms: default_smtp_interval_ms(),
-            submission_interval_ms: default_submission_interval_ms(),
+            smtp_interval_ms: None,
+            submission_interval_ms: None,
             imap_interval_ms: default_imap_interval_ms(),
             dns_interval_ms: default_dns_interval_ms(),
             timeout_ms: default_probe_timeout_ms(),
             retry_for_ms: default_retry_for_ms(),
+            dense_for_ms: default_dense_for_ms(),
+        }
+    }
+}
+
+/// Most messages per second one flow may send (bounds the synthetic load).
+pub const LOAD_PER_SECOND_MAX: u32 = 1_000;
+/// Most IMAP sessions held open with IDLE.
+pub const IDLE_SESSIONS_MAX: u32 = 200;
+/// Most connections one mail flow keeps in flight.
+pub const LOAD_CONCURRENCY_MAX: u32 = 256;
+/// Smallest and largest synthetic message.
+pub const MESSAGE_BYTES_MIN: u32 = 512;
+pub const MESSAGE_BYTES_MAX: u32 = 1024 * 1024;
+
+/// The client load a drill puts on the deployment while it runs (`[load]`): enough
+/// acknowledged mail to make an RPO meaningful (thousands of messages in a
+/// site-outage drill), bounded in rate, connections, size and (`flow::MESSAGES_MAX`)
+/// count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadProfile {
+    /// Messages per second to the domain's MX, as other mail servers send them.
+    #[serde(default = "default_smtp_per_second")]
+    pub smtp_per_second: u32,
+    /// Messages per second submitted with AUTH through `mail.`.
+    #[serde(default = "default_submissions_per_second")]
+    pub submissions_per_second: u32,
+    /// IMAP sessions held open through `mail.`, each IDLE on the INBOX the MX flow
+    /// delivers to (they reconnect when their site goes away).
+    #[serde(default = "default_imap_idle_sessions")]
+    pub imap_idle_sessions: u32,
+    /// Size of each synthetic message in bytes.
+    #[serde(default = "default_message_bytes")]
+    pub message_bytes: u32,
+    /// Most connections each mail flow keeps in flight; messages beyond wait in the
+    /// sender's queue.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+}
+
+fn default_smtp_per_second() -> u32 {
+    100
+}
+fn default_submissions_per_second() -> u32 {
+    5
+}
+fn default_imap_idle_sessions() -> u32 {
+    4
+}
+fn default_message_bytes() -> u32 {
+    4096
+}
+fn default_concurrency() -> u32 {
+    32
+}
+
+impl Default for LoadProfile {
+    fn default() -> Self {
+        LoadProfile {
+            smtp_per_second: default_smtp_per_second(),
+            submissions_per_second: default_submissions_per_second(),
+            imap_idle_sessions: default_imap_idle_sessions(),
+            message_bytes: default_message_bytes(),
+            concurrency: default_concurrency(),
         }
     }
 }
@@ -532,6 +604,7 @@ pub struct Plan {
     pub objectives: Objectives,
     pub approvals: ApprovalPolicy,
     pub probes: ProbeSettings,
+    pub load: LoadProfile,
     pub steady_state: SteadyState,
     pub readiness: ReadinessPolicy,
     pub steps: Vec<Step>,
@@ -581,6 +654,8 @@ struct PlanFile {
     #[serde(default)]
     probes: ProbeSettings,
     #[serde(default)]
+    load: LoadProfile,
+    #[serde(default)]
     steady_state: SteadyState,
     #[serde(default)]
     readiness: ReadinessPolicy,
@@ -625,8 +700,8 @@ impl Plan {
         }
         let p = &file.probes;
         for (name, v) in [
-            ("probes.smtp_interval_ms", p.smtp_interval_ms),
-            ("probes.submission_interval_ms", p.submission_interval_ms),
+            ("probes.smtp_interval_ms", p.smtp_interval_ms.unwrap_or(PROBE_INTERVAL_MS_MIN)),
+            ("probes.submission_interval_ms", p.submission_interval_ms.unwrap_or(PROBE_INTERVAL_MS_MIN)),
             ("probes.imap_interval_ms", p.imap_interval_ms),
             ("probes.dns_interval_ms", p.dns_interval_ms),
         ] {
@@ -636,6 +711,32 @@ impl Plan {
         }
         if p.timeout_ms == 0 {
             return Err(field("probes.timeout_ms", "must be above 0".into()));
+        }
+        let mut load = file.load.clone();
+        if let Some(ms) = p.smtp_interval_ms {
+            load.smtp_per_second = u32::try_from((1000 / ms).max(1)).unwrap_or(1);
+        }
+        if let Some(ms) = p.submission_interval_ms {
+            load.submissions_per_second = u32::try_from((1000 / ms).max(1)).unwrap_or(1);
+        }
+        for (name, v, max) in [
+            ("load.smtp_per_second", load.smtp_per_second, LOAD_PER_SECOND_MAX),
+            ("load.submissions_per_second", load.submissions_per_second, LOAD_PER_SECOND_MAX),
+            ("load.imap_idle_sessions", load.imap_idle_sessions, IDLE_SESSIONS_MAX),
+            ("load.concurrency", load.concurrency, LOAD_CONCURRENCY_MAX),
+        ] {
+            if v > max {
+                return Err(field(name, format!("{v} is above the maximum of {max}")));
+            }
+        }
+        if load.concurrency == 0 {
+            return Err(field("load.concurrency", "must be above 0".into()));
+        }
+        if !(MESSAGE_BYTES_MIN..=MESSAGE_BYTES_MAX).contains(&load.message_bytes) {
+            return Err(field(
+                "load.message_bytes",
+                format!("{} is not between {MESSAGE_BYTES_MIN} and {MESSAGE_BYTES_MAX}", load.message_bytes),
+            ));
         }
         if file.abort.max_duration_ms == 0 || file.abort.max_duration_ms > DRILL_DURATION_MS_MAX {
             return Err(field("abort.max_duration_ms", format!("must be between 1 and {DRILL_DURATION_MS_MAX}")));
@@ -652,6 +753,7 @@ impl Plan {
             objectives: file.objectives,
             approvals: file.approvals,
             probes: file.probes,
+            load,
             steady_state: file.steady_state,
             readiness: file.readiness,
             steps,

@@ -159,7 +159,11 @@ pub struct ProbeSample {
     /// The site or server it reached (`bj`, `sh`, an address).
     pub target: String,
     pub outcome: ProbeOutcome,
+    /// The exchange itself, from connect to the answer (name lookup not included).
     pub latency_ms: u64,
+    /// The client's own name lookup before the exchange (absent where none was made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_ms: Option<u64>,
     /// The reply or error text (bounded).
     pub detail: String,
 }
@@ -310,4 +314,71 @@ pub struct Report {
     /// Who confirmed the manual steps (`step index: name`).
     pub confirmations: Vec<String>,
     pub environment: Environment,
+    /// The client load and what it got before, during and after the fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadReport>,
+}
+
+/// The load the drill put on the deployment, and what it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadReport {
+    /// The plan's `[load]`.
+    pub profile: crate::plan::LoadProfile,
+    /// Before the first fault, during the outage (fault to recovery), and after.
+    pub windows: Vec<LoadWindow>,
+    pub idle: IdleSummary,
+}
+
+/// Which part of the drill a window covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowName {
+    /// From the start to the first fault.
+    Before,
+    /// From the fault to the recovery (the latest of the first SMTP and IMAP
+    /// successes after it).
+    During,
+    /// From the recovery to the end.
+    After,
+}
+
+/// One window of the drill: throughput and latency per mail flow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoadWindow {
+    pub window: WindowName,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub flows: Vec<FlowWindow>,
+}
+
+/// One mail flow in one window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowWindow {
+    pub protocol: Protocol,
+    /// Messages acknowledged (250) in the window, and per second.
+    pub acknowledged: u64,
+    pub per_second: f64,
+    /// Attempts that did not end in a 250 or 5xx.
+    pub failed_attempts: u64,
+    /// Latency of the acknowledged attempts (connect to 250).
+    pub p50_ms: Option<u64>,
+    pub p90_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
+}
+
+/// The IMAP sessions held open with IDLE.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdleSummary {
+    pub sessions: u32,
+    /// New-message notifications (`EXISTS`) pushed to them.
+    pub pushes: u64,
+    /// Times a session lost its site (connect, login or IDLE failed).
+    pub failures: u64,
+    /// Times a session got back in after losing its site.
+    pub reconnects: u64,
+    /// The longest a session was without a site.
+    pub longest_reconnect_ms: u64,
+    /// The last failure's text (bounded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_error: String,
 }

@@ -224,7 +224,7 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
         run.finding(Severity::Critical, None, "The steady state was not reached before the first fault", why.clone());
         abort_reason = Some(format!("steady state not reached: {why}"));
     } else {
-        match Flows::start(target, &opts.drill_id, &plan.probes) {
+        match Flows::start(target, &opts.drill_id, &plan.probes, &plan.load) {
             Ok(flows) => run.flows = Some(flows),
             Err(e) => abort_reason = Some(format!("client flows could not start: {e}")),
         }
@@ -244,13 +244,15 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
     run.undo_all("left in place after the rollback").await;
     monitor.abort();
 
-    let (samples, messages) = match run.flows.take() {
+    let flows_ran = run.flows.is_some();
+    let finished = match run.flows.take() {
         Some(flows) => {
             run.set_live(Some(Phase::Review), "draining the senders' queues");
             flows.finish(plan.probes.retry_for_ms.min(DRAIN_MS_MAX)).await
         }
-        None => (Vec::new(), Vec::new()),
+        None => flow::Finished::default(),
     };
+    let (samples, messages, idle) = (finished.samples, finished.messages, finished.idle);
     run.set_live(Some(Phase::Review), "waiting for the sites to converge");
     let converged = run.wait_converged().await;
     if let Err(why) = &converged {
@@ -274,7 +276,8 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
         });
     }
     let finished_at_ms = now_ms();
-    Ok(run.report(source, started_at_ms, finished_at_ms, abort_reason, samples, messages, found, events))
+    let idle = flows_ran.then_some(idle);
+    Ok(run.report(source, started_at_ms, finished_at_ms, abort_reason, samples, messages, idle, found, events))
 }
 
 fn preflight(plan: &Plan, target: &Target) -> Result<(), RunError> {
@@ -501,6 +504,10 @@ impl Run<'_> {
             StepKind::Fault(action) => {
                 if action.is_fault() {
                     self.ready_for(step.phase, action).await.map_err(StepFailure::Abort)?;
+                    // Dense samples from just before the fault.
+                    if let Some(flows) = &self.flows {
+                        flows.fault_injected();
+                    }
                 }
                 self.act(step.phase, action).await.map_err(StepFailure::Failed)
             }
@@ -1112,7 +1119,11 @@ impl Run<'_> {
         let timeout = Duration::from_millis(self.plan.probes.timeout_ms);
         let servers = self.target.dns_servers();
         let mail_name = format!("mail.{}", self.target.domain);
-        let ips = dns::addresses(&servers, &format!("{mail_name}."), timeout).await.map_err(|e| e.to_string())?;
+        let ips = dns::Resolver::new(servers)
+            .addresses(&format!("{mail_name}."), timeout)
+            .await
+            .map_err(|e| e.to_string())?
+            .answer;
         let site = ips
             .iter()
             .find_map(|ip| self.target.site_at(*ip))
@@ -1127,9 +1138,18 @@ impl Run<'_> {
         let login = Login { user: self.target.sender.address.clone(), password: self.target.sender.password.clone() };
         let to = [recipient.address.clone()];
         let envelope = Envelope { helo: "drill.maildr.invalid", from: &login.user, to: &to, data: &data };
-        let reply = smtp::send(site.submission, &security, Some(&login), &envelope, timeout)
-            .await
-            .map_err(|e| format!("submission at {}: {e}", site.name))?;
+        // A 4xx is retried for a while, as any submitting client would.
+        let give_up_at = now_ms() + u64::try_from(READBACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        let reply = loop {
+            let reply = smtp::send(site.submission, &security, Some(&login), &envelope, timeout)
+                .await
+                .map_err(|e| format!("submission at {}: {e}", site.name))?;
+            if reply.is_transient() && now_ms() < give_up_at {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            break reply;
+        };
         if !reply.is_success() {
             return Err(format!("submission at {} answered {} {}", site.name, reply.code, reply.text));
         }
@@ -1380,10 +1400,21 @@ impl Run<'_> {
         abort_reason: Option<String>,
         samples: Vec<crate::report::ProbeSample>,
         messages: Vec<Message>,
+        idle: Option<crate::report::IdleSummary>,
         found: Found,
         events: Vec<ClusterEvent>,
     ) -> Report {
         let rto = measure::rto(self.fault_at_ms.or(self.first_fault_at_ms), &events, &samples);
+        let load = idle.map(|idle| {
+            let fault = rto.fault_at_ms;
+            let recovered =
+                fault.map(|f| f + rto.first_smtp_ok_ms.into_iter().chain(rto.first_imap_ok_ms).max().unwrap_or(0));
+            crate::report::LoadReport {
+                profile: self.plan.load.clone(),
+                windows: measure::load_windows(&samples, started_at_ms, fault, recovered, finished_at_ms),
+                idle,
+            }
+        });
         let rpo = measure::rpo(&messages, &found);
         let gaps: Vec<_> =
             crate::report::Protocol::ALL.iter().map(|p| measure::longest_gap(&samples, *p, finished_at_ms)).collect();
@@ -1481,6 +1512,7 @@ impl Run<'_> {
             approvals: self.opts.approvals.clone(),
             confirmations: self.confirmations,
             environment: environment(self.target),
+            load,
         }
     }
 

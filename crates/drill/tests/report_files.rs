@@ -83,6 +83,7 @@ fn sample_report(samples: usize) -> Report {
                 target: target.into(),
                 outcome,
                 latency_ms: 3 + (i as u64 % 17),
+                lookup_ms: None,
                 detail: if outcome == ProbeOutcome::Deferred { "451 4.3.0 no quorum".into() } else { String::new() },
             });
         }
@@ -95,6 +96,7 @@ fn sample_report(samples: usize) -> Report {
             target: "sh".into(),
             outcome: ProbeOutcome::Ok,
             latency_ms: 4,
+            lookup_ms: None,
             detail: String::new(),
         });
     }
@@ -205,6 +207,7 @@ fn sample_report(samples: usize) -> Report {
             host: "drill-host".into(),
             os: "linux x86_64".into(),
         },
+        load: None,
     }
 }
 
@@ -472,6 +475,7 @@ fn a_single_sample_and_a_sample_before_the_start_are_drawn() {
         target: "sh".into(),
         outcome: ProbeOutcome::Refused,
         latency_ms: 2,
+        lookup_ms: None,
         detail: "NO".into(),
     });
     let html = render::html(&r);

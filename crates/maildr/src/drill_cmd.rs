@@ -233,10 +233,18 @@ fn print_plan(scenario: &str) -> Result<()> {
     if s.mail_round_trip {
         println!("  a probe message round-trips (submission, then IMAP)");
     }
-    let p = &plan.probes;
+    let (p, l) = (&plan.probes, &plan.load);
     println!(
-        "\nClient probes during the drill: SMTP via MX every {} ms, submission every {} ms, IMAP every {} ms, DNS every {} ms",
-        p.smtp_interval_ms, p.submission_interval_ms, p.imap_interval_ms, p.dns_interval_ms
+        "\nClient load during the drill: {} messages/s to the MX, {} submissions/s through mail., {} IMAP \
+         sessions in IDLE, {} bytes a message, at most {} connections per flow",
+        l.smtp_per_second, l.submissions_per_second, l.imap_idle_sessions, l.message_bytes, l.concurrency
+    );
+    println!(
+        "Probes: IMAP login and fetch every {} ms, DNS every {} ms (every {} ms for {} ms after each fault)",
+        p.imap_interval_ms,
+        p.dns_interval_ms,
+        maildr_drill::plan::DENSE_INTERVAL_MS,
+        p.dense_for_ms
     );
     println!("\nSteps:");
     for (i, step) in plan.steps.iter().enumerate() {

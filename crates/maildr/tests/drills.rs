@@ -502,3 +502,66 @@ fn a_global_stop_aborts_the_running_drill_rolls_it_back_and_holds_until_released
     let audit = std::fs::read_to_string(data.join("audit.jsonl")).unwrap();
     assert!(audit.contains("drills_stopped") && audit.contains("drills_released"), "{audit}");
 }
+
+/// When a protocol came back after `fault_at_ms`, as observations `[at_ms, ok, _]`
+/// show it: the first success after the first failure after the fault (the same
+/// definition the drill's report uses), in ms after the fault.
+fn observed_rto(samples: &[Value], fault_at_ms: u64) -> Option<u64> {
+    let after: Vec<(u64, bool)> = samples
+        .iter()
+        .map(|s| (s[0].as_u64().unwrap(), s[1].as_bool().unwrap()))
+        .filter(|(at, _)| *at >= fault_at_ms)
+        .collect();
+    let first_failure = after.iter().position(|(_, ok)| !ok).unwrap_or(0);
+    after[first_failure..].iter().find(|(_, ok)| *ok).map(|(at, _)| at - fault_at_ms)
+}
+
+#[test]
+fn a_site_outage_drill_s_rto_agrees_with_an_independent_observer_and_its_load_proves_the_rpo() {
+    let _one = one_lab();
+    let lab = Lab::up("127.115");
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("observer.json");
+    let probe = "probe@example.test";
+    let mut observer = std::process::Command::new("python3")
+        .arg(common::workspace_root().join("tests/interop/observer.py"))
+        .args(["--dns", &format!("{}:5353", lab.ip("bj")), "--dns", &format!("{}:5353", lab.ip("sh"))])
+        .args(["--domain", "example.test", "--mx-port", "2525", "--imap-port", "2143"])
+        .args(["--user", probe, "--password", &lab.password(probe), "--to", probe, "--interval", "0.1"])
+        .arg("--out")
+        .arg(&out)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let d = drill_on(&lab, work.path(), "site-outage");
+    drop(observer.stdin.take());
+    let status = observer.wait().unwrap();
+    assert!(status.success(), "the observer failed");
+    let r = d.report.as_ref().unwrap_or_else(|| panic!("no report.json\n{}", d.stdout()));
+    assert_eq!(r["verdict"], "passed", "{}\nfindings: {:#}", d.stdout(), r["findings"]);
+
+    // Thousands of acknowledged messages, every one found at both data sites.
+    let rpo = &r["rpo"];
+    assert!(rpo["acknowledged"].as_u64().unwrap() >= 1000, "{rpo}");
+    assert_eq!(rpo["lost"], 0, "{rpo}");
+    assert_eq!(rpo["found"], rpo["acknowledged"], "{rpo}");
+    let windows = r["load"]["windows"].as_array().unwrap();
+    let names: Vec<&str> = windows.iter().map(|w| w["window"].as_str().unwrap()).collect();
+    assert_eq!(names, ["before", "during", "after"], "{windows:#?}");
+
+    // The drill's SMTP and IMAP RTO agree with the observer's within 10 %.
+    let observed: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let fault = r["rto"]["fault_at_ms"].as_u64().unwrap();
+    for (protocol, key) in [("smtp", "first_smtp_ok_ms"), ("imap", "first_imap_ok_ms")] {
+        let drill = r["rto"][key].as_u64().unwrap_or_else(|| panic!("the drill measured no {key}: {}", r["rto"]));
+        let seen = observed_rto(observed[protocol].as_array().unwrap(), fault)
+            .unwrap_or_else(|| panic!("the observer saw no {protocol} recovery"));
+        let diff = drill.abs_diff(seen);
+        println!("{protocol}: drill {drill} ms, observer {seen} ms, difference {diff} ms");
+        assert!(
+            diff * 10 <= seen.max(drill),
+            "{protocol} RTO: the drill measured {drill} ms, the independent observer {seen} ms (more than 10 % apart)"
+        );
+    }
+}

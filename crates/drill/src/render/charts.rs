@@ -493,6 +493,7 @@ mod tests {
             target: "bj".into(),
             outcome,
             latency_ms: 1,
+            lookup_ms: None,
             detail: String::new(),
         }
     }
