@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::render::Lang;
+
 /// Most steps one plan may have (steps plus rollback steps).
 pub const STEPS_MAX: usize = 64;
 /// Longest a single wait may be configured to take.
@@ -515,6 +517,9 @@ pub struct ApprovalPolicy {
 pub struct Plan {
     pub name: String,
     pub description: String,
+    /// The language of report.md and report.html (`zh` or `en`; `drill run
+    /// --lang` overrides it). report.json is the same in every language.
+    pub lang: Lang,
     pub target: TargetSpec,
     pub objectives: Objectives,
     pub approvals: ApprovalPolicy,
@@ -559,6 +564,8 @@ struct PlanFile {
     name: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    lang: Lang,
     target: TargetSpec,
     #[serde(default)]
     objectives: Objectives,
@@ -632,6 +639,7 @@ impl Plan {
         Ok(Plan {
             name: file.name,
             description: file.description,
+            lang: file.lang,
             target: file.target,
             objectives: file.objectives,
             approvals: file.approvals,
@@ -789,6 +797,18 @@ action = \"restore\"
         assert_eq!(plan.rollback[0].kind, StepKind::Fault(FaultAction::Restore { site: None }));
         assert_eq!(plan.probes, ProbeSettings::default());
         assert!(!plan.needs_approval(), "the lab needs no approval");
+        assert_eq!(plan.lang, Lang::En, "reports are in English unless the plan says otherwise");
+    }
+
+    #[test]
+    fn a_plan_may_ask_for_its_reports_in_chinese_or_english_only() {
+        let body = "[[steps]]\nphase = \"decide\"\nname = \"x\"\naction = \"kill_site\"\nsite = \"bj\"\n";
+        for (line, lang) in [("lang = \"zh\"\n", Lang::Zh), ("lang = \"en\"\n", Lang::En)] {
+            let plan = Plan::parse(&src(&format!("{HEAD}{line}{body}"))).unwrap();
+            assert_eq!(plan.lang, lang);
+        }
+        let err = Plan::parse(&src(&format!("{HEAD}lang = \"fr\"\n{body}"))).unwrap_err().to_string();
+        assert!(err.contains("fr") && err.contains("zh") && err.contains("en"), "{err}");
     }
 
     #[test]
