@@ -804,12 +804,14 @@ fn the_chinese_charts_have_chinese_titles_labels_and_legends() {
     {
         assert!(rto.contains(&format!(">{label}</text>")), "no row {label}");
     }
-    assert!(rto.contains("4.200 s （目标 4 s）"));
+    assert!(rto.contains("4.200 s（目标 4 s）"));
     assert!(rto.contains(">故障</text>"));
     let probes = &html[html.find("probe-chart-title").unwrap()..];
     let probes = &probes[..probes.find("</svg>").unwrap()];
     assert!(probes.contains(">演练期间的探测结果，每个协议一条泳道</title>"));
     assert!(probes.contains("<title>fault 于 +00:10.000：kill site bj</title>"), "event kinds are data");
+    assert!(probes.contains("class=\"marker\" fill=\"#cf222e\">故障</text>"), "the fault line is labelled in Chinese");
+    assert!(probes.contains("class=\"marker\" fill=\"#2da44e\">恢复</text>"));
     for legend in ["成功", "延迟 (4xx)", "拒绝、超时、不可达", "故障", "恢复"] {
         assert!(probes.contains(&format!("text-anchor=\"start\">{legend}</text>")), "no legend {legend}");
     }

@@ -159,10 +159,7 @@ pub(crate) fn rto_chart(report: &Report, lang: Lang) -> String {
             if total { "label strong" } else { "label" },
             lang.t(row.label)
         );
-        let target_note = row
-            .objective
-            .map(|o| format!(" {}", lang.fmt(Msg::TargetNote, &[&duration(o.target)])))
-            .unwrap_or_default();
+        let target_note = row.objective.map(|o| lang.fmt(Msg::TargetNote, &[&duration(o.target)])).unwrap_or_default();
         match row.value_ms {
             Some(v) => {
                 let colour = match row.objective {
@@ -449,14 +446,21 @@ fn marks(
     }
 }
 
-/// Faults and restores from the timeline, as labelled vertical lines.
+/// Faults and restores from the timeline (kinds `fault*`, `restore*`), as
+/// labelled vertical lines.
 fn fault_lines(out: &mut String, report: &Report, scale: &Scale, t0: u64, (y_top, y_axis): (u32, u32), lang: Lang) {
     let mut entries: Vec<_> =
         report.timeline.iter().filter(|e| e.kind.starts_with("fault") || e.kind.starts_with("restore")).collect();
     entries.sort_by_key(|e| e.at_ms);
     for (i, e) in entries.iter().enumerate() {
         let x = scale.x(e.at_ms.saturating_sub(t0));
-        let colour = if e.kind.starts_with("fault") { COLOUR_FAILED } else { COLOUR_OK };
+        // Labelled with the catalog's word for what the line is; the kind itself
+        // (report data) is in the tooltip.
+        let (colour, label) = if e.kind.starts_with("fault") {
+            (COLOUR_FAILED, Msg::FaultMarker)
+        } else {
+            (COLOUR_OK, Msg::RestoreMarker)
+        };
         // Labels alternate between two heights so close events stay legible.
         let label_y = y_top - 4 - if i % 2 == 0 { 14 } else { 0 };
         let _ = write!(
@@ -464,7 +468,7 @@ fn fault_lines(out: &mut String, report: &Report, scale: &Scale, t0: u64, (y_top
             r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{y_axis}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5 3"><title>{}</title></line><text x="{x:.1}" y="{label_y}" text-anchor="middle" class="marker" fill="{colour}">{}</text>"#,
             label_y + 4,
             lang.fmt(Msg::EventLine, &[&esc(&e.kind), &super::offset(e.at_ms, report.started_at_ms), &esc(&e.detail)]),
-            esc(&truncate(&e.kind, 16)),
+            lang.t(label),
         );
     }
 }

@@ -275,8 +275,9 @@ catalog! {
     ProbeChartTitle => "Probe results over the drill, one lane per protocol", "演练期间的探测结果，每个协议一条泳道";
     FaultMarker => "fault", "故障";
     RestoreMarker => "restore", "恢复";
-    /// After a bar's value: the objective's target.
-    TargetNote => "(target {0})", "（目标 {0}）";
+    /// Right after a bar's value: the objective's target (the English text
+    /// starts with its space; full-width brackets bring their own).
+    TargetNote => " (target {0})", "（目标 {0}）";
     /// The tooltip of an objective's dashed line: its name, then its target.
     ObjectiveLine => "objective {0}: {1}", "目标 {0}：{1}";
     NoSamples => "no samples", "无样本";
