@@ -357,11 +357,22 @@ fn drill_id(plan: &str) -> String {
 /// into `out`. Refuses to write into the archive, whose reports are written once.
 fn render_again(drill_id: Option<&str>, json: Option<&Path>, lang: Lang, out: &Path, data_dir: &Path) -> Result<()> {
     let archive = Archive::new(data_dir);
-    let report = match (drill_id, json) {
-        (_, Some(file)) => archive::read_report(file)?,
-        (Some(id), None) => archive.load(id)?,
+    let (path, report) = match (drill_id, json) {
+        (_, Some(file)) => (file.to_path_buf(), archive::read_report(file)?),
+        (Some(id), None) => (archive.dir_for(id)?.join(archive::JSON_FILE), archive.load(id)?),
         (None, None) => bail!("name an archived drill or pass --json FILE"),
     };
+    // report.json is written again from the parsed model: refuse one with fields
+    // this maildr does not know (another version's) rather than drop them.
+    let raw: Value =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+            .with_context(|| format!("reading {}", path.display()))?;
+    if serde_json::to_value(&report)? != raw {
+        bail!(
+            "{} holds fields this maildr does not know (written by another version?); rendering it here would drop them",
+            path.display()
+        );
+    }
     let out_abs = std::path::absolute(out).with_context(|| format!("resolving --out {}", out.display()))?;
     let reports = std::path::absolute(archive.reports_dir()).context("resolving the archive directory")?;
     // Compare resolved paths where they exist, so a symlink or `..` cannot get round it.

@@ -208,4 +208,10 @@ fn drill_commands_take_zh_or_en_and_report_needs_a_source() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("no such archived drill"));
     assert!(!out_dir.exists(), "nothing written for a drill that is not there");
+    // Something that is not a report is refused before anything is written.
+    let unknown = dir.path().join("report.json");
+    std::fs::write(&unknown, "{\"drill_id\": \"x\", \"from_the_future\": 1}").unwrap();
+    let o = maildr(&["drill", "report", "--json", unknown.to_str().unwrap(), "--out", out]);
+    assert!(!o.status.success());
+    assert!(!out_dir.exists());
 }

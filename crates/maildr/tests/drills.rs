@@ -123,6 +123,20 @@ fn node_failure_drill_passes_with_nothing_lost() {
     let json = |dir: &Path| std::fs::read(dir.join("report.json")).unwrap();
     assert_eq!(json(&work.path().join("report")), json(&en), "report.json is the same in both languages");
     assert!(std::fs::read_to_string(en.join("report.html")).unwrap().contains("<h2>Recovery time (RTO)</h2>"));
+    // A report.json with a field this maildr does not know is not rewritten without it.
+    let mut future: Value = serde_json::from_slice(&json(&en)).unwrap();
+    future["from_a_later_version"] = Value::from(1);
+    let future_file = work.path().join("future.json");
+    std::fs::write(&future_file, serde_json::to_vec(&future).unwrap()).unwrap();
+    let refused = maildr()
+        .args(["drill", "report", "--lang", "zh", "--json"])
+        .arg(&future_file)
+        .arg("--out")
+        .arg(work.path().join("future"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not know"));
 }
 
 #[test]

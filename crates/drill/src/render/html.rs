@@ -111,7 +111,7 @@ pub fn html(report: &Report, lang: Lang) -> String {
     section(&mut out, "rto", lang.t(Msg::RecoveryTime));
     match model::rto_intro(r, lang) {
         Some(intro) => {
-            let _ = writeln!(out, "<p>{} {}</p>", esc(&intro), lang.t(Msg::RtoObjectivesDashed));
+            let _ = writeln!(out, "<p>{}{}</p>", esc(&intro), lang.t(Msg::RtoObjectivesDashed));
         }
         None => {
             let _ = writeln!(out, "<p class=\"muted\">{}</p>", lang.t(Msg::NoFault));

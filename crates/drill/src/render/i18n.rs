@@ -197,7 +197,8 @@ catalog! {
     // ------------------------------------------------------------ sentences
     RtoIntro => "Each phase in time after the first fault, injected at {0} ({1} into the drill).",
         "各阶段的时间均从首次故障起算；首次故障注入于 {0}（演练开始后 {1}）。";
-    RtoObjectivesDashed => "Dashed lines are the plan's objectives.", "虚线为计划的目标。";
+    /// Right after the RTO introduction (the English text starts with its space).
+    RtoObjectivesDashed => " Dashed lines are the plan's objectives.", "虚线为计划的目标。";
     NoFault => "No fault was injected, so no recovery was measured.", "未注入故障，因此没有测量恢复时间。";
     LostTags => "Lost messages (tags)", "丢失的邮件（标签）";
     ReconciledAt => "Reconciled over IMAP at: {0}.", "通过 IMAP 核对的站点：{0}。";
