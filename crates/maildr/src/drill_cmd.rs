@@ -375,8 +375,6 @@ fn render_again(drill_id: Option<&str>, json: Option<&Path>, lang: Lang, out: &P
     }
     let out_abs = std::path::absolute(out).with_context(|| format!("resolving --out {}", out.display()))?;
     let reports = std::path::absolute(archive.reports_dir()).context("resolving the archive directory")?;
-    // Compare resolved paths where they exist, so a symlink or `..` cannot get round it.
-    let resolved = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
     if resolved(&out_abs).starts_with(resolved(&reports)) {
         bail!(
             "--out {} is inside the drill archive ({}), whose reports are never rewritten; choose another directory",
@@ -393,6 +391,29 @@ fn render_again(drill_id: Option<&str>, json: Option<&Path>, lang: Lang, out: &P
         files.json_sha256
     );
     Ok(())
+}
+
+/// `path` with its longest existing ancestor resolved (symlinks, `..`) and the
+/// rest applied to it lexically (what does not exist yet will be made as plain
+/// directories), so that a path not yet made cannot get round a prefix check.
+fn resolved(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let components: Vec<Component<'_>> = path.components().collect();
+    for split in (0..=components.len()).rev() {
+        let head: PathBuf = components[..split].iter().collect();
+        let Ok(mut real) = head.canonicalize() else { continue };
+        for part in &components[split..] {
+            match part {
+                Component::ParentDir => {
+                    real.pop();
+                }
+                Component::CurDir => {}
+                other => real.push(other),
+            }
+        }
+        return real;
+    }
+    path.to_path_buf()
 }
 
 // Each argument is one `drill run` option; bundling them would only rename them.
