@@ -6,15 +6,19 @@
 # or missing resource), or when no screenshot comes out. Debian's
 # python3-html5lib then parses the page as HTML5 and every parse error fails,
 # and the file must reference nothing outside itself.
-# The screenshot goes to ${ARTIFACT_DIR:-target/artifacts}/report.png.
-# Usage: report_chromium.sh path/to/report.html
+# Reports are in English or Chinese, and an English one may still show Chinese
+# data (site names, replies), so a font that draws Chinese is installed from
+# Debian (fonts-wqy-microhei) when fontconfig knows none; a page that declares
+# lang="zh-CN" fails unless fontconfig has one for Chinese.
+# The screenshot goes to ${ARTIFACT_DIR:-target/artifacts}/NAME (report.png).
+# Usage: report_chromium.sh path/to/report.html [NAME.png]
 set -euo pipefail
 
-HTML=${1:?usage: report_chromium.sh REPORT.html}
+HTML=${1:?usage: report_chromium.sh REPORT.html [NAME.png]}
 [[ -f "$HTML" ]] || { echo "FAIL no such file: $HTML"; exit 1; }
 ARTIFACTS=${ARTIFACT_DIR:-target/artifacts}
 mkdir -p "$ARTIFACTS"
-PNG=$ARTIFACTS/report.png
+PNG=$ARTIFACTS/${2:-report.png}
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -23,8 +27,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 /usr/bin/python3 -c 'import html5lib' 2>/dev/null || missing+=(python3-html5lib)
+command -v fc-list >/dev/null || missing+=(fontconfig)
+# `fc-list :lang=zh-cn` lists the fonts that cover Simplified Chinese.
+if ! command -v fc-list >/dev/null || [[ -z "$(fc-list :lang=zh-cn family)" ]]; then
+    missing+=(fonts-wqy-microhei)
+fi
 install_missing "${missing[@]}"
 
+if grep -q '<html lang="zh-CN">' "$HTML"; then
+    zh_fonts=$(fc-list :lang=zh-cn family | sort -u | tr '\n' ';')
+    if [[ -n "$zh_fonts" ]]; then ok "the page is Chinese and fontconfig draws Chinese with: $zh_fonts"
+    else fail "the page is Chinese but no installed font covers Chinese"; fi
+fi
 
 rm -f "$PNG"
 # Nothing outside this machine resolves, so a page that needed the network

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::render;
+use crate::render::{self, Lang};
 use crate::report::{Report, Verdict};
 
 /// The directory under the data directory that holds one directory per drill.
@@ -113,8 +113,9 @@ impl Archive {
         Ok(self.reports_dir().join(dir_name(drill_id)?))
     }
 
-    /// Write the report's three files into its own directory, once.
-    pub fn save(&self, report: &Report) -> Result<ArchivedReport, ArchiveError> {
+    /// Write the report's three files into its own directory, once; report.md
+    /// and report.html in `lang` (report.json is the same in every language).
+    pub fn save(&self, report: &Report, lang: Lang) -> Result<ArchivedReport, ArchiveError> {
         let dir = self.dir_for(&report.drill_id)?;
         let json = dir.join(JSON_FILE);
         match read_json::<IdOnly>(&json) {
@@ -134,7 +135,7 @@ impl Archive {
             Err(ReadError::Other(detail)) => return Err(ArchiveError::Unreadable { path: json, detail }),
         }
         let files =
-            write_report_files(report, &dir).map_err(|source| ArchiveError::Io { path: dir.clone(), source })?;
+            write_report_files(report, &dir, lang).map_err(|source| ArchiveError::Io { path: dir.clone(), source })?;
         Ok(ArchivedReport { dir, json_sha256: files.json_sha256.clone(), files })
     }
 
@@ -208,16 +209,24 @@ pub fn dir_name(drill_id: &str) -> Result<String, ArchiveError> {
     Ok(name)
 }
 
-/// Write report.md, report.html and report.json (last) into `dir`, creating
-/// it, each atomically. Also what `--report-dir` uses; it replaces files of
-/// the same names there.
-pub fn write_report_files(report: &Report, dir: &Path) -> io::Result<ReportFiles> {
+/// A report.json anywhere (for rendering it again), bounded like the archive's.
+pub fn read_report(path: &Path) -> Result<Report, ArchiveError> {
+    read_json(path).map_err(|e| match e {
+        ReadError::Missing => ArchiveError::Unreadable { path: path.to_path_buf(), detail: "no such file".into() },
+        ReadError::Other(detail) => ArchiveError::Unreadable { path: path.to_path_buf(), detail },
+    })
+}
+
+/// Write report.md, report.html (both in `lang`) and report.json (last) into
+/// `dir`, creating it, each atomically. Also what `--report-dir` and `drill
+/// report` use; it replaces files of the same names there.
+pub fn write_report_files(report: &Report, dir: &Path, lang: Lang) -> io::Result<ReportFiles> {
     fs::create_dir_all(dir)?;
     let markdown = dir.join(MARKDOWN_FILE);
     let html = dir.join(HTML_FILE);
     let json = dir.join(JSON_FILE);
-    write_atomic(&markdown, render::markdown(report).as_bytes())?;
-    write_atomic(&html, render::html(report).as_bytes())?;
+    write_atomic(&markdown, render::markdown(report, lang).as_bytes())?;
+    write_atomic(&html, render::html(report, lang).as_bytes())?;
     let mut bytes = serde_json::to_vec_pretty(report).map_err(io::Error::other)?;
     bytes.push(b'\n');
     write_atomic(&json, &bytes)?;

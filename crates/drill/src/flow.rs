@@ -247,7 +247,9 @@ impl Flows {
     /// A copy of what was recorded so far.
     pub fn snapshot(&self) -> (Vec<ProbeSample>, Vec<Message>) {
         let r = self.recorded.lock().expect("recorded lock");
-        (r.samples.clone(), r.messages.values().cloned().collect())
+        let mut samples = r.samples.clone();
+        samples.sort_by_key(|s| s.at_ms);
+        (samples, r.messages.values().cloned().collect())
     }
 
     /// Stop sending new messages, keep retrying deferred ones for at most
@@ -270,6 +272,9 @@ impl Flows {
         for m in r.messages.values_mut().filter(|m| m.pending()) {
             m.given_up = true;
         }
+        // Answers are recorded as they come, by tasks in parallel: put them in
+        // time order for the measurements.
+        r.samples.sort_by_key(|s| s.at_ms);
         Finished {
             samples: std::mem::take(&mut r.samples),
             messages: r.messages.values().cloned().collect(),

@@ -46,10 +46,10 @@ pub fn longest_gap(samples: &[ProbeSample], protocol: Protocol, end_at_ms: u64) 
         if s.outcome.is_ok() {
             if failed_since_ok {
                 let from = last_ok.or(first).unwrap_or(s.at_ms);
-                if s.at_ms - from > best.longest_ms {
+                if s.at_ms.saturating_sub(from) > best.longest_ms {
                     best = ServiceGap {
                         protocol,
-                        longest_ms: s.at_ms - from,
+                        longest_ms: s.at_ms.saturating_sub(from),
                         from_at_ms: Some(from),
                         to_at_ms: Some(s.at_ms),
                     };
@@ -64,7 +64,12 @@ pub fn longest_gap(samples: &[ProbeSample], protocol: Protocol, end_at_ms: u64) 
     if failed_since_ok {
         let from = last_ok.or(first).unwrap_or(end_at_ms);
         if end_at_ms.saturating_sub(from) > best.longest_ms {
-            best = ServiceGap { protocol, longest_ms: end_at_ms - from, from_at_ms: Some(from), to_at_ms: None };
+            best = ServiceGap {
+                protocol,
+                longest_ms: end_at_ms.saturating_sub(from),
+                from_at_ms: Some(from),
+                to_at_ms: None,
+            };
         }
     }
     best
@@ -234,6 +239,17 @@ mod tests {
             given_up: !acked,
             last_reply: String::new(),
         }
+    }
+
+    #[test]
+    fn samples_out_of_time_order_measure_without_panicking() {
+        let samples =
+            vec![s(5_000, Protocol::Smtp, true), s(4_000, Protocol::Smtp, false), s(3_000, Protocol::Smtp, true)];
+        let gap = longest_gap(&samples, Protocol::Smtp, 2_000);
+        assert!(gap.longest_ms <= 2_000, "{gap:?}");
+        let windows = load_windows(&samples, 1_000, Some(4_500), Some(4_000), 3_000);
+        assert_eq!(windows.len(), 3);
+        assert!(windows.iter().all(|w| w.from_ms <= w.to_ms), "{windows:?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use crate::readiness::ReadinessPolicy;
+use crate::render::Lang;
 
 /// Most steps one plan may have (steps plus rollback steps).
 pub const STEPS_MAX: usize = 64;
@@ -496,7 +497,7 @@ pub struct LoadProfile {
 }
 
 fn default_smtp_per_second() -> u32 {
-    100
+    40
 }
 fn default_submissions_per_second() -> u32 {
     5
@@ -600,6 +601,9 @@ pub struct ApprovalPolicy {
 pub struct Plan {
     pub name: String,
     pub description: String,
+    /// The language of report.md and report.html (`zh` or `en`; `drill run
+    /// --lang` overrides it). report.json is the same in every language.
+    pub lang: Lang,
     pub target: TargetSpec,
     pub objectives: Objectives,
     pub approvals: ApprovalPolicy,
@@ -646,6 +650,8 @@ struct PlanFile {
     name: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
+    lang: Lang,
     target: TargetSpec,
     #[serde(default)]
     objectives: Objectives,
@@ -749,6 +755,7 @@ impl Plan {
         Ok(Plan {
             name: file.name,
             description: file.description,
+            lang: file.lang,
             target: file.target,
             objectives: file.objectives,
             approvals: file.approvals,
@@ -908,6 +915,18 @@ action = \"restore\"
         assert_eq!(plan.rollback[0].kind, StepKind::Fault(FaultAction::Restore { site: None }));
         assert_eq!(plan.probes, ProbeSettings::default());
         assert!(!plan.needs_approval(), "the lab needs no approval");
+        assert_eq!(plan.lang, Lang::En, "reports are in English unless the plan says otherwise");
+    }
+
+    #[test]
+    fn a_plan_may_ask_for_its_reports_in_chinese_or_english_only() {
+        let body = "[[steps]]\nphase = \"decide\"\nname = \"x\"\naction = \"kill_site\"\nsite = \"bj\"\n";
+        for (line, lang) in [("lang = \"zh\"\n", Lang::Zh), ("lang = \"en\"\n", Lang::En)] {
+            let plan = Plan::parse(&src(&format!("{HEAD}{line}{body}"))).unwrap();
+            assert_eq!(plan.lang, lang);
+        }
+        let err = Plan::parse(&src(&format!("{HEAD}lang = \"fr\"\n{body}"))).unwrap_err().to_string();
+        assert!(err.contains("fr") && err.contains("zh") && err.contains("en"), "{err}");
     }
 
     #[test]

@@ -4,14 +4,15 @@
 //! write-once directories and history.
 //!
 //! `MAILDR_DRILL_SAMPLE_HTML=/tmp/r.html cargo test -p maildr-drill --test
-//! report_files` also writes the sample report's HTML there, to look at.
+//! report_files` also writes the sample report's HTML there, to look at (and
+//! its Chinese rendering beside it, `r.zh.html`).
 
 use std::collections::HashSet;
 use std::fs;
 
 use maildr_drill::archive::{self, write_report_files, Archive, ArchiveError};
 use maildr_drill::plan::Phase;
-use maildr_drill::render;
+use maildr_drill::render::{self, Lang};
 use maildr_drill::report::*;
 
 const T0: u64 = 1_740_830_400_000; // 2025-03-01 12:00:00 UTC
@@ -277,7 +278,7 @@ fn check_balanced(html: &str) -> HashSet<String> {
 #[test]
 fn both_views_walk_the_six_runbook_phases_in_order() {
     let r = sample_report(500);
-    for view in [render::markdown(&r), render::html(&r)] {
+    for view in [render::markdown(&r, Lang::En), render::html(&r, Lang::En)] {
         let mut from = 0;
         for phase in Phase::ALL {
             let at =
@@ -299,8 +300,8 @@ fn both_views_walk_the_six_runbook_phases_in_order() {
 #[test]
 fn the_summary_shows_the_verdict_plan_measurements_and_findings() {
     let r = sample_report(500);
-    let md = render::markdown(&r);
-    let html = render::html(&r);
+    let md = render::markdown(&r, Lang::En);
+    let html = render::html(&r, Lang::En);
     for view in [&md, &html] {
         for needle in [
             "FAILED",
@@ -360,13 +361,13 @@ const EVIL: &str = "<script>alert('x')</script> & \"co\" | `x` \u{7}";
 #[test]
 fn every_report_string_is_escaped_in_both_views() {
     let r = hostile_report();
-    let html = render::html(&r);
+    let html = render::html(&r, Lang::En);
     assert!(!html.to_lowercase().contains("<script"), "raw <script> in the HTML");
     assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;co&quot;"));
     assert!(!html.contains('\u{7}'), "a control character reached the HTML");
     check_balanced(&html);
 
-    let md = render::markdown(&r);
+    let md = render::markdown(&r, Lang::En);
     // Outside fenced evidence blocks (which no viewer interprets), nothing is raw.
     let mut in_fence = false;
     for line in md.lines() {
@@ -390,7 +391,7 @@ fn every_report_string_is_escaped_in_both_views() {
 
 #[test]
 fn the_html_is_one_self_contained_page_without_scripts() {
-    let html = render::html(&sample_report(2_000));
+    let html = render::html(&sample_report(2_000), Lang::En);
     assert!(html.starts_with("<!DOCTYPE html>\n<html lang=\"en\">"));
     assert!(html.contains("<meta charset=\"utf-8\">"));
     for forbidden in ["<script", "<link", "src=", "@import", "url(", "href=\"http"] {
@@ -405,7 +406,7 @@ fn the_html_is_one_self_contained_page_without_scripts() {
 
 #[test]
 fn the_charts_show_phases_targets_lanes_outcomes_and_faults() {
-    let html = render::html(&sample_report(2_000));
+    let html = render::html(&sample_report(2_000), Lang::En);
     let rto = &html[html.find("rto-chart-title").unwrap()..];
     let rto = &rto[..rto.find("</svg>").unwrap()];
     for label in ["Detect", "Elect", "DNS committed", "DNS served", "First SMTP 250", "First IMAP fetch", "Total"] {
@@ -437,7 +438,7 @@ fn the_charts_show_phases_targets_lanes_outcomes_and_faults() {
 
 #[test]
 fn five_thousand_samples_make_a_page_of_reasonable_size() {
-    let html = render::html(&sample_report(5_000));
+    let html = render::html(&sample_report(5_000), Lang::En);
     assert!(html.len() < 120_000, "{} bytes", html.len());
     // Even when every sample differs from the one before, the chart is bounded
     // by its width, not by the number of samples.
@@ -445,7 +446,7 @@ fn five_thousand_samples_make_a_page_of_reasonable_size() {
     for (i, s) in r.probes.samples.iter_mut().enumerate() {
         s.outcome = if i % 2 == 0 { ProbeOutcome::Ok } else { ProbeOutcome::Timeout };
     }
-    let flicker = render::html(&r);
+    let flicker = render::html(&r, Lang::En);
     assert!(flicker.len() < 400_000, "{} bytes", flicker.len());
     check_balanced(&flicker);
 }
@@ -453,14 +454,14 @@ fn five_thousand_samples_make_a_page_of_reasonable_size() {
 #[test]
 fn a_drill_with_nothing_measured_still_renders() {
     let r = empty_report();
-    let html = render::html(&r);
+    let html = render::html(&r, Lang::En);
     check_balanced(&html);
     assert!(html.contains("ABORTED"));
     assert!(html.contains("steady state not reached within 60 s"));
     assert!(html.contains("no samples"));
     assert_eq!(html.matches("not seen").count(), 7 + 7 + 1, "chart rows, table rows and the RTO card");
     assert!(!html.contains("NaN") && !html.contains("inf"), "a division by zero reached the page");
-    let md = render::markdown(&r);
+    let md = render::markdown(&r, Lang::En);
     assert!(md.contains("No fault was injected"));
     assert!(md.contains("| Total | not seen |  |"));
     assert!(md.contains("No probe ran."));
@@ -478,12 +479,12 @@ fn a_single_sample_and_a_sample_before_the_start_are_drawn() {
         lookup_ms: None,
         detail: "NO".into(),
     });
-    let html = render::html(&r);
+    let html = render::html(&r, Lang::En);
     assert!(html.contains("<title>imap sh: 1 refused, +00:00.000 to"), "one red mark");
     r.probes.samples[0].at_ms = r.started_at_ms - 5_000;
     r.rto.fault_at_ms = Some(r.started_at_ms);
     r.rto.detect_ms = Some(0);
-    let html = render::html(&r);
+    let html = render::html(&r, Lang::En);
     assert!(html.contains("imap sh: 1 refused, -00:05.000 to"));
     assert!(!html.contains("NaN"));
     check_balanced(&html);
@@ -492,10 +493,12 @@ fn a_single_sample_and_a_sample_before_the_start_are_drawn() {
 #[test]
 fn write_sample_html_when_asked() {
     let Some(path) = std::env::var_os("MAILDR_DRILL_SAMPLE_HTML") else { return };
-    fs::write(&path, render::html(&sample_report(2_000))).unwrap();
+    fs::write(&path, render::html(&sample_report(2_000), Lang::En)).unwrap();
     let path = std::path::Path::new(&path);
-    fs::write(path.with_extension("md"), render::markdown(&sample_report(2_000))).unwrap();
-    fs::write(path.with_extension("hostile.html"), render::html(&hostile_report())).unwrap();
+    fs::write(path.with_extension("md"), render::markdown(&sample_report(2_000), Lang::En)).unwrap();
+    fs::write(path.with_extension("hostile.html"), render::html(&hostile_report(), Lang::En)).unwrap();
+    fs::write(path.with_extension("zh.html"), render::html(&sample_report(2_000), Lang::Zh)).unwrap();
+    fs::write(path.with_extension("zh.md"), render::markdown(&sample_report(2_000), Lang::Zh)).unwrap();
 }
 
 // -------------------------------------------------------------------- archive
@@ -518,15 +521,15 @@ fn saving_writes_the_three_files_and_the_digest_of_report_json() {
     let data = tempfile::tempdir().unwrap();
     let archive = Archive::new(data.path());
     let report = sample_report(300);
-    let saved = archive.save(&report).unwrap();
+    let saved = archive.save(&report, Lang::En).unwrap();
     assert_eq!(saved.dir, data.path().join("reports").join("20250301T120000Z-site-outage"));
     let json = fs::read(saved.dir.join("report.json")).unwrap();
     assert_eq!(saved.json_sha256, sha256_hex(&json));
     let back: Report = serde_json::from_slice(&json).unwrap();
     assert_eq!(back, report, "report.json is the report");
     assert_eq!(archive.load(&report.drill_id).unwrap(), report);
-    assert_eq!(fs::read_to_string(saved.dir.join("report.html")).unwrap(), render::html(&report));
-    assert_eq!(fs::read_to_string(saved.dir.join("report.md")).unwrap(), render::markdown(&report));
+    assert_eq!(fs::read_to_string(saved.dir.join("report.html")).unwrap(), render::html(&report, Lang::En));
+    assert_eq!(fs::read_to_string(saved.dir.join("report.md")).unwrap(), render::markdown(&report, Lang::En));
     let names: Vec<String> =
         fs::read_dir(&saved.dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert_eq!(names.len(), 3, "no temporary file left behind: {names:?}");
@@ -537,10 +540,10 @@ fn an_archived_drill_is_never_replaced() {
     let data = tempfile::tempdir().unwrap();
     let archive = Archive::new(data.path());
     let report = sample_report(10);
-    let first = archive.save(&report).unwrap();
+    let first = archive.save(&report, Lang::En).unwrap();
     let mut changed = report.clone();
     changed.verdict = Verdict::Passed;
-    let err = archive.save(&changed).unwrap_err();
+    let err = archive.save(&changed, Lang::En).unwrap_err();
     assert!(matches!(err, ArchiveError::AlreadyArchived { .. }), "{err}");
     assert_eq!(sha256_hex(&fs::read(first.dir.join("report.json")).unwrap()), first.json_sha256);
 
@@ -548,7 +551,7 @@ fn an_archived_drill_is_never_replaced() {
     let mut other = report.clone();
     other.drill_id = "20250301T120000Z site/outage".into();
     assert_eq!(archive.dir_for(&other.drill_id).unwrap(), first.dir);
-    let err = archive.save(&other).unwrap_err();
+    let err = archive.save(&other, Lang::En).unwrap_err();
     assert!(matches!(err, ArchiveError::Collision { .. }), "{err}");
 
     // A save that died before report.json was renamed into place is completed.
@@ -557,13 +560,13 @@ fn an_archived_drill_is_never_replaced() {
     let dir = archive.dir_for(&interrupted.drill_id).unwrap();
     fs::create_dir_all(&dir).unwrap();
     fs::write(dir.join("report.md"), "partial").unwrap();
-    archive.save(&interrupted).unwrap();
+    archive.save(&interrupted, Lang::En).unwrap();
     assert_eq!(archive.load(&interrupted.drill_id).unwrap(), interrupted);
 
     for bad in ["", "../..", "/"] {
         let mut r = report.clone();
         r.drill_id = bad.into();
-        assert!(matches!(archive.save(&r), Err(ArchiveError::BadDrillId(_))), "{bad:?}");
+        assert!(matches!(archive.save(&r, Lang::En), Err(ArchiveError::BadDrillId(_))), "{bad:?}");
     }
 }
 
@@ -581,7 +584,7 @@ fn history_lists_drills_newest_first_and_names_what_it_skipped() {
     c.plan.name = "partition".into();
     c.rto.total_ms = None;
     for r in [&a, &b, &c] {
-        archive.save(r).unwrap();
+        archive.save(r, Lang::En).unwrap();
     }
     let reports = archive.reports_dir();
     fs::create_dir_all(reports.join("broken")).unwrap();
@@ -615,10 +618,10 @@ fn report_files_can_be_written_to_any_directory_and_rewritten() {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("my/report/dir");
     let report = sample_report(20);
-    let first = write_report_files(&report, &dir).unwrap();
+    let first = write_report_files(&report, &dir, Lang::En).unwrap();
     let mut again = report.clone();
     again.verdict = Verdict::Passed;
-    let second = write_report_files(&again, &dir).unwrap();
+    let second = write_report_files(&again, &dir, Lang::En).unwrap();
     assert_ne!(first.json_sha256, second.json_sha256);
     assert_eq!(second.json, dir.join("report.json"));
     let back: Report = serde_json::from_slice(&fs::read(&second.json).unwrap()).unwrap();
@@ -642,9 +645,204 @@ fn extreme_times_render_without_panicking() {
         r.timeline[2].at_ms = 0;
         r.steps[0].started_at_ms = Some(u64::MAX);
         r.gaps[0].longest_ms = u64::MAX;
-        let html = render::html(&r);
+        let html = render::html(&r, Lang::En);
         check_balanced(&html);
         assert!(!html.contains("NaN"));
-        assert!(!render::markdown(&r).is_empty());
+        assert!(!render::markdown(&r, Lang::En).is_empty());
     }
+}
+
+// ------------------------------------------------------------------ languages
+
+/// The runbook phases as the Chinese report names them.
+const PHASES_ZH: [&str; 6] = [
+    "1. 事件确认与通知",
+    "2. 决策与启动切换",
+    "3. 资源准备与同步",
+    "4. DNS 切换",
+    "5. 服务验证与用户通知",
+    "6. 复盘与归档",
+];
+
+/// Words the English views print that are not report data.
+const ENGLISH_WORDS: [&str; 28] = [
+    "Drill report",
+    "Verdict",
+    "Summary",
+    "Objectives",
+    "Recovery time (RTO)",
+    "Recovery point (RPO)",
+    "Service seen by clients",
+    "Longest gap per protocol",
+    "Findings",
+    "Runbook phases",
+    "Approvals and confirmations",
+    "Environment",
+    "Before the first step",
+    "Event confirmation",
+    "Plan SHA-256",
+    "Drill id",
+    "After the fault",
+    "Acknowledged",
+    "Given up",
+    "Approved by",
+    "maildr version",
+    "First SMTP 250",
+    "DNS committed",
+    "Reconciled over IMAP",
+    "Dashed lines",
+    "probe samples",
+    "refused, timeout, unreachable",
+    "machine-readable",
+];
+
+#[test]
+fn one_report_json_renders_in_chinese_and_in_english() {
+    let report = sample_report(500);
+    let out = tempfile::tempdir().unwrap();
+    let zh = write_report_files(&report, &out.path().join("zh"), Lang::Zh).unwrap();
+    let en = write_report_files(&report, &out.path().join("en"), Lang::En).unwrap();
+
+    // The record is language-neutral: the same bytes, the same model.
+    let (zh_json, en_json) = (fs::read(&zh.json).unwrap(), fs::read(&en.json).unwrap());
+    assert_eq!(zh_json, en_json, "report.json does not depend on the language");
+    assert_eq!(zh.json_sha256, en.json_sha256);
+    let back: Report = serde_json::from_slice(&zh_json).unwrap();
+    assert_eq!(back, report);
+    let model: serde_json::Value = serde_json::from_slice(&zh_json).unwrap();
+    assert!(!serde_json::to_string(&model).unwrap().contains("lang"), "report.json names no language");
+
+    let zh_html = fs::read_to_string(&zh.html).unwrap();
+    let en_html = fs::read_to_string(&en.html).unwrap();
+    assert!(zh_html.starts_with("<!DOCTYPE html>\n<html lang=\"zh-CN\">"));
+    assert!(en_html.starts_with("<!DOCTYPE html>\n<html lang=\"en\">"));
+    for heading in
+        ["概要", "目标", "恢复时间 (RTO)", "恢复点 (RPO)", "客户端看到的服务", "发现", "预案阶段", "审批与确认", "环境"]
+    {
+        assert!(zh_html.contains(&format!("<h2>{heading}</h2>")), "no Chinese heading {heading}");
+    }
+    for heading in
+        ["Summary", "Objectives", "Recovery time (RTO)", "Recovery point (RPO)", "Findings", "Runbook phases"]
+    {
+        assert!(en_html.contains(&format!("<h2>{heading}</h2>")), "no English heading {heading}");
+    }
+    assert!(zh_html.contains("<h1>演练报告：site-outage</h1>"));
+    assert!(zh_html.contains("<div class=\"verdict\">未通过<small>有目标未达成或检查未通过</small>"));
+    // The style classes stay the same whatever the words.
+    assert!(zh_html.contains("<header class=\"banner failed\">"));
+    assert!(zh_html.contains("<span class=\"pill critical\">严重</span>"));
+    assert!(zh_html.contains("<span class=\"pill done\">完成</span>"));
+    assert!(zh_html.contains("<td><span class=\"no\">未达成</span></td>"));
+    let zh_md = fs::read_to_string(&zh.markdown).unwrap();
+    let en_md = fs::read_to_string(&en.markdown).unwrap();
+    for word in ENGLISH_WORDS {
+        assert!(en_html.contains(word) || en_md.contains(word), "no English view has {word:?} (the list is stale)");
+        assert!(!zh_html.contains(word), "English {word:?} in the Chinese page");
+        assert!(!zh_md.contains(word), "English {word:?} in the Chinese Markdown");
+    }
+    assert!(zh_md.starts_with("# 演练报告：site-outage\n"));
+    check_balanced(&zh_html);
+}
+
+#[test]
+fn report_data_dates_and_durations_are_the_same_in_both_languages() {
+    let r = sample_report(500);
+    for lang in Lang::ALL {
+        for view in [render::markdown(&r, lang), render::html(&r, lang)] {
+            for data in [
+                "site-outage",
+                "scenarios/site-outage.toml",
+                "2 acknowledged messages are missing after the failover",
+                "250 from bj at +00:09.850, not on sh",
+                "drill-7f3a-0193",
+                "sh is primary (term 4)",
+                "Li Wei",
+                "127.83.30.1",
+                "2025-03-01 12:00:00.000 UTC",
+                "1 min 30 s",
+                "1.210 s",
+                "+00:10.000",
+                "rto_imap_ms",
+            ] {
+                assert!(view.contains(data), "{lang}: {data:?} missing");
+            }
+        }
+    }
+}
+
+#[test]
+fn both_chinese_views_walk_the_six_runbook_phases_in_order() {
+    let r = sample_report(500);
+    for view in [render::markdown(&r, Lang::Zh), render::html(&r, Lang::Zh)] {
+        let mut from = 0;
+        for title in PHASES_ZH {
+            let at = view[from..].find(title).unwrap_or_else(|| panic!("{title} missing or out of order"));
+            from += at + title.len();
+        }
+        assert!(!view.contains(Phase::Decide.title()), "an English phase title in the Chinese view");
+    }
+}
+
+#[test]
+fn the_chinese_markdown_has_chinese_headings_and_escaped_data() {
+    let md = render::markdown(&hostile_report(), Lang::Zh);
+    assert!(md.starts_with("# 演练报告：\\<script\\>"), "{}", &md[..80]);
+    assert!(md.contains("## 结论：**未通过**，有目标未达成或检查未通过"));
+    for heading in ["## 目标", "## 恢复时间 (RTO)", "## 发现", "## 预案阶段", "### 各协议最长中断", "## 环境"]
+    {
+        assert!(md.lines().any(|l| l == heading), "no {heading}");
+    }
+    assert!(md.contains("| `rto_imap_ms` | 4 s | 4.200 s | **未达成** |"));
+    assert!(md.contains("| 0 封邮件 | 2 封邮件 | **未达成** |"), "the unit of an RPO objective is a word too");
+    assert!(md.contains("\\<script\\>"));
+}
+
+#[test]
+fn the_chinese_charts_have_chinese_titles_labels_and_legends() {
+    let html = render::html(&sample_report(2_000), Lang::Zh);
+    let rto = &html[html.find("rto-chart-title").unwrap()..];
+    let rto = &rto[..rto.find("</svg>").unwrap()];
+    assert!(rto.contains(">恢复时间：各阶段在故障后的毫秒数</title>"));
+    for label in
+        ["检测到故障", "选出新主站点", "DNS 变更已提交", "DNS 已生效", "首次 SMTP 250", "首次 IMAP 读取", "合计"]
+    {
+        assert!(rto.contains(&format!(">{label}</text>")), "no row {label}");
+    }
+    assert!(rto.contains("4.200 s（目标 4 s）"));
+    assert!(rto.contains(">故障</text>"));
+    let probes = &html[html.find("probe-chart-title").unwrap()..];
+    let probes = &probes[..probes.find("</svg>").unwrap()];
+    assert!(probes.contains(">演练期间的探测结果，每个协议一条泳道</title>"));
+    assert!(probes.contains("<title>fault 于 +00:10.000：kill site bj</title>"), "event kinds are data");
+    assert!(probes.contains("class=\"marker\" fill=\"#cf222e\">故障</text>"), "the fault line is labelled in Chinese");
+    assert!(probes.contains("class=\"marker\" fill=\"#2da44e\">恢复</text>"));
+    for legend in ["成功", "延迟 (4xx)", "拒绝、超时、不可达", "故障", "恢复"] {
+        assert!(probes.contains(&format!("text-anchor=\"start\">{legend}</text>")), "no legend {legend}");
+    }
+    assert!(probes.contains("不可达"), "outcome words in the tooltips");
+    assert!(!probes.contains("unreachable"));
+}
+
+#[test]
+fn both_languages_declare_fonts_that_draw_chinese() {
+    // An English report still shows Chinese data (site names, replies).
+    for lang in Lang::ALL {
+        let html = render::html(&sample_report(20), lang);
+        let style = &html[html.find("<style>").unwrap()..html.find("</style>").unwrap()];
+        for font in ["\"Noto Sans CJK SC\"", "\"WenQuanYi Micro Hei\""] {
+            assert_eq!(style.matches(font).count(), 2, "{lang}: {font} for the page and the charts");
+        }
+    }
+}
+
+#[test]
+fn an_empty_and_a_hostile_report_render_in_chinese() {
+    let empty = render::html(&empty_report(), Lang::Zh);
+    check_balanced(&empty);
+    assert!(empty.contains("已中止") && empty.contains("中止原因"));
+    assert!(empty.contains("无样本"));
+    assert_eq!(empty.matches("未观测到").count(), 7 + 7 + 1, "chart rows, table rows and the RTO card");
+    let hostile = render::html(&hostile_report(), Lang::Zh);
+    assert!(!hostile.to_lowercase().contains("<script"));
+    check_balanced(&hostile);
 }

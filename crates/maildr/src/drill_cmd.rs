@@ -17,6 +17,7 @@ use clap::{Args, Subcommand};
 use maildr_drill::archive::{self, Archive};
 use maildr_drill::audit::{AuditEvent, AuditLog};
 use maildr_drill::plan::{Plan, PlanSource, StepKind, TargetSpec};
+use maildr_drill::render::Lang;
 use maildr_drill::report::{Report, Verdict};
 use maildr_drill::runner::{self, Live, RunOptions};
 use maildr_drill::target::Target;
@@ -71,6 +72,28 @@ pub enum DrillAction {
         /// deliberately broken setup whose drills must fail.
         #[arg(long, hide = true)]
         lab_without_steering: bool,
+        /// Language of report.md and report.html: zh or en (default: the plan's
+        /// `lang`, else en). report.json is the same in every language.
+        #[arg(long, value_name = "zh|en")]
+        lang: Option<Lang>,
+    },
+    /// Render a drill's report.json again, in a language: report.md, report.html
+    /// and report.json (unchanged) into --out. The archive is never written.
+    Report {
+        /// An archived drill's id (`maildr drill history`), or --json.
+        #[arg(required_unless_present = "json", conflicts_with = "json")]
+        drill_id: Option<String>,
+        /// A report.json file to render instead of an archived drill.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Language of report.md and report.html: zh or en.
+        #[arg(long, value_name = "zh|en", default_value = "en")]
+        lang: Lang,
+        /// Where to write the three files (created when missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        #[command(flatten)]
+        data: DataDir,
     },
     /// Dry run: print what a drill would do and check, touching nothing.
     Plan {
@@ -140,7 +163,7 @@ pub enum AuditAction {
 pub fn run(action: DrillAction) -> i32 {
     crate::init_logging("warn");
     let result = match action {
-        DrillAction::Run { scenario, lab_dir, net, report_dir, data, confirm_manual, lab_without_steering } => {
+        DrillAction::Run { scenario, lab_dir, net, report_dir, data, confirm_manual, lab_without_steering, lang } => {
             run_drill(
                 &scenario,
                 &lab_dir,
@@ -149,7 +172,11 @@ pub fn run(action: DrillAction) -> i32 {
                 &data.data_dir,
                 confirm_manual,
                 lab_without_steering,
+                lang,
             )
+        }
+        DrillAction::Report { drill_id, json, lang, out, data } => {
+            render_again(drill_id.as_deref(), json.as_deref(), lang, &out, &data.data_dir).map(|_| 0)
         }
         DrillAction::Plan { scenario } => print_plan(&scenario).map(|_| 0),
         DrillAction::List => {
@@ -268,6 +295,7 @@ fn print_plan(scenario: &str) -> Result<()> {
     for (i, step) in plan.rollback.iter().enumerate() {
         println!("  {:>2}. {} — {}", plan.steps.len() + i + 1, step.name, step.describe());
     }
+    println!("\nReport language: {} (drill run --lang overrides it)", plan.lang);
     println!("\nDry run: nothing was touched.");
     Ok(())
 }
@@ -398,6 +426,71 @@ fn drill_id(plan: &str) -> String {
     format!("{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:03}Z-{plan}", rem / 3600, rem % 3600 / 60, rem % 60, ms % 1000)
 }
 
+/// `drill report`: an archived drill or a report.json file, rendered in `lang`
+/// into `out`. Refuses to write into the archive, whose reports are written once.
+fn render_again(drill_id: Option<&str>, json: Option<&Path>, lang: Lang, out: &Path, data_dir: &Path) -> Result<()> {
+    let archive = Archive::new(data_dir);
+    let (path, report) = match (drill_id, json) {
+        (_, Some(file)) => (file.to_path_buf(), archive::read_report(file)?),
+        (Some(id), None) => (archive.dir_for(id)?.join(archive::JSON_FILE), archive.load(id)?),
+        (None, None) => bail!("name an archived drill or pass --json FILE"),
+    };
+    // report.json is written again from the parsed model: refuse one with fields
+    // this maildr does not know (another version's) rather than drop them.
+    let raw: Value =
+        serde_json::from_slice(&std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?)
+            .with_context(|| format!("reading {}", path.display()))?;
+    if serde_json::to_value(&report)? != raw {
+        bail!(
+            "{} holds fields this maildr does not know (written by another version?); rendering it here would drop them",
+            path.display()
+        );
+    }
+    let out_abs = std::path::absolute(out).with_context(|| format!("resolving --out {}", out.display()))?;
+    let reports = std::path::absolute(archive.reports_dir()).context("resolving the archive directory")?;
+    if resolved(&out_abs).starts_with(resolved(&reports)) {
+        bail!(
+            "--out {} is inside the drill archive ({}), whose reports are never rewritten; choose another directory",
+            out.display(),
+            reports.display()
+        );
+    }
+    let files = archive::write_report_files(&report, out, lang)
+        .with_context(|| format!("writing the report to {}", out.display()))?;
+    println!(
+        "Drill {} rendered in {lang}: {} (report.json SHA-256 {})",
+        report.drill_id,
+        files.html.display(),
+        files.json_sha256
+    );
+    Ok(())
+}
+
+/// `path` with its longest existing ancestor resolved (symlinks, `..`) and the
+/// rest applied to it lexically (what does not exist yet will be made as plain
+/// directories), so that a path not yet made cannot get round a prefix check.
+fn resolved(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let components: Vec<Component<'_>> = path.components().collect();
+    for split in (0..=components.len()).rev() {
+        let head: PathBuf = components[..split].iter().collect();
+        let Ok(mut real) = head.canonicalize() else { continue };
+        for part in &components[split..] {
+            match part {
+                Component::ParentDir => {
+                    real.pop();
+                }
+                Component::CurDir => {}
+                other => real.push(other),
+            }
+        }
+        return real;
+    }
+    path.to_path_buf()
+}
+
+// Each argument is one `drill run` option; bundling them would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn run_drill(
     scenario: &str,
     lab_dir: &Path,
@@ -406,8 +499,10 @@ fn run_drill(
     data_dir: &Path,
     confirm_manual: Option<String>,
     lab_without_steering: bool,
+    lang: Option<Lang>,
 ) -> Result<i32> {
     let (source, plan) = load_plan(scenario)?;
+    let lang = lang.unwrap_or(plan.lang);
     let exe = std::env::current_exe().context("finding the maildr binary")?;
     let audit = Arc::new(open_audit(data_dir)?);
     let sha = source.sha256();
@@ -533,7 +628,7 @@ fn run_drill(
     });
     progress.finish_and_clear();
     let report = report?;
-    let archived = Archive::new(data_dir).save(&report).context("archiving the report")?;
+    let archived = Archive::new(data_dir).save(&report, lang).context("archiving the report")?;
     let finished = AuditEvent::new(maildr_drill::audit::os_user(), maildr_drill::audit::action::DRILL_FINISHED)
         .drill(report.drill_id.clone())
         .plan(sha.clone())
@@ -549,7 +644,7 @@ fn run_drill(
     }
     let mut shown_dir = archived.dir.clone();
     if let Some(dir) = report_dir {
-        archive::write_report_files(&report, dir)
+        archive::write_report_files(&report, dir, lang)
             .with_context(|| format!("writing the report to {}", dir.display()))?;
         shown_dir = dir.to_path_buf();
     }

@@ -185,3 +185,33 @@ fn lab_up_refuses_a_dns_provider_file_holding_anything_but_providers_before_star
         assert!(!lab.exists(), "nothing was started or written");
     }
 }
+
+#[test]
+fn drill_commands_take_zh_or_en_and_report_needs_a_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = out_dir.to_str().unwrap();
+    for args in [
+        vec!["drill", "run", "site-outage", "--lang", "fr"],
+        vec!["drill", "report", "x", "--lang", "zh-CN", "--out", out],
+    ] {
+        let o = maildr(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("zh or en"), "{args:?}: {err}");
+    }
+    let o = maildr(&["drill", "report", "--lang", "zh", "--out", out]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("DRILL_ID"), "{}", String::from_utf8_lossy(&o.stderr));
+    let data = dir.path().join("drills");
+    let o = maildr(&["drill", "report", "no-such-drill", "--data-dir", data.to_str().unwrap(), "--out", out]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no such archived drill"));
+    assert!(!out_dir.exists(), "nothing written for a drill that is not there");
+    // Something that is not a report is refused before anything is written.
+    let unknown = dir.path().join("report.json");
+    std::fs::write(&unknown, "{\"drill_id\": \"x\", \"from_the_future\": 1}").unwrap();
+    let o = maildr(&["drill", "report", "--json", unknown.to_str().unwrap(), "--out", out]);
+    assert!(!o.status.success());
+    assert!(!out_dir.exists());
+}

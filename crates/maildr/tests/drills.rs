@@ -91,9 +91,52 @@ fn scenario_passes(scenario: &str, net: &str, failover: bool) {
     assert_passed_with_nothing_lost(&d, failover);
 }
 
+/// Also the drill whose report is asked for in Chinese: report.md and
+/// report.html in Chinese, here and in the archive, and report.json the same
+/// as `drill report` writes for the English rendering.
 #[test]
 fn node_failure_drill_passes_with_nothing_lost() {
-    scenario_passes("node-failure", "127.101", true);
+    let _one = one_lab();
+    let work = tempfile::tempdir().unwrap();
+    let d = drill(work.path(), "node-failure", "127.101", &["--lang", "zh"]);
+    assert_passed_with_nothing_lost(&d, true);
+    let id = d.report.as_ref().unwrap()["drill_id"].as_str().unwrap().to_string();
+    let archived = work.path().join("drills/reports").join(&id);
+    for dir in [work.path().join("report"), archived] {
+        let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        assert!(
+            html.contains("<html lang=\"zh-CN\">") && html.contains("<h2>恢复时间 (RTO)</h2>"),
+            "{}",
+            dir.display()
+        );
+        assert!(std::fs::read_to_string(dir.join("report.md")).unwrap().starts_with("# 演练报告："));
+    }
+    let en = work.path().join("en");
+    let out = maildr()
+        .args(["drill", "report", &id, "--lang", "en", "--data-dir"])
+        .arg(work.path().join("drills"))
+        .arg("--out")
+        .arg(&en)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json = |dir: &Path| std::fs::read(dir.join("report.json")).unwrap();
+    assert_eq!(json(&work.path().join("report")), json(&en), "report.json is the same in both languages");
+    assert!(std::fs::read_to_string(en.join("report.html")).unwrap().contains("<h2>Recovery time (RTO)</h2>"));
+    // A report.json with a field this maildr does not know is not rewritten without it.
+    let mut future: Value = serde_json::from_slice(&json(&en)).unwrap();
+    future["from_a_later_version"] = Value::from(1);
+    let future_file = work.path().join("future.json");
+    std::fs::write(&future_file, serde_json::to_vec(&future).unwrap()).unwrap();
+    let refused = maildr()
+        .args(["drill", "report", "--lang", "zh", "--json"])
+        .arg(&future_file)
+        .arg("--out")
+        .arg(work.path().join("future"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not know"));
 }
 
 #[test]

@@ -6,12 +6,14 @@
 //! sensible empty chart. The probe chart is drawn in pixel columns, so its size
 //! is bounded by its width and not by the number of samples, and where several
 //! samples share a column the worst outcome is drawn: a short outage is never
-//! hidden by the successes around it.
+//! hidden by the successes around it. Titles, labels and legends are in the
+//! report's [`Lang`]; tick labels are durations, the same in every language.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::html::esc;
+use super::i18n::{Lang, Msg};
 use super::{duration, outcome_word, rto_rows, Health};
 use crate::report::{ProbeOutcome, ProbeSample, Protocol, Report};
 
@@ -118,7 +120,7 @@ const RTO_TOP: u32 = 26;
 
 /// The RTO phases as bars from the fault, with the objective targets as dashed
 /// lines across their row.
-pub(crate) fn rto_chart(report: &Report) -> String {
+pub(crate) fn rto_chart(report: &Report, lang: Lang) -> String {
     let rows = rto_rows(report);
     let longest = rows.iter().flat_map(|r| [r.value_ms, r.objective.map(|o| o.target)]).flatten().max().unwrap_or(0);
     let (step, end_ms) = axis(longest.saturating_add(longest / 20));
@@ -131,15 +133,17 @@ pub(crate) fn rto_chart(report: &Report) -> String {
     let mut out = String::with_capacity(4096);
     let _ = write!(
         out,
-        r#"<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-labelledby="rto-chart-title" xmlns="http://www.w3.org/2000/svg"><title id="rto-chart-title">Recovery time: each phase in milliseconds after the fault</title>"#
+        r#"<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-labelledby="rto-chart-title" xmlns="http://www.w3.org/2000/svg"><title id="rto-chart-title">{}</title>"#,
+        lang.t(Msg::RtoChartTitle)
     );
     x_axis(&mut out, &scale, step, RTO_TOP - 8, y_axis, "");
     let fault_x = scale.x(0);
     let _ = write!(
         out,
-        r#"<line x1="{fault_x}" y1="{}" x2="{fault_x}" y2="{y_axis}" stroke="{COLOUR_FAILED}" stroke-width="2"/><text x="{fault_x}" y="{}" class="marker" fill="{COLOUR_FAILED}" text-anchor="middle">fault</text>"#,
+        r#"<line x1="{fault_x}" y1="{}" x2="{fault_x}" y2="{y_axis}" stroke="{COLOUR_FAILED}" stroke-width="2"/><text x="{fault_x}" y="{}" class="marker" fill="{COLOUR_FAILED}" text-anchor="middle">{}</text>"#,
         RTO_TOP - 8,
-        RTO_TOP - 12
+        RTO_TOP - 12,
+        lang.t(Msg::FaultMarker)
     );
     for (i, row) in rows.iter().enumerate() {
         // rto_rows gives a fixed handful of rows.
@@ -153,9 +157,9 @@ pub(crate) fn rto_chart(report: &Report) -> String {
             PLOT_X0 - 10,
             mid + 4,
             if total { "label strong" } else { "label" },
-            row.label
+            lang.t(row.label)
         );
-        let target_note = row.objective.map(|o| format!(" (target {})", duration(o.target))).unwrap_or_default();
+        let target_note = row.objective.map(|o| lang.fmt(Msg::TargetNote, &[&duration(o.target)])).unwrap_or_default();
         match row.value_ms {
             Some(v) => {
                 let colour = match row.objective {
@@ -166,10 +170,11 @@ pub(crate) fn rto_chart(report: &Report) -> String {
                 let x = scale.x(v);
                 let _ = write!(
                     out,
-                    r#"<rect x="{fault_x}" y="{}" width="{:.1}" height="12" rx="2" fill="{colour}" opacity="0.85"><title>{}: {}</title></rect><circle cx="{x:.1}" cy="{}" r="4" fill="{colour}"/><text x="{:.1}" y="{}" class="value">{}{}</text>"#,
+                    r#"<rect x="{fault_x}" y="{}" width="{:.1}" height="12" rx="2" fill="{colour}" opacity="0.85"><title>{}{}{}</title></rect><circle cx="{x:.1}" cy="{}" r="4" fill="{colour}"/><text x="{:.1}" y="{}" class="value">{}{}</text>"#,
                     mid - 6,
                     (x - fault_x).max(0.0),
-                    row.label,
+                    lang.t(row.label),
+                    lang.t(Msg::Colon),
                     duration(v),
                     mid,
                     x + 8.0,
@@ -181,9 +186,10 @@ pub(crate) fn rto_chart(report: &Report) -> String {
             None => {
                 let _ = write!(
                     out,
-                    r#"<text x="{:.1}" y="{}" class="missing">not seen{}</text>"#,
+                    r#"<text x="{:.1}" y="{}" class="missing">{}{}</text>"#,
                     fault_x + 8.0,
                     mid + 4,
+                    lang.t(Msg::NotSeen),
                     esc(&target_note)
                 );
             }
@@ -193,11 +199,10 @@ pub(crate) fn rto_chart(report: &Report) -> String {
             let colour = if o.met { COLOUR_MUTED } else { COLOUR_FAILED };
             let _ = write!(
                 out,
-                r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="{colour}" stroke-width="2.5" stroke-dasharray="3 2"><title>objective {}: {}</title></line>"#,
+                r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{}" stroke="{colour}" stroke-width="2.5" stroke-dasharray="3 2"><title>{}</title></line>"#,
                 y,
                 y + RTO_ROW_HEIGHT,
-                esc(&o.name),
-                duration(o.target)
+                lang.fmt(Msg::ObjectiveLine, &[&esc(&o.name), &duration(o.target)])
             );
         }
     }
@@ -220,7 +225,7 @@ struct ProbeRow<'a> {
 
 /// Rows per protocol in [`Protocol::ALL`] order; a protocol without samples
 /// keeps one empty row so its absence shows.
-fn probe_rows(samples: &[ProbeSample]) -> Vec<ProbeRow<'_>> {
+fn probe_rows(samples: &[ProbeSample], lang: Lang) -> Vec<ProbeRow<'_>> {
     let mut rows = Vec::new();
     for protocol in Protocol::ALL {
         let mut by_target: BTreeMap<&str, Vec<&ProbeSample>> = BTreeMap::new();
@@ -253,7 +258,7 @@ fn probe_rows(samples: &[ProbeSample]) -> Vec<ProbeRow<'_>> {
         rows.extend(own);
         if extra {
             other.sort_by_key(|s| s.at_ms);
-            rows.push(ProbeRow { protocol, target: "other".into(), samples: other });
+            rows.push(ProbeRow { protocol, target: lang.t(Msg::OtherTargets).into(), samples: other });
         }
     }
     rows
@@ -319,7 +324,7 @@ fn paint(samples: &[&ProbeSample], t0: u64, span_ms: u64, width: usize) -> Vec<C
 
 /// The probe results over the drill: a lane per protocol, a row per target,
 /// marks coloured by outcome, faults and restores as vertical lines.
-pub(crate) fn probe_chart(report: &Report) -> String {
+pub(crate) fn probe_chart(report: &Report, lang: Lang) -> String {
     let samples = &report.probes.samples;
     let first = samples.iter().map(|s| s.at_ms).min().unwrap_or(report.started_at_ms);
     let last = samples.iter().map(|s| s.at_ms).max().unwrap_or(report.finished_at_ms);
@@ -329,7 +334,7 @@ pub(crate) fn probe_chart(report: &Report) -> String {
     let scale = Scale { x0: PLOT_X0.into(), x1: PROBE_PLOT_X1.into(), end_ms };
     let width = (PROBE_PLOT_X1 - PLOT_X0) as usize;
 
-    let rows = probe_rows(samples);
+    let rows = probe_rows(samples, lang);
     // A few protocols, each with at most TARGET_ROWS_MAX rows.
     #[allow(clippy::cast_possible_truncation)]
     let lanes = Protocol::ALL.len() as u32;
@@ -340,7 +345,8 @@ pub(crate) fn probe_chart(report: &Report) -> String {
     let mut out = String::with_capacity(16 * 1024);
     let _ = write!(
         out,
-        r#"<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-labelledby="probe-chart-title" xmlns="http://www.w3.org/2000/svg"><title id="probe-chart-title">Probe results over the drill, one lane per protocol</title>"#
+        r#"<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-labelledby="probe-chart-title" xmlns="http://www.w3.org/2000/svg"><title id="probe-chart-title">{}</title>"#,
+        lang.t(Msg::ProbeChartTitle)
     );
     x_axis(&mut out, &scale, step, PROBE_TOP - 6, y_axis, "+");
 
@@ -364,21 +370,35 @@ pub(crate) fn probe_chart(report: &Report) -> String {
             esc(&truncate(&row.target, 14))
         );
         if row.samples.is_empty() {
-            let _ = write!(out, r#"<text x="{}" y="{}" class="missing">no samples</text>"#, PLOT_X0 + 8, y + 13);
+            let _ = write!(
+                out,
+                r#"<text x="{}" y="{}" class="missing">{}</text>"#,
+                PLOT_X0 + 8,
+                y + 13,
+                lang.t(Msg::NoSamples)
+            );
         }
         let cols = paint(&row.samples, t0, end_ms, width);
-        marks(&mut out, row, &cols, t0, end_ms, report.started_at_ms, y);
+        marks(&mut out, row, &cols, (t0, end_ms), report.started_at_ms, y, lang);
         y += PROBE_ROW_HEIGHT;
     }
 
-    fault_lines(&mut out, report, &scale, t0, PROBE_TOP - 6, y_axis);
-    legend(&mut out, y_axis + 34);
+    fault_lines(&mut out, report, &scale, t0, (PROBE_TOP - 6, y_axis), lang);
+    legend(&mut out, y_axis + 34, lang);
     out.push_str("</svg>");
     out
 }
 
 /// The rects of one row: runs of columns with the same colour.
-fn marks(out: &mut String, row: &ProbeRow<'_>, cols: &[Column], t0: u64, span_ms: u64, origin_ms: u64, y: u32) {
+fn marks(
+    out: &mut String,
+    row: &ProbeRow<'_>,
+    cols: &[Column],
+    (t0, span_ms): (u64, u64),
+    origin_ms: u64,
+    y: u32,
+    lang: Lang,
+) {
     let width = cols.len().max(1) as u64;
     let at = |c: usize| {
         t0.saturating_add(u64::try_from(c as u128 * u128::from(span_ms) / u128::from(width)).unwrap_or(u64::MAX))
@@ -401,75 +421,95 @@ fn marks(out: &mut String, row: &ProbeRow<'_>, cols: &[Column], t0: u64, span_ms
             .iter()
             .zip(counts)
             .filter(|(_, n)| *n > 0)
-            .map(|(o, n)| format!("{n} {}", outcome_word(*o)))
+            .map(|(o, n)| format!("{n} {}", outcome_word(*o, lang)))
             .collect();
+        let what = if what.is_empty() { lang.t(Msg::Continuing).to_string() } else { what.join(", ") };
         let _ = write!(
             out,
-            r#"<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{} {}: {}, {} to {}</title></rect>"#,
+            r#"<rect x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>"#,
             PLOT_X0 as usize + start,
             y + 3,
             c - start,
             PROBE_ROW_HEIGHT - 6,
             health_colour(health),
-            row.protocol.name(),
-            esc(&row.target),
-            if what.is_empty() { "continuing".to_string() } else { what.join(", ") },
-            super::offset(at(start), origin_ms),
-            super::offset(at(c), origin_ms),
+            lang.fmt(
+                Msg::MarkRun,
+                &[
+                    row.protocol.name(),
+                    &esc(&row.target),
+                    &what,
+                    &super::offset(at(start), origin_ms),
+                    &super::offset(at(c), origin_ms),
+                ]
+            ),
         );
     }
 }
 
-/// Faults and restores from the timeline, as labelled vertical lines.
-fn fault_lines(out: &mut String, report: &Report, scale: &Scale, t0: u64, y_top: u32, y_axis: u32) {
+/// Faults and restores from the timeline (kinds `fault*`, `restore*`), as
+/// labelled vertical lines.
+fn fault_lines(out: &mut String, report: &Report, scale: &Scale, t0: u64, (y_top, y_axis): (u32, u32), lang: Lang) {
     let mut entries: Vec<_> =
         report.timeline.iter().filter(|e| e.kind.starts_with("fault") || e.kind.starts_with("restore")).collect();
     entries.sort_by_key(|e| e.at_ms);
     for (i, e) in entries.iter().enumerate() {
         let x = scale.x(e.at_ms.saturating_sub(t0));
-        let colour = if e.kind.starts_with("fault") { COLOUR_FAILED } else { COLOUR_OK };
+        // Labelled with the catalog's word for what the line is; the kind itself
+        // (report data) is in the tooltip.
+        let (colour, label) = if e.kind.starts_with("fault") {
+            (COLOUR_FAILED, Msg::FaultMarker)
+        } else {
+            (COLOUR_OK, Msg::RestoreMarker)
+        };
         // Labels alternate between two heights so close events stay legible.
         let label_y = y_top - 4 - if i % 2 == 0 { 14 } else { 0 };
         let _ = write!(
             out,
-            r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{y_axis}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5 3"><title>{} at {}: {}</title></line><text x="{x:.1}" y="{label_y}" text-anchor="middle" class="marker" fill="{colour}">{}</text>"#,
+            r#"<line x1="{x:.1}" y1="{}" x2="{x:.1}" y2="{y_axis}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="5 3"><title>{}</title></line><text x="{x:.1}" y="{label_y}" text-anchor="middle" class="marker" fill="{colour}">{}</text>"#,
             label_y + 4,
-            esc(&e.kind),
-            super::offset(e.at_ms, report.started_at_ms),
-            esc(&e.detail),
-            esc(&truncate(&e.kind, 16)),
+            lang.fmt(Msg::EventLine, &[&esc(&e.kind), &super::offset(e.at_ms, report.started_at_ms), &esc(&e.detail)]),
+            lang.t(label),
         );
     }
 }
 
-fn legend(out: &mut String, y: u32) {
+fn legend(out: &mut String, y: u32, lang: Lang) {
     let items =
-        [(COLOUR_OK, "ok"), (COLOUR_DEFERRED, "deferred (4xx)"), (COLOUR_FAILED, "refused, timeout, unreachable")];
+        [(COLOUR_OK, Msg::LegendOk), (COLOUR_DEFERRED, Msg::LegendDeferred), (COLOUR_FAILED, Msg::LegendFailed)];
     let mut x = PLOT_X0;
     for (colour, label) in items {
+        let label = lang.t(label);
         let _ = write!(
             out,
             r#"<rect x="{x}" y="{}" width="12" height="12" fill="{colour}"/><text x="{}" y="{y}" class="tick" text-anchor="start">{label}</text>"#,
             y - 10,
             x + 18
         );
-        // The labels are the short fixed strings above.
-        #[allow(clippy::cast_possible_truncation)]
-        let label_len = label.len() as u32;
-        x += 40 + 7 * label_len;
+        x += 40 + LEGEND_PX_PER_COLUMN * text_columns(label);
     }
+    let fault = lang.t(Msg::FaultMarker);
+    let restore_x = x + 40 + LEGEND_PX_PER_COLUMN * text_columns(fault);
     let _ = write!(
         out,
-        r#"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="{COLOUR_FAILED}" stroke-dasharray="5 3"/><text x="{}" y="{y}" class="tick" text-anchor="start">fault</text><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="{COLOUR_OK}" stroke-dasharray="5 3"/><text x="{}" y="{y}" class="tick" text-anchor="start">restore</text>"#,
+        r#"<line x1="{x}" y1="{}" x2="{x}" y2="{}" stroke="{COLOUR_FAILED}" stroke-dasharray="5 3"/><text x="{}" y="{y}" class="tick" text-anchor="start">{fault}</text><line x1="{restore_x}" y1="{}" x2="{restore_x}" y2="{}" stroke="{COLOUR_OK}" stroke-dasharray="5 3"/><text x="{}" y="{y}" class="tick" text-anchor="start">{}</text>"#,
         y - 12,
         y + 2,
         x + 8,
-        x + 60,
         y - 12,
-        x + 60,
         y + 2,
-        x + 68
+        restore_x + 8,
+        lang.t(Msg::RestoreMarker)
     );
+}
+
+/// Room per text column in the legend's 11 px type.
+const LEGEND_PX_PER_COLUMN: u32 = 7;
+
+/// How many columns a legend label takes: a Chinese character as wide as two
+/// Latin ones. Labels are short catalog texts, so the count fits.
+fn text_columns(s: &str) -> u32 {
+    let columns: usize = s.chars().map(|c| if u32::from(c) >= 0x1100 { 2 } else { 1 }).sum();
+    u32::try_from(columns).unwrap_or(u32::MAX / LEGEND_PX_PER_COLUMN / 2)
 }
 
 /// At most `max` characters, with an ellipsis when cut.
@@ -529,13 +569,13 @@ mod tests {
             (0..n).map(|i| ProbeSample { target: format!("t{i}"), ..sample(i as u64, ProbeOutcome::Ok) }).collect()
         };
         let at_limit = targets(TARGET_ROWS_MAX);
-        let rows = probe_rows(&at_limit);
+        let rows = probe_rows(&at_limit, Lang::En);
         let smtp: Vec<&str> = rows.iter().filter(|r| r.protocol == Protocol::Smtp).map(|r| r.target.as_str()).collect();
         assert_eq!(smtp, ["t0", "t1", "t2", "t3"], "in the order first reached");
         assert_eq!(rows.len(), TARGET_ROWS_MAX + 3, "and one empty row for each other protocol");
 
         let over = targets(TARGET_ROWS_MAX + 2);
-        let rows = probe_rows(&over);
+        let rows = probe_rows(&over, Lang::En);
         let smtp: Vec<(&str, usize)> = rows
             .iter()
             .filter(|r| r.protocol == Protocol::Smtp)

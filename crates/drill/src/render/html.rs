@@ -3,18 +3,22 @@
 //! can be archived, mailed and opened offline years later and look the same.
 //!
 //! Every report string is written through [`esc`], in text and in attributes.
+//! The page declares its language (`lang="zh-CN"` or `lang="en"`), and its
+//! fonts fall back to ones that draw Chinese in either language: an English
+//! report still shows Chinese site names, replies and plan texts.
 
 use std::fmt::Write as _;
 
 use super::charts::{probe_chart, rto_chart};
+use super::i18n::{Lang, Msg};
 use super::model::{self, Cell, Mark, Table};
-use super::{drill_duration_ms, duration};
+use super::{drill_duration_ms, duration, phase_title, severity_class, severity_word, verdict_note, verdict_word};
 use crate::report::{Report, Severity};
 
 const STYLE: &str = r#"
 :root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--soft:#f6f8fa}
 *{box-sizing:border-box}
-body{margin:0;font:14px/1.5 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:var(--ink);background:#fff}
+body{margin:0;font:14px/1.5 -apple-system,"Segoe UI",Helvetica,Arial,"Noto Sans CJK SC","Source Han Sans SC","WenQuanYi Micro Hei","PingFang SC","Microsoft YaHei",sans-serif;color:var(--ink);background:#fff}
 main{max-width:1120px;margin:0 auto;padding:0 28px 40px}
 header.banner{color:#fff;padding:26px 28px 22px}
 header.banner>div{max-width:1064px;margin:0 auto}
@@ -54,7 +58,7 @@ code,.mono{font:12px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;wo
 .phase{border:1px solid var(--line);border-radius:8px;padding:4px 16px 8px;margin:14px 0}
 .phase h3{margin-top:12px}
 .chart{width:100%;height:auto;display:block;margin:8px 0 4px}
-.chart text{font:12px -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;fill:var(--ink)}
+.chart text{font:12px -apple-system,"Segoe UI",Helvetica,Arial,"Noto Sans CJK SC","Source Han Sans SC","WenQuanYi Micro Hei","PingFang SC","Microsoft YaHei",sans-serif;fill:var(--ink)}
 .chart .tick{font-size:11px;fill:var(--muted)}
 .chart .strong{font-weight:700}
 .chart .value{font-size:12px;font-weight:600}
@@ -65,83 +69,87 @@ footer{max-width:1120px;margin:0 auto;padding:16px 28px 30px;color:var(--muted);
 @media print{header.banner{-webkit-print-color-adjust:exact;print-color-adjust:exact}.phase,.finding{break-inside:avoid}}
 "#;
 
-/// The report as one self-contained HTML5 document.
-pub fn html(report: &Report) -> String {
+/// The report as one self-contained HTML5 document, its words in `lang`.
+pub fn html(report: &Report, lang: Lang) -> String {
     let r = report;
     let mut out = String::with_capacity(64 * 1024);
-    let verdict = r.verdict.word();
+    // The verdict's style class is the same in every language.
+    let class = r.verdict.word();
+    let verdict = verdict_word(r.verdict, lang);
+    let name = esc(&r.plan.name);
     let _ = write!(
         out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Drill {verdict}: {}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
-        esc(&r.plan.name)
+        "<!DOCTYPE html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
+        lang.html_tag(),
+        lang.fmt(Msg::PageTitle, &[verdict, &name])
     );
     let _ = write!(
         out,
-        "<header class=\"banner {verdict}\"><div><div class=\"verdict\">{}<small>{}</small></div><h1>Drill report: {}</h1>",
+        "<header class=\"banner {class}\"><div><div class=\"verdict\">{}<small>{}</small></div><h1>{}</h1>",
         verdict.to_uppercase(),
-        model::verdict_note(r.verdict),
-        esc(&r.plan.name)
+        verdict_note(r.verdict, lang),
+        lang.fmt(Msg::ReportTitle, &[&name])
     );
     if let Some(reason) = &r.abort_reason {
-        let _ = write!(out, "<p><strong>Abort reason:</strong> {}</p>", esc(reason));
+        let _ =
+            write!(out, "<p><strong>{}</strong>{}{}</p>", lang.t(Msg::AbortReason), lang.t(Msg::Colon), esc(reason));
     }
     if !r.plan.description.trim().is_empty() {
         let _ = write!(out, "<p>{}</p>", esc(&r.plan.description));
     }
     out.push_str("</div></header>\n<main>\n");
 
-    section(&mut out, "summary", "Summary");
-    cards(&mut out, r);
-    key_values(&mut out, &model::summary(r));
+    section(&mut out, "summary", lang.t(Msg::Summary));
+    cards(&mut out, r, lang);
+    key_values(&mut out, &model::summary(r, lang));
     out.push_str("</section>\n");
 
-    section(&mut out, "objectives", "Objectives");
-    table(&mut out, &model::objectives(r));
+    section(&mut out, "objectives", lang.t(Msg::Objectives));
+    table(&mut out, &model::objectives(r, lang));
     out.push_str("</section>\n");
 
-    section(&mut out, "rto", "Recovery time (RTO)");
-    match model::rto_intro(r) {
+    section(&mut out, "rto", lang.t(Msg::RecoveryTime));
+    match model::rto_intro(r, lang) {
         Some(intro) => {
-            let _ = writeln!(out, "<p>{} Dashed lines are the plan's objectives.</p>", esc(&intro));
+            let _ = writeln!(out, "<p>{}{}</p>", esc(&intro), lang.t(Msg::RtoObjectivesDashed));
         }
         None => {
-            let _ = writeln!(out, "<p class=\"muted\">{}</p>", model::NO_FAULT);
+            let _ = writeln!(out, "<p class=\"muted\">{}</p>", lang.t(Msg::NoFault));
         }
     }
-    out.push_str(&rto_chart(r));
-    table(&mut out, &model::rto(r));
+    out.push_str(&rto_chart(r, lang));
+    table(&mut out, &model::rto(r, lang));
     out.push_str("</section>\n");
 
-    section(&mut out, "rpo", "Recovery point (RPO)");
-    table(&mut out, &model::rpo(r));
+    section(&mut out, "rpo", lang.t(Msg::RecoveryPoint));
+    table(&mut out, &model::rpo(r, lang));
     if !r.rpo.lost_tags.is_empty() {
         let tags: Vec<String> = r.rpo.lost_tags.iter().map(|t| format!("<code>{}</code>", esc(t))).collect();
-        let _ = writeln!(out, "<p><strong>Lost messages (tags):</strong> {}</p>", tags.join(", "));
+        let _ =
+            writeln!(out, "<p><strong>{}</strong>{}{}</p>", lang.t(Msg::LostTags), lang.t(Msg::Colon), tags.join(", "));
     }
-    let _ = writeln!(out, "<p class=\"muted\">Reconciled over IMAP at: {}.</p>", esc(&model::reconciled_at(r)));
+    let reconciled = esc(&model::reconciled_at(r, lang));
+    let _ = writeln!(out, "<p class=\"muted\">{}</p>", lang.fmt(Msg::ReconciledAt, &[&reconciled]));
     out.push_str("</section>\n");
 
-    section(&mut out, "service", "Service seen by clients");
-    let _ = writeln!(
-        out,
-        "<p>{} probe samples over the drill; a mark per sample (merged where they meet), the worst outcome shown where several share a pixel.</p>",
-        r.probes.samples.len()
-    );
-    out.push_str(&probe_chart(r));
-    out.push_str("\n<h3>Longest gap per protocol</h3>\n");
-    table(&mut out, &model::gaps(r));
-    out.push_str("<h3>Probes</h3>\n");
-    table(&mut out, &model::probes(r));
+    section(&mut out, "service", lang.t(Msg::ServiceSeen));
+    let samples = r.probes.samples.len().to_string();
+    let _ = writeln!(out, "<p>{}</p>", lang.fmt(Msg::SamplesOverDrill, &[&samples]));
+    out.push_str(&probe_chart(r, lang));
+    let _ = writeln!(out, "\n<h3>{}</h3>", lang.t(Msg::LongestGapPerProtocol));
+    table(&mut out, &model::gaps(r, lang));
+    let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::Probes));
+    table(&mut out, &model::probes(r, lang));
     out.push_str("</section>\n");
 
-    findings(&mut out, r);
+    findings(&mut out, r, lang);
 
-    section(&mut out, "phases", "Runbook phases");
-    let _ = writeln!(out, "<p class=\"muted\">{}</p>", model::PHASES_INTRO);
-    for phase in model::phases(r) {
+    section(&mut out, "phases", lang.t(Msg::RunbookPhases));
+    let _ = writeln!(out, "<p class=\"muted\">{}</p>", lang.t(Msg::PhasesIntro));
+    for phase in model::phases(r, lang) {
         let _ = write!(out, "<div class=\"phase\"><h3>{}</h3>", phase.title);
         if phase.steps.is_none() && phase.events.is_none() && phase.findings.is_empty() {
-            let _ = write!(out, "<p class=\"muted\">{}</p>", model::NO_STEP);
+            let _ = write!(out, "<p class=\"muted\">{}</p>", lang.t(Msg::NoStep));
         }
         for t in phase.steps.iter().chain(phase.events.iter()) {
             table(&mut out, t);
@@ -149,10 +157,11 @@ pub fn html(report: &Report) -> String {
         if !phase.findings.is_empty() {
             out.push_str("<p>");
             for (n, severity, title) in &phase.findings {
-                let word = model::severity_word(*severity);
                 let _ = write!(
                     out,
-                    "<a href=\"#f{n}\">F{n}</a> <span class=\"pill {word}\">{word}</span> {}<br>",
+                    "<a href=\"#f{n}\">F{n}</a> <span class=\"pill {}\">{}</span> {}<br>",
+                    severity_class(*severity),
+                    severity_word(*severity, lang),
                     esc(title)
                 );
             }
@@ -162,12 +171,12 @@ pub fn html(report: &Report) -> String {
     }
     out.push_str("</section>\n");
 
-    section(&mut out, "approvals", "Approvals and confirmations");
-    table(&mut out, &model::approvals(r));
+    section(&mut out, "approvals", lang.t(Msg::ApprovalsAndConfirmations));
+    table(&mut out, &model::approvals(r, lang));
     if r.confirmations.is_empty() {
-        let _ = writeln!(out, "<p class=\"muted\">{}</p>", model::NO_CONFIRMATION);
+        let _ = writeln!(out, "<p class=\"muted\">{}</p>", lang.t(Msg::NoConfirmation));
     } else {
-        out.push_str("<h3>Manual steps confirmed</h3><ul>");
+        let _ = write!(out, "<h3>{}</h3><ul>", lang.t(Msg::ManualStepsConfirmed));
         for c in &r.confirmations {
             let _ = write!(out, "<li>{}</li>", esc(c));
         }
@@ -175,15 +184,15 @@ pub fn html(report: &Report) -> String {
     }
     out.push_str("</section>\n");
 
-    section(&mut out, "environment", "Environment");
-    key_values(&mut out, &model::environment(r));
-    table(&mut out, &model::sites(r));
+    section(&mut out, "environment", lang.t(Msg::Environment));
+    key_values(&mut out, &model::environment(r, lang));
+    table(&mut out, &model::sites(r, lang));
     out.push_str("</section>\n</main>\n");
+    let id = format!("<span class=\"mono\">{}</span>", esc(&r.drill_id));
     let _ = write!(
         out,
-        "<footer>maildr {} drill report <span class=\"mono\">{}</span>. The machine-readable record is report.json beside this file.</footer>\n</body>\n</html>\n",
-        esc(&r.environment.maildr_version),
-        esc(&r.drill_id)
+        "<footer>{}</footer>\n</body>\n</html>\n",
+        lang.fmt(Msg::Footer, &[&esc(&r.environment.maildr_version), &id])
     );
     out
 }
@@ -193,39 +202,41 @@ fn section(out: &mut String, id: &str, title: &str) {
 }
 
 /// The four figures an auditor looks at first.
-fn cards(out: &mut String, r: &Report) {
+fn cards(out: &mut String, r: &Report, lang: Lang) {
     let critical = r.findings.iter().filter(|f| f.severity == Severity::Critical).count();
     let rto_missing = r.rto.fault_at_ms.is_some() && r.rto.total_ms.is_none();
     let cards = [
-        ("Duration", duration(drill_duration_ms(r)), false),
-        ("RTO total", r.rto.total_ms.map_or_else(|| "not seen".into(), duration), rto_missing),
-        ("Acknowledged mail lost", r.rpo.lost.to_string(), r.rpo.lost > 0),
-        ("Critical findings", critical.to_string(), critical > 0),
+        (Msg::CardDuration, duration(drill_duration_ms(r)), false),
+        (Msg::CardRtoTotal, r.rto.total_ms.map_or_else(|| lang.t(Msg::NotSeen).into(), duration), rto_missing),
+        (Msg::CardLost, r.rpo.lost.to_string(), r.rpo.lost > 0),
+        (Msg::CardCritical, critical.to_string(), critical > 0),
     ];
     out.push_str("<div class=\"cards\">");
     for (title, value, bad) in cards {
         let _ = write!(
             out,
-            "<div class=\"card{}\"><div class=\"t\">{title}</div><div class=\"n\">{value}</div></div>",
-            if bad { " bad" } else { "" }
+            "<div class=\"card{}\"><div class=\"t\">{}</div><div class=\"n\">{value}</div></div>",
+            if bad { " bad" } else { "" },
+            lang.t(title)
         );
     }
     out.push_str("</div>\n");
 }
 
-fn findings(out: &mut String, r: &Report) {
-    section(out, "findings", "Findings");
+fn findings(out: &mut String, r: &Report, lang: Lang) {
+    section(out, "findings", lang.t(Msg::Findings));
     if r.findings.is_empty() {
-        out.push_str("<p class=\"yes\">None: every check passed and every objective was met.</p>\n</section>\n");
+        let _ = write!(out, "<p class=\"yes\">{}</p>\n</section>\n", lang.t(Msg::NoFindings));
         return;
     }
     for (i, f) in r.findings.iter().enumerate() {
-        let word = model::severity_word(f.severity);
+        let class = severity_class(f.severity);
         let _ = write!(
             out,
-            "<div class=\"finding {word}\" id=\"f{n}\"><strong>F{n}</strong> <span class=\"pill {word}\">{word}</span> <strong>{}</strong> <span class=\"muted\">{}</span>",
+            "<div class=\"finding {class}\" id=\"f{n}\"><strong>F{n}</strong> <span class=\"pill {class}\">{}</span> <strong>{}</strong> <span class=\"muted\">{}</span>",
+            severity_word(f.severity, lang),
             esc(&f.title),
-            f.phase.map_or("no phase", |p| p.title()),
+            f.phase.map_or(lang.t(Msg::NoPhase), |p| phase_title(p, lang)),
             n = i + 1
         );
         if !f.evidence.is_empty() {
@@ -250,7 +261,7 @@ fn cell(c: &Cell) -> String {
         Cell::Code(s) => format!("<code>{}</code>", esc(s)),
         Cell::Mono(s) => format!("<span class=\"mono\">{}</span>", esc(s)),
         Cell::Marked(m, s) => format!("<span class=\"{}\">{}</span>", mark_class(*m), esc(s)),
-        Cell::Badge(word, _) => format!("<span class=\"pill {word}\">{word}</span>"),
+        Cell::Badge { class, word, .. } => format!("<span class=\"pill {class}\">{word}</span>"),
         Cell::Noted(main, note) => format!("{} <span class=\"muted\">({})</span>", esc(main), esc(note)),
         Cell::Step { name, tag, what } => format!(
             "<strong>{}</strong>{}<br><span class=\"muted\">{}</span>",

@@ -6,100 +6,101 @@
 
 use std::fmt::Write as _;
 
+use super::i18n::{Lang, Msg};
 use super::model::{self, Cell, Mark, Table};
-use crate::report::{Report, Verdict};
+use super::{phase_title, severity_word, verdict_note, verdict_word};
+use crate::report::Report;
 
-/// The report as Markdown.
-pub fn markdown(report: &Report) -> String {
+/// The report as Markdown, its words in `lang`.
+pub fn markdown(report: &Report, lang: Lang) -> String {
     let r = report;
+    let colon = lang.t(Msg::Colon);
     let mut out = String::with_capacity(16 * 1024);
-    let _ = writeln!(out, "# Drill report: {}\n", text(&r.plan.name));
-    let _ = writeln!(out, "## Verdict: **{}**, {}\n", verdict_word(r.verdict), model::verdict_note(r.verdict));
+    let _ = writeln!(out, "# {}\n", lang.fmt(Msg::ReportTitle, &[&text(&r.plan.name)]));
+    let verdict = format!("**{}**", verdict_word(r.verdict, lang).to_uppercase());
+    let _ = writeln!(out, "## {}\n", lang.fmt(Msg::VerdictLine, &[&verdict, verdict_note(r.verdict, lang)]));
     if let Some(reason) = &r.abort_reason {
-        let _ = writeln!(out, "Abort reason: {}\n", text(reason));
+        let _ = writeln!(out, "{}{colon}{}\n", lang.t(Msg::AbortReason), text(reason));
     }
     if !r.plan.description.trim().is_empty() {
         let _ = writeln!(out, "{}\n", text(&r.plan.description));
     }
-    key_values(&mut out, &model::summary(r));
+    key_values(&mut out, &model::summary(r, lang));
 
-    out.push_str("## Objectives\n\n");
-    table(&mut out, &model::objectives(r));
+    heading(&mut out, 2, lang.t(Msg::Objectives));
+    table(&mut out, &model::objectives(r, lang));
 
-    out.push_str("## Recovery time (RTO)\n\n");
-    let _ = writeln!(out, "{}\n", model::rto_intro(r).as_deref().unwrap_or(model::NO_FAULT));
-    table(&mut out, &model::rto(r));
+    heading(&mut out, 2, lang.t(Msg::RecoveryTime));
+    let _ = writeln!(out, "{}\n", model::rto_intro(r, lang).as_deref().unwrap_or(lang.t(Msg::NoFault)));
+    table(&mut out, &model::rto(r, lang));
 
-    out.push_str("## Recovery point (RPO)\n\n");
-    table(&mut out, &model::rpo(r));
+    heading(&mut out, 2, lang.t(Msg::RecoveryPoint));
+    table(&mut out, &model::rpo(r, lang));
     if !r.rpo.lost_tags.is_empty() {
         let tags: Vec<String> = r.rpo.lost_tags.iter().map(|t| code(t)).collect();
-        let _ = writeln!(out, "Lost messages (tags): {}\n", tags.join(", "));
+        let _ = writeln!(out, "{}{colon}{}\n", lang.t(Msg::LostTags), tags.join(", "));
     }
-    let _ = writeln!(out, "Reconciled over IMAP at: {}.\n", text(&model::reconciled_at(r)));
+    let _ = writeln!(out, "{}\n", lang.fmt(Msg::ReconciledAt, &[&text(&model::reconciled_at(r, lang))]));
 
-    out.push_str("## Service seen by clients\n\n");
-    let _ = writeln!(out, "{} probe samples in report.json (`probes.samples`).\n", r.probes.samples.len());
-    out.push_str("### Longest gap per protocol\n\n");
-    table(&mut out, &model::gaps(r));
-    out.push_str("### Probes\n\n");
-    table(&mut out, &model::probes(r));
+    heading(&mut out, 2, lang.t(Msg::ServiceSeen));
+    let samples = r.probes.samples.len().to_string();
+    let _ = writeln!(out, "{}\n", lang.fmt(Msg::SamplesInJson, &[&samples, "`probes.samples`"]));
+    heading(&mut out, 3, lang.t(Msg::LongestGapPerProtocol));
+    table(&mut out, &model::gaps(r, lang));
+    heading(&mut out, 3, lang.t(Msg::Probes));
+    table(&mut out, &model::probes(r, lang));
 
-    findings(&mut out, r);
+    findings(&mut out, r, lang);
 
-    out.push_str("## Runbook phases\n\n");
-    let _ = writeln!(out, "{}\n", model::PHASES_INTRO);
-    for phase in model::phases(r) {
-        let _ = writeln!(out, "### {}\n", phase.title);
+    heading(&mut out, 2, lang.t(Msg::RunbookPhases));
+    let _ = writeln!(out, "{}\n", lang.t(Msg::PhasesIntro));
+    for phase in model::phases(r, lang) {
+        heading(&mut out, 3, phase.title);
         if phase.steps.is_none() && phase.events.is_none() && phase.findings.is_empty() {
-            let _ = writeln!(out, "{}\n", model::NO_STEP);
+            let _ = writeln!(out, "{}\n", lang.t(Msg::NoStep));
         }
         for t in phase.steps.iter().chain(phase.events.iter()) {
             table(&mut out, t);
         }
         for (n, severity, title) in &phase.findings {
-            let _ = writeln!(out, "- F{n} ({}): {}", model::severity_word(*severity), text(title));
+            let _ = writeln!(out, "- F{n} ({}): {}", severity_word(*severity, lang), text(title));
         }
         if !phase.findings.is_empty() {
             out.push('\n');
         }
     }
 
-    out.push_str("## Approvals and confirmations\n\n");
-    table(&mut out, &model::approvals(r));
+    heading(&mut out, 2, lang.t(Msg::ApprovalsAndConfirmations));
+    table(&mut out, &model::approvals(r, lang));
     if r.confirmations.is_empty() {
-        let _ = writeln!(out, "{}\n", model::NO_CONFIRMATION);
+        let _ = writeln!(out, "{}\n", lang.t(Msg::NoConfirmation));
     } else {
-        out.push_str("Manual steps confirmed:\n\n");
+        heading(&mut out, 3, lang.t(Msg::ManualStepsConfirmed));
         for c in &r.confirmations {
             let _ = writeln!(out, "- {}", text(c));
         }
         out.push('\n');
     }
 
-    out.push_str("## Environment\n\n");
-    key_values(&mut out, &model::environment(r));
-    table(&mut out, &model::sites(r));
+    heading(&mut out, 2, lang.t(Msg::Environment));
+    key_values(&mut out, &model::environment(r, lang));
+    table(&mut out, &model::sites(r, lang));
     out
 }
 
-fn verdict_word(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::Passed => "PASSED",
-        Verdict::Failed => "FAILED",
-        Verdict::Aborted => "ABORTED",
-    }
+fn heading(out: &mut String, level: usize, title: &str) {
+    let _ = writeln!(out, "{} {title}\n", "#".repeat(level));
 }
 
-fn findings(out: &mut String, r: &Report) {
-    out.push_str("## Findings\n\n");
+fn findings(out: &mut String, r: &Report, lang: Lang) {
+    heading(out, 2, lang.t(Msg::Findings));
     if r.findings.is_empty() {
-        out.push_str("None: every check passed and every objective was met.\n\n");
+        let _ = writeln!(out, "{}\n", lang.t(Msg::NoFindings));
         return;
     }
     for (i, f) in r.findings.iter().enumerate() {
-        let phase = f.phase.map_or("no phase", |p| p.title());
-        let _ = writeln!(out, "**F{}. {}** ({phase}): {}\n", i + 1, model::severity_word(f.severity), text(&f.title));
+        let phase = f.phase.map_or(lang.t(Msg::NoPhase), |p| phase_title(p, lang));
+        let _ = writeln!(out, "**F{}. {}** ({phase}): {}\n", i + 1, severity_word(f.severity, lang), text(&f.title));
         if !f.evidence.is_empty() {
             out.push_str(&fence(&f.evidence));
             out.push('\n');
@@ -113,8 +114,8 @@ fn cell(c: &Cell) -> String {
         Cell::Code(s) => code(s),
         Cell::Marked(Mark::Bad, s) if !s.is_empty() => format!("**{}**", text(s)),
         Cell::Marked(Mark::Bad, _) | Cell::Empty => String::new(),
-        Cell::Badge(word, Mark::Bad) => format!("**{word}**"),
-        Cell::Badge(word, _) => (*word).to_string(),
+        Cell::Badge { word, mark: Mark::Bad, .. } => format!("**{word}**"),
+        Cell::Badge { word, .. } => (*word).to_string(),
         Cell::Noted(main, note) => format!("{} ({})", text(main), text(note)),
         Cell::Step { name, tag, what } => match tag {
             Some(tag) => format!("{} ({tag}): {}", text(name), text(what)),

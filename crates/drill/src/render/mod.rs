@@ -5,24 +5,32 @@
 //! Both are organised the same way: a summary, the measurements, the findings,
 //! then the six runbook phases with their steps, events and findings. The
 //! grouping and the number formats live here so the two views never disagree.
+//! Both render in a [`Lang`]: every word they print comes from the message
+//! catalog (`i18n`), while report data and the formats of times and durations
+//! are the same in every language.
 //! Rendering never fails and never panics: every string of the report is
 //! untrusted text and is escaped by the view that prints it, and every time
 //! range is guarded against being empty.
 
 mod charts;
 mod html;
+mod i18n;
 mod markdown;
 mod model;
 
 pub use html::html;
+pub use i18n::{Lang, UnknownLang};
 pub use markdown::markdown;
 
 use crate::plan::Phase;
-use crate::report::{Finding, ObjectiveResult, ProbeOutcome, Report, StepOutcome, StepResult, TimelineEntry};
+use crate::report::{
+    Finding, ObjectiveResult, ProbeOutcome, Report, Severity, Source, StepOutcome, StepResult, TimelineEntry, Verdict,
+};
+use i18n::Msg;
 
 /// One RTO phase as both views print it.
 pub(crate) struct RtoRow<'a> {
-    pub label: &'static str,
+    pub label: Msg,
     /// Milliseconds after the fault; `None`: never seen.
     pub value_ms: Option<u64>,
     /// The plan's objective that judges this phase, when it has one.
@@ -34,13 +42,13 @@ pub(crate) fn rto_rows(report: &Report) -> Vec<RtoRow<'_>> {
     let objective = |name: &str| report.objectives.iter().find(|o| o.name == name);
     let rto = &report.rto;
     vec![
-        RtoRow { label: "Detect", value_ms: rto.detect_ms, objective: None },
-        RtoRow { label: "Elect", value_ms: rto.elect_ms, objective: None },
-        RtoRow { label: "DNS committed", value_ms: rto.dns_committed_ms, objective: None },
-        RtoRow { label: "DNS served", value_ms: rto.dns_served_ms, objective: None },
-        RtoRow { label: "First SMTP 250", value_ms: rto.first_smtp_ok_ms, objective: objective("rto_smtp_ms") },
-        RtoRow { label: "First IMAP fetch", value_ms: rto.first_imap_ok_ms, objective: objective("rto_imap_ms") },
-        RtoRow { label: "Total", value_ms: rto.total_ms, objective: objective("rto_total_ms") },
+        RtoRow { label: Msg::RtoDetect, value_ms: rto.detect_ms, objective: None },
+        RtoRow { label: Msg::RtoElect, value_ms: rto.elect_ms, objective: None },
+        RtoRow { label: Msg::RtoDnsCommitted, value_ms: rto.dns_committed_ms, objective: None },
+        RtoRow { label: Msg::RtoDnsServed, value_ms: rto.dns_served_ms, objective: None },
+        RtoRow { label: Msg::RtoFirstSmtp, value_ms: rto.first_smtp_ok_ms, objective: objective("rto_smtp_ms") },
+        RtoRow { label: Msg::RtoFirstImap, value_ms: rto.first_imap_ok_ms, objective: objective("rto_imap_ms") },
+        RtoRow { label: Msg::RtoTotal, value_ms: rto.total_ms, objective: objective("rto_total_ms") },
     ]
 }
 
@@ -55,8 +63,8 @@ pub(crate) struct PhaseView<'a> {
 }
 
 impl PhaseView<'_> {
-    pub fn title(&self) -> &'static str {
-        self.phase.map_or("Before the first step", Phase::title)
+    pub fn title(&self, lang: Lang) -> &'static str {
+        self.phase.map_or(lang.t(Msg::BeforeFirstStep), |p| phase_title(p, lang))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -131,17 +139,46 @@ impl Health {
     }
 }
 
-pub(crate) fn outcome_word(outcome: ProbeOutcome) -> &'static str {
-    match outcome {
-        ProbeOutcome::Ok => "ok",
-        ProbeOutcome::Deferred => "deferred",
-        ProbeOutcome::Refused => "refused",
-        ProbeOutcome::Timeout => "timeout",
-        ProbeOutcome::Unreachable => "unreachable",
-    }
+/// The runbook's name for a phase, in the report's language.
+pub(crate) fn phase_title(phase: Phase, lang: Lang) -> &'static str {
+    lang.t(match phase {
+        Phase::Confirm => Msg::PhaseConfirm,
+        Phase::Decide => Msg::PhaseDecide,
+        Phase::Prepare => Msg::PhasePrepare,
+        Phase::Dns => Msg::PhaseDns,
+        Phase::Verify => Msg::PhaseVerify,
+        Phase::Review => Msg::PhaseReview,
+    })
 }
 
-pub(crate) fn step_outcome_word(outcome: StepOutcome) -> &'static str {
+pub(crate) fn verdict_word(verdict: Verdict, lang: Lang) -> &'static str {
+    lang.t(match verdict {
+        Verdict::Passed => Msg::VerdictPassed,
+        Verdict::Failed => Msg::VerdictFailed,
+        Verdict::Aborted => Msg::VerdictAborted,
+    })
+}
+
+pub(crate) fn verdict_note(verdict: Verdict, lang: Lang) -> &'static str {
+    lang.t(match verdict {
+        Verdict::Passed => Msg::VerdictNotePassed,
+        Verdict::Failed => Msg::VerdictNoteFailed,
+        Verdict::Aborted => Msg::VerdictNoteAborted,
+    })
+}
+
+pub(crate) fn outcome_word(outcome: ProbeOutcome, lang: Lang) -> &'static str {
+    lang.t(match outcome {
+        ProbeOutcome::Ok => Msg::OutcomeOk,
+        ProbeOutcome::Deferred => Msg::OutcomeDeferred,
+        ProbeOutcome::Refused => Msg::OutcomeRefused,
+        ProbeOutcome::Timeout => Msg::OutcomeTimeout,
+        ProbeOutcome::Unreachable => Msg::OutcomeUnreachable,
+    })
+}
+
+/// The style class of a step outcome (the same in every language).
+pub(crate) fn step_outcome_class(outcome: StepOutcome) -> &'static str {
     match outcome {
         StepOutcome::Done => "done",
         StepOutcome::Failed => "failed",
@@ -149,12 +186,45 @@ pub(crate) fn step_outcome_word(outcome: StepOutcome) -> &'static str {
     }
 }
 
+pub(crate) fn step_outcome_word(outcome: StepOutcome, lang: Lang) -> &'static str {
+    lang.t(match outcome {
+        StepOutcome::Done => Msg::StepDone,
+        StepOutcome::Failed => Msg::StepFailed,
+        StepOutcome::Skipped => Msg::StepSkipped,
+    })
+}
+
+/// The style class of a severity (the same in every language).
+pub(crate) fn severity_class(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical => "critical",
+        Severity::Warning => "warning",
+    }
+}
+
+pub(crate) fn severity_word(s: Severity, lang: Lang) -> &'static str {
+    lang.t(match s {
+        Severity::Critical => Msg::SeverityCritical,
+        Severity::Warning => Msg::SeverityWarning,
+    })
+}
+
+pub(crate) fn source_word(s: Source, lang: Lang) -> &'static str {
+    lang.t(match s {
+        Source::Drill => Msg::SourceDrill,
+        Source::Cluster => Msg::SourceCluster,
+        Source::Probe => Msg::SourceProbe,
+    })
+}
+
 /// A measured or target value with its unit: durations for `ms`, a count
-/// otherwise.
-pub(crate) fn quantity(value: u64, unit: &str) -> String {
+/// otherwise. The units the engine writes are words of the catalog; any other
+/// is report data and printed as it is.
+pub(crate) fn quantity(value: u64, unit: &str, lang: Lang) -> String {
     match unit {
         "ms" => duration(value),
         "" => value.to_string(),
+        "messages" => format!("{value} {}", lang.t(Msg::UnitMessages)),
         unit => format!("{value} {unit}"),
     }
 }

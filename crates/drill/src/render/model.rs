@@ -1,11 +1,14 @@
 //! What the report says, independent of how it is drawn: the key-value lists
 //! and tables both views print, built once here. A view only decides how a
-//! [`Table`] and a [`Cell`] look and escapes the text they carry.
+//! [`Table`] and a [`Cell`] look and escapes the text they carry. Every word
+//! here comes from the catalog in the report's [`Lang`].
 
+use super::i18n::{Lang, Msg};
 use super::{
-    by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_rows, step_outcome_word, utc, PhaseView,
+    by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_rows, source_word, step_outcome_class,
+    step_outcome_word, utc, PhaseView,
 };
-use crate::report::{Report, Severity, Source, StepOutcome, Verdict};
+use crate::report::{Report, Severity, StepOutcome};
 
 /// How a cell's text is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,8 +27,13 @@ pub(crate) enum Cell {
     /// Clock-style times and addresses: monospace.
     Mono(String),
     Marked(Mark, String),
-    /// A short status word (`done`, `failed`, `critical`), drawn as a badge.
-    Badge(&'static str, Mark),
+    /// A short status word drawn as a badge: its style class (`done`,
+    /// `failed`, `critical`, the same in every language), its text and mark.
+    Badge {
+        class: &'static str,
+        word: &'static str,
+        mark: Mark,
+    },
     /// A name with a muted note after it (`site-outage (scenarios/…)`).
     Noted(String, String),
     /// A step: its name, an optional tag (`rollback`), and what it does.
@@ -49,12 +57,12 @@ pub(crate) struct Column {
     pub numeric: bool,
 }
 
-const fn col(title: &'static str) -> Column {
-    Column { title, numeric: false }
+fn col(lang: Lang, title: Msg) -> Column {
+    Column { title: lang.t(title), numeric: false }
 }
 
-const fn num(title: &'static str) -> Column {
-    Column { title, numeric: true }
+fn num(lang: Lang, title: Msg) -> Column {
+    Column { title: lang.t(title), numeric: true }
 }
 
 pub(crate) struct Table {
@@ -66,35 +74,12 @@ pub(crate) struct Table {
     pub empty: &'static str,
 }
 
-pub(crate) fn verdict_note(v: Verdict) -> &'static str {
-    match v {
-        Verdict::Passed => "every objective met, every check passed",
-        Verdict::Failed => "an objective or a check failed",
-        Verdict::Aborted => "the drill stopped early and rolled back",
-    }
+fn met_word(met: bool, lang: Lang) -> &'static str {
+    lang.t(if met { Msg::Met } else { Msg::Missed })
 }
 
-pub(crate) fn severity_word(s: Severity) -> &'static str {
-    match s {
-        Severity::Critical => "critical",
-        Severity::Warning => "warning",
-    }
-}
-
-fn source_word(s: Source) -> &'static str {
-    match s {
-        Source::Drill => "drill",
-        Source::Cluster => "cluster",
-        Source::Probe => "probe",
-    }
-}
-
-fn met(met: bool) -> Cell {
-    if met {
-        Cell::Marked(Mark::Good, "met".into())
-    } else {
-        Cell::Marked(Mark::Bad, "missed".into())
-    }
+fn met(met: bool, lang: Lang) -> Cell {
+    Cell::Marked(if met { Mark::Good } else { Mark::Bad }, met_word(met, lang).into())
 }
 
 fn count(n: u64, bad_when_nonzero: bool) -> Cell {
@@ -105,86 +90,85 @@ fn count(n: u64, bad_when_nonzero: bool) -> Cell {
     }
 }
 
-pub(crate) fn summary(r: &Report) -> Vec<(&'static str, Cell)> {
+pub(crate) fn summary(r: &Report, lang: Lang) -> Vec<(&'static str, Cell)> {
     vec![
-        ("Plan", Cell::Noted(r.plan.name.clone(), r.plan.origin.clone())),
-        ("Plan SHA-256", Cell::Code(r.plan.sha256.clone())),
-        ("Drill id", Cell::Code(r.drill_id.clone())),
-        ("Started", Cell::text(utc(r.started_at_ms))),
-        ("Finished", Cell::text(utc(r.finished_at_ms))),
-        ("Duration", Cell::text(duration(drill_duration_ms(r)))),
+        (lang.t(Msg::Plan), Cell::Noted(r.plan.name.clone(), r.plan.origin.clone())),
+        (lang.t(Msg::PlanSha256), Cell::Code(r.plan.sha256.clone())),
+        (lang.t(Msg::DrillId), Cell::Code(r.drill_id.clone())),
+        (lang.t(Msg::Started), Cell::text(utc(r.started_at_ms))),
+        (lang.t(Msg::Finished), Cell::text(utc(r.finished_at_ms))),
+        (lang.t(Msg::Duration), Cell::text(duration(drill_duration_ms(r)))),
     ]
 }
 
-pub(crate) fn objectives(r: &Report) -> Table {
+pub(crate) fn objectives(r: &Report, lang: Lang) -> Table {
     Table {
         class: None,
-        columns: vec![col("Objective"), num("Target"), num("Measured"), col("Result")],
+        columns: vec![
+            col(lang, Msg::Objective),
+            num(lang, Msg::Target),
+            num(lang, Msg::Measured),
+            col(lang, Msg::Result),
+        ],
         rows: r
             .objectives
             .iter()
             .map(|o| {
-                let measured = o.measured.map_or_else(|| "not measured".to_string(), |m| quantity(m, &o.unit));
+                let measured =
+                    o.measured.map_or_else(|| lang.t(Msg::NotMeasured).to_string(), |m| quantity(m, &o.unit, lang));
                 vec![
                     Cell::Code(o.name.clone()),
-                    Cell::text(quantity(o.target, &o.unit)),
+                    Cell::text(quantity(o.target, &o.unit, lang)),
                     Cell::text(measured),
-                    met(o.met),
+                    met(o.met, lang),
                 ]
             })
             .collect(),
-        empty: "The plan sets no objectives.",
+        empty: lang.t(Msg::NoObjectives),
     }
 }
 
 /// The sentence before the RTO chart and table.
-pub(crate) fn rto_intro(r: &Report) -> Option<String> {
-    r.rto.fault_at_ms.map(|at| {
-        format!(
-            "Each phase in time after the first fault, injected at {} ({} into the drill).",
-            utc(at),
-            offset(at, r.started_at_ms)
-        )
-    })
+pub(crate) fn rto_intro(r: &Report, lang: Lang) -> Option<String> {
+    r.rto.fault_at_ms.map(|at| lang.fmt(Msg::RtoIntro, &[&utc(at), &offset(at, r.started_at_ms)]))
 }
 
-pub(crate) const NO_FAULT: &str = "No fault was injected, so no recovery was measured.";
-
-pub(crate) fn rto(r: &Report) -> Table {
+pub(crate) fn rto(r: &Report, lang: Lang) -> Table {
     Table {
         class: None,
-        columns: vec![col("Phase"), num("After the fault"), col("Objective")],
+        columns: vec![col(lang, Msg::Phase), num(lang, Msg::AfterTheFault), col(lang, Msg::Objective)],
         rows: rto_rows(r)
             .into_iter()
             .map(|row| {
-                let value = row
-                    .value_ms
-                    .map_or_else(|| Cell::Marked(Mark::Muted, "not seen".into()), |v| Cell::text(duration(v)));
+                let value = row.value_ms.map_or_else(
+                    || Cell::Marked(Mark::Muted, lang.t(Msg::NotSeen).into()),
+                    |v| Cell::text(duration(v)),
+                );
                 let objective = row.objective.map_or(Cell::Empty, |o| {
                     Cell::Marked(
                         if o.met { Mark::Good } else { Mark::Bad },
-                        format!("{} {}", quantity(o.target, &o.unit), if o.met { "met" } else { "missed" }),
+                        format!("{} {}", quantity(o.target, &o.unit, lang), met_word(o.met, lang)),
                     )
                 });
-                vec![Cell::text(row.label), value, objective]
+                vec![Cell::text(lang.t(row.label)), value, objective]
             })
             .collect(),
         empty: "",
     }
 }
 
-pub(crate) fn rpo(r: &Report) -> Table {
+pub(crate) fn rpo(r: &Report, lang: Lang) -> Table {
     let p = &r.rpo;
     Table {
         class: None,
         columns: vec![
-            num("Acknowledged"),
-            num("Found"),
-            num("Lost"),
-            num("Duplicated"),
-            num("Deferred (4xx)"),
-            num("Refused (5xx)"),
-            num("Given up"),
+            num(lang, Msg::Acknowledged),
+            num(lang, Msg::Found),
+            num(lang, Msg::Lost),
+            num(lang, Msg::Duplicated),
+            num(lang, Msg::Deferred4xx),
+            num(lang, Msg::Refused5xx),
+            num(lang, Msg::GivenUp),
         ],
         rows: vec![vec![
             count(p.acknowledged, false),
@@ -199,18 +183,18 @@ pub(crate) fn rpo(r: &Report) -> Table {
     }
 }
 
-pub(crate) fn reconciled_at(r: &Report) -> String {
+pub(crate) fn reconciled_at(r: &Report, lang: Lang) -> String {
     if r.rpo.reconciled_at.is_empty() {
-        "no site".into()
+        lang.t(Msg::NoSite).into()
     } else {
         r.rpo.reconciled_at.join(", ")
     }
 }
 
-pub(crate) fn gaps(r: &Report) -> Table {
+pub(crate) fn gaps(r: &Report, lang: Lang) -> Table {
     Table {
         class: None,
-        columns: vec![col("Protocol"), num("Longest gap"), col("From"), col("To")],
+        columns: vec![col(lang, Msg::Protocol), num(lang, Msg::LongestGap), col(lang, Msg::From), col(lang, Msg::To)],
         rows: r
             .gaps
             .iter()
@@ -218,7 +202,7 @@ pub(crate) fn gaps(r: &Report) -> Table {
                 vec![
                     Cell::text(g.protocol.name()),
                     if g.longest_ms == 0 {
-                        Cell::Marked(Mark::Muted, "no failure".into())
+                        Cell::Marked(Mark::Muted, lang.t(Msg::NoFailure).into())
                     } else {
                         Cell::text(duration(g.longest_ms))
                     },
@@ -227,15 +211,21 @@ pub(crate) fn gaps(r: &Report) -> Table {
                 ]
             })
             .collect(),
-        empty: "No gap was measured.",
+        empty: lang.t(Msg::NoGap),
     }
 }
 
-pub(crate) fn probes(r: &Report) -> Table {
+pub(crate) fn probes(r: &Report, lang: Lang) -> Table {
     let ms = |v: Option<u64>| Cell::text(v.map_or_else(|| "–".to_string(), |v| format!("{v} ms")));
     Table {
         class: None,
-        columns: vec![col("Protocol"), num("OK"), num("Failed"), num("p50"), num("p99")],
+        columns: vec![
+            col(lang, Msg::Protocol),
+            num(lang, Msg::Ok),
+            num(lang, Msg::Failed),
+            num(lang, Msg::P50),
+            num(lang, Msg::P99),
+        ],
         rows: r
             .probes
             .counts
@@ -250,11 +240,9 @@ pub(crate) fn probes(r: &Report) -> Table {
                 ]
             })
             .collect(),
-        empty: "No probe ran.",
+        empty: lang.t(Msg::NoProbe),
     }
 }
-
-pub(crate) const PHASES_INTRO: &str = "Times are relative to the start of the drill. Events of the target and of the probes are listed under the phase whose step was running when they happened.";
 
 /// One runbook phase: its title, its steps and events as tables, its findings
 /// as (number, severity, title).
@@ -265,16 +253,21 @@ pub(crate) struct PhaseSection {
     pub findings: Vec<(usize, Severity, String)>,
 }
 
-pub(crate) const NO_STEP: &str = "No step in this phase.";
-
-pub(crate) fn phases(r: &Report) -> Vec<PhaseSection> {
-    by_phase(r).into_iter().map(|view| phase(r, &view)).collect()
+pub(crate) fn phases(r: &Report, lang: Lang) -> Vec<PhaseSection> {
+    by_phase(r).into_iter().map(|view| phase(r, &view, lang)).collect()
 }
 
-fn phase(r: &Report, view: &PhaseView<'_>) -> PhaseSection {
+fn phase(r: &Report, view: &PhaseView<'_>, lang: Lang) -> PhaseSection {
     let steps = (!view.steps.is_empty()).then(|| Table {
         class: Some("steps"),
-        columns: vec![num("#"), col("Step"), col("Outcome"), col("Started"), col("Finished"), col("Detail")],
+        columns: vec![
+            num(lang, Msg::StepNumber),
+            col(lang, Msg::Step),
+            col(lang, Msg::Outcome),
+            col(lang, Msg::Started),
+            col(lang, Msg::Finished),
+            col(lang, Msg::Detail),
+        ],
         rows: view
             .steps
             .iter()
@@ -288,10 +281,14 @@ fn phase(r: &Report, view: &PhaseView<'_>) -> PhaseSection {
                     Cell::text(s.index.to_string()),
                     Cell::Step {
                         name: s.name.clone(),
-                        tag: s.rollback.then_some("rollback"),
+                        tag: s.rollback.then_some(lang.t(Msg::RollbackTag)),
                         what: s.description.clone(),
                     },
-                    Cell::Badge(step_outcome_word(s.outcome), mark),
+                    Cell::Badge {
+                        class: step_outcome_class(s.outcome),
+                        word: step_outcome_word(s.outcome, lang),
+                        mark,
+                    },
                     Cell::Mono(offset_opt(s.started_at_ms, r.started_at_ms)),
                     Cell::Mono(offset_opt(s.finished_at_ms, r.started_at_ms)),
                     if s.outcome == StepOutcome::Failed {
@@ -306,14 +303,14 @@ fn phase(r: &Report, view: &PhaseView<'_>) -> PhaseSection {
     });
     let events = (!view.timeline.is_empty()).then(|| Table {
         class: Some("events"),
-        columns: vec![col("At"), col("Source"), col("Event"), col("Detail")],
+        columns: vec![col(lang, Msg::At), col(lang, Msg::Source), col(lang, Msg::Event), col(lang, Msg::Detail)],
         rows: view
             .timeline
             .iter()
             .map(|e| {
                 vec![
                     Cell::Mono(offset(e.at_ms, r.started_at_ms)),
-                    Cell::text(source_word(e.source)),
+                    Cell::text(source_word(e.source, lang)),
                     Cell::Code(e.kind.clone()),
                     Cell::text(e.detail.clone()),
                 ]
@@ -322,47 +319,45 @@ fn phase(r: &Report, view: &PhaseView<'_>) -> PhaseSection {
         empty: "",
     });
     PhaseSection {
-        title: view.title(),
+        title: view.title(lang),
         steps,
         events,
         findings: view.findings.iter().map(|(n, f)| (*n, f.severity, f.title.clone())).collect(),
     }
 }
 
-pub(crate) fn approvals(r: &Report) -> Table {
+pub(crate) fn approvals(r: &Report, lang: Lang) -> Table {
     Table {
         class: None,
-        columns: vec![col("Approved by"), col("At"), col("Plan SHA-256")],
+        columns: vec![col(lang, Msg::ApprovedBy), col(lang, Msg::At), col(lang, Msg::PlanSha256)],
         rows: r
             .approvals
             .iter()
             .map(|a| vec![Cell::text(a.by.clone()), Cell::text(utc(a.at_ms)), Cell::Code(a.plan_sha256.clone())])
             .collect(),
-        empty: "No approval was recorded for this plan.",
+        empty: lang.t(Msg::NoApproval),
     }
 }
 
-pub(crate) const NO_CONFIRMATION: &str = "No manual step was confirmed.";
-
-pub(crate) fn environment(r: &Report) -> Vec<(&'static str, Cell)> {
+pub(crate) fn environment(r: &Report, lang: Lang) -> Vec<(&'static str, Cell)> {
     let e = &r.environment;
     [
-        ("Target", &e.target),
-        ("Location", &e.target_location),
-        ("Domain", &e.domain),
-        ("maildr version", &e.maildr_version),
-        ("Host", &e.host),
-        ("OS", &e.os),
+        (Msg::EnvTarget, &e.target),
+        (Msg::Location, &e.target_location),
+        (Msg::Domain, &e.domain),
+        (Msg::MaildrVersion, &e.maildr_version),
+        (Msg::Host, &e.host),
+        (Msg::Os, &e.os),
     ]
     .into_iter()
-    .map(|(k, v)| (k, Cell::text(v.clone())))
+    .map(|(k, v)| (lang.t(k), Cell::text(v.clone())))
     .collect()
 }
 
-pub(crate) fn sites(r: &Report) -> Table {
+pub(crate) fn sites(r: &Report, lang: Lang) -> Table {
     Table {
         class: None,
-        columns: vec![col("Site"), col("Role"), col("Address")],
+        columns: vec![col(lang, Msg::Site), col(lang, Msg::Role), col(lang, Msg::Address)],
         rows: r
             .environment
             .sites
