@@ -28,6 +28,12 @@ use crate::{BackupError, Backups, Target};
 
 /// Bodies fetched from the target at once while restoring.
 pub const BODY_FETCHES_IN_FLIGHT: usize = 16;
+/// Restored bodies stored through the cluster at once: each call is a new
+/// authenticated connection to the site, which accepts only a few from one
+/// address while they are still authenticating (`UNAUTHENTICATED_PER_SOURCE_MAX`,
+/// 16, shared with everything else that address does); a restore under load once
+/// met that limit with 16 at once.
+pub const BODY_STORES_IN_FLIGHT: usize = 4;
 
 /// Where restored messages go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,7 +147,7 @@ pub async fn restore_account(
                     Ok::<_, BackupError>((stored, size))
                 }
             })
-            .buffered(BODY_FETCHES_IN_FLIGHT);
+            .buffered(BODY_STORES_IN_FLIGHT);
         for message in &messages {
             let Some(stored) = bodies.next().await else { break };
             let (body, size) = stored?;

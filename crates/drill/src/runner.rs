@@ -52,6 +52,8 @@ const SWITCHOVER_RETRY: Duration = Duration::from_secs(120);
 const SLOW_API: Duration = Duration::from_secs(150);
 /// Deadline of the abort monitor's primary check.
 const WATCHDOG_API: Duration = Duration::from_secs(2);
+/// How long a check waits for the live data sites to apply what was committed.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a check waits for a message it sent to become readable.
 const READBACK_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long taking a backup or restoring through the admin API may take.
@@ -888,6 +890,10 @@ impl Run<'_> {
             Verification::NoAcknowledgedLoss => {
                 let (_, messages) = self.flows.as_ref().map(Flows::snapshot).unwrap_or_default();
                 let acked: Vec<Message> = messages.into_iter().filter(|m| m.acknowledged.is_some()).collect();
+                // A follower behind a slow link applies what was acknowledged later
+                // than the primary: wait until every live site has applied what was
+                // committed now, then read.
+                self.wait_applied_everywhere().await.map_err(StepFailure::Failed)?;
                 let deadline = now_ms() + u64::try_from(READBACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
                 loop {
                     let down = self.down();
@@ -917,6 +923,38 @@ impl Run<'_> {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
+        }
+    }
+
+    /// Wait until every live data site has applied the log up to the primary's last
+    /// index as it stands now, for at most [`CATCH_UP_TIMEOUT`].
+    async fn wait_applied_everywhere(&self) -> Result<(), String> {
+        let down = self.down();
+        let view = cluster_view(self.target, &down).await?;
+        let Some(leader) = view.leader.clone() else { return Ok(()) };
+        let Some(target) = view.members.iter().find(|m| m.site == leader).and_then(|m| m.last_log_index) else {
+            return Ok(());
+        };
+        let deadline = now_ms() + u64::try_from(CATCH_UP_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let view = cluster_view(self.target, &down).await?;
+            let behind: Vec<String> = view
+                .members
+                .iter()
+                .filter(|m| m.role == "data" && !down.contains(&m.site))
+                .filter(|m| m.applied_index.is_none_or(|a| a < target))
+                .map(|m| format!("{} at {:?}", m.site, m.applied_index))
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            if now_ms() > deadline {
+                return Err(format!(
+                    "not every live data site applied index {target} within {CATCH_UP_TIMEOUT:?}: {}",
+                    behind.join(", ")
+                ));
+            }
+            tokio::time::sleep(POLL).await;
         }
     }
 

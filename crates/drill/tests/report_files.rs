@@ -846,3 +846,43 @@ fn an_empty_and_a_hostile_report_render_in_chinese() {
     assert!(!hostile.to_lowercase().contains("<script"));
     check_balanced(&hostile);
 }
+
+#[test]
+fn the_load_windows_and_idle_sessions_are_shown_in_both_languages() {
+    let mut r = sample_report(50);
+    let flow = |protocol, acknowledged, per_second| FlowWindow {
+        protocol,
+        acknowledged,
+        per_second,
+        failed_attempts: 7,
+        p50_ms: Some(41),
+        p90_ms: Some(93),
+        p99_ms: Some(187),
+    };
+    r.load = Some(LoadReport {
+        profile: maildr_drill::plan::LoadProfile::default(),
+        windows: [WindowName::Before, WindowName::During, WindowName::After]
+            .into_iter()
+            .zip([(1234, 39.5), (56, 11.2), (4321, 40.1)])
+            .map(|(window, (acked, rate))| LoadWindow {
+                window,
+                from_ms: T0,
+                to_ms: T0 + 1000,
+                flows: vec![flow(Protocol::Smtp, acked, rate), flow(Protocol::Submission, 3, 0.5)],
+            })
+            .collect(),
+        idle: IdleSummary { sessions: 4, pushes: 812, failures: 9, reconnects: 4, longest_reconnect_ms: 3125, last_error: String::new() },
+    });
+    for lang in Lang::ALL {
+        for view in [render::markdown(&r, lang), render::html(&r, lang)] {
+            for figure in ["1234", "39.5", "4321", "40.1", "187 ms", "812", "3125 ms"] {
+                assert!(view.contains(figure), "{lang:?}: {figure} is shown");
+            }
+        }
+    }
+    assert!(render::html(&r, Lang::En).contains("throughput and latency before, during and after the fault"));
+    assert!(render::html(&r, Lang::Zh).contains("故障前") && render::html(&r, Lang::Zh).contains("故障中"));
+    // Without load (an older report), no section and no panic.
+    r.load = None;
+    assert!(!render::markdown(&r, Lang::En).contains("throughput and latency"));
+}

@@ -140,6 +140,13 @@ pub fn html(report: &Report, lang: Lang) -> String {
     table(&mut out, &model::gaps(r, lang));
     let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::Probes));
     table(&mut out, &model::probes(r, lang));
+    if r.load.is_some() {
+        let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::LoadHeading));
+        for line in model::load_lines(r, lang) {
+            let _ = writeln!(out, "<p class=\"muted\">{}</p>", esc(&line));
+        }
+        table(&mut out, &model::load(r, lang));
+    }
     out.push_str("</section>\n");
 
     findings(&mut out, r, lang);

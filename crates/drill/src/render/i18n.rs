@@ -188,6 +188,7 @@ catalog! {
     ServiceSeen => "Service seen by clients", "客户端看到的服务";
     LongestGapPerProtocol => "Longest gap per protocol", "各协议最长中断";
     Probes => "Probes", "探测";
+    LoadHeading => "Load: throughput and latency before, during and after the fault", "负载：故障前、故障中、故障后的吞吐量与延迟";
     Findings => "Findings", "发现";
     RunbookPhases => "Runbook phases", "预案阶段";
     ApprovalsAndConfirmations => "Approvals and confirmations", "审批与确认";
@@ -213,6 +214,11 @@ catalog! {
     NoObjectives => "The plan sets no objectives.", "该计划未设定目标。";
     NoGap => "No gap was measured.", "没有测得中断。";
     NoProbe => "No probe ran.", "没有运行探测。";
+    LoadProfileLine => "Load: {0} messages/s to the MX, {1} submissions/s, {2} IMAP sessions in IDLE, {3} bytes a message, at most {4} connections per flow.",
+        "负载：每秒 {0} 封邮件发往 MX，每秒 {1} 封提交，{2} 个 IMAP IDLE 会话，每封 {3} 字节，每个流最多 {4} 个连接。";
+    IdleLine => "IMAP IDLE sessions: {0} pushes of new mail, {1} failures, {2} reconnections, the longest without a site {3}.",
+        "IMAP IDLE 会话：推送新邮件 {0} 次，失败 {1} 次，重连 {2} 次，最长断开 {3}。";
+    NoLoad => "No load ran.", "没有运行负载。";
     NoApproval => "No approval was recorded for this plan.", "该计划没有审批记录。";
     NoConfirmation => "No manual step was confirmed.", "没有确认任何人工步骤。";
     /// The HTML footer: the maildr version, then the drill id.
@@ -246,7 +252,14 @@ catalog! {
     Ok => "OK", "成功";
     Failed => "Failed", "失败";
     P50 => "p50", "p50";
+    P90 => "p90", "p90";
     P99 => "p99", "p99";
+    Window => "Window", "时段";
+    WindowBefore => "before", "故障前";
+    WindowDuring => "during", "故障中";
+    WindowAfter => "after", "故障后";
+    PerSecond => "Per second", "每秒";
+    FailedAttempts => "Failed attempts", "失败的尝试";
     StepNumber => "#", "#";
     Step => "Step", "步骤";
     Outcome => "Outcome", "结果";

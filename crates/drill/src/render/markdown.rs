@@ -49,6 +49,13 @@ pub fn markdown(report: &Report, lang: Lang) -> String {
     table(&mut out, &model::gaps(r, lang));
     heading(&mut out, 3, lang.t(Msg::Probes));
     table(&mut out, &model::probes(r, lang));
+    if r.load.is_some() {
+        heading(&mut out, 3, lang.t(Msg::LoadHeading));
+        for line in model::load_lines(r, lang) {
+            let _ = writeln!(out, "{}\n", text(&line));
+        }
+        table(&mut out, &model::load(r, lang));
+    }
 
     findings(&mut out, r, lang);
 

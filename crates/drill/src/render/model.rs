@@ -244,6 +244,77 @@ pub(crate) fn probes(r: &Report, lang: Lang) -> Table {
     }
 }
 
+/// Throughput and latency of each mail flow before, during and after the fault.
+pub(crate) fn load(r: &Report, lang: Lang) -> Table {
+    let ms = |v: Option<u64>| Cell::text(v.map_or_else(|| "–".to_string(), |v| format!("{v} ms")));
+    let rows = r
+        .load
+        .iter()
+        .flat_map(|l| l.windows.iter())
+        .flat_map(|w| {
+            let window = lang.t(match w.window {
+                crate::report::WindowName::Before => Msg::WindowBefore,
+                crate::report::WindowName::During => Msg::WindowDuring,
+                crate::report::WindowName::After => Msg::WindowAfter,
+            });
+            w.flows.iter().map(move |f| {
+                vec![
+                    Cell::text(window),
+                    Cell::text(f.protocol.name()),
+                    count(f.acknowledged, false),
+                    Cell::text(format!("{:.1}", f.per_second)),
+                    count(f.failed_attempts, false),
+                    ms(f.p50_ms),
+                    ms(f.p90_ms),
+                    ms(f.p99_ms),
+                ]
+            })
+        })
+        .collect();
+    Table {
+        class: None,
+        columns: vec![
+            col(lang, Msg::Window),
+            col(lang, Msg::Protocol),
+            num(lang, Msg::Acknowledged),
+            num(lang, Msg::PerSecond),
+            num(lang, Msg::FailedAttempts),
+            num(lang, Msg::P50),
+            num(lang, Msg::P90),
+            num(lang, Msg::P99),
+        ],
+        rows,
+        empty: lang.t(Msg::NoLoad),
+    }
+}
+
+/// The load profile and the IDLE sessions in a sentence each (none without load).
+pub(crate) fn load_lines(r: &Report, lang: Lang) -> Vec<String> {
+    let Some(l) = &r.load else { return Vec::new() };
+    let p = &l.profile;
+    vec![
+        lang.fmt(
+            Msg::LoadProfileLine,
+            &[
+                &p.smtp_per_second.to_string(),
+                &p.submissions_per_second.to_string(),
+                &p.imap_idle_sessions.to_string(),
+                &p.message_bytes.to_string(),
+                &p.concurrency.to_string(),
+            ],
+        ),
+        lang.fmt(
+            Msg::IdleLine,
+            &[
+                &l.idle.pushes.to_string(),
+                &l.idle.failures.to_string(),
+                &l.idle.reconnects.to_string(),
+                &format!("{} ms", l.idle.longest_reconnect_ms),
+            ],
+        ),
+    ]
+}
+
 /// One runbook phase: its title, its steps and events as tables, its findings
 /// as (number, severity, title).
 pub(crate) struct PhaseSection {
