@@ -472,7 +472,8 @@ impl Service {
             Ok(child) => tokio::spawn(async move { me.supervise(run_id, child, launch).await }),
             Err(_) => {
                 let notice = me.notice(event::ABORTED, &record);
-                tokio::spawn(async move { me.notify_run(&record.id, &launch.notify, notice).await })
+                let id = record.id.clone();
+                tokio::spawn(async move { me.notify_run(&id, &launch.notify, notice).await })
             }
         };
         self.own(task);
