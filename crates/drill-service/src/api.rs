@@ -135,14 +135,22 @@ async fn list_users(State(s): State<Svc>) -> Json<Vec<PersonView>> {
 #[utoipa::path(post, path = "/users", tag = "people", request_body = NewPerson,
     responses((status = 200, body = NewPersonAnswer), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
-async fn add_user(State(s): State<Svc>, Extension(c): Extension<Caller>, body: Bytes) -> Result<Json<NewPersonAnswer>, Refusal> {
+async fn add_user(
+    State(s): State<Svc>,
+    Extension(c): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<NewPersonAnswer>, Refusal> {
     s.add_person(&c, parse(&body)?).map(Json)
 }
 
 /// Remove a person (admin; never the last admin).
 #[utoipa::path(delete, path = "/users/{name}", tag = "people", params(("name" = String, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn remove_user(State(s): State<Svc>, Extension(c): Extension<Caller>, Path(name): Path<String>) -> Result<StatusCode, Refusal> {
+async fn remove_user(
+    State(s): State<Svc>,
+    Extension(c): Extension<Caller>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, Refusal> {
     s.remove_person(&c, &name).map(|()| StatusCode::NO_CONTENT)
 }
 
@@ -155,14 +163,22 @@ async fn list_schedules(State(s): State<Svc>) -> Json<Vec<Schedule>> {
 /// Add a schedule (operator, admin).
 #[utoipa::path(post, path = "/schedules", tag = "calendar", request_body = NewSchedule,
     responses((status = 200, body = Schedule), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn add_schedule(State(s): State<Svc>, Extension(c): Extension<Caller>, body: Bytes) -> Result<Json<Schedule>, Refusal> {
+async fn add_schedule(
+    State(s): State<Svc>,
+    Extension(c): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<Schedule>, Refusal> {
     s.add_schedule(&c, parse(&body)?).map(Json)
 }
 
 /// Remove a schedule and its approvals (operator, admin).
 #[utoipa::path(delete, path = "/schedules/{id}", tag = "calendar", params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn remove_schedule(State(s): State<Svc>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> Result<StatusCode, Refusal> {
+async fn remove_schedule(
+    State(s): State<Svc>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Refusal> {
     s.remove_schedule(&c, &id).map(|()| StatusCode::NO_CONTENT)
 }
 
@@ -170,7 +186,11 @@ async fn remove_schedule(State(s): State<Svc>, Extension(c): Extension<Caller>, 
 #[utoipa::path(post, path = "/schedules/{id}/approvals", tag = "calendar", params(("id" = String, Path)),
     responses((status = 200, body = ApprovalAnswer), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)))]
-async fn approve(State(s): State<Svc>, Extension(c): Extension<Caller>, Path(id): Path<String>) -> Result<Json<ApprovalAnswer>, Refusal> {
+async fn approve(
+    State(s): State<Svc>,
+    Extension(c): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<ApprovalAnswer>, Refusal> {
     s.approve(&c, &id).map(Json)
 }
 
@@ -184,7 +204,11 @@ async fn list_runs(State(s): State<Svc>) -> Json<Vec<RunRecord>> {
 #[utoipa::path(post, path = "/runs", tag = "runs", request_body = StartRun,
     responses((status = 200, body = RunRecord), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
-async fn start_run(State(s): State<Svc>, Extension(c): Extension<Caller>, body: Bytes) -> Result<Json<RunRecord>, Refusal> {
+async fn start_run(
+    State(s): State<Svc>,
+    Extension(c): Extension<Caller>,
+    body: Bytes,
+) -> Result<Json<RunRecord>, Refusal> {
     s.start_now(&c, parse(&body)?).map(Json)
 }
 
@@ -237,7 +261,10 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -256,7 +283,11 @@ async fn document() -> impl IntoResponse {
 }
 
 /// Serve the API on `listener` until `stop` turns true.
-pub async fn serve(listener: tokio::net::TcpListener, service: Svc, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    service: Svc,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
     let (stopping_tx, mut stopping) = watch::channel(false);
     let server = axum::serve(listener, router(service)).with_graceful_shutdown(async move {
         let _ = stop.wait_for(|s| *s).await;

@@ -199,7 +199,8 @@ pub fn look(
                 }
             }
             if decision == Decision::Run {
-                situation.busy = Some(format!("schedule {} started a drill due at {}", schedule.id, rfc3339(due_at_ms)));
+                situation.busy =
+                    Some(format!("schedule {} started a drill due at {}", schedule.id, rfc3339(due_at_ms)));
             }
             actions.push(Action::Due { schedule_id: schedule.id.clone(), due_at_ms, decision });
         }
@@ -318,7 +319,8 @@ mod tests {
         let mut s = schedule("s1", "0 * * * * *");
         s.approvals = 2;
         s.blackouts = vec![parse_blackout("2026-01-01T00:00:30Z/2026-01-01T00:01:30Z").unwrap()];
-        let approval = |by: &str, due: u64| ApprovalRecord { schedule_id: "s1".into(), due_at_ms: due, by: by.into(), at_ms: T0 };
+        let approval =
+            |by: &str, due: u64| ApprovalRecord { schedule_id: "s1".into(), due_at_ms: due, by: by.into(), at_ms: T0 };
         let busy = Situation { stopped: None, busy: Some("drill x".into()) };
         let stopped = Situation { stopped: Some("stopped by bob".into()), busy: Some("drill x".into()) };
         // In the blackout (start included): skipped whatever else holds.

@@ -71,7 +71,10 @@ pub fn read(drills_dir: &Path) -> HistoryView {
         let mut bytes = Vec::new();
         let read = std::fs::File::open(&path)
             .and_then(|f| f.take(maildr_drill::archive::REPORT_JSON_BYTES_MAX).read_to_end(&mut bytes));
-        let fields = match read.map_err(|e| e.to_string()).and_then(|_| serde_json::from_slice::<Fields>(&bytes).map_err(|e| e.to_string())) {
+        let fields = match read
+            .map_err(|e| e.to_string())
+            .and_then(|_| serde_json::from_slice::<Fields>(&bytes).map_err(|e| e.to_string()))
+        {
             Ok(f) => f,
             Err(e) => {
                 view.unreadable.push(format!("{}: {e}", path.display()));
@@ -164,8 +167,10 @@ pub fn trend_html(view: &HistoryView) -> String {
     for s in &view.scenarios {
         html.push_str(&format!("<h2>{}</h2>\n", escape(&s.scenario)));
         html.push_str(&chart(s));
-        html.push_str("<table><tr><th>drill</th><th>verdict</th><th>RTO total ms</th><th>SMTP ms</th><th>IMAP ms</th>\
-                       <th>RPO lost / acknowledged</th><th>regressions</th></tr>\n");
+        html.push_str(
+            "<table><tr><th>drill</th><th>verdict</th><th>RTO total ms</th><th>SMTP ms</th><th>IMAP ms</th>\
+                       <th>RPO lost / acknowledged</th><th>regressions</th></tr>\n",
+        );
         for p in &s.runs {
             let ms = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
             html.push_str(&format!(
@@ -190,19 +195,23 @@ pub fn trend_html(view: &HistoryView) -> String {
     html
 }
 
+/// One figure of a drill, for a chart line.
+type Figure = fn(&HistoryPoint) -> Option<u64>;
+
 const WIDTH: u64 = 640;
 const HEIGHT: u64 = 200;
 const MARGIN: u64 = 40;
 
 fn chart(s: &ScenarioHistory) -> String {
-    let series: [(&str, &str, fn(&HistoryPoint) -> Option<u64>); 3] = [
+    let series: [(&str, &str, Figure); 3] = [
         ("RTO total", "#333", |p| p.rto_total_ms),
         ("first SMTP 250", "#1f77b4", |p| p.rto_first_smtp_ok_ms),
         ("first IMAP fetch", "#2ca02c", |p| p.rto_first_imap_ok_ms),
     ];
     let max_ms = s.runs.iter().flat_map(|p| series.iter().filter_map(|(_, _, f)| f(p))).max().unwrap_or(0).max(1);
     let n = s.runs.len() as u64;
-    let x = |i: usize| MARGIN + if n <= 1 { (WIDTH - 2 * MARGIN) / 2 } else { i as u64 * (WIDTH - 2 * MARGIN) / (n - 1) };
+    let x =
+        |i: usize| MARGIN + if n <= 1 { (WIDTH - 2 * MARGIN) / 2 } else { i as u64 * (WIDTH - 2 * MARGIN) / (n - 1) };
     let y = |ms: u64| HEIGHT - MARGIN + 10 - ms.min(max_ms) * (HEIGHT - MARGIN) / max_ms;
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" \
@@ -234,7 +243,11 @@ fn chart(s: &ScenarioHistory) -> String {
                 y(v),
                 escape(&p.drill_id),
                 v,
-                if p.regressions.is_empty() { String::new() } else { format!(" — {}", escape(&p.regressions.join("; "))) }
+                if p.regressions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", escape(&p.regressions.join("; ")))
+                }
             ));
         }
     }
@@ -271,7 +284,10 @@ mod tests {
         assert!(regressions(&before, &p("b", Some(11_000), 0, "passed")).is_empty(), "10 % slower is noise");
         assert!(regressions(&before, &p("b", Some(10_400), 0, "passed")).is_empty());
         let worse = regressions(&before, &p("b", Some(12_500), 2, "failed"));
-        assert_eq!(worse, vec!["rto total: 12500 ms, was 10000 ms", "rpo: 2 lost, was 0", "verdict: failed, was passed"]);
+        assert_eq!(
+            worse,
+            vec!["rto total: 12500 ms, was 10000 ms", "rpo: 2 lost, was 0", "verdict: failed, was passed"]
+        );
         assert_eq!(regressions(&before, &p("b", None, 0, "passed")), vec!["rto total: not reached, was 10000 ms"]);
         // A tiny RTO may double without counting, below the absolute bound.
         let small = p("a", Some(300), 0, "passed");
@@ -283,7 +299,10 @@ mod tests {
         let mut bad = p("d2<script>", Some(20_000), 0, "passed");
         bad.regressions = vec!["rto total: 20000 ms, was 10000 ms".into()];
         let view = HistoryView {
-            scenarios: vec![ScenarioHistory { scenario: "x&y".into(), runs: vec![p("d1", Some(10_000), 0, "passed"), bad] }],
+            scenarios: vec![ScenarioHistory {
+                scenario: "x&y".into(),
+                runs: vec![p("d1", Some(10_000), 0, "passed"), bad],
+            }],
             unreadable: Vec::new(),
         };
         let html = trend_html(&view);

@@ -59,10 +59,9 @@ impl Notice {
             event::UPCOMING => text.push_str(&format!("runs at {}", rfc3339(self.due_at_ms))),
             event::STARTED => text.push_str("started"),
             event::SKIPPED => text.push_str(&format!("skipped the run due at {}", rfc3339(self.due_at_ms))),
-            other => text.push_str(&format!(
-                "{other}, verdict {}",
-                self.verdict.map(RunVerdict::word).unwrap_or("unknown")
-            )),
+            other => {
+                text.push_str(&format!("{other}, verdict {}", self.verdict.map(RunVerdict::word).unwrap_or("unknown")))
+            }
         }
         let ids: Vec<String> = [("run", &self.run_id), ("schedule", &self.schedule_id)]
             .into_iter()
@@ -220,7 +219,12 @@ pub struct Mailer {
 }
 
 /// Send `notice` to every target; one delivery record each.
-pub async fn deliver_all(mailer: &Mailer, targets: &[NotifyTarget], notice: &Notice, now_ms: fn() -> u64) -> Vec<Delivery> {
+pub async fn deliver_all(
+    mailer: &Mailer,
+    targets: &[NotifyTarget],
+    notice: &Notice,
+    now_ms: fn() -> u64,
+) -> Vec<Delivery> {
     let mut out = Vec::with_capacity(targets.len());
     for target in targets.iter().take(TARGETS_MAX) {
         let result = match target.channel {
@@ -259,9 +263,15 @@ async fn send_mail(mailer: &Mailer, to: &str, notice: &Notice) -> Result<(), Str
     let port: u16 = port.parse().map_err(|_| format!("--smtp-relay {relay:?}: bad port"))?;
     let server = resolve(host, port).await?;
     let text = notice.text();
-    let subject: String = text.lines().next().unwrap_or_default().chars().map(|c| if c.is_ascii() { c } else { '?' }).collect();
+    let subject: String =
+        text.lines().next().unwrap_or_default().chars().map(|c| if c.is_ascii() { c } else { '?' }).collect();
     let date = chrono::Utc::now().to_rfc2822();
-    let message_id = format!("<{}.{}.{}@maildr-drill-service>", notice.run_id.as_deref().unwrap_or("notice"), notice.event, crate::now_ms());
+    let message_id = format!(
+        "<{}.{}.{}@maildr-drill-service>",
+        notice.run_id.as_deref().unwrap_or("notice"),
+        notice.event,
+        crate::now_ms()
+    );
     let body = text.replace('\n', "\r\n");
     let data = format!(
         "From: {from}\r\nTo: {to}\r\nSubject: [drill] {subject}\r\nDate: {date}\r\nMessage-ID: {message_id}\r\n\
@@ -275,9 +285,10 @@ async fn send_mail(mailer: &Mailer, to: &str, notice: &Notice) -> Result<(), Str
         to: &recipients,
         data: data.as_bytes(),
     };
-    let reply = maildr_client::smtp::send(server, &maildr_client::smtp::Security::Plain, None, &envelope, DELIVERY_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
+    let reply =
+        maildr_client::smtp::send(server, &maildr_client::smtp::Security::Plain, None, &envelope, DELIVERY_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
     if reply.is_success() {
         Ok(())
     } else {
@@ -336,7 +347,10 @@ mod tests {
         let hook = parse_target("webhook=http://10.0.0.5:8080/hook?key=SECRET").unwrap();
         assert_eq!(shown(&hook), "http://10.0.0.5:8080/hook");
         let url = HttpUrl::parse(&t.to).unwrap();
-        assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("10.0.0.5", 8080, "/robot/send?access_token=SECRET"));
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("10.0.0.5", 8080, "/robot/send?access_token=SECRET")
+        );
         assert_eq!(HttpUrl::parse("http://hooks.local?k=1").unwrap().path, "/?k=1");
         assert_eq!(HttpUrl::parse("http://[::1]:9/x").unwrap().host, "::1");
         assert!(parse_target("email=ops@example.test").is_ok());

@@ -27,8 +27,8 @@ use crate::model::{
     PersonView, Role, RunRecord, RunVerdict, Schedule, StartRun, StopState,
 };
 use crate::notify::{self, event, Mailer, Notice};
-use crate::state::{Person, State, StateError};
 use crate::now_ms;
+use crate::state::{Person, State, StateError};
 
 /// How often the scheduler looks at the clock.
 pub const TICK: Duration = Duration::from_millis(250);
@@ -144,8 +144,10 @@ impl Service {
         let drills = config.data_dir.join(child::DRILLS_DIR);
         std::fs::create_dir_all(&drills)
             .map_err(|e| Refusal::Internal(format!("creating {}: {e}", drills.display())))?;
-        let audit = AuditLog::open(drills.join(maildr_drill::audit::FILE_NAME)).map_err(|e| Refusal::Internal(e.to_string()))?;
-        let mut state = State::load(&config.data_dir)?.unwrap_or(State { version: crate::state::VERSION, ..State::default() });
+        let audit = AuditLog::open(drills.join(maildr_drill::audit::FILE_NAME))
+            .map_err(|e| Refusal::Internal(e.to_string()))?;
+        let mut state =
+            State::load(&config.data_dir)?.unwrap_or(State { version: crate::state::VERSION, ..State::default() });
         let mut admin_token = None;
         if state.people.is_empty() {
             let token = new_token();
@@ -163,12 +165,21 @@ impl Service {
         for run in state.runs.iter_mut().filter(|r| r.verdict == RunVerdict::Running) {
             let alive = run.pid.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
             if !alive {
-                let outcome = child::outcome(&child::run_dir(&config.data_dir, &run.id), "the service was not running when it ended");
+                let outcome = child::outcome(
+                    &child::run_dir(&config.data_dir, &run.id),
+                    "the service was not running when it ended",
+                );
                 apply_outcome(run, outcome);
             }
         }
         state.save(&config.data_dir)?;
-        let service = Service { config, state: Mutex::new(state), audit, tasks: Mutex::new(Vec::new()), last_save_ms: Mutex::new(0) };
+        let service = Service {
+            config,
+            state: Mutex::new(state),
+            audit,
+            tasks: Mutex::new(Vec::new()),
+            last_save_ms: Mutex::new(0),
+        };
         service.record(CALENDAR_ACTOR, "service_started", json!({ "first_start": admin_token.is_some() }));
         Ok((Arc::new(service), admin_token))
     }
@@ -209,7 +220,12 @@ impl Service {
         }
         self.record(&caller.name, "forbidden", json!({ "role": caller.role, "request": what }));
         let allowed: Vec<&str> = roles.iter().map(|r| r.word()).collect();
-        Err(Refusal::Forbidden(format!("{what} needs the role {}; {} is {}", allowed.join(" or "), caller.name, caller.role)))
+        Err(Refusal::Forbidden(format!(
+            "{what} needs the role {}; {} is {}",
+            allowed.join(" or "),
+            caller.name,
+            caller.role
+        )))
     }
 
     fn save(&self, state: &State) -> Result<(), Refusal> {
@@ -221,7 +237,11 @@ impl Service {
     // ------------------------------------------------------------ people
 
     pub fn people(&self) -> Vec<PersonView> {
-        self.lock().people.iter().map(|p| PersonView { name: p.name.clone(), role: p.role, created_at_ms: p.created_at_ms }).collect()
+        self.lock()
+            .people
+            .iter()
+            .map(|p| PersonView { name: p.name.clone(), role: p.role, created_at_ms: p.created_at_ms })
+            .collect()
     }
 
     pub fn add_person(&self, caller: &Caller, new: NewPerson) -> Result<NewPersonAnswer, Refusal> {
@@ -281,7 +301,8 @@ impl Service {
     pub fn add_schedule(&self, caller: &Caller, new: NewSchedule) -> Result<Schedule, Refusal> {
         check_text("scenario", &new.scenario)?;
         let source = maildr_drill::scenarios::load(&new.scenario).map_err(Refusal::Invalid)?;
-        maildr_drill::plan::Plan::parse(&source).map_err(|e| Refusal::Invalid(format!("scenario {}: {e}", new.scenario)))?;
+        maildr_drill::plan::Plan::parse(&source)
+            .map_err(|e| Refusal::Invalid(format!("scenario {}: {e}", new.scenario)))?;
         let cron = calendar::parse_cron(&new.cron).map_err(Refusal::Invalid)?;
         let now = now_ms();
         if calendar::next_after(&cron, now).is_none() {
@@ -342,7 +363,11 @@ impl Service {
         self.save(&next)?;
         *state = next;
         drop(state);
-        self.record(&caller.name, "schedule_removed", json!({ "id": id, "scenario": removed.scenario, "cron": removed.cron }));
+        self.record(
+            &caller.name,
+            "schedule_removed",
+            json!({ "id": id, "scenario": removed.scenario, "cron": removed.cron }),
+        );
         Ok(())
     }
 
@@ -368,13 +393,23 @@ impl Service {
             )));
         }
         let mut next = state.clone();
-        next.push_approval(ApprovalRecord { schedule_id: schedule_id.into(), due_at_ms: due, by: caller.name.clone(), at_ms: now });
+        next.push_approval(ApprovalRecord {
+            schedule_id: schedule_id.into(),
+            due_at_ms: due,
+            by: caller.name.clone(),
+            at_ms: now,
+        });
         self.save(&next)?;
         *state = next;
         let approved_by = calendar::approvers_of(&state.approvals, schedule_id, due);
         drop(state);
         self.record(&caller.name, "run_approved", json!({ "schedule_id": schedule_id, "due_at_ms": due, "approvals": approved_by.len(), "required": schedule.approvals }));
-        Ok(ApprovalAnswer { schedule_id: schedule_id.into(), due_at_ms: due, approved_by, required: schedule.approvals })
+        Ok(ApprovalAnswer {
+            schedule_id: schedule_id.into(),
+            due_at_ms: due,
+            approved_by,
+            required: schedule.approvals,
+        })
     }
 
     // --------------------------------------------------------------- runs
@@ -399,7 +434,8 @@ impl Service {
     pub fn start_now(self: &Arc<Self>, caller: &Caller, request: StartRun) -> Result<RunRecord, Refusal> {
         check_text("scenario", &request.scenario)?;
         let source = maildr_drill::scenarios::load(&request.scenario).map_err(Refusal::Invalid)?;
-        maildr_drill::plan::Plan::parse(&source).map_err(|e| Refusal::Invalid(format!("scenario {}: {e}", request.scenario)))?;
+        maildr_drill::plan::Plan::parse(&source)
+            .map_err(|e| Refusal::Invalid(format!("scenario {}: {e}", request.scenario)))?;
         for (field, value) in [("lab_dir", &request.lab_dir), ("net", &request.net)] {
             if let Some(v) = value {
                 check_text(field, v)?;
@@ -465,8 +501,12 @@ impl Service {
             state.push_run(record.clone());
             self.save(&state)?;
         }
-        self.record(&launch.started_by, "run_started", json!({ "run_id": run_id, "scenario": launch.scenario,
-            "schedule_id": launch.schedule_id, "pid": record.pid, "error": record.reason }));
+        self.record(
+            &launch.started_by,
+            "run_started",
+            json!({ "run_id": run_id, "scenario": launch.scenario,
+            "schedule_id": launch.schedule_id, "pid": record.pid, "error": record.reason }),
+        );
         let me = self.clone();
         let task = match spawned {
             Ok(child) => tokio::spawn(async move { me.supervise(run_id, child, launch).await }),
@@ -542,8 +582,12 @@ impl Service {
             }
             run
         };
-        self.record(CALENDAR_ACTOR, "run_finished", json!({ "run_id": run_id, "verdict": finished.verdict,
-            "reason": finished.reason, "drill_id": finished.drill_id, "exit": exit }));
+        self.record(
+            CALENDAR_ACTOR,
+            "run_finished",
+            json!({ "run_id": run_id, "verdict": finished.verdict,
+            "reason": finished.reason, "drill_id": finished.drill_id, "exit": exit }),
+        );
         let event = if finished.verdict == RunVerdict::Aborted { event::ABORTED } else { event::FINISHED };
         self.notify_run(&run_id, &launch.notify, self.notice(event, &finished)).await;
     }
@@ -604,13 +648,18 @@ impl Service {
 
     /// One look at the calendar at `now_ms`: decide, record, and start what is due.
     pub fn tick(self: &Arc<Self>, now_ms: u64) {
-        let situation = Situation {
-            stopped: guard::stopped(&self.drills_dir()).map(|o| o.describe()),
-            busy: self.busy(),
-        };
+        let situation =
+            Situation { stopped: guard::stopped(&self.drills_dir()).map(|o| o.describe()), busy: self.busy() };
         let (actions, schedules) = {
             let mut state = self.lock();
-            let actions = calendar::look(&state.schedules, &state.approvals, &state.announced, state.checked_until_ms, now_ms, &situation);
+            let actions = calendar::look(
+                &state.schedules,
+                &state.approvals,
+                &state.announced,
+                state.checked_until_ms,
+                now_ms,
+                &situation,
+            );
             state.checked_until_ms = now_ms;
             let idle_for = now_ms.saturating_sub(*self.last_save_ms.lock().expect("save time lock"));
             if !actions.is_empty() || idle_for >= IDLE_SAVE_EVERY_MS {
@@ -700,8 +749,12 @@ impl Service {
             }
             record
         };
-        self.record(CALENDAR_ACTOR, "run_skipped", json!({ "run_id": record.id, "schedule_id": schedule.id,
-            "due_at_ms": due_at_ms, "reason": reason, "detail": record.detail }));
+        self.record(
+            CALENDAR_ACTOR,
+            "run_skipped",
+            json!({ "run_id": record.id, "schedule_id": schedule.id,
+            "due_at_ms": due_at_ms, "reason": reason, "detail": record.detail }),
+        );
         if tell && !schedule.notify.is_empty() {
             let me = self.clone();
             let targets = schedule.notify.clone();
@@ -739,7 +792,8 @@ impl Service {
 
     /// Interrupt running drills and wait (bounded) for them and every task.
     pub async fn shutdown(&self) {
-        let pids: Vec<u32> = self.lock().runs.iter().filter(|r| r.verdict == RunVerdict::Running).filter_map(|r| r.pid).collect();
+        let pids: Vec<u32> =
+            self.lock().runs.iter().filter(|r| r.verdict == RunVerdict::Running).filter_map(|r| r.pid).collect();
         for pid in &pids {
             tracing::warn!(pid, "interrupting a running drill: it rolls back and reports");
             child::signal(*pid, libc::SIGINT);

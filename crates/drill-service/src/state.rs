@@ -69,10 +69,13 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StateError::Io { path, detail: e.to_string() }),
         };
-        let state: State =
-            serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt { path: path.clone(), detail: e.to_string() })?;
+        let state: State = serde_json::from_slice(&bytes)
+            .map_err(|e| StateError::Corrupt { path: path.clone(), detail: e.to_string() })?;
         if state.version != VERSION {
-            return Err(StateError::Corrupt { path, detail: format!("version {} (this maildr reads {VERSION})", state.version) });
+            return Err(StateError::Corrupt {
+                path,
+                detail: format!("version {} (this maildr reads {VERSION})", state.version),
+            });
         }
         Ok(Some(state))
     }

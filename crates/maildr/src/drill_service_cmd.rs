@@ -186,13 +186,20 @@ pub fn run(action: ServiceAction) -> i32 {
 
 fn dispatch(action: ServiceAction) -> Result<i32> {
     match action {
-        ServiceAction::Serve { data_dir, listen, smtp_relay, smtp_from } => serve(data_dir, listen, smtp_relay, smtp_from),
+        ServiceAction::Serve { data_dir, listen, smtp_relay, smtp_from } => {
+            serve(data_dir, listen, smtp_relay, smtp_from)
+        }
         ServiceAction::User { action } => user(action),
         ServiceAction::Schedule { action } => schedule(action),
         ServiceAction::Runs { conn, json } => runs(&conn, json),
         ServiceAction::RunNow { scenario, lab_dir, net, notify, conn } => {
-            let notify = notify.iter().map(|t| notify::parse_target(t)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
-            let run: RunRecord = call(&conn, Method::POST, "/runs", Some(&StartRun { scenario, lab_dir, net, notify }))?;
+            let notify = notify
+                .iter()
+                .map(|t| notify::parse_target(t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let run: RunRecord =
+                call(&conn, Method::POST, "/runs", Some(&StartRun { scenario, lab_dir, net, notify }))?;
             println!("{}", run.id);
             Ok(0)
         }
@@ -215,14 +222,18 @@ fn dispatch(action: ServiceAction) -> Result<i32> {
 fn serve(data_dir: PathBuf, listen: SocketAddr, smtp_relay: Option<String>, smtp_from: String) -> Result<i32> {
     let exe = std::env::current_exe().context("finding the maildr binary")?;
     let data_dir = std::path::absolute(&data_dir).context("resolving --data-dir")?;
-    let config = Config { data_dir: data_dir.clone(), exe, mailer: notify::Mailer { relay: smtp_relay, from: smtp_from } };
+    let config =
+        Config { data_dir: data_dir.clone(), exe, mailer: notify::Mailer { relay: smtp_relay, from: smtp_from } };
     crate::runtime()?.block_on(async move {
         let (service, admin_token) = Service::open(config).map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
         let addr = listener.local_addr()?;
         if let Some(token) = admin_token {
             println!("admin token: {token}");
-            println!("(shown once; also in {}, mode 0600)", data_dir.join(maildr_drill_service::service::ADMIN_TOKEN_FILE).display());
+            println!(
+                "(shown once; also in {}, mode 0600)",
+                data_dir.join(maildr_drill_service::service::ADMIN_TOKEN_FILE).display()
+            );
         }
         println!("drill service listening on http://{addr}");
         use std::io::Write as _;
@@ -304,8 +315,16 @@ fn user(action: UserAction) -> Result<i32> {
 fn schedule(action: ScheduleAction) -> Result<i32> {
     match action {
         ScheduleAction::Add { scenario, cron, lab_dir, net, blackout, notify, approvals, notify_before, conn } => {
-            let blackouts = blackout.iter().map(|b| calendar::parse_blackout(b)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
-            let notify = notify.iter().map(|t| notify::parse_target(t)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?;
+            let blackouts = blackout
+                .iter()
+                .map(|b| calendar::parse_blackout(b))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
+            let notify = notify
+                .iter()
+                .map(|t| notify::parse_target(t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?;
             let lab_dir = lab_dir.map(|d| absolute_text(&d)).transpose()?;
             let new = NewSchedule {
                 scenario: plan_ref(&scenario)?,
@@ -327,7 +346,10 @@ fn schedule(action: ScheduleAction) -> Result<i32> {
             } else {
                 for s in schedules {
                     let next = s.next_due_at_ms.map(calendar::rfc3339).unwrap_or_else(|| "-".into());
-                    println!("{:<6} {:<24} {:<20} next {next} approvals {} by {}", s.id, s.scenario, s.cron, s.approvals, s.created_by);
+                    println!(
+                        "{:<6} {:<24} {:<20} next {next} approvals {} by {}",
+                        s.id, s.scenario, s.cron, s.approvals, s.created_by
+                    );
                 }
             }
         }
@@ -336,7 +358,8 @@ fn schedule(action: ScheduleAction) -> Result<i32> {
             println!("schedule {id} removed");
         }
         ScheduleAction::Approve { id, conn } => {
-            let a: ApprovalAnswer = call::<(), _>(&conn, Method::POST, &format!("/schedules/{}/approvals", path_segment(&id)), None)?;
+            let a: ApprovalAnswer =
+                call::<(), _>(&conn, Method::POST, &format!("/schedules/{}/approvals", path_segment(&id)), None)?;
             println!(
                 "run of schedule {} due at {} approved: {} of {} ({})",
                 a.schedule_id,
@@ -399,7 +422,13 @@ fn parse_duration_secs(text: &str) -> Result<u64> {
 /// Percent-encode a path segment (ids and names are plain, but a user's typo must not change the route).
 fn path_segment(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@') { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 

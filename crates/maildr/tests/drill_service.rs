@@ -59,7 +59,9 @@ fn serve_http(mut stream: TcpStream, tx: &Sender<(String, Value)>) -> std::io::R
     reader.read_exact(&mut body)?;
     let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
     let _ = tx.send((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-    stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    stream.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
+    )
 }
 
 /// An SMTP receiver: the DATA of every message, answered 250.
@@ -352,7 +354,8 @@ fn the_drill_service_runs_due_drills_notifies_skips_what_it_must_and_enforces_ro
     let hook = format!("webhook=http://{hook_addr}/hook?token=SECRET");
     let now = now_secs();
     let blackout = format!("{}/{}", rfc3339(now - 3600), rfc3339(now + 3600));
-    let blacked = svc.cli_ok(&operator, &["schedule", "add", &plan, "--cron", "*/2 * * * * *", "--blackout", &blackout]);
+    let blacked =
+        svc.cli_ok(&operator, &["schedule", "add", &plan, "--cron", "*/2 * * * * *", "--blackout", &blackout]);
     let gated = svc.cli_ok(
         &operator,
         &["schedule", "add", &plan, "--cron", "*/2 * * * * *", "--approvals", "1", "--notify", &hook],
@@ -396,16 +399,20 @@ fn the_drill_service_runs_due_drills_notifies_skips_what_it_must_and_enforces_ro
     svc.cli_ok(&operator, &["schedule", "remove", &due]);
     assert_eq!(started["verdict"], "running", "{started}");
     let run_id = started["id"].as_str().unwrap().to_string();
-    let done = svc.wait_run(&viewer, Duration::from_secs(420), |r| r["id"] == run_id.as_str() && r["verdict"] != "running");
+    let done =
+        svc.wait_run(&viewer, Duration::from_secs(420), |r| r["id"] == run_id.as_str() && r["verdict"] != "running");
     let run_dir = data_dir.join("runs").join(&run_id);
     let log = std::fs::read_to_string(run_dir.join("drill.log")).unwrap_or_default();
+    println!("the scheduled run: {done:#}\ndrill.log:\n{log}");
     assert_eq!(done["verdict"], "passed", "{done:#}\ndrill.log:\n{log}");
     let report = done["report_path"].as_str().unwrap();
     assert!(Path::new(report).exists(), "{report}");
     assert!(done["drill_id"].as_str().is_some());
 
     // The webhook and the SMTP receiver got the start and the end, with the verdict and the report.
-    let of_run = |s: &[(String, Value)], event: &str| s.iter().any(|(_, b)| b["run_id"] == run_id.as_str() && b["event"] == event);
+    let of_run = |s: &[(String, Value)], event: &str| {
+        s.iter().any(|(_, b)| b["run_id"] == run_id.as_str() && b["event"] == event)
+    };
     assert!(gather(&hooks, &mut seen, within, |s| of_run(s, "started") && of_run(s, "finished")), "{seen:#?}");
     let (_, end) = seen.iter().find(|(_, b)| b["run_id"] == run_id.as_str() && b["event"] == "finished").unwrap();
     assert_eq!(end["verdict"], "passed");
@@ -465,7 +472,8 @@ fn the_drill_service_runs_due_drills_notifies_skips_what_it_must_and_enforces_ro
     assert!(did("approver1", "run_approved"));
     assert!(did("viewer1", "forbidden"));
     assert!(did("drill-service", "run_skipped") && did("drill-service", "run_finished"));
-    let verify = maildr().args(["audit", "verify", "--file"]).arg(data_dir.join("drills/audit.jsonl")).output().unwrap();
+    let verify =
+        maildr().args(["audit", "verify", "--file"]).arg(data_dir.join("drills/audit.jsonl")).output().unwrap();
     assert!(verify.status.success(), "{}", common::output_text(&verify));
     let auditor = svc.cli_ok(&admin, &["user", "add", "auditor1", "--role", "auditor"]);
     let view = svc.get(&auditor, "/audit");
