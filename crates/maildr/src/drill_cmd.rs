@@ -145,6 +145,10 @@ pub enum DrillAction {
         #[arg(long)]
         json: bool,
     },
+    /// The drill service: `serve`, `user`, `schedule`, `runs`, `run-now`,
+    /// `stop-all`, `release-all` (crate::drill_service_cmd).
+    #[command(flatten)]
+    Service(crate::drill_service_cmd::ServiceAction),
 }
 
 #[derive(Subcommand)]
@@ -191,6 +195,7 @@ pub fn run(action: DrillAction) -> i32 {
         DrillAction::History { data, json } => history(&data.data_dir, json).map(|_| 0),
         DrillAction::Stop { by, reason, wait_secs, data } => stop_drills(&data.data_dir, &by, &reason, wait_secs),
         DrillAction::Release { by, data } => release_drills(&data.data_dir, &by),
+        DrillAction::Service(action) => return crate::drill_service_cmd::run(action),
     };
     result.unwrap_or_else(|e| {
         note!("error: {e:#}");

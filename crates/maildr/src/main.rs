@@ -10,6 +10,7 @@ mod bench_replication;
 mod cluster_cmd;
 mod dns_cmd;
 mod drill_cmd;
+mod drill_service_cmd;
 mod faults;
 mod lab;
 mod serve;

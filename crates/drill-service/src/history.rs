@@ -1,0 +1,314 @@
+//! History and trend: every archived drill's RTO phases and RPO per scenario over
+//! time, read from the report.json files of the drill archive, with what got
+//! worse against the scenario's previous drill; and an HTML page with one SVG
+//! chart per scenario. Read-only: the archive is never written here.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::model::{HistoryPoint, HistoryView, ScenarioHistory};
+
+/// A phase regresses when it is this much slower than the previous drill's, in
+/// percent, and by at least [`REGRESSION_MS_MIN`].
+pub const REGRESSION_PERCENT: u64 = 20;
+/// Smaller slow-downs are noise, whatever the ratio.
+pub const REGRESSION_MS_MIN: u64 = 500;
+/// Drills read per history (the newest kept).
+pub const DRILLS_MAX: usize = 2_000;
+
+#[derive(Deserialize)]
+struct Fields {
+    drill_id: String,
+    plan: PlanFields,
+    verdict: String,
+    started_at_ms: u64,
+    rto: RtoFields,
+    rpo: RpoFields,
+}
+
+#[derive(Deserialize)]
+struct PlanFields {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RtoFields {
+    detect_ms: Option<u64>,
+    elect_ms: Option<u64>,
+    dns_committed_ms: Option<u64>,
+    dns_served_ms: Option<u64>,
+    first_smtp_ok_ms: Option<u64>,
+    first_imap_ok_ms: Option<u64>,
+    total_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct RpoFields {
+    acknowledged: u64,
+    lost: u64,
+}
+
+/// The history of the drill archive under `drills_dir`.
+pub fn read(drills_dir: &Path) -> HistoryView {
+    let archive = maildr_drill::archive::Archive::new(drills_dir);
+    let mut view = HistoryView::default();
+    let rows = match archive.history() {
+        Ok(h) => {
+            view.unreadable.extend(h.skipped.iter().map(|s| format!("{}: {}", s.dir.display(), s.reason)));
+            h.rows
+        }
+        Err(e) => {
+            view.unreadable.push(e.to_string());
+            return view;
+        }
+    };
+    let mut by_scenario: BTreeMap<String, Vec<HistoryPoint>> = BTreeMap::new();
+    for row in rows.iter().take(DRILLS_MAX) {
+        let path = row.dir.join(maildr_drill::archive::JSON_FILE);
+        let mut bytes = Vec::new();
+        let read = std::fs::File::open(&path)
+            .and_then(|f| f.take(maildr_drill::archive::REPORT_JSON_BYTES_MAX).read_to_end(&mut bytes));
+        let fields = match read
+            .map_err(|e| e.to_string())
+            .and_then(|_| serde_json::from_slice::<Fields>(&bytes).map_err(|e| e.to_string()))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                view.unreadable.push(format!("{}: {e}", path.display()));
+                continue;
+            }
+        };
+        by_scenario.entry(fields.plan.name.clone()).or_default().push(point(fields, &row.dir));
+    }
+    for (scenario, mut runs) in by_scenario {
+        runs.sort_by_key(|p| (p.started_at_ms, p.drill_id.clone()));
+        for i in 1..runs.len() {
+            let regressions = regressions(&runs[i - 1], &runs[i]);
+            runs[i].regressions = regressions;
+        }
+        view.scenarios.push(ScenarioHistory { scenario, runs });
+    }
+    view
+}
+
+fn point(f: Fields, dir: &Path) -> HistoryPoint {
+    HistoryPoint {
+        drill_id: f.drill_id,
+        verdict: f.verdict,
+        started_at_ms: f.started_at_ms,
+        rto_detect_ms: f.rto.detect_ms,
+        rto_elect_ms: f.rto.elect_ms,
+        rto_dns_committed_ms: f.rto.dns_committed_ms,
+        rto_dns_served_ms: f.rto.dns_served_ms,
+        rto_first_smtp_ok_ms: f.rto.first_smtp_ok_ms,
+        rto_first_imap_ok_ms: f.rto.first_imap_ok_ms,
+        rto_total_ms: f.rto.total_ms,
+        rpo_acknowledged: f.rpo.acknowledged,
+        rpo_lost: f.rpo.lost,
+        regressions: Vec::new(),
+        report_dir: dir.display().to_string(),
+    }
+}
+
+/// The phases of a point, named.
+fn phases(p: &HistoryPoint) -> [(&'static str, Option<u64>); 7] {
+    [
+        ("detect", p.rto_detect_ms),
+        ("elect", p.rto_elect_ms),
+        ("dns_committed", p.rto_dns_committed_ms),
+        ("dns_served", p.rto_dns_served_ms),
+        ("first_smtp_ok", p.rto_first_smtp_ok_ms),
+        ("first_imap_ok", p.rto_first_imap_ok_ms),
+        ("total", p.rto_total_ms),
+    ]
+}
+
+/// What is worse in `now` than in `before`: a slower RTO phase (beyond both
+/// thresholds), a phase seen before and not now, more acknowledged mail lost, a
+/// passed drill no longer passing.
+pub fn regressions(before: &HistoryPoint, now: &HistoryPoint) -> Vec<String> {
+    let mut out = Vec::new();
+    for ((name, b), (_, n)) in phases(before).into_iter().zip(phases(now)) {
+        match (b, n) {
+            (Some(b), Some(n)) if n > b && n - b >= REGRESSION_MS_MIN && (n - b) * 100 > b * REGRESSION_PERCENT => {
+                out.push(format!("rto {name}: {n} ms, was {b} ms"))
+            }
+            (Some(b), None) => out.push(format!("rto {name}: not reached, was {b} ms")),
+            _ => {}
+        }
+    }
+    if now.rpo_lost > before.rpo_lost {
+        out.push(format!("rpo: {} lost, was {}", now.rpo_lost, before.rpo_lost));
+    }
+    if before.verdict == "passed" && now.verdict != "passed" {
+        out.push(format!("verdict: {}, was passed", now.verdict));
+    }
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// The trend page: one SVG chart per scenario (total RTO and the SMTP and IMAP
+/// phases per drill, a regressed drill's point in red), and a table.
+pub fn trend_html(view: &HistoryView) -> String {
+    let mut html = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>maildr drill trends</title>\
+         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;\
+         padding:2px 6px}.bad{color:#c00;font-weight:bold}</style></head><body>\n<h1>Drill trends</h1>\n",
+    );
+    if view.scenarios.is_empty() {
+        html.push_str("<p>No drill archived yet.</p>\n");
+    }
+    for s in &view.scenarios {
+        html.push_str(&format!("<h2>{}</h2>\n", escape(&s.scenario)));
+        html.push_str(&chart(s));
+        html.push_str(
+            "<table><tr><th>drill</th><th>verdict</th><th>RTO total ms</th><th>SMTP ms</th><th>IMAP ms</th>\
+                       <th>RPO lost / acknowledged</th><th>regressions</th></tr>\n",
+        );
+        for p in &s.runs {
+            let ms = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td class=\"{}\">{}</td></tr>\n",
+                escape(&p.drill_id),
+                escape(&p.verdict),
+                ms(p.rto_total_ms),
+                ms(p.rto_first_smtp_ok_ms),
+                ms(p.rto_first_imap_ok_ms),
+                p.rpo_lost,
+                p.rpo_acknowledged,
+                if p.regressions.is_empty() { "" } else { "bad" },
+                escape(&p.regressions.join("; "))
+            ));
+        }
+        html.push_str("</table>\n");
+    }
+    for u in &view.unreadable {
+        html.push_str(&format!("<p>Unreadable: {}</p>\n", escape(u)));
+    }
+    html.push_str("</body></html>\n");
+    html
+}
+
+/// One figure of a drill, for a chart line.
+type Figure = fn(&HistoryPoint) -> Option<u64>;
+
+const WIDTH: u64 = 640;
+const HEIGHT: u64 = 200;
+const MARGIN: u64 = 40;
+
+fn chart(s: &ScenarioHistory) -> String {
+    let series: [(&str, &str, Figure); 3] = [
+        ("RTO total", "#333", |p| p.rto_total_ms),
+        ("first SMTP 250", "#1f77b4", |p| p.rto_first_smtp_ok_ms),
+        ("first IMAP fetch", "#2ca02c", |p| p.rto_first_imap_ok_ms),
+    ];
+    let max_ms = s.runs.iter().flat_map(|p| series.iter().filter_map(|(_, _, f)| f(p))).max().unwrap_or(0).max(1);
+    let n = s.runs.len() as u64;
+    let x =
+        |i: usize| MARGIN + if n <= 1 { (WIDTH - 2 * MARGIN) / 2 } else { i as u64 * (WIDTH - 2 * MARGIN) / (n - 1) };
+    let y = |ms: u64| HEIGHT - MARGIN + 10 - ms.min(max_ms) * (HEIGHT - MARGIN) / max_ms;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{HEIGHT}\" role=\"img\" \
+         aria-label=\"RTO per drill of {}\">\n<text x=\"4\" y=\"14\" font-size=\"11\">{} ms</text>\n\
+         <line x1=\"{MARGIN}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"/>\n",
+        escape(&s.scenario),
+        max_ms,
+        HEIGHT - MARGIN + 10,
+        WIDTH - MARGIN,
+        HEIGHT - MARGIN + 10
+    );
+    for (k, (name, colour, f)) in series.iter().enumerate() {
+        let points: Vec<String> =
+            s.runs.iter().enumerate().filter_map(|(i, p)| f(p).map(|v| format!("{},{}", x(i), y(v)))).collect();
+        svg.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n\
+             <text x=\"{}\" y=\"{}\" font-size=\"11\" fill=\"{colour}\">{name}</text>\n",
+            points.join(" "),
+            MARGIN + k as u64 * 150,
+            HEIGHT - 8
+        ));
+    }
+    for (i, p) in s.runs.iter().enumerate() {
+        if let Some(v) = p.rto_total_ms {
+            let (colour, r) = if p.regressions.is_empty() { ("#333", 3) } else { ("#c00", 5) };
+            svg.push_str(&format!(
+                "<circle cx=\"{}\" cy=\"{}\" r=\"{r}\" fill=\"{colour}\"><title>{}: {} ms{}</title></circle>\n",
+                x(i),
+                y(v),
+                escape(&p.drill_id),
+                v,
+                if p.regressions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" — {}", escape(&p.regressions.join("; ")))
+                }
+            ));
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(id: &str, total: Option<u64>, lost: u64, verdict: &str) -> HistoryPoint {
+        HistoryPoint {
+            drill_id: id.into(),
+            verdict: verdict.into(),
+            started_at_ms: 0,
+            rto_detect_ms: Some(1000),
+            rto_elect_ms: None,
+            rto_dns_committed_ms: None,
+            rto_dns_served_ms: None,
+            rto_first_smtp_ok_ms: None,
+            rto_first_imap_ok_ms: None,
+            rto_total_ms: total,
+            rpo_acknowledged: 100,
+            rpo_lost: lost,
+            regressions: Vec::new(),
+            report_dir: String::new(),
+        }
+    }
+
+    #[test]
+    fn slower_phases_more_loss_and_a_lost_pass_are_regressions_and_noise_is_not() {
+        let before = p("a", Some(10_000), 0, "passed");
+        assert!(regressions(&before, &p("b", Some(11_000), 0, "passed")).is_empty(), "10 % slower is noise");
+        assert!(regressions(&before, &p("b", Some(10_400), 0, "passed")).is_empty());
+        let worse = regressions(&before, &p("b", Some(12_500), 2, "failed"));
+        assert_eq!(
+            worse,
+            vec!["rto total: 12500 ms, was 10000 ms", "rpo: 2 lost, was 0", "verdict: failed, was passed"]
+        );
+        assert_eq!(regressions(&before, &p("b", None, 0, "passed")), vec!["rto total: not reached, was 10000 ms"]);
+        // A tiny RTO may double without counting, below the absolute bound.
+        let small = p("a", Some(300), 0, "passed");
+        assert!(regressions(&small, &p("b", Some(700), 0, "passed")).is_empty());
+    }
+
+    #[test]
+    fn the_trend_page_escapes_names_and_marks_regressions() {
+        let mut bad = p("d2<script>", Some(20_000), 0, "passed");
+        bad.regressions = vec!["rto total: 20000 ms, was 10000 ms".into()];
+        let view = HistoryView {
+            scenarios: vec![ScenarioHistory {
+                scenario: "x&y".into(),
+                runs: vec![p("d1", Some(10_000), 0, "passed"), bad],
+            }],
+            unreadable: Vec::new(),
+        };
+        let html = trend_html(&view);
+        assert!(html.contains("<h2>x&amp;y</h2>"));
+        assert!(!html.contains("d2<script>"));
+        assert!(html.contains("fill=\"#c00\""));
+        assert!(html.contains("<svg") && html.contains("<polyline"));
+    }
+}
