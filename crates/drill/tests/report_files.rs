@@ -871,7 +871,14 @@ fn the_load_windows_and_idle_sessions_are_shown_in_both_languages() {
                 flows: vec![flow(Protocol::Smtp, acked, rate), flow(Protocol::Submission, 3, 0.5)],
             })
             .collect(),
-        idle: IdleSummary { sessions: 4, pushes: 812, failures: 9, reconnects: 4, longest_reconnect_ms: 3125, last_error: String::new() },
+        idle: IdleSummary {
+            sessions: 4,
+            pushes: 812,
+            failures: 9,
+            reconnects: 4,
+            longest_reconnect_ms: 3125,
+            last_error: String::new(),
+        },
     });
     for lang in Lang::ALL {
         for view in [render::markdown(&r, lang), render::html(&r, lang)] {

@@ -312,7 +312,7 @@ mod tests {
     use super::*;
 
     /// Messages that read the same in both languages.
-    const NEUTRAL: [Msg; 3] = [Msg::P50, Msg::P99, Msg::StepNumber];
+    const NEUTRAL: [Msg; 4] = [Msg::P50, Msg::P90, Msg::P99, Msg::StepNumber];
 
     fn is_cjk(c: char) -> bool {
         matches!(c, '\u{3000}'..='\u{303f}' | '\u{3400}'..='\u{4dbf}' | '\u{4e00}'..='\u{9fff}' | '\u{ff00}'..='\u{ffef}')
