@@ -12,7 +12,7 @@ kind, so one stuck on a dead site does not delay the next):
     header FETCH (imaplib).
 Each probe is recorded with the wall-clock time of its answer (ms since the epoch).
 It runs until its standard input closes (or --duration passes), then writes
-{"smtp": [[at_ms, ok, detail], ...], "imap": [...]} to --out.
+{"smtp": [[at_ms, ok, detail, began_ms], ...], "imap": [...]} to --out.
 
 Usage: observer.py --dns IP:PORT [--dns IP:PORT ...] --domain D --mx-port P
                    --imap-port P --user U --password PW --to ADDR --out FILE
@@ -188,13 +188,14 @@ def main():
     in_flight = {"smtp": threading.Semaphore(16), "imap": threading.Semaphore(16)}
 
     def run(kind, probe):
+        began = now_ms()
         try:
             ok, detail = probe()
         except Exception as e:  # noqa: BLE001 - every failure is an observation
             ok, detail = False, str(e)
         at = now_ms()
         with lock:
-            results[kind].append([at, ok, str(detail)[:200]])
+            results[kind].append([at, ok, str(detail)[:200], began])
         in_flight[kind].release()
 
     def watch_stdin():

@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod control;
 pub mod error;
 pub mod faults;
+pub mod openapi;
 pub mod status;
 
 pub use admin::{

@@ -4,8 +4,8 @@
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use maildr_api_types::openapi::BearerAuth;
+use utoipa::OpenApi;
 
 use crate::handlers;
 
@@ -50,18 +50,6 @@ use crate::handlers;
     security(("bearer" = [])),
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// The OpenAPI document as JSON text.
 pub fn openapi_json() -> String {

@@ -15,10 +15,10 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{delete, get, post, MethodRouter};
 use axum::{Extension, Json, Router};
+use maildr_api_types::openapi::BearerAuth;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 
 use crate::model::{
     ApprovalAnswer, AuditView, Caller, ErrorBody, HistoryView, NewPerson, NewPersonAnswer, NewSchedule, PersonView,
@@ -255,18 +255,6 @@ async fn audit(State(s): State<Svc>) -> Result<Json<AuditView>, Refusal> {
     security(("bearer" = [])),
 )]
 struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
 
 /// The OpenAPI document as JSON text.
 pub fn openapi_json() -> String {

@@ -23,14 +23,27 @@ pub struct ClusterEvent {
 }
 
 /// When a protocol came back after the fault, from the clients' side: the first
-/// success after the first failure that followed the fault; when nothing failed,
-/// the first success after the fault. Milliseconds after `fault_at_ms`.
+/// success of an exchange that began after the first failure following the fault
+/// was seen (exchanges overlap: one that began before the outage showed and
+/// finishes after it says nothing about recovery); when nothing failed, the first
+/// success after the fault. Milliseconds after `fault_at_ms`.
 pub fn first_ok_after_fault(samples: &[ProbeSample], protocol: Protocol, fault_at_ms: u64) -> Option<u64> {
     let after: Vec<&ProbeSample> =
         samples.iter().filter(|s| s.protocol == protocol && s.at_ms >= fault_at_ms).collect();
-    let first_failure = after.iter().position(|s| !s.outcome.is_ok());
-    let from = first_failure.unwrap_or(0);
-    after[from..].iter().find(|s| s.outcome.is_ok()).map(|s| s.at_ms - fault_at_ms)
+    match after.iter().find(|s| !s.outcome.is_ok()) {
+        Some(failure) => after
+            .iter()
+            .filter(|s| s.outcome.is_ok() && s.at_ms >= failure.at_ms && started_at_ms(s) >= failure.at_ms)
+            .map(|s| s.at_ms - fault_at_ms)
+            .min(),
+        None => after.iter().find(|s| s.outcome.is_ok()).map(|s| s.at_ms - fault_at_ms),
+    }
+}
+
+/// When a sample's exchange began: its answer time less the exchange and the
+/// client's own name lookup.
+pub fn started_at_ms(s: &ProbeSample) -> u64 {
+    s.at_ms.saturating_sub(s.latency_ms).saturating_sub(s.lookup_ms.unwrap_or(0))
 }
 
 /// The longest stretch between two successes of a protocol with only failures
@@ -239,6 +252,18 @@ mod tests {
             given_up: !acked,
             last_reply: String::new(),
         }
+    }
+
+    #[test]
+    fn an_exchange_begun_before_the_outage_showed_does_not_count_as_recovery() {
+        let at = |at_ms: u64, ok: bool, latency_ms: u64| ProbeSample { latency_ms, ..s(at_ms, Protocol::Imap, ok) };
+        let samples = vec![
+            at(1_010, false, 5),  // the outage shows
+            at(1_066, true, 300), // began at 766, before it showed
+            at(2_500, false, 3_000),
+            at(3_200, true, 50), // began at 3150: the service is back
+        ];
+        assert_eq!(first_ok_after_fault(&samples, Protocol::Imap, 1_000), Some(2_200));
     }
 
     #[test]

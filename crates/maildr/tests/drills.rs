@@ -546,17 +546,24 @@ fn a_global_stop_aborts_the_running_drill_rolls_it_back_and_holds_until_released
     assert!(audit.contains("drills_stopped") && audit.contains("drills_released"), "{audit}");
 }
 
-/// When a protocol came back after `fault_at_ms`, as observations `[at_ms, ok, _]`
-/// show it: the first success after the first failure after the fault (the same
-/// definition the drill's report uses), in ms after the fault.
+/// When a protocol came back after `fault_at_ms`, as observations
+/// `[at_ms, ok, _, began_ms]` show it: the first success of an exchange begun after
+/// the first failure after the fault was seen (the definition the drill's report
+/// uses), in ms after the fault.
 fn observed_rto(samples: &[Value], fault_at_ms: u64) -> Option<u64> {
-    let after: Vec<(u64, bool)> = samples
+    let after: Vec<(u64, bool, u64)> = samples
         .iter()
-        .map(|s| (s[0].as_u64().unwrap(), s[1].as_bool().unwrap()))
-        .filter(|(at, _)| *at >= fault_at_ms)
+        .map(|s| (s[0].as_u64().unwrap(), s[1].as_bool().unwrap(), s[3].as_u64().unwrap()))
+        .filter(|(at, _, _)| *at >= fault_at_ms)
         .collect();
-    let first_failure = after.iter().position(|(_, ok)| !ok).unwrap_or(0);
-    after[first_failure..].iter().find(|(_, ok)| *ok).map(|(at, _)| at - fault_at_ms)
+    match after.iter().find(|(_, ok, _)| !ok) {
+        Some((failed_at, _, _)) => after
+            .iter()
+            .filter(|(at, ok, began)| *ok && at >= failed_at && began >= failed_at)
+            .map(|(at, _, _)| at - fault_at_ms)
+            .min(),
+        None => after.iter().find(|(_, ok, _)| *ok).map(|(at, _, _)| at - fault_at_ms),
+    }
 }
 
 #[test]
