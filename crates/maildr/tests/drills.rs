@@ -572,12 +572,14 @@ fn a_site_outage_drill_s_rto_agrees_with_an_independent_observer_and_its_load_pr
     let lab = Lab::up("127.115");
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("observer.json");
-    let probe = "probe@example.test";
+    // The observer logs in as the drill's IMAP probe does (alice), so both meet the
+    // same state of the survivor's credential cache; its mail goes to probe@.
+    let (probe, alice) = ("probe@example.test", "alice@example.test");
     let mut observer = std::process::Command::new("python3")
         .arg(common::workspace_root().join("tests/interop/observer.py"))
         .args(["--dns", &format!("{}:5353", lab.ip("bj")), "--dns", &format!("{}:5353", lab.ip("sh"))])
         .args(["--domain", "example.test", "--mx-port", "2525", "--imap-port", "2143"])
-        .args(["--user", probe, "--password", &lab.password(probe), "--to", probe, "--interval", "0.1"])
+        .args(["--user", alice, "--password", &lab.password(alice), "--to", probe, "--interval", "0.1"])
         .arg("--out")
         .arg(&out)
         .stdin(std::process::Stdio::piped())
