@@ -120,10 +120,8 @@ pub fn check(
     if !remaining.iter().any(|m| m.role == "data") {
         return Err(NotReady(format!("after {} no data site remains to serve mail", intended.doing)));
     }
-    for m in voters.iter().chain(members.iter().filter(|m| m.role == "standby").collect::<Vec<_>>().iter()) {
-        if already_out.contains(&m.site) || m.role == "witness" {
-            continue;
-        }
+    let replicas = members.iter().filter(|m| matches!(m.role.as_str(), "data" | "standby"));
+    for m in replicas.filter(|m| !already_out.contains(&m.site)) {
         if let Some(lag) = m.lag_seconds.filter(|l| *l > policy.lag_seconds_max as f64) {
             return Err(NotReady(format!(
                 "{} lags {lag:.1} s behind the primary (readiness.lag_seconds_max = {})",

@@ -82,6 +82,11 @@ fn met(met: bool, lang: Lang) -> Cell {
     Cell::Marked(if met { Mark::Good } else { Mark::Bad }, met_word(met, lang).into())
 }
 
+/// A latency in ms, or a dash when none was measured.
+fn ms(v: Option<u64>) -> Cell {
+    Cell::text(v.map_or_else(|| "–".to_string(), |v| format!("{v} ms")))
+}
+
 fn count(n: u64, bad_when_nonzero: bool) -> Cell {
     if bad_when_nonzero && n > 0 {
         Cell::Marked(Mark::Bad, n.to_string())
@@ -216,7 +221,6 @@ pub(crate) fn gaps(r: &Report, lang: Lang) -> Table {
 }
 
 pub(crate) fn probes(r: &Report, lang: Lang) -> Table {
-    let ms = |v: Option<u64>| Cell::text(v.map_or_else(|| "–".to_string(), |v| format!("{v} ms")));
     Table {
         class: None,
         columns: vec![
@@ -246,7 +250,6 @@ pub(crate) fn probes(r: &Report, lang: Lang) -> Table {
 
 /// Throughput and latency of each mail flow before, during and after the fault.
 pub(crate) fn load(r: &Report, lang: Lang) -> Table {
-    let ms = |v: Option<u64>| Cell::text(v.map_or_else(|| "–".to_string(), |v| format!("{v} ms")));
     let rows = r
         .load
         .iter()
