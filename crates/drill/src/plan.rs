@@ -953,6 +953,30 @@ action = \"restore\"
     }
 
     #[test]
+    fn load_limits_accept_the_limit_and_refuse_one_more() {
+        let step = "[[steps]]\nphase = \"decide\"\nname = \"x\"\naction = \"kill_site\"\nsite = \"bj\"\n";
+        for (key, max) in [
+            ("smtp_per_second", LOAD_PER_SECOND_MAX),
+            ("submissions_per_second", LOAD_PER_SECOND_MAX),
+            ("imap_idle_sessions", IDLE_SESSIONS_MAX),
+            ("concurrency", LOAD_CONCURRENCY_MAX),
+            ("message_bytes", MESSAGE_BYTES_MAX),
+        ] {
+            let at = Plan::parse(&src(&format!("{HEAD}[load]\n{key} = {max}\n{step}"))).unwrap();
+            assert!(serde_json::to_string(&at.load).unwrap().contains(&format!("\"{key}\":{max}")));
+            let err = Plan::parse(&src(&format!("{HEAD}[load]\n{key} = {}\n{step}", max + 1))).unwrap_err();
+            assert!(err.to_string().contains(&format!("load.{key}")), "{err}");
+        }
+        for (key, v) in [("concurrency", 0), ("message_bytes", MESSAGE_BYTES_MIN - 1)] {
+            let err = Plan::parse(&src(&format!("{HEAD}[load]\n{key} = {v}\n{step}"))).unwrap_err();
+            assert!(err.to_string().contains(&format!("load.{key}")), "{err}");
+        }
+        // Older plans' intervals give the rate.
+        let old = Plan::parse(&src(&format!("{HEAD}[probes]\nsmtp_interval_ms = 200\n{step}"))).unwrap();
+        assert_eq!(old.load.smtp_per_second, 5);
+    }
+
+    #[test]
     fn the_plan_digest_changes_with_any_byte_of_the_plan() {
         let a = src("name = \"t\"");
         let b = src("name = \"t\" ");
