@@ -216,7 +216,8 @@ pub fn objectives(o: &Objectives, m: &Measured<'_>) -> Vec<ObjectiveResult> {
     push("rto_smtp_ms", o.rto_smtp_ms, m.rto.first_smtp_ok_ms, "ms");
     push("rto_imap_ms", o.rto_imap_ms, m.rto.first_imap_ok_ms, "ms");
     push("rto_total_ms", o.rto_total_ms, m.rto.total_ms, "ms");
-    push("rpo_messages", Some(o.rpo_messages), m.reconciled.then_some(m.rpo.lost), "messages");
+    let lost = m.rpo.lost.max(m.rpo.missing_during_outage.unwrap_or(0));
+    push("rpo_messages", Some(o.rpo_messages), m.reconciled.then_some(lost), "messages");
     push("max_deferred", o.max_deferred, Some(m.rpo.deferred), "messages");
     push("smtp_p99_ms", o.smtp_p99_ms, m.smtp_p99_ms, "ms");
     out

@@ -134,6 +134,24 @@ pub fn check(
 
 /// The backup-age part of the gate: `newest_age_s` is the age of the newest backup
 /// the primary lists (`None`: there is none).
+/// The gate for a deployment without a control plane (another mail system): there
+/// are no voters and no replication figures to judge, only what clients see.
+/// Every data site still up must answer SMTP and IMAP (`members` as the drill
+/// found them), and a data site must remain after the fault.
+pub fn check_sites_answer(members: &[MemberView], already_out: &[String], intended: &Intended) -> Result<(), NotReady> {
+    let up: Vec<&MemberView> = members.iter().filter(|m| m.role == "data" && !already_out.contains(&m.site)).collect();
+    if let Some(m) = up.iter().find(|m| !m.reachable) {
+        let why = m.error.as_deref().unwrap_or("no answer");
+        return Err(NotReady(format!("{} does not answer clients ({why})", m.site)));
+    }
+    let remaining: Vec<&MemberView> =
+        up.iter().copied().filter(|m| intended.takes_out.as_deref() != Some(m.site.as_str())).collect();
+    if remaining.is_empty() {
+        return Err(NotReady(format!("after {} no data site remains to serve mail", intended.doing)));
+    }
+    Ok(())
+}
+
 pub fn check_backup_age(newest_age_s: Option<u64>, policy: &ReadinessPolicy) -> Result<(), NotReady> {
     let Some(max) = policy.backup_age_max_s else { return Ok(()) };
     match newest_age_s {
@@ -325,5 +343,34 @@ mod tests {
         assert_eq!(check_backup_age(Some(60), &policy), Ok(()));
         assert!(check_backup_age(Some(7200), &policy).unwrap_err().0.contains("7200 s old"));
         assert!(check_backup_age(None, &policy).unwrap_err().0.contains("no backup exists"));
+    }
+
+    #[test]
+    fn without_a_control_plane_every_data_site_must_answer_and_one_must_remain() {
+        let site = |name: &str, error: Option<&str>| MemberView {
+            site: name.into(),
+            node_id: 0,
+            role: "data".into(),
+            reachable: error.is_none(),
+            error: error.map(String::from),
+            state: None,
+            term: None,
+            leader: None,
+            last_log_index: None,
+            applied_index: None,
+            lag_entries: None,
+            lag_seconds: None,
+            lag_bytes: None,
+            lag_bytes_estimated: false,
+            last_heard_ms_ago: None,
+            missing_bodies: None,
+            status: None,
+        };
+        let kill_pa = Intended { doing: "killing pa".into(), takes_out: Some("pa".into()) };
+        assert_eq!(check_sites_answer(&[site("pa", None), site("pb", None)], &[], &kill_pa), Ok(()));
+        let silent = check_sites_answer(&[site("pa", None), site("pb", Some("SMTP refused"))], &[], &kill_pa);
+        assert_eq!(silent.unwrap_err().0, "pb does not answer clients (SMTP refused)");
+        let alone = check_sites_answer(&[site("pa", None), site("pb", None)], &["pb".into()], &kill_pa);
+        assert_eq!(alone.unwrap_err().0, "after killing pa no data site remains to serve mail");
     }
 }

@@ -90,6 +90,12 @@ pub struct Rpo {
     pub lost_tags: Vec<String>,
     /// The data sites the reconciliation read.
     pub reconciled_at: Vec<String>,
+    /// Acknowledged messages the surviving sites lacked when a check read them
+    /// during the outage (`no_acknowledged_loss`), the most any such check found;
+    /// absent when no check ran. Mail that comes back only once the failed site
+    /// returns is lost for as long as it is away: the RPO objective counts it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing_during_outage: Option<u64>,
 }
 
 /// The longest interruption one protocol saw.

@@ -38,7 +38,7 @@ use crate::report::{
     Approval, Environment, Finding, PlanInfo, ProbeSummary, Report, Severity, SiteInfo, Source, StepOutcome,
     StepResult, TimelineEntry, Verdict,
 };
-use crate::target::{Fault, Ledger, SiteEndpoints, SiteRole, Target};
+use crate::target::{ControlPlane, Fault, Ledger, SiteEndpoints, SiteRole, Target};
 
 /// How often waits and the abort monitor look again.
 const POLL: Duration = Duration::from_millis(200);
@@ -66,6 +66,12 @@ const WARMUP_MS: u64 = 1_000;
 const MONITOR_EVERY: Duration = Duration::from_millis(500);
 /// Most timeline entries kept from the cluster's event log.
 const EVENTS_MAX: usize = 2_000;
+/// Deadline of one DNS question or one connection when the deployment has no
+/// control plane and the drill asks DNS and the sites themselves.
+const NO_CONTROL_PLANE_ASK: Duration = Duration::from_secs(1);
+/// How long a consistency check without a control plane waits for the sites'
+/// own replication to bring the same mail to every site.
+const CONVERGE_BY_READING: Duration = Duration::from_secs(60);
 
 /// What the terminal shows while a drill runs.
 #[derive(Debug, Clone, Default)]
@@ -160,6 +166,11 @@ struct Run<'a> {
     /// change, and the mailbox the restore wrote into.
     tamper_at_ms: Option<u64>,
     restored_mailbox: Option<String>,
+    /// What the drill itself saw happen, as events, when the deployment has no
+    /// control plane whose event log says it.
+    observed: Vec<ClusterEvent>,
+    /// The most acknowledged messages a `no_acknowledged_loss` check found missing.
+    missing_during_outage: Option<u64>,
 }
 
 /// Run `plan` against `target`. `Err` only when the drill could not start;
@@ -203,13 +214,22 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
         check_seq: 0,
         tamper_at_ms: None,
         restored_mailbox: None,
+        observed: Vec::new(),
+        missing_during_outage: None,
     };
     (opts.audit)(
         "drill_started",
         json!({ "drill_id": opts.drill_id, "plan": plan.name, "plan_sha256": source.sha256(), "target": target.kind,
                 "primary": run.cast.primary }),
     );
-    run.note(None, Source::Drill, "drill_started", format!("primary at start: {}", run.cast.primary));
+    let named_by = match target.control {
+        ControlPlane::AdminApi => String::new(),
+        ControlPlane::None => format!(
+            " (named by {}: the deployment has no control plane, so DNS says who is primary and sites are judged by what clients see)",
+            view.asked
+        ),
+    };
+    run.note(None, Source::Drill, "drill_started", format!("primary at start: {}{named_by}", run.cast.primary));
 
     let monitor = tokio::spawn(monitor(
         plan.clone(),
@@ -301,6 +321,14 @@ fn preflight(plan: &Plan, target: &Target) -> Result<(), RunError> {
                 }
                 FaultAction::Partition { .. } => (need("partition", &d)?, need("heal_partition", &d)?),
                 FaultAction::DegradeLink { .. } => (need("degrade_link", &d)?, need("heal_link", &d)?),
+                FaultAction::Switchover { .. } | FaultAction::Failback if target.control == ControlPlane::None => {
+                    (need("switchover", &d)?, ())
+                }
+                FaultAction::TakeBackup | FaultAction::Tamper { .. } | FaultAction::RestoreFromBackup
+                    if target.control == ControlPlane::None =>
+                {
+                    return Err(needs_admin_api(&d));
+                }
                 FaultAction::Restore { .. }
                 | FaultAction::Switchover { .. }
                 | FaultAction::Failback
@@ -309,6 +337,14 @@ fn preflight(plan: &Plan, target: &Target) -> Result<(), RunError> {
                 | FaultAction::RestoreFromBackup => ((), ()),
             };
         }
+        if let StepKind::Verify(Verification::NothingLostToTamper) = &step.kind {
+            if target.control == ControlPlane::None {
+                return Err(needs_admin_api(&Verification::NothingLostToTamper.describe()));
+            }
+        }
+    }
+    if target.control == ControlPlane::None && plan.readiness.backup_age_max_s.is_some() {
+        return Err(needs_admin_api("check the backup age (readiness.backup_age_max_s)"));
     }
     if target.dns_servers().is_empty() {
         return Err(RunError::Setup("the target has no DNS server: the drill resolves MX and mail. through it".into()));
@@ -316,17 +352,50 @@ fn preflight(plan: &Plan, target: &Target) -> Result<(), RunError> {
     Ok(())
 }
 
+fn needs_admin_api(what: &str) -> RunError {
+    RunError::Setup(format!(
+        "the plan would {what}, which needs maildr's admin API; the deployment has `control = \"none\"`"
+    ))
+}
+
 /// What the abort monitor needs of the target (it outlives no borrow).
 #[derive(Clone)]
 struct TargetSnapshot {
     apis: Vec<(String, SocketAddr)>,
     token: String,
+    control: ControlPlane,
+    dns: Vec<SocketAddr>,
+    mail_name: String,
 }
 
 fn target_snapshot(t: &Target) -> TargetSnapshot {
     TargetSnapshot {
         apis: t.data_sites().filter_map(|s| s.api.map(|a| (s.name.clone(), a))).collect(),
         token: t.api_token.clone(),
+        control: t.control,
+        dns: t.dns_servers(),
+        mail_name: format!("mail.{}.", t.domain),
+    }
+}
+
+impl TargetSnapshot {
+    /// Whether some site is primary now, as the control plane (or, without one,
+    /// DNS) says; `down` sites are not asked.
+    async fn has_primary(&self, down: &[String]) -> bool {
+        match self.control {
+            ControlPlane::AdminApi => {
+                for (_, addr) in self.apis.iter().filter(|(s, _)| !down.contains(s)) {
+                    let api = JsonApi { api: "admin API", addr: *addr, bearer: Some(self.token.clone()) };
+                    if let Ok(members) = api.get_within::<ClusterStatus>(WATCHDOG_API, "/api/cluster/members").await {
+                        return members.leader.is_some();
+                    }
+                }
+                false
+            }
+            ControlPlane::None => {
+                dns::addresses(&self.dns, &self.mail_name, NO_CONTROL_PLANE_ASK).await.is_ok_and(|a| !a.is_empty())
+            }
+        }
     }
 }
 
@@ -360,15 +429,7 @@ async fn monitor(
         }
         if let Some(limit) = plan.abort.no_primary_for_ms {
             let down = down_sites(&ledger);
-            let mut leader = None;
-            for (_, addr) in target.apis.iter().filter(|(s, _)| !down.contains(s)) {
-                let api = JsonApi { api: "admin API", addr: *addr, bearer: Some(target.token.clone()) };
-                if let Ok(members) = api.get_within::<ClusterStatus>(WATCHDOG_API, "/api/cluster/members").await {
-                    leader = members.leader;
-                    break;
-                }
-            }
-            if leader.is_some() {
+            if target.has_primary(&down).await {
                 primary_seen_at = now_ms();
             } else if now_ms() - primary_seen_at > limit {
                 let _ =
@@ -389,7 +450,12 @@ fn down_sites(ledger: &Mutex<Ledger>) -> Vec<String> {
 }
 
 /// Ask the data sites (skipping `skip`) for the cluster's members; the first answer.
+/// Without a control plane: the primary is the site DNS names for `mail.`, and a
+/// member is reachable when it answers SMTP and IMAP.
 async fn cluster_view(target: &Target, skip: &[String]) -> Result<ClusterView, String> {
+    if target.control == ControlPlane::None {
+        return view_without_control_plane(target, skip).await;
+    }
     let mut errors = Vec::new();
     for site in target.data_sites().filter(|s| !skip.contains(&s.name)) {
         let Some(api) = target.api(site) else { continue };
@@ -401,6 +467,77 @@ async fn cluster_view(target: &Target, skip: &[String]) -> Result<ClusterView, S
         }
     }
     Err(if errors.is_empty() { "no data site to ask".into() } else { errors.join("; ") })
+}
+
+/// The primary as DNS names it (the first server that answers for `mail.`) and
+/// each site as a client finds it.
+async fn view_without_control_plane(target: &Target, skip: &[String]) -> Result<ClusterView, String> {
+    let mail = format!("mail.{}.", target.domain);
+    let mut answer = None;
+    let mut errors = Vec::new();
+    for server in target.dns_servers() {
+        match dns::addresses(&[server], &mail, NO_CONTROL_PLANE_ASK).await {
+            Ok(ips) => {
+                answer = Some((server, ips));
+                break;
+            }
+            Err(e) => errors.push(format!("DNS {server}: {e}")),
+        }
+    }
+    let (server, ips) = answer.ok_or_else(|| format!("no DNS server answered for {mail}: {}", errors.join("; ")))?;
+    let leader = match ips.as_slice() {
+        [ip] => target.site_at(*ip).map(|s| s.name.clone()),
+        _ => None,
+    };
+    let mut members = Vec::new();
+    for site in &target.sites {
+        let asked = !skip.contains(&site.name);
+        let error = if asked { answers_clients(site).await.err() } else { Some("not asked (down)".into()) };
+        members.push(MemberView {
+            site: site.name.clone(),
+            node_id: 0,
+            role: site.role.name().into(),
+            reachable: error.is_none(),
+            error,
+            state: None,
+            term: None,
+            leader: leader.clone(),
+            last_log_index: None,
+            applied_index: None,
+            lag_entries: None,
+            lag_seconds: None,
+            lag_bytes: None,
+            lag_bytes_estimated: false,
+            last_heard_ms_ago: None,
+            missing_bodies: None,
+            status: None,
+        });
+    }
+    Ok(ClusterView { asked: format!("DNS {server}"), leader, members })
+}
+
+/// Whether a site greets SMTP clients and accepts IMAP connections.
+async fn answers_clients(site: &SiteEndpoints) -> Result<(), String> {
+    for (what, addr) in [("SMTP", site.smtp), ("IMAP", site.imap)] {
+        let mut stream = tokio::time::timeout(NO_CONTROL_PLANE_ASK, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("{what} {addr}: no connection within {NO_CONTROL_PLANE_ASK:?}"))?
+            .map_err(|e| format!("{what} {addr}: {e}"))?;
+        let mut greeting = [0u8; 4];
+        let read =
+            tokio::time::timeout(NO_CONTROL_PLANE_ASK, tokio::io::AsyncReadExt::read(&mut stream, &mut greeting))
+                .await
+                .map_err(|_| format!("{what} {addr}: no greeting within {NO_CONTROL_PLANE_ASK:?}"))?
+                .map_err(|e| format!("{what} {addr}: {e}"))?;
+        let good = match what {
+            "SMTP" => greeting[..read].starts_with(b"220"),
+            _ => greeting[..read].starts_with(b"* OK"),
+        };
+        if !good {
+            return Err(format!("{what} {addr} greeted {:?}", String::from_utf8_lossy(&greeting[..read])));
+        }
+    }
+    Ok(())
 }
 
 impl Run<'_> {
@@ -559,7 +696,11 @@ impl Run<'_> {
         let down = self.down();
         let view =
             cluster_view(self.target, &down).await.map_err(|e| not_ready(format!("no data site answered: {e}")))?;
-        readiness::check(&view.members, &down, &intended, &self.plan.readiness).map_err(|e| not_ready(e.0))?;
+        match self.target.control {
+            ControlPlane::AdminApi => readiness::check(&view.members, &down, &intended, &self.plan.readiness),
+            ControlPlane::None => readiness::check_sites_answer(&view.members, &down, &intended),
+        }
+        .map_err(|e| not_ready(e.0))?;
         if self.plan.readiness.backup_age_max_s.is_some() {
             let api = self.primary_api().map_err(&not_ready)?;
             let list: BackupList =
@@ -689,6 +830,9 @@ impl Run<'_> {
     }
 
     async fn switchover(&mut self, phase: Phase, to: &str, failback: bool) -> Result<String, String> {
+        if self.target.control == ControlPlane::None {
+            return self.switchover_by_hook(phase, to, failback).await;
+        }
         let started = now_ms();
         let deadline = started + u64::try_from(SWITCHOVER_RETRY.as_millis()).unwrap_or(u64::MAX);
         let mut last = String::new();
@@ -742,6 +886,20 @@ impl Run<'_> {
         Err(format!("switchover to {to} refused for {} s: {last}", SWITCHOVER_RETRY.as_secs()))
     }
 
+    /// A planned switchover through the deployment's `switchover` hook.
+    async fn switchover_by_hook(&mut self, phase: Phase, to: &str, failback: bool) -> Result<String, String> {
+        let started = now_ms();
+        let evidence = self.target.injector.switchover(to).await?;
+        if !failback && self.fault_at_ms.is_none() {
+            self.fault_at_ms = Some(started);
+        }
+        let kind = if failback { "failback" } else { "switchover" };
+        let detail = format!("{to} made primary by the deployment's hook in {} ms: {evidence}", now_ms() - started);
+        self.note(Some(phase), Source::Drill, kind, detail.clone());
+        (self.opts.audit)(kind, json!({ "drill_id": self.opts.drill_id, "to": to, "hook": evidence }));
+        Ok(detail)
+    }
+
     // ------------------------------------------------------------- waits
 
     async fn wait(&mut self, condition: &WaitCondition, timeout_ms: u64) -> Result<String, StepFailure> {
@@ -758,7 +916,19 @@ impl Run<'_> {
                 return Err(StepFailure::Abort(why));
             }
             let last = match self.holds(condition, started).await {
-                Ok(evidence) => return Ok(format!("after {} ms: {evidence}", now_ms() - started)),
+                Ok(evidence) => {
+                    if self.target.control == ControlPlane::None && *condition == WaitCondition::NewPrimary {
+                        // No event log says when the deployment moved: what the
+                        // drill saw is the evidence (polled every POLL).
+                        self.observed.push(ClusterEvent {
+                            at_ms: now_ms(),
+                            kind: "dns_served".into(),
+                            site: None,
+                            detail: format!("seen by the drill: {evidence}"),
+                        });
+                    }
+                    return Ok(format!("after {} ms: {evidence}", now_ms() - started));
+                }
                 Err(why) => why,
             };
             if now_ms() - started >= timeout_ms {
@@ -775,6 +945,9 @@ impl Run<'_> {
             WaitCondition::NewPrimary => {
                 let view = cluster_view(self.target, &self.down()).await?;
                 match view.leader {
+                    Some(l) if l != self.cast.primary && self.down().contains(&l) => {
+                        Err(format!("{} names {l}, which is down", view.asked))
+                    }
                     Some(l) if l != self.cast.primary => Ok(format!("{l} is primary (asked {})", view.asked)),
                     Some(l) => Err(format!("{} still reports {l} as primary", view.asked)),
                     None => Err(format!("{} knows no primary", view.asked)),
@@ -797,6 +970,20 @@ impl Run<'_> {
                     (smtp, imap) => {
                         Err(format!("since the step began: SMTP 250 via MX {smtp}, IMAP fetch via mail. {imap}"))
                     }
+                }
+            }
+            WaitCondition::AllHealthy { lag_entries_max } if self.target.control == ControlPlane::None => {
+                let view = cluster_view(self.target, &[]).await?;
+                let bad: Vec<String> =
+                    view.members.iter().filter_map(|m| m.error.as_ref().map(|e| format!("{}: {e}", m.site))).collect();
+                match (&view.leader, bad.is_empty()) {
+                    (Some(primary), true) => Ok(format!(
+                        "every site answers SMTP and IMAP, {} names {primary} primary; replication lag is not \
+                         measurable without a control plane (lag_entries_max = {lag_entries_max} not judged)",
+                        view.asked
+                    )),
+                    (None, _) => Err(format!("{} names no single site for mail.", view.asked)),
+                    (Some(_), false) => Err(format!("not answering: {}", bad.join(", "))),
                 }
             }
             WaitCondition::AllHealthy { lag_entries_max } => {
@@ -828,28 +1015,36 @@ impl Run<'_> {
             // A cut-off site still answers clients; only a dead one must leave the MX.
             (ledger.dns_stopped(), ledger.dead())
         };
-        let mut seen = Vec::new();
+        if dead.contains(&primary) {
+            return Err(format!("{} names {primary} primary, which is down", view.asked));
+        }
         // Killed or paused sites answer nothing; a cut-off site still answers
         // clients, so its DNS must either be silent or agree with the majority.
-        for site in self.target.data_sites().filter(|s| !dead.contains(&s.name) && !dns_down.contains(&s.name)) {
-            let Some(server) = site.dns else { continue };
-            let cut_off = down.contains(&site.name);
+        // Servers outside the sites (a provider's) must always answer.
+        let mut servers: Vec<(String, SocketAddr, bool)> = self
+            .target
+            .data_sites()
+            .filter(|s| !dead.contains(&s.name) && !dns_down.contains(&s.name))
+            .filter_map(|s| s.dns.map(|d| (format!("{}'s DNS", s.name), d, down.contains(&s.name))))
+            .collect();
+        servers.extend(self.target.extra_dns.iter().map(|d| (format!("DNS {d}"), *d, false)));
+        let mut seen = Vec::new();
+        for (label, server, cut_off) in servers {
             let timeout = Duration::from_secs(1);
             let mail = match dns::addresses(&[server], &format!("mail.{}.", self.target.domain), timeout).await {
                 Ok(m) => m,
                 Err(e) if cut_off => {
-                    seen.push(format!("{}'s DNS (cut off) withdrawn: {e}", site.name));
+                    seen.push(format!("{label} (cut off) withdrawn: {e}"));
                     continue;
                 }
-                Err(e) => return Err(format!("{}'s DNS: {e}", site.name)),
+                Err(e) => return Err(format!("{label}: {e}")),
             };
             let mx = dns::exchanges(&[server], &format!("{}.", self.target.domain), timeout)
                 .await
-                .map_err(|e| format!("{}'s DNS: {e}", site.name))?;
+                .map_err(|e| format!("{label}: {e}"))?;
             let mut mx_sites = Vec::new();
             for host in &mx {
-                let ips =
-                    dns::addresses(&[server], host, timeout).await.map_err(|e| format!("{}'s DNS: {e}", site.name))?;
+                let ips = dns::addresses(&[server], host, timeout).await.map_err(|e| format!("{label}: {e}"))?;
                 mx_sites.extend(
                     ips.iter().map(|ip| self.target.site_at(*ip).map(|s| s.name.clone()).unwrap_or(ip.to_string())),
                 );
@@ -858,7 +1053,7 @@ impl Run<'_> {
                 .iter()
                 .map(|ip| self.target.site_at(*ip).map(|s| s.name.clone()).unwrap_or(ip.to_string()))
                 .collect();
-            let shown = format!("{}'s DNS: mail. → {}, MX → {}", site.name, mail_sites.join(","), mx_sites.join(","));
+            let shown = format!("{label}: mail. → {}, MX → {}", mail_sites.join(","), mx_sites.join(","));
             if mail != [primary_ip] {
                 return Err(format!("{shown}; the primary is {primary}"));
             }
@@ -871,7 +1066,7 @@ impl Run<'_> {
             seen.push(shown);
         }
         if seen.is_empty() {
-            return Err("no DNS server of a live data site to ask".into());
+            return Err("no DNS server of a live data site, nor of the deployment, to ask".into());
         }
         Ok(seen.join("; "))
     }
@@ -885,6 +1080,9 @@ impl Run<'_> {
                 let name = self.cast.name(site).map_err(|e| StepFailure::Failed(e.to_string()))?;
                 self.site_refuses_mail(&name).await.map_err(StepFailure::Failed)
             }
+            Verification::ClusterConsistent if self.target.control == ControlPlane::None => {
+                self.same_mail_everywhere().await.map_err(StepFailure::Failed)
+            }
             Verification::ClusterConsistent => self.cluster_consistent().await.map_err(StepFailure::Failed),
             Verification::NothingLostToTamper => self.nothing_lost_to_tamper().await.map_err(StepFailure::Failed),
             Verification::NoAcknowledgedLoss => {
@@ -892,14 +1090,18 @@ impl Run<'_> {
                 let acked: Vec<Message> = messages.into_iter().filter(|m| m.acknowledged.is_some()).collect();
                 // A follower behind a slow link applies what was acknowledged later
                 // than the primary: wait until every live site has applied what was
-                // committed now, then read.
-                self.wait_applied_everywhere().await.map_err(StepFailure::Failed)?;
+                // committed now, then read. (Without a control plane there is no
+                // log to wait for: the read is what the sites hold.)
+                if self.target.control == ControlPlane::AdminApi {
+                    self.wait_applied_everywhere().await.map_err(StepFailure::Failed)?;
+                }
                 let deadline = now_ms() + u64::try_from(READBACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
                 loop {
                     let down = self.down();
                     let found = self.reconcile(&acked, Some(&down)).await;
                     let rpo = measure::rpo(&acked, &found);
                     if rpo.lost == 0 && !found.is_empty() {
+                        self.missing_during_outage.get_or_insert(0);
                         return Ok(format!(
                             "all {} acknowledged messages present at {}",
                             rpo.acknowledged,
@@ -907,6 +1109,8 @@ impl Run<'_> {
                         ));
                     }
                     if now_ms() > deadline {
+                        let most = self.missing_during_outage.unwrap_or(0).max(rpo.lost);
+                        self.missing_during_outage = Some(most);
                         let why = format!(
                             "{} of {} acknowledged messages missing at {} (e.g. {})",
                             rpo.lost,
@@ -1289,6 +1493,55 @@ impl Run<'_> {
         Err(last)
     }
 
+    /// Without a control plane: every data site holds the same drill messages that
+    /// were acknowledged (read over IMAP), within [`CONVERGE_BY_READING`] for the
+    /// deployment's own replication to catch up.
+    async fn same_mail_everywhere(&mut self) -> Result<String, String> {
+        let (_, messages) = self.flows.as_ref().map(Flows::snapshot).unwrap_or_default();
+        let acked: Vec<Message> = messages.into_iter().filter(|m| m.acknowledged.is_some()).collect();
+        let deadline = now_ms() + u64::try_from(CONVERGE_BY_READING.as_millis()).unwrap_or(u64::MAX);
+        loop {
+            let down = self.down();
+            let found = self.reconcile(&acked, Some(&down)).await;
+            let held: Vec<(String, std::collections::BTreeSet<&str>)> = found
+                .iter()
+                .map(|(site, tags)| {
+                    let tags = acked.iter().map(|m| m.tag.as_str()).filter(|t| tags.contains_key(*t)).collect();
+                    (site.clone(), tags)
+                })
+                .collect();
+            let differ = held.windows(2).find(|w| w[0].1 != w[1].1);
+            match differ {
+                None if held.len() >= 2 => {
+                    let sites: Vec<&str> = held.iter().map(|(s, _)| s.as_str()).collect();
+                    return Ok(format!(
+                        "the same {} of {} acknowledged drill messages at {} (read over IMAP)",
+                        held[0].1.len(),
+                        acked.len(),
+                        sites.join(", ")
+                    ));
+                }
+                _ if now_ms() < deadline => tokio::time::sleep(Duration::from_millis(1_000)).await,
+                None => return Err(format!("only {} data site(s) could be read", held.len())),
+                Some(w) => {
+                    let (a, b) = (&w[0], &w[1]);
+                    let only_a: Vec<&&str> = a.1.difference(&b.1).take(5).collect();
+                    let only_b: Vec<&&str> = b.1.difference(&a.1).take(5).collect();
+                    return Err(format!(
+                        "after {} s {} holds {} and {} holds {} acknowledged drill messages (only at {}: {only_a:?}; only at {}: {only_b:?})",
+                        CONVERGE_BY_READING.as_secs(),
+                        a.0,
+                        a.1.len(),
+                        b.0,
+                        b.1.len(),
+                        a.0,
+                        b.0
+                    ));
+                }
+            }
+        }
+    }
+
     // ------------------------------------------------------------- the end
 
     async fn steady_state(&mut self) -> Result<(), String> {
@@ -1332,6 +1585,9 @@ impl Run<'_> {
     }
 
     async fn wait_converged(&self) -> Result<String, String> {
+        if self.target.control == ControlPlane::None {
+            return Ok("no control plane: what each site holds is read in the reconciliation".into());
+        }
         let started = std::time::Instant::now();
         let mut last = String::new();
         while started.elapsed() < CONVERGE_TIMEOUT {
@@ -1410,6 +1666,9 @@ impl Run<'_> {
     /// The control plane's events since the drill began, from every data site
     /// that answers (replicated events once, each site's own `dns_served`).
     async fn cluster_events(&self, since_ms: u64) -> Vec<ClusterEvent> {
+        if self.target.control == ControlPlane::None {
+            return self.observed.clone();
+        }
         let mut out: Vec<ClusterEvent> = Vec::new();
         for site in self.target.data_sites() {
             let Some(api) = self.target.api(site) else { continue };
@@ -1453,7 +1712,8 @@ impl Run<'_> {
                 idle,
             }
         });
-        let rpo = measure::rpo(&messages, &found);
+        let mut rpo = measure::rpo(&messages, &found);
+        rpo.missing_during_outage = self.missing_during_outage;
         let gaps: Vec<_> =
             crate::report::Protocol::ALL.iter().map(|p| measure::longest_gap(&samples, *p, finished_at_ms)).collect();
         let mut smtp_latencies: Vec<u64> = samples
@@ -1510,7 +1770,10 @@ impl Run<'_> {
                 ),
             );
         }
-        if self.fault_at_ms.is_some() && rto.elect_ms.is_none() && self.injected_primary_fault() {
+        // Without a control plane there is no election to record: DNS moving is
+        // the evidence (dns_served, seen by the drill).
+        let has_event_log = self.target.control == ControlPlane::AdminApi;
+        if has_event_log && self.fault_at_ms.is_some() && rto.elect_ms.is_none() && self.injected_primary_fault() {
             self.finding(
                 Severity::Warning,
                 Some(Phase::Decide),

@@ -8,6 +8,11 @@
 //! deployment file, and faults run the operator's hook commands (ssh, systemctl,
 //! a firewall script): the drill never needs to know how a site is hosted.
 //!
+//! A deployment file may also describe a mail system that is not maildr
+//! (`control = "none"`): no admin API, so the drill learns who is primary from
+//! what DNS says for `mail.` and judges health, convergence and loss by talking to
+//! every site as a client does (see [`ControlPlane`]).
+//!
 //! The [`Ledger`] records every fault the drill injected so `restore` and the
 //! rollback undo exactly those, even after an abort.
 
@@ -63,6 +68,29 @@ impl SiteEndpoints {
     }
 }
 
+/// How the drill learns the deployment's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlPlane {
+    /// maildr's admin API on every data site: the cluster's members, leader, lag,
+    /// events, switchover, backups.
+    #[default]
+    AdminApi,
+    /// None the drill can ask (another mail system): the primary is the site DNS
+    /// names for `mail.`; health is whether a site answers SMTP and IMAP; a planned
+    /// switchover is the deployment's `switchover` hook; no event log.
+    None,
+}
+
+impl ControlPlane {
+    pub fn name(self) -> &'static str {
+        match self {
+            ControlPlane::AdminApi => "admin_api",
+            ControlPlane::None => "none",
+        }
+    }
+}
+
 /// An account the probes use.
 #[derive(Debug, Clone)]
 pub struct Account {
@@ -79,6 +107,10 @@ pub struct Target {
     pub domain: String,
     pub sites: Vec<SiteEndpoints>,
     pub api_token: String,
+    pub control: ControlPlane,
+    /// DNS servers of the deployment outside its sites (a DNS provider's, or the
+    /// one server a pair of other mail servers is steered by).
+    pub extra_dns: Vec<SocketAddr>,
     /// PEM of the CA the sites' certificates chain to (`None`: the system's roots
     /// are not offered; submission then needs a CA file).
     pub ca_pem: Option<Vec<u8>>,
@@ -100,9 +132,10 @@ impl Target {
         self.sites.iter().filter(|s| s.role == SiteRole::Data)
     }
 
-    /// Every authoritative DNS server, in site order.
+    /// Every authoritative DNS server: the sites' own in site order, then the
+    /// deployment's others.
     pub fn dns_servers(&self) -> Vec<SocketAddr> {
-        self.sites.iter().filter_map(|s| s.dns).collect()
+        self.sites.iter().filter_map(|s| s.dns).chain(self.extra_dns.iter().copied()).collect()
     }
 
     /// The admin API client of a site.
@@ -161,6 +194,8 @@ impl Target {
             domain: state.domain.clone(),
             sites,
             api_token: state.api_token.clone(),
+            control: ControlPlane::AdminApi,
+            extra_dns: Vec::new(),
             ca_pem: Some(ca_pem),
             sender: account("probe")?,
             mx_recipient: account("alice")?,
@@ -204,12 +239,30 @@ impl Target {
                 api: s.api_port.map(|p| SocketAddr::new(s.ip, p)),
             })
             .collect();
+        let api_token = match (&d.api_token_file, d.control) {
+            (Some(f), _) => read(f)?,
+            (None, ControlPlane::None) => String::new(),
+            (None, ControlPlane::AdminApi) => {
+                return Err(format!(
+                    "{}: api_token_file is required (or `control = \"none\"` for a system without maildr's admin API)",
+                    file.display()
+                ))
+            }
+        };
+        if d.control == ControlPlane::None && d.sites.iter().any(|s| s.api_port.is_some()) {
+            return Err(format!(
+                "{}: `control = \"none\"` and a site's api_port contradict each other",
+                file.display()
+            ));
+        }
         Ok(Target {
             kind: "deployment",
             location: file.to_path_buf(),
             domain: d.domain.clone(),
             sites,
-            api_token: read(&d.api_token_file)?,
+            api_token,
+            control: d.control,
+            extra_dns: d.dns_servers.clone(),
             ca_pem: match &d.ca_file {
                 Some(p) => Some(std::fs::read(base.join(p)).map_err(|e| format!("{}: {e}", p.display()))?),
                 None => None,
@@ -226,8 +279,15 @@ impl Target {
 #[serde(deny_unknown_fields)]
 struct DeploymentFile {
     domain: String,
-    /// File holding the admin API bearer token (relative to the deployment file).
-    api_token_file: PathBuf,
+    /// `admin_api` (maildr, the default) or `none` (another mail system).
+    #[serde(default)]
+    control: ControlPlane,
+    /// File holding the admin API bearer token (relative to the deployment file);
+    /// required with the admin API.
+    api_token_file: Option<PathBuf>,
+    /// DNS servers outside the sites that answer for the domain.
+    #[serde(default)]
+    dns_servers: Vec<SocketAddr>,
     ca_file: Option<PathBuf>,
     accounts: AccountsFile,
     sites: Vec<SiteFile>,
@@ -279,7 +339,7 @@ fn port_143() -> u16 {
 }
 
 /// The hook names a deployment file may define, and the placeholders each gets.
-pub const HOOKS: [(&str, &str); 10] = [
+pub const HOOKS: [(&str, &str); 11] = [
     ("kill_site", "{site}"),
     ("start_site", "{site}"),
     ("pause_site", "{site}"),
@@ -290,6 +350,8 @@ pub const HOOKS: [(&str, &str); 10] = [
     ("heal_partition", "{site}"),
     ("degrade_link", "{a} {b} {latency_ms} {jitter_ms} {loss_percent}"),
     ("heal_link", "{a} {b}"),
+    // A planned switchover of a system without maildr's admin API.
+    ("switchover", "{site}"),
 ];
 
 /// How faults reach the target.
@@ -398,6 +460,15 @@ impl FaultInjector {
     pub async fn start_service(&self, site: &str, service: Service) -> Result<String, String> {
         let svc = service.name();
         self.lab_or_hook(&["start-service", site, svc], "start_service", &[("site", site), ("service", svc)]).await
+    }
+
+    /// A planned switchover to `site` by the deployment's own means (the
+    /// `switchover` hook; the lab's maildr sites switch over through the admin API).
+    pub async fn switchover(&self, site: &str) -> Result<String, String> {
+        match self {
+            FaultInjector::Lab { .. } => Err("the lab switches over through the admin API".into()),
+            FaultInjector::Hooks { .. } => self.hook("switchover", &[("site", site)]).await,
+        }
     }
 
     /// Cut every link to and from `site`.
@@ -548,5 +619,34 @@ mod tests {
         assert!(err.contains("no") && err.contains("exit status: 3"), "{err}");
         assert_eq!(inj.start("bj").await.unwrap_err(), "the deployment has no `start_site` hook");
         assert!(!inj.supports("start_site"));
+    }
+
+    #[test]
+    fn a_deployment_without_a_control_plane_needs_no_token_and_may_not_name_an_api() {
+        let dir = tempfile::tempdir().unwrap();
+        for user in ["probe", "alice", "bob"] {
+            std::fs::write(dir.path().join(user), format!("{user}-pw\n")).unwrap();
+        }
+        let file = |head: &str, api_port: &str| {
+            let text = format!(
+                "domain = \"pair.test\"\n{head}\ndns_servers = [\"127.0.0.53:53\"]\n\
+                 [accounts]\nsender = {{ address = \"probe@pair.test\", password_file = \"probe\" }}\n\
+                 mx_recipient = {{ address = \"alice@pair.test\", password_file = \"alice\" }}\n\
+                 submission_recipient = {{ address = \"bob@pair.test\", password_file = \"bob\" }}\n\
+                 [[sites]]\nname = \"pa\"\nrole = \"data\"\nip = \"127.0.0.1\"\n{api_port}\n\
+                 [[sites]]\nname = \"pb\"\nrole = \"data\"\nip = \"127.0.0.2\"\n"
+            );
+            let path = dir.path().join("deployment.toml");
+            std::fs::write(&path, text).unwrap();
+            Target::deployment(&path)
+        };
+        let pair = file("control = \"none\"", "").unwrap();
+        assert_eq!(pair.control, ControlPlane::None);
+        assert_eq!(pair.dns_servers(), vec!["127.0.0.53:53".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(pair.sender.password, "probe-pw");
+        let no_token = file("", "").err().unwrap();
+        assert!(no_token.contains("api_token_file is required"), "{no_token}");
+        let both = file("control = \"none\"", "api_port = 8080").err().unwrap();
+        assert!(both.contains("contradict"), "{both}");
     }
 }

@@ -159,6 +159,7 @@ fn sample_report(samples: usize) -> Report {
             given_up: 0,
             lost_tags: vec!["drill-7f3a-0193".into(), "drill-7f3a-0194".into()],
             reconciled_at: vec!["bj".into(), "sh".into()],
+            missing_during_outage: Some(2),
         },
         gaps: vec![
             ServiceGap { protocol: Protocol::Smtp, longest_ms: 5_300, from_at_ms: Some(FAULT - 200), to_at_ms: Some(FAULT + 5_100) },

@@ -242,6 +242,7 @@ catalog! {
     Found => "Found", "已找到";
     Lost => "Lost", "丢失";
     Duplicated => "Duplicated", "重复";
+    MissingDuringOutage => "Missing during the outage", "故障期间缺失";
     Deferred4xx => "Deferred (4xx)", "延迟 (4xx)";
     Refused5xx => "Refused (5xx)", "拒绝 (5xx)";
     GivenUp => "Given up", "放弃";

@@ -164,28 +164,30 @@ pub(crate) fn rto(r: &Report, lang: Lang) -> Table {
 
 pub(crate) fn rpo(r: &Report, lang: Lang) -> Table {
     let p = &r.rpo;
-    Table {
-        class: None,
-        columns: vec![
-            num(lang, Msg::Acknowledged),
-            num(lang, Msg::Found),
-            num(lang, Msg::Lost),
-            num(lang, Msg::Duplicated),
-            num(lang, Msg::Deferred4xx),
-            num(lang, Msg::Refused5xx),
-            num(lang, Msg::GivenUp),
-        ],
-        rows: vec![vec![
-            count(p.acknowledged, false),
-            count(p.found, false),
-            count(p.lost, true),
-            count(p.duplicated, true),
-            count(p.deferred, false),
-            count(p.refused, false),
-            count(p.given_up, true),
-        ]],
-        empty: "",
+    let mut columns = vec![
+        num(lang, Msg::Acknowledged),
+        num(lang, Msg::Found),
+        num(lang, Msg::Lost),
+        num(lang, Msg::Duplicated),
+        num(lang, Msg::Deferred4xx),
+        num(lang, Msg::Refused5xx),
+        num(lang, Msg::GivenUp),
+    ];
+    let mut row = vec![
+        count(p.acknowledged, false),
+        count(p.found, false),
+        count(p.lost, true),
+        count(p.duplicated, true),
+        count(p.deferred, false),
+        count(p.refused, false),
+        count(p.given_up, true),
+    ];
+    // Only drills with a loss check during the outage have this figure.
+    if let Some(missing) = p.missing_during_outage {
+        columns.insert(3, num(lang, Msg::MissingDuringOutage));
+        row.insert(3, count(missing, true));
     }
+    Table { class: None, columns, rows: vec![row], empty: "" }
 }
 
 pub(crate) fn reconciled_at(r: &Report, lang: Lang) -> String {
