@@ -101,7 +101,7 @@ print(f"pair: RTO first SMTP 250 {rto.get('first_smtp_ok_ms')} ms, first IMAP fe
       f"{rpo.get('missing_during_outage')} missing at the survivor during the outage, {rpo['lost']} lost at the end, "
       f"{rpo['duplicated']} duplicated; verdict {r['verdict']}")
 if survivor is not None:
-    print(f"survivor check: {survivor['outcome']}: {survivor.get('evidence', '')[:300]}")
+    print(f"survivor check: {survivor['outcome']}: {survivor.get('detail', '')[:300]}")
 for p in problems:
     print("problem:", p)
 sys.exit(1 if problems else 0)
