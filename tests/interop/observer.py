@@ -3,8 +3,10 @@
 an ordinary resolver sees, written with nothing from maildr (Python's smtplib and
 imaplib, and a DNS client of its own over UDP).
 
-Every INTERVAL seconds it starts, each in its own thread (at most 16 in flight per
-kind, so one stuck on a dead site does not delay the next):
+Every INTERVAL seconds it starts, each in its own thread (at most IN_FLIGHT_MAX in
+flight per kind: more than INTERVAL and TIMEOUT let pile up, so probes stuck on a
+site that holds them until it knows who leads never stop new ones from starting;
+a probe that could not start is counted in "skipped"):
   - an SMTP probe: the domain's MX hosts and their addresses asked of every DNS
     server at once (the first answer wins), then a message to the first MX host
     that takes it (smtplib), a 250 is a success;
@@ -16,7 +18,8 @@ When it may (root), it raises its own scheduling priority: on a small machine
 busy with the sites and the drill's load, an observer whose threads wait for the
 CPU would see recovery late.
 It runs until its standard input closes (or --duration passes), then writes
-{"smtp": [[at_ms, ok, detail, began_ms], ...], "imap": [...]} to --out.
+{"smtp": [[at_ms, ok, detail, began_ms], ...], "imap": [...], "skipped": {...}}
+to --out.
 
 Usage: observer.py --dns IP:PORT [--dns IP:PORT ...] --domain D --mx-port P
                    --imap-port P --user U --password PW --to ADDR --out FILE
@@ -34,6 +37,11 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, FIRST_COMPLETED, wait
+
+
+# Probes of one kind in flight at once: with the default interval (0.1 s) and
+# timeout (3 s) at most ~30 are, with DNS asked first.
+IN_FLIGHT_MAX = 128
 
 
 def now_ms():
@@ -193,9 +201,10 @@ def main():
     except OSError:
         pass  # not root: the ordinary priority
     results = {"smtp": [], "imap": []}
+    skipped = {"smtp": 0, "imap": 0}
     lock = threading.Lock()
     stop = threading.Event()
-    in_flight = {"smtp": threading.Semaphore(16), "imap": threading.Semaphore(16)}
+    in_flight = {"smtp": threading.Semaphore(IN_FLIGHT_MAX), "imap": threading.Semaphore(IN_FLIGHT_MAX)}
 
     def run(kind, probe):
         began = now_ms()
@@ -222,6 +231,8 @@ def main():
                 t = threading.Thread(target=run, args=(kind, probe), daemon=True)
                 t.start()
                 threads.append(t)
+            else:
+                skipped[kind] += 1
         threads = [t for t in threads if t.is_alive()]
         stop.wait(a.interval)
     for t in threads:
@@ -229,6 +240,7 @@ def main():
     with lock:
         for kind in results:
             results[kind].sort()
+        results["skipped"] = skipped
         with open(a.out + ".tmp", "w") as f:
             json.dump(results, f)
         os.replace(a.out + ".tmp", a.out)

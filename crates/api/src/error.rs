@@ -86,7 +86,9 @@ pub fn refusal_status(e: &CommandError) -> StatusCode {
         | CommandError::AccountUnknown(_)
         | CommandError::AliasUnknown(_)
         | CommandError::AliasTargetUnknown { .. }
-        | CommandError::MailboxUnknown(_) => StatusCode::NOT_FOUND,
+        | CommandError::MailboxUnknown(_)
+        | CommandError::QueuedUnknown(_)
+        | CommandError::NotQueuedFor { .. } => StatusCode::NOT_FOUND,
         CommandError::DomainExists(_)
         | CommandError::DomainNotEmpty { .. }
         | CommandError::AccountExists(_)
@@ -98,7 +100,8 @@ pub fn refusal_status(e: &CommandError) -> StatusCode {
         | CommandError::NoRecipients
         | CommandError::MailboxExists(_)
         | CommandError::InboxUndeletable
-        | CommandError::RenameIntoSelf => StatusCode::CONFLICT,
+        | CommandError::RenameIntoSelf
+        | CommandError::RemoteIsLocal(_) => StatusCode::CONFLICT,
     }
 }
 

@@ -604,6 +604,8 @@ fn a_site_outage_drill_s_rto_agrees_with_an_independent_observer_and_its_load_pr
 
     // The drill's SMTP and IMAP RTO agree with the observer's within 10 %.
     let observed: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    // The observer probed all along: none of its probes waited for a free slot.
+    assert_eq!(observed["skipped"], serde_json::json!({ "smtp": 0, "imap": 0 }), "the observer skipped probes");
     let fault = r["rto"]["fault_at_ms"].as_u64().unwrap();
     for (protocol, key) in [("smtp", "first_smtp_ok_ms"), ("imap", "first_imap_ok_ms")] {
         let drill = r["rto"][key].as_u64().unwrap_or_else(|| panic!("the drill measured no {key}: {}", r["rto"]));

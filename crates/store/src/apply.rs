@@ -10,11 +10,15 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::command::ControlEventKind;
 use crate::command::{Applied, Command, CommandError, FlagOp, Placement};
-use crate::model::{Account, Alias, ControlEvent, DomainRecord, Mailbox, MailboxDigest, Message, Steering};
+use crate::model::{
+    Account, Alias, ControlEvent, DomainRecord, Mailbox, MailboxDigest, Message, QueuedMessage, QueuedRecipient,
+    Steering,
+};
 use crate::{
     decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, CONTROL, CONTROL_STEERING, DELIVERED_IDS,
     DOMAINS, EVENTS, EVENTS_KEPT_MAX, MAILBOXES, MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED,
-    META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_EVENT_ID, META_NEXT_MAILBOX_ID,
+    META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_EVENT_ID, META_NEXT_MAILBOX_ID, META_NEXT_QUEUE_ID,
+    OUTBOUND, OUTBOUND_KEYS,
 };
 
 type Outcome = Result<Result<Applied, CommandError>, StoreError>;
@@ -32,6 +36,8 @@ pub(crate) struct Tables<'txn> {
     delivered_ids: Table<'txn, (u64, &'static str), u32>,
     control: Table<'txn, &'static str, &'static [u8]>,
     events: Table<'txn, u64, &'static [u8]>,
+    outbound: Table<'txn, u64, &'static [u8]>,
+    outbound_keys: Table<'txn, &'static str, u64>,
 }
 
 fn db(e: impl Into<redb::Error>) -> StoreError {
@@ -53,6 +59,8 @@ impl<'txn> Tables<'txn> {
             delivered_ids: txn.open_table(DELIVERED_IDS)?,
             control: txn.open_table(CONTROL)?,
             events: txn.open_table(EVENTS)?,
+            outbound: txn.open_table(OUTBOUND)?,
+            outbound_keys: txn.open_table(OUTBOUND_KEYS)?,
         })
     }
 
@@ -173,40 +181,131 @@ impl<'txn> Tables<'txn> {
                 if recipients.is_empty() {
                     return Ok(Err(CommandError::NoRecipients));
                 }
-                let mut unique: Vec<&EmailAddress> = recipients.iter().collect();
-                unique.sort();
-                unique.dedup();
                 // Check everything first: all recipients get the message or none does.
-                let mut targets = Vec::with_capacity(unique.len());
-                for address in unique {
-                    let Some(account) = self.get_account(address)? else {
-                        return Ok(Err(CommandError::AccountUnknown(address.clone())));
-                    };
-                    if account.would_exceed_quota(body.size_bytes) {
-                        return Ok(Err(CommandError::OverQuota(address.clone())));
-                    }
-                    let inbox = self
-                        .mailbox_id(account.id, &MailboxName::inbox())?
-                        .ok_or_else(|| StoreError::Corrupt(format!("account {} has no INBOX", account.address)))?;
-                    targets.push((account, inbox));
-                }
-                let mut placements = Vec::with_capacity(targets.len());
-                for (mut account, inbox) in targets {
-                    if let Some(uid) = self.already_delivered(inbox, retry_key.as_deref())? {
-                        // A retry of a delivery that did land: the sender gets its 250,
-                        // the mailbox does not get a second copy.
-                        placements.push(Placement { account: account.address.clone(), mailbox: inbox, uid });
-                        continue;
-                    }
-                    let uid = self.append_message(inbox, body, *flags, &[], *internal_date)?;
-                    if let Some(key) = retry_key.as_deref() {
-                        self.delivered_ids.insert((inbox.0, key), uid.0).map_err(db)?;
-                    }
-                    account.used_bytes += body.size_bytes;
-                    self.put_account(&account)?;
-                    placements.push(Placement { account: account.address.clone(), mailbox: inbox, uid });
-                }
+                let targets = match self.inbox_targets(recipients, body.size_bytes)? {
+                    Ok(t) => t,
+                    Err(refused) => return Ok(Err(refused)),
+                };
+                let placements = self.place(targets, body, *flags, *internal_date, retry_key.as_deref())?;
                 Ok(Ok(Applied::Delivered { placements }))
+            }
+            Command::Submit {
+                local,
+                remote,
+                from,
+                submitted_by,
+                body,
+                internal_date,
+                retry_key,
+                at_ms,
+                expires_at_ms,
+            } => {
+                if local.is_empty() && remote.is_empty() {
+                    return Ok(Err(CommandError::NoRecipients));
+                }
+                let targets = match self.inbox_targets(local, body.size_bytes)? {
+                    Ok(t) => t,
+                    Err(refused) => return Ok(Err(refused)),
+                };
+                let mut waiting: Vec<&EmailAddress> = remote.iter().collect();
+                waiting.sort();
+                waiting.dedup();
+                for address in &waiting {
+                    if self.is_hosted(address)? {
+                        return Ok(Err(CommandError::RemoteIsLocal((*address).clone())));
+                    }
+                }
+                let placements =
+                    self.place(targets, body, SystemFlags::default(), *internal_date, retry_key.as_deref())?;
+                let already = match retry_key.as_deref() {
+                    Some(key) => self.outbound_keys.get(key).map_err(db)?.map(|v| v.value()),
+                    None => None,
+                };
+                let queued = match (waiting.is_empty(), already) {
+                    (true, _) => None,
+                    // A retry of a submission that was queued: queued once.
+                    (false, Some(id)) => Some(id),
+                    (false, None) => {
+                        let id = self.take_id(META_NEXT_QUEUE_ID)?;
+                        let message = QueuedMessage {
+                            id,
+                            from: from.clone(),
+                            submitted_by: submitted_by.clone(),
+                            body: *body,
+                            queued_at_ms: *at_ms,
+                            expires_at_ms: *expires_at_ms,
+                            next_attempt_at_ms: *at_ms,
+                            attempts: 0,
+                            recipients: waiting
+                                .into_iter()
+                                .map(|a| QueuedRecipient { address: a.clone(), last_error: None })
+                                .collect(),
+                            retry_key: retry_key.clone(),
+                        };
+                        self.outbound.insert(id, encode(&message).as_slice()).map_err(db)?;
+                        self.hold_blob(&body.hash)?;
+                        if let Some(key) = retry_key.as_deref() {
+                            self.outbound_keys.insert(key, id).map_err(db)?;
+                        }
+                        Some(id)
+                    }
+                };
+                Ok(Ok(Applied::Submitted { placements, queued }))
+            }
+            Command::RecordDeliveryAttempt { id, delivered, bounced, deferred, next_attempt_at_ms } => {
+                let Some(mut message) = self.get_queued(*id)? else {
+                    return Ok(Err(CommandError::QueuedUnknown(*id)));
+                };
+                let named = delivered.iter().chain(bounced).chain(deferred.iter().map(|(a, _)| a));
+                for address in named {
+                    if !message.recipients.iter().any(|r| &r.address == address) {
+                        return Ok(Err(CommandError::NotQueuedFor { id: *id, address: address.clone() }));
+                    }
+                }
+                message.recipients.retain(|r| !delivered.contains(&r.address) && !bounced.contains(&r.address));
+                for r in &mut message.recipients {
+                    if let Some((_, why)) = deferred.iter().find(|(a, _)| *a == r.address) {
+                        r.last_error = Some(why.clone());
+                    }
+                }
+                message.attempts = message.attempts.saturating_add(1);
+                message.next_attempt_at_ms = *next_attempt_at_ms;
+                let remaining = message.recipients.len();
+                if remaining == 0 {
+                    self.remove_queued(&message)?;
+                } else {
+                    self.outbound.insert(*id, encode(&message).as_slice()).map_err(db)?;
+                }
+                Ok(Ok(Applied::QueueChanged { id: *id, remaining }))
+            }
+            Command::RetryQueued { id, at_ms } => {
+                let messages = match id {
+                    Some(id) => match self.get_queued(*id)? {
+                        Some(m) => vec![m],
+                        None => return Ok(Err(CommandError::QueuedUnknown(*id))),
+                    },
+                    None => {
+                        let mut all = Vec::new();
+                        for row in self.outbound.iter().map_err(db)? {
+                            let (_, v) = row.map_err(db)?;
+                            all.push(decode::<QueuedMessage>("queued message", v.value())?);
+                        }
+                        all
+                    }
+                };
+                let count = messages.len();
+                for mut m in messages {
+                    m.next_attempt_at_ms = m.next_attempt_at_ms.min(*at_ms);
+                    self.outbound.insert(m.id, encode(&m).as_slice()).map_err(db)?;
+                }
+                Ok(Ok(Applied::QueueRetried { count }))
+            }
+            Command::RemoveQueued { id } => {
+                let Some(message) = self.get_queued(*id)? else {
+                    return Ok(Err(CommandError::QueuedUnknown(*id)));
+                };
+                self.remove_queued(&message)?;
+                Ok(Ok(Applied::QueueChanged { id: *id, remaining: 0 }))
             }
             Command::CreateMailbox { account, name, uid_validity } => {
                 let Some(owner) = self.get_account(account)? else {
@@ -619,6 +718,83 @@ impl<'txn> Tables<'txn> {
     fn remove_all_messages(&mut self, mailbox: MailboxId) -> Result<u64, StoreError> {
         let uids = self.message_uids(mailbox)?;
         self.remove_messages(mailbox, &uids)
+    }
+
+    /// The INBOX of each (deduplicated) local recipient, checked: every account
+    /// exists and has room for `size` more bytes.
+    #[allow(clippy::type_complexity)]
+    fn inbox_targets(
+        &self,
+        recipients: &[EmailAddress],
+        size: u64,
+    ) -> Result<Result<Vec<(Account, MailboxId)>, CommandError>, StoreError> {
+        let mut unique: Vec<&EmailAddress> = recipients.iter().collect();
+        unique.sort();
+        unique.dedup();
+        let mut targets = Vec::with_capacity(unique.len());
+        for address in unique {
+            let Some(account) = self.get_account(address)? else {
+                return Ok(Err(CommandError::AccountUnknown(address.clone())));
+            };
+            if account.would_exceed_quota(size) {
+                return Ok(Err(CommandError::OverQuota(address.clone())));
+            }
+            let inbox = self
+                .mailbox_id(account.id, &MailboxName::inbox())?
+                .ok_or_else(|| StoreError::Corrupt(format!("account {} has no INBOX", account.address)))?;
+            targets.push((account, inbox));
+        }
+        Ok(Ok(targets))
+    }
+
+    /// Append one body to each checked INBOX (once per retry key).
+    fn place(
+        &mut self,
+        targets: Vec<(Account, MailboxId)>,
+        body: &maildr_types::BlobRef,
+        flags: SystemFlags,
+        internal_date: maildr_types::UnixSeconds,
+        retry_key: Option<&str>,
+    ) -> Result<Vec<Placement>, StoreError> {
+        let mut placements = Vec::with_capacity(targets.len());
+        for (mut account, inbox) in targets {
+            if let Some(uid) = self.already_delivered(inbox, retry_key)? {
+                // A retry of a delivery that did land: the sender gets its 250,
+                // the mailbox does not get a second copy.
+                placements.push(Placement { account: account.address.clone(), mailbox: inbox, uid });
+                continue;
+            }
+            let uid = self.append_message(inbox, body, flags, &[], internal_date)?;
+            if let Some(key) = retry_key {
+                self.delivered_ids.insert((inbox.0, key), uid.0).map_err(db)?;
+            }
+            account.used_bytes += body.size_bytes;
+            self.put_account(&account)?;
+            placements.push(Placement { account: account.address.clone(), mailbox: inbox, uid });
+        }
+        Ok(placements)
+    }
+
+    fn get_queued(&self, id: u64) -> Result<Option<QueuedMessage>, StoreError> {
+        let v = self.outbound.get(id).map_err(db)?;
+        v.map(|v| decode("queued message", v.value())).transpose()
+    }
+
+    /// A queued message leaves the queue: its row, its retry key and its hold on
+    /// the body.
+    fn remove_queued(&mut self, message: &QueuedMessage) -> Result<(), StoreError> {
+        self.outbound.remove(message.id).map_err(db)?;
+        if let Some(key) = message.retry_key.as_deref() {
+            self.outbound_keys.remove(key).map_err(db)?;
+        }
+        self.release_blob(&message.body.hash)
+    }
+
+    /// One more reference to a body (a queued message holds its body).
+    fn hold_blob(&mut self, body: &maildr_types::BlobHash) -> Result<(), StoreError> {
+        let refs = self.blob_refs.get(body.0.as_slice()).map_err(db)?.map(|v| v.value()).unwrap_or(0);
+        self.blob_refs.insert(body.0.as_slice(), refs + 1).map_err(db)?;
+        Ok(())
     }
 
     fn release_blob(&mut self, body: &maildr_types::BlobHash) -> Result<(), StoreError> {

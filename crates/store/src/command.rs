@@ -144,6 +144,51 @@ pub enum Command {
         /// Proposer's clock, in milliseconds since the Unix epoch.
         at_ms: i64,
     },
+    // New variants go last: the replicated log stores a command's variant by its
+    // position.
+    /// An authenticated submission with recipients in other domains: the local
+    /// recipients get the message as [`Command::Deliver`] does and the others are
+    /// queued for delivery, all in one change (or none of it).
+    Submit {
+        /// Local accounts to deliver to (may be empty).
+        local: Vec<EmailAddress>,
+        /// Recipients in other domains, queued.
+        remote: Vec<EmailAddress>,
+        /// The reverse path (`None`: `<>`).
+        from: Option<EmailAddress>,
+        /// The submitting account (bounces go to its INBOX).
+        submitted_by: Option<EmailAddress>,
+        body: BlobRef,
+        internal_date: UnixSeconds,
+        /// As [`Command::Deliver`]'s: a retried submission is neither delivered
+        /// nor queued twice.
+        retry_key: Option<String>,
+        /// Proposer's clock, in milliseconds since the Unix epoch.
+        at_ms: i64,
+        /// When waiting recipients are given up (`at_ms` + the queue lifetime).
+        expires_at_ms: i64,
+    },
+    /// The outcome of one delivery attempt of a queued message: delivered and
+    /// bounced recipients leave the queue, deferred ones wait until
+    /// `next_attempt_at_ms`. A message with no recipient left leaves the queue.
+    RecordDeliveryAttempt {
+        id: u64,
+        delivered: Vec<EmailAddress>,
+        /// Refused for good (5xx) or expired; a notification has been delivered.
+        bounced: Vec<EmailAddress>,
+        /// Temporary failures, with the reason.
+        deferred: Vec<(EmailAddress, String)>,
+        next_attempt_at_ms: i64,
+    },
+    /// Make queued messages due now (`None`: every one).
+    RetryQueued {
+        id: Option<u64>,
+        at_ms: i64,
+    },
+    /// Remove a queued message without delivering it (the operator's decision).
+    RemoveQueued {
+        id: u64,
+    },
 }
 
 /// What a control-plane event says happened.
@@ -203,7 +248,9 @@ impl Command {
     /// APPEND): what a replica must fetch and a backup must keep.
     pub fn new_body(&self) -> Option<BlobHash> {
         match self {
-            Command::Deliver { body, .. } | Command::Append { body, .. } => Some(body.hash),
+            Command::Deliver { body, .. } | Command::Append { body, .. } | Command::Submit { body, .. } => {
+                Some(body.hash)
+            }
             _ => None,
         }
     }
@@ -230,6 +277,10 @@ impl Command {
             Command::CopyMessages { .. } => "copy_messages",
             Command::SetSteering { .. } => "set_steering",
             Command::RecordEvent { .. } => "record_event",
+            Command::Submit { .. } => "submit",
+            Command::RecordDeliveryAttempt { .. } => "record_delivery_attempt",
+            Command::RetryQueued { .. } => "retry_queued",
+            Command::RemoveQueued { .. } => "remove_queued",
         }
     }
 }
@@ -278,6 +329,20 @@ pub enum Applied {
     EventRecorded {
         id: u64,
     },
+    /// A submission: where the local copies went, and the queue id of the rest.
+    Submitted {
+        placements: Vec<Placement>,
+        queued: Option<u64>,
+    },
+    /// A queued message changed (or left the queue: `remaining` 0).
+    QueueChanged {
+        id: u64,
+        remaining: usize,
+    },
+    /// `RetryQueued`: how many messages were made due.
+    QueueRetried {
+        count: usize,
+    },
 }
 
 impl Applied {
@@ -287,8 +352,12 @@ impl Applied {
             Applied::Done
             | Applied::AccountAdded { .. }
             | Applied::SteeringSet { .. }
-            | Applied::EventRecorded { .. } => Vec::new(),
-            Applied::Delivered { placements } => placements.iter().map(|p| p.mailbox).collect(),
+            | Applied::EventRecorded { .. }
+            | Applied::QueueChanged { .. }
+            | Applied::QueueRetried { .. } => Vec::new(),
+            Applied::Delivered { placements } | Applied::Submitted { placements, .. } => {
+                placements.iter().map(|p| p.mailbox).collect()
+            }
             Applied::MailboxCreated { id } => vec![*id],
             Applied::MailboxesChanged { ids } => ids.clone(),
             Applied::Appended { mailbox, .. }
@@ -345,6 +414,12 @@ pub enum CommandError {
     InboxUndeletable,
     #[error("a mailbox cannot be renamed into itself or its own child")]
     RenameIntoSelf,
+    #[error("no queued message {0}")]
+    QueuedUnknown(u64),
+    #[error("{address} is not a recipient of queued message {id}")]
+    NotQueuedFor { id: u64, address: EmailAddress },
+    #[error("{0} is hosted here: it is delivered locally, not queued")]
+    RemoteIsLocal(EmailAddress),
 }
 
 #[cfg(test)]

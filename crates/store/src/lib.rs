@@ -22,7 +22,10 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use blob::{delivery_retry_key, hash_body, BlobStore};
 pub use command::{Applied, Command, CommandError, ControlEventKind, FlagOp, Placement};
-pub use model::{Account, Alias, ControlEvent, DomainRecord, Mailbox, MailboxDigest, Message, Steering};
+pub use model::{
+    Account, Alias, ControlEvent, DomainRecord, Mailbox, MailboxDigest, Message, QueuedMessage, QueuedRecipient,
+    Steering,
+};
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const DOMAINS: TableDefinition<&str, &[u8]> = TableDefinition::new("domains");
@@ -42,6 +45,12 @@ pub(crate) const BLOB_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("
 /// a failover) land once. Rows of removed mailboxes and expunged messages are
 /// ignored when read and replaced on the next delivery; a sweep is future work.
 pub(crate) const DELIVERED_IDS: TableDefinition<(u64, &str), u32> = TableDefinition::new("delivered_ids");
+
+/// queue id → queued message (the replicated outbound queue).
+pub(crate) const OUTBOUND: TableDefinition<u64, &[u8]> = TableDefinition::new("outbound_queue");
+/// retry key → queue id: a retried submission is queued once.
+pub(crate) const OUTBOUND_KEYS: TableDefinition<&str, u64> = TableDefinition::new("outbound_keys");
+pub(crate) const META_NEXT_QUEUE_ID: &str = "next_queue_id";
 
 /// Control-plane records by name (`steering`).
 pub(crate) const CONTROL: TableDefinition<&str, &[u8]> = TableDefinition::new("control");
@@ -164,8 +173,10 @@ impl Store {
                 }
             }
             // Counters added after schema version 1 was first written.
-            if meta.get(META_NEXT_EVENT_ID).map_err(|e| self.db_err(e))?.is_none() {
-                meta.insert(META_NEXT_EVENT_ID, 1).map_err(|e| self.db_err(e))?;
+            for counter in [META_NEXT_EVENT_ID, META_NEXT_QUEUE_ID] {
+                if meta.get(counter).map_err(|e| self.db_err(e))?.is_none() {
+                    meta.insert(counter, 1).map_err(|e| self.db_err(e))?;
+                }
             }
             // Create every table so read transactions never meet a missing one.
             txn.open_table(DOMAINS).map_err(|e| self.db_err(e))?;
@@ -179,8 +190,30 @@ impl Store {
             txn.open_table(DELIVERED_IDS).map_err(|e| self.db_err(e))?;
             txn.open_table(CONTROL).map_err(|e| self.db_err(e))?;
             txn.open_table(EVENTS).map_err(|e| self.db_err(e))?;
+            txn.open_table(OUTBOUND).map_err(|e| self.db_err(e))?;
+            txn.open_table(OUTBOUND_KEYS).map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Every message in the outbound queue, by queue id.
+    pub fn queued(&self) -> Result<Vec<QueuedMessage>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(OUTBOUND).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (_, v) = row.map_err(|e| self.db_err(e))?;
+            out.push(decode("queued message", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One queued message.
+    pub fn queued_message(&self, id: u64) -> Result<Option<QueuedMessage>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(OUTBOUND).map_err(|e| self.db_err(e))?;
+        let v = t.get(id).map_err(|e| self.db_err(e))?;
+        v.map(|v| decode("queued message", v.value())).transpose()
     }
 
     pub fn blobs(&self) -> &BlobStore {

@@ -3,7 +3,7 @@
 //! These are plain data: every rule about how they change lives in `apply`.
 
 use maildr_types::{
-    AccountId, BlobHash, Domain, EmailAddress, MailboxId, MailboxName, ModSeq, SpecialUse, SystemFlags, Uid,
+    AccountId, BlobHash, BlobRef, Domain, EmailAddress, MailboxId, MailboxName, ModSeq, SpecialUse, SystemFlags, Uid,
     UidValidity, UnixSeconds,
 };
 use serde::{Deserialize, Serialize};
@@ -123,6 +123,40 @@ pub struct Steering {
     pub down: Vec<String>,
     pub reason: String,
     pub changed_at_ms: i64,
+}
+
+/// A message waiting in the replicated outbound queue for delivery to other
+/// domains. It lives in the replicated state, so the site that becomes primary
+/// after a failover delivers what the lost one had queued.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMessage {
+    /// Queue id, from 1, in the order messages were queued.
+    pub id: u64,
+    /// The reverse path (`None`: the null sender `<>`).
+    pub from: Option<EmailAddress>,
+    /// The local account that submitted it: delivery status notifications go to
+    /// its INBOX.
+    pub submitted_by: Option<EmailAddress>,
+    pub body: BlobRef,
+    pub queued_at_ms: i64,
+    /// After this, recipients still waiting are bounced.
+    pub expires_at_ms: i64,
+    /// No attempt before this.
+    pub next_attempt_at_ms: i64,
+    /// Delivery attempts so far (each covers every recipient still waiting).
+    pub attempts: u32,
+    /// Recipients not yet delivered nor bounced, in submission order.
+    pub recipients: Vec<QueuedRecipient>,
+    /// The submission's retry key, which maps to this entry while it is queued.
+    pub retry_key: Option<String>,
+}
+
+/// A recipient of a queued message still waiting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedRecipient {
+    pub address: EmailAddress,
+    /// The last temporary failure (`451 4.3.0 …`, `connect: refused`), if any.
+    pub last_error: Option<String>,
 }
 
 /// One entry of the replicated control-plane event log.
