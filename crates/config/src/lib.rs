@@ -513,6 +513,71 @@ section! {
     }
 }
 
+/// One `[[outbound.routes]]` table: mail for `domain` goes to `host` (like a
+/// Postfix transport map entry), never to the domain's MX.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundRoute {
+    /// The recipient domain (exactly; subdomains need their own route).
+    pub domain: String,
+    /// `HOST:PORT` (a name or an address) to deliver to.
+    pub host: String,
+}
+
+/// Most `[[outbound.routes]]`.
+pub const OUTBOUND_ROUTES_MAX: usize = 1000;
+
+section! {
+    /// Outbound mail: delivery to other domains from the replicated queue. Off by
+    /// default: submissions to other domains are then refused (550 5.7.1). When on,
+    /// an authenticated submission to another domain is acknowledged once it is
+    /// queued in the replicated state (and its body is on two sites), and the
+    /// primary delivers it; after a failover the new primary goes on from the queue.
+    OutboundSection {
+        /// Deliver mail to other domains.
+        enabled: bool = false,
+        /// Name this site gives in EHLO when delivering; empty: `site.hostname`.
+        helo_name: String = String::new(),
+        /// Send all outbound mail through this smarthost (`HOST:PORT`), like
+        /// Postfix's relayhost; empty: each domain's MX (routes still win).
+        relay_host: String = String::new(),
+        /// One `[[outbound.routes]]` table each: `domain`, `host` (`HOST:PORT`).
+        routes: Vec<OutboundRoute> = Vec::new(),
+        /// DNS servers (`IP:PORT`) asked for MX and address records; empty: the
+        /// system's (`/etc/resolv.conf`).
+        resolvers: Vec<SocketAddr> = Vec::new(),
+        /// Seconds a message may wait in the queue; then it is bounced to its
+        /// sender with a delivery status notification (default 5 days).
+        lifetime_secs: u64 = 5 * 24 * 3600,
+        /// Seconds before the first retry after a temporary failure; each retry
+        /// waits twice as long as the one before, up to `retry_max_secs`.
+        retry_initial_secs: u64 = 60,
+        /// Longest wait between two attempts, in seconds.
+        retry_max_secs: u64 = 3600,
+        /// Most connections at once to one destination host.
+        connections_per_destination: u32 = 10,
+        /// Most deliveries in flight at once.
+        concurrency: u32 = 50,
+        /// Most messages in the queue; beyond it submissions to other domains get
+        /// 452 (try again later).
+        queue_messages_max: u64 = 100_000,
+        /// Seconds to wait for a connection and for each reply of the receiving
+        /// server (the DATA reply gets ten times as long).
+        timeout_secs: u64 = 60,
+    }
+}
+
+impl OutboundSection {
+    /// The route for mail to `domain`: its own route, else the smarthost.
+    pub fn route_for(&self, domain: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .find(|r| r.domain.eq_ignore_ascii_case(domain))
+            .map(|r| r.host.as_str())
+            .or((!self.relay_host.is_empty()).then_some(self.relay_host.as_str()))
+    }
+}
+
 impl BackupSection {
     /// Are backups configured at all?
     pub fn enabled(&self) -> bool {
@@ -536,6 +601,7 @@ pub struct SiteConfig {
     pub faults: FaultsSection,
     pub log: LogSection,
     pub backup: BackupSection,
+    pub outbound: OutboundSection,
 }
 
 /// Why a configuration was refused.
@@ -624,7 +690,51 @@ impl SiteConfig {
         }
         self.check_cluster(path)?;
         self.check_backup(path)?;
+        self.check_outbound(path)?;
         self.check_control_plane(path)
+    }
+
+    fn check_outbound(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |key: String, reason: String| ConfigError::Invalid { path: path.into(), key, reason };
+        let o = &self.outbound;
+        if o.routes.len() > OUTBOUND_ROUTES_MAX {
+            return Err(bad("outbound.routes".into(), format!("at most {OUTBOUND_ROUTES_MAX} routes")));
+        }
+        let host_port = |key: String, value: &str| -> Result<(), ConfigError> {
+            match value.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => Ok(()),
+                _ => Err(bad(key, format!("{value:?} is not HOST:PORT"))),
+            }
+        };
+        if !o.relay_host.is_empty() {
+            host_port("outbound.relay_host".into(), &o.relay_host)?;
+        }
+        for (i, route) in o.routes.iter().enumerate() {
+            if maildr_types::Domain::parse(&route.domain).is_err() {
+                return Err(bad(format!("outbound.routes[{i}].domain"), format!("{:?} is not a domain", route.domain)));
+            }
+            host_port(format!("outbound.routes[{i}].host"), &route.host)?;
+        }
+        if !o.helo_name.is_empty() && maildr_types::Domain::parse(&o.helo_name).is_err() {
+            return Err(bad("outbound.helo_name".into(), format!("{:?} is not a host name", o.helo_name)));
+        }
+        let positive = [
+            ("outbound.lifetime_secs", o.lifetime_secs),
+            ("outbound.retry_initial_secs", o.retry_initial_secs),
+            ("outbound.connections_per_destination", o.connections_per_destination.into()),
+            ("outbound.concurrency", o.concurrency.into()),
+            ("outbound.queue_messages_max", o.queue_messages_max),
+            ("outbound.timeout_secs", o.timeout_secs),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(bad(key.into(), "must be greater than 0".into()));
+            }
+        }
+        if o.retry_max_secs < o.retry_initial_secs {
+            return Err(bad("outbound.retry_max_secs".into(), "must be at least outbound.retry_initial_secs".into()));
+        }
+        Ok(())
     }
 
     fn check_backup(&self, path: &Path) -> Result<(), ConfigError> {
@@ -892,7 +1002,7 @@ impl SiteConfig {
             "# maildr site configuration. Every key is optional: shown here is its default.\n\
              # Unknown keys are refused. Generated by `maildr config example`.\n",
         );
-        let sections: [(&str, &[&str], Vec<FieldDoc>); 12] = [
+        let sections: [(&str, &[&str], Vec<FieldDoc>); 13] = [
             ("site", SiteSection::DOC, SiteSection::fields()),
             ("smtp", SmtpSection::DOC, SmtpSection::fields()),
             ("imap", ImapSection::DOC, ImapSection::fields()),
@@ -905,6 +1015,7 @@ impl SiteConfig {
             ("faults", FaultsSection::DOC, FaultsSection::fields()),
             ("log", LogSection::DOC, LogSection::fields()),
             ("backup", BackupSection::DOC, BackupSection::fields()),
+            ("outbound", OutboundSection::DOC, OutboundSection::fields()),
         ];
         for (name, doc, fields) in sections {
             out.push('\n');
@@ -1121,5 +1232,24 @@ mod tests {
         refuse(format!("{key}{}", s3.replace("bucket = \"b\"\n", "")), "backup.targets[0].bucket", "needs it");
         refuse(format!("{key}{}", s3.replace("https://s3.example", "ftp://s3")), "backup.targets[0].endpoint", "http");
         refuse(format!("{key}{}", s3.replace("kind = \"s3\"", "kind = \"tape\"")), "kind", "tape");
+    }
+
+    #[test]
+    fn outbound_routes_and_the_smarthost_decide_where_mail_goes_and_bad_ones_are_named() {
+        let text = "[outbound]\nenabled = true\nrelay_host = \"smarthost.example.net:587\"\n\
+                    [[outbound.routes]]\ndomain = \"remote.test\"\nhost = \"127.0.0.1:2600\"\n";
+        let config = SiteConfig::parse(text, Path::new("a.toml")).unwrap();
+        assert_eq!(config.outbound.route_for("REMOTE.test"), Some("127.0.0.1:2600"));
+        assert_eq!(config.outbound.route_for("other.test"), Some("smarthost.example.net:587"));
+        assert_eq!(OutboundSection::default().route_for("other.test"), None);
+        let err = SiteConfig::parse(
+            "[[outbound.routes]]\ndomain = \"remote.test\"\nhost = \"nowhere\"\n",
+            Path::new("a.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("outbound.routes[0].host"), "{err}");
+        let err = SiteConfig::parse("[outbound]\nretry_initial_secs = 600\nretry_max_secs = 60\n", Path::new("a.toml"))
+            .unwrap_err();
+        assert!(err.to_string().contains("outbound.retry_max_secs"), "{err}");
     }
 }

@@ -58,6 +58,25 @@ pub struct SmtpService {
     connections: Arc<Semaphore>,
     /// Failed AUTH per source address (the delay before its next answer).
     pub(crate) login_failures: maildr_frontend::passwords::LoginFailures,
+    pub(crate) outbound: OutboundPolicy,
+}
+
+/// What submission needs to know of outbound delivery (`[outbound]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundPolicy {
+    /// Authenticated submissions to other domains are queued; otherwise refused
+    /// with 550 5.7.1.
+    pub enabled: bool,
+    /// Beyond this many queued messages, recipients in other domains get 452.
+    pub queue_messages_max: u64,
+    /// How long a queued message may wait before it is bounced.
+    pub lifetime_ms: i64,
+}
+
+impl OutboundPolicy {
+    pub fn disabled() -> OutboundPolicy {
+        OutboundPolicy { enabled: false, queue_messages_max: 0, lifetime_ms: 0 }
+    }
 }
 
 impl SmtpService {
@@ -78,6 +97,18 @@ impl SmtpService {
         tls: Option<Arc<rustls::ServerConfig>>,
         clock: SharedClock,
     ) -> Arc<Self> {
+        SmtpService::with_outbound(cluster, config, hostname, tls, clock, OutboundPolicy::disabled())
+    }
+
+    /// A service that queues submissions to other domains as `outbound` says.
+    pub fn with_outbound(
+        cluster: Cluster,
+        config: SmtpSection,
+        hostname: String,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        clock: SharedClock,
+        outbound: OutboundPolicy,
+    ) -> Arc<Self> {
         let connections = Arc::new(Semaphore::new(config.connections_max as usize));
         let login_failures = maildr_frontend::passwords::LoginFailures::new(std::time::Duration::from_millis(
             config.auth_failure_delay_ms,
@@ -90,6 +121,7 @@ impl SmtpService {
             clock,
             connections,
             login_failures,
+            outbound,
         })
     }
 }

@@ -30,6 +30,8 @@ struct Transaction {
     sender: Option<EmailAddress>,
     /// (address as given, local accounts it delivers to)
     recipients: Vec<(EmailAddress, Vec<EmailAddress>)>,
+    /// Recipients in other domains, queued for outbound delivery.
+    remote: Vec<EmailAddress>,
 }
 
 pub(crate) struct Session {
@@ -459,13 +461,13 @@ impl Session {
                 return;
             }
         }
-        self.transaction = Some(Transaction { sender, recipients: Vec::new() });
+        self.transaction = Some(Transaction { sender, recipients: Vec::new(), remote: Vec::new() });
         conn.reply("250 2.1.0 Sender OK");
     }
 
     async fn rcpt(&mut self, conn: &mut Conn, address: String) {
         let recipients_max = self.service.config.recipients_max as usize;
-        let Some(count) = self.transaction.as_ref().map(|t| t.recipients.len()) else {
+        let Some(count) = self.transaction.as_ref().map(|t| t.recipients.len() + t.remote.len()) else {
             self.error(conn, "503 5.5.1 Need MAIL before RCPT");
             return;
         };
@@ -514,6 +516,32 @@ impl Session {
                 &format!("451 4.3.0 <{recipient}>: this site is catching up with the cluster; try again shortly"),
             ),
             Recipient::UnknownUser => self.error(conn, &format!("550 5.1.1 <{recipient}>: no such user here")),
+            // Only authenticated submission relays, and only when outbound is on.
+            Recipient::NotHosted
+                if self.kind != ListenerKind::Mx && self.authenticated.is_some() && self.service.outbound.enabled =>
+            {
+                let max = self.service.outbound.queue_messages_max;
+                match self.cluster().store().queued_count() {
+                    Err(e) => {
+                        tracing::error!(error = %e, "store read failed");
+                        self.error(conn, "451 4.3.0 Temporary failure reading the store; try again");
+                    }
+                    Ok(queued) if queued >= max => {
+                        tracing::warn!(session = %self.id, queued, "outbound queue full");
+                        self.error(
+                            conn,
+                            &format!("452 4.3.1 <{recipient}>: the outbound queue is full ({queued} messages); try again later"),
+                        );
+                    }
+                    Ok(_) => {
+                        let t = self.transaction.as_mut().expect("checked above");
+                        if !t.remote.contains(&recipient) {
+                            t.remote.push(recipient);
+                        }
+                        conn.reply("250 2.1.5 Recipient OK (queued for delivery to another domain)");
+                    }
+                }
+            }
             Recipient::NotHosted => {
                 let reply = if self.kind == ListenerKind::Mx {
                     format!("550 5.7.1 <{recipient}>: relay access denied")
@@ -530,7 +558,7 @@ impl Session {
             self.error(conn, "503 5.5.1 Need MAIL and RCPT before DATA");
             return Ok(Next::Continue);
         };
-        if transaction.recipients.is_empty() {
+        if transaction.recipients.is_empty() && transaction.remote.is_empty() {
             self.transaction = Some(transaction);
             self.error(conn, "554 5.5.1 No valid recipients");
             return Ok(Next::Continue);
@@ -571,7 +599,15 @@ impl Session {
             transaction.recipients.iter().flat_map(|(_, a)| a.iter().cloned()).collect();
         accounts.sort();
         accounts.dedup();
-        let single = (transaction.recipients.len() == 1).then(|| transaction.recipients[0].0.clone());
+        let single = (transaction.recipients.len() + transaction.remote.len() == 1).then(|| {
+            transaction
+                .recipients
+                .first()
+                .map(|(a, _)| a)
+                .or(transaction.remote.first())
+                .cloned()
+                .expect("one recipient")
+        });
         self.messages += 1;
         // Our trace header and the body in one allocation, the only copy held.
         let received = self.received_header(at, single.as_ref());
@@ -604,14 +640,44 @@ impl Session {
                 return "451 4.3.0 Message not stored (temporary local problem); try again later".into();
             }
         };
-        let command = Command::Deliver {
-            recipients: accounts,
-            body: blob,
-            internal_date: at,
-            flags: SystemFlags::default(),
-            retry_key,
+        let command = if transaction.remote.is_empty() {
+            Command::Deliver {
+                recipients: accounts,
+                body: blob,
+                internal_date: at,
+                flags: SystemFlags::default(),
+                retry_key,
+            }
+        } else {
+            let at_ms = self.service.clock.now_ms();
+            Command::Submit {
+                local: accounts,
+                remote: transaction.remote.clone(),
+                from: transaction.sender.clone(),
+                submitted_by: self.authenticated.clone(),
+                body: blob,
+                internal_date: at,
+                retry_key,
+                at_ms,
+                expires_at_ms: at_ms.saturating_add(self.service.outbound.lifetime_ms),
+            }
         };
         match self.cluster().write(command).await {
+            Ok(Applied::Submitted { placements, queued }) => {
+                tracing::info!(
+                    session = %self.id,
+                    peer = %self.peer,
+                    from = %transaction.sender.as_ref().map(|s| s.as_str()).unwrap_or("<>"),
+                    local = placements.len(),
+                    remote = transaction.remote.len(),
+                    queue_id = ?queued,
+                    size,
+                    body = %blob.hash,
+                    "submitted"
+                );
+                let queued = queued.map(|id| format!(", queued as {id}")).unwrap_or_default();
+                format!("250 2.0.0 Message accepted for delivery, id {}{queued}", &blob.hash.to_hex()[..16])
+            }
             Ok(Applied::Delivered { placements }) => {
                 tracing::info!(
                     session = %self.id,
@@ -627,6 +693,10 @@ impl Session {
             Ok(other) => unreachable!("a delivery applies as Delivered, got {other:?}"),
             Err(WriteError::Refused(CommandError::OverQuota(a))) => format!("552 5.2.2 Mailbox of <{a}> is over quota"),
             Err(WriteError::Refused(CommandError::AccountUnknown(a))) => format!("550 5.1.1 <{a}>: no such user here"),
+            // A domain added between RCPT and DATA: the sender may simply retry.
+            Err(WriteError::Refused(CommandError::RemoteIsLocal(a))) => {
+                format!("451 4.3.0 <{a}> became local while the message was received; try again")
+            }
             Err(WriteError::Refused(e)) => format!("554 5.0.0 Delivery refused: {e}"),
             Err(WriteError::Unavailable(why)) => {
                 tracing::error!(session = %self.id, why, "delivery not committed");

@@ -208,6 +208,14 @@ impl Store {
         Ok(out)
     }
 
+    /// How many messages the outbound queue holds.
+    pub fn queued_count(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.read()?;
+        let t = txn.open_table(OUTBOUND).map_err(|e| self.db_err(e))?;
+        t.len().map_err(|e| self.db_err(e))
+    }
+
     /// One queued message.
     pub fn queued_message(&self, id: u64) -> Result<Option<QueuedMessage>, StoreError> {
         let txn = self.read()?;

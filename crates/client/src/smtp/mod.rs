@@ -317,6 +317,18 @@ impl Session {
         Ok(refusal)
     }
 
+    /// After a 354: the message (dot-stuffed here) and its terminating dot; the
+    /// final reply, awaited up to `final_reply_timeout` (RFC 5321 §4.5.3.2.6 asks
+    /// for 10 minutes; the server may be committing the message durably).
+    pub async fn send_content(&mut self, data: &[u8], final_reply_timeout: Duration) -> Result<Reply, SmtpError> {
+        let mut body = dot_stuff(data);
+        body.extend_from_slice(b".\r\n");
+        let usual = std::mem::replace(&mut self.timeout, final_reply_timeout);
+        let reply = self.exchange(Step::Message, &body).await;
+        self.timeout = usual;
+        reply
+    }
+
     /// QUIT. The reply is not awaited: nothing depends on it.
     pub async fn quit(mut self) {
         if !self.broken {
