@@ -1,8 +1,11 @@
 //! A drill as a child process: `maildr drill run SCENARIO --data-dir DIR/drills
-//! --report-dir DIR/runs/<run id> ...` of the same executable, in its own process
-//! group, its output in `drill.log` beside the report. The service must survive
-//! the faults a drill injects, so no drill ever runs inside it; it knows its
-//! drills by pid only, and reads their outcome from the report.json they leave.
+//! --report-dir DIR/runs/<run id> --progress DIR/runs/<run id>/progress.json
+//! ...` of the same executable, in its own process group, its output in
+//! `drill.log` beside the report. The service must survive the faults a drill
+//! injects, so no drill ever runs inside it; it knows its drills by pid only,
+//! follows the phases they enter through the progress file
+//! ([`maildr_drill::progress`]), and reads their outcome from the report.json
+//! they leave.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -56,7 +59,9 @@ pub fn spawn(exe: &Path, data_dir: &Path, spec: &ChildSpec) -> std::io::Result<t
         .arg(data_dir.join(DRILLS_DIR))
         .arg("--report-dir")
         .arg(&dir)
-        .args(["--confirm-manual", &spec.confirm_as]);
+        .args(["--confirm-manual", &spec.confirm_as])
+        .arg("--progress")
+        .arg(dir.join(maildr_drill::progress::FILE_NAME));
     if let Some(lab) = &spec.lab_dir {
         cmd.args(["--lab-dir", lab]);
     }

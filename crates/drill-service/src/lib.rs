@@ -1,13 +1,15 @@
 //! The drill service (`maildr drill serve`): a long-running process outside the
 //! deployment that keeps the drill calendar, runs due drills, tells people
-//! before, at the start and at the end, enforces roles and approvals, and keeps
+//! before, at the start, at each phase and at the end, enforces roles and approvals, and keeps
 //! history and trends, behind an HTTP API described by OpenAPI.
 //!
 //! - `model`: the API's contract (requests, answers, records).
 //! - `state`: the state file (people, schedules, approvals, runs), written atomically.
 //! - `calendar`: the pure decisions (what is due, run or skip and why).
-//! - `child`: a drill as a child process, and its outcome from its report.
-//! - `notify`: webhook (generic, DingTalk, Feishu, WeCom, Slack) and e-mail notices.
+//! - `child`: a drill as a child process, the phases it enters (its progress
+//!   file), and its outcome from its report.
+//! - `notify`: webhook (generic, DingTalk, Feishu, WeCom, Slack; http and https)
+//!   and e-mail notices.
 //! - `history`: RTO phases and RPO over time, regressions, the trend page.
 //! - `service`: the operations, each checked against the caller's role and
 //!   written to the drill audit log naming the person; the scheduler loop.

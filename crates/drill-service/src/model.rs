@@ -3,6 +3,7 @@
 //! the records kept in the state file. The JSON shape is what scripts read:
 //! change a field name only with care.
 
+use maildr_drill::plan::Phase;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -125,7 +126,7 @@ impl Channel {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct NotifyTarget {
     pub channel: Channel,
-    /// A URL (`http://host:port/path?query`) or, for e-mail, an address.
+    /// A URL (`http://` or `https://host:port/path?query`) or, for e-mail, an address.
     pub to: String,
 }
 
@@ -236,8 +237,13 @@ pub mod skip {
 /// What happened to one notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Delivery {
-    /// `upcoming`, `started`, `finished`, `aborted` or `skipped`.
+    /// `upcoming`, `started`, `phase`, `finished`, `aborted` or `skipped`.
     pub event: String,
+    /// For a `phase` event, the phase the run entered (`confirm`, `decide`,
+    /// `prepare`, `dns`, `verify`, `review`).
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub phase: Option<Phase>,
     pub channel: Channel,
     /// The target without its query string (webhook URLs carry secrets there).
     pub to: String,

@@ -26,7 +26,7 @@ use crate::model::{
     skip, ApprovalAnswer, ApprovalRecord, Caller, Delivery, NewPerson, NewPersonAnswer, NewSchedule, NotifyTarget,
     PersonView, Role, RunRecord, RunVerdict, Schedule, StartRun, StopState,
 };
-use crate::notify::{self, event, Mailer, Notice};
+use crate::notify::{self, event, Notice, Notifier};
 use crate::now_ms;
 use crate::state::{Person, State, StateError};
 
@@ -52,6 +52,8 @@ pub const TEXT_BYTES_MAX: usize = 512;
 pub const NOTIFY_BEFORE_SECS_MAX: u64 = 366 * 86_400;
 /// Notification file written beside a run's report.
 pub const NOTIFICATIONS_FILE: &str = "notifications.json";
+/// How often a running drill's progress file is read for the phases it entered.
+pub const PROGRESS_POLL: Duration = Duration::from_millis(250);
 /// The actor of what the calendar does by itself.
 pub const CALENDAR_ACTOR: &str = "drill-service";
 
@@ -72,7 +74,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The `maildr` executable drills run as.
     pub exe: PathBuf,
-    pub mailer: Mailer,
+    pub notifier: Notifier,
 }
 
 /// Why an operation was not done. Nothing changed.
@@ -537,6 +539,8 @@ impl Service {
             reason: run.reason.clone(),
             detail: run.detail.clone(),
             report_path: run.report_path.clone(),
+            phase: None,
+            step: None,
         }
     }
 
@@ -545,7 +549,7 @@ impl Service {
         if targets.is_empty() {
             return;
         }
-        let deliveries = notify::deliver_all(&self.config.mailer, targets, &notice, now_ms).await;
+        let deliveries = notify::deliver_all(&self.config.notifier, targets, &notice, now_ms).await;
         self.record(CALENDAR_ACTOR, "notified", json!({ "run_id": run_id, "event": notice.event,
             "delivered": deliveries.iter().filter(|d| d.ok).count(), "failed": deliveries.iter().filter(|d| !d.ok).count() }));
         let mut state = self.lock();
@@ -570,7 +574,7 @@ impl Service {
         if let Some(run) = started {
             self.notify_run(&run_id, &launch.notify, self.notice(event::STARTED, &run)).await;
         }
-        let exit = child::wait(&mut child).await;
+        let exit = self.wait_telling_phases(&run_id, &mut child, &launch.notify).await;
         let outcome = child::outcome(&child::run_dir(&self.config.data_dir, &run_id), &exit);
         let finished = {
             let mut state = self.lock();
@@ -590,6 +594,56 @@ impl Service {
         );
         let event = if finished.verdict == RunVerdict::Aborted { event::ABORTED } else { event::FINISHED };
         self.notify_run(&run_id, &launch.notify, self.notice(event, &finished)).await;
+    }
+
+    /// Wait for the drill to end (see [`child::wait`]) while telling `targets`
+    /// each phase it enters, in order, as its progress file shows them; the
+    /// phases entered just before it ended are told before this returns, so
+    /// they come before the end's notice.
+    async fn wait_telling_phases(
+        &self,
+        run_id: &str,
+        child: &mut tokio::process::Child,
+        targets: &[NotifyTarget],
+    ) -> String {
+        if targets.is_empty() {
+            return child::wait(child).await;
+        }
+        let file = child::run_dir(&self.config.data_dir, run_id).join(maildr_drill::progress::FILE_NAME);
+        let mut watch = PhaseWatch { file, told: 0, unreadable: false };
+        let wait = child::wait(child);
+        tokio::pin!(wait);
+        let exit = loop {
+            tokio::select! {
+                exit = &mut wait => break exit,
+                _ = tokio::time::sleep(PROGRESS_POLL) => self.tell_phases(run_id, targets, &mut watch).await,
+            }
+        };
+        self.tell_phases(run_id, targets, &mut watch).await;
+        exit
+    }
+
+    /// Tell `targets` of the phases in the progress file not told yet.
+    async fn tell_phases(&self, run_id: &str, targets: &[NotifyTarget], watch: &mut PhaseWatch) {
+        let progress = match maildr_drill::progress::Progress::read(&watch.file) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                // Said once, not at every look.
+                if !std::mem::replace(&mut watch.unreadable, true) {
+                    tracing::warn!(error = %e, run_id, "a drill's progress file is unreadable");
+                }
+                return;
+            }
+        };
+        let Some(run) = self.lock().runs.iter().find(|r| r.id == run_id).cloned() else { return };
+        for entered in progress.phases.iter().skip(watch.told) {
+            let mut notice = self.notice(event::PHASE, &run);
+            notice.phase = Some(entered.phase);
+            notice.step = Some(entered.step.clone());
+            self.notify_run(run_id, targets, notice).await;
+            watch.told += 1;
+        }
     }
 
     // -------------------------------------------------------- global stop
@@ -776,9 +830,11 @@ impl Service {
             reason: None,
             detail: (schedule.approvals > 0).then(|| format!("needs {} approval(s)", schedule.approvals)),
             report_path: None,
+            phase: None,
+            step: None,
         };
         self.own(tokio::spawn(async move {
-            let deliveries = notify::deliver_all(&me.config.mailer, &schedule.notify, &notice, now_ms).await;
+            let deliveries = notify::deliver_all(&me.config.notifier, &schedule.notify, &notice, now_ms).await;
             let mut state = me.lock();
             // Kept until the run comes due (then moved into its record).
             if state.schedules.iter().any(|s| s.id == schedule.id) {
@@ -812,6 +868,16 @@ impl Service {
         drop(state);
         self.record(CALENDAR_ACTOR, "service_stopped", json!({ "interrupted_drills": pids }));
     }
+}
+
+/// How far the phases of a running drill have been told.
+struct PhaseWatch {
+    /// The drill's progress file.
+    file: PathBuf,
+    /// Phase entries told so far (the file's first ones).
+    told: usize,
+    /// Whether the file was found unreadable (said once).
+    unreadable: bool,
 }
 
 /// A run about to start.

@@ -17,6 +17,8 @@
 //! - `archive`: reports kept under the drill data directory, and the history.
 //! - `readiness`: the gate before every fault (can the deployment take it now?).
 //! - `guard`: one drill at a time per data directory, and the global stop.
+//! - `progress`: the phases a running drill entered, in a file a supervisor (the
+//!   drill service) watches.
 
 pub mod approval;
 pub mod archive;
@@ -25,6 +27,7 @@ pub mod flow;
 pub mod guard;
 pub mod measure;
 pub mod plan;
+pub mod progress;
 pub mod readiness;
 pub mod render;
 pub mod report;

@@ -85,6 +85,9 @@ pub struct Live {
 pub type Confirm = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 /// Appends one record to the audit log: (action, detail).
 pub type Audit = Arc<dyn Fn(&str, Value) + Send + Sync>;
+/// Told when the drill enters a phase, with the step that enters it. Called on
+/// the drill's task: it must not block (writing a small file is the most).
+pub type PhaseHook = Arc<dyn Fn(Phase, &str) + Send + Sync>;
 
 pub struct RunOptions {
     pub drill_id: String,
@@ -94,6 +97,8 @@ pub struct RunOptions {
     /// Becomes true on Ctrl-C.
     pub interrupt: watch::Receiver<bool>,
     pub live: Arc<Mutex<Live>>,
+    /// Told each time the live phase changes (see [`crate::progress`]).
+    pub on_phase: Option<PhaseHook>,
     /// The global stop file (see [`crate::guard`]): while it exists no fault is
     /// injected, and a running drill aborts when it appears.
     pub stop_file: Option<std::path::PathBuf>,
@@ -549,13 +554,21 @@ impl Run<'_> {
         self.findings.push(Finding { severity, phase, title: title.into(), evidence });
     }
 
+    /// Show `phase` and `step`; a change of phase is told to the phase hook.
     fn set_live(&self, phase: Option<Phase>, step: &str) {
         let counters = self.flows.as_ref().map(Flows::counters);
-        let mut live = self.opts.live.lock().expect("live lock");
-        live.phase = phase;
-        live.step = step.to_string();
-        if let Some(c) = counters {
-            live.counters = c;
+        let entered = {
+            let mut live = self.opts.live.lock().expect("live lock");
+            let entered = phase.filter(|p| live.phase != Some(*p));
+            live.phase = phase;
+            live.step = step.to_string();
+            if let Some(c) = counters {
+                live.counters = c;
+            }
+            entered
+        };
+        if let (Some(phase), Some(hook)) = (entered, &self.opts.on_phase) {
+            hook(phase, step);
         }
     }
 

@@ -17,6 +17,7 @@ use clap::{Args, Subcommand};
 use maildr_drill::archive::{self, Archive};
 use maildr_drill::audit::{AuditEvent, AuditLog};
 use maildr_drill::plan::{Plan, PlanSource, StepKind, TargetSpec};
+use maildr_drill::progress::Progress;
 use maildr_drill::render::Lang;
 use maildr_drill::report::{Report, Verdict};
 use maildr_drill::runner::{self, Live, RunOptions};
@@ -76,6 +77,11 @@ pub enum DrillAction {
         /// `lang`, else en). report.json is the same in every language.
         #[arg(long, value_name = "zh|en")]
         lang: Option<Lang>,
+        /// Keep the phases the drill enters, in order, in FILE (JSON, replaced
+        /// atomically at each one): how a supervisor such as the drill service
+        /// follows the drill.
+        #[arg(long, value_name = "FILE")]
+        progress: Option<PathBuf>,
     },
     /// Render a drill's report.json again, in a language: report.md, report.html
     /// and report.json (unchanged) into --out. The archive is never written.
@@ -167,18 +173,27 @@ pub enum AuditAction {
 pub fn run(action: DrillAction) -> i32 {
     crate::init_logging("warn");
     let result = match action {
-        DrillAction::Run { scenario, lab_dir, net, report_dir, data, confirm_manual, lab_without_steering, lang } => {
-            run_drill(
-                &scenario,
-                &lab_dir,
-                &net,
-                report_dir.as_deref(),
-                &data.data_dir,
-                confirm_manual,
-                lab_without_steering,
-                lang,
-            )
-        }
+        DrillAction::Run {
+            scenario,
+            lab_dir,
+            net,
+            report_dir,
+            data,
+            confirm_manual,
+            lab_without_steering,
+            lang,
+            progress,
+        } => run_drill(
+            &scenario,
+            &lab_dir,
+            &net,
+            report_dir.as_deref(),
+            &data.data_dir,
+            confirm_manual,
+            lab_without_steering,
+            lang,
+            progress,
+        ),
         DrillAction::Report { drill_id, json, lang, out, data } => {
             render_again(drill_id.as_deref(), json.as_deref(), lang, &out, &data.data_dir).map(|_| 0)
         }
@@ -505,6 +520,7 @@ fn run_drill(
     confirm_manual: Option<String>,
     lab_without_steering: bool,
     lang: Option<Lang>,
+    progress_file: Option<PathBuf>,
 ) -> Result<i32> {
     let (source, plan) = load_plan(scenario)?;
     let lang = lang.unwrap_or(plan.lang);
@@ -624,6 +640,7 @@ fn run_drill(
             audit: audit_fn,
             interrupt,
             live: live.clone(),
+            on_phase: progress_file.map(|path| phase_hook(&id, path)),
             stop_file: Some(data_dir.join(guard::STOP_FILE)),
             other_drill: other_drill.clone(),
         };
@@ -657,6 +674,25 @@ fn run_drill(
     Ok(match report.verdict {
         Verdict::Passed => 0,
         Verdict::Failed | Verdict::Aborted => 1,
+    })
+}
+
+/// Keep each phase entered in `path` (`--progress`); a failed write is said
+/// once on stderr and the drill goes on.
+fn phase_hook(drill_id: &str, path: PathBuf) -> runner::PhaseHook {
+    let progress = Mutex::new((Progress::new(drill_id), false));
+    Arc::new(move |phase, step| {
+        let mut guard = progress.lock().expect("progress lock");
+        let (progress, warned) = &mut *guard;
+        if !progress.enter(phase, step, maildr_drill::flow::now_ms()) {
+            return;
+        }
+        if let Err(e) = progress.write(&path) {
+            if !*warned {
+                note!("warning: the progress file {} could not be written: {e}", path.display());
+                *warned = true;
+            }
+        }
     })
 }
 

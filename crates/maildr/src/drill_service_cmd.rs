@@ -47,6 +47,10 @@ pub enum ServiceAction {
         /// Sender of e-mail notifications.
         #[arg(long, default_value = "drill-service@localhost")]
         smtp_from: String,
+        /// Also trust the CA certificates in FILE (PEM) for https:// webhooks,
+        /// besides the system's roots: a private CA of your network.
+        #[arg(long, value_name = "FILE")]
+        webhook_ca: Option<PathBuf>,
     },
     /// People of the drill service and their roles (admin).
     User {
@@ -186,8 +190,12 @@ pub fn run(action: ServiceAction) -> i32 {
 
 fn dispatch(action: ServiceAction) -> Result<i32> {
     match action {
-        ServiceAction::Serve { data_dir, listen, smtp_relay, smtp_from } => {
-            serve(data_dir, listen, smtp_relay, smtp_from)
+        ServiceAction::Serve { data_dir, listen, smtp_relay, smtp_from, webhook_ca } => {
+            let notifier = notify::Notifier {
+                mailer: notify::Mailer { relay: smtp_relay, from: smtp_from },
+                webhooks: webhook_client(webhook_ca.as_deref())?,
+            };
+            serve(data_dir, listen, notifier)
         }
         ServiceAction::User { action } => user(action),
         ServiceAction::Schedule { action } => schedule(action),
@@ -219,11 +227,32 @@ fn dispatch(action: ServiceAction) -> Result<i32> {
     }
 }
 
-fn serve(data_dir: PathBuf, listen: SocketAddr, smtp_relay: Option<String>, smtp_from: String) -> Result<i32> {
+/// The webhook client, trusting `--webhook-ca`'s certificates too.
+fn webhook_client(ca: Option<&Path>) -> Result<notify::WebhookClient> {
+    let pem = match ca {
+        Some(path) => {
+            use std::io::Read;
+            let mut pem = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(notify::CA_FILE_BYTES_MAX + 1).read_to_end(&mut pem))
+                .with_context(|| format!("--webhook-ca {}", path.display()))?;
+            if pem.len() as u64 > notify::CA_FILE_BYTES_MAX {
+                bail!("--webhook-ca {}: larger than {} bytes", path.display(), notify::CA_FILE_BYTES_MAX);
+            }
+            Some(pem)
+        }
+        None => None,
+    };
+    notify::WebhookClient::new(pem.as_deref()).map_err(|e| match ca {
+        Some(path) => anyhow::anyhow!("--webhook-ca {}: {e}", path.display()),
+        None => anyhow::anyhow!("the webhook client: {e}"),
+    })
+}
+
+fn serve(data_dir: PathBuf, listen: SocketAddr, notifier: notify::Notifier) -> Result<i32> {
     let exe = std::env::current_exe().context("finding the maildr binary")?;
     let data_dir = std::path::absolute(&data_dir).context("resolving --data-dir")?;
-    let config =
-        Config { data_dir: data_dir.clone(), exe, mailer: notify::Mailer { relay: smtp_relay, from: smtp_from } };
+    let config = Config { data_dir: data_dir.clone(), exe, notifier };
     crate::runtime()?.block_on(async move {
         let (service, admin_token) = Service::open(config).map_err(anyhow::Error::msg)?;
         let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
@@ -256,6 +285,9 @@ fn serve(data_dir: PathBuf, listen: SocketAddr, smtp_relay: Option<String>, smtp
 
 fn api(conn: &Conn) -> Result<JsonApi> {
     let url = notify::HttpUrl::parse(&conn.service).map_err(|e| anyhow::anyhow!("--service: {e}"))?;
+    if url.tls {
+        bail!("--service {}: the drill service speaks plain http://", conn.service);
+    }
     if url.path != "/" {
         bail!("--service {}: give the service's root URL (http://HOST:PORT)", conn.service);
     }

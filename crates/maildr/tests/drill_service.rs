@@ -1,11 +1,17 @@
 //! The drill service as a user meets it: `maildr drill serve` on loopback, people
 //! with roles added through the CLI, a schedule due within a minute that runs a
 //! real (short) drill against a lab as a child process, a webhook receiver and an
-//! SMTP receiver (real servers in this test) that get the start and end
-//! notices, a schedule in a blackout skipped and recorded, a schedule without its
-//! approvals not run and recorded, runs due while the service was down recorded
-//! as missed, and tokens whose role does not allow a request refused with 403
-//! and nothing changed.
+//! SMTP receiver (real servers in this test) that get the start, each phase in
+//! order, and the end, an https webhook receiver whose certificate is trusted
+//! through `--webhook-ca` and one whose certificate is not (a failed delivery,
+//! recorded), a schedule in a blackout skipped and recorded, a schedule without
+//! its approvals not run and recorded, runs due while the service was down
+//! recorded as missed, and tokens whose role does not allow a request refused
+//! with 403 and nothing changed.
+
+// A harness whose setup fails is a failed test: its helpers unwrap like the tests
+// (clippy's allow-unwrap-in-tests covers only the `#[test]` functions).
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -14,6 +20,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::lab::{maildr, Lab, ONE_LAB_AT_A_TIME};
@@ -37,9 +44,50 @@ fn webhook_receiver() -> (String, Receiver<(String, Value)>) {
     (addr, rx)
 }
 
-fn serve_http(mut stream: TcpStream, tx: &Sender<(String, Value)>) -> std::io::Result<()> {
+/// An https webhook receiver on 127.0.0.1 with a certificate for 127.0.0.1
+/// issued by a CA of its own: its address, the CA's PEM, and every POST.
+fn tls_webhook_receiver() -> (String, String, Receiver<(String, Value)>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "drill service test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+    let der_key = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], der_key)
+        .unwrap();
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(CONNECTIONS_MAX) {
+            let Ok(stream) = stream else { continue };
+            let Ok(connection) = rustls::ServerConnection::new(config.clone()) else { continue };
+            if stream.set_read_timeout(Some(Duration::from_secs(10))).is_err() {
+                continue;
+            }
+            // A client that does not trust the certificate ends the handshake: nothing is received.
+            let _ = answer_http(rustls::StreamOwned::new(connection, stream), &tx);
+        }
+    });
+    (addr, ca.pem(), rx)
+}
+
+fn serve_http(stream: TcpStream, tx: &Sender<(String, Value)>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    answer_http(stream, tx)
+}
+
+/// Read one POST and answer 200.
+fn answer_http<S: Read + Write>(stream: S, tx: &Sender<(String, Value)>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     let mut length = 0usize;
@@ -59,9 +107,11 @@ fn serve_http(mut stream: TcpStream, tx: &Sender<(String, Value)>) -> std::io::R
     reader.read_exact(&mut body)?;
     let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
     let _ = tx.send((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+    let stream = reader.get_mut();
     stream.write_all(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-    )
+    )?;
+    stream.flush()
 }
 
 /// An SMTP receiver: the DATA of every message, answered 250.
@@ -135,10 +185,12 @@ struct ServiceProcess {
     first_lines: Vec<String>,
 }
 
-fn start_service(data_dir: &Path, smtp: &str) -> ServiceProcess {
+fn start_service(data_dir: &Path, smtp: &str, webhook_ca: &Path) -> ServiceProcess {
     let mut child: Child = maildr()
         .args(["drill", "serve", "--listen", "127.0.0.1:0", "--smtp-relay", smtp, "--data-dir"])
         .arg(data_dir)
+        .arg("--webhook-ca")
+        .arg(webhook_ca)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -316,6 +368,26 @@ fn roles_are_enforced(svc: &ServiceProcess, admin: &str, viewer: &str, operator:
     svc.cli_ok(operator, &["schedule", "remove", &gated]);
 }
 
+/// A skipped run's three deliveries: over http, over https to the receiver the
+/// service trusts through `--webhook-ca`, and over https to one it does not
+/// trust (failed, the certificate named, no secret recorded).
+fn https_deliveries_are_verified(run: &Value, trusted: &str, untrusted: &str) {
+    let notes = run["notifications"].as_array().unwrap();
+    let to = |addr: &str| notes.iter().find(|n| n["to"].as_str().is_some_and(|t| t.contains(addr))).cloned();
+    let ok = to(trusted).unwrap_or_else(|| panic!("a delivery to {trusted}: {run:#}"));
+    assert_eq!(
+        (ok["ok"].as_bool(), ok["to"].as_str()),
+        (Some(true), Some(format!("https://{trusted}/tls-hook").as_str())),
+        "{ok}"
+    );
+    let failed = to(untrusted).unwrap_or_else(|| panic!("a delivery to {untrusted}: {run:#}"));
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert_eq!(failed["ok"], false, "{failed}");
+    assert!(error.contains("certificate"), "the error names the certificate: {failed}");
+    assert_eq!(failed["to"], format!("https://{untrusted}/…"));
+    assert!(notes.iter().all(|n| !n.to_string().contains("SECRET")), "{run:#}");
+}
+
 #[test]
 fn the_drill_service_runs_due_drills_notifies_skips_what_it_must_and_enforces_roles() {
     let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
@@ -325,8 +397,13 @@ fn the_drill_service_runs_due_drills_notifies_skips_what_it_must_and_enforces_ro
     let plan = plan_path.display().to_string();
     let (hook_addr, hooks) = webhook_receiver();
     let (smtp_addr, mails) = smtp_receiver();
+    // Two https receivers: one whose CA the service is given, one whose CA it is not.
+    let (tls_addr, tls_ca, tls_hooks) = tls_webhook_receiver();
+    let (untrusted_addr, _, untrusted_hooks) = tls_webhook_receiver();
+    let ca_file = work.path().join("webhook-ca.pem");
+    std::fs::write(&ca_file, &tls_ca).unwrap();
     let data_dir: PathBuf = work.path().join("service");
-    let svc = start_service(&data_dir, &smtp_addr);
+    let svc = start_service(&data_dir, &smtp_addr, &ca_file);
 
     // First start: the admin's token, printed once and kept with mode 0600.
     let admin_line = svc.first_lines.iter().find_map(|l| l.strip_prefix("admin token: ")).expect("the admin token");
@@ -350,22 +427,47 @@ fn the_drill_service_runs_due_drills_notifies_skips_what_it_must_and_enforces_ro
     roles_are_enforced(&svc, &admin, &viewer, &operator, &approver, &plan);
 
     // A blackout around now, and a schedule needing an approval it does not have:
-    // both due every two seconds, both skipped and recorded, the second notified.
+    // both due every two seconds, both skipped and recorded, the second notified
+    // (over http, and over https to a trusted and an untrusted receiver).
     let hook = format!("webhook=http://{hook_addr}/hook?token=SECRET");
+    let tls_hook = format!("webhook=https://{tls_addr}/tls-hook?token=SECRET");
+    let untrusted_hook = format!("slack=https://{untrusted_addr}/services/T/B/SECRET");
     let now = now_secs();
     let blackout = format!("{}/{}", rfc3339(now - 3600), rfc3339(now + 3600));
     let blacked =
         svc.cli_ok(&operator, &["schedule", "add", &plan, "--cron", "*/2 * * * * *", "--blackout", &blackout]);
     let gated = svc.cli_ok(
         &operator,
-        &["schedule", "add", &plan, "--cron", "*/2 * * * * *", "--approvals", "1", "--notify", &hook],
+        &[
+            "schedule",
+            "add",
+            &plan,
+            "--cron",
+            "*/2 * * * * *",
+            "--approvals",
+            "1",
+            "--notify",
+            &hook,
+            "--notify",
+            &tls_hook,
+            "--notify",
+            &untrusted_hook,
+        ],
     );
     let within = Duration::from_secs(20);
     let b = svc.wait_run(&viewer, within, |r| r["schedule_id"] == blacked.as_str());
     assert_eq!((b["verdict"].as_str(), b["reason"].as_str()), (Some("skipped"), Some("blackout")), "{b}");
-    let g = svc.wait_run(&viewer, within, |r| r["schedule_id"] == gated.as_str());
+    let g = svc.wait_run(&viewer, within, |r| {
+        r["schedule_id"] == gated.as_str() && r["notifications"].as_array().is_some_and(|n| n.len() == 3)
+    });
     assert_eq!((g["verdict"].as_str(), g["reason"].as_str()), (Some("skipped"), Some("no_approvals")), "{g}");
     svc.cli_ok(&operator, &["schedule", "remove", &blacked]);
+    https_deliveries_are_verified(&g, &tls_addr, &untrusted_addr);
+    let mut tls_seen = Vec::new();
+    let told = gather(&tls_hooks, &mut tls_seen, within, |s| s.iter().any(|(_, b)| b["event"] == "skipped"));
+    assert!(told, "the https receiver whose CA the service trusts got the notice: {tls_seen:?}");
+    assert_eq!(tls_seen[0].0, "/tls-hook?token=SECRET");
+    assert!(untrusted_hooks.try_recv().is_err(), "nothing was posted to the untrusted receiver");
     svc.cli_ok(&operator, &["schedule", "remove", &gated]);
     let mut seen = Vec::new();
     let told = gather(&hooks, &mut seen, within, |s| s.iter().any(|(_, b)| b["event"] == "skipped"));
@@ -409,11 +511,31 @@ fn the_drill_service_runs_due_drills_notifies_skips_what_it_must_and_enforces_ro
     assert!(Path::new(report).exists(), "{report}");
     assert!(done["drill_id"].as_str().is_some());
 
-    // The webhook and the SMTP receiver got the start and the end, with the verdict and the report.
+    // The webhook and the SMTP receiver got the start, each phase in order, and
+    // the end, with the verdict and the report.
     let of_run = |s: &[(String, Value)], event: &str| {
         s.iter().any(|(_, b)| b["run_id"] == run_id.as_str() && b["event"] == event)
     };
     assert!(gather(&hooks, &mut seen, within, |s| of_run(s, "started") && of_run(s, "finished")), "{seen:#?}");
+    let told: Vec<&str> = seen
+        .iter()
+        .filter(|(_, b)| b["run_id"] == run_id.as_str())
+        .map(
+            |(_, b)| {
+                if b["event"] == "phase" {
+                    b["phase"].as_str().unwrap_or("?")
+                } else {
+                    b["event"].as_str().unwrap()
+                }
+            },
+        )
+        .collect();
+    // PLAN: the steady state and the DNS fault (confirm), the wait (verify), the
+    // rollback and the drain (review).
+    assert_eq!(told, ["started", "confirm", "verify", "review", "finished"], "{seen:#?}");
+    let (_, confirm) = seen.iter().find(|(_, b)| b["run_id"] == run_id.as_str() && b["phase"] == "confirm").unwrap();
+    assert_eq!(confirm["step"], "checking the steady state");
+    assert!(confirm["text"].as_str().unwrap().contains("entered phase 1. Event confirmation"), "{confirm}");
     let (_, end) = seen.iter().find(|(_, b)| b["run_id"] == run_id.as_str() && b["event"] == "finished").unwrap();
     assert_eq!(end["verdict"], "passed");
     assert_eq!(end["report_path"].as_str(), Some(report));
@@ -423,16 +545,25 @@ fn the_drill_service_runs_due_drills_notifies_skips_what_it_must_and_enforces_ro
     });
     assert!(both, "the SMTP receiver got the start and the end: {mail:#?}");
     assert!(mail.iter().all(|d| d.contains("To: ops@example.test")), "{mail:#?}");
-    // Each delivery is recorded in the run and beside its report.
+    // Each delivery is recorded in the run and beside its report: two targets,
+    // five notices each (started, three phases, finished).
     let notes = svc.wait_run(&viewer, within, |r| {
-        r["id"] == run_id.as_str() && r["notifications"].as_array().is_some_and(|n| n.len() == 4)
+        r["id"] == run_id.as_str() && r["notifications"].as_array().is_some_and(|n| n.len() == 10)
     });
+    let phases: Vec<&str> = notes["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["channel"] == "webhook")
+        .filter_map(|n| n["phase"].as_str())
+        .collect();
+    assert_eq!(phases, ["confirm", "verify", "review"], "{notes:#}");
     for n in notes["notifications"].as_array().unwrap() {
         assert_eq!(n["ok"], true, "{n}");
         assert!(!n["to"].as_str().unwrap().contains("SECRET"), "{n}");
     }
     let file: Value = serde_json::from_slice(&std::fs::read(run_dir.join("notifications.json")).unwrap()).unwrap();
-    assert_eq!(file.as_array().map(Vec::len), Some(4));
+    assert_eq!(file.as_array().map(Vec::len), Some(10));
 
     // History and trend read the archived report.
     let history = svc.get(&viewer, "/history");
@@ -455,7 +586,7 @@ fn the_drill_service_runs_due_drills_notifies_skips_what_it_must_and_enforces_ro
     svc.wait_run(&viewer, within, |r| r["schedule_id"] == idle.as_str());
     svc.stop();
     std::thread::sleep(Duration::from_secs(9));
-    let svc = start_service(&data_dir, &smtp_addr);
+    let svc = start_service(&data_dir, &smtp_addr, &ca_file);
     assert!(svc.first_lines.iter().all(|l| !l.contains("admin token")), "a token is shown on first start only");
     let missed = svc.wait_run(&viewer, within, |r| r["schedule_id"] == idle.as_str() && r["reason"] == "missed");
     assert_eq!(missed["verdict"], "skipped");
