@@ -17,6 +17,8 @@
 //! - `archive`: reports kept under the drill data directory, and the history.
 //! - `readiness`: the gate before every fault (can the deployment take it now?).
 //! - `guard`: one drill at a time per data directory, and the global stop.
+//! - `tabletop`: a plan walked through by people in their roles, nothing
+//!   touched; their acknowledgements and decisions timed and graded.
 
 pub mod approval;
 pub mod archive;
@@ -30,4 +32,5 @@ pub mod render;
 pub mod report;
 pub mod runner;
 pub mod scenarios;
+pub mod tabletop;
 pub mod target;
