@@ -66,7 +66,10 @@ pub fn read(drills_dir: &Path) -> HistoryView {
         }
     };
     let mut by_scenario: BTreeMap<String, Vec<HistoryPoint>> = BTreeMap::new();
-    for row in rows.iter().take(DRILLS_MAX) {
+    // A tabletop exercise measured nothing: it is neither a point of the trend
+    // nor a regression of the drill before it.
+    let drills = rows.iter().filter(|r| r.mode != Some(maildr_drill::report::DrillMode::Tabletop));
+    for row in drills.take(DRILLS_MAX) {
         let path = row.dir.join(maildr_drill::archive::JSON_FILE);
         let mut bytes = Vec::new();
         let read = std::fs::File::open(&path)
@@ -310,5 +313,37 @@ mod tests {
         assert!(!html.contains("d2<script>"));
         assert!(html.contains("fill=\"#c00\""));
         assert!(html.contains("<svg") && html.contains("<polyline"));
+    }
+
+    #[test]
+    fn a_tabletop_exercise_is_neither_a_point_nor_a_regression() {
+        let dir = tempfile::tempdir().unwrap();
+        let report = |id: &str, at: u64, mode: Option<&str>| {
+            let mut r = serde_json::json!({
+                "drill_id": id, "plan": { "name": "site-outage", "sha256": "ab" }, "verdict": "passed",
+                "started_at_ms": at, "finished_at_ms": at + 1,
+                "rto": { "fault_at_ms": null, "detect_ms": null, "elect_ms": null, "dns_committed_ms": null,
+                         "dns_served_ms": null, "first_smtp_ok_ms": null, "first_imap_ok_ms": null,
+                         "total_ms": if mode.is_some() { None } else { Some(9_000) } },
+                "rpo": { "acknowledged": 10, "lost": 0, "deferred": 0 },
+            });
+            if let Some(mode) = mode {
+                r["mode"] = mode.into();
+            }
+            let d = dir.path().join("reports").join(id);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("report.json"), r.to_string()).unwrap();
+        };
+        report("d1", 1_000, None);
+        report("t2", 2_000, Some("tabletop"));
+        let view = read(dir.path());
+        assert!(view.unreadable.is_empty(), "{:?}", view.unreadable);
+        let runs = &view.scenarios[0].runs;
+        assert_eq!(runs.iter().map(|r| r.drill_id.as_str()).collect::<Vec<_>>(), ["d1"]);
+        report("d3", 3_000, None);
+        let view = read(dir.path());
+        let runs = &view.scenarios[0].runs;
+        assert_eq!(runs.len(), 2);
+        assert!(runs[1].regressions.is_empty(), "compared with d1, not the tabletop: {:?}", runs[1].regressions);
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::render::{self, Lang};
-use crate::report::{Report, Verdict};
+use crate::report::{DrillMode, Report, Verdict};
 
 /// The directory under the data directory that holds one directory per drill.
 pub const REPORTS_DIR: &str = "reports";
@@ -62,6 +62,10 @@ pub struct HistoryRow {
     pub rpo_lost: u64,
     pub deferred: u64,
     pub dir: PathBuf,
+    /// `tabletop` for a tabletop exercise (its RTO and RPO are not measured:
+    /// `rto_total_ms` is `None`); absent for a drill.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DrillMode>,
 }
 
 /// An archive entry the history could not read.
@@ -180,6 +184,7 @@ impl Archive {
                     rpo_lost: f.rpo.lost,
                     deferred: f.rpo.deferred,
                     dir,
+                    mode: f.mode,
                 }),
                 Err(ReadError::Missing) => {
                     history.skipped.push(SkippedEntry { dir, reason: format!("no {JSON_FILE} (an interrupted save?)") })
@@ -278,6 +283,8 @@ struct HistoryFields {
     finished_at_ms: u64,
     rto: RtoFields,
     rpo: RpoFields,
+    #[serde(default)]
+    mode: Option<DrillMode>,
 }
 
 #[derive(Deserialize)]

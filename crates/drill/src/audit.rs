@@ -46,6 +46,8 @@ pub mod action {
     pub const FAULT: &str = "fault";
     pub const RESTORE: &str = "restore";
     pub const MANUAL_CONFIRMED: &str = "manual_confirmed";
+    /// A tabletop step acknowledged; its actor is the participant.
+    pub const TABLETOP_ACKNOWLEDGED: &str = "tabletop_acknowledged";
     pub const ROLLBACK: &str = "rollback";
     pub const DRILL_FINISHED: &str = "drill_finished";
     pub const REPORT_ARCHIVED: &str = "report_archived";

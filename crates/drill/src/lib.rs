@@ -19,6 +19,8 @@
 //! - `guard`: one drill at a time per data directory, and the global stop.
 //! - `progress`: the phases a running drill entered, in a file a supervisor (the
 //!   drill service) watches.
+//! - `tabletop`: a plan walked through by people in their roles, nothing
+//!   touched; their acknowledgements and decisions timed and graded.
 
 pub mod approval;
 pub mod archive;
@@ -33,4 +35,5 @@ pub mod render;
 pub mod report;
 pub mod runner;
 pub mod scenarios;
+pub mod tabletop;
 pub mod target;

@@ -352,9 +352,17 @@ pub struct Step {
     /// What the step is for, in the report.
     pub name: String,
     pub kind: StepKind,
+    /// Who in the incident team answers for the step (a tabletop exercise
+    /// presents it to them); `None`: the phase's default, [`Role::default_for`].
+    pub role: Option<Role>,
 }
 
 impl Step {
+    /// The role responsible for the step: its own, or its phase's default.
+    pub fn responsible_role(&self) -> Role {
+        self.role.clone().unwrap_or_else(|| Role::default_for(self.phase))
+    }
+
     pub fn describe(&self) -> String {
         match &self.kind {
             StepKind::Fault(a) => a.describe(),
@@ -365,6 +373,114 @@ impl Step {
             StepKind::Manual { prompt } => format!("operator confirms: {prompt}"),
         }
     }
+}
+
+/// Longest role name, in characters.
+pub const ROLE_CHARS_MAX: usize = 64;
+
+/// A part someone plays in the incident team (`incident-commander`,
+/// `mail-operator`, `dns-operator`, `communications`, ...). Written in a plan or
+/// on the command line in any of `incident commander`, `Incident-Commander` or
+/// `incident_commander`; kept as lower-case words joined by `-`, so the three
+/// are one role.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Role(String);
+
+impl Role {
+    /// Confirms the event, prepares resources and verifies service.
+    pub const MAIL_OPERATOR: &'static str = "mail-operator";
+    /// Decides the switchover and closes the incident.
+    pub const INCIDENT_COMMANDER: &'static str = "incident-commander";
+    /// Changes and checks the domain's records.
+    pub const DNS_OPERATOR: &'static str = "dns-operator";
+
+    pub fn parse(raw: &str) -> Result<Role, String> {
+        let words: Vec<&str> =
+            raw.split(|c: char| c.is_whitespace() || c == '-' || c == '_').filter(|w| !w.is_empty()).collect();
+        if words.is_empty() {
+            return Err(format!("{raw:?} is not a role: it is empty"));
+        }
+        if let Some(c) = words.iter().flat_map(|w| w.chars()).find(|c| !c.is_alphanumeric()) {
+            return Err(format!(
+                "{raw:?} is not a role: {c:?} is not a letter, a digit or a separator (space, '-', '_')"
+            ));
+        }
+        let role = words.join("-").to_lowercase();
+        if role.chars().count() > ROLE_CHARS_MAX {
+            return Err(format!("{raw:?} is not a role: longer than {ROLE_CHARS_MAX} characters"));
+        }
+        Ok(Role(role))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The role a step of `phase` falls to when the plan names none: the
+    /// incident commander decides and closes, the DNS operator changes DNS, the
+    /// mail operator does the rest.
+    pub fn default_for(phase: Phase) -> Role {
+        Role(
+            match phase {
+                Phase::Decide | Phase::Review => Role::INCIDENT_COMMANDER,
+                Phase::Dns => Role::DNS_OPERATOR,
+                Phase::Confirm | Phase::Prepare | Phase::Verify => Role::MAIL_OPERATOR,
+            }
+            .to_string(),
+        )
+    }
+}
+
+impl TryFrom<String> for Role {
+    type Error = String;
+    fn try_from(s: String) -> Result<Role, String> {
+        Role::parse(&s)
+    }
+}
+
+impl From<Role> for String {
+    fn from(r: Role) -> String {
+        r.0
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Most participants a tabletop exercise may have.
+pub const PARTICIPANTS_MAX: usize = 64;
+
+/// How a tabletop exercise of the plan runs (`[tabletop]`; `maildr drill run
+/// --tabletop`, `docs/drills.md`): no fault, the steps presented to people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TabletopSettings {
+    /// The people who usually take part and the role each holds;
+    /// `--participant NAME=ROLE` on the command line replaces the whole list.
+    pub participants: Vec<ParticipantSpec>,
+    /// How long a step other than a timed wait may take to be acknowledged and
+    /// decided (a timed wait has its own `timeout_ms`).
+    pub ack_within_ms: u64,
+}
+
+/// The acknowledgement budget of a step without a timeout of its own.
+pub const ACK_WITHIN_MS_DEFAULT: u64 = 5 * 60 * 1000;
+
+impl Default for TabletopSettings {
+    fn default() -> Self {
+        TabletopSettings { participants: Vec::new(), ack_within_ms: ACK_WITHIN_MS_DEFAULT }
+    }
+}
+
+/// One person and one role they hold (a person may be listed once per role).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParticipantSpec {
+    /// Trimmed, inner white space folded, printable (as an approver's name).
+    pub name: String,
+    pub role: Role,
 }
 
 /// The objectives the drill measures; each one absent is not judged.
@@ -614,6 +730,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     pub abort: AbortConditions,
     pub rollback: Vec<Step>,
+    /// How a tabletop exercise of this plan runs (`[tabletop]`).
+    pub tabletop: TabletopSettings,
 }
 
 /// The plan as it was read, for approvals and the report.
@@ -671,6 +789,24 @@ struct PlanFile {
     abort: AbortConditions,
     #[serde(default)]
     rollback: Vec<StepFile>,
+    #[serde(default)]
+    tabletop: TabletopFile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct TabletopFile {
+    #[serde(default)]
+    participants: Vec<ParticipantFile>,
+    #[serde(default)]
+    ack_within_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParticipantFile {
+    name: String,
+    role: Role,
 }
 
 /// A step as written: a phase, a name, and exactly one of `action`, `until`,
@@ -683,6 +819,8 @@ struct StepFile {
     timeout_ms: Option<u64>,
     #[serde(default)]
     manual: Option<String>,
+    #[serde(default)]
+    role: Option<Role>,
     #[serde(flatten)]
     rest: toml::Table,
 }
@@ -766,6 +904,7 @@ impl Plan {
             steps,
             abort: file.abort,
             rollback,
+            tabletop: tabletop_settings(&origin, file.tabletop)?,
         })
     }
 
@@ -794,6 +933,33 @@ impl Plan {
     }
 }
 
+fn tabletop_settings(origin: &str, file: TabletopFile) -> Result<TabletopSettings, PlanError> {
+    let field = |field: &str, detail: String| PlanError::Field { origin: origin.into(), field: field.into(), detail };
+    let ack_within_ms = file.ack_within_ms.unwrap_or(ACK_WITHIN_MS_DEFAULT);
+    if ack_within_ms == 0 || ack_within_ms > WAIT_TIMEOUT_MS_MAX {
+        return Err(field("tabletop.ack_within_ms", format!("must be between 1 and {WAIT_TIMEOUT_MS_MAX}")));
+    }
+    if file.participants.len() > PARTICIPANTS_MAX {
+        return Err(field("tabletop.participants", format!("at most {PARTICIPANTS_MAX} participants")));
+    }
+    let mut participants = Vec::with_capacity(file.participants.len());
+    for (i, p) in file.participants.into_iter().enumerate() {
+        let name = person_name(&p.name).map_err(|why| field(&format!("tabletop.participants[{}].name", i + 1), why))?;
+        participants.push(ParticipantSpec { name: name.as_str().to_string(), role: p.role });
+    }
+    Ok(TabletopSettings { participants, ack_within_ms })
+}
+
+/// A participant's name as it is recorded (the rules of an approver's name:
+/// trimmed, white space folded, printable, bounded), or why it is refused.
+pub fn person_name(raw: &str) -> Result<String, String> {
+    match crate::approval::ApproverName::parse(raw) {
+        Ok(name) => Ok(name.as_str().to_string()),
+        Err(crate::approval::ApprovalError::BadName { why, .. }) => Err(format!("name {raw:?} refused: {why}")),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
 fn convert_steps(origin: &str, steps: Vec<StepFile>, first_index: usize) -> Result<Vec<Step>, PlanError> {
     steps.into_iter().enumerate().map(|(i, s)| convert_step(origin, first_index + i + 1, s)).collect()
 }
@@ -811,7 +977,7 @@ fn convert_step(origin: &str, index: usize, s: StepFile) -> Result<Step, PlanErr
     let fields = || toml::Value::Table(s.rest.clone());
     let kind = if let Some(prompt) = &s.manual {
         if !s.rest.is_empty() || s.timeout_ms.is_some() {
-            return Err(err("a manual step takes only `phase`, `name` and `manual`".into()));
+            return Err(err("a manual step takes only `phase`, `name`, `role` and `manual`".into()));
         }
         if prompt.trim().is_empty() {
             return Err(err("`manual` must say what the operator confirms".into()));
@@ -855,7 +1021,7 @@ fn convert_step(origin: &str, index: usize, s: StepFile) -> Result<Step, PlanErr
         let check: Verification = fields().try_into().map_err(|e: toml::de::Error| err(e.to_string()))?;
         StepKind::Verify(check)
     };
-    Ok(Step { phase: s.phase, name: s.name, kind })
+    Ok(Step { phase: s.phase, name: s.name, kind, role: s.role })
 }
 
 #[cfg(test)]
@@ -916,6 +1082,49 @@ action = \"restore\"
         assert_eq!(plan.probes, ProbeSettings::default());
         assert!(!plan.needs_approval(), "the lab needs no approval");
         assert_eq!(plan.lang, Lang::En, "reports are in English unless the plan says otherwise");
+    }
+
+    #[test]
+    fn a_step_may_name_its_role_and_otherwise_falls_to_its_phase_default() {
+        let text = format!(
+            "{HEAD}
+[[steps]]
+phase = \"confirm\"
+name = \"users told\"
+manual = \"the users were told\"
+role = \"Communications\"
+[[steps]]
+phase = \"decide\"
+name = \"primary dies\"
+action = \"kill_site\"
+site = \"primary\"
+[[steps]]
+phase = \"dns\"
+name = \"dns\"
+until = \"dns_follows_primary\"
+timeout_ms = 1000
+role = \"incident commander\"
+"
+        );
+        let plan = Plan::parse(&src(&text)).unwrap();
+        let roles: Vec<String> = plan.steps.iter().map(|s| s.responsible_role().to_string()).collect();
+        assert_eq!(roles, ["communications", "incident-commander", "incident-commander"]);
+        assert_eq!(plan.steps[1].role, None);
+        assert_eq!(plan.tabletop, TabletopSettings::default());
+        let bad = format!("{HEAD}[[steps]]\nphase = \"decide\"\nname = \"x\"\naction = \"kill_site\"\nsite = \"bj\"\nrole = \"a/b\"\n");
+        let err = Plan::parse(&src(&bad)).unwrap_err().to_string();
+        assert!(err.contains("not a role"), "{err}");
+        for (tabletop, needle) in [
+            ("[tabletop]\nack_within_ms = 0\n", "tabletop.ack_within_ms"),
+            ("[[tabletop.participants]]\nname = \" \"\nrole = \"x\"\n", "tabletop.participants[1].name"),
+            ("[tabletop]\nseats = 3\n", "seats"),
+        ] {
+            let text = format!(
+                "{HEAD}{tabletop}[[steps]]\nphase = \"decide\"\nname = \"x\"\naction = \"kill_site\"\nsite = \"bj\"\n"
+            );
+            let err = Plan::parse(&src(&text)).unwrap_err().to_string();
+            assert!(err.contains(needle), "{tabletop} => {err}");
+        }
     }
 
     #[test]

@@ -280,6 +280,23 @@ pub struct Environment {
     pub os: String,
 }
 
+impl Environment {
+    /// Where this process runs (maildr version, host, OS), with no target yet.
+    pub fn here() -> Environment {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+        let os = read("/etc/os-release")
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+            .unwrap_or_else(|| std::env::consts::OS.to_string());
+        Environment {
+            maildr_version: env!("CARGO_PKG_VERSION").to_string(),
+            host: read("/etc/hostname").trim().to_string(),
+            os,
+            ..Environment::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SiteInfo {
     pub name: String,
@@ -323,6 +340,135 @@ pub struct Report {
     /// The client load and what it got before, during and after the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadReport>,
+    /// `tabletop` for a tabletop exercise; absent for a drill that injected
+    /// faults (whose report.json keeps the shape it always had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DrillMode>,
+    /// What a tabletop exercise recorded (with `mode: tabletop` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tabletop: Option<TabletopRecord>,
+}
+
+impl Report {
+    /// Whether the report is of a tabletop exercise (nothing was injected or
+    /// measured; the times are the participants').
+    pub fn is_tabletop(&self) -> bool {
+        self.mode == Some(DrillMode::Tabletop)
+    }
+}
+
+/// How a drill ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrillMode {
+    /// Faults injected into a target, recovery measured by clients (what a
+    /// report without `mode` is).
+    Live,
+    /// Nothing touched: each step presented to people in their roles, their
+    /// acknowledgements and decisions timed (`maildr drill run --tabletop`).
+    Tabletop,
+}
+
+/// Where the times of a tabletop exercise come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExerciseClock {
+    /// The participants answered at a terminal; the times are the wall clock's.
+    Wall,
+    /// The answers came from a file; the times are the ones it states, so the
+    /// same file gives the same times.
+    Simulated,
+}
+
+/// Where a participant was named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantSource {
+    /// `--participant NAME=ROLE`.
+    CommandLine,
+    /// The plan's `[[tabletop.participants]]`.
+    Plan,
+}
+
+/// One person and one role they held in the exercise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    pub name: String,
+    pub role: String,
+    pub source: ParticipantSource,
+}
+
+/// One step as the participants handled it. Times are milliseconds after the
+/// exercise started, on its clock (`TabletopRecord::clock`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TabletopStep {
+    /// The step's index in `steps[]` (1-based, rollback steps after the steps).
+    pub index: usize,
+    pub phase: Phase,
+    pub name: String,
+    /// What the step would do in a drill, in words.
+    pub description: String,
+    pub rollback: bool,
+    /// The role responsible for the step (the plan's, or the phase's default).
+    pub role: String,
+    /// Whether the step needs a decision in words (a `decide` or a manual step).
+    pub decision_required: bool,
+    /// How long the step may take: a timed wait's `timeout_ms`, otherwise the
+    /// plan's `tabletop.ack_within_ms`.
+    pub budget_ms: u64,
+    /// Whether exceeding the budget fails the step (a timed wait, as it would in
+    /// a drill) rather than being a warning.
+    pub budget_binding: bool,
+    pub presented_ms: u64,
+    /// `None`: nobody holding the role acknowledged the step.
+    pub acknowledged_ms: Option<u64>,
+    pub decided_ms: Option<u64>,
+    pub acknowledged_by: Option<String>,
+    /// The decision or notes recorded (bounded); empty when none was.
+    pub decision: String,
+    /// Acknowledged and decided within `budget_ms` of being presented.
+    pub within_budget: bool,
+}
+
+/// When the exercise reached a recovery phase: the step that ends it (its
+/// decision) and the time after the first fault step was presented.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryMark {
+    /// The first step after the fault that ends the phase, when the plan has one.
+    pub step: Option<usize>,
+    /// `None`: the plan has no such step, or it was not acknowledged.
+    pub after_fault_ms: Option<u64>,
+}
+
+/// The recovery a tabletop exercise walked through, timed by its decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TabletopRecovery {
+    /// The first step that would interrupt service (else the first fault step).
+    pub fault_step: Option<usize>,
+    /// When it was presented (ms after the exercise started).
+    pub fault_presented_ms: Option<u64>,
+    /// A `new_primary` or `primary_is` wait decided.
+    pub elect: RecoveryMark,
+    /// A `dns_follows_primary` wait decided.
+    pub dns: RecoveryMark,
+    /// A `mail_flows` wait decided: what `rto_smtp_ms` and `rto_imap_ms` judge.
+    pub mail: RecoveryMark,
+    /// The latest of the three (`rto_total_ms` judges it).
+    pub total_ms: Option<u64>,
+}
+
+/// What a tabletop exercise recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TabletopRecord {
+    pub clock: ExerciseClock,
+    /// The answers file, when the answers came from one.
+    pub answers_file: Option<String>,
+    pub participants: Vec<Participant>,
+    pub steps: Vec<TabletopStep>,
+    pub recovery: TabletopRecovery,
+    /// The plan's objectives a tabletop cannot judge (nothing ran, so no mail
+    /// was counted and no latency measured).
+    pub not_graded: Vec<String>,
 }
 
 /// The load the drill put on the deployment, and what it got.

@@ -1827,6 +1827,8 @@ impl Run<'_> {
             confirmations: self.confirmations,
             environment: environment(self.target),
             load,
+            mode: None,
+            tabletop: None,
         }
     }
 
@@ -1950,11 +1952,6 @@ async fn read_tags_in(
 }
 
 fn environment(target: &Target) -> Environment {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let os = read("/etc/os-release")
-        .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
-        .unwrap_or_else(|| std::env::consts::OS.to_string());
     Environment {
         target: target.kind.to_string(),
         target_location: target.location.display().to_string(),
@@ -1964,8 +1961,6 @@ fn environment(target: &Target) -> Environment {
             .iter()
             .map(|s| SiteInfo { name: s.name.clone(), role: s.role.name().into(), address: s.ip.to_string() })
             .collect(),
-        maildr_version: env!("CARGO_PKG_VERSION").to_string(),
-        host: read("/etc/hostname").trim().to_string(),
-        os,
+        ..Environment::here()
     }
 }

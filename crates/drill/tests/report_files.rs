@@ -210,6 +210,8 @@ fn sample_report(samples: usize) -> Report {
             os: "linux x86_64".into(),
         },
         load: None,
+        mode: None,
+        tabletop: None,
     }
 }
 
@@ -893,4 +895,64 @@ fn the_load_windows_and_idle_sessions_are_shown_in_both_languages() {
     // Without load (an older report), no section and no panic.
     r.load = None;
     assert!(!render::markdown(&r, Lang::En).contains("throughput and latency"));
+}
+
+/// A tabletop exercise of site-outage run from answers, one of them hostile
+/// text, and one step left unanswered.
+fn tabletop_report() -> Report {
+    use maildr_drill::plan::{Plan, PlanSource};
+    use maildr_drill::tabletop::{self, AnswerSheet, Exercise, Roster};
+    let source: PlanSource = maildr_drill::scenarios::load("site-outage").expect("site-outage is in the library");
+    let plan = Plan::parse(&source).expect("the shipped plan parses");
+    let team = ["li=incident-commander", "wang=mail-operator", "zhao=dns-operator"].map(String::from);
+    let roster = Roster::choose(&team, &plan).expect("the team is well formed");
+    let evil = EVIL.replace('\u{7}', "");
+    let answers = format!(
+        "[[answers]]\nstep = 1\nby = \"wang\"\nafter_ms = 1000\n\
+         [[answers]]\nstep = 2\nby = \"li\"\ndecision = {evil:?}\nafter_ms = 4000\n\
+         [[answers]]\nstep = 3\nby = \"wang\"\nafter_ms = 1000\n"
+    );
+    let mut sheet =
+        AnswerSheet::parse("answers <1>.toml", &answers, false, &plan, &roster).expect("the answers fit the plan");
+    let ex = Exercise {
+        plan: &plan,
+        source: &source,
+        roster: &roster,
+        drill_id: "20250301T120000Z-site-outage".into(),
+        approvals: Vec::new(),
+        started_at_ms: T0,
+    };
+    tabletop::run(&ex, &mut sheet, &|_, _| {}).expect("the team covers every role")
+}
+
+#[test]
+fn a_tabletop_report_shows_roles_acknowledgements_and_decisions_escaped_in_both_languages() {
+    let r = tabletop_report();
+    assert_eq!(r.verdict, Verdict::Failed, "steps 4 to 14 were never acknowledged");
+    for lang in Lang::ALL {
+        let html = render::html(&r, lang);
+        check_balanced(&html);
+        assert!(!html.to_lowercase().contains("<script"), "raw <script> in the HTML");
+        assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)"), "the decision is escaped");
+        assert!(html.contains("answers &lt;1&gt;.toml"), "the answers file is escaped");
+        assert!(
+            !html.contains("id=\"rto\"") && !html.contains("id=\"rpo\""),
+            "nothing measured, nothing shown as measured"
+        );
+        assert!(html.contains("id=\"tabletop\""));
+        let md = render::markdown(&r, lang);
+        assert!(md.contains("\\<script\\>"));
+        let raw = md.lines().find(|l| l.char_indices().any(|(i, c)| c == '<' && !l[..i].ends_with('\\')));
+        assert_eq!(raw, None, "an unescaped '<' in the Markdown");
+        let (title, participants, nobody) = match lang {
+            Lang::En => ("# Tabletop exercise report: site-outage", "### Participants", "**nobody**"),
+            Lang::Zh => ("# 桌面推演报告：site-outage", "### 参与者", "**无人确认**"),
+        };
+        for needle in [title, participants, nobody, "`dns-operator`", "zhao"] {
+            assert!(md.contains(needle), "{lang}: {needle:?} missing:\n{md}");
+        }
+        // The tabletop's step rows keep their nine columns whatever the decision holds.
+        let row = md.lines().find(|l| l.starts_with("| 2 |") && l.contains("`incident-commander`")).unwrap();
+        assert_eq!(row.replace("\\|", "").matches('|').count(), 10, "{row}");
+    }
 }

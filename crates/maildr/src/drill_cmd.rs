@@ -21,6 +21,7 @@ use maildr_drill::progress::Progress;
 use maildr_drill::render::Lang;
 use maildr_drill::report::{Report, Verdict};
 use maildr_drill::runner::{self, Live, RunOptions};
+use maildr_drill::tabletop::{self, AnswerSheet, Exercise, Roster, Terminal};
 use maildr_drill::target::Target;
 use maildr_drill::{approval, guard, scenarios};
 use serde_json::{json, Value};
@@ -82,6 +83,19 @@ pub enum DrillAction {
         /// follows the drill.
         #[arg(long, value_name = "FILE")]
         progress: Option<PathBuf>,
+        /// Tabletop exercise: no lab, no target, no fault. Each step is presented
+        /// to the participant holding its role, who acknowledges it and records
+        /// a decision; the times are graded against the plan's objectives.
+        #[arg(long, conflicts_with_all = ["lab_dir", "net", "confirm_manual", "lab_without_steering"])]
+        tabletop: bool,
+        /// A tabletop participant and a role they hold (repeatable; replaces the
+        /// plan's [[tabletop.participants]]): `alice=incident-commander`.
+        #[arg(long, value_name = "NAME=ROLE", requires = "tabletop")]
+        participant: Vec<String>,
+        /// The tabletop's answers written down beforehand (TOML, or JSON for a
+        /// .json file): unattended, on the times the file states.
+        #[arg(long, value_name = "FILE", requires = "tabletop")]
+        answers: Option<PathBuf>,
     },
     /// Render a drill's report.json again, in a language: report.md, report.html
     /// and report.json (unchanged) into --out. The archive is never written.
@@ -173,6 +187,9 @@ pub enum AuditAction {
 pub fn run(action: DrillAction) -> i32 {
     crate::init_logging("warn");
     let result = match action {
+        DrillAction::Run { scenario, report_dir, data, lang, tabletop: true, participant, answers, .. } => {
+            run_tabletop(&scenario, &participant, answers.as_deref(), report_dir.as_deref(), &data.data_dir, lang)
+        }
         DrillAction::Run {
             scenario,
             lab_dir,
@@ -183,6 +200,7 @@ pub fn run(action: DrillAction) -> i32 {
             lab_without_steering,
             lang,
             progress,
+            ..
         } => run_drill(
             &scenario,
             &lab_dir,
@@ -301,7 +319,15 @@ fn print_plan(scenario: &str) -> Result<()> {
             StepKind::Verify(_) => "check",
             StepKind::Manual { .. } => "manual",
         };
-        println!("  {:>2}. [{:<7}] {:<6} {} — {}", i + 1, step.phase.key(), kind, step.name, step.describe());
+        println!(
+            "  {:>2}. [{:<7}] {:<6} {} — {} (role: {})",
+            i + 1,
+            step.phase.key(),
+            kind,
+            step.name,
+            step.describe(),
+            step.responsible_role()
+        );
     }
     println!("\nAbort when:");
     if plan.abort.acknowledged_lost {
@@ -398,18 +424,26 @@ fn history(data_dir: &Path, json: bool) -> Result<()> {
     }
     let ms = |v: Option<u64>| v.map(|v| format!("{v}")).unwrap_or_else(|| "-".into());
     println!(
-        "{:<40} {:<20} {:<8} {:>12} {:>8} {:>9}",
+        "{:<40} {:<20} {:<8} {:>12} {:>8} {:>9}  MODE",
         "DRILL", "PLAN", "VERDICT", "RTO TOTAL ms", "RPO LOST", "DEFERRED"
     );
     for r in rows {
+        // A tabletop measured nothing: its RTO and RPO columns stay empty.
+        let tabletop = r.mode == Some(maildr_drill::report::DrillMode::Tabletop);
+        let (rpo_lost, deferred) = if tabletop {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (r.rpo_lost.to_string(), r.deferred.to_string())
+        };
         println!(
-            "{:<40} {:<20} {:<8} {:>12} {:>8} {:>9}",
+            "{:<40} {:<20} {:<8} {:>12} {:>8} {:>9}  {}",
             r.drill_id,
             r.plan_name,
             r.verdict.word(),
             ms(r.rto_total_ms),
-            r.rpo_lost,
-            r.deferred
+            rpo_lost,
+            deferred,
+            if tabletop { "tabletop" } else { "live" }
         );
     }
     Ok(())
@@ -650,12 +684,38 @@ fn run_drill(
     });
     progress.finish_and_clear();
     let report = report?;
-    let archived = Archive::new(data_dir).save(&report, lang).context("archiving the report")?;
+    let detail = json!({ "verdict": report.verdict.word(), "rto_total_ms": report.rto.total_ms,
+                         "rpo_lost": report.rpo.lost, "findings": report.findings.len() });
+    let shown_dir = file_report(&report, detail, &audit, &sha, data_dir, report_dir, lang)?;
+    print_summary(&report, &shown_dir);
+    Ok(exit_code(&report))
+}
+
+/// Exit code of `drill run`, tabletop or not: 0 passed, 1 failed or aborted.
+fn exit_code(report: &Report) -> i32 {
+    match report.verdict {
+        Verdict::Passed => 0,
+        Verdict::Failed | Verdict::Aborted => 1,
+    }
+}
+
+/// Archive the report (write-once), record `drill_finished` (with `detail`)
+/// and `report_archived` in the audit log, and write the files to `report_dir`
+/// too when asked. Returns the directory to show.
+fn file_report(
+    report: &Report,
+    detail: Value,
+    audit: &AuditLog,
+    sha: &str,
+    data_dir: &Path,
+    report_dir: Option<&Path>,
+    lang: Lang,
+) -> Result<PathBuf> {
+    let archived = Archive::new(data_dir).save(report, lang).context("archiving the report")?;
     let finished = AuditEvent::new(maildr_drill::audit::os_user(), maildr_drill::audit::action::DRILL_FINISHED)
         .drill(report.drill_id.clone())
-        .plan(sha.clone())
-        .detail(json!({ "verdict": report.verdict.word(), "rto_total_ms": report.rto.total_ms,
-                        "rpo_lost": report.rpo.lost, "findings": report.findings.len() }));
+        .plan(sha)
+        .detail(detail);
     let archived_event =
         AuditEvent::new(maildr_drill::audit::ENGINE_ACTOR, maildr_drill::audit::action::REPORT_ARCHIVED)
             .drill(report.drill_id.clone())
@@ -666,15 +726,121 @@ fn run_drill(
     }
     let mut shown_dir = archived.dir.clone();
     if let Some(dir) = report_dir {
-        archive::write_report_files(&report, dir, lang)
+        archive::write_report_files(report, dir, lang)
             .with_context(|| format!("writing the report to {}", dir.display()))?;
         shown_dir = dir.to_path_buf();
     }
-    print_summary(&report, &shown_dir);
-    Ok(match report.verdict {
-        Verdict::Passed => 0,
-        Verdict::Failed | Verdict::Aborted => 1,
-    })
+    Ok(shown_dir)
+}
+
+/// `drill run --tabletop`: the plan walked through by its participants. It
+/// never loads the plan's target, starts or reads a lab, or takes the drill
+/// lock: nothing is touched, so neither a running drill nor a global stop
+/// holds it back. Everything the command line or the answers file gets wrong
+/// is refused before the audit log or the archive is written.
+fn run_tabletop(
+    scenario: &str,
+    participants: &[String],
+    answers: Option<&Path>,
+    report_dir: Option<&Path>,
+    data_dir: &Path,
+    lang: Option<Lang>,
+) -> Result<i32> {
+    let (source, plan) = load_plan(scenario)?;
+    let lang = lang.unwrap_or(plan.lang);
+    let roster = Roster::choose(participants, &plan)?;
+    roster.covers(&plan)?;
+    let sheet = answers.map(|file| AnswerSheet::read(file, &plan, &roster)).transpose()?;
+    if sheet.is_none() && !std::io::stdin().is_terminal() {
+        bail!("a tabletop exercise needs its participants at a terminal, or their answers in --answers FILE");
+    }
+    let sha = source.sha256();
+    let audit = open_audit(data_dir)?;
+    let exercise = Exercise {
+        plan: &plan,
+        source: &source,
+        roster: &roster,
+        drill_id: drill_id(&plan.name),
+        approvals: approval::approvals_for(data_dir, &sha)?,
+        started_at_ms: maildr_drill::flow::now_ms(),
+    };
+    let record = |action: &str, detail: Value| {
+        let actor = if action == maildr_drill::audit::action::TABLETOP_ACKNOWLEDGED {
+            detail["by"].as_str().unwrap_or("participant").to_string()
+        } else {
+            maildr_drill::audit::ENGINE_ACTOR.to_string()
+        };
+        let event = AuditEvent::new(actor, action).drill(exercise.drill_id.clone()).plan(sha.clone()).detail(detail);
+        if let Err(e) = audit.append(event) {
+            note!("warning: the audit log could not be written: {e}");
+        }
+    };
+    note!("tabletop exercise {}: {} (no fault is injected, no target is contacted)", exercise.drill_id, plan.name);
+    let report = match sheet {
+        Some(mut sheet) => tabletop::run(&exercise, &mut sheet, &record)?,
+        None => {
+            let started = Instant::now();
+            let now_ms = move || u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let mut terminal = Terminal::new(std::io::stdin().lock(), std::io::stderr(), now_ms);
+            tabletop::run(&exercise, &mut terminal, &record)?
+        }
+    };
+    let t = report.tabletop.as_ref().expect("a tabletop run reports its tabletop record");
+    let acknowledged = t.steps.iter().filter(|s| s.acknowledged_by.is_some()).count();
+    let detail = json!({ "mode": "tabletop", "verdict": report.verdict.word(),
+                         "recovery_total_ms": t.recovery.total_ms, "steps": report.steps.len(),
+                         "acknowledged": acknowledged, "findings": report.findings.len() });
+    let shown_dir = file_report(&report, detail, &audit, &sha, data_dir, report_dir, lang)?;
+    print_tabletop_summary(&report, &shown_dir);
+    Ok(exit_code(&report))
+}
+
+fn print_tabletop_summary(report: &Report, dir: &Path) {
+    let Some(t) = &report.tabletop else { return };
+    let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "not reached".into());
+    println!();
+    println!("Tabletop exercise {} — {}", report.drill_id, report.verdict.word().to_uppercase());
+    if let Some(why) = &report.abort_reason {
+        println!("Aborted: {why}");
+    }
+    let clock = match t.clock {
+        maildr_drill::report::ExerciseClock::Simulated => "simulated from the answers file",
+        maildr_drill::report::ExerciseClock::Wall => "wall clock",
+    };
+    let r = &t.recovery;
+    println!(
+        "Recovery by the participants' decisions ({clock}): new primary {} · DNS {} · mail flows {} · total {}",
+        ms(r.elect.after_fault_ms),
+        ms(r.dns.after_fault_ms),
+        ms(r.mail.after_fault_ms),
+        ms(r.total_ms)
+    );
+    for s in &t.steps {
+        println!(
+            "  {:>2}. {:<20} {:<14} {}",
+            s.index,
+            s.role,
+            s.acknowledged_by.as_deref().unwrap_or("NOT ACKNOWLEDGED"),
+            s.name
+        );
+    }
+    for o in &report.objectives {
+        println!(
+            "  {} {:<20} target {:>7} {}  {}",
+            if o.met { "met   " } else { "MISSED" },
+            o.name,
+            o.target,
+            o.unit,
+            o.measured.map(|m| format!("{m} {}", o.unit)).unwrap_or_else(|| "not reached".into())
+        );
+    }
+    if !t.not_graded.is_empty() {
+        println!("  not judged by a tabletop: {}", t.not_graded.join(", "));
+    }
+    for f in &report.findings {
+        println!("  finding ({:?}): {} — {}", f.severity, f.title, f.evidence);
+    }
+    println!("Report: {}", dir.join("report.html").display());
 }
 
 /// Keep each phase entered in `path` (`--progress`); a failed write is said

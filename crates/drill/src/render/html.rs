@@ -13,7 +13,7 @@ use super::charts::{probe_chart, rto_chart};
 use super::i18n::{Lang, Msg};
 use super::model::{self, Cell, Mark, Table};
 use super::{drill_duration_ms, duration, phase_title, severity_class, severity_word, verdict_note, verdict_word};
-use crate::report::{Report, Severity};
+use crate::report::{Report, Severity, TabletopRecord};
 
 const STYLE: &str = r#"
 :root{--ok:#1a7f37;--bad:#cf222e;--warn:#9a6700;--ink:#1f2328;--muted:#59636e;--line:#d1d9e0;--soft:#f6f8fa}
@@ -81,14 +81,14 @@ pub fn html(report: &Report, lang: Lang) -> String {
         out,
         "<!DOCTYPE html>\n<html lang=\"{}\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n",
         lang.html_tag(),
-        lang.fmt(Msg::PageTitle, &[verdict, &name])
+        lang.fmt(if r.is_tabletop() { Msg::TabletopPageTitle } else { Msg::PageTitle }, &[verdict, &name])
     );
     let _ = write!(
         out,
         "<header class=\"banner {class}\"><div><div class=\"verdict\">{}<small>{}</small></div><h1>{}</h1>",
         verdict.to_uppercase(),
         verdict_note(r.verdict, lang),
-        lang.fmt(Msg::ReportTitle, &[&name])
+        model::title(r, lang, &name)
     );
     if let Some(reason) = &r.abort_reason {
         let _ =
@@ -108,46 +108,10 @@ pub fn html(report: &Report, lang: Lang) -> String {
     table(&mut out, &model::objectives(r, lang));
     out.push_str("</section>\n");
 
-    section(&mut out, "rto", lang.t(Msg::RecoveryTime));
-    match model::rto_intro(r, lang) {
-        Some(intro) => {
-            let _ = writeln!(out, "<p>{}{}</p>", esc(&intro), lang.t(Msg::RtoObjectivesDashed));
-        }
-        None => {
-            let _ = writeln!(out, "<p class=\"muted\">{}</p>", lang.t(Msg::NoFault));
-        }
+    match &r.tabletop {
+        Some(t) if r.is_tabletop() => tabletop(&mut out, r, t, lang),
+        _ => measurements(&mut out, r, lang),
     }
-    out.push_str(&rto_chart(r, lang));
-    table(&mut out, &model::rto(r, lang));
-    out.push_str("</section>\n");
-
-    section(&mut out, "rpo", lang.t(Msg::RecoveryPoint));
-    table(&mut out, &model::rpo(r, lang));
-    if !r.rpo.lost_tags.is_empty() {
-        let tags: Vec<String> = r.rpo.lost_tags.iter().map(|t| format!("<code>{}</code>", esc(t))).collect();
-        let _ =
-            writeln!(out, "<p><strong>{}</strong>{}{}</p>", lang.t(Msg::LostTags), lang.t(Msg::Colon), tags.join(", "));
-    }
-    let reconciled = esc(&model::reconciled_at(r, lang));
-    let _ = writeln!(out, "<p class=\"muted\">{}</p>", lang.fmt(Msg::ReconciledAt, &[&reconciled]));
-    out.push_str("</section>\n");
-
-    section(&mut out, "service", lang.t(Msg::ServiceSeen));
-    let samples = r.probes.samples.len().to_string();
-    let _ = writeln!(out, "<p>{}</p>", lang.fmt(Msg::SamplesOverDrill, &[&samples]));
-    out.push_str(&probe_chart(r, lang));
-    let _ = writeln!(out, "\n<h3>{}</h3>", lang.t(Msg::LongestGapPerProtocol));
-    table(&mut out, &model::gaps(r, lang));
-    let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::Probes));
-    table(&mut out, &model::probes(r, lang));
-    if r.load.is_some() {
-        let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::LoadHeading));
-        for line in model::load_lines(r, lang) {
-            let _ = writeln!(out, "<p class=\"muted\">{}</p>", esc(&line));
-        }
-        table(&mut out, &model::load(r, lang));
-    }
-    out.push_str("</section>\n");
 
     findings(&mut out, r, lang);
 
@@ -204,6 +168,66 @@ pub fn html(report: &Report, lang: Lang) -> String {
     out
 }
 
+/// What a drill measured: recovery time, recovery point, the service clients saw.
+fn measurements(out: &mut String, r: &Report, lang: Lang) {
+    section(out, "rto", lang.t(Msg::RecoveryTime));
+    match model::rto_intro(r, lang) {
+        Some(intro) => {
+            let _ = writeln!(out, "<p>{}{}</p>", esc(&intro), lang.t(Msg::RtoObjectivesDashed));
+        }
+        None => {
+            let _ = writeln!(out, "<p class=\"muted\">{}</p>", lang.t(Msg::NoFault));
+        }
+    }
+    out.push_str(&rto_chart(r, lang));
+    table(out, &model::rto(r, lang));
+    out.push_str("</section>\n");
+
+    section(out, "rpo", lang.t(Msg::RecoveryPoint));
+    table(out, &model::rpo(r, lang));
+    if !r.rpo.lost_tags.is_empty() {
+        let tags: Vec<String> = r.rpo.lost_tags.iter().map(|t| format!("<code>{}</code>", esc(t))).collect();
+        let _ =
+            writeln!(out, "<p><strong>{}</strong>{}{}</p>", lang.t(Msg::LostTags), lang.t(Msg::Colon), tags.join(", "));
+    }
+    let reconciled = esc(&model::reconciled_at(r, lang));
+    let _ = writeln!(out, "<p class=\"muted\">{}</p>", lang.fmt(Msg::ReconciledAt, &[&reconciled]));
+    out.push_str("</section>\n");
+
+    section(out, "service", lang.t(Msg::ServiceSeen));
+    let samples = r.probes.samples.len().to_string();
+    let _ = writeln!(out, "<p>{}</p>", lang.fmt(Msg::SamplesOverDrill, &[&samples]));
+    out.push_str(&probe_chart(r, lang));
+    let _ = writeln!(out, "\n<h3>{}</h3>", lang.t(Msg::LongestGapPerProtocol));
+    table(out, &model::gaps(r, lang));
+    let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::Probes));
+    table(out, &model::probes(r, lang));
+    if r.load.is_some() {
+        let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::LoadHeading));
+        for line in model::load_lines(r, lang) {
+            let _ = writeln!(out, "<p class=\"muted\">{}</p>", esc(&line));
+        }
+        table(out, &model::load(r, lang));
+    }
+    out.push_str("</section>\n");
+}
+
+/// What a tabletop exercise recorded, in place of the measurements.
+fn tabletop(out: &mut String, r: &Report, t: &TabletopRecord, lang: Lang) {
+    section(out, "tabletop", lang.t(Msg::TabletopHeading));
+    for line in model::tabletop_lines(t, lang, &|s| format!("<code>{}</code>", esc(s))) {
+        let _ = writeln!(out, "<p>{line}</p>");
+    }
+    let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::Participants));
+    table(out, &model::tabletop_participants(t, lang));
+    let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::StepsAndDecisions));
+    table(out, &model::tabletop_steps(r, t, lang));
+    let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::RecoveryByDecisions));
+    let _ = writeln!(out, "<p>{}</p>", model::tabletop_recovery_intro(t, lang));
+    table(out, &model::tabletop_recovery(r, t, lang));
+    out.push_str("</section>\n");
+}
+
 fn section(out: &mut String, id: &str, title: &str) {
     let _ = writeln!(out, "<section id=\"{id}\">\n<h2>{title}</h2>");
 }
@@ -212,12 +236,28 @@ fn section(out: &mut String, id: &str, title: &str) {
 fn cards(out: &mut String, r: &Report, lang: Lang) {
     let critical = r.findings.iter().filter(|f| f.severity == Severity::Critical).count();
     let rto_missing = r.rto.fault_at_ms.is_some() && r.rto.total_ms.is_none();
-    let cards = [
-        (Msg::CardDuration, duration(drill_duration_ms(r)), false),
-        (Msg::CardRtoTotal, r.rto.total_ms.map_or_else(|| lang.t(Msg::NotSeen).into(), duration), rto_missing),
-        (Msg::CardLost, r.rpo.lost.to_string(), r.rpo.lost > 0),
-        (Msg::CardCritical, critical.to_string(), critical > 0),
-    ];
+    let cards = match &r.tabletop {
+        Some(t) if r.is_tabletop() => {
+            let (acknowledged, all) = model::tabletop_acknowledged(r, t);
+            let total = t.recovery.total_ms;
+            [
+                (Msg::CardDuration, duration(drill_duration_ms(r)), false),
+                (
+                    Msg::CardRecoveryParticipants,
+                    total.map_or_else(|| lang.t(Msg::NotReached).into(), duration),
+                    total.is_none() && t.recovery.fault_step.is_some(),
+                ),
+                (Msg::CardStepsAcknowledged, format!("{acknowledged} / {all}"), acknowledged < all),
+                (Msg::CardCritical, critical.to_string(), critical > 0),
+            ]
+        }
+        _ => [
+            (Msg::CardDuration, duration(drill_duration_ms(r)), false),
+            (Msg::CardRtoTotal, r.rto.total_ms.map_or_else(|| lang.t(Msg::NotSeen).into(), duration), rto_missing),
+            (Msg::CardLost, r.rpo.lost.to_string(), r.rpo.lost > 0),
+            (Msg::CardCritical, critical.to_string(), critical > 0),
+        ],
+    };
     out.push_str("<div class=\"cards\">");
     for (title, value, bad) in cards {
         let _ = write!(

@@ -306,6 +306,52 @@ catalog! {
     LegendOk => "ok", "成功";
     LegendDeferred => "deferred (4xx)", "延迟 (4xx)";
     LegendFailed => "refused, timeout, unreachable", "拒绝、超时、不可达";
+
+    // -------------------------------------------------------------- tabletop
+    TabletopReportTitle => "Tabletop exercise report: {0}", "桌面推演报告：{0}";
+    /// The HTML page title of a tabletop: the verdict word, then the plan name.
+    TabletopPageTitle => "Tabletop exercise {0}: {1}", "桌面推演{0}：{1}";
+    TabletopHeading => "Tabletop exercise", "桌面推演";
+    TabletopIntro => "No fault was injected and nothing was measured: each step was presented to the participants, the one holding its role acknowledged it and recorded a decision, and the exercise is graded on their times.",
+        "未注入任何故障，也未做任何测量：每个步骤都展示给参与者，由承担该步骤角色的人确认并记录决策，演练按他们所用的时间评定。";
+    /// The answers file's name is the argument.
+    ClockSimulated => "Times are simulated: they are the ones stated in the answers file {0}, so the same file always gives the same times.",
+        "时间为模拟时间：取自答复文件 {0} 中写明的时间，同一文件总是得到相同的时间。";
+    ClockWall => "Times are the wall clock's, as the participants answered at the terminal.",
+        "时间为实际时钟时间，即参与者在终端作答的时间。";
+    Participants => "Participants", "参与者";
+    Name => "Name", "姓名";
+    NamedIn => "Named in", "来源";
+    FromCommandLine => "command line", "命令行";
+    FromPlan => "plan", "演练计划";
+    StepsAndDecisions => "Steps, acknowledgements and decisions", "步骤、确认与决策";
+    AcknowledgedBy => "Acknowledged by", "确认人";
+    Presented => "Presented", "展示";
+    AcknowledgedAt => "Acknowledged", "确认";
+    Decided => "Decided", "决策";
+    Budget => "Budget", "时限";
+    Decision => "Decision", "决策内容";
+    Nobody => "nobody", "无人确认";
+    NoDecision => "none recorded", "未记录";
+    DecisionRequired => "required", "必填";
+    /// A timed wait's budget: its duration is the argument.
+    BudgetOfWait => "{0}, the wait's timeout", "{0}（等待超时）";
+    RecoveryByDecisions => "Recovery timed by the decisions", "按决策计时的恢复";
+    /// The number of the first fault step is the argument.
+    RecoveryIntro => "Each phase from the presentation of the first fault step (step {0}) to the decision of the step that ends it.",
+        "各阶段从首个故障步骤（步骤 {0}）展示时起计时，至结束该阶段的步骤作出决策时止。";
+    NoFaultStep => "The plan has no fault step, so no recovery was timed.", "该计划没有故障步骤，因此没有计时恢复过程。";
+    RecoveryDns => "DNS follows the primary", "DNS 指向主站点";
+    EndedByStep => "Ended by step", "结束步骤";
+    NoSuchStep => "no such step", "无此步骤";
+    NotReached => "not reached", "未达到";
+    /// The objective keys are the argument.
+    NotGraded => "Not judged by a tabletop exercise (nothing ran, so no mail was counted and no latency measured): {0}.",
+        "桌面推演无法评定以下目标（没有实际运行，因此既未统计邮件，也未测量延迟）：{0}。";
+    /// The unit `steps` of the tabletop's objective.
+    UnitSteps => "step(s)", "个步骤";
+    CardStepsAcknowledged => "Steps acknowledged", "已确认步骤";
+    CardRecoveryParticipants => "Recovery, participants' time", "恢复（参与者用时）";
 }
 
 #[cfg(test)]

@@ -9,14 +9,14 @@ use std::fmt::Write as _;
 use super::i18n::{Lang, Msg};
 use super::model::{self, Cell, Mark, Table};
 use super::{phase_title, severity_word, verdict_note, verdict_word};
-use crate::report::Report;
+use crate::report::{Report, TabletopRecord};
 
 /// The report as Markdown, its words in `lang`.
 pub fn markdown(report: &Report, lang: Lang) -> String {
     let r = report;
     let colon = lang.t(Msg::Colon);
     let mut out = String::with_capacity(16 * 1024);
-    let _ = writeln!(out, "# {}\n", lang.fmt(Msg::ReportTitle, &[&text(&r.plan.name)]));
+    let _ = writeln!(out, "# {}\n", model::title(r, lang, &text(&r.plan.name)));
     let verdict = format!("**{}**", verdict_word(r.verdict, lang).to_uppercase());
     let _ = writeln!(out, "## {}\n", lang.fmt(Msg::VerdictLine, &[&verdict, verdict_note(r.verdict, lang)]));
     if let Some(reason) = &r.abort_reason {
@@ -30,31 +30,9 @@ pub fn markdown(report: &Report, lang: Lang) -> String {
     heading(&mut out, 2, lang.t(Msg::Objectives));
     table(&mut out, &model::objectives(r, lang));
 
-    heading(&mut out, 2, lang.t(Msg::RecoveryTime));
-    let _ = writeln!(out, "{}\n", model::rto_intro(r, lang).as_deref().unwrap_or(lang.t(Msg::NoFault)));
-    table(&mut out, &model::rto(r, lang));
-
-    heading(&mut out, 2, lang.t(Msg::RecoveryPoint));
-    table(&mut out, &model::rpo(r, lang));
-    if !r.rpo.lost_tags.is_empty() {
-        let tags: Vec<String> = r.rpo.lost_tags.iter().map(|t| code(t)).collect();
-        let _ = writeln!(out, "{}{colon}{}\n", lang.t(Msg::LostTags), tags.join(", "));
-    }
-    let _ = writeln!(out, "{}\n", lang.fmt(Msg::ReconciledAt, &[&text(&model::reconciled_at(r, lang))]));
-
-    heading(&mut out, 2, lang.t(Msg::ServiceSeen));
-    let samples = r.probes.samples.len().to_string();
-    let _ = writeln!(out, "{}\n", lang.fmt(Msg::SamplesInJson, &[&samples, "`probes.samples`"]));
-    heading(&mut out, 3, lang.t(Msg::LongestGapPerProtocol));
-    table(&mut out, &model::gaps(r, lang));
-    heading(&mut out, 3, lang.t(Msg::Probes));
-    table(&mut out, &model::probes(r, lang));
-    if r.load.is_some() {
-        heading(&mut out, 3, lang.t(Msg::LoadHeading));
-        for line in model::load_lines(r, lang) {
-            let _ = writeln!(out, "{}\n", text(&line));
-        }
-        table(&mut out, &model::load(r, lang));
+    match &r.tabletop {
+        Some(t) if r.is_tabletop() => tabletop(&mut out, r, t, lang),
+        _ => measurements(&mut out, r, lang),
     }
 
     findings(&mut out, r, lang);
@@ -93,6 +71,52 @@ pub fn markdown(report: &Report, lang: Lang) -> String {
     key_values(&mut out, &model::environment(r, lang));
     table(&mut out, &model::sites(r, lang));
     out
+}
+
+/// What a drill measured: recovery time, recovery point, the service clients saw.
+fn measurements(out: &mut String, r: &Report, lang: Lang) {
+    let colon = lang.t(Msg::Colon);
+    heading(out, 2, lang.t(Msg::RecoveryTime));
+    let _ = writeln!(out, "{}\n", model::rto_intro(r, lang).as_deref().unwrap_or(lang.t(Msg::NoFault)));
+    table(out, &model::rto(r, lang));
+
+    heading(out, 2, lang.t(Msg::RecoveryPoint));
+    table(out, &model::rpo(r, lang));
+    if !r.rpo.lost_tags.is_empty() {
+        let tags: Vec<String> = r.rpo.lost_tags.iter().map(|t| code(t)).collect();
+        let _ = writeln!(out, "{}{colon}{}\n", lang.t(Msg::LostTags), tags.join(", "));
+    }
+    let _ = writeln!(out, "{}\n", lang.fmt(Msg::ReconciledAt, &[&text(&model::reconciled_at(r, lang))]));
+
+    heading(out, 2, lang.t(Msg::ServiceSeen));
+    let samples = r.probes.samples.len().to_string();
+    let _ = writeln!(out, "{}\n", lang.fmt(Msg::SamplesInJson, &[&samples, "`probes.samples`"]));
+    heading(out, 3, lang.t(Msg::LongestGapPerProtocol));
+    table(out, &model::gaps(r, lang));
+    heading(out, 3, lang.t(Msg::Probes));
+    table(out, &model::probes(r, lang));
+    if r.load.is_some() {
+        heading(out, 3, lang.t(Msg::LoadHeading));
+        for line in model::load_lines(r, lang) {
+            let _ = writeln!(out, "{}\n", text(&line));
+        }
+        table(out, &model::load(r, lang));
+    }
+}
+
+/// What a tabletop exercise recorded, in place of the measurements.
+fn tabletop(out: &mut String, r: &Report, t: &TabletopRecord, lang: Lang) {
+    heading(out, 2, lang.t(Msg::TabletopHeading));
+    for line in model::tabletop_lines(t, lang, &|s| text(s)) {
+        let _ = writeln!(out, "{line}\n");
+    }
+    heading(out, 3, lang.t(Msg::Participants));
+    table(out, &model::tabletop_participants(t, lang));
+    heading(out, 3, lang.t(Msg::StepsAndDecisions));
+    table(out, &model::tabletop_steps(r, t, lang));
+    heading(out, 3, lang.t(Msg::RecoveryByDecisions));
+    let _ = writeln!(out, "{}\n", model::tabletop_recovery_intro(t, lang));
+    table(out, &model::tabletop_recovery(r, t, lang));
 }
 
 fn heading(out: &mut String, level: usize, title: &str) {

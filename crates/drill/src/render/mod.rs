@@ -225,6 +225,7 @@ pub(crate) fn quantity(value: u64, unit: &str, lang: Lang) -> String {
         "ms" => duration(value),
         "" => value.to_string(),
         "messages" => format!("{value} {}", lang.t(Msg::UnitMessages)),
+        "steps" => format!("{value} {}", lang.t(Msg::UnitSteps)),
         unit => format!("{value} {unit}"),
     }
 }

@@ -8,7 +8,9 @@ use super::{
     by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_rows, source_word, step_outcome_class,
     step_outcome_word, utc, PhaseView,
 };
-use crate::report::{Report, Severity, StepOutcome};
+use crate::report::{
+    ExerciseClock, ObjectiveResult, ParticipantSource, RecoveryMark, Report, Severity, StepOutcome, TabletopRecord,
+};
 
 /// How a cell's text is judged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,4 +444,186 @@ pub(crate) fn sites(r: &Report, lang: Lang) -> Table {
             .collect(),
         empty: "",
     }
+}
+
+// -------------------------------------------------------------------- tabletop
+
+/// The title of the report: a drill's, or a tabletop exercise's.
+pub(crate) fn title(r: &Report, lang: Lang, name: &str) -> String {
+    lang.fmt(if r.is_tabletop() { Msg::TabletopReportTitle } else { Msg::ReportTitle }, &[name])
+}
+
+/// The sentences that open a tabletop's section: what it was, whose times
+/// these are (the answers file's name is report text: `file` formats it for
+/// the view), and what it could not judge.
+pub(crate) fn tabletop_lines(t: &TabletopRecord, lang: Lang, file: &dyn Fn(&str) -> String) -> Vec<String> {
+    let clock = match (t.clock, &t.answers_file) {
+        (ExerciseClock::Simulated, Some(name)) => lang.fmt(Msg::ClockSimulated, &[&file(name)]),
+        (ExerciseClock::Simulated, None) => lang.fmt(Msg::ClockSimulated, &["–"]),
+        (ExerciseClock::Wall, _) => lang.t(Msg::ClockWall).to_string(),
+    };
+    let mut out = vec![lang.t(Msg::TabletopIntro).to_string(), clock];
+    if !t.not_graded.is_empty() {
+        out.push(lang.fmt(Msg::NotGraded, &[&file(&t.not_graded.join(", "))]));
+    }
+    out
+}
+
+pub(crate) fn tabletop_participants(t: &TabletopRecord, lang: Lang) -> Table {
+    Table {
+        class: None,
+        columns: vec![col(lang, Msg::Name), col(lang, Msg::Role), col(lang, Msg::NamedIn)],
+        rows: t
+            .participants
+            .iter()
+            .map(|p| {
+                let source = lang.t(match p.source {
+                    ParticipantSource::CommandLine => Msg::FromCommandLine,
+                    ParticipantSource::Plan => Msg::FromPlan,
+                });
+                vec![Cell::text(p.name.clone()), Cell::Code(p.role.clone()), Cell::text(source)]
+            })
+            .collect(),
+        empty: "",
+    }
+}
+
+/// Every step presented: its role, who acknowledged it, when, and the decision.
+pub(crate) fn tabletop_steps(r: &Report, t: &TabletopRecord, lang: Lang) -> Table {
+    let at = |ms: Option<u64>| Cell::Mono(offset_opt(ms.map(|m| r.started_at_ms.saturating_add(m)), r.started_at_ms));
+    Table {
+        class: None,
+        columns: vec![
+            num(lang, Msg::StepNumber),
+            col(lang, Msg::Step),
+            col(lang, Msg::Role),
+            col(lang, Msg::AcknowledgedBy),
+            col(lang, Msg::Presented),
+            col(lang, Msg::AcknowledgedAt),
+            col(lang, Msg::Decided),
+            col(lang, Msg::Budget),
+            col(lang, Msg::Decision),
+        ],
+        rows: t
+            .steps
+            .iter()
+            .map(|s| {
+                let by = s
+                    .acknowledged_by
+                    .as_ref()
+                    .map_or_else(|| Cell::Marked(Mark::Bad, lang.t(Msg::Nobody).into()), |by| Cell::text(by.clone()));
+                let budget = if s.budget_binding {
+                    lang.fmt(Msg::BudgetOfWait, &[&duration(s.budget_ms)])
+                } else {
+                    duration(s.budget_ms)
+                };
+                let budget = if s.within_budget || s.acknowledged_by.is_none() {
+                    Cell::text(budget)
+                } else {
+                    Cell::Marked(if s.budget_binding { Mark::Bad } else { Mark::Muted }, budget)
+                };
+                let decision = match (s.decision.is_empty(), s.decision_required) {
+                    (false, _) => Cell::text(s.decision.clone()),
+                    (true, true) => Cell::Marked(
+                        Mark::Bad,
+                        format!("{} ({})", lang.t(Msg::NoDecision), lang.t(Msg::DecisionRequired)),
+                    ),
+                    (true, false) => Cell::Marked(Mark::Muted, lang.t(Msg::NoDecision).into()),
+                };
+                vec![
+                    Cell::text(s.index.to_string()),
+                    Cell::Step {
+                        name: s.name.clone(),
+                        tag: s.rollback.then_some(lang.t(Msg::RollbackTag)),
+                        what: s.description.clone(),
+                    },
+                    Cell::Code(s.role.clone()),
+                    by,
+                    at(Some(s.presented_ms)),
+                    at(s.acknowledged_ms),
+                    at(s.decided_ms),
+                    budget,
+                    decision,
+                ]
+            })
+            .collect(),
+        empty: lang.t(Msg::NoStep),
+    }
+}
+
+/// The sentence before the recovery table.
+pub(crate) fn tabletop_recovery_intro(t: &TabletopRecord, lang: Lang) -> String {
+    match t.recovery.fault_step {
+        Some(step) => lang.fmt(Msg::RecoveryIntro, &[&step.to_string()]),
+        None => lang.t(Msg::NoFaultStep).into(),
+    }
+}
+
+/// Each recovery phase: the step that ends it, the participants' time after the
+/// fault step, and the objective that judges it.
+pub(crate) fn tabletop_recovery(r: &Report, t: &TabletopRecord, lang: Lang) -> Table {
+    let objective = |name: &str| r.objectives.iter().find(|o| o.name == name);
+    let rec = &t.recovery;
+    let rows: [(Msg, &RecoveryMark, Option<&ObjectiveResult>); 4] = [
+        (Msg::RtoElect, &rec.elect, None),
+        (Msg::RecoveryDns, &rec.dns, None),
+        (Msg::RtoFirstSmtp, &rec.mail, objective("rto_smtp_ms")),
+        (Msg::RtoFirstImap, &rec.mail, objective("rto_imap_ms")),
+    ];
+    let mut out: Vec<Vec<Cell>> = rows
+        .iter()
+        .map(|(label, mark, objective)| {
+            let step = mark.step.map_or_else(
+                || Cell::Marked(Mark::Muted, lang.t(Msg::NoSuchStep).into()),
+                |s| Cell::text(s.to_string()),
+            );
+            let value = match (mark.step, mark.after_fault_ms) {
+                (_, Some(ms)) => Cell::text(duration(ms)),
+                (Some(_), None) => Cell::Marked(Mark::Bad, lang.t(Msg::NotReached).into()),
+                (None, None) => Cell::Empty,
+            };
+            vec![Cell::text(lang.t(*label)), step, value, objective_cell(*objective, lang)]
+        })
+        .collect();
+    let total = rec.total_ms.map_or_else(
+        || {
+            if rec.fault_step.is_some() {
+                Cell::Marked(Mark::Bad, lang.t(Msg::NotReached).into())
+            } else {
+                Cell::Empty
+            }
+        },
+        |ms| Cell::text(duration(ms)),
+    );
+    out.push(vec![
+        Cell::text(lang.t(Msg::RtoTotal)),
+        Cell::Empty,
+        total,
+        objective_cell(objective("rto_total_ms"), lang),
+    ]);
+    Table {
+        class: None,
+        columns: vec![
+            col(lang, Msg::Phase),
+            num(lang, Msg::EndedByStep),
+            num(lang, Msg::AfterTheFault),
+            col(lang, Msg::Objective),
+        ],
+        rows: out,
+        empty: "",
+    }
+}
+
+fn objective_cell(o: Option<&ObjectiveResult>, lang: Lang) -> Cell {
+    o.map_or(Cell::Empty, |o| {
+        Cell::Marked(
+            if o.met { Mark::Good } else { Mark::Bad },
+            format!("{} {}", quantity(o.target, &o.unit, lang), met_word(o.met, lang)),
+        )
+    })
+}
+
+/// Steps acknowledged by their role, of all the plan's steps: `(acknowledged, all)`.
+pub(crate) fn tabletop_acknowledged(r: &Report, t: &TabletopRecord) -> (usize, usize) {
+    (t.steps.iter().filter(|s| s.acknowledged_by.is_some()).count(), r.steps.len())
 }
