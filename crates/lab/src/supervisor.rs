@@ -65,7 +65,14 @@ pub struct UpOptions {
     /// With `backup`: also start an S3 server for the lab and back up to it, when
     /// SeaweedFS (`weed`) is installed.
     pub backup_s3: bool,
+    /// Outbound delivery on every site, with these `[[outbound.routes]]` (empty:
+    /// outbound stays off).
+    pub outbound_routes: Vec<maildr_config::OutboundRoute>,
 }
+
+/// The lab's first retry after a temporary outbound failure, in seconds (a
+/// production site waits a minute), and its longest wait.
+pub const LAB_OUTBOUND_RETRY_SECS: (u64, u64) = (2, 30);
 
 // ---------------------------------------------------------------- up
 
@@ -265,6 +272,11 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
         }
         if spec.role == Role::Lagged {
             config.cluster.apply_delay_secs = options.lagged_apply_delay_secs;
+        }
+        if !options.outbound_routes.is_empty() {
+            config.outbound.enabled = true;
+            config.outbound.routes = options.outbound_routes.clone();
+            (config.outbound.retry_initial_secs, config.outbound.retry_max_secs) = LAB_OUTBOUND_RETRY_SECS;
         }
         files::write_config(&site.config, &config)?;
     }

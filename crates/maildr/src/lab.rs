@@ -91,6 +91,11 @@ pub enum LabAction {
         /// e.g. "*/5 * * * * *"; default none.
         #[arg(long, value_name = "CRON", requires = "backup")]
         backup_schedule: Option<String>,
+        /// Turn outbound delivery on in every site and send mail for DOMAIN to
+        /// HOST:PORT (`[[outbound.routes]]`; repeatable). Lab sites retry after 2 s,
+        /// doubling up to 30 s.
+        #[arg(long, value_name = "DOMAIN=HOST:PORT", value_parser = parse_outbound_route)]
+        outbound_route: Vec<maildr_config::OutboundRoute>,
     },
     /// Every endpoint, which processes are alive, and the accounts; exits 1 unless
     /// every process is alive.
@@ -244,6 +249,7 @@ pub fn run(action: LabAction) -> Result<()> {
             backup_targets,
             backup_schedule,
             no_backup_s3,
+            outbound_route,
         } => {
             let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
             let topology = if lagged.is_some() { topology.with_lagged() } else { topology };
@@ -265,6 +271,7 @@ pub fn run(action: LabAction) -> Result<()> {
                 },
                 backup_schedule: backup_schedule.clone().unwrap_or_default(),
                 backup_s3: !*no_backup_s3,
+                outbound_routes: outbound_route.clone(),
             };
             up(&exe()?, &dir_of(dir)?, topology, *json, &options)
         }
@@ -388,6 +395,19 @@ fn describe(f: &LinkFaults) -> String {
         out.push_str(&format!("; {}% of new connections lost", f.connection_loss_percent));
     }
     out
+}
+
+/// `DOMAIN=HOST:PORT` of `--outbound-route`.
+fn parse_outbound_route(text: &str) -> Result<maildr_config::OutboundRoute, String> {
+    let (domain, host) = text.split_once('=').ok_or_else(|| format!("{text:?} is not DOMAIN=HOST:PORT"))?;
+    if maildr_types::Domain::parse(domain).is_err() {
+        return Err(format!("{domain:?} is not a domain"));
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0) => {}
+        _ => return Err(format!("{host:?} is not HOST:PORT")),
+    }
+    Ok(maildr_config::OutboundRoute { domain: domain.to_string(), host: host.to_string() })
 }
 
 fn up(exe: &Path, dir: &Path, topology: Topology, json: bool, options: &UpOptions) -> Result<()> {

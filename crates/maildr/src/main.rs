@@ -13,6 +13,7 @@ mod drill_cmd;
 mod drill_service_cmd;
 mod faults;
 mod lab;
+mod queue_cmd;
 mod serve;
 mod tls;
 
@@ -97,6 +98,11 @@ enum Top {
         #[command(subcommand)]
         action: backup_cmd::BackupAction,
     },
+    /// The replicated outbound queue: list, retry, delete.
+    Queue {
+        #[command(subcommand)]
+        action: queue_cmd::QueueAction,
+    },
     /// Restore an account's messages at a moment into new mailboxes of the running
     /// cluster (`--account ADDR --at TIME`), or a whole site (`restore site`).
     Restore(backup_cmd::RestoreArgs),
@@ -172,6 +178,10 @@ fn main() -> Result<()> {
         Top::Audit { action } => std::process::exit(drill_cmd::audit(action)),
         Top::Backup { action } => std::process::exit(backup_cmd::run(action)),
         Top::Restore(args) => std::process::exit(backup_cmd::restore(args)),
+        Top::Queue { action } => {
+            init_logging("warn");
+            runtime()?.block_on(queue_cmd::run(action))
+        }
         Top::Bench { which } => {
             init_logging("warn");
             match which {

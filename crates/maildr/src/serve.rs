@@ -167,8 +167,31 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     let imap_service =
         maildr_imap::ImapService::new(cluster.clone(), config.imap.clone(), Some(Arc::clone(&tls_config)));
-    let service =
-        SmtpService::new(cluster.clone(), config.smtp.clone(), config.site.hostname.clone(), Some(tls_config));
+    let outbound = maildr_smtp::OutboundPolicy {
+        enabled: config.outbound.enabled,
+        queue_messages_max: config.outbound.queue_messages_max,
+        lifetime_ms: i64::try_from(config.outbound.lifetime_secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+    };
+    let service = SmtpService::with_outbound(
+        cluster.clone(),
+        config.smtp.clone(),
+        config.site.hostname.clone(),
+        Some(tls_config),
+        maildr_types::system_clock(),
+        outbound,
+    );
+    // The queue runner works while this site is primary (every site runs one).
+    let outbound_runner = if config.outbound.enabled {
+        let settings = maildr_outbound::OutboundSettings {
+            section: config.outbound.clone(),
+            hostname: config.site.hostname.clone(),
+        };
+        let runner = maildr_outbound::spawn(cluster.clone(), settings, maildr_types::system_clock(), stop_rx.clone())
+            .map_err(|e| anyhow::anyhow!("outbound delivery: {e}"))?;
+        Some(runner)
+    } else {
+        None
+    };
     // Each service under its fault-hook switch (they do nothing unless hooks are on).
     let smtp_servers = hooks.run_smtp(service, listeners, stop_rx.clone());
     let imap_server = hooks.run_imap(imap_service, imap_listeners, stop_rx);
@@ -190,6 +213,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let _ = server.await;
     }
     let _ = imap_server.await;
+    if let Some(runner) = outbound_runner {
+        let _ = runner.await;
+    }
     if let Some(api) = api_task {
         let _ = api.await;
     }

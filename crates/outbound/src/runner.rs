@@ -72,7 +72,7 @@ pub fn spawn(
             tokio::select! {
                 _ = tick.tick() => {}
                 Some(id) = done_rx.recv() => { in_flight.remove(&id); continue; }
-                _ = stop.changed() => {}
+                changed = stop.changed() => if changed.is_err() { return; },
             }
             if *stop.borrow() {
                 return;

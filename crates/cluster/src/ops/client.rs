@@ -204,6 +204,14 @@ impl ControlClient {
         }
     }
 
+    /// The outbound queue as `member` holds it: (listed messages, total).
+    pub async fn queue(&self, member: &ClusterMember) -> Result<(Vec<maildr_store::QueuedMessage>, u64), OpsError> {
+        match self.call(member, ControlRequest::Queue).await? {
+            ControlResponse::Queue { messages, total } => Ok((messages, total)),
+            other => Err(unexpected(member, "the queue", other)),
+        }
+    }
+
     /// The messages of one mailbox on `member`.
     pub async fn messages(&self, member: &ClusterMember, mailbox: u64) -> Result<Vec<MessageSummary>, OpsError> {
         match self.call(member, ControlRequest::Messages { mailbox }).await? {

@@ -124,17 +124,34 @@ async fn read_digests(client: &ControlClient, compared: &[&ClusterMember]) -> Re
     let mut reads = Vec::new();
     let mut unreachable = Vec::new();
     for member in compared.iter().copied() {
-        match client.digests(member, target, VERIFY_APPLY_WAIT_MS).await {
-            Ok(digests) => reads.push((member.clone(), digests)),
-            Err(e @ OpsError::Unexpected { .. }) => return Err(e),
-            Err(e) => {
-                tracing::warn!(site = %member.site, error = %e, "not compared");
-                unreachable.push(member.site.clone());
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match client.digests(member, target, VERIFY_APPLY_WAIT_MS).await {
+                Ok(digests) => reads.push((member.clone(), digests)),
+                Err(e @ OpsError::Unexpected { .. }) => return Err(e),
+                // A connection turned away (a site busy with handshakes after a
+                // failover refuses some) is not a site that is down: ask again.
+                Err(OpsError::Unreachable(e)) if tries < VERIFY_READ_TRIES => {
+                    tracing::info!(site = %member.site, error = %e, tries, "digests not read; asking again");
+                    tokio::time::sleep(VERIFY_READ_PAUSE).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(site = %member.site, error = %e, "not compared");
+                    unreachable.push(member.site.clone());
+                }
             }
+            break;
         }
     }
     Ok((reads, unreachable))
 }
+
+/// How often a site's digests are asked for before it counts as unreachable, and
+/// the pause between two tries.
+const VERIFY_READ_TRIES: u32 = 3;
+const VERIFY_READ_PAUSE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The divergence of one mailbox, with the messages that differ when asked for.
 async fn divergence(

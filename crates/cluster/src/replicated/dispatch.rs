@@ -129,6 +129,13 @@ impl Replicated {
                 Err(WriteError::Refused(e)) => ControlResponse::Written(Err(e)),
                 Err(WriteError::Unavailable(reason)) => return Err(reason),
             },
+            ControlRequest::Queue => {
+                let store = self.store();
+                let mut messages = store.queued().map_err(|e| e.to_string())?;
+                let total = messages.len() as u64;
+                messages.truncate(crate::raft::wire::QUEUE_LIST_MAX);
+                ControlResponse::Queue { messages, total }
+            }
             ControlRequest::StoreBody(body) => {
                 crate::raft::wire::check_store_body(body.len())?;
                 match self.put_body(body).await {

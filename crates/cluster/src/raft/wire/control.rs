@@ -55,7 +55,13 @@ pub enum ControlRequest {
     /// delivery) before a `Write` that refers to it: restores write messages back
     /// this way. At most [`STORE_BODY_BYTES_MAX`].
     StoreBody(Vec<u8>),
+    /// The outbound queue as this site's state holds it (at most
+    /// [`QUEUE_LIST_MAX`] messages, by queue id).
+    Queue,
 }
+
+/// Most queued messages one `Queue` answer lists.
+pub const QUEUE_LIST_MAX: usize = 10_000;
 
 /// Largest body one `StoreBody` carries (under the frame limit with room to spare).
 pub const STORE_BODY_BYTES_MAX: usize = 48 * 1024 * 1024;
@@ -114,6 +120,12 @@ pub enum ControlResponse {
     ApplyReleased(Option<ApplyHold>),
     /// The body is stored on this site and a peer.
     BodyStored(maildr_types::BlobRef),
+    /// The outbound queue (`ControlRequest::Queue`): the messages listed, and how
+    /// many the queue holds in all.
+    Queue {
+        messages: Vec<maildr_store::QueuedMessage>,
+        total: u64,
+    },
     /// The answer to every control request of a site that has no Raft state yet
     /// and is still checking, before it starts, that no member counts its node id
     /// (to `Status`: it counts no one as a member).

@@ -26,7 +26,7 @@ use maildr_store::Command;
 use serde::{Deserialize, Serialize};
 
 pub use body::{BodyPiece, BodyReply, BodyRpc, BODY_CHUNK_BYTES, HOLDS_BODIES_MAX};
-pub use control::{check_store_body, ControlRequest, ControlResponse};
+pub use control::{check_store_body, ControlRequest, ControlResponse, QUEUE_LIST_MAX};
 pub use forward::{ForwardError, ForwardedWrite};
 pub use frame::{read_frame, read_frame_within, write_frame};
 pub use raft_rpc::{RaftReply, RaftRpc};

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# Outbound mail to a real peer no one here wrote: stock Postfix from Debian's
+# packages is the MX of remote.test on a loopback address and a non-standard port
+# (its virtual(8) agent writes each message into a maildir), and a three-site lab
+# routes remote.test there (`lab up --outbound-route`). Checked:
+#   - messages submitted through maildr (Python smtplib, STARTTLS, AUTH) arrive at
+#     the peer, each tag exactly once, and nothing of them stays in the queue;
+#   - with the peer stopped they wait in the replicated queue (`maildr queue list
+#     --json` shows them, with the connection error) and go out once it is back;
+#   - a recipient the peer refuses (550) gives the sender a delivery status
+#     notification (RFC 3464) in their INBOX, read with imaplib.
+# Needs root (Postfix drops privileges), python3, a built maildr.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+MAILDR=$(realpath "${MAILDR:-target/debug/maildr}")
+source tests/interop/checks.sh
+
+if ! command -v postfix >/dev/null; then
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    install_missing postfix
+fi
+
+NET=127.153
+PEER_IP=127.151.0.25
+PEER_PORT=2526
+WORK=$(mktemp -d)
+chmod 755 "$WORK"
+LAB=$WORK/lab
+PEER=$WORK/peer
+LAB_UP=""
+cleanup() {
+    if [[ -n "$LAB_UP" ]]; then "$MAILDR" lab down --dir "$LAB" >/dev/null 2>&1 || true; fi
+    postfix -c "$PEER/etc" stop >/dev/null 2>&1 || true
+    if [[ -f "$PEER/queue/pid/master.pid" ]]; then kill -9 "$(tr -dc 0-9 < "$PEER/queue/pid/master.pid")" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- the peer
+mkdir -p "$PEER/etc" "$PEER/queue" "$PEER/data" "$PEER/mail"
+chown postfix "$PEER/data"
+chown mail:mail "$PEER/mail"
+cat > "$PEER/etc/main.cf" <<CF
+compatibility_level = 3.6
+queue_directory = $PEER/queue
+data_directory = $PEER/data
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = $PEER/maillog
+maillog_file_prefixes = $WORK
+inet_interfaces = all
+inet_protocols = ipv4
+myhostname = mx.remote.test
+mydestination =
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+virtual_mailbox_domains = remote.test
+virtual_mailbox_base = $PEER/mail
+virtual_mailbox_maps = texthash:$PEER/mailboxes
+virtual_uid_maps = static:8
+virtual_gid_maps = static:8
+virtual_minimum_uid = 8
+smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_tls_security_level = none
+CF
+cat > "$PEER/etc/master.cf" <<CF
+$PEER_IP:$PEER_PORT inet n - n - - smtpd
+pickup     unix n - n 60 1 pickup
+cleanup    unix n - n - 0 cleanup
+qmgr       unix n - n 300 1 qmgr
+rewrite    unix - - n - - trivial-rewrite
+bounce     unix - - n - 0 bounce
+defer      unix - - n - 0 bounce
+trace      unix - - n - 0 bounce
+verify     unix - - n - 1 verify
+flush      unix n - n 1000? 0 flush
+proxymap   unix - - n - - proxymap
+smtp       unix - - n - - smtp
+relay      unix - - n - - smtp
+showq      unix n - n - - showq
+error      unix - - n - - error
+retry      unix - - n - - error
+discard    unix - - n - - discard
+virtual    unix - n n - - virtual
+anvil      unix - - n - 1 anvil
+scache     unix - - n - 1 scache
+postlog    unix-dgram n - n - 1 postlogd
+CF
+echo "carol@remote.test carol/" > "$PEER/mailboxes"
+peer_start() {
+    postfix -c "$PEER/etc" start >/dev/null 2>&1
+    for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/$PEER_IP/$PEER_PORT") 2>/dev/null && return 0; sleep 0.1; done
+    return 1
+}
+peer_stop() { postfix -c "$PEER/etc" stop >/dev/null 2>&1; }
+peer_start && ok "Postfix answers for remote.test on $PEER_IP:$PEER_PORT" || { fail "Postfix did not start"; cat "$PEER/maillog" || true; exit 1; }
+
+# ---------------------------------------------------------------- the lab
+"$MAILDR" lab up --net "$NET" --dir "$LAB" --outbound-route "remote.test=$PEER_IP:$PEER_PORT" > /dev/null
+LAB_UP=1
+ok "lab up with outbound to remote.test through $PEER_IP:$PEER_PORT"
+CONFIG=$(python3 -c "import json; print(json.load(open('$LAB/lab.json'))['sites'][0]['config'])")
+
+# submit TAG... : one message per tag from probe@ to carol@remote.test (or TO=...)
+submit() {
+    python3 - "$LAB/lab.json" "${TO:-carol@remote.test}" "$@" <<'PY'
+import json, smtplib, ssl, sys, time
+lab = json.load(open(sys.argv[1]))
+to, tags = sys.argv[2], sys.argv[3:]
+probe = next(a for a in lab["accounts"] if a["address"].startswith("probe@"))
+site = next(s for s in lab["sites"] if s["role"] == "data")
+ctx = ssl.create_default_context(cafile=lab["ca"])
+ctx.check_hostname = False
+
+def session():
+    s = smtplib.SMTP(site["ip"], site["ports"]["submission"], timeout=30)
+    s.starttls(context=ctx)
+    s.login(probe["address"], probe["password"])
+    return s
+
+s = session()
+for tag in tags:
+    msg = (f"From: <{probe['address']}>\r\nTo: <{to}>\r\nSubject: outbound {tag}\r\n"
+           f"Message-ID: <{tag}@example.test>\r\nX-Tag: {tag}\r\n\r\nhello from maildr {tag}\r\n")
+    # As a mail client does: a 4xx is tried again (a site still catching up
+    # after the lab started defers), a 5xx is not.
+    deadline = time.time() + 30
+    while True:
+        try:
+            s.sendmail(probe["address"], [to], msg)
+            break
+        except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as e:
+            codes = [c for c, _ in e.recipients.values()] if isinstance(e, smtplib.SMTPRecipientsRefused) else [e.smtp_code]
+            if any(c >= 500 for c in codes) or time.time() > deadline:
+                raise
+            time.sleep(0.5)
+            s.rset()
+s.quit()
+PY
+}
+# count TAG: how many messages carrying TAG the peer holds
+count() { grep -rl "^X-Tag: $1\$" "$PEER/mail/carol" 2>/dev/null | wc -l; }
+# wait_for TAG... : every tag arrived (60 s at most)
+wait_for() {
+    local tag
+    for _ in $(seq 1 600); do
+        local all=1
+        for tag in "$@"; do [[ $(count "$tag") -ge 1 ]] || { all=0; break; }; done
+        (( all )) && return 0
+        sleep 0.1
+    done
+    return 1
+}
+queue_total() { "$MAILDR" queue list --config "$CONFIG" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['total'])"; }
+
+echo "== delivery to the peer"
+TAGS=(); for i in $(seq 1 20); do TAGS+=("first-$i"); done
+submit "${TAGS[@]}"
+if wait_for "${TAGS[@]}"; then ok "20 messages submitted through maildr arrived at Postfix"; else fail "not every message arrived"; fi
+dups=0; for t in "${TAGS[@]}"; do (( $(count "$t") == 1 )) || dups=$((dups + 1)); done
+(( dups == 0 )) && ok "each tag exactly once at the peer" || fail "$dups tags not exactly once"
+sleep 1
+[[ $(queue_total) == 0 ]] && ok "the queue is empty once they are delivered" || fail "the queue still holds $(queue_total) messages"
+grep -q "Received: from mail.example.test\|Received: from " "$PEER/mail/carol/new/"* && ok "the peer's Received header shows the hand-over" || fail "no Received header"
+
+echo "== the peer is down: mail waits in the replicated queue"
+peer_stop
+WAIT=(); for i in $(seq 1 5); do WAIT+=("waiting-$i"); done
+submit "${WAIT[@]}"
+sleep 3
+total=$(queue_total)
+(( total == 5 )) && ok "5 messages wait in the queue while the peer is down" || fail "queue holds $total, not 5"
+"$MAILDR" queue list --config "$CONFIG" --json > "$WORK/queue.json"
+python3 - "$WORK/queue.json" <<'PY' && ok "queue list --json names recipients, attempts and the connection error" || fail "queue list --json lacks the expected fields"
+import json, sys
+q = json.load(open(sys.argv[1]))
+m = q["messages"][0]
+assert m["recipients"][0]["address"] == "carol@remote.test", m
+assert m["attempts"] >= 1, m
+assert m["recipients"][0]["last_error"], m
+assert {"id", "from", "queued_at", "next_attempt_at", "expires_at", "size_bytes"} <= set(m), m
+PY
+for t in "${WAIT[@]}"; do (( $(count "$t") == 0 )) || fail "$t arrived while the peer was down"; done
+peer_start
+"$MAILDR" queue retry --all --config "$CONFIG" > /dev/null
+if wait_for "${WAIT[@]}"; then ok "the waiting messages went out once the peer was back"; else fail "the waiting messages did not arrive"; fi
+sleep 1
+[[ $(queue_total) == 0 ]] && ok "the queue is empty again" || fail "the queue still holds messages"
+
+echo "== a 550 from the peer bounces to the sender"
+TO=nobody@remote.test submit bounce-1
+python3 - "$LAB/lab.json" <<'PY' && ok "the sender's INBOX holds a delivery status notification with Status 5.1.1" || fail "no bounce in the sender's INBOX"
+import imaplib, json, ssl, sys, time
+lab = json.load(open(sys.argv[1]))
+probe = next(a for a in lab["accounts"] if a["address"].startswith("probe@"))
+site = next(s for s in lab["sites"] if s["role"] == "data")
+ctx = ssl.create_default_context(cafile=lab["ca"])
+ctx.check_hostname = False
+deadline = time.time() + 60
+while time.time() < deadline:
+    m = imaplib.IMAP4_SSL(site["ip"], site["ports"]["imaps"], ssl_context=ctx)
+    m.login(probe["address"], probe["password"])
+    m.select("INBOX")
+    typ, data = m.search(None, "SUBJECT", "\"Undelivered Mail Returned to Sender\"")
+    for num in data[0].split():
+        typ, body = m.fetch(num, "(BODY.PEEK[])")
+        text = body[0][1].decode("utf-8", "replace")
+        if ("Final-Recipient: rfc822; nobody@remote.test" in text and "Status: 5.1.1" in text
+                and "multipart/report" in text and "X-Tag: bounce-1" in text):
+            m.logout()
+            sys.exit(0)
+    m.logout()
+    time.sleep(0.5)
+sys.exit(1)
+PY
+
+echo "outbound_postfix: $passed passed, $failed failed"
+(( failed == 0 ))
