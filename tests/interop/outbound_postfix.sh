@@ -8,7 +8,11 @@
 #   - with the peer stopped they wait in the replicated queue (`maildr queue list
 #     --json` shows them, with the connection error) and go out once it is back;
 #   - a recipient the peer refuses (550) gives the sender a delivery status
-#     notification (RFC 3464) in their INBOX, read with imaplib.
+#     notification (RFC 3464) in their INBOX, read with imaplib;
+#   - 500 messages submitted while the peer is down, then the primary killed, then
+#     the peer back: every one arrives (duplicates counted and reported, none
+#     missing), handed over by the new primary (its EHLO name in Postfix's
+#     Received header).
 # Needs root (Postfix drops privileges), python3, a built maildr.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -135,7 +139,15 @@ for tag in tags:
             if any(c >= 500 for c in codes) or time.time() > deadline:
                 raise
             time.sleep(0.5)
-            s.rset()
+            try:
+                s.rset()
+            except (smtplib.SMTPServerDisconnected, OSError):
+                s = session()
+        except (smtplib.SMTPServerDisconnected, OSError):
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+            s = session()
 s.quit()
 PY
 }
@@ -152,7 +164,8 @@ wait_for() {
     done
     return 1
 }
-queue_total() { "$MAILDR" queue list --config "$CONFIG" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['total'])"; }
+queue_total_at() { "$MAILDR" queue list --config "$1" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['total'])"; }
+queue_total() { queue_total_at "$CONFIG"; }
 
 echo "== delivery to the peer"
 TAGS=(); for i in $(seq 1 20); do TAGS+=("first-$i"); done
@@ -214,6 +227,57 @@ while time.time() < deadline:
     time.sleep(0.5)
 sys.exit(1)
 PY
+
+echo "== the primary is lost with 500 messages queued"
+cluster_json() { "$MAILDR" cluster status --config "$1" --json; }
+PRIMARY=$(cluster_json "$CONFIG" | python3 -c "import json,sys; print(json.load(sys.stdin)['leader'])")
+peer_stop
+MANY=(); for i in $(seq 1 500); do MANY+=("failover-$i"); done
+submit "${MANY[@]}"
+total=$(queue_total)
+(( total == 500 )) && ok "500 messages queued while the peer is down (primary $PRIMARY)" || fail "queue holds $total, not 500"
+"$MAILDR" lab kill "$PRIMARY" --dir "$LAB" > /dev/null
+SURVIVOR_CONFIG=$(python3 -c "
+import json
+lab = json.load(open('$LAB/lab.json'))
+print(next(s['config'] for s in lab['sites'] if s['role'] == 'data' and s['site'] != '$PRIMARY'))")
+for _ in $(seq 1 300); do
+    NEW=$(cluster_json "$SURVIVOR_CONFIG" 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['leader'] or '')" 2>/dev/null || true)
+    [[ -n "$NEW" && "$NEW" != "$PRIMARY" ]] && break
+    sleep 0.2
+done
+[[ -n "$NEW" && "$NEW" != "$PRIMARY" ]] && ok "$NEW is primary after $PRIMARY was killed" || fail "no new primary"
+peer_start
+# tags_at_peer: "COPIES UNIQUE" of the failover tags the peer's maildir holds
+tags_at_peer() {
+    python3 - "$PEER/mail/carol" <<'PY'
+import os, sys
+copies, unique = 0, set()
+for sub in ("new", "cur"):
+    d = os.path.join(sys.argv[1], sub)
+    for name in os.listdir(d) if os.path.isdir(d) else []:
+        for line in open(os.path.join(d, name), errors="replace"):
+            if line.startswith("X-Tag: failover-"):
+                copies += 1
+                unique.add(line.strip())
+                break
+print(copies, len(unique))
+PY
+}
+for _ in $(seq 1 900); do
+    read -r copies unique < <(tags_at_peer)
+    (( unique == 500 )) && break
+    sleep 0.1
+done
+sleep 2
+read -r copies unique < <(tags_at_peer)
+missing=$((500 - unique)); dup=$((copies - unique))
+echo "failover: 500 queued, $unique arrived, $missing missing, $dup duplicate copies"
+(( missing == 0 )) && ok "every one of the 500 arrived at the peer ($dup duplicate copies)" || fail "$missing of the 500 never arrived"
+by_new=$( (grep -rl "^X-Tag: failover-" "$PEER/mail/carol" || true) | (xargs -r grep -l "^Received: from $NEW\.example\.test" || true) | wc -l)
+(( by_new == copies )) && ok "all were handed over by the new primary $NEW" || fail "only $by_new of $copies handed over by $NEW"
+sleep 1
+[[ $(queue_total_at "$SURVIVOR_CONFIG") == 0 ]] && ok "the survivor's queue is empty" || fail "the survivor's queue still holds messages"
 
 echo "outbound_postfix: $passed passed, $failed failed"
 (( failed == 0 ))

@@ -509,14 +509,9 @@ impl Session {
                 t.recipients.push((recipient, accounts));
                 conn.reply("250 2.1.5 Recipient OK");
             }
-            // A replica still catching up may not know a new account or domain yet:
-            // a permanent refusal would bounce mail the cluster accepts. Defer.
-            Recipient::UnknownUser | Recipient::NotHosted if !self.cluster().is_caught_up() => self.error(
-                conn,
-                &format!("451 4.3.0 <{recipient}>: this site is catching up with the cluster; try again shortly"),
-            ),
-            Recipient::UnknownUser => self.error(conn, &format!("550 5.1.1 <{recipient}>: no such user here")),
             // Only authenticated submission relays, and only when outbound is on.
+            // Before the catching-up deferral: a domain this replica does not know
+            // yet is checked again when the submission applies (`RemoteIsLocal`).
             Recipient::NotHosted
                 if self.kind != ListenerKind::Mx && self.authenticated.is_some() && self.service.outbound.enabled =>
             {
@@ -542,6 +537,13 @@ impl Session {
                     }
                 }
             }
+            // A replica still catching up may not know a new account or domain yet:
+            // a permanent refusal would bounce mail the cluster accepts. Defer.
+            Recipient::UnknownUser | Recipient::NotHosted if !self.cluster().is_caught_up() => self.error(
+                conn,
+                &format!("451 4.3.0 <{recipient}>: this site is catching up with the cluster; try again shortly"),
+            ),
+            Recipient::UnknownUser => self.error(conn, &format!("550 5.1.1 <{recipient}>: no such user here")),
             Recipient::NotHosted => {
                 let reply = if self.kind == ListenerKind::Mx {
                     format!("550 5.7.1 <{recipient}>: relay access denied")
