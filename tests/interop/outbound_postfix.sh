@@ -5,6 +5,9 @@
 # routes remote.test there (`lab up --outbound-route`). Checked:
 #   - messages submitted through maildr (Python smtplib, STARTTLS, AUTH) arrive at
 #     the peer, each tag exactly once, and nothing of them stays in the queue;
+#   - with a DKIM key made by `maildr admin domain dkim`, the lab's own DNS
+#     publishes the key and Python's dkimpy (PyPI) verifies the signature of a
+#     message as the peer received it;
 #   - with the peer stopped they wait in the replicated queue (`maildr queue list
 #     --json` shows them, with the connection error) and go out once it is back;
 #   - a recipient the peer refuses (550) gives the sender a delivery status
@@ -23,6 +26,7 @@ if ! command -v postfix >/dev/null; then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     install_missing postfix
 fi
+python3 -c "import dkim, dns.resolver" 2>/dev/null || python3 -m pip install -q dkimpy dnspython
 
 NET=127.153
 PEER_IP=127.151.0.25
@@ -167,6 +171,17 @@ wait_for() {
 queue_total_at() { "$MAILDR" queue list --config "$1" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['total'])"; }
 queue_total() { queue_total_at "$CONFIG"; }
 
+echo "== DKIM: the domain's key, published by the lab's DNS"
+"$MAILDR" admin --config "$CONFIG" domain dkim example.test --selector lab1 > "$WORK/dkim.txt"
+grep -q '^lab1._domainkey.example.test. IN TXT "v=DKIM1; k=rsa; p=' "$WORK/dkim.txt" && ok "admin domain dkim prints the TXT record" || { fail "no TXT record printed"; cat "$WORK/dkim.txt"; }
+DNS_AT=$(python3 -c "import json; s=json.load(open('$LAB/lab.json'))['sites'][0]; print(s['ip'], s['ports']['dns'])")
+for _ in $(seq 1 100); do
+    txt=$(dig @"${DNS_AT% *}" -p "${DNS_AT#* }" +short +time=1 +tries=1 lab1._domainkey.example.test TXT 2>/dev/null || true)
+    [[ "$txt" == *"v=DKIM1"* ]] && break
+    sleep 0.1
+done
+[[ "$txt" == *"v=DKIM1; k=rsa"* ]] && ok "the lab's DNS serves lab1._domainkey.example.test" || fail "the lab's DNS does not serve the key: $txt"
+
 echo "== delivery to the peer"
 TAGS=(); for i in $(seq 1 20); do TAGS+=("first-$i"); done
 submit "${TAGS[@]}"
@@ -176,6 +191,23 @@ dups=0; for t in "${TAGS[@]}"; do (( $(count "$t") == 1 )) || dups=$((dups + 1))
 sleep 1
 [[ $(queue_total) == 0 ]] && ok "the queue is empty once they are delivered" || fail "the queue still holds $(queue_total) messages"
 grep -q "Received: from mail.example.test\|Received: from " "$PEER/mail/carol/new/"* && ok "the peer's Received header shows the hand-over" || fail "no Received header"
+python3 - "$(grep -rl '^X-Tag: first-1$' "$PEER/mail/carol" | head -n 1)" ${DNS_AT} <<'PY' && ok "dkimpy verifies the DKIM signature of example.test on a message the peer received" || fail "the DKIM signature does not verify"
+import sys
+import dkim, dns.resolver
+message = open(sys.argv[1], "rb").read()
+resolver = dns.resolver.Resolver(configure=False)
+resolver.nameservers = [sys.argv[2]]
+resolver.port = int(sys.argv[3])
+def dnsfunc(name, timeout=5):
+    answer = resolver.resolve(name.decode().rstrip("."), "TXT", lifetime=timeout)
+    return b"".join(answer[0].strings)
+assert b"DKIM-Signature:" in message and b"d=example.test" in message and b"s=lab1" in message, "not signed"
+import logging
+logging.basicConfig(level=logging.DEBUG)
+sys.exit(0 if dkim.verify(message, dnsfunc=dnsfunc, logger=logging.getLogger("dkim")) else 1)
+PY
+mkdir -p "${ARTIFACT_DIR:-target/artifacts}"
+cp "$(grep -rl '^X-Tag: first-1$' "$PEER/mail/carol" | head -n 1)" "${ARTIFACT_DIR:-target/artifacts}/outbound-signed.eml"
 
 echo "== the peer is down: mail waits in the replicated queue"
 peer_stop

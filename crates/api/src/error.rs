@@ -101,7 +101,8 @@ pub fn refusal_status(e: &CommandError) -> StatusCode {
         | CommandError::MailboxExists(_)
         | CommandError::InboxUndeletable
         | CommandError::RenameIntoSelf
-        | CommandError::RemoteIsLocal(_) => StatusCode::CONFLICT,
+        | CommandError::RemoteIsLocal(_)
+        | CommandError::BadDkimSelector(_) => StatusCode::CONFLICT,
     }
 }
 

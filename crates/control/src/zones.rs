@@ -28,20 +28,33 @@ const ZONE_POLL_MS: u64 = 100;
 /// Pause before publishing again to an external provider that failed.
 const EXTERNAL_RETRY_MS: u64 = 1_000;
 
-/// What the zones are built from: the committed steering and the hosted domains,
-/// or `None` when no steering has been committed yet.
-fn zone_inputs(cluster: &Cluster) -> Option<(Steering, Vec<Domain>)> {
+/// A hosted domain and its DKIM record (selector, TXT text), if it has a key.
+type DomainInput = (Domain, Option<(String, String)>);
+
+/// What the zones are built from: the committed steering and the hosted domains
+/// with their DKIM records, or `None` when no steering has been committed yet.
+fn zone_inputs(cluster: &Cluster) -> Option<(Steering, Vec<DomainInput>)> {
     let store = cluster.store();
     let steering = store.steering().ok()??;
-    let domains = store.domains().ok()?.into_iter().map(|d| d.name).collect();
+    let keys = store.dkim_keys().ok()?;
+    let domains = store
+        .domains()
+        .ok()?
+        .into_iter()
+        .map(|d| {
+            let dkim =
+                keys.iter().find(|(k, _)| k == d.name.as_str()).map(|(_, key)| (key.selector.clone(), key.dns_text()));
+            (d.name, dkim)
+        })
+        .collect();
     Some((steering, domains))
 }
 
 /// The zone of every domain under `steering`.
-fn build_zones(steering: &Steering, domains: &[Domain], sites: &[SiteAddress], ttl_secs: u32) -> Vec<Zone> {
+fn build_zones(steering: &Steering, domains: &[DomainInput], sites: &[SiteAddress], ttl_secs: u32) -> Vec<Zone> {
     domains
         .iter()
-        .filter_map(|domain| {
+        .filter_map(|(domain, dkim)| {
             let input = ZoneInput {
                 domain: domain.clone(),
                 serial: steering.serial,
@@ -49,6 +62,7 @@ fn build_zones(steering: &Steering, domains: &[Domain], sites: &[SiteAddress], t
                 sites: sites.to_vec(),
                 primary: steering.primary.clone(),
                 mx: steering.mx.clone(),
+                dkim: dkim.clone(),
             };
             Zone::build(&input).map_err(|e| tracing::error!(%domain, error = %e, "zone not built")).ok()
         })
@@ -67,8 +81,10 @@ pub async fn feed(
     mut stop: watch::Receiver<bool>,
 ) {
     // What the local server got, and what the external providers accepted.
-    let mut shown: Option<Vec<(Domain, u32)>> = None;
-    let mut published: Option<Vec<(Domain, u32)>> = None;
+    // Per domain: its name, the steering serial and its DKIM record.
+    type Shown = Vec<(Domain, u32, Option<(String, String)>)>;
+    let mut shown: Option<Shown> = None;
+    let mut published: Option<Shown> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(ZONE_POLL_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -90,7 +106,7 @@ pub async fn feed(
         let Some((steering, domains)) = zone_inputs(&cluster) else {
             continue;
         };
-        let key: Vec<(Domain, u32)> = domains.iter().map(|d| (d.clone(), steering.serial)).collect();
+        let key: Shown = domains.iter().map(|(d, dkim)| (d.clone(), steering.serial, dkim.clone())).collect();
         let publish = !external.is_empty() && published.as_ref() != Some(&key) && publishes(&cluster, &steering);
         if shown.as_ref() == Some(&key) && !publish {
             continue;

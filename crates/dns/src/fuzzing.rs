@@ -43,6 +43,7 @@ pub fn zones() -> &'static ZoneSet {
                 sites,
                 primary: primary.map(String::from),
                 mx: mx.iter().map(|s| s.to_string()).collect(),
+                dkim: None,
             })
             .expect("the sample zones are consistent")
         };

@@ -61,6 +61,9 @@ pub struct ZoneInput {
     pub primary: Option<String>,
     /// Site names for MX, in preference order (primary first, decided by the caller).
     pub mx: Vec<String>,
+    /// The domain's DKIM key record: (selector, `v=DKIM1; k=…; p=…`), published
+    /// as TXT at `<selector>._domainkey.<domain>`.
+    pub dkim: Option<(String, String)>,
 }
 
 /// Why a [`ZoneInput`] does not make a zone.
@@ -181,6 +184,14 @@ impl Zone {
             zone.add(&origin_name, ttl, RData::MX(MX::new(step * MX_PREFERENCE_STEP, target)));
         }
         zone.add(&origin_name, ttl, RData::TXT(TXT::new(vec![SPF_POLICY.to_string()])));
+        if let Some((selector, text)) = &input.dkim {
+            check_site_label(domain, selector)?;
+            let owner = domain_name(domain, &format!("{selector}._domainkey.{domain}"))?;
+            // One TXT character-string holds at most 255 bytes; a 2048-bit RSA key
+            // needs two, which verifiers join (RFC 6376 §3.6.2.2).
+            let strings = text.as_bytes().chunks(255).map(|c| String::from_utf8_lossy(c).into_owned()).collect();
+            zone.add(&owner, ttl, RData::TXT(TXT::new(strings)));
+        }
         if let Some((_, ip)) = primary {
             let mail = domain_name(domain, &format!("{MAIL_LABEL}.{domain}"))?;
             zone.add(&mail, ttl, address(ip));
@@ -415,6 +426,7 @@ mod tests {
             ],
             primary: primary.map(String::from),
             mx: mx.iter().map(|s| s.to_string()).collect(),
+            dkim: None,
         }
     }
 
@@ -547,5 +559,23 @@ mod tests {
         assert!(!serial_older(5, 5));
         assert!(serial_older(u32::MAX, 0));
         assert!(!serial_older(0, u32::MAX));
+    }
+
+    #[test]
+    fn a_dkim_key_is_published_under_its_selector_in_strings_of_at_most_255_bytes() {
+        let text = format!("v=DKIM1; k=rsa; p={}", "A".repeat(392));
+        let zone =
+            Zone::build(&ZoneInput { dkim: Some(("maildr".into(), text.clone())), ..input(Some("bj"), &["bj"]) })
+                .unwrap();
+        let Lookup::Records(records) = zone.lookup(&name("maildr._domainkey.example.test."), RecordType::TXT) else {
+            panic!("no DKIM record")
+        };
+        let RData::TXT(txt) = &records[0].data else { panic!("not TXT") };
+        let strings: Vec<&[u8]> = txt.txt_data.iter().map(|s| s.as_ref()).collect();
+        assert_eq!(strings.len(), 2);
+        assert!(strings.iter().all(|s| s.len() <= 255));
+        assert_eq!(strings.concat(), text.as_bytes());
+        let bad = Zone::build(&ZoneInput { dkim: Some(("bad selector".into(), text)), ..input(Some("bj"), &["bj"]) });
+        assert!(bad.is_err());
     }
 }

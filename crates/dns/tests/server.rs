@@ -227,6 +227,7 @@ fn many_sites_zone(count: usize) -> Zone {
             .collect(),
         primary: None,
         mx: vec![],
+        dkim: None,
     })
     .unwrap()
 }

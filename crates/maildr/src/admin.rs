@@ -67,6 +67,22 @@ pub enum DomainAction {
     Remove {
         domain: String,
     },
+    /// Generate the domain's DKIM signing key (replacing any earlier one): its
+    /// outgoing mail is signed with it, and each site's DNS publishes the public
+    /// half at SELECTOR._domainkey.DOMAIN. Prints the TXT record (for DNS servers
+    /// not run by maildr).
+    Dkim {
+        domain: String,
+        /// The selector: a DNS label, new for each key you rotate to.
+        #[arg(long, default_value = "maildr")]
+        selector: String,
+        /// rsa (what every verifier accepts) or ed25519 (RFC 8463).
+        #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
+        algorithm: String,
+        /// RSA key size.
+        #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u16).range(1024..=4096))]
+        bits: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -197,6 +213,22 @@ pub fn run(data_dir: PathBuf, cluster: Option<SiteConfig>, command: AdminCommand
             DomainAction::Remove { domain: d } => {
                 apply(&store, Command::RemoveDomain { domain: domain(&d)? })?;
                 println!("removed domain {}", domain(&d)?);
+            }
+            DomainAction::Dkim { domain: d, selector, algorithm, bits } => {
+                let d = domain(&d)?;
+                let algorithm = match algorithm.as_str() {
+                    "ed25519" => maildr_store::DkimAlgorithm::Ed25519Sha256,
+                    _ => maildr_store::DkimAlgorithm::RsaSha256,
+                };
+                let key = maildr_outbound::dkim::generate(algorithm, &selector, usize::from(bits), SystemClock.now())
+                    .map_err(anyhow::Error::msg)?;
+                let record = key.dns_text();
+                apply(&store, Command::SetDkimKey { domain: d.clone(), key })?;
+                println!("DKIM key set for {d}; the sites' DNS publishes it as:");
+                // Zone-file syntax: strings of at most 255 bytes, which resolvers join.
+                let strings: Vec<String> =
+                    record.as_bytes().chunks(255).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+                println!("{selector}._domainkey.{d}. IN TXT {}", strings.join(" "));
             }
         },
         AdminCommand::User { action } => match action {

@@ -80,6 +80,7 @@ impl ZoneArgs {
             sites: self.sites.clone(),
             primary: self.primary.clone(),
             mx: self.mx.clone(),
+            dkim: None,
         };
         Ok(Zone::build(&input)?)
     }

@@ -18,6 +18,7 @@
 //! once, never zero times. The window is one attempt: from the remote server's
 //! 250 to the commit of the attempt's record (see `docs/outbound.md`).
 
+pub mod dkim;
 pub mod dsn;
 pub mod route;
 pub mod runner;

@@ -148,6 +148,7 @@ async fn attempt(ctx: &Context, message: QueuedMessage) {
             return;
         }
     };
+    let data = dkim_signed(ctx, &message, data);
     let timeout = Duration::from_secs(ctx.settings.section.timeout_secs);
     let mut by_domain: BTreeMap<String, Vec<EmailAddress>> = BTreeMap::new();
     for r in &message.recipients {
@@ -234,6 +235,26 @@ async fn attempt(ctx: &Context, message: QueuedMessage) {
         }
     }
     record(ctx, &message, delivered, bounced, deferred).await;
+}
+
+/// The message signed with its sender domain's DKIM key, when the domain has
+/// one; unsigned (and said so in the log) when signing fails, rather than held.
+fn dkim_signed(ctx: &Context, message: &QueuedMessage, data: Vec<u8>) -> Vec<u8> {
+    let Some(domain) = message.from.as_ref().map(|f| f.domain_str().to_ascii_lowercase()) else { return data };
+    match ctx.cluster.store().dkim_key(&domain) {
+        Ok(Some(key)) => match crate::dkim::sign(&key, &domain, &data) {
+            Ok(signed) => signed,
+            Err(why) => {
+                tracing::error!(queue_id = message.id, domain, why, "DKIM signing failed; sending unsigned");
+                data
+            }
+        },
+        Ok(None) => data,
+        Err(e) => {
+            tracing::error!(queue_id = message.id, domain, error = %e, "reading the DKIM key failed; sending unsigned");
+            data
+        }
+    }
 }
 
 async fn read_body(ctx: &Context, message: &QueuedMessage) -> Result<Vec<u8>, String> {

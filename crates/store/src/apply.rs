@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::{
     decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, CONTROL, CONTROL_STEERING, DELIVERED_IDS,
-    DOMAINS, EVENTS, EVENTS_KEPT_MAX, MAILBOXES, MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED,
+    DKIM_KEYS, DOMAINS, EVENTS, EVENTS_KEPT_MAX, MAILBOXES, MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED,
     META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_EVENT_ID, META_NEXT_MAILBOX_ID, META_NEXT_QUEUE_ID,
     OUTBOUND, OUTBOUND_KEYS,
 };
@@ -38,6 +38,7 @@ pub(crate) struct Tables<'txn> {
     events: Table<'txn, u64, &'static [u8]>,
     outbound: Table<'txn, u64, &'static [u8]>,
     outbound_keys: Table<'txn, &'static str, u64>,
+    dkim_keys: Table<'txn, &'static str, &'static [u8]>,
 }
 
 fn db(e: impl Into<redb::Error>) -> StoreError {
@@ -61,6 +62,7 @@ impl<'txn> Tables<'txn> {
             events: txn.open_table(EVENTS)?,
             outbound: txn.open_table(OUTBOUND)?,
             outbound_keys: txn.open_table(OUTBOUND_KEYS)?,
+            dkim_keys: txn.open_table(DKIM_KEYS)?,
         })
     }
 
@@ -93,6 +95,7 @@ impl<'txn> Tables<'txn> {
                     return Ok(Err(CommandError::DomainNotEmpty { domain: domain.clone(), accounts, aliases }));
                 }
                 self.domains.remove(domain.as_str()).map_err(db)?;
+                self.dkim_keys.remove(domain.as_str()).map_err(db)?;
                 Ok(Ok(Applied::Done))
             }
             Command::AddAccount { address, password_hash, quota_bytes, uid_validity, at } => {
@@ -299,6 +302,17 @@ impl<'txn> Tables<'txn> {
                     self.outbound.insert(m.id, encode(&m).as_slice()).map_err(db)?;
                 }
                 Ok(Ok(Applied::QueueRetried { count }))
+            }
+            Command::SetDkimKey { domain, key } => {
+                if self.domains.get(domain.as_str()).map_err(db)?.is_none() {
+                    return Ok(Err(CommandError::DomainUnknown(domain.clone())));
+                }
+                let s = &key.selector;
+                if s.is_empty() || s.len() > 63 || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return Ok(Err(CommandError::BadDkimSelector(s.clone())));
+                }
+                self.dkim_keys.insert(domain.as_str(), encode(key).as_slice()).map_err(db)?;
+                Ok(Ok(Applied::Done))
             }
             Command::RemoveQueued { id } => {
                 let Some(message) = self.get_queued(*id)? else {

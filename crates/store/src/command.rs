@@ -189,6 +189,11 @@ pub enum Command {
     RemoveQueued {
         id: u64,
     },
+    /// Set (or replace) a hosted domain's DKIM signing key.
+    SetDkimKey {
+        domain: Domain,
+        key: crate::model::DkimKey,
+    },
 }
 
 /// What a control-plane event says happened.
@@ -281,6 +286,7 @@ impl Command {
             Command::RecordDeliveryAttempt { .. } => "record_delivery_attempt",
             Command::RetryQueued { .. } => "retry_queued",
             Command::RemoveQueued { .. } => "remove_queued",
+            Command::SetDkimKey { .. } => "set_dkim_key",
         }
     }
 }
@@ -420,6 +426,8 @@ pub enum CommandError {
     NotQueuedFor { id: u64, address: EmailAddress },
     #[error("{0} is hosted here: it is delivered locally, not queued")]
     RemoteIsLocal(EmailAddress),
+    #[error("DKIM selector {0:?} is not a DNS label (letters, digits, '-', 1-63 characters)")]
+    BadDkimSelector(String),
 }
 
 #[cfg(test)]

@@ -23,8 +23,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 pub use blob::{delivery_retry_key, hash_body, BlobStore};
 pub use command::{Applied, Command, CommandError, ControlEventKind, FlagOp, Placement};
 pub use model::{
-    Account, Alias, ControlEvent, DomainRecord, Mailbox, MailboxDigest, Message, QueuedMessage, QueuedRecipient,
-    Steering,
+    Account, Alias, ControlEvent, DkimAlgorithm, DkimKey, DomainRecord, Mailbox, MailboxDigest, Message, QueuedMessage,
+    QueuedRecipient, Steering,
 };
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -51,6 +51,8 @@ pub(crate) const OUTBOUND: TableDefinition<u64, &[u8]> = TableDefinition::new("o
 /// retry key → queue id: a retried submission is queued once.
 pub(crate) const OUTBOUND_KEYS: TableDefinition<&str, u64> = TableDefinition::new("outbound_keys");
 pub(crate) const META_NEXT_QUEUE_ID: &str = "next_queue_id";
+/// domain → its DKIM key.
+pub(crate) const DKIM_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("dkim_keys");
 
 /// Control-plane records by name (`steering`).
 pub(crate) const CONTROL: TableDefinition<&str, &[u8]> = TableDefinition::new("control");
@@ -192,6 +194,7 @@ impl Store {
             txn.open_table(EVENTS).map_err(|e| self.db_err(e))?;
             txn.open_table(OUTBOUND).map_err(|e| self.db_err(e))?;
             txn.open_table(OUTBOUND_KEYS).map_err(|e| self.db_err(e))?;
+            txn.open_table(DKIM_KEYS).map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))
     }
@@ -204,6 +207,26 @@ impl Store {
         for row in t.iter().map_err(|e| self.db_err(e))? {
             let (_, v) = row.map_err(|e| self.db_err(e))?;
             out.push(decode("queued message", v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// A domain's DKIM key.
+    pub fn dkim_key(&self, domain: &str) -> Result<Option<DkimKey>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(DKIM_KEYS).map_err(|e| self.db_err(e))?;
+        let v = t.get(domain.to_ascii_lowercase().as_str()).map_err(|e| self.db_err(e))?;
+        v.map(|v| decode("dkim key", v.value())).transpose()
+    }
+
+    /// Every domain's DKIM key, by domain.
+    pub fn dkim_keys(&self) -> Result<Vec<(String, DkimKey)>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(DKIM_KEYS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in t.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            out.push((k.value().to_string(), decode("dkim key", v.value())?));
         }
         Ok(out)
     }

@@ -125,6 +125,38 @@ pub struct Steering {
     pub changed_at_ms: i64,
 }
 
+/// A domain's DKIM signing key (RFC 6376): replicated, so whichever site is
+/// primary signs the domain's outgoing mail with it, and each site's DNS server
+/// publishes its public half at `<selector>._domainkey.<domain>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DkimKey {
+    pub selector: String,
+    pub algorithm: DkimAlgorithm,
+    /// RSA: PKCS#1 DER; Ed25519: PKCS#8 DER.
+    pub private_der: Vec<u8>,
+    /// The `p=` value of the DNS record (base64).
+    pub public_base64: String,
+    pub created_at: UnixSeconds,
+}
+
+/// The signing algorithm of a DKIM key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DkimAlgorithm {
+    RsaSha256,
+    Ed25519Sha256,
+}
+
+impl DkimKey {
+    /// The TXT record's text: `v=DKIM1; k=rsa; p=…`.
+    pub fn dns_text(&self) -> String {
+        let k = match self.algorithm {
+            DkimAlgorithm::RsaSha256 => "rsa",
+            DkimAlgorithm::Ed25519Sha256 => "ed25519",
+        };
+        format!("v=DKIM1; k={k}; p={}", self.public_base64)
+    }
+}
+
 /// A message waiting in the replicated outbound queue for delivery to other
 /// domains. It lives in the replicated state, so the site that becomes primary
 /// after a failover delivers what the lost one had queued.

@@ -15,6 +15,7 @@ pub fn zone(serial: u32, primary: Option<&str>, mx: &[&str]) -> Zone {
         ],
         primary: primary.map(String::from),
         mx: mx.iter().map(|s| s.to_string()).collect(),
+        dkim: None,
     })
     .unwrap()
 }
