@@ -12,6 +12,10 @@
 #     --json` shows them, with the connection error) and go out once it is back;
 #   - a recipient the peer refuses (550) gives the sender a delivery status
 #     notification (RFC 3464) in their INBOX, read with imaplib;
+#   - mail from the Postfix peer to maildr's MX carries an Authentication-Results
+#     header with SPF pass (remote.test's SPF record, served by Knot, which the
+#     lab's sites ask: `lab up --resolver`), DKIM none (the peer signs nothing) and
+#     DMARC pass (aligned SPF);
 #   - 500 messages submitted while the peer is down, then the primary killed, then
 #     the peer back: every one arrives (duplicates counted and reported, none
 #     missing), handed over by the new primary (its EHLO name in Postfix's
@@ -26,6 +30,7 @@ if ! command -v postfix >/dev/null; then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     install_missing postfix
 fi
+command -v knotd >/dev/null || install_missing knot
 python3 -c "import dkim, dns.resolver" 2>/dev/null || python3 -m pip install -q dkimpy dnspython
 
 NET=127.153
@@ -36,13 +41,64 @@ chmod 755 "$WORK"
 LAB=$WORK/lab
 PEER=$WORK/peer
 LAB_UP=""
+KNOT_PID=""
+DNS_IP=127.151.0.53
 cleanup() {
     if [[ -n "$LAB_UP" ]]; then "$MAILDR" lab down --dir "$LAB" >/dev/null 2>&1 || true; fi
+    if [[ -n "$KNOT_PID" ]] && kill -0 "$KNOT_PID" 2>/dev/null; then kill -TERM "$KNOT_PID"; wait "$KNOT_PID" || true; fi
     postfix -c "$PEER/etc" stop >/dev/null 2>&1 || true
     if [[ -f "$PEER/queue/pid/master.pid" ]]; then kill -9 "$(tr -dc 0-9 < "$PEER/queue/pid/master.pid")" 2>/dev/null || true; fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# ---------------------------------------------------------------- remote.test's DNS
+mkdir -p "$WORK/knot/run" "$WORK/knot/db" "$WORK/knot/zones"
+cat > "$WORK/knot/zones/remote.test.zone" <<ZONE
+\$ORIGIN remote.test.
+\$TTL 60
+@      SOA ns.remote.test. hostmaster.remote.test. 1 300 60 1209600 5
+@      NS  ns.remote.test.
+ns     A   $DNS_IP
+mx     A   $PEER_IP
+@      MX  10 mx.remote.test.
+@      TXT "v=spf1 ip4:127.0.0.0/8 -all"
+_dmarc TXT "v=DMARC1; p=reject"
+ZONE
+cat > "$WORK/knot/knot.conf" <<CONF
+server:
+    rundir: "$WORK/knot/run"
+    listen: $DNS_IP@53
+control:
+    listen: "$WORK/knot/run/knot.sock"
+log:
+  - target: stderr
+    any: warning
+database:
+    storage: "$WORK/knot/db"
+template:
+  - id: default
+    storage: "$WORK/knot/zones"
+    file: "%s.zone"
+zone:
+  - domain: remote.test
+  # The parent too, so a DMARC tree walk past remote.test gets NXDOMAIN (as
+  # from a real TLD), not a refusal.
+  - domain: test
+CONF
+cat > "$WORK/knot/zones/test.zone" <<ZONE
+\$ORIGIN test.
+\$TTL 60
+@      SOA ns.remote.test. hostmaster.remote.test. 1 300 60 1209600 5
+@      NS  ns.remote.test.
+remote NS  ns.remote.test.
+ZONE
+knotd --config "$WORK/knot/knot.conf" 2> "$WORK/knotd.log" &
+KNOT_PID=$!
+for _ in $(seq 1 100); do
+    [[ -n "$(dig @$DNS_IP +short +time=1 +tries=1 remote.test TXT 2>/dev/null || true)" ]] && break
+    sleep 0.1
+done
 
 # ---------------------------------------------------------------- the peer
 mkdir -p "$PEER/etc" "$PEER/queue" "$PEER/data" "$PEER/mail"
@@ -71,6 +127,8 @@ virtual_gid_maps = static:8
 virtual_minimum_uid = 8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 smtpd_tls_security_level = none
+smtp_tls_security_level = may
+transport_maps = texthash:$PEER/transport
 CF
 cat > "$PEER/etc/master.cf" <<CF
 $PEER_IP:$PEER_PORT inet n - n - - smtpd
@@ -96,6 +154,9 @@ scache     unix - - n - 1 scache
 postlog    unix-dgram n - n - 1 postlogd
 CF
 echo "carol@remote.test carol/" > "$PEER/mailboxes"
+# Mail from remote.test to example.test goes to the lab's MX (written once the
+# lab is up; Postfix reads texthash tables when a process starts).
+: > "$PEER/transport"
 peer_start() {
     postfix -c "$PEER/etc" start >/dev/null 2>&1
     for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/$PEER_IP/$PEER_PORT") 2>/dev/null && return 0; sleep 0.1; done
@@ -105,10 +166,14 @@ peer_stop() { postfix -c "$PEER/etc" stop >/dev/null 2>&1; }
 peer_start && ok "Postfix answers for remote.test on $PEER_IP:$PEER_PORT" || { fail "Postfix did not start"; cat "$PEER/maillog" || true; exit 1; }
 
 # ---------------------------------------------------------------- the lab
-"$MAILDR" lab up --net "$NET" --dir "$LAB" --outbound-route "remote.test=$PEER_IP:$PEER_PORT" > /dev/null
+peer_stop
+"$MAILDR" lab up --net "$NET" --dir "$LAB" --outbound-route "remote.test=$PEER_IP:$PEER_PORT" --resolver "$DNS_IP:53" > /dev/null
 LAB_UP=1
 ok "lab up with outbound to remote.test through $PEER_IP:$PEER_PORT"
 CONFIG=$(python3 -c "import json; print(json.load(open('$LAB/lab.json'))['sites'][0]['config'])")
+MX_AT=$(python3 -c "import json; s=json.load(open('$LAB/lab.json'))['sites'][0]; print(f\"{s['ip']}:{s['ports']['smtp']}\")")
+echo "example.test smtp:[${MX_AT%:*}]:${MX_AT#*:}" > "$PEER/transport"
+peer_start || { fail "Postfix did not start again"; exit 1; }
 
 # submit TAG... : one message per tag from probe@ to carol@remote.test (or TO=...)
 submit() {
@@ -255,6 +320,41 @@ while time.time() < deadline:
                 and "multipart/report" in text and "X-Tag: bounce-1" in text):
             m.logout()
             sys.exit(0)
+    m.logout()
+    time.sleep(0.5)
+sys.exit(1)
+PY
+
+echo "== inbound: Postfix's mail to maildr carries its authentication results"
+python3 - "$PEER_IP" "$PEER_PORT" <<'PY'
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=30)
+s.sendmail("dave@remote.test", ["alice@example.test"],
+           "From: <dave@remote.test>\r\nTo: <alice@example.test>\r\nSubject: inbound-auth\r\n"
+           "Message-ID: <inbound-auth@remote.test>\r\n\r\nfrom the peer\r\n")
+s.quit()
+PY
+python3 - "$LAB/lab.json" <<'PY' && ok "Authentication-Results: spf=pass, dkim=none, dmarc=pass on mail from the Postfix peer" || fail "no Authentication-Results with the expected results"
+import imaplib, json, ssl, sys, time
+lab = json.load(open(sys.argv[1]))
+alice = next(a for a in lab["accounts"] if a["address"].startswith("alice@"))
+site = next(s for s in lab["sites"] if s["role"] == "data")
+ctx = ssl.create_default_context(cafile=lab["ca"])
+ctx.check_hostname = False
+deadline = time.time() + 60
+while time.time() < deadline:
+    m = imaplib.IMAP4_SSL(site["ip"], site["ports"]["imaps"], ssl_context=ctx)
+    m.login(alice["address"], alice["password"])
+    m.select("INBOX")
+    typ, data = m.search(None, "SUBJECT", "inbound-auth")
+    for num in data[0].split():
+        typ, body = m.fetch(num, "(BODY.PEEK[HEADER])")
+        head = body[0][1].decode("utf-8", "replace")
+        ar = head.split("Authentication-Results:", 1)[1].split("\r\nReceived:", 1)[0] if "Authentication-Results:" in head else ""
+        print("Authentication-Results:" + ar)
+        ok = "spf=pass" in ar and "smtp.mailfrom=dave@remote.test" in ar and "dkim=none" in ar and "dmarc=pass" in ar
+        m.logout()
+        sys.exit(0 if ok else 1)
     m.logout()
     time.sleep(0.5)
 sys.exit(1)

@@ -113,6 +113,16 @@ section! {
         /// same address waits it before its answer, doubling with every further
         /// failure (capped at 64 times); slows down password guessing.
         auth_failure_delay_ms: u64 = 500,
+        /// Check SPF, DKIM and DMARC of mail the MX receives and record the results
+        /// in an `Authentication-Results:` header (RFC 8601); no policy is enforced.
+        authentication_checks: bool = true,
+        /// Longest the checks of one message may take (their DNS questions); then
+        /// the header says `temperror` and the message is delivered.
+        authentication_checks_timeout_ms: u64 = 1500,
+        /// DNS servers (`IP:PORT`) this site asks about other domains: SPF, DKIM and
+        /// DMARC records of inbound mail, MX and addresses for outbound delivery.
+        /// Empty: the system's (`/etc/resolv.conf`).
+        resolvers: Vec<SocketAddr> = Vec::new(),
     }
 }
 
@@ -543,9 +553,6 @@ section! {
         relay_host: String = String::new(),
         /// One `[[outbound.routes]]` table each: `domain`, `host` (`HOST:PORT`).
         routes: Vec<OutboundRoute> = Vec::new(),
-        /// DNS servers (`IP:PORT`) asked for MX and address records; empty: the
-        /// system's (`/etc/resolv.conf`).
-        resolvers: Vec<SocketAddr> = Vec::new(),
         /// Seconds a message may wait in the queue; then it is bounced to its
         /// sender with a delivery status notification (default 5 days).
         lifetime_secs: u64 = 5 * 24 * 3600,

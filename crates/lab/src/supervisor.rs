@@ -68,6 +68,8 @@ pub struct UpOptions {
     /// Outbound delivery on every site, with these `[[outbound.routes]]` (empty:
     /// outbound stays off).
     pub outbound_routes: Vec<maildr_config::OutboundRoute>,
+    /// `smtp.resolvers` of every site (empty: the system's).
+    pub resolvers: Vec<std::net::SocketAddr>,
 }
 
 /// The lab's first retry after a temporary outbound failure, in seconds (a
@@ -273,6 +275,7 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
         if spec.role == Role::Lagged {
             config.cluster.apply_delay_secs = options.lagged_apply_delay_secs;
         }
+        config.smtp.resolvers = options.resolvers.clone();
         if !options.outbound_routes.is_empty() {
             config.outbound.enabled = true;
             config.outbound.routes = options.outbound_routes.clone();

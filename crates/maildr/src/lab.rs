@@ -96,6 +96,11 @@ pub enum LabAction {
         /// doubling up to 30 s.
         #[arg(long, value_name = "DOMAIN=HOST:PORT", value_parser = parse_outbound_route)]
         outbound_route: Vec<maildr_config::OutboundRoute>,
+        /// A DNS server the sites ask about other domains (`smtp.resolvers`:
+        /// SPF/DKIM/DMARC of inbound mail, MX of outbound); repeatable. Default:
+        /// the system's.
+        #[arg(long, value_name = "IP:PORT")]
+        resolver: Vec<std::net::SocketAddr>,
     },
     /// Every endpoint, which processes are alive, and the accounts; exits 1 unless
     /// every process is alive.
@@ -250,6 +255,7 @@ pub fn run(action: LabAction) -> Result<()> {
             backup_schedule,
             no_backup_s3,
             outbound_route,
+            resolver,
         } => {
             let topology = if *standby { Topology::with_standby(*net) } else { Topology::three_sites(*net) };
             let topology = if lagged.is_some() { topology.with_lagged() } else { topology };
@@ -272,6 +278,7 @@ pub fn run(action: LabAction) -> Result<()> {
                 backup_schedule: backup_schedule.clone().unwrap_or_default(),
                 backup_s3: !*no_backup_s3,
                 outbound_routes: outbound_route.clone(),
+                resolvers: resolver.clone(),
             };
             up(&exe()?, &dir_of(dir)?, topology, *json, &options)
         }

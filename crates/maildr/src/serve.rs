@@ -185,6 +185,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         let settings = maildr_outbound::OutboundSettings {
             section: config.outbound.clone(),
             hostname: config.site.hostname.clone(),
+            resolvers: config.smtp.resolvers.clone(),
         };
         let runner = maildr_outbound::spawn(cluster.clone(), settings, maildr_types::system_clock(), stop_rx.clone())
             .map_err(|e| anyhow::anyhow!("outbound delivery: {e}"))?;

@@ -43,13 +43,12 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router with the configured resolvers, or the system's when none are.
-    pub fn new(section: &OutboundSection) -> Result<Router, String> {
-        let builder = if section.resolvers.is_empty() {
+    /// A router with `resolvers`, or the system's when there are none.
+    pub fn new(section: &OutboundSection, resolvers: &[std::net::SocketAddr]) -> Result<Router, String> {
+        let builder = if resolvers.is_empty() {
             TokioResolver::builder_tokio().map_err(|e| format!("the system resolver configuration: {e}"))?
         } else {
-            let servers = section
-                .resolvers
+            let servers = resolvers
                 .iter()
                 .map(|s| {
                     let mut udp = ConnectionConfig::udp();

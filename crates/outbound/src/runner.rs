@@ -33,6 +33,9 @@ pub struct OutboundSettings {
     /// This site's host name: the EHLO name unless `outbound.helo_name` is set,
     /// and the reporting MTA of notifications.
     pub hostname: String,
+    /// DNS servers for MX and address lookups (`smtp.resolvers`; empty: the
+    /// system's).
+    pub resolvers: Vec<std::net::SocketAddr>,
 }
 
 struct Context {
@@ -53,7 +56,7 @@ pub fn spawn(
     clock: SharedClock,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, String> {
-    let router = Router::new(&settings.section)?;
+    let router = Router::new(&settings.section, &settings.resolvers)?;
     let concurrency = settings.section.concurrency as usize;
     let ctx = Arc::new(Context {
         cluster,

@@ -11,6 +11,7 @@ mod auth;
 mod conn;
 /// Entry points for `fuzz/` and the corpus tests; never used by the server.
 pub mod fuzzing;
+pub mod inbound_auth;
 mod session;
 
 use std::net::SocketAddr;
@@ -59,6 +60,8 @@ pub struct SmtpService {
     /// Failed AUTH per source address (the delay before its next answer).
     pub(crate) login_failures: maildr_frontend::passwords::LoginFailures,
     pub(crate) outbound: OutboundPolicy,
+    /// SPF/DKIM/DMARC checks of MX mail (`smtp.authentication_checks`).
+    pub(crate) inbound_auth: Option<Arc<inbound_auth::InboundAuth>>,
 }
 
 /// What submission needs to know of outbound delivery (`[outbound]`).
@@ -109,6 +112,18 @@ impl SmtpService {
         clock: SharedClock,
         outbound: OutboundPolicy,
     ) -> Arc<Self> {
+        let inbound_auth = if config.authentication_checks {
+            let timeout = std::time::Duration::from_millis(config.authentication_checks_timeout_ms);
+            match inbound_auth::InboundAuth::new(&config.resolvers, &hostname, timeout) {
+                Ok(checker) => Some(Arc::new(checker)),
+                Err(why) => {
+                    tracing::error!(why, "SPF/DKIM/DMARC checks are off: no resolver");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let connections = Arc::new(Semaphore::new(config.connections_max as usize));
         let login_failures = maildr_frontend::passwords::LoginFailures::new(std::time::Duration::from_millis(
             config.auth_failure_delay_ms,
@@ -122,6 +137,7 @@ impl SmtpService {
             connections,
             login_failures,
             outbound,
+            inbound_auth,
         })
     }
 }

@@ -613,8 +613,20 @@ impl Session {
         self.messages += 1;
         // Our trace header and the body in one allocation, the only copy held.
         let received = self.received_header(at, single.as_ref());
-        let message = body.into_vec_after(received.as_bytes());
-        let body = &message[received.len()..];
+        let mut message = body.into_vec_after(received.as_bytes());
+        let mut ours = received.len();
+        // Mail from other domains gets its SPF/DKIM/DMARC results above our trace.
+        if let Some(checker) = self.service.inbound_auth.as_ref().filter(|_| self.kind == ListenerKind::Mx) {
+            let helo = self.helo.clone().unwrap_or_default();
+            let from = transaction.sender.as_ref().map(|s| s.to_string());
+            let results = checker.header(self.peer.ip(), &helo, from.as_deref(), &message[ours..]).await;
+            let mut with_results = Vec::with_capacity(results.len() + message.len());
+            with_results.extend_from_slice(results.as_bytes());
+            with_results.append(&mut message);
+            message = with_results;
+            ours += results.len();
+        }
+        let body = &message[ours..];
         let header_fields = count_header_fields(body);
         let header_fields_max = self.service.config.header_fields_max as usize;
         if header_fields > header_fields_max {

@@ -402,3 +402,29 @@ fn a_different_message_with_the_same_message_id_is_stored_and_a_retry_is_not() {
     assert_eq!(site.inbox_bodies("alice@example.test").len(), 3);
     assert!(site.cluster.store().check().unwrap().problems.is_empty());
 }
+
+#[test]
+fn mail_received_by_the_mx_carries_its_authentication_results_above_our_trace() {
+    // No DNS server answers on port 9: the checks end in temperror (or time out),
+    // and the message is delivered all the same, with the header saying so.
+    let site = Site::start_with(|c| {
+        c.authentication_checks = true;
+        c.authentication_checks_timeout_ms = 500;
+        c.resolvers = vec!["127.0.0.1:9".parse().unwrap()];
+    });
+    let (mut c, _) = Client::connect(site.mx);
+    assert!(c.cmd("EHLO sender.example.org").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<someone@sender.example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<alice@example.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"From: someone@sender.example.org\r\nSubject: checked\r\n\r\nx\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    let bodies = site.inbox_bodies("alice@example.test");
+    let text = String::from_utf8_lossy(&bodies[0]);
+    assert!(text.starts_with("Authentication-Results: mx.example.test;"), "{text}");
+    let head = &text[..text.find("Received:").expect("our trace follows")];
+    for method in ["spf=", "dkim=", "dmarc="] {
+        assert!(head.contains(method), "{method} missing: {head}");
+    }
+    assert!(!head.contains("=pass"), "nothing can pass without DNS: {head}");
+}
