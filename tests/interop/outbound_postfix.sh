@@ -9,7 +9,8 @@
 #     publishes the key and Python's dkimpy (PyPI) verifies the signature of a
 #     message as the peer received it;
 #   - with the peer stopped they wait in the replicated queue (`maildr queue list
-#     --json` shows them, with the connection error) and go out once it is back;
+#     --json` and `GET /api/queue` show them, with the connection error; /metrics
+#     their number and age) and go out once it is back;
 #   - a recipient the peer refuses (550) gives the sender a delivery status
 #     notification (RFC 3464) in their INBOX, read with imaplib;
 #   - mail from the Postfix peer to maildr's MX carries an Authentication-Results
@@ -291,6 +292,13 @@ assert m["attempts"] >= 1, m
 assert m["recipients"][0]["last_error"], m
 assert {"id", "from", "queued_at", "next_attempt_at", "expires_at", "size_bytes"} <= set(m), m
 PY
+API=$(python3 -c "import json; l=json.load(open('$LAB/lab.json')); s=l['sites'][0]; print(f\"http://{s['ip']}:{s['ports']['http']} {l['api_token']}\")")
+curl -sf -H "Authorization: Bearer ${API#* }" "${API% *}/api/queue" > "$WORK/api-queue.json"
+python3 -c "import json,sys; q=json.load(open('$WORK/api-queue.json')); sys.exit(0 if q['total']==5 and len(q['messages'])==5 else 1)" \
+    && ok "GET /api/queue lists the 5 waiting messages" || fail "GET /api/queue: $(cat "$WORK/api-queue.json")"
+curl -sf -H "Authorization: Bearer ${API#* }" "${API% *}/metrics" > "$WORK/metrics.txt"
+grep -q '^maildr_outbound_queue_messages 5$' "$WORK/metrics.txt" && grep -q '^maildr_outbound_queue_oldest_age_seconds [1-9]' "$WORK/metrics.txt" \
+    && ok "/metrics shows the queue's size and age" || fail "/metrics lacks the queue: $(grep outbound "$WORK/metrics.txt")"
 for t in "${WAIT[@]}"; do (( $(count "$t") == 0 )) || fail "$t arrived while the peer was down"; done
 peer_start
 "$MAILDR" queue retry --all --config "$CONFIG" > /dev/null

@@ -20,6 +20,7 @@ pub mod control;
 pub mod error;
 pub mod faults;
 pub mod openapi;
+pub mod queue;
 pub mod status;
 
 pub use admin::{

@@ -45,6 +45,7 @@ use tokio::sync::{watch, Semaphore};
 pub use control::{ControlFuture, ControlPlane, ControlPlaneError, FailoverRequest};
 pub use error::{ErrorBody, Failure};
 pub use faults::{FaultHooks, Service};
+pub use handlers::queue::view as queued_message_view;
 pub use openapi::openapi_json;
 
 /// Largest request body accepted, in bytes (the biggest real body is a few hundred).
@@ -233,6 +234,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/accounts/{address}/quota", put(handlers::admin::set_quota))
         .route("/api/aliases", get(handlers::admin::list_aliases).post(handlers::admin::add_alias))
         .route("/api/aliases/{address}", delete(handlers::admin::remove_alias))
+        .route("/api/queue", get(handlers::queue::list))
+        .route("/api/queue/retry", post(handlers::queue::retry))
+        .route("/api/queue/{id}", delete(handlers::queue::remove))
         .route("/metrics", get(metrics::metrics))
         .merge(handlers::faults::routes(&state))
         .layer(timeout(REQUEST_TIMEOUT_MS))

@@ -306,6 +306,9 @@ async fn the_openapi_document_lists_every_route_with_its_schemas() {
         "POST /api/backups",
         "POST /api/backups/verify",
         "POST /api/restore",
+        "GET /api/queue",
+        "POST /api/queue/retry",
+        "DELETE /api/queue/{id}",
         "GET /metrics",
     ]
     .into_iter()
@@ -316,7 +319,7 @@ async fn the_openapi_document_lists_every_route_with_its_schemas() {
     for route in &routes {
         let (method, path) = route.split_once(' ').unwrap();
         let path = path.replace("{domain}", "example.test").replace("{address}", "a@example.test");
-        let path = path.replace("{service}", "smtp");
+        let path = path.replace("{service}", "smtp").replace("{id}", "1");
         let reply = site.call(method, &path, Some("{}")).await;
         assert!(reply.status != 405 && !reply.body.contains("no such endpoint"), "{route}: {reply:?}");
     }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
+use maildr_api_types::queue::QueueList;
 use maildr_cluster::ops::ControlClient;
 use maildr_config::SiteConfig;
 use maildr_store::{Applied, Command, QueuedMessage};
@@ -49,11 +50,10 @@ pub async fn run(action: QueueAction) -> Result<()> {
             let client = client(&config)?;
             let (messages, total) = client.queue(client.local()).await?;
             if json {
-                let listed: Vec<serde_json::Value> = messages.iter().map(as_json).collect();
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({ "total": total, "messages": listed }))?
-                );
+                // The admin API's `GET /api/queue` shape.
+                let list =
+                    QueueList { total, messages: messages.iter().map(maildr_api::queued_message_view).collect() };
+                println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print_table(&messages, total);
             }
@@ -95,24 +95,6 @@ fn client(config: &std::path::Path) -> Result<ControlClient> {
 
 fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms).map(|d| d.to_rfc3339()).unwrap_or_else(|| ms.to_string())
-}
-
-/// One queued message as `queue list --json` prints it (fields kept stable).
-fn as_json(m: &QueuedMessage) -> serde_json::Value {
-    serde_json::json!({
-        "id": m.id,
-        "from": m.from.as_ref().map(|a| a.to_string()),
-        "submitted_by": m.submitted_by.as_ref().map(|a| a.to_string()),
-        "size_bytes": m.body.size_bytes,
-        "queued_at": rfc3339(m.queued_at_ms),
-        "next_attempt_at": rfc3339(m.next_attempt_at_ms),
-        "expires_at": rfc3339(m.expires_at_ms),
-        "attempts": m.attempts,
-        "recipients": m.recipients.iter().map(|r| serde_json::json!({
-            "address": r.address.to_string(),
-            "last_error": r.last_error,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 fn print_table(messages: &[QueuedMessage], total: u64) {

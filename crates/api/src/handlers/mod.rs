@@ -6,6 +6,7 @@ pub mod backup;
 pub mod cluster;
 pub mod control;
 pub mod faults;
+pub mod queue;
 mod refusals;
 
 use axum::Json;
