@@ -28,6 +28,9 @@ if (( ${#missing[@]} )); then
     # Postfix's installer asks how to configure the machine's own mail: not at all.
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     install_missing "${missing[@]}"
+    # Where the installer started the distribution's own services, they would
+    # hold ports the pair binds: stop them (the pair runs its own instances).
+    for service in dovecot postfix knot; do service "$service" stop >/dev/null 2>&1 || true; done
 fi
 
 WORK=$(mktemp -d)

@@ -42,16 +42,52 @@ pub struct RejoinReport {
 /// the cluster: find the primary through the other members, then ask it.
 pub async fn rejoin(client: &ControlClient) -> Result<RejoinReport, OpsError> {
     let me = client.local().clone();
-    let mut primary = None;
-    for member in client.members().iter().filter(|m| m.node_id != me.node_id) {
+    let mut attempt = 1;
+    loop {
+        let primary = find_primary(client, me.node_id).await;
+        let outcome = match &primary {
+            Some(primary) => client.rejoin(primary).await,
+            None => Err(OpsError::NoPrimary),
+        };
+        match outcome {
+            Ok(rejoined) => {
+                return Ok(RejoinReport {
+                    site: me.site,
+                    node_id: me.node_id,
+                    replaced: rejoined.replaced,
+                    voters: rejoined.voters,
+                })
+            }
+            // An election in progress, or the primary asked lost the lead while it
+            // changed the voters (a rejoin is idempotent): ask whoever leads now.
+            Err(e @ (OpsError::NoPrimary | OpsError::Refused { .. })) if attempt < REJOIN_ATTEMPTS => {
+                let now = find_primary(client, me.node_id).await;
+                let moved = now.as_ref().map(|m| m.node_id) != primary.as_ref().map(|m| m.node_id);
+                if !moved && !matches!(e, OpsError::NoPrimary) {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, attempt, "rejoin: the primary changed; asking again");
+                tokio::time::sleep(REJOIN_RETRY_PAUSE).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// How many times `rejoin` asks, when an election moves the primary under it.
+const REJOIN_ATTEMPTS: u32 = 4;
+/// The pause between those attempts (about an election).
+const REJOIN_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The member that the first reachable other member names as primary.
+async fn find_primary(client: &ControlClient, me: NodeId) -> Option<maildr_config::ClusterMember> {
+    for member in client.members().iter().filter(|m| m.node_id != me) {
         if let Ok(status) = client.status_of(member).await {
             if let Some(leader) = status.leader {
-                primary = client.members().iter().find(|m| m.node_id == leader).cloned().or(Some(member.clone()));
-                break;
+                return client.members().iter().find(|m| m.node_id == leader).cloned().or(Some(member.clone()));
             }
         }
     }
-    let primary = primary.ok_or(OpsError::NoPrimary)?;
-    let rejoined = client.rejoin(&primary).await?;
-    Ok(RejoinReport { site: me.site, node_id: me.node_id, replaced: rejoined.replaced, voters: rejoined.voters })
+    None
 }

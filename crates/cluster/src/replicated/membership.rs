@@ -112,14 +112,42 @@ impl Replicated {
             voters.remove(&old);
         }
         voters.insert(node_id);
-        self.raft
-            .change_membership(openraft::ChangeMembers::ReplaceAllVoters(voters.clone()), false)
-            .await
-            .map_err(|e| format!("making {site} ({node_id}) a voter: {e}"))?;
+        // An election may pass between the catch-up and the change (the leader
+        // steps down for a moment under load): wait for it and go on if this site
+        // leads again; the change itself is idempotent.
+        let deadline = Instant::now() + REJOIN_LEADERSHIP_WAIT;
+        loop {
+            let change = openraft::ChangeMembers::ReplaceAllVoters(voters.clone());
+            match self.raft.change_membership(change, false).await {
+                Ok(_) => break,
+                Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f)))
+                    if Instant::now() < deadline =>
+                {
+                    let leader = self
+                        .raft
+                        .wait(Some(deadline.saturating_duration_since(Instant::now())))
+                        .metrics(|m| m.current_leader.is_some(), "a primary is elected")
+                        .await
+                        .ok()
+                        .and_then(|m| m.current_leader);
+                    if leader != Some(self.me) {
+                        return Err(format!(
+                            "making {site} ({node_id}) a voter: {} stopped being the primary (now {:?}; was asked to \
+                             forward to {:?}); run `cluster rejoin` again",
+                            self.site, leader, f.leader_id
+                        ));
+                    }
+                }
+                Err(e) => return Err(format!("making {site} ({node_id}) a voter: {e}")),
+            }
+        }
         Ok(Rejoined { replaced: old, voters: voters.into_iter().collect() })
     }
 }
 
+/// How long the primary waits, in a rejoin, for an election that interrupted the
+/// membership change to end with it leading again.
+const REJOIN_LEADERSHIP_WAIT: Duration = Duration::from_secs(10);
 /// How long a site with no Raft state waits between rounds of asking its peers.
 const FRESH_CHECK_ROUND: Duration = Duration::from_millis(500);
 /// How long one peer has to answer one round.
