@@ -9,6 +9,24 @@ use utoipa::ToSchema;
 pub struct QueueList {
     pub total: u64,
     pub messages: Vec<QueuedMessageView>,
+    /// How messages and recipients have left the queue since the store began
+    /// (replicated: the same on every site).
+    #[serde(default)]
+    pub left: QueueLeft,
+}
+
+/// How messages and recipients left the outbound queue, counted since the store
+/// began: a message gone from the queue is in one of the message counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QueueLeft {
+    /// Recipients the remote side accepted.
+    pub recipients_delivered: u64,
+    /// Recipients refused for good or expired (each with a notification).
+    pub recipients_bounced: u64,
+    /// Messages that left because no recipient was still waiting.
+    pub messages_finished: u64,
+    /// Messages an operator deleted.
+    pub messages_deleted: u64,
 }
 
 /// One queued message.

@@ -45,6 +45,7 @@ use tokio::sync::{watch, Semaphore};
 pub use control::{ControlFuture, ControlPlane, ControlPlaneError, FailoverRequest};
 pub use error::{ErrorBody, Failure};
 pub use faults::{FaultHooks, Service};
+pub use handlers::queue::left_view as queue_left_view;
 pub use handlers::queue::view as queued_message_view;
 pub use openapi::openapi_json;
 

@@ -26,8 +26,9 @@ pub async fn metrics(State(state): State<ApiState>) -> Result<impl IntoResponse,
         text.push_str(&render_backups(&service.health(), maildr_backup::now_ms()));
     }
     let store = state.cluster().store();
-    if let Ok(Ok(queued)) = tokio::task::spawn_blocking(move || store.queued()).await {
-        text.push_str(&crate::handlers::queue::render_metrics(&queued, chrono::Utc::now().timestamp_millis()));
+    let read = move || Ok::<_, maildr_store::StoreError>((store.queued()?, store.queue_totals()?));
+    if let Ok(Ok((queued, left))) = tokio::task::spawn_blocking(read).await {
+        text.push_str(&crate::handlers::queue::render_metrics(&queued, &left, chrono::Utc::now().timestamp_millis()));
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text))
 }

@@ -313,6 +313,10 @@ pub enum Verification {
     /// Every message acknowledged before the tamper is back: in the restored
     /// mailbox or the INBOX, at the primary (the tamper drill's RPO, objective 0).
     NothingLostToTamper,
+    /// Every message the primary's outbound queue held just before the first fault
+    /// is still queued, or was counted as leaving it (delivered, bounced, deleted):
+    /// none vanished with the site that queued it.
+    QueueIntact,
 }
 
 impl Verification {
@@ -324,6 +328,9 @@ impl Verification {
             Verification::NoAcknowledgedLoss => "every acknowledged message is on every live data site".into(),
             Verification::NothingLostToTamper => {
                 "every message acknowledged before the tamper is back after the restore".into()
+            }
+            Verification::QueueIntact => {
+                "every message queued for other domains before the fault is still queued or has left it".into()
             }
         }
     }

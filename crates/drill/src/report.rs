@@ -98,6 +98,32 @@ pub struct Rpo {
     pub missing_during_outage: Option<u64>,
 }
 
+/// The outbound queue through a fault (`queue_intact`): what the primary held just
+/// before the first fault, and what became of each of those messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueAccount {
+    /// The site read before the fault (the primary).
+    pub before_site: String,
+    /// Messages (and their recipients still waiting) queued before the fault.
+    pub before_messages: u64,
+    pub before_recipients: u64,
+    /// The site read after (the primary then).
+    pub after_site: String,
+    /// Messages the queue held then, in all.
+    pub after_messages: u64,
+    /// Of the messages queued before the fault, those still queued.
+    pub still_queued: u64,
+    /// Of the messages queued before the fault, those gone from the queue.
+    pub gone: u64,
+    /// Messages the store counted as leaving the queue between the two readings
+    /// (finished: delivered or bounced to every recipient; deleted by an operator).
+    pub counted_as_left: u64,
+    /// Gone without being counted as left: lost with the site. Mail queued after
+    /// the first reading and gone by the second also counts as left, so this is
+    /// a lower bound of what was lost; 0 when nothing was.
+    pub unaccounted: u64,
+}
+
 /// The longest interruption one protocol saw.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceGap {
@@ -340,6 +366,9 @@ pub struct Report {
     /// The client load and what it got before, during and after the fault.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<LoadReport>,
+    /// The outbound queue before and after the fault (a `queue_intact` check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_queue: Option<QueueAccount>,
     /// `tabletop` for a tabletop exercise; absent for a drill that injected
     /// faults (whose report.json keeps the shape it always had).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -10,7 +10,7 @@
 //! The runner must never leave a fault it injected in place when it returns, and
 //! never report a figure it did not observe (an unmeasured objective is missed).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +20,7 @@ use maildr_api_types::cluster::{
     ClusterStatus, MemberView, SwitchoverReport, SwitchoverRequest, VerifyReport, VerifyRequest,
 };
 use maildr_api_types::control::EventList;
+use maildr_api_types::queue::QueueList;
 use maildr_client::dns;
 use maildr_client::imap::Session;
 use maildr_client::smtp::{self, Envelope, Login, Security};
@@ -176,6 +177,23 @@ struct Run<'a> {
     observed: Vec<ClusterEvent>,
     /// The most acknowledged messages a `no_acknowledged_loss` check found missing.
     missing_during_outage: Option<u64>,
+    /// The outbound queue at the primary just before the first fault (plans with
+    /// a `queue_intact` check), or why it could not be read.
+    queue_before: Option<Result<QueueSeen, String>>,
+    /// What the last `queue_intact` check counted.
+    queue_account: Option<crate::report::QueueAccount>,
+}
+
+/// The outbound queue as one site's admin API listed it.
+struct QueueSeen {
+    site: String,
+    list: QueueList,
+}
+
+impl QueueSeen {
+    fn ids(&self) -> BTreeSet<u64> {
+        self.list.messages.iter().map(|m| m.id).collect()
+    }
 }
 
 /// Run `plan` against `target`. `Err` only when the drill could not start;
@@ -221,6 +239,8 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
         restored_mailbox: None,
         observed: Vec::new(),
         missing_during_outage: None,
+        queue_before: None,
+        queue_account: None,
     };
     (opts.audit)(
         "drill_started",
@@ -619,16 +639,24 @@ impl Run<'_> {
             let result = self.step(step).await;
             let (outcome, detail) = match &result {
                 Ok(d) => (StepOutcome::Done, d.clone()),
+                Err(StepFailure::NotApplicable(why)) => (StepOutcome::Skipped, format!("not run: {why}")),
                 Err(StepFailure::Failed(d)) | Err(StepFailure::Abort(d)) => (StepOutcome::Failed, d.clone()),
             };
             self.note(
                 Some(step.phase),
                 Source::Drill,
-                if outcome == StepOutcome::Done { "step_done" } else { "step_failed" },
+                match outcome {
+                    StepOutcome::Done => "step_done",
+                    StepOutcome::Skipped => "step_skipped",
+                    StepOutcome::Failed => "step_failed",
+                },
                 format!("{}: {detail}", step.name),
             );
             self.steps.push(step_result(base + i + 1, step, rollback, Some(started), outcome, detail.clone()));
             if let Err(failure) = result {
+                if matches!(failure, StepFailure::NotApplicable(_)) {
+                    continue;
+                }
                 let title = format!("Step {} failed: {}", base + i + 1, step.name);
                 self.finding(Severity::Critical, Some(step.phase), &title, format!("{}: {detail}", step.describe()));
                 if !rollback {
@@ -643,7 +671,7 @@ impl Run<'_> {
                             self.skip(steps, rollback, i + 1);
                             return None;
                         }
-                        StepFailure::Failed(_) => {}
+                        StepFailure::Failed(_) | StepFailure::NotApplicable(_) => {}
                     }
                 }
             }
@@ -656,6 +684,19 @@ impl Run<'_> {
             StepKind::Fault(action) => {
                 if action.is_fault() {
                     self.ready_for(step.phase, action).await.map_err(StepFailure::Abort)?;
+                    if self.queue_before.is_none() && self.plan_checks_queue() {
+                        let primary = self.cast.primary.clone();
+                        let seen = self.read_queue(&primary).await;
+                        let what = match &seen {
+                            Ok(q) => format!(
+                                "the outbound queue at {} holds {} messages before the first fault",
+                                q.site, q.list.total
+                            ),
+                            Err(e) => format!("the outbound queue could not be read before the first fault: {e}"),
+                        };
+                        self.note(Some(step.phase), Source::Drill, "queue", what);
+                        self.queue_before = Some(seen);
+                    }
                     // Dense samples from just before the fault.
                     if let Some(flows) = &self.flows {
                         flows.fault_injected();
@@ -1098,6 +1139,10 @@ impl Run<'_> {
             }
             Verification::ClusterConsistent => self.cluster_consistent().await.map_err(StepFailure::Failed),
             Verification::NothingLostToTamper => self.nothing_lost_to_tamper().await.map_err(StepFailure::Failed),
+            Verification::QueueIntact if self.target.control == ControlPlane::None => Err(StepFailure::NotApplicable(
+                "the deployment has no control plane through which the drill can read its outbound queue".into(),
+            )),
+            Verification::QueueIntact => self.queue_intact().await.map_err(StepFailure::Failed),
             Verification::NoAcknowledgedLoss => {
                 let (_, messages) = self.flows.as_ref().map(Flows::snapshot).unwrap_or_default();
                 let acked: Vec<Message> = messages.into_iter().filter(|m| m.acknowledged.is_some()).collect();
@@ -1360,6 +1405,77 @@ impl Run<'_> {
                 missing.len(),
                 missing.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
             ))
+        }
+    }
+
+    fn plan_checks_queue(&self) -> bool {
+        self.plan.steps.iter().any(|s| matches!(s.kind, StepKind::Verify(Verification::QueueIntact)))
+            && self.target.control == ControlPlane::AdminApi
+    }
+
+    /// The outbound queue as `site`'s admin API lists it.
+    async fn read_queue(&self, site: &str) -> Result<QueueSeen, String> {
+        let endpoints = self.target.site(site).ok_or_else(|| format!("no site {site}"))?;
+        let api = self.target.api(endpoints).ok_or_else(|| format!("site {site} has no admin API"))?;
+        let list: QueueList = api.get("/api/queue").await.map_err(|e| format!("GET /api/queue at {site}: {e}"))?;
+        if list.total > list.messages.len() as u64 {
+            return Err(format!(
+                "{site}'s queue holds {} messages, more than one listing shows ({}): the drill cannot follow each",
+                list.total,
+                list.messages.len()
+            ));
+        }
+        Ok(QueueSeen { site: site.to_string(), list })
+    }
+
+    /// Every message queued at the primary before the first fault is queued at the
+    /// primary now, or the store counted it as leaving the queue.
+    async fn queue_intact(&mut self) -> Result<String, String> {
+        let before = match &self.queue_before {
+            Some(Ok(seen)) => seen,
+            Some(Err(e)) => return Err(format!("the queue before the fault is unknown: {e}")),
+            None => return Err("no fault was injected before this check: nothing to compare".into()),
+        };
+        let down = self.down();
+        let view = cluster_view(self.target, &down).await?;
+        let primary = view.leader.ok_or_else(|| format!("{} knows no primary", view.asked))?;
+        let after = self.read_queue(&primary).await?;
+        let (ids_before, ids_after) = (before.ids(), after.ids());
+        let still_queued = ids_before.intersection(&ids_after).count() as u64;
+        let gone = ids_before.len() as u64 - still_queued;
+        let left = |l: &maildr_api_types::queue::QueueLeft| l.messages_finished + l.messages_deleted;
+        let counted_as_left = left(&after.list.left).saturating_sub(left(&before.list.left));
+        let unaccounted = gone.saturating_sub(counted_as_left);
+        let account = crate::report::QueueAccount {
+            before_site: before.site.clone(),
+            before_messages: ids_before.len() as u64,
+            before_recipients: before.list.messages.iter().map(|m| m.recipients.len() as u64).sum(),
+            after_site: after.site.clone(),
+            after_messages: after.list.total,
+            still_queued,
+            gone,
+            counted_as_left,
+            unaccounted,
+        };
+        let summary = format!(
+            "the queue at {} held {} messages ({} recipients) before the fault; at {} now: {} of them still \
+             queued, {} gone, {} counted as left ({} finished, {} deleted since the store began), {} unaccounted",
+            account.before_site,
+            account.before_messages,
+            account.before_recipients,
+            account.after_site,
+            account.still_queued,
+            account.gone,
+            account.counted_as_left,
+            after.list.left.messages_finished,
+            after.list.left.messages_deleted,
+            account.unaccounted
+        );
+        self.queue_account = Some(account);
+        if unaccounted == 0 {
+            Ok(summary)
+        } else {
+            Err(format!("queued mail vanished: {summary}"))
         }
     }
 
@@ -1827,6 +1943,7 @@ impl Run<'_> {
             confirmations: self.confirmations,
             environment: environment(self.target),
             load,
+            outbound_queue: self.queue_account,
             mode: None,
             tabletop: None,
         }
@@ -1905,6 +2022,8 @@ enum StepFailure {
     Failed(String),
     /// An abort condition holds: stop and roll back.
     Abort(String),
+    /// The check cannot apply to this target (recorded as skipped, with why).
+    NotApplicable(String),
 }
 
 /// The drill's tags (prefix match) in one account's INBOX at one site, with copies.

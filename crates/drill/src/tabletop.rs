@@ -948,6 +948,7 @@ fn report(
         confirmations: rec.confirmations,
         environment: Environment { target: "none".into(), ..Environment::here() },
         load: None,
+        outbound_queue: None,
         mode: Some(DrillMode::Tabletop),
         tabletop: Some(TabletopRecord {
             clock,
@@ -990,19 +991,19 @@ mod tests {
     }
 
     /// Every step of site-outage answered by its role, with these delays.
-    fn all_answered(delays: &[u64; 14]) -> String {
+    fn all_answered(delays: &[u64; 15]) -> String {
         let by = |i: usize| match i {
             1 | 3 | 5 | 6 | 7 => "bob",
             4 => "dan",
             _ => "alice",
         };
         let answers: Vec<(usize, &str, &str, u64)> =
-            (1..=14).map(|i| (i, by(i), if i == 2 { "fail over to sh" } else { "" }, delays[i - 1])).collect();
+            (1..=15).map(|i| (i, by(i), if i == 2 { "fail over to sh" } else { "" }, delays[i - 1])).collect();
         toml_answers(&answers)
     }
 
-    const QUICK: [u64; 14] =
-        [1_000, 4_000, 2_000, 5_000, 3_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000];
+    const QUICK: [u64; 15] =
+        [1_000, 4_000, 2_000, 5_000, 3_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000, 1_000];
 
     struct Run {
         report: Report,
@@ -1050,7 +1051,7 @@ mod tests {
         let t = r.tabletop.as_ref().unwrap();
         assert_eq!(r.mode, Some(DrillMode::Tabletop));
         assert_eq!(t.clock, ExerciseClock::Simulated);
-        assert_eq!(t.steps.len(), 14);
+        assert_eq!(t.steps.len(), 15);
         // Each step is presented when the one before was decided.
         let mut clock = 0;
         for (s, delay) in t.steps.iter().zip(QUICK) {
@@ -1096,7 +1097,7 @@ mod tests {
             .filter(|(a, _)| a == crate::audit::action::TABLETOP_ACKNOWLEDGED)
             .map(|(_, d)| d)
             .collect();
-        assert_eq!(acks.len(), 14);
+        assert_eq!(acks.len(), 15);
         assert_eq!(acks[3]["by"], "dan");
         assert_eq!(acks[1]["decision"], "fail over to sh");
     }
@@ -1146,7 +1147,7 @@ mod tests {
 
     #[test]
     fn an_unanswered_step_and_an_empty_decision_are_findings() {
-        let mut answers: Vec<(usize, &str, &str, u64)> = (1..=14)
+        let mut answers: Vec<(usize, &str, &str, u64)> = (1..=15)
             .filter(|i| *i != 4)
             .map(|i| (i, if i == 1 || (3..=7).contains(&i) { "bob" } else { "alice" }, "", 1_000))
             .collect();
@@ -1178,7 +1179,7 @@ mod tests {
         let err = run_sheet(&toml_answers(&[(2, "carol", "", 0)])).err().unwrap().to_string();
         assert!(err.contains("carol is not a participant") && err.contains("step 2"), "{err}");
         for (text, needle) in [
-            (toml_answers(&[(15, "bob", "", 0)]), "no step 15"),
+            (toml_answers(&[(16, "bob", "", 0)]), "no step 16"),
             ("[[answers]]\nstep = \"No such step\"\nby = \"bob\"\n".to_string(), "no step named"),
             (toml_answers(&[(1, "bob", "", 0), (1, "bob", "", 0)]), "answered twice"),
             (toml_answers(&[(1, "bob", "", ANSWER_AFTER_MS_MAX + 1)]), "after_ms"),
@@ -1204,7 +1205,7 @@ mod tests {
         let role = Role::parse("incident-commander").unwrap();
         let p = Presentation {
             index: 2,
-            total: 14,
+            total: 15,
             step: &plan.steps[1],
             rollback: false,
             role: &role,
@@ -1293,7 +1294,7 @@ mod tests {
         let mut floor = terminal("alice\nbob\nsite down confirmed\n\n");
         let r = run_with(&plan, &source, &roster, &mut floor).unwrap().report;
         let shown = String::from_utf8(floor.output.clone()).unwrap();
-        assert!(shown.contains("Step 1 of 14") && shown.contains("What would happen: kill site primary"), "{shown}");
+        assert!(shown.contains("Step 1 of 15") && shown.contains("What would happen: kill site primary"), "{shown}");
         assert!(shown.contains("Role: mail-operator (held by bob)"), "{shown}");
         assert!(shown.contains("refused: Alice holds incident-commander, not mail-operator: only bob"), "{shown}");
         let t = r.tabletop.as_ref().unwrap();
@@ -1308,9 +1309,9 @@ mod tests {
         assert_eq!(t.steps.len(), 3);
         assert_eq!(r.verdict, Verdict::Aborted);
         assert!(r.abort_reason.as_deref().unwrap().contains("input ended at step 3"), "{:?}", r.abort_reason);
-        assert_eq!(r.steps.len(), 14);
+        assert_eq!(r.steps.len(), 15);
         assert!(r.steps[3..].iter().all(|s| s.outcome == StepOutcome::Skipped && s.started_at_ms.is_none()));
-        assert_eq!(objective(&r, STEPS_UNACKNOWLEDGED).measured, Some(13));
+        assert_eq!(objective(&r, STEPS_UNACKNOWLEDGED).measured, Some(14));
     }
 
     #[test]
@@ -1320,7 +1321,7 @@ mod tests {
         let role = plan.steps[0].responsible_role();
         let p = Presentation {
             index: 1,
-            total: 14,
+            total: 15,
             step: &plan.steps[0],
             rollback: false,
             role: &role,

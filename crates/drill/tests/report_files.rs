@@ -210,6 +210,7 @@ fn sample_report(samples: usize) -> Report {
             os: "linux x86_64".into(),
         },
         load: None,
+        outbound_queue: None,
         mode: None,
         tabletop: None,
     }
@@ -928,7 +929,7 @@ fn tabletop_report() -> Report {
 #[test]
 fn a_tabletop_report_shows_roles_acknowledgements_and_decisions_escaped_in_both_languages() {
     let r = tabletop_report();
-    assert_eq!(r.verdict, Verdict::Failed, "steps 4 to 14 were never acknowledged");
+    assert_eq!(r.verdict, Verdict::Failed, "steps 4 to 15 were never acknowledged");
     for lang in Lang::ALL {
         let html = render::html(&r, lang);
         check_balanced(&html);

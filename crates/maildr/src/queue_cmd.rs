@@ -48,14 +48,21 @@ pub async fn run(action: QueueAction) -> Result<()> {
     match action {
         QueueAction::List { config, json } => {
             let client = client(&config)?;
-            let (messages, total) = client.queue(client.local()).await?;
+            let maildr_cluster::ops::QueueSnapshot { messages, total, left } = client.queue(client.local()).await?;
             if json {
                 // The admin API's `GET /api/queue` shape.
-                let list =
-                    QueueList { total, messages: messages.iter().map(maildr_api::queued_message_view).collect() };
+                let list = QueueList {
+                    total,
+                    messages: messages.iter().map(maildr_api::queued_message_view).collect(),
+                    left: maildr_api::queue_left_view(&left),
+                };
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print_table(&messages, total);
+                println!(
+                    "since the store began: {} recipient(s) delivered, {} bounced; {} message(s) finished, {} deleted",
+                    left.recipients_delivered, left.recipients_bounced, left.messages_finished, left.messages_deleted
+                );
             }
             Ok(())
         }

@@ -566,10 +566,43 @@ fn observed_rto(samples: &[Value], fault_at_ms: u64) -> Option<u64> {
     }
 }
 
+/// Submit `count` messages from alice to bob@remote.test at `site` (STARTTLS,
+/// AUTH), each answered 250.
+fn queue_outbound(lab: &Lab, site: &str, count: usize) {
+    let script = r#"
+import json, smtplib, ssl, sys
+lab = json.load(open(sys.argv[1]))
+site = next(s for s in lab["sites"] if s["site"] == sys.argv[2])
+ctx = ssl.create_default_context(cafile=lab["ca"])
+ctx.check_hostname = False
+s = smtplib.SMTP(site["ip"], site["ports"]["submission"], timeout=30)
+s.starttls(context=ctx)
+s.login("alice@example.test", sys.argv[3])
+for i in range(int(sys.argv[4])):
+    s.sendmail("alice@example.test", ["bob@remote.test"],
+               f"Subject: queued {i}\r\nMessage-ID: <queued-{i}@example.test>\r\n\r\nx\r\n")
+s.quit()
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(lab.lab_dir().join("lab.json"))
+        .args([site, &lab.password("alice@example.test"), &count.to_string()])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
 #[test]
 fn a_site_outage_drill_s_rto_agrees_with_an_independent_observer_and_its_load_proves_the_rpo() {
     let _one = one_lab();
-    let lab = Lab::up("127.115");
+    // remote.test's route leads nowhere (nothing listens on port 9), so mail for it
+    // waits in the outbound queue: the drill's queue check follows it through the
+    // loss of the primary that queued it.
+    let lab = Lab::up_with("127.115", &["--outbound-route", "remote.test=127.0.0.1:9"]);
+    let primary = lab.wait_for_primary("bj", std::time::Duration::from_secs(30), None);
+    const QUEUED: usize = 25;
+    queue_outbound(&lab, &primary, QUEUED);
+    assert_eq!(lab.api_get(&primary, "/api/queue")["total"], QUEUED as u64);
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("observer.json");
     // The observer logs in as the drill's IMAP probe does (alice), so both meet the
@@ -601,6 +634,18 @@ fn a_site_outage_drill_s_rto_agrees_with_an_independent_observer_and_its_load_pr
     let windows = r["load"]["windows"].as_array().unwrap();
     let names: Vec<&str> = windows.iter().map(|w| w["window"].as_str().unwrap()).collect();
     assert_eq!(names, ["before", "during", "after"], "{windows:#?}");
+
+    // What the lost primary had queued for another domain is all queued at the
+    // survivor, counted by the drill's check.
+    let queue = &r["outbound_queue"];
+    assert_eq!(queue["before_site"], primary.as_str(), "{queue}");
+    assert_ne!(queue["after_site"], primary.as_str(), "read at the new primary: {queue}");
+    assert_eq!(queue["before_messages"], QUEUED as u64, "{queue}");
+    assert_eq!(queue["still_queued"], QUEUED as u64, "{queue}");
+    assert_eq!(queue["unaccounted"], 0, "{queue}");
+    let steps = r["steps"].as_array().unwrap();
+    let check = steps.iter().find(|s| s["name"].as_str().unwrap().contains("queued for other domains")).unwrap();
+    assert_eq!(check["outcome"], "done", "{check}");
 
     // The drill's SMTP and IMAP RTO agree with the observer's within 10 %.
     let observed: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();

@@ -14,16 +14,18 @@ use common::lab::maildr;
 use common::output_text;
 use serde_json::Value;
 
-/// site-outage's steps (13, then its rollback step) and who answers each by
+/// site-outage's steps (14, then its rollback step) and who answers each by
 /// role: the mail operator confirms, prepares and verifies, the incident
 /// commander decides and reviews, the DNS operator changes DNS.
-const ANSWERERS: [&str; 14] =
-    ["bob", "alice", "bob", "dan", "bob", "bob", "bob", "alice", "alice", "alice", "alice", "alice", "alice", "alice"];
+const ANSWERERS: [&str; 15] = [
+    "bob", "alice", "bob", "dan", "bob", "bob", "bob", "alice", "alice", "alice", "alice", "alice", "alice", "alice",
+    "alice",
+];
 
 const TEAM: [&str; 3] = ["alice=incident-commander", "bob=Mail Operator", "dan=dns_operator"];
 
 /// Answers to every step, step `i` decided `delays[i - 1]` ms after it was presented.
-fn answers(delays: &[u64; 14]) -> String {
+fn answers(delays: &[u64; 15]) -> String {
     let mut out = String::new();
     for (i, (by, after)) in ANSWERERS.iter().zip(delays).enumerate() {
         let decision = if i == 1 { "fail over to the secondary" } else { "" };
@@ -74,8 +76,8 @@ fn tabletop(work: &Path, answers_text: &str, extra: &[&str]) -> Exercise {
     Exercise { output, work: work.to_path_buf() }
 }
 
-const QUICK: [u64; 14] =
-    [1_000, 4_000, 2_000, 5_000, 3_000, 1_000, 1_000, 1_000, 2_000, 1_000, 1_000, 1_000, 1_000, 1_000];
+const QUICK: [u64; 15] =
+    [1_000, 4_000, 2_000, 5_000, 3_000, 1_000, 1_000, 1_000, 1_000, 2_000, 1_000, 1_000, 1_000, 1_000, 1_000];
 
 #[test]
 fn a_tabletop_runs_without_a_lab_and_records_who_acknowledged_each_step_and_when() {
@@ -131,7 +133,7 @@ fn a_tabletop_runs_without_a_lab_and_records_who_acknowledged_each_step_and_when
     assert!(objectives.iter().all(|o| o["met"] == true), "{objectives:#?}");
     assert_eq!(objectives[0]["measured"], at(5));
     assert_eq!(t["not_graded"], serde_json::json!(["rpo_messages", "max_deferred"]));
-    assert_eq!(r["finished_at_ms"].as_u64().unwrap() - r["started_at_ms"].as_u64().unwrap(), at(14));
+    assert_eq!(r["finished_at_ms"].as_u64().unwrap() - r["started_at_ms"].as_u64().unwrap(), at(15));
 
     // Archived and audit-logged like a drill, each acknowledgement under its person.
     let archived = work.path().join("drills/reports").read_dir().unwrap().next().unwrap().unwrap().path();
@@ -143,7 +145,7 @@ fn a_tabletop_runs_without_a_lab_and_records_who_acknowledged_each_step_and_when
     let records: Vec<Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let actions: Vec<&str> = records.iter().map(|r| r["action"].as_str().unwrap()).collect();
     assert_eq!(actions.first(), Some(&"drill_started"));
-    assert_eq!(actions.iter().filter(|a| **a == "tabletop_acknowledged").count(), 14);
+    assert_eq!(actions.iter().filter(|a| **a == "tabletop_acknowledged").count(), 15);
     assert_eq!(&actions[actions.len() - 2..], ["drill_finished", "report_archived"]);
     assert!(!actions.contains(&"fault"), "{actions:?}");
     let dns_ack = records.iter().find(|r| r["action"] == "tabletop_acknowledged" && r["detail"]["step"] == 4).unwrap();

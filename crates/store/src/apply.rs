@@ -18,7 +18,8 @@ use crate::{
     decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, CONTROL, CONTROL_STEERING, DELIVERED_IDS,
     DKIM_KEYS, DOMAINS, EVENTS, EVENTS_KEPT_MAX, MAILBOXES, MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED,
     META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_EVENT_ID, META_NEXT_MAILBOX_ID, META_NEXT_QUEUE_ID,
-    OUTBOUND, OUTBOUND_KEYS,
+    META_QUEUE_MESSAGES_DELETED, META_QUEUE_MESSAGES_FINISHED, META_QUEUE_RECIPIENTS_BOUNCED,
+    META_QUEUE_RECIPIENTS_DELIVERED, OUTBOUND, OUTBOUND_KEYS,
 };
 
 type Outcome = Result<Result<Applied, CommandError>, StoreError>;
@@ -271,10 +272,13 @@ impl<'txn> Tables<'txn> {
                         r.last_error = Some(why.clone());
                     }
                 }
+                self.meta_add(META_QUEUE_RECIPIENTS_DELIVERED, delivered.len() as u64)?;
+                self.meta_add(META_QUEUE_RECIPIENTS_BOUNCED, bounced.len() as u64)?;
                 message.attempts = message.attempts.saturating_add(1);
                 message.next_attempt_at_ms = *next_attempt_at_ms;
                 let remaining = message.recipients.len();
                 if remaining == 0 {
+                    self.meta_add(META_QUEUE_MESSAGES_FINISHED, 1)?;
                     self.remove_queued(&message)?;
                 } else {
                     self.outbound.insert(*id, encode(&message).as_slice()).map_err(db)?;
@@ -318,6 +322,7 @@ impl<'txn> Tables<'txn> {
                 let Some(message) = self.get_queued(*id)? else {
                     return Ok(Err(CommandError::QueuedUnknown(*id)));
                 };
+                self.meta_add(META_QUEUE_MESSAGES_DELETED, 1)?;
                 self.remove_queued(&message)?;
                 Ok(Ok(Applied::QueueChanged { id: *id, remaining: 0 }))
             }
@@ -826,6 +831,14 @@ impl<'txn> Tables<'txn> {
 
     fn meta_get(&self, key: &str) -> Result<u64, StoreError> {
         Ok(self.meta.get(key).map_err(db)?.map(|v| v.value()).unwrap_or(0))
+    }
+
+    fn meta_add(&mut self, key: &'static str, n: u64) -> Result<(), StoreError> {
+        if n > 0 {
+            let now = self.meta_get(key)?;
+            self.meta.insert(key, now + n).map_err(db)?;
+        }
+        Ok(())
     }
 
     fn take_id(&mut self, key: &'static str) -> Result<u64, StoreError> {

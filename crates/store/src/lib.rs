@@ -23,8 +23,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 pub use blob::{delivery_retry_key, hash_body, BlobStore};
 pub use command::{Applied, Command, CommandError, ControlEventKind, FlagOp, Placement};
 pub use model::{
-    Account, Alias, ControlEvent, DkimAlgorithm, DkimKey, DomainRecord, Mailbox, MailboxDigest, Message, QueuedMessage,
-    QueuedRecipient, Steering,
+    Account, Alias, ControlEvent, DkimAlgorithm, DkimKey, DomainRecord, Mailbox, MailboxDigest, Message, QueueTotals,
+    QueuedMessage, QueuedRecipient, Steering,
 };
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -63,6 +63,11 @@ pub(crate) const META_NEXT_EVENT_ID: &str = "next_event_id";
 /// Control-plane events kept; older ones are dropped as new ones arrive.
 pub const EVENTS_KEPT_MAX: u64 = 10_000;
 
+/// How messages and recipients left the outbound queue ([`QueueTotals`]).
+pub(crate) const META_QUEUE_RECIPIENTS_DELIVERED: &str = "queue_recipients_delivered";
+pub(crate) const META_QUEUE_RECIPIENTS_BOUNCED: &str = "queue_recipients_bounced";
+pub(crate) const META_QUEUE_MESSAGES_FINISHED: &str = "queue_messages_finished";
+pub(crate) const META_QUEUE_MESSAGES_DELETED: &str = "queue_messages_deleted";
 pub(crate) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(crate) const META_NEXT_ACCOUNT_ID: &str = "next_account_id";
 pub(crate) const META_NEXT_MAILBOX_ID: &str = "next_mailbox_id";
@@ -237,6 +242,21 @@ impl Store {
         let txn = self.read()?;
         let t = txn.open_table(OUTBOUND).map_err(|e| self.db_err(e))?;
         t.len().map_err(|e| self.db_err(e))
+    }
+
+    /// How messages and recipients have left the queue since the store began.
+    pub fn queue_totals(&self) -> Result<QueueTotals, StoreError> {
+        let txn = self.read()?;
+        let meta = txn.open_table(META).map_err(|e| self.db_err(e))?;
+        let get = |key: &str| -> Result<u64, StoreError> {
+            Ok(meta.get(key).map_err(|e| self.db_err(e))?.map(|v| v.value()).unwrap_or(0))
+        };
+        Ok(QueueTotals {
+            recipients_delivered: get(META_QUEUE_RECIPIENTS_DELIVERED)?,
+            recipients_bounced: get(META_QUEUE_RECIPIENTS_BOUNCED)?,
+            messages_finished: get(META_QUEUE_MESSAGES_FINISHED)?,
+            messages_deleted: get(META_QUEUE_MESSAGES_DELETED)?,
+        })
     }
 
     /// One queued message.

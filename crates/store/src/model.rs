@@ -183,6 +183,28 @@ pub struct QueuedMessage {
     pub retry_key: Option<String>,
 }
 
+/// How messages and recipients have left the outbound queue since the store
+/// began: replicated state like the queue itself, so identical on every site,
+/// and what a drill counts to tell a message that left from one that was lost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueTotals {
+    /// Recipients the remote side accepted.
+    pub recipients_delivered: u64,
+    /// Recipients refused for good or expired (each with a notification).
+    pub recipients_bounced: u64,
+    /// Messages that left because no recipient was still waiting.
+    pub messages_finished: u64,
+    /// Messages an operator deleted (`maildr queue delete`).
+    pub messages_deleted: u64,
+}
+
+impl QueueTotals {
+    /// Messages that left the queue by any way.
+    pub fn messages_left(&self) -> u64 {
+        self.messages_finished + self.messages_deleted
+    }
+}
+
 /// A recipient of a queued message still waiting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueuedRecipient {

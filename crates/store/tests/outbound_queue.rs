@@ -2,7 +2,7 @@
 //! submission delivers its local copies and queues the rest in one change, a retry
 //! is queued once, attempts move recipients out, and refusals change nothing.
 
-use maildr_store::{Applied, Command, CommandError, Store};
+use maildr_store::{Applied, Command, CommandError, QueueTotals, Store};
 use maildr_types::{BlobRef, Domain, EmailAddress, MailboxName, UidValidity, UnixSeconds};
 
 fn addr(s: &str) -> EmailAddress {
@@ -131,6 +131,13 @@ fn attempts_move_recipients_out_until_the_message_leaves_the_queue() {
         .unwrap()
         .unwrap();
     assert!(store.queued().unwrap().is_empty());
+    // How they left is counted, for a drill to tell "left" from "lost".
+    let totals = store.queue_totals().unwrap();
+    assert_eq!(
+        totals,
+        QueueTotals { recipients_delivered: 2, recipients_bounced: 1, messages_finished: 1, messages_deleted: 0 }
+    );
+    assert_eq!(totals.messages_left(), 1);
     // Gone with its retry key: the same key queues anew (the documented window).
     let Applied::Submitted { queued: Some(next), .. } =
         submit(&store, body, &[], &["carol@remote.test"], Some("k2")).unwrap()
@@ -190,9 +197,11 @@ fn refused_queue_commands_change_nothing() {
     );
     assert_eq!(submit(&store, body, &[], &[], None), Err(CommandError::NoRecipients));
     assert_eq!(store.queued().unwrap(), before);
+    assert_eq!(store.queue_totals().unwrap(), QueueTotals::default());
     assert_eq!(inbox_count(&store, "bob@example.test"), 0);
 
-    // Removal releases it.
+    // Removal releases it, and counts as a deletion.
     store.apply(Command::RemoveQueued { id }).unwrap().unwrap();
     assert!(store.queued().unwrap().is_empty());
+    assert_eq!(store.queue_totals().unwrap(), QueueTotals { messages_deleted: 1, ..QueueTotals::default() });
 }

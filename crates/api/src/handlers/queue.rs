@@ -4,8 +4,10 @@
 
 use axum::http::StatusCode;
 use axum::Json;
-use maildr_api_types::queue::{QueueList, QueuedMessageView, QueuedRecipientView, RetryReport, RetryRequest};
-use maildr_store::{Applied, Command, QueuedMessage};
+use maildr_api_types::queue::{
+    QueueLeft, QueueList, QueuedMessageView, QueuedRecipientView, RetryReport, RetryRequest,
+};
+use maildr_store::{Applied, Command, QueueTotals, QueuedMessage};
 
 use super::refusals::{NotAcknowledged, NotJson, Unauthorized};
 use crate::error::{ErrorBody, Failure};
@@ -41,12 +43,28 @@ pub fn view(m: &QueuedMessage) -> QueuedMessageView {
         Unauthorized))]
 pub async fn list(state: axum::extract::State<ApiState>) -> Result<Json<QueueList>, Failure> {
     let store = state.cluster().store();
-    let queued = tokio::task::spawn_blocking(move || store.queued())
-        .await
-        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the queue failed: {e}")))?
-        .map_err(|e| Failure::store("the queue", e))?;
+    let (queued, left) = tokio::task::spawn_blocking(move || {
+        Ok::<_, maildr_store::StoreError>((store.queued()?, store.queue_totals()?))
+    })
+    .await
+    .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, format!("reading the queue failed: {e}")))?
+    .map_err(|e| Failure::store("the queue", e))?;
     let total = queued.len() as u64;
-    Ok(Json(QueueList { total, messages: queued.iter().take(QUEUE_LIST_MAX).map(view).collect() }))
+    Ok(Json(QueueList {
+        total,
+        messages: queued.iter().take(QUEUE_LIST_MAX).map(view).collect(),
+        left: left_view(&left),
+    }))
+}
+
+/// How messages left the queue, as the API shows it.
+pub fn left_view(t: &QueueTotals) -> QueueLeft {
+    QueueLeft {
+        recipients_delivered: t.recipients_delivered,
+        recipients_bounced: t.recipients_bounced,
+        messages_finished: t.messages_finished,
+        messages_deleted: t.messages_deleted,
+    }
 }
 
 #[utoipa::path(post, path = "/api/queue/retry", tag = "queue", request_body = RetryRequest,
@@ -77,7 +95,7 @@ pub async fn remove(state: axum::extract::State<ApiState>, PathText(id): PathTex
 }
 
 /// The queue's size and age for `/metrics`.
-pub fn render_metrics(queued: &[QueuedMessage], now_ms: i64) -> String {
+pub fn render_metrics(queued: &[QueuedMessage], left: &QueueTotals, now_ms: i64) -> String {
     let recipients: usize = queued.iter().map(|m| m.recipients.len()).sum();
     let oldest = queued.iter().map(|m| m.queued_at_ms).min().map_or(0.0, |at| (now_ms - at).max(0) as f64 / 1000.0);
     let deferred = queued.iter().filter(|m| m.attempts > 0).count();
@@ -89,7 +107,19 @@ pub fn render_metrics(queued: &[QueuedMessage], now_ms: i64) -> String {
          # HELP maildr_outbound_queue_deferred_messages Queued messages tried at least once.\n\
          # TYPE maildr_outbound_queue_deferred_messages gauge\nmaildr_outbound_queue_deferred_messages {deferred}\n\
          # HELP maildr_outbound_queue_oldest_age_seconds Age of the oldest queued message (0: empty).\n\
-         # TYPE maildr_outbound_queue_oldest_age_seconds gauge\nmaildr_outbound_queue_oldest_age_seconds {oldest}\n",
-        queued.len()
+         # TYPE maildr_outbound_queue_oldest_age_seconds gauge\nmaildr_outbound_queue_oldest_age_seconds {oldest}\n\
+         # HELP maildr_outbound_recipients_total Recipients that left the outbound queue, by outcome.\n\
+         # TYPE maildr_outbound_recipients_total counter\n\
+         maildr_outbound_recipients_total{{outcome=\"delivered\"}} {}\n\
+         maildr_outbound_recipients_total{{outcome=\"bounced\"}} {}\n\
+         # HELP maildr_outbound_messages_left_total Messages that left the outbound queue, by how.\n\
+         # TYPE maildr_outbound_messages_left_total counter\n\
+         maildr_outbound_messages_left_total{{how=\"finished\"}} {}\n\
+         maildr_outbound_messages_left_total{{how=\"deleted\"}} {}\n",
+        queued.len(),
+        left.recipients_delivered,
+        left.recipients_bounced,
+        left.messages_finished,
+        left.messages_deleted,
     )
 }

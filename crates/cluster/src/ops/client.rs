@@ -50,6 +50,17 @@ pub struct ControlClient {
     security: ChannelSecurity,
 }
 
+/// The outbound queue as one site holds it.
+#[derive(Debug, Clone)]
+pub struct QueueSnapshot {
+    /// The messages listed (at most `QUEUE_LIST_MAX`), by queue id.
+    pub messages: Vec<maildr_store::QueuedMessage>,
+    /// How many the queue holds in all.
+    pub total: u64,
+    /// How messages and recipients have left it since the store began.
+    pub left: maildr_store::QueueTotals,
+}
+
 impl ControlClient {
     /// From a site's whole configuration (the `maildr cluster` commands).
     pub fn new(config: SiteConfig) -> Result<ControlClient, OpsError> {
@@ -205,9 +216,9 @@ impl ControlClient {
     }
 
     /// The outbound queue as `member` holds it: (listed messages, total).
-    pub async fn queue(&self, member: &ClusterMember) -> Result<(Vec<maildr_store::QueuedMessage>, u64), OpsError> {
+    pub async fn queue(&self, member: &ClusterMember) -> Result<QueueSnapshot, OpsError> {
         match self.call(member, ControlRequest::Queue).await? {
-            ControlResponse::Queue { messages, total } => Ok((messages, total)),
+            ControlResponse::Queue { messages, total, left } => Ok(QueueSnapshot { messages, total, left }),
             other => Err(unexpected(member, "the queue", other)),
         }
     }

@@ -21,7 +21,7 @@ mod verify;
 use std::time::Duration;
 
 pub use crate::raft::network::PeerCallError;
-pub use client::{ControlClient, Rejoined, SiteDigests, REJOIN_TIMEOUT};
+pub use client::{ControlClient, QueueSnapshot, Rejoined, SiteDigests, REJOIN_TIMEOUT};
 pub use failover::{failover, failover_loss, wait_until_promoted, FailoverLoss, FailoverReport};
 pub use lagged::{hold_apply, release_apply};
 pub use membership::{init, rejoin, InitReport, RejoinReport};

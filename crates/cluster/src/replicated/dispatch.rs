@@ -134,7 +134,8 @@ impl Replicated {
                 let mut messages = store.queued().map_err(|e| e.to_string())?;
                 let total = messages.len() as u64;
                 messages.truncate(crate::raft::wire::QUEUE_LIST_MAX);
-                ControlResponse::Queue { messages, total }
+                let left = store.queue_totals().map_err(|e| e.to_string())?;
+                ControlResponse::Queue { messages, total, left }
             }
             ControlRequest::StoreBody(body) => {
                 crate::raft::wire::check_store_body(body.len())?;

@@ -125,6 +125,8 @@ pub enum ControlResponse {
     Queue {
         messages: Vec<maildr_store::QueuedMessage>,
         total: u64,
+        /// How messages and recipients have left the queue.
+        left: maildr_store::QueueTotals,
     },
     /// The answer to every control request of a site that has no Raft state yet
     /// and is still checking, before it starts, that no member counts its node id
