@@ -12,6 +12,10 @@
 //!   fraction of the bytes of a full download.
 //! - The client's resulting view (UIDs and flags) equals a fresh full fetch at sh.
 
+// A harness whose setup fails is a failed test: its helpers unwrap like the tests
+// (clippy's allow-unwrap-in-tests covers only the `#[test]` functions).
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;
