@@ -225,6 +225,7 @@ impl View {
         if !added.is_empty() {
             self.learn_recent(marks);
         }
+        let told_modseq = changed.iter().map(|i| self.messages[*i].modseq).max();
         for index in changed {
             let message = &self.messages[index];
             let mut items = vec![MessageDataItem::Flags(self.fetch_flags(message)), uid_item(message.uid)];
@@ -236,12 +237,40 @@ impl View {
                 items: Vec1::try_from(items).expect("non-empty"),
             }));
         }
+        if let (true, Some(told)) = (condstore && !allow_expunge, told_modseq) {
+            self.hold_back_highest_modseq(store, &by_uid, told, out)?;
+        }
         if !added.is_empty() {
             out.push(Update::Data(Data::Exists(self.exists())));
             out.push(Update::Data(Data::Recent(self.recent_count())));
         }
         // Expunges we could not report yet keep the view dirty until we can.
         self.dirty = self.messages.iter().any(|m| !by_uid.contains_key(&m.uid));
+        Ok(())
+    }
+
+    /// RFC 7162 §3.2: a client told a MODSEQ (`told`) while an expunge with a
+    /// lower one is held back (no EXPUNGE or VANISHED during FETCH, STORE,
+    /// SEARCH) must be given a HIGHESTMODSEQ below that expunge's, or it could
+    /// resynchronise later from past it and never learn of the expunge.
+    fn hold_back_highest_modseq(
+        &self,
+        store: &Store,
+        current: &HashMap<Uid, &Message>,
+        told: ModSeq,
+        out: &mut Vec<Update>,
+    ) -> Result<(), StoreError> {
+        let held: Vec<Uid> = self.messages.iter().map(|m| m.uid).filter(|u| !current.contains_key(u)).collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        // An expunge the record no longer holds: HIGHESTMODSEQ 1, a full resync.
+        let earliest = store.earliest_expunge(self.mailbox, &held)?.unwrap_or(ModSeq(2));
+        if told > earliest {
+            if let Some(below) = NonZeroU64::new(earliest.0.saturating_sub(1)) {
+                out.push(Update::Status(untagged_ok(Code::HighestModSeq(below), "expunges held back")));
+            }
+        }
         Ok(())
     }
 

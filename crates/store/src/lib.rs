@@ -524,6 +524,22 @@ impl Store {
         Ok(Some(out))
     }
 
+    /// The lowest MODSEQ at which any of `uids` was expunged from `mailbox`, as far
+    /// as the record holds (at most [`EXPUNGED_KEPT_PER_MAILBOX_MAX`] rows read).
+    pub fn earliest_expunge(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Option<ModSeq>, StoreError> {
+        let wanted: std::collections::HashSet<u32> = uids.iter().map(|u| u.0).collect();
+        let txn = self.read()?;
+        let t = txn.open_table(EXPUNGED).map_err(|e| self.db_err(e))?;
+        for row in t.range((mailbox.0, 0, 0)..=(mailbox.0, u64::MAX, u32::MAX)).map_err(|e| self.db_err(e))? {
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            let (_, modseq, uid) = k.value();
+            if wanted.contains(&uid) {
+                return Ok(Some(ModSeq(modseq)));
+            }
+        }
+        Ok(None)
+    }
+
     /// A mailbox's record of expunges: what it covers, and its rows as (MODSEQ,
     /// UID) in that order. `None` for a mailbox without one.
     pub fn expunge_log(&self, mailbox: MailboxId) -> Result<Option<ExpungeRecord>, StoreError> {

@@ -86,6 +86,9 @@ fn each_expunge_is_recorded_with_the_modseq_it_took() {
     assert_eq!(log.kept, 3);
     assert_eq!(log.complete_above, ModSeq(0));
     assert_eq!(rows, vec![(first, Uid(3)), (first, Uid(5)), (second, Uid(7))]);
+    assert_eq!(store.earliest_expunge(id, &uids(&[7, 5])).unwrap(), Some(first));
+    assert_eq!(store.earliest_expunge(id, &uids(&[7])).unwrap(), Some(second));
+    assert_eq!(store.earliest_expunge(id, &uids(&[1])).unwrap(), None, "UID 1 is still there");
     // MOVE expunges from its source too (RFC 7162 §3.2 names MOVE).
     let moved = Command::CopyMessages {
         from: id,
