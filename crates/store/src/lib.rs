@@ -564,6 +564,26 @@ impl Store {
         v.map(|v| decode("message", v.value())).transpose()
     }
 
+    /// The record of a mailbox's expunges agrees with the mailbox: as many rows
+    /// as it says, no UID both expunged and present, none at or above UIDNEXT,
+    /// no MODSEQ above the mailbox's.
+    fn check_expunge_record(&self, mailbox: &Mailbox, name: &str, report: &mut CheckReport) -> Result<(), StoreError> {
+        let Some((log, rows)) = self.expunge_log(mailbox.id)? else { return Ok(()) };
+        if rows.len() as u64 != log.kept || log.kept > EXPUNGED_KEPT_PER_MAILBOX_MAX {
+            report.problems.push(format!("{name}: expunge record says {} rows, holds {}", log.kept, rows.len()));
+        }
+        for (modseq, uid) in rows {
+            let present = self.message(mailbox.id, uid)?.is_some();
+            if present || uid >= mailbox.uid_next || modseq > mailbox.highest_modseq {
+                report.problems.push(format!(
+                    "{name}: expunged uid {uid} at modseq {modseq} is present, beyond uidnext {} or highest modseq {}",
+                    mailbox.uid_next, mailbox.highest_modseq
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Full consistency check: every message's body present and intact, every
     /// mailbox's digest, count and size equal to a recomputation, every account's
     /// used bytes equal to the sum of its mailboxes, every blob reference count right.
@@ -607,6 +627,7 @@ impl Store {
                     }
                 }
                 used += size;
+                self.check_expunge_record(&mailbox, &format!("{}/{}", account.address, mailbox.name), &mut report)?;
                 if digest != mailbox.digest || count != mailbox.message_count || size != mailbox.size_bytes {
                     report.problems.push(format!(
                         "{}/{}: recorded digest/count/size {}/{}/{} but messages give {}/{}/{}",
