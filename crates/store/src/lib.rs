@@ -479,6 +479,14 @@ impl Store {
         Ok(out)
     }
 
+    /// A mailbox by its id.
+    pub fn mailbox(&self, id: MailboxId) -> Result<Option<Mailbox>, StoreError> {
+        let txn = self.read()?;
+        let boxes = txn.open_table(MAILBOXES).map_err(|e| self.db_err(e))?;
+        let v = boxes.get(id.0).map_err(|e| self.db_err(e))?;
+        v.map(|v| decode("mailbox", v.value())).transpose()
+    }
+
     pub fn mailbox_by_name(&self, account: AccountId, name: &MailboxName) -> Result<Option<Mailbox>, StoreError> {
         let txn = self.read()?;
         let names = txn.open_table(MAILBOX_NAMES).map_err(|e| self.db_err(e))?;
