@@ -61,7 +61,7 @@ fn client(lab: &Lab, step: &str, site: &str, state: Option<&Path>) -> Value {
 /// without waiting (LITERAL+), then every answer read; how many were stored.
 fn append_pipelined(ip: &str, password: &str, connection: u32, count: u32) -> u32 {
     let stream = TcpStream::connect((ip, 2143)).expect("IMAP at bj");
-    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(300))).unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut writer = stream;
     let mut line = String::new();
