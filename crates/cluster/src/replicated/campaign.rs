@@ -132,7 +132,7 @@ pub(super) async fn campaign_when_silent(site: Arc<Replicated>, mut stop: watch:
         }
         attempts_in_a_row += 1;
         tracing::info!(
-            silence_ms = site.silence().as_millis() as u64,
+            silence_ms = u64::try_from(site.silence().as_millis()).unwrap_or(u64::MAX),
             attempt = attempts_in_a_row,
             term = m.current_term,
             "no primary heard from: campaigning"
