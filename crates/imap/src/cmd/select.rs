@@ -16,7 +16,7 @@ use maildr_store::{Command as StoreCommand, Mailbox};
 use maildr_types::SystemFlags;
 
 use crate::blocking::store_read;
-use crate::reply::{bad, mailbox_name, no, nz, ok, read_failed, untagged_ok};
+use crate::reply::{no, nz, ok, read_failed, untagged_ok};
 use crate::session::Session;
 use crate::view::{message_count, View};
 
@@ -29,13 +29,14 @@ impl Session {
         tag: &Tag<'static>,
         mailbox: &ImapMailbox<'_>,
     ) -> Option<Mailbox> {
-        let found = mailbox_name(mailbox).and_then(|name| {
+        let found = self.stored_name(mailbox, false).and_then(|name| {
             let Some(account) = self.account() else { return Ok(None) };
-            store_read(|| self.cluster().store().mailbox_by_name(account.id, &name)).map_err(|e| e.to_string())
+            store_read(|| self.cluster().store().mailbox_by_name(account.id, &name))
+                .map_err(|e| crate::names::NameError::Unreadable(e.to_string()))
         });
         match found {
             Err(e) => {
-                server.enqueue_status(bad(Some(tag), e));
+                server.enqueue_status(super::name_failed(tag, e));
                 None
             }
             Ok(None) => {
