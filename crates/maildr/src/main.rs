@@ -6,6 +6,7 @@ mod backup_cmd;
 mod bench;
 mod bench_backup;
 mod bench_imap;
+mod bench_imap_logins;
 mod bench_replication;
 mod cluster_cmd;
 mod dns_cmd;
