@@ -21,9 +21,11 @@ mod reply;
 mod search;
 mod session;
 mod transport;
+mod vanished;
 mod view;
 
 pub use cmd::list::LIST_PATTERN_BYTES_MAX;
+pub use vanished::{SEQ_MATCH_PAIRS_CHECKED_MAX, VANISHED_RANGES_PER_RESPONSE_MAX};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -24,7 +24,7 @@ use crate::blocking::store_read;
 use crate::cmd::store::StoreRequest;
 use crate::reply::{bad, ok, tag_of, text};
 use crate::transport::{Transport, TransportError};
-use crate::view::{Update, View};
+use crate::view::{Extensions, Update, View};
 use crate::{ImapService, SessionGuard};
 
 /// Most malformed commands before the session is closed.
@@ -48,6 +48,8 @@ pub(crate) struct Session {
     pub(crate) account: Option<(Account, SessionGuard)>,
     pub(crate) selected: Option<View>,
     pub(crate) condstore: bool,
+    /// ENABLE QRESYNC was given (RFC 7162 §3.2.3); implies `condstore`.
+    pub(crate) qresync: bool,
     pub(crate) idling: Option<Tag<'static>>,
     pub(crate) pending_auth: Option<Tag<'static>>,
     /// A FETCH answered in batches once its command returns.
@@ -66,6 +68,7 @@ impl Session {
             account: None,
             selected: None,
             condstore: false,
+            qresync: false,
             idling: None,
             pending_auth: None,
             fetching: None,
@@ -230,12 +233,12 @@ impl Session {
     /// Bring the selected view up to date with the store and return the
     /// untagged responses that tell the client what changed.
     pub(crate) fn view_updates(&mut self, allow_expunge: bool) -> Vec<Update> {
-        let condstore = self.condstore;
+        let extensions = Extensions { condstore: self.condstore, qresync: self.qresync };
         let mut out = Vec::new();
         let Some(view) = self.selected.as_mut() else { return out };
         let store = self.service.cluster.store();
         let marks = &self.service.recent;
-        if let Err(e) = store_read(|| view.sync(&store, marks, allow_expunge, condstore, &mut out)) {
+        if let Err(e) = store_read(|| view.sync(&store, marks, allow_expunge, extensions, &mut out)) {
             tracing::error!(error = %e, "reading the selected mailbox failed");
         }
         out
@@ -274,12 +277,8 @@ impl Session {
             CommandBody::Subscribe { mailbox } => self.subscribe(server, &tag, &mailbox, true).await,
             CommandBody::Unsubscribe { mailbox } => self.subscribe(server, &tag, &mailbox, false).await,
             CommandBody::Status { mailbox, item_names } => self.status(server, &tag, &mailbox, &item_names),
-            CommandBody::Select { mailbox, parameters } => {
-                self.select(server, &tag, &mailbox, false, !parameters.is_empty())
-            }
-            CommandBody::Examine { mailbox, parameters } => {
-                self.select(server, &tag, &mailbox, true, !parameters.is_empty())
-            }
+            CommandBody::Select { mailbox, parameters } => self.select(server, &tag, &mailbox, false, &parameters),
+            CommandBody::Examine { mailbox, parameters } => self.select(server, &tag, &mailbox, true, &parameters),
             CommandBody::Append { mailbox, flags, date, message } => {
                 self.append(server, &tag, &mailbox, &flags, date, message).await
             }

@@ -65,6 +65,15 @@ pub(crate) fn message_count(n: usize) -> u32 {
     n as u32
 }
 
+/// The extensions a session has enabled that change what it is told.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Extensions {
+    /// CONDSTORE: flag changes carry MODSEQ.
+    pub condstore: bool,
+    /// QRESYNC: expunges are told as VANISHED (implies CONDSTORE).
+    pub qresync: bool,
+}
+
 pub struct View {
     pub mailbox: MailboxId,
     /// The mailbox as recent-ness knows it (UIDs restart with UIDVALIDITY).
@@ -75,6 +84,10 @@ pub struct View {
     pub messages: Vec<Message>,
     /// Set when the write path reported a change to this mailbox.
     pub dirty: bool,
+    /// Above every UID this view holds or held: UIDs below it that the view
+    /// lacks are gone (what QRESYNC answers from when the store's record of
+    /// expunges does not reach back far enough).
+    pub uid_next: Uid,
     /// The keywords the client was told of (FLAGS); none is ever taken back
     /// while the mailbox is selected, so FLAGS is only sent again for new ones.
     keywords: BTreeSet<String>,
@@ -87,12 +100,14 @@ impl View {
     pub fn open(store: &Store, mailbox: &Mailbox, read_only: bool, marks: &RecentMarks) -> Result<View, StoreError> {
         let messages = store.messages(mailbox.id)?;
         let keywords = messages.iter().flat_map(|m| m.keywords.iter().cloned()).collect();
+        let highest = messages.last().map(|m| m.uid.0.saturating_add(1)).unwrap_or(1);
         let mut view = View {
             mailbox: mailbox.id,
             key: (mailbox.id, mailbox.uid_validity),
             read_only,
             messages,
             dirty: false,
+            uid_next: Uid(mailbox.uid_next.0.max(highest)),
             keywords,
             recent: RecentUids::default(),
         };
@@ -149,17 +164,30 @@ impl View {
 
     /// Bring the view up to date, pushing the untagged responses that tell the
     /// client. `allow_expunge` is false while answering FETCH, STORE and SEARCH.
+    /// Expunges are told as EXPUNGE, or once QRESYNC is enabled as one VANISHED
+    /// (RFC 7162 §3.2.10).
     pub fn sync(
         &mut self,
         store: &Store,
         marks: &RecentMarks,
         allow_expunge: bool,
-        condstore: bool,
+        extensions: Extensions,
         out: &mut Vec<Update>,
     ) -> Result<(), StoreError> {
         let current = store.messages(self.mailbox)?;
         let by_uid: HashMap<Uid, &Message> = current.iter().map(|m| (m.uid, m)).collect();
-        if allow_expunge {
+        if allow_expunge && extensions.qresync {
+            let mut gone = Vec::new();
+            self.messages.retain(|m| {
+                let kept = by_uid.contains_key(&m.uid);
+                if !kept {
+                    gone.push(m.uid.0);
+                }
+                kept
+            });
+            let vanished = crate::vanished::responses(&crate::vanished::ranges(&gone), false);
+            out.extend(vanished.into_iter().map(Update::Data));
+        } else if allow_expunge {
             for index in (0..self.messages.len()).rev() {
                 if !by_uid.contains_key(&self.messages[index].uid) {
                     self.messages.remove(index);
@@ -168,6 +196,7 @@ impl View {
                 }
             }
         }
+        let condstore = extensions.condstore;
         let mut changed = Vec::new();
         for (index, message) in self.messages.iter_mut().enumerate() {
             if let Some(now) = by_uid.get(&message.uid) {
@@ -182,6 +211,9 @@ impl View {
         let before = self.messages.len();
         self.messages.extend(current.iter().filter(|m| m.uid.0 > last).cloned());
         let added = before..self.messages.len();
+        if let Some(highest) = self.highest_uid() {
+            self.uid_next = Uid(self.uid_next.0.max(highest.0.saturating_add(1)));
+        }
         // New keywords first: the client must know them before a FETCH shows them.
         let known = self.keywords.len();
         for index in changed.iter().copied().chain(added.clone()) {
@@ -193,6 +225,7 @@ impl View {
         if !added.is_empty() {
             self.learn_recent(marks);
         }
+        let told_modseq = changed.iter().map(|i| self.messages[*i].modseq).max();
         for index in changed {
             let message = &self.messages[index];
             let mut items = vec![MessageDataItem::Flags(self.fetch_flags(message)), uid_item(message.uid)];
@@ -204,12 +237,40 @@ impl View {
                 items: Vec1::try_from(items).expect("non-empty"),
             }));
         }
+        if let (true, Some(told)) = (condstore && !allow_expunge, told_modseq) {
+            self.hold_back_highest_modseq(store, &by_uid, told, out)?;
+        }
         if !added.is_empty() {
             out.push(Update::Data(Data::Exists(self.exists())));
             out.push(Update::Data(Data::Recent(self.recent_count())));
         }
         // Expunges we could not report yet keep the view dirty until we can.
         self.dirty = self.messages.iter().any(|m| !by_uid.contains_key(&m.uid));
+        Ok(())
+    }
+
+    /// RFC 7162 §3.2: a client told a MODSEQ (`told`) while an expunge with a
+    /// lower one is held back (no EXPUNGE or VANISHED during FETCH, STORE,
+    /// SEARCH) must be given a HIGHESTMODSEQ below that expunge's, or it could
+    /// resynchronise later from past it and never learn of the expunge.
+    fn hold_back_highest_modseq(
+        &self,
+        store: &Store,
+        current: &HashMap<Uid, &Message>,
+        told: ModSeq,
+        out: &mut Vec<Update>,
+    ) -> Result<(), StoreError> {
+        let held: Vec<Uid> = self.messages.iter().map(|m| m.uid).filter(|u| !current.contains_key(u)).collect();
+        if held.is_empty() {
+            return Ok(());
+        }
+        // An expunge the record no longer holds: HIGHESTMODSEQ 1, a full resync.
+        let earliest = store.earliest_expunge(self.mailbox, &held)?.unwrap_or(ModSeq(2));
+        if told > earliest {
+            if let Some(below) = NonZeroU64::new(earliest.0.saturating_sub(1)) {
+                out.push(Update::Status(untagged_ok(Code::HighestModSeq(below), "expunges held back")));
+            }
+        }
         Ok(())
     }
 

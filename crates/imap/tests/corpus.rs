@@ -46,6 +46,12 @@ fn start(tune: impl FnOnce(&mut ImapSection)) -> Site {
 /// A one-site server for alice; her INBOX holds one message when `one_message`,
 /// else nothing.
 fn start_with(tune: impl FnOnce(&mut ImapSection), one_message: bool) -> Site {
+    start_prepared(tune, one_message, |_| {})
+}
+
+/// As [`start_with`], with `prepare` run on the store (alice exists) before the
+/// site serves.
+fn start_prepared(tune: impl FnOnce(&mut ImapSection), one_message: bool, prepare: impl FnOnce(&Store)) -> Site {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let alice = EmailAddress::parse("alice@example.test").unwrap();
@@ -69,6 +75,7 @@ fn start_with(tune: impl FnOnce(&mut ImapSection), one_message: bool) -> Site {
             .unwrap()
             .unwrap();
     }
+    prepare(&store);
     let mut config = ImapSection {
         plain_listen: "127.0.0.1:0".parse().unwrap(),
         literal_size_max_bytes: 64 * 1024,
@@ -441,7 +448,8 @@ fn run_transcript(text: &str) -> Result<(), String> {
                     }
                 };
                 let tag = rest.split(' ').next().unwrap_or_default().to_string();
-                let mut bytes = expand_literals(rest);
+                let rest = rest.replace("{uidvalidity}", &inbox_uid_validity(&site).to_string());
+                let mut bytes = expand_literals(&rest);
                 bytes.extend_from_slice(b"\r\n");
                 session.client.send(&bytes);
                 session.answer = session.client.answer(&tag);
@@ -486,6 +494,14 @@ impl Client {
             }
         }
     }
+}
+
+/// The UIDVALIDITY of alice's INBOX.
+fn inbox_uid_validity(site: &Site) -> u32 {
+    let store = site.cluster.store();
+    let alice = store.account(&EmailAddress::parse("alice@example.test").unwrap()).unwrap().unwrap();
+    let inbox = store.mailbox_by_name(alice.id, &maildr_types::MailboxName::inbox()).unwrap().unwrap();
+    inbox.uid_validity.0
 }
 
 /// Deliver a message to alice's INBOX through the site's write path.
@@ -588,4 +604,150 @@ fn sort_atom_lists(line: &str) -> String {
         out.push(ch);
     }
     out
+}
+
+/// Append `n` messages to alice's INBOX in one transaction.
+fn append_many(store: &Store, n: u32) {
+    let body = store.blobs().put(b"Subject: many\r\n\r\nbody\r\n").unwrap();
+    let commands: Vec<Command> = (0..n)
+        .map(|_| Command::Append {
+            account: EmailAddress::parse("alice@example.test").unwrap(),
+            mailbox: maildr_types::MailboxName::inbox(),
+            body,
+            flags: Default::default(),
+            keywords: vec![],
+            internal_date: UnixSeconds(1),
+        })
+        .collect();
+    for outcome in store.apply_batch(&commands).unwrap() {
+        outcome.unwrap();
+    }
+}
+
+/// Mark alice's INBOX messages `uids` \Deleted and expunge them.
+fn expunge_uids(store: &Store, uids: std::ops::RangeInclusive<u32>) {
+    let alice = store.account(&EmailAddress::parse("alice@example.test").unwrap()).unwrap().unwrap();
+    let inbox = store.mailbox_by_name(alice.id, &maildr_types::MailboxName::inbox()).unwrap().unwrap();
+    let uids: Vec<maildr_types::Uid> = uids.map(maildr_types::Uid).collect();
+    let mark = Command::StoreFlags {
+        mailbox: inbox.id,
+        uids: uids.clone(),
+        op: maildr_store::FlagOp::Add,
+        flags: maildr_types::SystemFlags(maildr_types::SystemFlags::DELETED),
+        keywords: vec![],
+        unchanged_since: None,
+    };
+    store.apply(mark).unwrap().unwrap();
+    store.apply(Command::Expunge { mailbox: inbox.id, uids: Some(uids) }).unwrap().unwrap();
+}
+
+/// RFC 7162 §3.2.5 and §3.2.10 let a server that no longer knows which UIDs
+/// vanished since the client's MODSEQ name every UID the client may hold that is
+/// gone (VANISHED (EARLIER) may name UIDs the client never saw); the client's
+/// sequence-match data shortens that. Alice's INBOX: 20,010 messages; UIDs
+/// 5000:5099 expunged before the client's MODSEQ, 10001:20005 after it, which
+/// pushes the store's record past `EXPUNGED_KEPT_PER_MAILBOX_MAX` so its oldest
+/// rows are gone. The client is still told every UID it must forget, and
+/// `SEQ_MATCH_PAIRS_CHECKED_MAX` pairs of its data are used, no more.
+#[test]
+fn qresync_past_the_expunge_record_names_every_uid_that_may_have_vanished() {
+    let client_modseq = std::cell::Cell::new(0);
+    let site = start_prepared(
+        |_| {},
+        false,
+        |store| {
+            append_many(store, 20_010);
+            expunge_uids(store, 5000..=5099);
+            let alice = store.account(&EmailAddress::parse("alice@example.test").unwrap()).unwrap().unwrap();
+            let inbox = store.mailbox_by_name(alice.id, &maildr_types::MailboxName::inbox()).unwrap().unwrap();
+            client_modseq.set(inbox.highest_modseq.0);
+            expunge_uids(store, 10_001..=20_005);
+            let (log, _) = store.expunge_log(inbox.id).unwrap().unwrap();
+            assert_eq!(log.kept, maildr_store::EXPUNGED_KEPT_PER_MAILBOX_MAX);
+            assert!(store.expunged_since(inbox.id, inbox.highest_modseq).unwrap().is_none(), "record pruned");
+        },
+    );
+    let since = client_modseq.get();
+    let uv = inbox_uid_validity(&site);
+    let mut c = Client::connect(&site);
+    assert!(c.cmd("l", "LOGIN alice@example.test pw").last().unwrap().starts_with("l OK"));
+    assert!(c.cmd("e", "ENABLE QRESYNC").last().unwrap().starts_with("e OK"));
+    let vanished = |lines: &[String]| -> Vec<String> {
+        lines.iter().filter(|l| l.starts_with("* VANISHED")).map(|l| l.trim_end().to_string()).collect()
+    };
+    // No sequence-match data: every UID below UIDNEXT the mailbox lacks.
+    let answer = c.cmd("a", &format!("EXAMINE INBOX (QRESYNC ({uv} {since}))"));
+    assert!(answer.last().unwrap().starts_with("a OK [READ-ONLY]"), "{:?}", answer.last());
+    assert_eq!(vanished(&answer), ["* VANISHED (EARLIER) 5000:5099,10001:20005"]);
+    assert!(!answer.iter().any(|l| l.contains(" FETCH ")), "no message changed since {since}");
+    // known-uids narrow the answer to what the client holds.
+    let answer = c.cmd("b", &format!("EXAMINE INBOX (QRESYNC ({uv} {since} 1:4999,5100:20010))"));
+    assert_eq!(vanished(&answer), ["* VANISHED (EARLIER) 10001:20005"]);
+    // Sequence-match data: message 9900 is still UID 10000, so nothing at or
+    // below UID 10000 vanished since the client's mapping. 1,024 pairs are used...
+    let at_limit = format!("EXAMINE INBOX (QRESYNC ({uv} {since} 1:20010 (1:1023,9900 1:1023,10000)))");
+    let answer = c.cmd("c", &at_limit);
+    assert!(answer.last().unwrap().starts_with("c OK"), "{:?}", answer.last());
+    assert_eq!(vanished(&answer), ["* VANISHED (EARLIER) 10001:20005"]);
+    assert_eq!(maildr_imap::SEQ_MATCH_PAIRS_CHECKED_MAX, 1024);
+    // ... and the 1,025th is not: the answer is longer, still right.
+    let over = format!("EXAMINE INBOX (QRESYNC ({uv} {since} 1:20010 (1:1024,9900 1:1024,10000)))");
+    let answer = c.cmd("d", &over);
+    assert!(answer.last().unwrap().starts_with("d OK"), "{:?}", answer.last());
+    assert_eq!(vanished(&answer), ["* VANISHED (EARLIER) 5000:5099,10001:20005"]);
+    // UID FETCH (CHANGEDSINCE … VANISHED) answers the same way.
+    let answer = c.cmd("f", &format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {since} VANISHED)"));
+    assert!(answer.last().unwrap().starts_with("f OK"), "{:?}", answer.last());
+    assert_eq!(vanished(&answer), ["* VANISHED (EARLIER) 5000:5099,10001:20005"]);
+}
+
+/// A VANISHED answer longer than `VANISHED_RANGES_PER_RESPONSE_MAX` ranges is
+/// split into several responses, each at most that long, together naming all.
+#[test]
+fn a_long_vanished_answer_is_split_at_the_limit() {
+    let max = u32::try_from(maildr_imap::VANISHED_RANGES_PER_RESPONSE_MAX).unwrap();
+    let since = std::cell::Cell::new(0);
+    // Every other UID of 2 * (max + 1) messages expunged: max + 1 ranges.
+    let site = start_prepared(
+        |_| {},
+        false,
+        |store| {
+            append_many(store, 2 * (max + 1));
+            let alice = store.account(&EmailAddress::parse("alice@example.test").unwrap()).unwrap().unwrap();
+            let inbox = store.mailbox_by_name(alice.id, &maildr_types::MailboxName::inbox()).unwrap().unwrap();
+            since.set(inbox.highest_modseq.0);
+            let odd: Vec<maildr_types::Uid> = (1..=2 * (max + 1)).step_by(2).map(maildr_types::Uid).collect();
+            let mut commands = vec![Command::StoreFlags {
+                mailbox: inbox.id,
+                uids: odd.clone(),
+                op: maildr_store::FlagOp::Add,
+                flags: maildr_types::SystemFlags(maildr_types::SystemFlags::DELETED),
+                keywords: vec![],
+                unchanged_since: None,
+            }];
+            // One expunge each: one range each in the record.
+            commands.extend(odd.iter().map(|uid| Command::Expunge { mailbox: inbox.id, uids: Some(vec![*uid]) }));
+            for outcome in store.apply_batch(&commands).unwrap() {
+                outcome.unwrap();
+            }
+        },
+    );
+    let uv = inbox_uid_validity(&site);
+    let mut c = Client::connect(&site);
+    assert!(c.cmd("l", "LOGIN alice@example.test pw").last().unwrap().starts_with("l OK"));
+    assert!(c.cmd("e", "ENABLE QRESYNC").last().unwrap().starts_with("e OK"));
+    let count_ranges = |line: &str| line.trim_end().rsplit(' ').next().unwrap().split(',').count();
+    // At the limit: one response.
+    let at_limit = format!("EXAMINE INBOX (QRESYNC ({uv} {} 1:{}))", since.get(), 2 * max);
+    let answer = c.cmd("a", &at_limit);
+    let lines: Vec<&String> = answer.iter().filter(|l| l.starts_with("* VANISHED (EARLIER)")).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(count_ranges(lines[0]), max as usize);
+    // One range over: two responses, max and 1.
+    let answer = c.cmd("b", &format!("EXAMINE INBOX (QRESYNC ({uv} {}))", since.get()));
+    let lines: Vec<&String> = answer.iter().filter(|l| l.starts_with("* VANISHED (EARLIER)")).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(count_ranges(lines[0]), max as usize);
+    assert_eq!(count_ranges(lines[1]), 1);
+    assert!(lines[1].trim_end().ends_with(&format!(" {}", 2 * max + 1)), "{lines:?}");
 }

@@ -5,6 +5,7 @@ mod admin;
 mod backup_cmd;
 mod bench;
 mod bench_backup;
+mod bench_failover;
 mod bench_imap;
 mod bench_imap_logins;
 mod bench_replication;
@@ -133,6 +134,10 @@ enum BenchWhich {
     Replication(bench_replication::ReplicationBench),
     /// Backup and restore throughput of one large mailbox (20,000 messages by default).
     Backup(bench_backup::BackupBench),
+    /// How long a killed primary takes to be replaced (election, first commit,
+    /// first SMTP 250 and DNS at the survivor), over many trials on a lab; or,
+    /// with --switchover, the write unavailability of planned hand-overs.
+    Failover(bench_failover::FailoverBench),
 }
 
 pub(crate) fn init_logging(default_filter: &str) {
@@ -190,6 +195,7 @@ fn main() -> Result<()> {
                 BenchWhich::Imap(args) => runtime()?.block_on(bench_imap::run(args)),
                 BenchWhich::Replication(args) => runtime()?.block_on(bench_replication::run(args)),
                 BenchWhich::Backup(args) => runtime()?.block_on(bench_backup::run(args)),
+                BenchWhich::Failover(args) => runtime()?.block_on(bench_failover::run(args)),
             }
         }
     }

@@ -11,15 +11,16 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::command::ControlEventKind;
 use crate::command::{Applied, Command, CommandError, FlagOp, Placement};
 use crate::model::{
-    Account, Alias, ControlEvent, DomainRecord, Mailbox, MailboxDigest, Message, QueuedMessage, QueuedRecipient,
-    Steering,
+    Account, Alias, ControlEvent, DomainRecord, ExpungeLog, Mailbox, MailboxDigest, Message, QueuedMessage,
+    QueuedRecipient, Steering,
 };
 use crate::{
     decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, CONTROL, CONTROL_STEERING, DELIVERED_IDS,
-    DKIM_KEYS, DOMAINS, EVENTS, EVENTS_KEPT_MAX, MAILBOXES, MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED,
-    META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID, META_NEXT_EVENT_ID, META_NEXT_MAILBOX_ID, META_NEXT_QUEUE_ID,
-    META_QUEUE_MESSAGES_DELETED, META_QUEUE_MESSAGES_FINISHED, META_QUEUE_RECIPIENTS_BOUNCED,
-    META_QUEUE_RECIPIENTS_DELIVERED, OUTBOUND, OUTBOUND_KEYS,
+    DKIM_KEYS, DOMAINS, EVENTS, EVENTS_KEPT_MAX, EXPUNGED, EXPUNGED_KEPT_PER_MAILBOX_MAX, EXPUNGE_LOGS, MAILBOXES,
+    MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID,
+    META_NEXT_EVENT_ID, META_NEXT_MAILBOX_ID, META_NEXT_QUEUE_ID, META_QUEUE_MESSAGES_DELETED,
+    META_QUEUE_MESSAGES_FINISHED, META_QUEUE_RECIPIENTS_BOUNCED, META_QUEUE_RECIPIENTS_DELIVERED, OUTBOUND,
+    OUTBOUND_KEYS,
 };
 
 type Outcome = Result<Result<Applied, CommandError>, StoreError>;
@@ -40,6 +41,8 @@ pub(crate) struct Tables<'txn> {
     outbound: Table<'txn, u64, &'static [u8]>,
     outbound_keys: Table<'txn, &'static str, u64>,
     dkim_keys: Table<'txn, &'static str, &'static [u8]>,
+    expunged: Table<'txn, (u64, u64, u32), ()>,
+    expunge_logs: Table<'txn, u64, &'static [u8]>,
 }
 
 fn db(e: impl Into<redb::Error>) -> StoreError {
@@ -64,6 +67,8 @@ impl<'txn> Tables<'txn> {
             outbound: txn.open_table(OUTBOUND)?,
             outbound_keys: txn.open_table(OUTBOUND_KEYS)?,
             dkim_keys: txn.open_table(DKIM_KEYS)?,
+            expunged: txn.open_table(EXPUNGED)?,
+            expunge_logs: txn.open_table(EXPUNGE_LOGS)?,
         })
     }
 
@@ -358,6 +363,7 @@ impl<'txn> Tables<'txn> {
                 let freed = self.remove_all_messages(id)?;
                 owner.used_bytes -= freed;
                 self.put_account(&owner)?;
+                self.forget_expunged(id)?;
                 self.mailboxes.remove(id.0).map_err(db)?;
                 self.mailbox_names.remove((owner.id.0, name.as_str())).map_err(db)?;
                 Ok(Ok(Applied::MailboxesChanged { ids: vec![id] }))
@@ -708,6 +714,7 @@ impl<'txn> Tables<'txn> {
         }
         let mut mailbox = self.get_mailbox(mailbox_id)?;
         let mut freed = 0;
+        let mut removed = Vec::with_capacity(uids.len());
         for uid in uids {
             let Some(message) = self.get_message(mailbox_id, *uid)? else { continue };
             self.messages.remove((mailbox_id.0, uid.0)).map_err(db)?;
@@ -716,11 +723,62 @@ impl<'txn> Tables<'txn> {
             mailbox.size_bytes -= message.size_bytes;
             freed += message.size_bytes;
             self.release_blob(&message.body)?;
+            removed.push(*uid);
         }
-        // An expunge is a change too: CONDSTORE/QRESYNC clients see it by MODSEQ.
-        mailbox.highest_modseq = ModSeq(mailbox.highest_modseq.0 + 1);
+        // An expunge is a change too: CONDSTORE/QRESYNC clients see it by MODSEQ,
+        // and QRESYNC by the UIDs recorded with it (RFC 7162 §3.2).
+        let before = mailbox.highest_modseq;
+        mailbox.highest_modseq = ModSeq(before.0 + 1);
         self.put_mailbox(&mailbox)?;
+        self.record_expunged(mailbox_id, before, mailbox.highest_modseq, &removed)?;
         Ok(freed)
+    }
+
+    /// Remember `uids` as expunged at `modseq`, then prune the mailbox's oldest
+    /// rows beyond [`EXPUNGED_KEPT_PER_MAILBOX_MAX`]. A mailbox without a record
+    /// (created before records were kept) starts one that is complete only above
+    /// `before`, the MODSEQ it had until now.
+    fn record_expunged(
+        &mut self,
+        mailbox: MailboxId,
+        before: ModSeq,
+        modseq: ModSeq,
+        uids: &[Uid],
+    ) -> Result<(), StoreError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let mut log = match self.expunge_logs.get(mailbox.0).map_err(db)? {
+            Some(v) => decode("expunge log", v.value())?,
+            None => ExpungeLog { kept: 0, complete_above: before },
+        };
+        for uid in uids {
+            self.expunged.insert((mailbox.0, modseq.0, uid.0), ()).map_err(db)?;
+        }
+        log.kept += uids.len() as u64;
+        if log.kept > EXPUNGED_KEPT_PER_MAILBOX_MAX {
+            let excess = usize::try_from(log.kept - EXPUNGED_KEPT_PER_MAILBOX_MAX).unwrap_or(usize::MAX);
+            let mut oldest = Vec::with_capacity(excess.min(uids.len()));
+            for row in
+                self.expunged.range((mailbox.0, 0, 0)..=(mailbox.0, u64::MAX, u32::MAX)).map_err(db)?.take(excess)
+            {
+                oldest.push(row.map_err(db)?.0.value());
+            }
+            for key in &oldest {
+                self.expunged.remove(*key).map_err(db)?;
+                log.complete_above = log.complete_above.max(ModSeq(key.1));
+            }
+            log.kept -= oldest.len() as u64;
+        }
+        self.expunge_logs.insert(mailbox.0, encode(&log).as_slice()).map_err(db)?;
+        Ok(())
+    }
+
+    /// Drop the expunge record of a mailbox that is going away.
+    fn forget_expunged(&mut self, mailbox: MailboxId) -> Result<(), StoreError> {
+        self.expunged.retain_in((mailbox.0, 0, 0)..=(mailbox.0, u64::MAX, u32::MAX), |_, _| false).map_err(db)?;
+        self.expunge_logs.remove(mailbox.0).map_err(db)?;
+        Ok(())
     }
 
     /// The UID under which a delivery with this retry key landed in `inbox`, if
@@ -916,6 +974,9 @@ impl<'txn> Tables<'txn> {
         };
         self.put_mailbox(&mailbox)?;
         self.mailbox_names.insert((account.0, name.as_str()), id.0).map_err(db)?;
+        // Recorded from the start: every expunge of this mailbox is known.
+        let log = ExpungeLog { kept: 0, complete_above: ModSeq(0) };
+        self.expunge_logs.insert(id.0, encode(&log).as_slice()).map_err(db)?;
         Ok(id)
     }
 
@@ -958,6 +1019,7 @@ impl<'txn> Tables<'txn> {
     fn remove_account(&mut self, account: &Account) -> Result<(), StoreError> {
         for (name, id) in self.mailbox_names_of(account.id)? {
             self.remove_all_messages(id)?;
+            self.forget_expunged(id)?;
             self.mailboxes.remove(id.0).map_err(db)?;
             self.mailbox_names.remove((account.id.0, name.as_str())).map_err(db)?;
         }

@@ -17,14 +17,14 @@ pub mod model;
 
 use std::path::{Path, PathBuf};
 
-use maildr_types::{AccountId, BlobHash, Domain, EmailAddress, MailboxId, MailboxName, Uid};
+use maildr_types::{AccountId, BlobHash, Domain, EmailAddress, MailboxId, MailboxName, ModSeq, Uid};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 pub use blob::{delivery_retry_key, hash_body, BlobStore};
 pub use command::{Applied, Command, CommandError, ControlEventKind, FlagOp, Placement};
 pub use model::{
-    Account, Alias, ControlEvent, DkimAlgorithm, DkimKey, DomainRecord, Mailbox, MailboxDigest, Message, QueueTotals,
-    QueuedMessage, QueuedRecipient, Steering,
+    Account, Alias, ControlEvent, DkimAlgorithm, DkimKey, DomainRecord, ExpungeLog, Mailbox, MailboxDigest, Message,
+    QueueTotals, QueuedMessage, QueuedRecipient, Steering,
 };
 
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -51,6 +51,18 @@ pub(crate) const OUTBOUND: TableDefinition<u64, &[u8]> = TableDefinition::new("o
 /// retry key → queue id: a retried submission is queued once.
 pub(crate) const OUTBOUND_KEYS: TableDefinition<&str, u64> = TableDefinition::new("outbound_keys");
 pub(crate) const META_NEXT_QUEUE_ID: &str = "next_queue_id";
+
+/// (mailbox id, MODSEQ of the expunge, UID) → nothing: the UIDs expunged from each
+/// mailbox and the MODSEQ their expunge took, which QRESYNC (RFC 7162) answers
+/// VANISHED from. Written by `apply` like the messages, so identical on every
+/// site; at most [`EXPUNGED_KEPT_PER_MAILBOX_MAX`] rows per mailbox, oldest pruned.
+pub(crate) const EXPUNGED: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("expunged_uids");
+/// mailbox id → its [`ExpungeLog`] (what the rows of [`EXPUNGED`] cover).
+pub(crate) const EXPUNGE_LOGS: TableDefinition<u64, &[u8]> = TableDefinition::new("expunge_logs");
+/// Expunged UIDs remembered per mailbox. Beyond it the oldest are pruned and a
+/// client whose MODSEQ is older than what is kept is answered from what is
+/// missing instead (every UID it may hold that is not in the mailbox).
+pub const EXPUNGED_KEPT_PER_MAILBOX_MAX: u64 = 10_000;
 /// domain → its DKIM key.
 pub(crate) const DKIM_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("dkim_keys");
 
@@ -74,6 +86,9 @@ pub(crate) const META_NEXT_MAILBOX_ID: &str = "next_mailbox_id";
 pub(crate) const META_COMMANDS_APPLIED: &str = "commands_applied";
 pub(crate) const META_LAST_UID_VALIDITY: &str = "last_uid_validity";
 const SCHEMA_VERSION: u64 = 1;
+
+/// A mailbox's [`ExpungeLog`] with its rows, (MODSEQ, UID) in that order.
+pub type ExpungeRecord = (ExpungeLog, Vec<(ModSeq, Uid)>);
 
 /// File name of the metadata database inside a data directory.
 pub const DATABASE_FILE: &str = "maildr.redb";
@@ -200,6 +215,8 @@ impl Store {
             txn.open_table(OUTBOUND).map_err(|e| self.db_err(e))?;
             txn.open_table(OUTBOUND_KEYS).map_err(|e| self.db_err(e))?;
             txn.open_table(DKIM_KEYS).map_err(|e| self.db_err(e))?;
+            txn.open_table(EXPUNGED).map_err(|e| self.db_err(e))?;
+            txn.open_table(EXPUNGE_LOGS).map_err(|e| self.db_err(e))?;
         }
         txn.commit().map_err(|e| self.db_err(e))
     }
@@ -462,6 +479,14 @@ impl Store {
         Ok(out)
     }
 
+    /// A mailbox by its id.
+    pub fn mailbox(&self, id: MailboxId) -> Result<Option<Mailbox>, StoreError> {
+        let txn = self.read()?;
+        let boxes = txn.open_table(MAILBOXES).map_err(|e| self.db_err(e))?;
+        let v = boxes.get(id.0).map_err(|e| self.db_err(e))?;
+        v.map(|v| decode("mailbox", v.value())).transpose()
+    }
+
     pub fn mailbox_by_name(&self, account: AccountId, name: &MailboxName) -> Result<Option<Mailbox>, StoreError> {
         let txn = self.read()?;
         let names = txn.open_table(MAILBOX_NAMES).map_err(|e| self.db_err(e))?;
@@ -485,11 +510,86 @@ impl Store {
         Ok(out)
     }
 
+    /// The UIDs expunged from `mailbox` by a change with a MODSEQ above `since`,
+    /// ascending; `None` when the record does not reach back that far (older rows
+    /// were pruned, or the mailbox predates the record), so any UID may be gone.
+    pub fn expunged_since(&self, mailbox: MailboxId, since: ModSeq) -> Result<Option<Vec<Uid>>, StoreError> {
+        let txn = self.read()?;
+        let logs = txn.open_table(EXPUNGE_LOGS).map_err(|e| self.db_err(e))?;
+        let Some(log) = logs.get(mailbox.0).map_err(|e| self.db_err(e))? else { return Ok(None) };
+        let log: ExpungeLog = decode("expunge log", log.value())?;
+        if since < log.complete_above {
+            return Ok(None);
+        }
+        let t = txn.open_table(EXPUNGED).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        let from = (mailbox.0, since.0.saturating_add(1), 0);
+        for row in t.range(from..=(mailbox.0, u64::MAX, u32::MAX)).map_err(|e| self.db_err(e))? {
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            out.push(Uid(k.value().2));
+        }
+        out.sort_unstable();
+        Ok(Some(out))
+    }
+
+    /// The lowest MODSEQ at which any of `uids` was expunged from `mailbox`, as far
+    /// as the record holds (at most [`EXPUNGED_KEPT_PER_MAILBOX_MAX`] rows read).
+    pub fn earliest_expunge(&self, mailbox: MailboxId, uids: &[Uid]) -> Result<Option<ModSeq>, StoreError> {
+        let wanted: std::collections::HashSet<u32> = uids.iter().map(|u| u.0).collect();
+        let txn = self.read()?;
+        let t = txn.open_table(EXPUNGED).map_err(|e| self.db_err(e))?;
+        for row in t.range((mailbox.0, 0, 0)..=(mailbox.0, u64::MAX, u32::MAX)).map_err(|e| self.db_err(e))? {
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            let (_, modseq, uid) = k.value();
+            if wanted.contains(&uid) {
+                return Ok(Some(ModSeq(modseq)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A mailbox's record of expunges: what it covers, and its rows as (MODSEQ,
+    /// UID) in that order. `None` for a mailbox without one.
+    pub fn expunge_log(&self, mailbox: MailboxId) -> Result<Option<ExpungeRecord>, StoreError> {
+        let txn = self.read()?;
+        let logs = txn.open_table(EXPUNGE_LOGS).map_err(|e| self.db_err(e))?;
+        let Some(log) = logs.get(mailbox.0).map_err(|e| self.db_err(e))? else { return Ok(None) };
+        let log: ExpungeLog = decode("expunge log", log.value())?;
+        let t = txn.open_table(EXPUNGED).map_err(|e| self.db_err(e))?;
+        let mut rows = Vec::new();
+        for row in t.range((mailbox.0, 0, 0)..=(mailbox.0, u64::MAX, u32::MAX)).map_err(|e| self.db_err(e))? {
+            let (k, _) = row.map_err(|e| self.db_err(e))?;
+            let (_, modseq, uid) = k.value();
+            rows.push((ModSeq(modseq), Uid(uid)));
+        }
+        Ok(Some((log, rows)))
+    }
+
     pub fn message(&self, mailbox: MailboxId, uid: Uid) -> Result<Option<Message>, StoreError> {
         let txn = self.read()?;
         let t = txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
         let v = t.get((mailbox.0, uid.0)).map_err(|e| self.db_err(e))?;
         v.map(|v| decode("message", v.value())).transpose()
+    }
+
+    /// The record of a mailbox's expunges agrees with the mailbox: as many rows
+    /// as it says, no UID both expunged and present, none at or above UIDNEXT,
+    /// no MODSEQ above the mailbox's.
+    fn check_expunge_record(&self, mailbox: &Mailbox, name: &str, report: &mut CheckReport) -> Result<(), StoreError> {
+        let Some((log, rows)) = self.expunge_log(mailbox.id)? else { return Ok(()) };
+        if rows.len() as u64 != log.kept || log.kept > EXPUNGED_KEPT_PER_MAILBOX_MAX {
+            report.problems.push(format!("{name}: expunge record says {} rows, holds {}", log.kept, rows.len()));
+        }
+        for (modseq, uid) in rows {
+            let present = self.message(mailbox.id, uid)?.is_some();
+            if present || uid >= mailbox.uid_next || modseq > mailbox.highest_modseq {
+                report.problems.push(format!(
+                    "{name}: expunged uid {uid} at modseq {modseq} is present, beyond uidnext {} or highest modseq {}",
+                    mailbox.uid_next, mailbox.highest_modseq
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Full consistency check: every message's body present and intact, every
@@ -535,6 +635,7 @@ impl Store {
                     }
                 }
                 used += size;
+                self.check_expunge_record(&mailbox, &format!("{}/{}", account.address, mailbox.name), &mut report)?;
                 if digest != mailbox.digest || count != mailbox.message_count || size != mailbox.size_bytes {
                     report.problems.push(format!(
                         "{}/{}: recorded digest/count/size {}/{}/{} but messages give {}/{}/{}",

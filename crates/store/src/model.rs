@@ -63,6 +63,16 @@ pub struct Mailbox {
     pub digest: MailboxDigest,
 }
 
+/// What a mailbox's record of expunged UIDs covers (QRESYNC, RFC 7162 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpungeLog {
+    /// Rows this mailbox has in the expunged table.
+    pub kept: u64,
+    /// Every expunge with a MODSEQ above this is recorded; at or below it some
+    /// may not be (pruned, or before the record began). 0 from creation on.
+    pub complete_above: ModSeq,
+}
+
 /// Order-independent digest of a mailbox's messages. Adding and removing a message
 /// is the same XOR, so the digest is maintained incrementally on every change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -38,6 +38,7 @@ impl Session {
             Capability::Enable,
             Capability::Namespace,
             Capability::CondStore,
+            Capability::QResync,
             Capability::Quota,
         ]);
         if let Ok(a) = Atom::try_from("SPECIAL-USE") {
@@ -71,7 +72,8 @@ impl Session {
         server.enqueue_status(ok(tag, None, "ID completed"));
     }
 
-    /// ENABLE: only CONDSTORE is something to enable here.
+    /// ENABLE: CONDSTORE and QRESYNC are what there is to enable here; QRESYNC
+    /// implies CONDSTORE (RFC 7162 §3.2.3). Anything else is left out of ENABLED.
     pub(crate) fn enable(
         &mut self,
         server: &mut Server,
@@ -80,10 +82,15 @@ impl Session {
     ) {
         let mut enabled = Vec::new();
         for c in capabilities.into_inner() {
-            if matches!(c, CapabilityEnable::CondStore) {
-                self.condstore = true;
-                enabled.push(c);
+            match &c {
+                CapabilityEnable::CondStore => self.condstore = true,
+                CapabilityEnable::Other(_) if c.to_string().eq_ignore_ascii_case("QRESYNC") => {
+                    self.condstore = true;
+                    self.qresync = true;
+                }
+                _ => continue,
             }
+            enabled.push(c);
         }
         server.enqueue_data(Data::Enabled { capabilities: enabled });
         server.enqueue_status(ok(tag, None, "ENABLE completed"));

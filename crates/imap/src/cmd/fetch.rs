@@ -18,20 +18,21 @@ use imap_codec::imap_types::extensions::binary::Literal8;
 use imap_codec::imap_types::fetch::{
     Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section,
 };
-use imap_codec::imap_types::response::Data;
+use imap_codec::imap_types::response::{Data, Status};
 use imap_codec::imap_types::sequence::SequenceSet;
 use imap_next::server::Server;
 use maildr_frontend::memory::{MemoryCharge, MessageMemory};
 use maildr_store::{Command as StoreCommand, FlagOp, Message};
-use maildr_types::{SystemFlags, Uid};
+use maildr_types::{ModSeq, SystemFlags, Uid};
 
 use crate::blocking::store_read;
 use crate::bodies::{self, BodyReader, BodyUnavailable};
 use crate::flags::flags_to_fetch;
 use crate::mime;
-use crate::reply::{datetime, no, nz, ok, other_code, write_failed};
+use crate::reply::{bad, datetime, no, nz, ok, other_code, read_failed, write_failed};
 use crate::session::Session;
 use crate::transport::Transport;
+use crate::vanished::{vanished_since, Known};
 use crate::view::{message_count, modseq_item, uid_item};
 
 /// The item names a macro stands for.
@@ -63,6 +64,13 @@ impl Session {
         uid: bool,
         modifiers: &[FetchModifier],
     ) {
+        let vanished = modifiers.contains(&FetchModifier::Vanished);
+        if vanished {
+            if let Err(why) = self.vanished_allowed(uid, modifiers) {
+                server.enqueue_status(bad(Some(tag), why));
+                return;
+            }
+        }
         self.sync(server, false);
         let mut names = match names {
             MacroOrMessageDataItemNames::Macro(m) => macro_names(m),
@@ -90,6 +98,19 @@ impl Session {
             .into_iter()
             .filter(|i| changed_since.is_none_or(|since| view.messages[*i].modseq.0 > since))
             .collect();
+        if let (true, Some(since)) = (vanished, changed_since) {
+            let known = Known { uids: Some(set), seq_match: None };
+            let store = self.cluster().store();
+            match store_read(|| vanished_since(&store, view, ModSeq(since), &known)) {
+                Ok(ranges) => crate::vanished::responses(&ranges, true).into_iter().for_each(|d| {
+                    server.enqueue_data(d);
+                }),
+                Err(_) => {
+                    server.enqueue_status(read_failed(tag));
+                    return;
+                }
+            }
+        }
         // Mark as seen first, so the FLAGS we answer with are the new ones.
         if !view.read_only && marks_seen(&names) {
             match self.mark_seen(server, tag, &indexes).await {
@@ -99,6 +120,21 @@ impl Session {
             }
         }
         self.answer_fetch(server, tag, &indexes, &names).await;
+    }
+
+    /// May this FETCH carry the VANISHED modifier? Only UID FETCH, with
+    /// CHANGEDSINCE, once QRESYNC is enabled (RFC 7162 §3.2.6); why not otherwise.
+    fn vanished_allowed(&self, uid: bool, modifiers: &[FetchModifier]) -> Result<(), &'static str> {
+        if !uid {
+            return Err("VANISHED is a UID FETCH modifier");
+        }
+        if !self.qresync {
+            return Err("VANISHED before ENABLE QRESYNC");
+        }
+        if !modifiers.iter().any(|m| matches!(m, FetchModifier::ChangedSince(_))) {
+            return Err("VANISHED needs CHANGEDSINCE");
+        }
+        Ok(())
     }
 
     /// Set `\Seen` on the named messages that lack it; `Ok(true)` when some
@@ -144,7 +180,8 @@ impl Session {
         indexes: &[usize],
         names: &[MessageDataItemName<'static>],
     ) {
-        self.fetching = Some(FetchAnswer { tag: tag.clone(), indexes: indexes.to_vec(), names: names.to_vec() });
+        let done = ok(tag, None, "FETCH completed");
+        self.fetching = Some(FetchAnswer::new(tag.clone(), indexes.to_vec(), names.to_vec(), done));
     }
 
     /// One FETCH line per message, written in batches of at most
@@ -153,7 +190,7 @@ impl Session {
     /// then the tagged answer. However large the mailbox, one batch is in memory.
     pub(crate) async fn stream_fetch(&mut self, server: &mut Server, transport: &mut Transport) {
         let Some(answer) = self.fetching.take() else { return };
-        let FetchAnswer { tag, indexes, names } = answer;
+        let FetchAnswer { tag, indexes, names, done } = answer;
         let with_bodies = names.iter().any(needs_body);
         let mut failed = false;
         let mut start = 0;
@@ -202,16 +239,30 @@ impl Session {
         if failed {
             server.enqueue_status(bodies::unavailable(&tag));
         } else {
-            server.enqueue_status(ok(&tag, None, "FETCH completed"));
+            server.enqueue_status(done);
         }
     }
 }
 
-/// A FETCH whose answer is still to be written.
+/// A FETCH whose answer is still to be written (a FETCH command's, or the
+/// FETCH lines of a QRESYNC SELECT).
 pub(crate) struct FetchAnswer {
     tag: Tag<'static>,
     indexes: Vec<usize>,
     names: Vec<MessageDataItemName<'static>>,
+    /// The tagged answer once every line is written.
+    done: Status<'static>,
+}
+
+impl FetchAnswer {
+    pub(crate) fn new(
+        tag: Tag<'static>,
+        indexes: Vec<usize>,
+        names: Vec<MessageDataItemName<'static>>,
+        done: Status<'static>,
+    ) -> FetchAnswer {
+        FetchAnswer { tag, indexes, names, done }
+    }
 }
 
 /// Stored message bytes answered per batch (at least one message).
