@@ -14,8 +14,10 @@ trap cleanup EXIT
 
 source "$(dirname "${BASH_SOURCE[0]}")/checks.sh"
 
-# start_site alice:alice-pw bob:bob-pw — accounts of example.test, then serve.
+# start_site alice:alice-pw bob:bob-pw — accounts of example.test, then serve,
+# every listener on $SITE_IP (default 127.0.0.1) at an ephemeral port.
 start_site() {
+    local ip=${SITE_IP:-127.0.0.1}
     $MAILDR admin --data-dir "$DIR" domain add example.test >/dev/null
     local account
     for account in "$@"; do
@@ -25,12 +27,12 @@ start_site() {
 [site]
 data_dir = "$DIR"
 [smtp]
-mx_listen = "127.0.0.1:0"
-submission_listen = "127.0.0.1:0"
-submissions_listen = "127.0.0.1:0"
+mx_listen = "$ip:0"
+submission_listen = "$ip:0"
+submissions_listen = "$ip:0"
 [imap]
-plain_listen = "127.0.0.1:0"
-tls_listen = "127.0.0.1:0"
+plain_listen = "$ip:0"
+tls_listen = "$ip:0"
 [log]
 level = "warn"
 TOML

@@ -151,6 +151,11 @@ section! {
         /// Base delay after a failed login, in milliseconds; doubles with every
         /// further failure from the same address (capped at 64 times).
         auth_failure_delay_ms: u64 = 500,
+        /// Remember a verified password for a few minutes (as an HMAC under a key
+        /// that lives only in this process; a password change on any site ends
+        /// it), so a client that logs in again and again costs no argon2 check.
+        /// Off only to measure what argon2 costs: `maildr bench imap --logins`.
+        credential_cache: bool = true,
     }
 }
 

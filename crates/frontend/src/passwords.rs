@@ -142,9 +142,24 @@ pub enum PasswordCheck {
 /// at once, and answers after [`typical_check_time`], so that neither the answer
 /// nor its timing tells which accounts exist, and it costs no CPU.
 pub async fn check_password(phc: Option<String>, password: String) -> PasswordCheck {
+    check_password_with(phc, password, CredentialCache::Use).await
+}
+
+/// Whether a password check may use the verified-credential cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialCache {
+    /// Accept a credential verified within the TTL; remember a match.
+    Use,
+    /// Always run argon2 and remember nothing (to measure what argon2 costs).
+    Bypass,
+}
+
+/// [`check_password`], with or without the verified-credential cache.
+pub async fn check_password_with(phc: Option<String>, password: String, cache: CredentialCache) -> PasswordCheck {
+    let cached = cache == CredentialCache::Use;
     // Verified moments ago against this very stored hash: no argon2 again (see
     // `credential_cache`); failures are never remembered.
-    if phc.as_deref().is_some_and(|phc| crate::credential_cache::recently_verified(phc, &password)) {
+    if cached && phc.as_deref().is_some_and(|phc| crate::credential_cache::recently_verified(phc, &password)) {
         return PasswordCheck::Matches;
     }
     let Ok(Ok(slot)) = tokio::time::timeout(PASSWORD_CHECK_WAIT_MAX, permits().acquire()).await else {
@@ -160,7 +175,7 @@ pub async fn check_password(phc: Option<String>, password: String) -> PasswordCh
         let started = Instant::now();
         let matched = crate::verify_password(&phc, &password);
         note_check_time(started.elapsed());
-        if matched {
+        if matched && cached {
             crate::credential_cache::remember_verified(&phc, &password);
         }
         let _ = answer.send(matched);
@@ -312,6 +327,20 @@ mod tests {
         assert_eq!(check_password(Some(hash), "wrong".into()).await, PasswordCheck::Busy);
         let changed = crate::hash_password("right");
         assert_eq!(check_password(Some(changed), "right".into()).await, PasswordCheck::Busy);
+        drop(held);
+
+        // Bypassing the cache (the login benchmark's "cache off"): a match is
+        // not remembered, and a remembered one is not taken: it hashes again, so
+        // with every slot taken it is busy.
+        let fresh = crate::hash_password("right");
+        let bypass = |phc: &String| check_password_with(Some(phc.clone()), "right".into(), CredentialCache::Bypass);
+        assert_eq!(bypass(&fresh).await, PasswordCheck::Matches);
+        assert!(!crate::credential_cache::recently_verified(&fresh, "right"), "a bypassing check remembers nothing");
+        assert_eq!(check_password(Some(fresh.clone()), "right".into()).await, PasswordCheck::Matches);
+        assert!(crate::credential_cache::recently_verified(&fresh, "right"));
+        let slots = u32::try_from(password_checks_max()).expect("four per core fits");
+        let held = permits().acquire_many(slots).await.unwrap();
+        assert_eq!(bypass(&fresh).await, PasswordCheck::Busy);
         drop(held);
     }
 

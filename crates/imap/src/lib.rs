@@ -15,6 +15,7 @@ mod bodies;
 mod cmd;
 mod flags;
 mod mime;
+mod names;
 mod recent;
 mod reply;
 mod search;
@@ -234,7 +235,25 @@ pub mod fuzzing {
                 };
                 message_views(&bytes);
             }
+            CommandBody::Create { mailbox }
+            | CommandBody::Delete { mailbox }
+            | CommandBody::Select { mailbox, .. }
+            | CommandBody::Status { mailbox, .. } => mailbox_name(mailbox),
+            CommandBody::Rename { from, to } => {
+                mailbox_name(from);
+                mailbox_name(to);
+            }
             _ => {}
+        }
+    }
+
+    /// What a mailbox argument goes through: decoding, resolution against a
+    /// legacy name, and the spelling a stored name is sent back in.
+    fn mailbox_name(mailbox: &imap_codec::imap_types::mailbox::Mailbox<'_>) {
+        let imap_codec::imap_types::mailbox::Mailbox::Other(other) = mailbox else { return };
+        let legacy = || Ok(vec![maildr_types::MailboxName::parse("&ZeVnLIqe-").expect("valid name")]);
+        if let Ok(name) = crate::names::resolve(other.as_ref(), legacy, true) {
+            let _ = crate::names::wire_name(&name);
         }
     }
 

@@ -1,8 +1,9 @@
 //! How answers are spelled: tagged and untagged statuses, response codes, and
-//! the conversions between IMAP values and ours that every command shares.
+//! the conversions between IMAP values and ours that every command shares
+//! (mailbox names: `crate::names`).
 //!
 //! Nothing here decides an answer; commands do. This module must never panic on
-//! client input: text is cleaned, names are parsed into errors.
+//! client input: text is cleaned.
 
 use std::num::NonZeroU32;
 
@@ -53,11 +54,13 @@ pub(crate) fn write_failed(tag: &Tag<'static>, e: WriteError) -> Status<'static>
         }
         WriteError::Refused(CommandError::OverQuota(_)) => no(tag, Some(Code::OverQuota), "over quota"),
         WriteError::Refused(CommandError::MailboxUnknown(m)) => {
-            no(tag, Some(Code::TryCreate), format!("no mailbox {m}"))
+            no(tag, Some(Code::TryCreate), format!("no mailbox {}", crate::names::wire_text(&m)))
         }
-        WriteError::Refused(CommandError::MailboxExists(m)) => {
-            no(tag, Some(other_code("ALREADYEXISTS")), format!("mailbox {m} already exists"))
-        }
+        WriteError::Refused(CommandError::MailboxExists(m)) => no(
+            tag,
+            Some(other_code("ALREADYEXISTS")),
+            format!("mailbox {} already exists", crate::names::wire_name(&m)),
+        ),
         WriteError::Refused(CommandError::InboxUndeletable) => {
             no(tag, Some(other_code("CANNOT")), "INBOX cannot be deleted")
         }
@@ -69,22 +72,15 @@ pub(crate) fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n.max(1)).expect("max(1) is non-zero")
 }
 
-/// Mailbox names travel as the client wrote them (modified UTF-7 for non-ASCII).
-pub(crate) fn mailbox_name(m: &ImapMailbox<'_>) -> Result<MailboxName, String> {
-    match m {
-        ImapMailbox::Inbox => Ok(MailboxName::inbox()),
-        ImapMailbox::Other(o) => {
-            let s = std::str::from_utf8(o.as_ref()).map_err(|_| "mailbox name is not UTF-8".to_string())?;
-            MailboxName::parse(s).map_err(|e| e.to_string())
-        }
-    }
-}
-
+/// A stored mailbox name as the client sees it: modified UTF-7 (RFC 3501
+/// §5.1.3; the store keeps UTF-8, see `crate::names`), always 7-bit, so it is an
+/// atom or a quoted string, never a literal.
 pub(crate) fn imap_mailbox(name: &MailboxName) -> ImapMailbox<'static> {
     if name.is_inbox() {
         ImapMailbox::Inbox
     } else {
-        ImapMailbox::try_from(name.as_str().to_string()).unwrap_or(ImapMailbox::Inbox)
+        let wire = crate::names::wire_name(name);
+        ImapMailbox::try_from(wire).expect("modified UTF-7 of a parsed name is 7-bit without CR, LF or NUL")
     }
 }
 

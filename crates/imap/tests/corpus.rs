@@ -351,6 +351,11 @@ fn search_on_bodies_this_site_lacks_answers_unavailable_instead_of_missing_the_m
 ///   (noon UTC; 2000-01-01 until set).
 /// - `deliver: <message>` delivers a message (escapes as in `corpus/`) to alice's
 ///   INBOX through the write path, as SMTP would.
+/// - `stored-mailbox: <name>` creates a mailbox of alice's with exactly this
+///   stored name through the write path (as the server stored a client's raw
+///   name before names were converted from modified UTF-7).
+/// - `mailboxes: <name> | <name> ...` alice's stored mailbox names are exactly
+///   these (UTF-8, as the store keeps them; any order).
 /// - `C<n>: <command>` sends a command as session `n` (`C:` is session 1; a
 ///   session connects and logs in as alice when first used) and reads its answer
 ///   up to the tagged line. `{literal}text{/literal}` becomes a LITERAL+ literal
@@ -408,6 +413,22 @@ fn run_transcript(text: &str) -> Result<(), String> {
         }
         if let Some(message) = line.strip_prefix("deliver: ") {
             deliver(&site, unescape(message), internal_date).map_err(at)?;
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("stored-mailbox: ") {
+            create_stored(&site, name).map_err(at)?;
+            continue;
+        }
+        if let Some(names) = line.strip_prefix("mailboxes: ") {
+            expectations += 1;
+            let mut want: Vec<&str> = names.split(" | ").map(str::trim).collect();
+            want.sort_unstable();
+            let mut have: Vec<String> =
+                state(&site).iter().map(|s| s.rsplitn(4, ' ').last().unwrap().to_string()).collect();
+            have.sort_unstable();
+            if want != have {
+                return Err(at(format!("stored mailboxes are {have:?}")));
+            }
             continue;
         }
         let (head, rest) = line.split_once(": ").ok_or_else(|| at("not a transcript line".into()))?;
@@ -492,6 +513,16 @@ fn deliver(site: &Site, message: Vec<u8>, internal_date: UnixSeconds) -> Result<
         let deliver = Command::Deliver { recipients, body, internal_date, flags: Default::default(), retry_key: None };
         site.cluster.write(deliver).await.map(|_| ()).map_err(|e| e.to_string())
     })
+}
+
+/// Create a mailbox of alice's with exactly this stored name, through the write path.
+fn create_stored(site: &Site, name: &str) -> Result<(), String> {
+    let rt = site.rt.as_ref().expect("the site runs");
+    let name = maildr_types::MailboxName::parse(name).map_err(|e| e.to_string())?;
+    let account = EmailAddress::parse("alice@example.test").unwrap();
+    let uid_validity = maildr_types::UidValidity(7);
+    let create = Command::CreateMailbox { account, name, uid_validity };
+    rt.block_on(site.cluster.write(create)).map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// A command line with every `{literal}text{/literal}` made a LITERAL+ literal.

@@ -1,4 +1,5 @@
-//! `maildr bench imap`: FETCH and SEARCH throughput on a large mailbox.
+//! `maildr bench imap`: FETCH and SEARCH throughput on a large mailbox; with
+//! `--logins`, what a login costs instead (`bench_imap_logins.rs`).
 //!
 //! Starts a private site in a temporary directory, fills one INBOX with
 //! `--messages` messages through the real write path, then runs `--sessions`
@@ -33,6 +34,29 @@ pub struct ImapBench {
     /// Where the private site keeps its data (default: a temporary directory).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Login-heavy mode: clients loop connect, LOGIN, SELECT INBOX, FETCH one
+    /// message, LOGOUT; prints logins/s with the credential cache and without.
+    #[arg(long)]
+    logins: bool,
+    /// Login clients (with --logins).
+    #[arg(long, default_value_t = 10)]
+    clients: u32,
+    /// Logins per client at most (with --logins); --duration-max-secs also bounds them.
+    #[arg(long, default_value_t = 200)]
+    logins_per_client: u32,
+    /// Address of the private site's IMAP listener (with --logins).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: std::net::SocketAddr,
+    /// Run the login loop against this plain-IMAP server instead of a private
+    /// site (with --logins, --user and --password).
+    #[arg(long, requires_all = ["logins", "user", "password"])]
+    server: Option<std::net::SocketAddr>,
+    /// Account for --server.
+    #[arg(long)]
+    user: Option<String>,
+    /// Password for --server.
+    #[arg(long)]
+    password: Option<String>,
 }
 
 /// How long one IMAP command of the benchmark may take (a FETCH of every message
@@ -40,6 +64,9 @@ pub struct ImapBench {
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(args: ImapBench) -> Result<()> {
+    if args.logins {
+        return run_logins(args).await;
+    }
     anyhow::ensure!(args.messages > 0 && args.sessions > 0 && args.rounds > 0, "all counts must be positive");
     let remove_dir = args.data_dir.is_none();
     let dir =
@@ -148,4 +175,21 @@ pub async fn run(args: ImapBench) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     Ok(())
+}
+
+async fn run_logins(args: ImapBench) -> Result<()> {
+    use crate::bench_imap_logins::{run_against, run_private, LoginLoop};
+    anyhow::ensure!(
+        args.clients > 0 && args.logins_per_client > 0,
+        "--clients and --logins-per-client must be positive"
+    );
+    let plan = LoginLoop {
+        clients: args.clients,
+        logins_per_client: args.logins_per_client,
+        duration_max: Duration::from_secs(args.duration_max_secs),
+    };
+    match (args.server, args.user, args.password) {
+        (Some(server), Some(user), Some(password)) => run_against(server, &user, &password, plan).await,
+        _ => run_private(args.data_dir, args.listen, plan).await,
+    }
 }

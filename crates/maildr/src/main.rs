@@ -7,6 +7,7 @@ mod bench;
 mod bench_backup;
 mod bench_failover;
 mod bench_imap;
+mod bench_imap_logins;
 mod bench_replication;
 mod cluster_cmd;
 mod dns_cmd;

@@ -15,7 +15,7 @@ use maildr_store::{Applied, Command as StoreCommand};
 use maildr_types::UnixSeconds;
 
 use crate::flags;
-use crate::reply::{bad, mailbox_name, no, nz, ok, write_failed};
+use crate::reply::{bad, no, nz, ok, write_failed};
 use crate::session::Session;
 
 impl Session {
@@ -42,9 +42,9 @@ impl Session {
         message: LiteralOrLiteral8<'static>,
     ) -> Status<'static> {
         let Some(account) = self.account() else { return no(tag, None, "account no longer exists") };
-        let name = match mailbox_name(mailbox) {
+        let name = match self.stored_name(mailbox, false) {
             Ok(n) => n,
-            Err(e) => return bad(Some(tag), e),
+            Err(e) => return super::name_failed(tag, e),
         };
         let (system, keywords) = match flags::split(flags_in) {
             Ok(x) => x,

@@ -5,7 +5,7 @@
 //! said the network is trusted; failures are delayed per source address. This
 //! module must never log a password nor say whether an account exists.
 
-use maildr_frontend::passwords::PasswordCheck;
+use maildr_frontend::passwords::{CredentialCache, PasswordCheck};
 use std::borrow::Cow;
 
 use base64::Engine;
@@ -122,7 +122,8 @@ impl Session {
         // Password hashing is CPU work, bounded site-wide, and as slow for an
         // unknown account as for a known one.
         let hash = account.as_ref().map(|a| a.password_hash.clone());
-        let checked = maildr_frontend::passwords::check_password(hash, password.to_string()).await;
+        let cache = if self.service.config.credential_cache { CredentialCache::Use } else { CredentialCache::Bypass };
+        let checked = maildr_frontend::passwords::check_password_with(hash, password.to_string(), cache).await;
         if checked == PasswordCheck::Busy {
             return no(tag, Some(other_code("UNAVAILABLE")), "too many logins at once; try again");
         }

@@ -9,7 +9,7 @@ use imap_next::server::Server;
 use maildr_store::{Applied, Command as StoreCommand};
 use maildr_types::{Uid, UidValidity};
 
-use crate::reply::{bad, mailbox_name, nz, ok, text, to_uid_set, write_failed};
+use crate::reply::{nz, ok, text, to_uid_set, write_failed};
 use crate::session::Session;
 
 /// COPYUID for the (source, destination) pairs, in the order they were copied.
@@ -38,10 +38,10 @@ impl Session {
         if remove && self.refuse_if_read_only(server, tag) {
             return;
         }
-        let to = match mailbox_name(target) {
+        let to = match self.stored_name(target, false) {
             Ok(n) => n,
             Err(e) => {
-                server.enqueue_status(bad(Some(tag), e));
+                server.enqueue_status(super::name_failed(tag, e));
                 return;
             }
         };

@@ -14,25 +14,28 @@ use maildr_store::Command as StoreCommand;
 use maildr_types::{MailboxName, UidValidity};
 
 use crate::cmd::list::DELIMITER;
-use crate::reply::mailbox_name;
+use crate::names::NameError;
 use crate::session::Session;
-
-/// The name CREATE creates: the client's name less one trailing separator.
-fn name_to_create(mailbox: &ImapMailbox<'_>) -> Result<MailboxName, String> {
-    if let ImapMailbox::Other(other) = mailbox {
-        let bytes: &[u8] = other.as_ref();
-        if let Some(stripped) = bytes.strip_suffix(&[DELIMITER]) {
-            let name = std::str::from_utf8(stripped).map_err(|_| "mailbox name is not UTF-8".to_string())?;
-            return MailboxName::parse(name).map_err(|e| e.to_string());
-        }
-    }
-    mailbox_name(mailbox)
-}
 
 impl Session {
     pub(crate) async fn create(&mut self, server: &mut Server, tag: &Tag<'static>, mailbox: &ImapMailbox<'static>) {
         let uid_validity = UidValidity::proposed_at(self.now());
         let build = |account, name| StoreCommand::CreateMailbox { account, name, uid_validity };
-        self.change_tree(server, tag, name_to_create(mailbox), build, "CREATE completed").await
+        let name = self.name_to_create(mailbox);
+        self.change_tree(server, tag, name, build, "CREATE completed").await
+    }
+
+    /// The name CREATE creates: the client's name less one trailing separator,
+    /// as stored (decoded from modified UTF-7).
+    fn name_to_create(&self, mailbox: &ImapMailbox<'_>) -> Result<MailboxName, NameError> {
+        if let ImapMailbox::Other(other) = mailbox {
+            let bytes: &[u8] = other.as_ref();
+            if let Some(stripped) = bytes.strip_suffix(&[DELIMITER]) {
+                let stripped = ImapMailbox::try_from(stripped.to_vec())
+                    .map_err(|_| NameError::Invalid("mailbox name is empty or malformed".to_string()))?;
+                return self.stored_name(&stripped, true);
+            }
+        }
+        self.stored_name(mailbox, true)
     }
 }

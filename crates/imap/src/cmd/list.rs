@@ -1,8 +1,10 @@
 //! LIST and LSUB: the account's mailboxes that match a pattern, with their
 //! child and special-use attributes.
 //!
-//! The hierarchy delimiter is `/`. This module only reads; it must never create
-//! or subscribe anything.
+//! The hierarchy delimiter is `/`. Names are listed, and patterns matched, in
+//! the spelling the client uses (modified UTF-7, `crate::names`), so a pattern
+//! the client built from a name it was shown matches that name. This module
+//! only reads; it must never create or subscribe anything.
 
 use imap_codec::imap_types::core::{Atom, QuotedChar, Tag};
 use imap_codec::imap_types::flag::FlagNameAttribute;
@@ -82,14 +84,14 @@ fn delimiter() -> Option<QuotedChar> {
     Some(QuotedChar::try_from(char::from(DELIMITER)).expect("valid"))
 }
 
-/// Does the full pattern (reference + wildcard) name this mailbox? INBOX
-/// matches case-insensitively.
+/// Does the full pattern (reference + wildcard) name this mailbox, as the
+/// client spells it? INBOX matches case-insensitively.
 fn pattern_matches(full: &[u8], m: &Mailbox) -> bool {
-    let name = m.name.as_str().as_bytes();
+    let name = crate::names::wire_name(&m.name);
     if m.name.is_inbox() {
-        list_matches(&full.to_ascii_uppercase(), b"INBOX") || list_matches(full, name)
+        list_matches(&full.to_ascii_uppercase(), b"INBOX") || list_matches(full, name.as_bytes())
     } else {
-        list_matches(full, name)
+        list_matches(full, name.as_bytes())
     }
 }
 

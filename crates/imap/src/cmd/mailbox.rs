@@ -12,25 +12,26 @@ use imap_next::server::Server;
 use maildr_store::Command as StoreCommand;
 use maildr_types::{EmailAddress, UidValidity};
 
-use crate::reply::{bad, mailbox_name, no, ok, write_failed};
+use crate::names::NameError;
+use crate::reply::{no, ok, write_failed};
 use crate::session::Session;
 
 impl Session {
     /// Propose the change `build` makes from the parsed names for the logged-in
-    /// account, and answer `done` once committed. A name that did not parse is
-    /// answered BAD with `names`' error.
+    /// account, and answer `done` once committed. A name that cannot be used is
+    /// answered as `name_failed` says (BAD when malformed).
     pub(super) async fn change_tree<T>(
         &mut self,
         server: &mut Server,
         tag: &Tag<'static>,
-        names: Result<T, String>,
+        names: Result<T, NameError>,
         build: impl FnOnce(EmailAddress, T) -> StoreCommand,
         done: &str,
     ) {
         let names = match names {
             Ok(n) => n,
             Err(e) => {
-                server.enqueue_status(bad(Some(tag), e));
+                server.enqueue_status(super::name_failed(tag, e));
                 return;
             }
         };
@@ -47,7 +48,7 @@ impl Session {
 
     pub(crate) async fn delete(&mut self, server: &mut Server, tag: &Tag<'static>, mailbox: &ImapMailbox<'static>) {
         let build = |account, name| StoreCommand::DeleteMailbox { account, name };
-        self.change_tree(server, tag, mailbox_name(mailbox), build, "DELETE completed").await
+        self.change_tree(server, tag, self.stored_name(mailbox, false), build, "DELETE completed").await
     }
 
     pub(crate) async fn rename(
@@ -57,7 +58,7 @@ impl Session {
         from: &ImapMailbox<'static>,
         to: &ImapMailbox<'static>,
     ) {
-        let names = mailbox_name(from).and_then(|from| Ok((from, mailbox_name(to)?)));
+        let names = self.stored_name(from, false).and_then(|from| Ok((from, self.stored_name(to, true)?)));
         let uid_validity = UidValidity::proposed_at(self.now());
         let build = |account, (from, to)| StoreCommand::RenameMailbox { account, from, to, uid_validity };
         self.change_tree(server, tag, names, build, "RENAME completed").await
@@ -71,7 +72,7 @@ impl Session {
         mailbox: &ImapMailbox<'static>,
         subscribed: bool,
     ) {
-        let name = mailbox_name(mailbox).map_err(|_| "invalid mailbox name".to_string());
+        let name = self.stored_name(mailbox, false);
         let build = |account, name| StoreCommand::SetSubscribed { account, name, subscribed };
         self.change_tree(server, tag, name, build, "completed").await
     }

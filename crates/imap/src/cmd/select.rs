@@ -22,7 +22,7 @@ use maildr_types::{ModSeq, SystemFlags};
 
 use crate::blocking::store_read;
 use crate::cmd::fetch::FetchAnswer;
-use crate::reply::{bad, mailbox_name, no, nz, ok, read_failed, untagged_ok};
+use crate::reply::{bad, no, nz, ok, read_failed, untagged_ok};
 use crate::session::Session;
 use crate::vanished::{check_seq_match, uses_asterisk, vanished_since, Known};
 use crate::view::{message_count, set_contains, View};
@@ -44,13 +44,14 @@ impl Session {
         tag: &Tag<'static>,
         mailbox: &ImapMailbox<'_>,
     ) -> Option<Mailbox> {
-        let found = mailbox_name(mailbox).and_then(|name| {
+        let found = self.stored_name(mailbox, false).and_then(|name| {
             let Some(account) = self.account() else { return Ok(None) };
-            store_read(|| self.cluster().store().mailbox_by_name(account.id, &name)).map_err(|e| e.to_string())
+            store_read(|| self.cluster().store().mailbox_by_name(account.id, &name))
+                .map_err(|e| crate::names::NameError::Unreadable(e.to_string()))
         });
         match found {
             Err(e) => {
-                server.enqueue_status(bad(Some(tag), e));
+                server.enqueue_status(super::name_failed(tag, e));
                 None
             }
             Ok(None) => {

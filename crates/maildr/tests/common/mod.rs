@@ -150,11 +150,16 @@ impl SiteProcess {
 
     /// Start with extra `[site]` lines, extra `[smtp]` lines and extra sections.
     pub fn start_with_site(dir: &Path, site_extra: &str, smtp_extra: &str, sections: &str) -> SiteProcess {
+        Self::start_on_ip(dir, "127.0.0.1", site_extra, smtp_extra, sections)
+    }
+
+    /// Start with every listener on `ip` (ephemeral ports), and the extras above.
+    pub fn start_on_ip(dir: &Path, ip: &str, site_extra: &str, smtp_extra: &str, sections: &str) -> SiteProcess {
         let config = dir.join("site.toml");
         std::fs::write(
             &config,
             format!(
-                "[site]\nname = \"t\"\ndata_dir = \"{}\"\n{site_extra}\n[smtp]\nmx_listen = \"127.0.0.1:0\"\nsubmission_listen = \"127.0.0.1:0\"\nsubmissions_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 100\n{smtp_extra}\n[imap]\nplain_listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\nauth_failure_delay_ms = 50\n[log]\nlevel = \"warn\"\n{sections}",
+                "[site]\nname = \"t\"\ndata_dir = \"{}\"\n{site_extra}\n[smtp]\nmx_listen = \"{ip}:0\"\nsubmission_listen = \"{ip}:0\"\nsubmissions_listen = \"{ip}:0\"\nauth_failure_delay_ms = 100\n{smtp_extra}\n[imap]\nplain_listen = \"{ip}:0\"\ntls_listen = \"{ip}:0\"\nauth_failure_delay_ms = 50\n[log]\nlevel = \"warn\"\n{sections}",
                 dir.display()
             ),
         )
