@@ -158,8 +158,18 @@ fn stopping_submission_closes_both_submission_ports_but_not_the_mx() {
 fn unknown_or_absent_services_and_bad_bodies_are_refused_and_change_nothing() {
     let (_dir, site, api) = site_with_api(true);
     let list = || curl_json("GET", &format!("{api}/api/faults/services"), TOKEN, None);
-    let (status, before) = list();
-    assert_eq!(status, 200, "{before}");
+    // The admin API may answer before the mail listeners have registered: wait
+    // for them, so that "before" is the running site's list.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let (status, listed) = list();
+        assert_eq!(status, 200, "{listed}");
+        if listed["services"].as_array().is_some_and(|s| !s.is_empty()) {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "no service registered within 10 s: {listed}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     for (service, body, want, says) in [
         ("pop3", r#"{"running":false}"#, 404, "pop3"),
         ("SMTP", r#"{"running":false}"#, 404, "SMTP"),
