@@ -189,6 +189,12 @@ impl GreaterLogSeen {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
     }
 
+    /// A primary was heard from: the longer log has reached this site, or is
+    /// being sent to it, so there is no reason to hold back any more.
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// How long ago, if ever.
     pub fn ago(&self) -> Option<Duration> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).map(|at| at.elapsed())

@@ -100,6 +100,7 @@ impl Replicated {
                 // primary heard from (it backs off to where the logs agree).
                 if response.as_ref().is_ok_and(|r| !matches!(r, AppendEntriesResponse::HigherVote(_))) {
                     self.heard_from_leadership();
+                    self.greater_log.clear();
                 }
                 RaftReply::AppendEntries(response)
             }
