@@ -62,29 +62,7 @@ alias_database =
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 $4
 CF
-    cat > "$d/etc/master.cf" <<CF
-$2:$3 inet n - n - - smtpd
-pickup     unix n - n 60 1 pickup
-cleanup    unix n - n - 0 cleanup
-qmgr       unix n - n 300 1 qmgr
-rewrite    unix - - n - - trivial-rewrite
-bounce     unix - - n - 0 bounce
-defer      unix - - n - 0 bounce
-trace      unix - - n - 0 bounce
-verify     unix - - n - 1 verify
-flush      unix n - n 1000? 0 flush
-proxymap   unix - - n - - proxymap
-smtp       unix - - n - - smtp
-relay      unix - - n - - smtp
-showq      unix n - n - - showq
-error      unix - - n - - error
-retry      unix - - n - - error
-discard    unix - - n - - discard
-virtual    unix - n n - - virtual
-anvil      unix - - n - 1 anvil
-scache     unix - - n - 1 scache
-postlog    unix-dgram n - n - 1 postlogd
-CF
+    postfix_master_cf "$2:$3" > "$d/etc/master.cf"
     postfix -c "$d/etc" start >/dev/null 2>&1
     for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/$2/$3") 2>/dev/null && return 0; sleep 0.1; done
     echo "Postfix $1 did not start" >&2; return 1

@@ -12,3 +12,32 @@ install_missing() {
     apt-get update -qq
     apt-get install -y -qq "$@" >/dev/null
 }
+
+# postfix_master_cf LISTEN: a master.cf for a private Postfix instance whose smtpd
+# listens on LISTEN (IP:PORT), with the daemons a relay and a virtual(8) mailbox
+# need and nothing that runs as a service of the machine.
+postfix_master_cf() {
+    cat <<CF
+$1 inet n - n - - smtpd
+pickup     unix n - n 60 1 pickup
+cleanup    unix n - n - 0 cleanup
+qmgr       unix n - n 300 1 qmgr
+rewrite    unix - - n - - trivial-rewrite
+bounce     unix - - n - 0 bounce
+defer      unix - - n - 0 bounce
+trace      unix - - n - 0 bounce
+verify     unix - - n - 1 verify
+flush      unix n - n 1000? 0 flush
+proxymap   unix - - n - - proxymap
+smtp       unix - - n - - smtp
+relay      unix - - n - - smtp
+showq      unix n - n - - showq
+error      unix - - n - - error
+retry      unix - - n - - error
+discard    unix - - n - - discard
+virtual    unix - n n - - virtual
+anvil      unix - - n - 1 anvil
+scache     unix - - n - 1 scache
+postlog    unix-dgram n - n - 1 postlogd
+CF
+}

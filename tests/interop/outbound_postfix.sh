@@ -135,29 +135,7 @@ smtpd_tls_security_level = none
 smtp_tls_security_level = may
 transport_maps = texthash:$PEER/transport
 CF
-cat > "$PEER/etc/master.cf" <<CF
-$PEER_IP:$PEER_PORT inet n - n - - smtpd
-pickup     unix n - n 60 1 pickup
-cleanup    unix n - n - 0 cleanup
-qmgr       unix n - n 300 1 qmgr
-rewrite    unix - - n - - trivial-rewrite
-bounce     unix - - n - 0 bounce
-defer      unix - - n - 0 bounce
-trace      unix - - n - 0 bounce
-verify     unix - - n - 1 verify
-flush      unix n - n 1000? 0 flush
-proxymap   unix - - n - - proxymap
-smtp       unix - - n - - smtp
-relay      unix - - n - - smtp
-showq      unix n - n - - showq
-error      unix - - n - - error
-retry      unix - - n - - error
-discard    unix - - n - - discard
-virtual    unix - n n - - virtual
-anvil      unix - - n - 1 anvil
-scache     unix - - n - 1 scache
-postlog    unix-dgram n - n - 1 postlogd
-CF
+postfix_master_cf "$PEER_IP:$PEER_PORT" > "$PEER/etc/master.cf"
 echo "carol@remote.test carol/" > "$PEER/mailboxes"
 # Mail from remote.test to example.test goes to the lab's MX (written once the
 # lab is up; Postfix reads texthash tables when a process starts).

@@ -184,7 +184,7 @@ impl Replicated {
         let mut promoted = forced_failover::read_record(&data_dir.join(PROMOTED_FILE))?;
         let role = if pending.is_some() || promoted.is_some() { SiteRole::Data } else { member.role };
         let security = ChannelSecurity::from_config(cluster)?;
-        let config = raft_config(cluster, role)?;
+        let config = raft_config(cluster)?;
         let directory = PeerDirectory::new(
             cluster
                 .members
@@ -421,14 +421,13 @@ async fn open_storage(data_dir: &Path) -> Result<(raft::LogStore, StateMachineSt
         .map_err(StartError::from)
 }
 
-/// openraft's configuration for a site in `role`.
-fn raft_config(cluster: &ClusterSection, role: SiteRole) -> Result<openraft::Config, StartError> {
+/// openraft's configuration, the same for every site.
+fn raft_config(cluster: &ClusterSection) -> Result<openraft::Config, StartError> {
     // openraft's own election timer is off: `campaign` decides when to campaign
     // (a witness only after data sites had three times as long, a standby or
     // lagged site never while it is not a voter). Every voter has the same leader
     // lease (openraft's `election_timeout_max`), so the witness refuses a
     // survivor's votes no longer than the survivor's peer data site would.
-    let _ = role;
     openraft::Config {
         cluster_name: "maildr".into(),
         election_timeout_min: cluster.election_timeout_min_ms,
