@@ -174,31 +174,6 @@ pub struct Network {
     pub directory: PeerDirectory,
     pub security: ChannelSecurity,
     pub me: NodeId,
-    /// Set when a voter refused this site's vote because its log is longer.
-    pub greater_log: GreaterLogSeen,
-}
-
-/// When a voter last refused this site's vote request because the voter's log is
-/// longer: a candidate that cannot win waits before it campaigns again, so it does
-/// not keep raising the term over the site that can (see `replicated::campaign`).
-#[derive(Clone, Default)]
-pub struct GreaterLogSeen(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
-
-impl GreaterLogSeen {
-    pub fn note(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
-    }
-
-    /// A primary was heard from: the longer log has reached this site, or is
-    /// being sent to it, so there is no reason to hold back any more.
-    pub fn clear(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
-    /// How long ago, if ever.
-    pub fn ago(&self) -> Option<Duration> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).map(|at| at.elapsed())
-    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -210,13 +185,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         // membership records.
         let addr = match self.directory.get(target).or_else(|| self.directory.by_site(&node.site)) {
             Some(configured) if configured.node_id == target => {
-                return PeerConnection { target, client: configured, greater_log: self.greater_log.clone() };
+                return PeerConnection { target, client: configured };
             }
             Some(configured) => configured.addr.clone(),
             None => node.addr.clone(),
         };
         let client = Arc::new(PeerClient::new(target, node.site.clone(), addr, self.security.clone(), Some(self.me)));
-        PeerConnection { target, client, greater_log: self.greater_log.clone() }
+        PeerConnection { target, client }
     }
 }
 
@@ -224,7 +199,6 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerConnection {
     target: NodeId,
     client: Arc<PeerClient>,
-    greater_log: GreaterLogSeen,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, SiteNode, RaftError<NodeId, E>>>;
@@ -273,14 +247,8 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        let mine = rpc.last_log_id;
         match self.rpc(RaftRpc::Vote(rpc), &option).await? {
-            PeerResponse::Raft(RaftReply::Vote(Ok(response))) => {
-                if !response.vote_granted && response.last_log_id > mine {
-                    self.greater_log.note();
-                }
-                Ok(response)
-            }
+            PeerResponse::Raft(RaftReply::Vote(Ok(response))) => Ok(response),
             PeerResponse::Raft(RaftReply::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(self.unexpected("Vote", other)),
         }

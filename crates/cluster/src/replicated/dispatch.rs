@@ -96,25 +96,9 @@ impl Replicated {
                 if matches!(response, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))) {
                     self.note_primary_contact(leader, term, committed);
                 }
-                // A primary whose entries conflict with this site's is still a
-                // primary heard from (it backs off to where the logs agree).
-                if response.as_ref().is_ok_and(|r| !matches!(r, AppendEntriesResponse::HigherVote(_))) {
-                    self.heard_from_leadership();
-                    self.greater_log.clear();
-                }
                 RaftReply::AppendEntries(response)
             }
-            RaftRpc::Vote(rpc) => {
-                let theirs = rpc.last_log_id;
-                let response = self.raft.vote(rpc).await;
-                if response.as_ref().is_ok_and(|r| r.vote_granted) {
-                    self.heard_from_leadership();
-                }
-                if response.as_ref().is_ok_and(|r| !r.vote_granted && r.last_log_id > theirs) {
-                    self.saw_shorter_candidate();
-                }
-                RaftReply::Vote(response)
-            }
+            RaftRpc::Vote(rpc) => RaftReply::Vote(self.raft.vote(rpc).await),
             RaftRpc::InstallSnapshot(rpc) => RaftReply::InstallSnapshot(self.raft.install_snapshot(rpc).await),
         };
         PeerResponse::Raft(reply)

@@ -93,9 +93,11 @@ impl Replicated {
             tokio::time::sleep(HANDOVER_WRITE_HOLD_POLL).await;
         }
         self.raft.runtime_config().heartbeat(false);
+        self.raft.runtime_config().elect(false);
         let answer =
             peer.call(&PeerRequest::Control(ControlRequest::BecomePrimary), Duration::from_secs(20), true).await;
         self.raft.runtime_config().heartbeat(true);
+        self.raft.runtime_config().elect(true);
         self.handing_over.store(false, Ordering::SeqCst);
         match answer {
             Ok(PeerResponse::Control(Ok(ControlResponse::BecamePrimary { unavailable_ms, term }))) => {

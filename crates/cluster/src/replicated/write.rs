@@ -211,14 +211,9 @@ fn outcome(data: EntryOutcome) -> Result<Applied, WriteError> {
     }
 }
 
-/// How long a write waits before looking for the primary again, when none is known
-/// or the one it asked is gone: short, so that a write waiting through an
-/// election goes to the new primary as soon as it is elected.
-const PRIMARY_RETRY_PAUSE: Duration = Duration::from_millis(10);
-
 /// Wait a little before looking for the primary again, never past the deadline.
 async fn pause_before_retry(deadline: Instant) {
-    let pause = PRIMARY_RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now()));
+    let pause = Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
     tokio::time::sleep(pause).await;
 }
 
