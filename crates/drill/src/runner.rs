@@ -43,6 +43,10 @@ use crate::target::{ControlPlane, Fault, Ledger, SiteEndpoints, SiteRole, Target
 
 /// How often waits and the abort monitor look again.
 const POLL: Duration = Duration::from_millis(200);
+/// How many looks at the cluster the readiness gate takes before it aborts a drill.
+const READINESS_LOOKS: u32 = 3;
+/// The pause between two looks of the readiness gate.
+const READINESS_LOOK_PAUSE_MS: u64 = 500;
 /// Longest the flows keep retrying deferred mail after the last step.
 const DRAIN_MS_MAX: u64 = 60_000;
 /// Longest the sites get to converge before the reconciliation reads them.
@@ -748,13 +752,29 @@ impl Run<'_> {
         };
         let intended = readiness::Intended { doing, takes_out };
         let down = self.down();
-        let view =
-            cluster_view(self.target, &down).await.map_err(|e| not_ready(format!("no data site answered: {e}")))?;
-        match self.target.control {
-            ControlPlane::AdminApi => readiness::check(&view.members, &down, &intended, &self.plan.readiness),
-            ControlPlane::None => readiness::check_sites_answer(&view.members, &down, &intended),
+        // A verdict of "not ready" is confirmed by fresh looks before the drill
+        // aborts: one status request lost on a link an earlier step of this drill
+        // made lossy says nothing about whether the deployment can take the fault.
+        let mut look = 1;
+        loop {
+            let verdict = match cluster_view(self.target, &down).await {
+                Err(e) => Err(format!("no data site answered: {e}")),
+                Ok(view) => match self.target.control {
+                    ControlPlane::AdminApi => readiness::check(&view.members, &down, &intended, &self.plan.readiness),
+                    ControlPlane::None => readiness::check_sites_answer(&view.members, &down, &intended),
+                }
+                .map_err(|e| e.0),
+            };
+            match verdict {
+                Ok(()) => break,
+                Err(why) if look >= READINESS_LOOKS => return Err(not_ready(why)),
+                Err(why) => {
+                    self.note(Some(phase), Source::Drill, "ready", format!("look {look} of {READINESS_LOOKS}: {why}"));
+                    look += 1;
+                    tokio::time::sleep(Duration::from_millis(READINESS_LOOK_PAUSE_MS)).await;
+                }
+            }
         }
-        .map_err(|e| not_ready(e.0))?;
         if self.plan.readiness.backup_age_max_s.is_some() {
             let api = self.primary_api().map_err(&not_ready)?;
             let list: BackupList =
