@@ -14,8 +14,8 @@ use anyhow::{Context, Result};
 use maildr_config::{ClusterMember, SiteConfig, SiteRole};
 
 /// Cluster timings for a lab on one machine: elections in under a second.
-const ELECTION_TIMEOUT_MIN_MS: u64 = 400;
-const ELECTION_TIMEOUT_MAX_MS: u64 = 800;
+const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
+const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 const HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// Heartbeat on the netns lab's WAN. Replication gives every AppendEntries one
 /// heartbeat interval to be answered, so the interval must exceed the worst round

@@ -161,6 +161,16 @@ fn kill_under_load(net: &str, victim: impl Fn(&Lab) -> String) {
     }
     // Load resumes without the victim.
     load.wait_for_acks(acked_at_kill + 30, Duration::from_secs(45));
+    // With the victim still down, every body acknowledged so far is readable at a
+    // surviving data site: each was durable on a second site before its 250.
+    let acked_so_far = load.acked.lock().unwrap().clone();
+    let survivor = lab.data_sites().into_iter().find(|s| *s != victim).expect("a surviving data site");
+    let bodies = imap_bodies(&lab.ip(&survivor), "alice@example.test", &lab.password("alice@example.test"));
+    let texts: Vec<String> = bodies.iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect();
+    for tag in &acked_so_far {
+        let wanted = format!("body of {tag}\r\n");
+        assert!(texts.iter().any(|t| t.ends_with(&wanted)), "the body of {tag} is not readable at {survivor}");
+    }
     lab.start(&victim);
     let (acked, deferred) = load.finish();
     eprintln!("{victim} killed: {} acknowledged, {deferred} deferred attempts", acked.len());
@@ -218,6 +228,73 @@ fn an_isolated_primary_answers_451_and_the_others_carry_on() {
     let inbox = lab.inbox(&old);
     assert!(inbox.values().filter(|s| *s == "at-isolated-primary").count() <= 1);
     assert!(inbox.values().all(|s| s != "appended-cut-off"), "an APPEND answered NO must not appear");
+}
+
+#[test]
+fn a_burst_of_concurrent_deliveries_at_a_fresh_lab_is_accepted_whole() {
+    // Fifty senders at once at each data site of a lab that has sent nothing yet:
+    // the sites open connections to their peers for the bodies and the forwarded
+    // writes all at once, and every message must still get its 250 (a peer refuses
+    // more than a few handshakes at a time from one address).
+    let _one = one_lab();
+    let lab = Lab::up("127.172");
+    lab.wait_for_primary("bj", Duration::from_secs(5), None);
+    const BURST: usize = 50;
+    let mut acked = BTreeSet::new();
+    for site in lab.data_sites() {
+        let ip = lab.ip(&site);
+        let senders: Vec<_> = (0..BURST)
+            .map(|n| {
+                let (ip, tag) = (ip.clone(), format!("burst-{site}-{n:02}"));
+                std::thread::spawn(move || (send_tagged(&ip, &tag), tag))
+            })
+            .collect();
+        for sender in senders {
+            let (told, tag) = sender.join().expect("a sender thread");
+            assert_eq!(told, Told::Accepted, "{tag}");
+            acked.insert(tag);
+        }
+    }
+    assert_nothing_acknowledged_was_lost(&lab, &acked);
+}
+
+/// The primary's term as the primary reports it.
+fn term_at(lab: &Lab, site: &str) -> u64 {
+    lab.site_status(site)["term"].as_u64().expect("a term in the site status")
+}
+
+#[test]
+fn a_data_site_cut_off_from_the_primary_alone_never_unseats_it() {
+    // Only the link between the two data sites fails: the witness still hears
+    // the primary, so no election may happen, neither during the cut (the cut-off
+    // site must not win) nor when it heals (it must not have raised the term
+    // meanwhile and depose the primary with it).
+    let _one = one_lab();
+    let lab = Lab::up("127.170");
+    let primary = lab.wait_for_primary("bj", Duration::from_secs(5), None);
+    let other = if primary == "bj" { "sh" } else { "bj" };
+    lab.wait_until_converged(&primary, Duration::from_secs(30));
+    let term = term_at(&lab, &primary);
+    let cut = r#"{"forward":{"blackhole":true},"backward":{"blackhole":true}}"#;
+    lab.set_link(&format!("{primary}-{other}"), cut);
+    lab.set_link(&format!("{other}-{primary}"), cut);
+    let mut acked = BTreeSet::new();
+    // Ten election timeouts of the lab and more: mail keeps committing at the primary.
+    for n in 0..16 {
+        std::thread::sleep(Duration::from_millis(500));
+        let tag = format!("during-cut-{n:02}");
+        assert_eq!(send_tagged(&lab.ip(&primary), &tag), Told::Accepted, "{tag} at the primary");
+        acked.insert(tag);
+    }
+    assert_eq!(lab.wait_for_primary("hz", Duration::from_secs(5), None), primary, "the witness follows the primary");
+    assert_eq!(term_at(&lab, &primary), term, "no election while the primary leads a majority");
+    let other_term = term_at(&lab, other);
+    assert!(other_term <= term, "the cut-off site raised its term to {other_term} (primary's: {term})");
+    lab.heal_all();
+    lab.wait_until_converged(&primary, Duration::from_secs(60));
+    assert_eq!(lab.wait_for_primary(other, Duration::from_secs(5), None), primary);
+    assert_eq!(term_at(&lab, &primary), term, "healing the link caused an election");
+    assert_nothing_acknowledged_was_lost(&lab, &acked);
 }
 
 #[test]

@@ -30,6 +30,12 @@ use openraft::raft::{
 /// Most idle connections kept per peer.
 const IDLE_CONNECTIONS_MAX: usize = 64;
 
+/// Most connections to one peer being opened at once: well under what a site
+/// accepts unauthenticated from one address, which in the lab (every link through
+/// one proxy address) all peers share.
+const OPENING_CONNECTIONS_MAX: usize = 4;
+const _: () = assert!(OPENING_CONNECTIONS_MAX * 3 <= super::transport::UNAUTHENTICATED_PER_SOURCE_MAX);
+
 /// Why a call to a peer got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerCallError {
@@ -51,6 +57,10 @@ pub struct PeerClient {
     from: Option<NodeId>,
     /// Open connections not in use, with when each was last used.
     idle: Mutex<Vec<(PeerStream, Instant)>>,
+    /// Turns to open a connection (see [`PeerClient::pooled_or_connect`]).
+    opening: tokio::sync::Semaphore,
+    /// Signalled when a connection goes back to the pool.
+    returned: tokio::sync::Notify,
     last_heard: Mutex<Option<Instant>>,
 }
 
@@ -62,7 +72,17 @@ impl PeerClient {
         security: ChannelSecurity,
         from: Option<NodeId>,
     ) -> PeerClient {
-        PeerClient { node_id, site, addr, security, from, idle: Mutex::new(Vec::new()), last_heard: Mutex::new(None) }
+        PeerClient {
+            node_id,
+            site,
+            addr,
+            security,
+            from,
+            idle: Mutex::new(Vec::new()),
+            opening: tokio::sync::Semaphore::new(OPENING_CONNECTIONS_MAX),
+            returned: tokio::sync::Notify::new(),
+            last_heard: Mutex::new(None),
+        }
     }
 
     /// A pooled connection still young enough to use; older ones are closed.
@@ -100,7 +120,7 @@ impl PeerClient {
                     Err(_) => {} // a stale pooled connection: try once on a new one
                 }
             }
-            let mut stream = self.connect().await?;
+            let mut stream = self.pooled_or_connect().await?;
             let response = exchange(&mut stream, request).await.map_err(|e| self.io(e))?;
             Ok((stream, response))
         };
@@ -121,8 +141,33 @@ impl PeerClient {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < IDLE_CONNECTIONS_MAX {
             idle.push((stream, Instant::now()));
+            drop(idle);
+            self.returned.notify_one();
         }
         Ok(response)
+    }
+
+    /// A connection returned to the pool meanwhile, else a new one: at most
+    /// [`OPENING_CONNECTIONS_MAX`] are opened at once, so a burst of calls never
+    /// opens more handshakes than the peer accepts from one address
+    /// (`transport::UNAUTHENTICATED_PER_SOURCE_MAX`); the calls that wait mostly
+    /// get a connection another call has put back.
+    async fn pooled_or_connect(&self) -> Result<PeerStream, PeerCallError> {
+        loop {
+            if let Some(stream) = self.pooled() {
+                return Ok(stream);
+            }
+            tokio::select! {
+                turn = self.opening.acquire() => {
+                    let _turn = turn.expect("the semaphore is never closed");
+                    if let Some(stream) = self.pooled() {
+                        return Ok(stream);
+                    }
+                    return self.connect().await;
+                }
+                () = self.returned.notified() => {}
+            }
+        }
     }
 
     async fn connect(&self) -> Result<PeerStream, PeerCallError> {
@@ -174,6 +219,31 @@ pub struct Network {
     pub directory: PeerDirectory,
     pub security: ChannelSecurity,
     pub me: NodeId,
+    /// Set when a voter refused this site's vote because its log is longer.
+    pub greater_log: GreaterLogSeen,
+}
+
+/// When a voter last refused this site's vote request because the voter's log is
+/// longer: a candidate that cannot win waits before it campaigns again, so it does
+/// not keep raising the term over the site that can (see `replicated::campaign`).
+#[derive(Clone, Default)]
+pub struct GreaterLogSeen(Arc<std::sync::Mutex<Option<std::time::Instant>>>);
+
+impl GreaterLogSeen {
+    pub fn note(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    /// A primary was heard from: the longer log has reached this site, or is
+    /// being sent to it, so there is no reason to hold back any more.
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// How long ago, if ever.
+    pub fn ago(&self) -> Option<Duration> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).map(|at| at.elapsed())
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -185,13 +255,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         // membership records.
         let addr = match self.directory.get(target).or_else(|| self.directory.by_site(&node.site)) {
             Some(configured) if configured.node_id == target => {
-                return PeerConnection { target, client: configured };
+                return PeerConnection { target, client: configured, greater_log: self.greater_log.clone() };
             }
             Some(configured) => configured.addr.clone(),
             None => node.addr.clone(),
         };
         let client = Arc::new(PeerClient::new(target, node.site.clone(), addr, self.security.clone(), Some(self.me)));
-        PeerConnection { target, client }
+        PeerConnection { target, client, greater_log: self.greater_log.clone() }
     }
 }
 
@@ -199,6 +269,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerConnection {
     target: NodeId,
     client: Arc<PeerClient>,
+    greater_log: GreaterLogSeen,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, SiteNode, RaftError<NodeId, E>>>;
@@ -247,8 +318,14 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
     }
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        let mine = rpc.last_log_id;
         match self.rpc(RaftRpc::Vote(rpc), &option).await? {
-            PeerResponse::Raft(RaftReply::Vote(Ok(response))) => Ok(response),
+            PeerResponse::Raft(RaftReply::Vote(Ok(response))) => {
+                if !response.vote_granted && response.last_log_id > mine {
+                    self.greater_log.note();
+                }
+                Ok(response)
+            }
             PeerResponse::Raft(RaftReply::Vote(Err(e))) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
             other => Err(self.unexpected("Vote", other)),
         }

@@ -1,8 +1,15 @@
 //! Message body replication: bodies travel beside the Raft log, never in it.
 //!
-//! [`Replicated::put_body`] stores the body here and pushes it to every peer, and
-//! returns once at least one peer has it durable: the body is then on two sites before
-//! the entry that refers to it is proposed. Peers store a pushed body only if it hashes
+//! [`Replicated::put_body`] stores the body here and pushes it to every peer. On the
+//! primary (or with no primary known) it returns once at least one peer has it
+//! durable: the body is then on two sites before the entry that refers to it is
+//! proposed. On a site that will forward the write it returns at once: the primary
+//! proposes a forwarded write only once it holds the body itself
+//! ([`Replicated::await_entry_bodies`], pushed meanwhile or fetched from here), so
+//! the body is on this site and the primary before the entry exists, and the push
+//! and the forward travel together instead of one after the other. Should this site
+//! become primary before it writes, the write waits for the pushes as a primary's
+//! would ([`Replicated::confirm_body_pushed`]). Peers store a pushed body only if it hashes
 //! to its announced name. A site whose applied state refers to a body it lacks (it was
 //! down during the push, or it installed a snapshot, which carries metadata only)
 //! fetches it from a peer in the background ([`fetch_missing_bodies`]); readers that
@@ -28,9 +35,12 @@ use crate::WriteError;
 /// sender's push then fails and the body is fetched later instead).
 const PARTIAL_BODIES_MAX: usize = 16;
 
+/// How often a primary looks whether a forwarded write's body has arrived.
+const BODY_ARRIVAL_POLL: Duration = Duration::from_millis(2);
+
 impl Replicated {
-    /// Store a body here and on at least one other site before returning (here only,
-    /// when this site is the only voter: its log then commits here alone too).
+    /// Store a body here and push it to every peer; see the module documentation
+    /// for when it returns.
     pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
         let started = Instant::now();
         let body = Arc::new(body);
@@ -62,26 +72,102 @@ impl Replicated {
             });
         }
         drop(tx);
-        if self.sole_voter() {
+        let m = self.raft.metrics().borrow().clone();
+        if m.membership_config.membership().voter_ids().eq([self.me]) {
             // A site promoted by a forced failover is its own quorum until others
             // rejoin: its log commits on this one site, and so may bodies.
             return Ok(local);
         }
-        let mut failures = 0;
-        while let Some(ok) = rx.recv().await {
-            if ok {
-                let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
-                metrics.counters.body_pushes += 1;
-                metrics.counters.body_push_bytes += body.len() as u64;
-                metrics.body_push_latency.record(started.elapsed().as_secs_f64() * 1000.0);
-                return Ok(local);
-            }
-            failures += 1;
+        let size = body.len() as u64;
+        let forwarding = m.current_leader.is_some_and(|l| l != self.me);
+        if forwarding {
+            self.bodies_in_flight.lock().unwrap_or_else(|p| p.into_inner()).begin(local.hash);
         }
-        Err(WriteError::Unavailable(format!(
-            "the message body reached no other site ({failures} of {pushes} pushes failed within {} ms)",
-            self.body_push_timeout.as_millis()
-        )))
+        let metrics = Arc::clone(&self.metrics);
+        let first_ack = async move {
+            let mut failures = 0;
+            while let Some(ok) = rx.recv().await {
+                if ok {
+                    let mut metrics = metrics.lock().unwrap_or_else(|p| p.into_inner());
+                    metrics.counters.body_pushes += 1;
+                    metrics.counters.body_push_bytes += size;
+                    metrics.body_push_latency.record(started.elapsed().as_secs_f64() * 1000.0);
+                    return Ok(());
+                }
+                failures += 1;
+            }
+            Err(failures)
+        };
+        if forwarding {
+            let in_flight = Arc::clone(&self.bodies_in_flight);
+            let hash = local.hash;
+            tokio::spawn(async move {
+                let pushed = first_ack.await.is_ok();
+                in_flight.lock().unwrap_or_else(|p| p.into_inner()).end(hash, pushed);
+            });
+            return Ok(local);
+        }
+        match first_ack.await {
+            Ok(()) => Ok(local),
+            Err(failures) => Err(WriteError::Unavailable(format!(
+                "the message body reached no other site ({failures} of {pushes} pushes failed within {} ms)",
+                self.body_push_timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Before this site proposes `command` as primary: if its body was stored here
+    /// while another site led (so `put_body` did not wait for a peer), wait until a
+    /// push has reached a peer, until `deadline`.
+    pub(super) async fn confirm_body_pushed(
+        &self,
+        command: &maildr_store::Command,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let Some(hash) = command.new_body() else { return Ok(()) };
+        loop {
+            match self.bodies_in_flight.lock().unwrap_or_else(|p| p.into_inner()).state(&hash) {
+                None => return Ok(()),
+                Some(PushState::Failed) => return Err(format!("the message body {hash} reached no other site")),
+                Some(PushState::InFlight) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("the message body {hash} reached no other site in time"));
+            }
+            tokio::time::sleep(BODY_ARRIVAL_POLL).await;
+        }
+    }
+
+    /// The primary's rule for forwarded writes (see the module documentation): wait
+    /// until this site holds every body in `hashes`, first for the pushes under way
+    /// (up to `arrival`), then fetching the rest from peers (up to the body push
+    /// timeout). `Err` names the bodies still missing: the entry must not be
+    /// proposed.
+    pub(super) async fn await_entry_bodies(&self, hashes: &[BlobHash], arrival: Duration) -> Result<(), String> {
+        let started = Instant::now();
+        let missing = |site: &Replicated| -> Vec<BlobHash> {
+            let store = site.store();
+            hashes.iter().filter(|h| !store.blobs().contains(h)).copied().collect()
+        };
+        let mut lacking = missing(self);
+        while !lacking.is_empty() && started.elapsed() < arrival {
+            tokio::time::sleep(BODY_ARRIVAL_POLL).await;
+            lacking = missing(self);
+        }
+        if lacking.is_empty() {
+            return Ok(());
+        }
+        let mut reasons = Vec::new();
+        for hash in &lacking {
+            if let Err(e) = self.fetch_body(hash, self.body_push_timeout).await {
+                reasons.push(e);
+            }
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("the bodies of the entries are not here yet: {}", reasons.join("; ")))
+        }
     }
 
     /// Make sure the bodies are here, fetching missing ones from peers; gives up
@@ -360,5 +446,41 @@ mod tests {
         assert!(!site.store().blobs().contains(&hash));
         assert!(!site.store().blobs().contains(&hash_body(&sent)));
         site.shutdown().await;
+    }
+}
+
+/// Bodies stored at a site that forwards their writes, whose pushes have not yet
+/// reached a peer (or all failed). Entries end with their pushes; failed ones are
+/// kept a little for a write that may still ask, then dropped.
+#[derive(Default)]
+pub(super) struct BodiesInFlight {
+    pushes: std::collections::HashMap<BlobHash, (PushState, Instant)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PushState {
+    InFlight,
+    Failed,
+}
+
+/// How long a failed push is remembered for a write that may still ask about it.
+const FAILED_PUSH_KEPT: Duration = Duration::from_secs(60);
+
+impl BodiesInFlight {
+    fn begin(&mut self, hash: BlobHash) {
+        self.pushes.retain(|_, (state, at)| *state == PushState::InFlight || at.elapsed() < FAILED_PUSH_KEPT);
+        self.pushes.insert(hash, (PushState::InFlight, Instant::now()));
+    }
+
+    fn end(&mut self, hash: BlobHash, pushed: bool) {
+        if pushed {
+            self.pushes.remove(&hash);
+        } else {
+            self.pushes.insert(hash, (PushState::Failed, Instant::now()));
+        }
+    }
+
+    fn state(&self, hash: &BlobHash) -> Option<PushState> {
+        self.pushes.get(hash).map(|(state, _)| *state)
     }
 }

@@ -92,13 +92,34 @@ impl Replicated {
         let reply = match rpc {
             RaftRpc::AppendEntries(rpc) => {
                 let (term, committed) = (rpc.vote.leader_id().get_term(), rpc.leader_commit.map(|l| l.index));
+                // A primary of this site's term or a newer one sent this: it is alive
+                // now, however long storing the entries takes (see `campaign`).
+                if rpc.vote.is_committed() && term >= self.raft.metrics().borrow().current_term {
+                    self.heard_from_primary();
+                }
                 let response = self.raft.append_entries(rpc).await;
                 if matches!(response, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))) {
                     self.note_primary_contact(leader, term, committed);
                 }
+                // A primary whose entries conflict with this site's is still a
+                // primary heard from (it backs off to where the logs agree).
+                if response.as_ref().is_ok_and(|r| !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+                    self.heard_from_primary();
+                    self.greater_log.clear();
+                }
                 RaftReply::AppendEntries(response)
             }
-            RaftRpc::Vote(rpc) => RaftReply::Vote(self.raft.vote(rpc).await),
+            RaftRpc::Vote(rpc) => {
+                let theirs = rpc.last_log_id;
+                let response = self.raft.vote(rpc).await;
+                if response.as_ref().is_ok_and(|r| r.vote_granted) {
+                    self.heard_from_leadership();
+                }
+                if response.as_ref().is_ok_and(|r| !r.vote_granted && r.last_log_id > theirs) {
+                    self.saw_shorter_candidate();
+                }
+                RaftReply::Vote(response)
+            }
             RaftRpc::InstallSnapshot(rpc) => RaftReply::InstallSnapshot(self.raft.install_snapshot(rpc).await),
         };
         PeerResponse::Raft(reply)
@@ -121,6 +142,7 @@ impl Replicated {
                 ControlResponse::Rejoined { replaced: rejoined.replaced, voters: rejoined.voters }
             }
             ControlRequest::Observations => ControlResponse::Observations(self.local_observations()),
+            ControlRequest::PreVote { candidate } => ControlResponse::PreVote(self.answer_pre_vote(candidate)),
             ControlRequest::ForceFailover { by } => ControlResponse::ForcedFailover(self.force_failover(by).await?),
             ControlRequest::HoldApply { by } => ControlResponse::ApplyHeld(self.hold_apply(by).await?),
             ControlRequest::ReleaseApply => ControlResponse::ApplyReleased(self.release_apply().await?),

@@ -27,6 +27,9 @@ const CAUGHT_UP_SLACK_ENTRIES: u64 = 64;
 /// How often a held write (or a transfer waiting for its target) looks again.
 pub(super) const HANDOVER_WRITE_HOLD_POLL: Duration = Duration::from_millis(5);
 
+/// How long the target of a hand-over keeps campaigning before it gives up.
+const BECOME_PRIMARY_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How long a leadership transfer holds writes for the target to match the log.
 const HANDOVER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -93,11 +96,9 @@ impl Replicated {
             tokio::time::sleep(HANDOVER_WRITE_HOLD_POLL).await;
         }
         self.raft.runtime_config().heartbeat(false);
-        self.raft.runtime_config().elect(false);
         let answer =
             peer.call(&PeerRequest::Control(ControlRequest::BecomePrimary), Duration::from_secs(20), true).await;
         self.raft.runtime_config().heartbeat(true);
-        self.raft.runtime_config().elect(true);
         self.handing_over.store(false, Ordering::SeqCst);
         match answer {
             Ok(PeerResponse::Control(Ok(ControlResponse::BecamePrimary { unavailable_ms, term }))) => {
@@ -133,22 +134,30 @@ impl Replicated {
                 self.site, peer.site
             ));
         }
+        // The old primary asked for this: campaign without a pre-vote (the voters
+        // may still count the quiet primary as alive), again every couple of
+        // heartbeats until a voter's lease has run out and the vote is won.
         let started = Instant::now();
-        self.raft.trigger().elect().await.map_err(|e| e.to_string())?;
+        let deadline = started + BECOME_PRIMARY_TIMEOUT;
         let me = self.me;
-        let done = self
-            .raft
-            .wait(Some(Duration::from_secs(15)))
-            .metrics(
-                |m| {
-                    m.state == ServerState::Leader
-                        && m.current_leader == Some(me)
-                        && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
-                },
-                "this site is primary and has committed in its term",
-            )
-            .await
-            .map_err(|e| format!("{} did not become primary: {e}", self.site))?;
+        let led_and_committed = move |m: &openraft::RaftMetrics<NodeId, crate::raft::SiteNode>| {
+            m.state == ServerState::Leader
+                && m.current_leader == Some(me)
+                && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
+        };
+        let again = Duration::from_millis(2 * self.heartbeat_interval_ms);
+        let done = loop {
+            let leading = self.raft.metrics().borrow().state == ServerState::Leader;
+            if !leading {
+                self.raft.trigger().elect().await.map_err(|e| e.to_string())?;
+            }
+            let wait = again.min(deadline.saturating_duration_since(Instant::now()));
+            match self.raft.wait(Some(wait)).metrics(led_and_committed, "primary, committed in its term").await {
+                Ok(m) => break m,
+                Err(_) if Instant::now() < deadline => continue,
+                Err(e) => return Err(format!("{} did not become primary: {e}", self.site)),
+            }
+        };
         Ok(NewPrimary {
             unavailable_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             term: done.current_term,

@@ -18,6 +18,7 @@
 //! before the quorum commit; it holds no job of its own beyond starting the site.
 
 mod bodies;
+mod campaign;
 mod dispatch;
 mod forced_failover;
 mod handover;
@@ -48,12 +49,11 @@ pub use forced_failover::{
 };
 
 use crate::raft::apply_delay::ApplyDelay;
-use crate::raft::network::{Network, PeerClient, PeerDirectory};
+use crate::raft::network::{GreaterLogSeen, Network, PeerClient, PeerDirectory};
 use crate::raft::transport::{ChannelSecurity, PeerListener};
 use crate::raft::{self, NodeId, RaftStorageError, SiteNode, StateMachineStore, TypeConfig};
 use crate::status::{ForcedFailoverRecord, LatencyWindow, PrimaryContact, WriteMetrics};
 use crate::WritePathLimits;
-use witness::WITNESS_ELECTION_PATIENCE;
 
 /// The openraft handle of maildr.
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -96,7 +96,20 @@ pub struct Replicated {
     role: SiteRole,
     configured_role: SiteRole,
     data_dir: PathBuf,
+    election_timeout_min_ms: u64,
     election_timeout_max_ms: u64,
+    heartbeat_interval_ms: u64,
+    /// When this site last heard from a primary or granted a vote: the silence a
+    /// campaign waits for starts here (see `campaign`).
+    heard_at: Mutex<Instant>,
+    /// When a voter last refused this site's vote for a longer log.
+    greater_log: GreaterLogSeen,
+    /// Set when this site refused a candidate whose log is shorter than its own:
+    /// it may be the one site that can win, so it campaigns soon.
+    shorter_candidate_seen: Mutex<Option<Instant>>,
+    /// When this site last accepted (or was sent, by a primary of a term it
+    /// knows) an append: what its answer to a pre-vote is judged by.
+    primary_heard_at: Mutex<Option<Instant>>,
     /// Set once promoted by a forced failover.
     forced_failover: Mutex<Option<ForcedFailoverRecord>>,
     /// Set once a forced failover is accepted: Raft traffic is refused from then on
@@ -118,7 +131,9 @@ pub struct Replicated {
     limits: WritePathLimits,
     body_push_timeout: Duration,
     listen_addr: SocketAddr,
-    metrics: Mutex<Metrics>,
+    metrics: Arc<Mutex<Metrics>>,
+    /// Bodies stored here for writes forwarded to the primary, pushes under way.
+    bodies_in_flight: Arc<Mutex<bodies::BodiesInFlight>>,
     /// On the primary: when each follower last had every entry the primary had.
     caught_up_at: Mutex<BTreeMap<NodeId, Instant>>,
     /// Bodies arriving in several pieces, by hash, until their last piece.
@@ -174,7 +189,7 @@ impl Replicated {
         let mut promoted = forced_failover::read_record(&data_dir.join(PROMOTED_FILE))?;
         let role = if pending.is_some() || promoted.is_some() { SiteRole::Data } else { member.role };
         let security = ChannelSecurity::from_config(cluster)?;
-        let config = raft_config(cluster, role)?;
+        let config = raft_config(cluster)?;
         let directory = PeerDirectory::new(
             cluster
                 .members
@@ -207,7 +222,9 @@ impl Replicated {
             }
             None
         };
-        let network = Network { directory: directory.clone(), security: security.clone(), me };
+        let greater_log = GreaterLogSeen::default();
+        let network =
+            Network { directory: directory.clone(), security: security.clone(), me, greater_log: greater_log.clone() };
         let log_store_view = log_store.clone();
         let raft = Raft::new(me, Arc::new(config), network, log_store, state_machine.clone())
             .await
@@ -226,7 +243,13 @@ impl Replicated {
             role,
             configured_role: member.role,
             data_dir: data_dir.to_path_buf(),
+            election_timeout_min_ms: cluster.election_timeout_min_ms,
             election_timeout_max_ms: cluster.election_timeout_max_ms,
+            heartbeat_interval_ms: cluster.heartbeat_interval_ms,
+            heard_at: Mutex::new(Instant::now()),
+            greater_log,
+            shorter_candidate_seen: Mutex::new(None),
+            primary_heard_at: Mutex::new(None),
             forced_failover: Mutex::new(promoted),
             promoting: AtomicBool::new(false),
             primary_contact: Mutex::new(forced_failover::read_primary_contact(data_dir)),
@@ -241,7 +264,8 @@ impl Replicated {
             limits,
             body_push_timeout: Duration::from_millis(cluster.body_push_timeout_ms),
             listen_addr,
-            metrics: Mutex::new(Metrics::default()),
+            metrics: Arc::new(Mutex::new(Metrics::default())),
+            bodies_in_flight: Arc::default(),
             caught_up_at: Mutex::new(BTreeMap::new()),
             partial_bodies: Mutex::new(BTreeMap::new()),
             handing_over: AtomicBool::new(false),
@@ -258,6 +282,7 @@ impl Replicated {
     fn spawn_tasks(self: &Arc<Self>, listener: PeerListener, stop: watch::Receiver<bool>, record_event: bool) {
         tokio::spawn(dispatch::serve_peers(Arc::clone(self), listener, stop.clone()));
         tokio::spawn(leading::track_lag(Arc::clone(self), stop.clone()));
+        tokio::spawn(campaign::campaign_when_silent(Arc::clone(self), stop.clone()));
         if record_event {
             tokio::spawn(forced_failover::record_forced_failover(Arc::clone(self), stop.clone()));
         }
@@ -359,12 +384,6 @@ impl Replicated {
         }
     }
 
-    /// Whether this site is the only voter (after a forced failover, until others rejoin).
-    fn sole_voter(&self) -> bool {
-        let m = self.raft.metrics().borrow().clone();
-        m.membership_config.membership().voter_ids().eq([self.me])
-    }
-
     /// The peer with this node id: by id in our configuration, else by the site
     /// name the membership gives it (a site that rejoined under a new id).
     fn peer(&self, node: NodeId) -> Option<Arc<PeerClient>> {
@@ -403,24 +422,24 @@ async fn open_storage(data_dir: &Path) -> Result<(raft::LogStore, StateMachineSt
         .map_err(StartError::from)
 }
 
-/// openraft's configuration for a site in `role`.
-fn raft_config(cluster: &ClusterSection, role: SiteRole) -> Result<openraft::Config, StartError> {
-    // A witness campaigns only after data sites had three times as long: it
-    // leads only when no data site can (the survivor lacks entries that only the
-    // witness holds), and then hands the lead to the first data site it has
-    // brought up to date (see `witness`). A standby or lagged site never campaigns.
-    let patience = if role == SiteRole::Witness { WITNESS_ELECTION_PATIENCE } else { 1 };
+/// openraft's configuration, the same for every site.
+fn raft_config(cluster: &ClusterSection) -> Result<openraft::Config, StartError> {
+    // openraft's own election timer is off: `campaign` decides when to campaign
+    // (a witness only after data sites had three times as long, a standby or
+    // lagged site never while it is not a voter). Every voter has the same leader
+    // lease (openraft's `election_timeout_max`), so the witness refuses a
+    // survivor's votes no longer than the survivor's peer data site would.
     openraft::Config {
         cluster_name: "maildr".into(),
-        election_timeout_min: cluster.election_timeout_min_ms * patience,
-        election_timeout_max: cluster.election_timeout_max_ms * patience,
+        election_timeout_min: cluster.election_timeout_min_ms,
+        election_timeout_max: cluster.election_timeout_max_ms,
         heartbeat_interval: cluster.heartbeat_interval_ms,
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cluster.snapshot_after_entries),
         // Entries kept after a snapshot, for peers slightly behind; a peer
         // further behind gets the snapshot.
         max_in_snapshot_log_to_keep: cluster.snapshot_after_entries.min(1_000),
-        enable_elect: !role.is_learner(),
+        enable_elect: false,
         ..Default::default()
     }
     .validate()

@@ -2,7 +2,7 @@
 //! to a data site as soon as it can, and keep bodies only until both data sites
 //! hold them.
 //!
-//! A witness campaigns only after data sites had [`WITNESS_ELECTION_PATIENCE`] times
+//! A witness campaigns only after data sites had [`super::campaign::WITNESS_ELECTION_PATIENCE`] times
 //! as long: it leads only when no data site can (the survivor lacks entries only the
 //! witness holds), and then hands the lead to the first data site it has brought up
 //! to date. Every [`WITNESS_BODY_SWEEP`] it asks every data voter which of its bodies
@@ -23,9 +23,6 @@ use tokio::sync::watch;
 use super::Replicated;
 use crate::raft::wire::{BodyReply, BodyRpc, PeerRequest, PeerResponse, HOLDS_BODIES_MAX};
 use crate::raft::{NodeId, SiteNode};
-
-/// How many times longer than a data site a witness waits before it campaigns.
-pub(super) const WITNESS_ELECTION_PATIENCE: u64 = 3;
 
 /// Least time between two hand-over attempts of a witness that leads.
 const HANDOVER_RETRY: Duration = Duration::from_millis(300);

@@ -109,6 +109,8 @@ impl Replicated {
                         .await;
                         continue;
                     }
+                    // Stored while another site led: a peer must hold the body first.
+                    self.confirm_body_pushed(&command, deadline).await.map_err(|why| unavailable(&why))?;
                     match tokio::time::timeout_at(deadline.into(), self.raft.client_write(command.clone())).await {
                         Err(_) => return Err(unavailable("the quorum did not confirm in time")),
                         Ok(Ok(response)) => return outcome(response.data),
@@ -183,6 +185,13 @@ impl Replicated {
             }
             tokio::time::sleep(HANDOVER_WRITE_HOLD_POLL).await;
         }
+        // The body was pushed here as the write was forwarded: propose only once it
+        // is here (see `bodies`). A push lost on the way is fetched after a
+        // heartbeat interval rather than waited for.
+        if let Some(body) = command.new_body() {
+            let arrival = Duration::from_millis(self.heartbeat_interval_ms);
+            self.await_entry_bodies(&[body], arrival).await.map_err(ForwardError::Unavailable)?;
+        }
         let timeout = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
             Err(_) => Err(ForwardError::Unavailable("the quorum did not confirm in time".into())),
@@ -211,9 +220,14 @@ fn outcome(data: EntryOutcome) -> Result<Applied, WriteError> {
     }
 }
 
+/// How long a write waits before looking for the primary again, when none is known
+/// or the one it asked is gone: short, so that a write waiting through an
+/// election goes to the new primary as soon as it is elected.
+const PRIMARY_RETRY_PAUSE: Duration = Duration::from_millis(10);
+
 /// Wait a little before looking for the primary again, never past the deadline.
 async fn pause_before_retry(deadline: Instant) {
-    let pause = Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now()));
+    let pause = PRIMARY_RETRY_PAUSE.min(deadline.saturating_duration_since(Instant::now()));
     tokio::time::sleep(pause).await;
 }
 

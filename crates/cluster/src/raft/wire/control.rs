@@ -34,6 +34,11 @@ pub enum ControlRequest {
     Messages { mailbox: u64 },
     /// Apply a command through the cluster (admin commands of the operator).
     Write(Command),
+    /// From a voter about to campaign: would the receiver vote for it, judging only
+    /// whether a primary still leads (a pre-vote). Granted unless the receiver leads,
+    /// heard from a primary within the shortest election timeout, or does not count
+    /// `candidate` among the voters. Changes nothing on the receiver.
+    PreVote { candidate: NodeId },
     /// On the primary: make the site that lost its data, now running empty under
     /// the new node id, a learner, wait until it has caught up, then let it replace
     /// its old node id among the voters.
@@ -51,9 +56,9 @@ pub enum ControlRequest {
     HoldApply { by: String },
     /// To a lagged site: resume applying.
     ReleaseApply,
-    /// Store a message body through the write path (here and on a peer, as for a
-    /// delivery) before a `Write` that refers to it: restores write messages back
-    /// this way. At most [`STORE_BODY_BYTES_MAX`].
+    /// Store a message body through the write path (here and pushed to the peers,
+    /// as for a delivery) before a `Write` that refers to it: restores write
+    /// messages back this way. At most [`STORE_BODY_BYTES_MAX`].
     StoreBody(Vec<u8>),
     /// The outbound queue as this site's state holds it (at most
     /// [`QUEUE_LIST_MAX`] messages, by queue id).
@@ -106,6 +111,8 @@ pub enum ControlResponse {
     },
     Messages(Vec<MessageSummary>),
     Written(Result<Applied, CommandError>),
+    /// The answer to a pre-vote: granted, or why not.
+    PreVote(Result<(), String>),
     Rejoined {
         replaced: Option<NodeId>,
         voters: Vec<NodeId>,
@@ -118,7 +125,8 @@ pub enum ControlResponse {
     ApplyHeld(ApplyHold),
     /// The lagged site applies again; the hold it lifted, if it was held.
     ApplyReleased(Option<ApplyHold>),
-    /// The body is stored on this site and a peer.
+    /// The body is stored on this site and pushed to its peers (see
+    /// `Replicated::put_body` for when a peer's copy is awaited).
     BodyStored(maildr_types::BlobRef),
     /// The outbound queue (`ControlRequest::Queue`): the messages listed, and how
     /// many the queue holds in all.
