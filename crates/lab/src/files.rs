@@ -21,6 +21,10 @@ const HEARTBEAT_INTERVAL_MS: u64 = 100;
 /// heartbeat interval to be answered, so the interval must exceed the worst round
 /// trip between sites: the combined drill's 40 ± 10 ms each way is 100 ms.
 const WAN_HEARTBEAT_INTERVAL_MS: u64 = 150;
+/// Election timeouts on the netns lab's WAN: four to eight of its heartbeats, as
+/// on loopback (a pre-vote is refused for `min` after the primary was heard).
+const WAN_ELECTION_TIMEOUT_MIN_MS: u64 = 600;
+const WAN_ELECTION_TIMEOUT_MAX_MS: u64 = 1_200;
 const BODY_PUSH_TIMEOUT_MS: u64 = 2_000;
 const WRITE_TIMEOUT_MS: u64 = 3_000;
 /// Control-plane timings for a lab: a dead site is detected in about a second.
@@ -170,10 +174,12 @@ pub fn site_config(
     c.cluster.ca_files = vec![tls.cluster_ca.clone()];
     c.cluster.cert_file = Some(tls.cluster_cert.clone());
     c.cluster.key_file = Some(tls.cluster_key.clone());
-    c.cluster.election_timeout_min_ms = ELECTION_TIMEOUT_MIN_MS;
-    c.cluster.election_timeout_max_ms = ELECTION_TIMEOUT_MAX_MS;
-    c.cluster.heartbeat_interval_ms =
-        if topology.wan.is_some() { WAN_HEARTBEAT_INTERVAL_MS } else { HEARTBEAT_INTERVAL_MS };
+    (c.cluster.election_timeout_min_ms, c.cluster.election_timeout_max_ms, c.cluster.heartbeat_interval_ms) =
+        if topology.wan.is_some() {
+            (WAN_ELECTION_TIMEOUT_MIN_MS, WAN_ELECTION_TIMEOUT_MAX_MS, WAN_HEARTBEAT_INTERVAL_MS)
+        } else {
+            (ELECTION_TIMEOUT_MIN_MS, ELECTION_TIMEOUT_MAX_MS, HEARTBEAT_INTERVAL_MS)
+        };
     c.cluster.body_push_timeout_ms = BODY_PUSH_TIMEOUT_MS;
     c.cluster.members = topology
         .sites

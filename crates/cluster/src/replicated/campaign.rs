@@ -110,10 +110,11 @@ impl Replicated {
 
     /// This site's answer to `candidate`'s pre-vote (see the module docs).
     pub(super) fn answer_pre_vote(&self, candidate: NodeId) -> Result<(), String> {
+        // Whether the candidate may lead is the real vote's question (log and
+        // term): a site restored alone seeds a new cluster whose other members
+        // start empty, knowing no membership yet, and must be able to win.
         let m = self.raft.metrics().borrow().clone();
-        if !m.membership_config.membership().voter_ids().any(|v| v == candidate) {
-            return Err(format!("node {candidate} is not a voter"));
-        }
+        tracing::debug!(candidate, "asked for a pre-vote");
         if m.state == ServerState::Leader {
             return Err(format!("{} is the primary", self.site));
         }

@@ -145,13 +145,17 @@ impl Replicated {
                 && m.current_leader == Some(me)
                 && m.last_applied.is_some_and(|l| l.leader_id.term == m.current_term)
         };
-        let again = Duration::from_millis(2 * self.heartbeat_interval_ms);
+        // The wait doubles: an election whose votes take longer than the wait (a
+        // busy voter's fsync) would otherwise be replaced by the next one forever.
+        let mut again = Duration::from_millis(2 * self.heartbeat_interval_ms);
+        let longest = Duration::from_millis(4 * self.election_timeout_max_ms);
         let done = loop {
             let leading = self.raft.metrics().borrow().state == ServerState::Leader;
             if !leading {
                 self.raft.trigger().elect().await.map_err(|e| e.to_string())?;
             }
             let wait = again.min(deadline.saturating_duration_since(Instant::now()));
+            again = (again * 2).min(longest);
             match self.raft.wait(Some(wait)).metrics(led_and_committed, "primary, committed in its term").await {
                 Ok(m) => break m,
                 Err(_) if Instant::now() < deadline => continue,

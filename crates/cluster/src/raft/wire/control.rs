@@ -35,9 +35,9 @@ pub enum ControlRequest {
     /// Apply a command through the cluster (admin commands of the operator).
     Write(Command),
     /// From a voter about to campaign: would the receiver vote for it, judging only
-    /// whether a primary still leads (a pre-vote). Granted unless the receiver leads,
-    /// heard from a primary within the shortest election timeout, or does not count
-    /// `candidate` among the voters. Changes nothing on the receiver.
+    /// whether a primary still leads (a pre-vote). Granted unless the receiver leads
+    /// or heard from a primary within the shortest election timeout. Changes nothing
+    /// on the receiver.
     PreVote { candidate: NodeId },
     /// On the primary: make the site that lost its data, now running empty under
     /// the new node id, a learner, wait until it has caught up, then let it replace
