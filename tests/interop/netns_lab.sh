@@ -155,7 +155,7 @@ for scenario in site-outage partition node-failure dns-failure planned-switchove
     out=$WORK/drill-$scenario
     if "$MAILDR" drill run "$scenario" --lab-dir "$LAB" --report-dir "$out" --data-dir "$WORK/drills" \
         --confirm-manual netns-lab-test >"$out.log" 2>&1; then
-        rpo=$(grep -m1 -o "lost [0-9]*" "$out.log")
+        rpo=$(grep -m1 -o "lost [0-9][0-9]*" "$out.log")
         [[ $rpo == "lost 0" ]] && ok "drill $scenario passes on the netns lab ($rpo)" \
             || fail "drill $scenario: $rpo; $(tail -5 "$out.log")"
     else
