@@ -68,8 +68,18 @@ pub struct UpOptions {
     /// Outbound delivery on every site, with these `[[outbound.routes]]` (empty:
     /// outbound stays off).
     pub outbound_routes: Vec<maildr_config::OutboundRoute>,
-    /// `smtp.resolvers` of every site (empty: the system's).
+    /// `smtp.resolvers` of every site (empty: the lab's own DNS servers).
     pub resolvers: Vec<std::net::SocketAddr>,
+}
+
+/// The resolvers a lab site asks for SPF, DKIM and DMARC when none were given:
+/// the lab's own DNS servers (its own first), which answer for the lab's zone and
+/// refuse every other name at once. The lab so never asks a resolver outside its
+/// own addresses, and a check never waits on one that cannot be reached.
+fn lab_resolvers(topology: &Topology, site: &crate::topology::SiteSpec) -> Vec<SocketAddr> {
+    let own = std::iter::once(site).filter(|s| s.role == Role::Data);
+    let others = topology.sites.iter().filter(|s| s.role == Role::Data && s.name != site.name);
+    own.chain(others).map(|s| s.addr(crate::topology::ports::DNS)).collect()
 }
 
 /// The lab's first retry after a temporary outbound failure, in seconds (a
@@ -275,7 +285,8 @@ fn write_lab(exe: &Path, dir: &Path, topology: &Topology, options: &UpOptions) -
         if spec.role == Role::Lagged {
             config.cluster.apply_delay_secs = options.lagged_apply_delay_secs;
         }
-        config.smtp.resolvers = options.resolvers.clone();
+        config.smtp.resolvers =
+            if options.resolvers.is_empty() { lab_resolvers(topology, spec) } else { options.resolvers.clone() };
         if !options.outbound_routes.is_empty() {
             config.outbound.enabled = true;
             config.outbound.routes = options.outbound_routes.clone();
@@ -614,4 +625,22 @@ async fn stop_signal() {
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Topology;
+
+    #[test]
+    fn a_lab_site_asks_the_lab_s_own_dns_servers_its_own_first_and_nothing_outside() {
+        let t = Topology::three_sites("127.5".parse().unwrap());
+        let at = |name: &str| lab_resolvers(&t, t.sites.iter().find(|s| s.name == name).unwrap());
+        let dns =
+            |third: u8| SocketAddr::from((std::net::Ipv4Addr::new(127, 5, third, 1), crate::topology::ports::DNS));
+        assert_eq!(at("bj"), [dns(10), dns(20)]);
+        assert_eq!(at("sh"), [dns(20), dns(10)]);
+        // The witness serves no DNS of its own; it asks the data sites'.
+        assert_eq!(at("hz"), [dns(10), dns(20)]);
+    }
 }

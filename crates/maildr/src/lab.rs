@@ -98,7 +98,8 @@ pub enum LabAction {
         outbound_route: Vec<maildr_config::OutboundRoute>,
         /// A DNS server the sites ask about other domains (`smtp.resolvers`:
         /// SPF/DKIM/DMARC of inbound mail, MX of outbound); repeatable. Default:
-        /// the system's.
+        /// the lab's own DNS servers, which answer for the lab's zone and refuse
+        /// every other name at once (the lab asks no resolver outside itself).
         #[arg(long, value_name = "IP:PORT")]
         resolver: Vec<std::net::SocketAddr>,
     },
