@@ -5,7 +5,7 @@
 //! durable: the body is then on two sites before the entry that refers to it is
 //! proposed. On a site that will forward the write it returns at once: the primary
 //! proposes a forwarded write only once it holds the body itself
-//! ([`Replicated::await_entry_bodies`], pushed meanwhile or fetched from here), so
+//! ([`Replicated::await_entry_body`], pushed meanwhile or fetched from here), so
 //! the body is on this site and the primary before the entry exists, and the push
 //! and the forward travel together instead of one after the other. Should this site
 //! become primary before it writes, the write waits for the pushes as a primary's
@@ -139,35 +139,18 @@ impl Replicated {
     }
 
     /// The primary's rule for forwarded writes (see the module documentation): wait
-    /// until this site holds every body in `hashes`, first for the pushes under way
-    /// (up to `arrival`), then fetching the rest from peers (up to the body push
-    /// timeout). `Err` names the bodies still missing: the entry must not be
-    /// proposed.
-    pub(super) async fn await_entry_bodies(&self, hashes: &[BlobHash], arrival: Duration) -> Result<(), String> {
+    /// until this site holds the body `hash`, first for the push under way (up to
+    /// `arrival`), then fetching it from peers ([`Replicated::ensure_bodies`], up to
+    /// the body push timeout). `Err`: the entry must not be proposed.
+    pub(super) async fn await_entry_body(&self, hash: BlobHash, arrival: Duration) -> Result<(), String> {
         let started = Instant::now();
-        let missing = |site: &Replicated| -> Vec<BlobHash> {
-            let store = site.store();
-            hashes.iter().filter(|h| !store.blobs().contains(h)).copied().collect()
-        };
-        let mut lacking = missing(self);
-        while !lacking.is_empty() && started.elapsed() < arrival {
-            tokio::time::sleep(BODY_ARRIVAL_POLL).await;
-            lacking = missing(self);
-        }
-        if lacking.is_empty() {
-            return Ok(());
-        }
-        let mut reasons = Vec::new();
-        for hash in &lacking {
-            if let Err(e) = self.fetch_body(hash, self.body_push_timeout).await {
-                reasons.push(e);
+        while !self.store().blobs().contains(&hash) {
+            if started.elapsed() >= arrival {
+                return self.ensure_bodies(&[hash], self.body_push_timeout).await.map_err(|e| e.to_string());
             }
+            tokio::time::sleep(BODY_ARRIVAL_POLL).await;
         }
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("the bodies of the entries are not here yet: {}", reasons.join("; ")))
-        }
+        Ok(())
     }
 
     /// Make sure the bodies are here, fetching missing ones from peers; gives up

@@ -190,7 +190,7 @@ impl Replicated {
         // heartbeat interval rather than waited for.
         if let Some(body) = command.new_body() {
             let arrival = Duration::from_millis(self.heartbeat_interval_ms);
-            self.await_entry_bodies(&[body], arrival).await.map_err(ForwardError::Unavailable)?;
+            self.await_entry_body(body, arrival).await.map_err(ForwardError::Unavailable)?;
         }
         let timeout = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(timeout, self.raft.client_write(command)).await {
