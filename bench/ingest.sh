@@ -283,26 +283,13 @@ protocol lmtp {
   postmaster_address = postmaster@bench.test
 }
 CF
-cat > "$PF/etc/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PF/queue
-data_directory = $PF/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $PF/maillog
-maillog_file_prefixes = $WORK
-inet_interfaces = all
-inet_protocols = ipv4
-myhostname = postfix.ingest.test
-mydestination =
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
+{ postfix_main_cf "$PF" "postfix.ingest.test" "$WORK"; cat <<CF
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 virtual_mailbox_domains = bench.test
 virtual_mailbox_maps = texthash:$WORK/mailboxes
 virtual_transport = lmtp:unix:$DC/run/lmtp
 CF
+} > "$PF/etc/main.cf"
 { postfix_master_cf "$PF_IP:$PF_PORT"; echo "lmtp       unix - - n - - lmtp"; } > "$PF/etc/master.cf"
 
 dovecot -c "$DC/dovecot.conf"

@@ -44,24 +44,11 @@ postfix_instance() {
     local d=$WORK/$1
     mkdir -p "$d/etc" "$d/queue" "$d/data" "$d/mail"
     chown postfix "$d/data"; chown mail:mail "$d/mail"
-    cat > "$d/etc/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $d/queue
-data_directory = $d/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $d/maillog
-maillog_file_prefixes = $WORK
-inet_interfaces = all
-inet_protocols = ipv4
-myhostname = $1.bench.test
-mydestination =
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
+    { postfix_main_cf "$d" "$1.bench.test" "$WORK"; cat <<CF
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 $4
 CF
+    } > "$d/etc/main.cf"
     postfix_master_cf "$2:$3" > "$d/etc/master.cf"
     postfix -c "$d/etc" start >/dev/null 2>&1
     for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/$2/$3") 2>/dev/null && return 0; sleep 0.1; done

@@ -13,6 +13,28 @@ install_missing() {
     apt-get install -y -qq "$@" >/dev/null
 }
 
+# postfix_main_cf DIR HOSTNAME LOG_PREFIX: the main.cf lines every private Postfix
+# instance here shares (its queue, data and log under DIR, no local delivery, only
+# loopback clients); the caller appends its own lines.
+postfix_main_cf() {
+    cat <<CF
+compatibility_level = 3.6
+queue_directory = $1/queue
+data_directory = $1/data
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = $1/maillog
+maillog_file_prefixes = $3
+inet_interfaces = all
+inet_protocols = ipv4
+myhostname = $2
+mydestination =
+mynetworks = 127.0.0.0/8
+alias_maps =
+alias_database =
+CF
+}
+
 # postfix_master_cf LISTEN: a master.cf for a private Postfix instance whose smtpd
 # listens on LISTEN (IP:PORT), with the daemons a relay and a virtual(8) mailbox
 # need and nothing that runs as a service of the machine.

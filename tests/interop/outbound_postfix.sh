@@ -109,21 +109,7 @@ done
 mkdir -p "$PEER/etc" "$PEER/queue" "$PEER/data" "$PEER/mail"
 chown postfix "$PEER/data"
 chown mail:mail "$PEER/mail"
-cat > "$PEER/etc/main.cf" <<CF
-compatibility_level = 3.6
-queue_directory = $PEER/queue
-data_directory = $PEER/data
-mail_owner = postfix
-setgid_group = postdrop
-maillog_file = $PEER/maillog
-maillog_file_prefixes = $WORK
-inet_interfaces = all
-inet_protocols = ipv4
-myhostname = mx.remote.test
-mydestination =
-mynetworks = 127.0.0.0/8
-alias_maps =
-alias_database =
+{ postfix_main_cf "$PEER" "mx.remote.test" "$WORK"; cat <<CF
 virtual_mailbox_domains = remote.test
 virtual_mailbox_base = $PEER/mail
 virtual_mailbox_maps = texthash:$PEER/mailboxes
@@ -135,6 +121,7 @@ smtpd_tls_security_level = none
 smtp_tls_security_level = may
 transport_maps = texthash:$PEER/transport
 CF
+} > "$PEER/etc/main.cf"
 postfix_master_cf "$PEER_IP:$PEER_PORT" > "$PEER/etc/master.cf"
 echo "carol@remote.test carol/" > "$PEER/mailboxes"
 # Mail from remote.test to example.test goes to the lab's MX (written once the
