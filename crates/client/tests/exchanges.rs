@@ -156,7 +156,7 @@ async fn an_imap_session_logs_in_examines_fetches_searches_idles_and_logs_out() 
     s.login("u@example.test", "p\"w").await.unwrap();
     let mailbox = s.examine("INBOX").await.unwrap();
     assert_eq!((mailbox.exists, mailbox.uid_validity), (2, Some(7)));
-    assert_eq!(s.header_field_by_uid("X-Tag").await.unwrap(), vec![(4, "one".to_string())]);
+    assert_eq!(s.header_field_by_uid("X-Tag", 1).await.unwrap(), vec![(4, "one".to_string())]);
     assert_eq!(s.search("SUBJECT \"x\"").await.unwrap(), vec![1, 2]);
     let news = s.idle(Duration::from_secs(5)).await.unwrap();
     assert_eq!(news.iter().map(|r| r.line.as_str()).collect::<Vec<_>>(), vec!["* 3 EXISTS"]);

@@ -186,7 +186,18 @@ struct Run<'a> {
     queue_before: Option<Result<QueueSeen, String>>,
     /// What the last `queue_intact` check counted.
     queue_account: Option<crate::report::QueueAccount>,
+    /// Where each reconciled mailbox stood at each data site before the drill
+    /// sent anything: the reconciliation reads only what came after.
+    marks: MailboxMarks,
 }
+
+/// (site, account, mailbox) → (UIDVALIDITY, UIDNEXT) before the drill's first
+/// message. A message stored later has a UID at or above that UIDNEXT as long as
+/// the UIDVALIDITY holds (RFC 3501 §2.3.1.1), so the reconciliation fetches the
+/// drill's tags from there: on a mailbox of years of mail it reads what the
+/// drill sent, not every message the users have (and the drill does not load
+/// the system it measures with reads of everything, several times).
+type MailboxMarks = BTreeMap<(String, String, String), (u32, u32)>;
 
 /// The outbound queue as one site's admin API listed it.
 struct QueueSeen {
@@ -245,6 +256,7 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
         missing_during_outage: None,
         queue_before: None,
         queue_account: None,
+        marks: MailboxMarks::new(),
     };
     (opts.audit)(
         "drill_started",
@@ -269,6 +281,7 @@ pub async fn run(plan: &Plan, source: &PlanSource, target: &Target, opts: RunOpt
         opts.stop_file.clone(),
         abort_tx,
     ));
+    run.mark_mailboxes().await;
     let steady = run.steady_state().await;
     let mut abort_reason: Option<String> = None;
     if let Err(why) = steady {
@@ -1399,14 +1412,15 @@ impl Run<'_> {
         let timeout = Duration::from_millis(self.plan.probes.timeout_ms.max(5_000));
         let mail_name = format!("mail.{}", self.target.domain);
         let tls = self.tls.as_ref().map(|t| (t, mail_name.as_str()));
+        let inbox_mark = self.marks.get(&(site.name.clone(), account.address.clone(), "INBOX".into())).copied();
         let found = read_tags_in(
             &site,
             tls,
-            &account.address,
-            &account.password,
+            (&account.address, &account.password),
             timeout,
             &self.opts.drill_id,
             &["INBOX", restored.as_str()],
+            &[inbox_mark, None],
         )
         .await?;
         let missing: Vec<&str> =
@@ -1547,9 +1561,11 @@ impl Run<'_> {
         let acked_at = now_ms();
         self.record_check_message(&tag, MailFlow::Submission, &recipient.address, &site.name, acked_at);
         let deadline = acked_at + u64::try_from(READBACK_TIMEOUT.as_millis()).unwrap_or(u64::MAX);
+        let mark = self.marks.get(&(site.name.clone(), recipient.address.clone(), "INBOX".into())).copied();
         loop {
             let tls = self.tls.as_ref().map(|t| (t, mail_name.as_str()));
-            let copies = read_tags(&site, tls, &recipient.address, &recipient.password, timeout, &tag).await;
+            let login = (recipient.address.as_str(), recipient.password.as_str());
+            let copies = read_tags_in(&site, tls, login, timeout, &tag, &["INBOX"], &[mark]).await;
             match copies {
                 Ok(tags) if tags.contains_key(&tag) => {
                     return Ok(format!(
@@ -1756,6 +1772,36 @@ impl Run<'_> {
         Err(format!("after {} s: {last}", CONVERGE_TIMEOUT.as_secs()))
     }
 
+    /// The accounts whose INBOXes the drill sends to and reconciles.
+    fn reconciled_accounts(&self) -> Vec<crate::target::Account> {
+        let mut accounts = vec![self.target.mx_recipient.clone()];
+        if self.target.submission_recipient.address != self.target.mx_recipient.address {
+            accounts.push(self.target.submission_recipient.clone());
+        }
+        accounts
+    }
+
+    /// Note where every reconciled INBOX stands at every data site before the
+    /// drill sends anything ([`MailboxMarks`]). A site that cannot be read now is
+    /// read whole later.
+    async fn mark_mailboxes(&mut self) {
+        let timeout = Duration::from_millis(self.plan.probes.timeout_ms.max(5_000));
+        let mail_name = format!("mail.{}", self.target.domain);
+        let sites: Vec<SiteEndpoints> = self.target.data_sites().cloned().collect();
+        for site in sites {
+            for account in self.reconciled_accounts() {
+                let tls = self.tls.as_ref().map(|t| (t, mail_name.as_str()));
+                match mailbox_mark(&site, tls, &account.address, &account.password, timeout, "INBOX").await {
+                    Ok(Some(mark)) => {
+                        self.marks.insert((site.name.clone(), account.address.clone(), "INBOX".into()), mark);
+                    }
+                    // Without a mark the reconciliation reads the whole mailbox.
+                    Ok(None) | Err(_) => {}
+                }
+            }
+        }
+    }
+
     /// Count the drill's tags in the recipients' INBOXes at every data site
     /// (except `skip`); a site that cannot be read is a finding and left out.
     async fn reconcile(&mut self, messages: &[Message], skip: Option<&[String]>) -> Found {
@@ -1780,14 +1826,20 @@ impl Run<'_> {
                 if account.address == self.target.mx_recipient.address {
                     mailboxes.extend(self.restored_mailbox.as_deref());
                 }
+                let marks: Vec<Option<(u32, u32)>> = mailboxes
+                    .iter()
+                    .map(|m| {
+                        self.marks.get(&(site.name.clone(), account.address.clone(), (*m).to_string())).copied()
+                    })
+                    .collect();
                 let read = read_tags_in(
                     &site,
                     tls,
-                    &account.address,
-                    &account.password,
+                    (&account.address, &account.password),
                     timeout,
                     &self.opts.drill_id,
                     &mailboxes,
+                    &marks,
                 )
                 .await;
                 match read {
@@ -2046,40 +2098,49 @@ enum StepFailure {
     NotApplicable(String),
 }
 
-/// The drill's tags (prefix match) in one account's INBOX at one site, with copies.
-///
-/// Over implicit TLS, verified with the target's CA for `mail.<domain>`, when the
-/// drill has a CA and the site an IMAPS port.
-async fn read_tags(
+/// A mailbox's (UIDVALIDITY, UIDNEXT) at a site, `None` when the server names
+/// neither.
+async fn mailbox_mark(
     site: &SiteEndpoints,
     tls: Option<(&Tls, &str)>,
     user: &str,
     password: &str,
     timeout: Duration,
-    prefix: &str,
-) -> Result<BTreeMap<String, u32>, String> {
-    read_tags_in(site, tls, user, password, timeout, prefix, &["INBOX"]).await
+    mailbox: &str,
+) -> Result<Option<(u32, u32)>, String> {
+    let (addr, over_tls) = site.imap_endpoint(tls.is_some());
+    let mut session = Session::connect(addr, tls.filter(|_| over_tls), timeout).await.map_err(|e| e.to_string())?;
+    session.login(user, password).await.map_err(|e| e.to_string())?;
+    let examined = session.examine(mailbox).await.map_err(|e| e.to_string())?;
+    session.logout().await;
+    Ok(examined.uid_validity.zip(examined.uid_next))
 }
 
-/// The drill's tags (starting with `prefix`) in `mailboxes` of one account, with
-/// how often each appears in them together.
+/// The drill's tags (those starting with `prefix`) in `mailboxes` of one account,
+/// with how often each appears in them together; each mailbox read from its
+/// mark's UIDNEXT when its UIDVALIDITY is still the one marked, else whole.
 async fn read_tags_in(
     site: &SiteEndpoints,
     tls: Option<(&Tls, &str)>,
-    user: &str,
-    password: &str,
+    (user, password): (&str, &str),
     timeout: Duration,
     prefix: &str,
     mailboxes: &[&str],
+    marks: &[Option<(u32, u32)>],
 ) -> Result<BTreeMap<String, u32>, String> {
     let (addr, over_tls) = site.imap_endpoint(tls.is_some());
     let mut session = Session::connect(addr, tls.filter(|_| over_tls), timeout).await.map_err(|e| e.to_string())?;
     session.login(user, password).await.map_err(|e| e.to_string())?;
     let mut out = BTreeMap::new();
-    for mailbox in mailboxes {
-        let exists = session.examine(mailbox).await.map_err(|e| e.to_string())?.exists;
-        if exists > 0 {
-            for (_, tag) in session.header_field_by_uid(TAG_HEADER).await.map_err(|e| e.to_string())? {
+    for (i, mailbox) in mailboxes.iter().enumerate() {
+        let examined = session.examine(mailbox).await.map_err(|e| e.to_string())?;
+        let from_uid = match (marks.get(i).copied().flatten(), examined.uid_validity) {
+            (Some((validity, next)), Some(now)) if validity == now => next,
+            _ => 1,
+        };
+        if examined.exists > 0 {
+            let tags = session.header_field_by_uid(TAG_HEADER, from_uid).await.map_err(|e| e.to_string())?;
+            for (_, tag) in tags {
                 if tag.starts_with(prefix) {
                     *out.entry(tag).or_insert(0) += 1;
                 }

@@ -81,6 +81,11 @@ impl RecentUids {
         self.ranges.get(i).is_some_and(|(start, _)| *start <= uid)
     }
 
+    /// The ranges held, ascending.
+    pub(crate) fn ranges(&self) -> &[(u32, u32)] {
+        &self.ranges
+    }
+
     /// The highest UID held, 0 when none.
     pub(crate) fn highest(&self) -> u32 {
         self.ranges.last().map(|(_, end)| *end).unwrap_or(0)

@@ -14,7 +14,7 @@
 //! And it holds which messages are `\Recent` for this session
 //! ([`crate::recent`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::num::{NonZeroU32, NonZeroU64};
 
 use imap_codec::imap_types::core::Vec1;
@@ -93,6 +93,11 @@ pub struct View {
     keywords: BTreeSet<String>,
     /// The messages that are `\Recent` in this session.
     recent: RecentUids,
+    /// The mailbox's HIGHESTMODSEQ when the view last caught up (or less): a
+    /// catch-up reads only what changed after it ([`Store::mailbox_changes`]).
+    seen_modseq: ModSeq,
+    /// Messages of the view the store no longer has, not yet told as expunged.
+    held: BTreeSet<Uid>,
 }
 
 impl View {
@@ -110,6 +115,10 @@ impl View {
             uid_next: Uid(mailbox.uid_next.0.max(highest)),
             keywords,
             recent: RecentUids::default(),
+            // Read before the messages: at most what they show, so a catch-up
+            // from it never misses a change (it may see one it already has).
+            seen_modseq: mailbox.highest_modseq,
+            held: BTreeSet::new(),
         };
         view.learn_recent(marks);
         Ok(view)
@@ -136,8 +145,15 @@ impl View {
     }
 
     /// How many messages of the view are `\Recent` in this session.
+    /// Counted per recent range in the UID-ordered messages: a few binary
+    /// searches, not a look at every message of a large mailbox at each arrival.
     pub fn recent_count(&self) -> u32 {
-        message_count(self.messages.iter().filter(|m| self.is_recent(m.uid)).count())
+        let in_range = |(first, last): &(u32, u32)| {
+            let from = self.messages.partition_point(|m| m.uid.0 < *first);
+            let to = self.messages.partition_point(|m| m.uid.0 <= *last);
+            to - from
+        };
+        message_count(self.recent.ranges().iter().map(in_range).sum())
     }
 
     /// A message's flags as FETCH shows them to this session.
@@ -166,6 +182,11 @@ impl View {
     /// client. `allow_expunge` is false while answering FETCH, STORE and SEARCH.
     /// Expunges are told as EXPUNGE, or once QRESYNC is enabled as one VANISHED
     /// (RFC 7162 §3.2.10).
+    ///
+    /// It reads what changed since the view last caught up, by MODSEQ: a session
+    /// idling on a mailbox of 100,000 messages that receives one pays for one. It
+    /// compares the whole mailbox only when the record of expunges does not reach
+    /// back far enough, or the mailbox is gone.
     pub fn sync(
         &mut self,
         store: &Store,
@@ -174,42 +195,40 @@ impl View {
         extensions: Extensions,
         out: &mut Vec<Update>,
     ) -> Result<(), StoreError> {
-        let current = store.messages(self.mailbox)?;
-        let by_uid: HashMap<Uid, &Message> = current.iter().map(|m| (m.uid, m)).collect();
-        if allow_expunge && extensions.qresync {
-            let mut gone = Vec::new();
-            self.messages.retain(|m| {
-                let kept = by_uid.contains_key(&m.uid);
-                if !kept {
-                    gone.push(m.uid.0);
+        let (changed_or_new, gone, seen) = match store.mailbox_changes(self.mailbox, self.seen_modseq)? {
+            Some(changes) => match changes.expunged {
+                Some(expunged) => {
+                    let gone = expunged.into_iter().filter(|u| self.position(*u).is_some()).collect();
+                    (changes.changed, gone, changes.mailbox.highest_modseq)
                 }
-                kept
-            });
-            let vanished = crate::vanished::responses(&crate::vanished::ranges(&gone), false);
-            out.extend(vanished.into_iter().map(Update::Data));
-        } else if allow_expunge {
-            for index in (0..self.messages.len()).rev() {
-                if !by_uid.contains_key(&self.messages[index].uid) {
-                    self.messages.remove(index);
-                    let seq = NonZeroU32::new(message_count(index) + 1).expect("index + 1 > 0");
-                    out.push(Update::Data(Data::Expunge(seq)));
-                }
-            }
+                // Read after the mailbox row: every change up to its MODSEQ is in it.
+                None => self.compare_whole(store, changes.mailbox.highest_modseq)?,
+            },
+            // The mailbox is gone, and every message with it.
+            None => (Vec::new(), self.messages.iter().map(|m| m.uid).collect(), self.seen_modseq),
+        };
+        self.held.extend(gone);
+        if allow_expunge && !self.held.is_empty() {
+            self.tell_expunges(extensions.qresync, out);
         }
         let condstore = extensions.condstore;
+        let last = self.highest_uid().map(|u| u.0).unwrap_or(0);
         let mut changed = Vec::new();
-        for (index, message) in self.messages.iter_mut().enumerate() {
-            if let Some(now) = by_uid.get(&message.uid) {
+        let mut new = Vec::new();
+        for now in changed_or_new {
+            if now.uid.0 > last {
+                new.push(now);
+            } else if let Some(index) = self.position(now.uid) {
+                let message = &mut self.messages[index];
                 if now.modseq != message.modseq {
                     assert!(now.modseq > message.modseq, "MODSEQ of a message went back");
-                    *message = (*now).clone();
+                    *message = now;
                     changed.push(index);
                 }
             }
         }
-        let last = self.highest_uid().map(|u| u.0).unwrap_or(0);
         let before = self.messages.len();
-        self.messages.extend(current.iter().filter(|m| m.uid.0 > last).cloned());
+        self.messages.extend(new);
         let added = before..self.messages.len();
         if let Some(highest) = self.highest_uid() {
             self.uid_next = Uid(self.uid_next.0.max(highest.0.saturating_add(1)));
@@ -238,29 +257,60 @@ impl View {
             }));
         }
         if let (true, Some(told)) = (condstore && !allow_expunge, told_modseq) {
-            self.hold_back_highest_modseq(store, &by_uid, told, out)?;
+            self.hold_back_highest_modseq(store, told, out)?;
         }
         if !added.is_empty() {
             out.push(Update::Data(Data::Exists(self.exists())));
             out.push(Update::Data(Data::Recent(self.recent_count())));
         }
+        self.seen_modseq = self.seen_modseq.max(seen);
         // Expunges we could not report yet keep the view dirty until we can.
-        self.dirty = self.messages.iter().any(|m| !by_uid.contains_key(&m.uid));
+        self.dirty = !self.held.is_empty();
         Ok(())
+    }
+
+    /// The whole mailbox against the view, for when the record of expunges does
+    /// not reach back to what the view saw: every message (the catch-up keeps
+    /// those it has at the same MODSEQ), the view's messages the store lacks, and
+    /// `seen`, read before the messages.
+    fn compare_whole(&self, store: &Store, seen: ModSeq) -> Result<(Vec<Message>, Vec<Uid>, ModSeq), StoreError> {
+        let current = store.messages(self.mailbox)?;
+        let present: std::collections::HashSet<Uid> = current.iter().map(|m| m.uid).collect();
+        let gone = self.messages.iter().map(|m| m.uid).filter(|u| !present.contains(u)).collect();
+        Ok((current, gone, seen))
+    }
+
+    /// Remove the held expunges from the view and tell them: one VANISHED with
+    /// QRESYNC, else an EXPUNGE per message from the highest sequence number down.
+    fn tell_expunges(&mut self, qresync: bool, out: &mut Vec<Update>) {
+        let held = std::mem::take(&mut self.held);
+        if qresync {
+            self.messages.retain(|m| !held.contains(&m.uid));
+            let gone: Vec<u32> = held.iter().map(|u| u.0).collect();
+            let vanished = crate::vanished::responses(&crate::vanished::ranges(&gone), false);
+            out.extend(vanished.into_iter().map(Update::Data));
+        } else {
+            for index in (0..self.messages.len()).rev() {
+                if held.contains(&self.messages[index].uid) {
+                    self.messages.remove(index);
+                    let seq = NonZeroU32::new(message_count(index) + 1).expect("index + 1 > 0");
+                    out.push(Update::Data(Data::Expunge(seq)));
+                }
+            }
+        }
+    }
+
+    /// Where the message with `uid` is in the view (messages are in UID order).
+    fn position(&self, uid: Uid) -> Option<usize> {
+        self.messages.binary_search_by_key(&uid, |m| m.uid).ok()
     }
 
     /// RFC 7162 §3.2: a client told a MODSEQ (`told`) while an expunge with a
     /// lower one is held back (no EXPUNGE or VANISHED during FETCH, STORE,
     /// SEARCH) must be given a HIGHESTMODSEQ below that expunge's, or it could
     /// resynchronise later from past it and never learn of the expunge.
-    fn hold_back_highest_modseq(
-        &self,
-        store: &Store,
-        current: &HashMap<Uid, &Message>,
-        told: ModSeq,
-        out: &mut Vec<Update>,
-    ) -> Result<(), StoreError> {
-        let held: Vec<Uid> = self.messages.iter().map(|m| m.uid).filter(|u| !current.contains_key(u)).collect();
+    fn hold_back_highest_modseq(&self, store: &Store, told: ModSeq, out: &mut Vec<Update>) -> Result<(), StoreError> {
+        let held: Vec<Uid> = self.held.iter().copied().collect();
         if held.is_empty() {
             return Ok(());
         }

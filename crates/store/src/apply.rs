@@ -17,7 +17,7 @@ use crate::model::{
 use crate::{
     decode, encode, StoreError, ACCOUNTS, ACCOUNT_IDS, ALIASES, BLOB_REFS, CONTROL, CONTROL_STEERING, DELIVERED_IDS,
     DKIM_KEYS, DOMAINS, EVENTS, EVENTS_KEPT_MAX, EXPUNGED, EXPUNGED_KEPT_PER_MAILBOX_MAX, EXPUNGE_LOGS, MAILBOXES,
-    MAILBOX_NAMES, MESSAGES, META, META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID,
+    MAILBOX_NAMES, MESSAGES, MESSAGES_BY_MODSEQ, META, META_COMMANDS_APPLIED, META_LAST_UID_VALIDITY, META_NEXT_ACCOUNT_ID,
     META_NEXT_EVENT_ID, META_NEXT_MAILBOX_ID, META_NEXT_QUEUE_ID, META_QUEUE_MESSAGES_DELETED,
     META_QUEUE_MESSAGES_FINISHED, META_QUEUE_RECIPIENTS_BOUNCED, META_QUEUE_RECIPIENTS_DELIVERED, OUTBOUND,
     OUTBOUND_KEYS,
@@ -42,6 +42,7 @@ pub(crate) struct Tables<'txn> {
     outbound_keys: Table<'txn, &'static str, u64>,
     dkim_keys: Table<'txn, &'static str, &'static [u8]>,
     expunged: Table<'txn, (u64, u64, u32), ()>,
+    by_modseq: Table<'txn, (u64, u64, u32), ()>,
     expunge_logs: Table<'txn, u64, &'static [u8]>,
 }
 
@@ -68,6 +69,7 @@ impl<'txn> Tables<'txn> {
             outbound_keys: txn.open_table(OUTBOUND_KEYS)?,
             dkim_keys: txn.open_table(DKIM_KEYS)?,
             expunged: txn.open_table(EXPUNGED)?,
+            by_modseq: txn.open_table(MESSAGES_BY_MODSEQ)?,
             expunge_logs: txn.open_table(EXPUNGE_LOGS)?,
         })
     }
@@ -471,11 +473,13 @@ impl<'txn> Tables<'txn> {
                         continue;
                     }
                     record.digest.toggle(&message);
+                    self.by_modseq.remove((mailbox.0, message.modseq.0, uid.0)).map_err(db)?;
                     message.flags = new_flags;
                     message.keywords = new_keywords;
                     message.modseq = modseq;
                     record.digest.toggle(&message);
                     self.messages.insert((mailbox.0, uid.0), encode(&message).as_slice()).map_err(db)?;
+                    self.by_modseq.insert((mailbox.0, modseq.0, uid.0), ()).map_err(db)?;
                     changed.push((*uid, modseq));
                 }
                 if !changed.is_empty() {
@@ -718,6 +722,7 @@ impl<'txn> Tables<'txn> {
         for uid in uids {
             let Some(message) = self.get_message(mailbox_id, *uid)? else { continue };
             self.messages.remove((mailbox_id.0, uid.0)).map_err(db)?;
+            self.by_modseq.remove((mailbox_id.0, message.modseq.0, uid.0)).map_err(db)?;
             mailbox.digest.toggle(&message);
             mailbox.message_count -= 1;
             mailbox.size_bytes -= message.size_bytes;
@@ -1005,6 +1010,7 @@ impl<'txn> Tables<'txn> {
         let key = (mailbox_id.0, uid.0);
         assert!(self.messages.get(key).map_err(db)?.is_none(), "UID {uid} reused in mailbox {mailbox_id}");
         self.messages.insert(key, encode(&message).as_slice()).map_err(db)?;
+        self.by_modseq.insert((mailbox_id.0, modseq.0, uid.0), ()).map_err(db)?;
         mailbox.uid_next = Uid(uid.0 + 1);
         mailbox.highest_modseq = modseq;
         mailbox.message_count += 1;

@@ -38,6 +38,13 @@ pub(crate) const MAILBOXES: TableDefinition<u64, &[u8]> = TableDefinition::new("
 pub(crate) const MAILBOX_NAMES: TableDefinition<(u64, &str), u64> = TableDefinition::new("mailbox_names");
 /// (mailbox id, uid) → message.
 pub(crate) const MESSAGES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("messages");
+/// (mailbox id, MODSEQ, uid) → nothing: every message by its current MODSEQ, so a
+/// session that saw a mailbox up to some MODSEQ reads only what changed since
+/// ([`Store::mailbox_changes`]) instead of the whole mailbox at every change.
+/// Written by `apply` beside [`MESSAGES`]; built from it once when a store made
+/// before the index opens ([`META_MODSEQ_INDEX_BUILT`]).
+pub(crate) const MESSAGES_BY_MODSEQ: TableDefinition<(u64, u64, u32), ()> = TableDefinition::new("messages_by_modseq");
+pub(crate) const META_MODSEQ_INDEX_BUILT: &str = "messages_by_modseq_built";
 /// body hash → number of messages referring to it.
 pub(crate) const BLOB_REFS: TableDefinition<&[u8], u64> = TableDefinition::new("blob_refs");
 /// (INBOX mailbox id, Message-ID) → UID of the copy delivered there: makes an SMTP
@@ -138,6 +145,18 @@ pub enum Recipient {
     NotHosted,
 }
 
+/// What changed in a mailbox after some MODSEQ ([`Store::mailbox_changes`]).
+#[derive(Debug, Clone)]
+pub struct MailboxChanges {
+    /// The mailbox as it is now (its `highest_modseq` is what the changes reach).
+    pub mailbox: Mailbox,
+    /// Messages added or changed after the MODSEQ asked about, in UID order.
+    pub changed: Vec<Message>,
+    /// UIDs expunged after it, ascending; `None` when the record of expunges
+    /// does not reach back that far.
+    pub expunged: Option<Vec<Uid>>,
+}
+
 /// Result of [`Store::check`].
 #[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct CheckReport {
@@ -208,6 +227,7 @@ impl Store {
             txn.open_table(MAILBOXES).map_err(|e| self.db_err(e))?;
             txn.open_table(MAILBOX_NAMES).map_err(|e| self.db_err(e))?;
             txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
+            txn.open_table(MESSAGES_BY_MODSEQ).map_err(|e| self.db_err(e))?;
             txn.open_table(BLOB_REFS).map_err(|e| self.db_err(e))?;
             txn.open_table(DELIVERED_IDS).map_err(|e| self.db_err(e))?;
             txn.open_table(CONTROL).map_err(|e| self.db_err(e))?;
@@ -217,8 +237,37 @@ impl Store {
             txn.open_table(DKIM_KEYS).map_err(|e| self.db_err(e))?;
             txn.open_table(EXPUNGED).map_err(|e| self.db_err(e))?;
             txn.open_table(EXPUNGE_LOGS).map_err(|e| self.db_err(e))?;
+            if meta.get(META_MODSEQ_INDEX_BUILT).map_err(|e| self.db_err(e))?.is_none() {
+                self.build_modseq_index(&txn)?;
+                meta.insert(META_MODSEQ_INDEX_BUILT, 1).map_err(|e| self.db_err(e))?;
+            }
         }
         txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Drop the MODSEQ index and its built mark, as a store made before it looks
+    /// (the tests of the build on open).
+    #[doc(hidden)]
+    pub fn forget_modseq_index_for_test(&self) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        txn.delete_table(MESSAGES_BY_MODSEQ).map_err(|e| self.db_err(e))?;
+        txn.open_table(MESSAGES_BY_MODSEQ).map_err(|e| self.db_err(e))?;
+        txn.open_table(META).map_err(|e| self.db_err(e))?.remove(META_MODSEQ_INDEX_BUILT).map_err(|e| self.db_err(e))?;
+        txn.commit().map_err(|e| self.db_err(e))
+    }
+
+    /// Index every message by its MODSEQ ([`MESSAGES_BY_MODSEQ`]): once, for a
+    /// store written before the index existed (or a snapshot of one installed).
+    fn build_modseq_index(&self, txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let messages = txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
+        let mut index = txn.open_table(MESSAGES_BY_MODSEQ).map_err(|e| self.db_err(e))?;
+        for row in messages.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let (mailbox, uid) = k.value();
+            let message: Message = decode("message", v.value())?;
+            index.insert((mailbox, message.modseq.0, uid), ()).map_err(|e| self.db_err(e))?;
+        }
+        Ok(())
     }
 
     /// Every message in the outbound queue, by queue id.
@@ -515,6 +564,15 @@ impl Store {
     /// were pruned, or the mailbox predates the record), so any UID may be gone.
     pub fn expunged_since(&self, mailbox: MailboxId, since: ModSeq) -> Result<Option<Vec<Uid>>, StoreError> {
         let txn = self.read()?;
+        self.expunged_since_in(&txn, mailbox, since)
+    }
+
+    fn expunged_since_in(
+        &self,
+        txn: &redb::ReadTransaction,
+        mailbox: MailboxId,
+        since: ModSeq,
+    ) -> Result<Option<Vec<Uid>>, StoreError> {
         let logs = txn.open_table(EXPUNGE_LOGS).map_err(|e| self.db_err(e))?;
         let Some(log) = logs.get(mailbox.0).map_err(|e| self.db_err(e))? else { return Ok(None) };
         let log: ExpungeLog = decode("expunge log", log.value())?;
@@ -530,6 +588,36 @@ impl Store {
         }
         out.sort_unstable();
         Ok(Some(out))
+    }
+
+    /// What changed in `mailbox` after MODSEQ `since`, read in one transaction:
+    /// the mailbox as it is now, the messages added or changed since (UID order),
+    /// and the UIDs expunged since (`None` when the record of expunges does not
+    /// reach back to `since`; the caller then compares whole). `None` when the
+    /// mailbox no longer exists. Costs what changed, not the mailbox's size.
+    pub fn mailbox_changes(&self, mailbox: MailboxId, since: ModSeq) -> Result<Option<MailboxChanges>, StoreError> {
+        let txn = self.read()?;
+        let boxes = txn.open_table(MAILBOXES).map_err(|e| self.db_err(e))?;
+        let Some(record) = boxes.get(mailbox.0).map_err(|e| self.db_err(e))? else { return Ok(None) };
+        let record: Mailbox = decode("mailbox", record.value())?;
+        let mut changed = Vec::new();
+        if record.highest_modseq > since {
+            let index = txn.open_table(MESSAGES_BY_MODSEQ).map_err(|e| self.db_err(e))?;
+            let messages = txn.open_table(MESSAGES).map_err(|e| self.db_err(e))?;
+            let from = (mailbox.0, since.0.saturating_add(1), 0);
+            for row in index.range(from..=(mailbox.0, u64::MAX, u32::MAX)).map_err(|e| self.db_err(e))? {
+                let (k, _) = row.map_err(|e| self.db_err(e))?;
+                let uid = k.value().2;
+                let Some(v) = messages.get((mailbox.0, uid)).map_err(|e| self.db_err(e))? else {
+                    return Err(StoreError::Corrupt(format!("MODSEQ index names uid {uid} of mailbox {mailbox}, which is not there")));
+                };
+                changed.push(decode::<Message>("message", v.value())?);
+            }
+            changed.sort_unstable_by_key(|m| m.uid);
+        }
+        let expunged =
+            if record.highest_modseq > since { self.expunged_since_in(&txn, mailbox, since)? } else { Some(Vec::new()) };
+        Ok(Some(MailboxChanges { mailbox: record, changed, expunged }))
     }
 
     /// The lowest MODSEQ at which any of `uids` was expunged from `mailbox`, as far
@@ -605,7 +693,16 @@ impl Store {
                 let mut digest = MailboxDigest::default();
                 let (mut count, mut size) = (0u64, 0u64);
                 let mut last_uid = 0u32;
-                for message in self.messages(mailbox.id)? {
+                let listed = self.messages(mailbox.id)?;
+                match self.mailbox_changes(mailbox.id, ModSeq(0)) {
+                    Ok(Some(c)) if c.changed == listed => {}
+                    Ok(_) => report.problems.push(format!(
+                        "{}/{}: the MODSEQ index does not name exactly the mailbox's messages",
+                        account.address, mailbox.name
+                    )),
+                    Err(e) => report.problems.push(format!("{}/{}: {e}", account.address, mailbox.name)),
+                }
+                for message in listed {
                     report.messages += 1;
                     count += 1;
                     size += message.size_bytes;

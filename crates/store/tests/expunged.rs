@@ -179,3 +179,60 @@ fn a_deleted_mailbox_takes_its_record_with_it() {
     store.apply(Command::DeleteMailbox { account: alice(), name }).unwrap().unwrap();
     assert_eq!(store.expunge_log(id).unwrap(), None);
 }
+
+/// A session that saw the mailbox up to some MODSEQ reads only what changed since:
+/// the messages added or whose flags changed, and the UIDs expunged, never the rest.
+#[test]
+fn mailbox_changes_since_a_modseq_name_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let id = setup(&store);
+    append(&store, 10);
+    let seen = inbox(&store).highest_modseq;
+    let unchanged = store.mailbox_changes(id, seen).unwrap().unwrap();
+    assert!(unchanged.changed.is_empty());
+    assert_eq!(unchanged.expunged, Some(vec![]));
+
+    let flagged = Command::StoreFlags {
+        mailbox: id,
+        uids: uids(&[2]),
+        op: FlagOp::Add,
+        flags: SystemFlags(SystemFlags::SEEN),
+        keywords: vec!["$Label1".into()],
+        unchanged_since: None,
+    };
+    store.apply(flagged).unwrap().unwrap();
+    append(&store, 2);
+    delete_and_expunge(&store, id, &[4]);
+    let changes = store.mailbox_changes(id, seen).unwrap().unwrap();
+    let changed: Vec<u32> = changes.changed.iter().map(|m| m.uid.0).collect();
+    assert_eq!(changed, vec![2, 11, 12], "the flagged message and the two new ones, in UID order");
+    assert_eq!(changes.changed[0].keywords, vec!["$Label1".to_string()]);
+    assert!(changes.changed.iter().all(|m| m.modseq > seen));
+    assert_eq!(changes.expunged, Some(uids(&[4])), "uid 4 was flagged \\Deleted and expunged");
+    assert_eq!(changes.mailbox.highest_modseq, inbox(&store).highest_modseq);
+    // Everything since the start is the whole mailbox, as the index names it.
+    let all = store.mailbox_changes(id, ModSeq(0)).unwrap().unwrap().changed;
+    assert_eq!(all, store.messages(id).unwrap());
+    assert!(store.check().unwrap().problems.is_empty(), "{:?}", store.check().unwrap().problems);
+    // A mailbox that is gone has no changes to tell.
+    assert!(store.mailbox_changes(MailboxId(999), ModSeq(0)).unwrap().is_none());
+}
+
+/// A store written before the MODSEQ index existed gets it built when it opens.
+#[test]
+fn a_store_without_the_modseq_index_has_it_built_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = Store::open(dir.path()).unwrap();
+        let id = setup(&store);
+        append(&store, 5);
+        store.forget_modseq_index_for_test().unwrap();
+        assert!(store.mailbox_changes(id, ModSeq(0)).unwrap().unwrap().changed.is_empty());
+        id
+    };
+    let store = Store::open(dir.path()).unwrap();
+    let all = store.mailbox_changes(id, ModSeq(0)).unwrap().unwrap().changed;
+    assert_eq!(all.len(), 5);
+    assert_eq!(all, store.messages(id).unwrap());
+}

@@ -139,14 +139,18 @@ impl Session {
         Ok(search_hits(&self.run(&format!("UID SEARCH {criteria}")).await?))
     }
 
-    /// The value of one header field of every message, by UID (messages without
-    /// the field are left out).
-    pub async fn header_field_by_uid(&mut self, field: &str) -> Result<Vec<(u32, String)>, ImapError> {
-        let responses = self.uid_fetch("1:*", &format!("(UID BODY.PEEK[HEADER.FIELDS ({field})])")).await?;
+    /// The value of one header field of every message whose UID is `from_uid` or
+    /// above, by UID (messages without the field are left out). A reader that
+    /// knows where the messages it looks for begin asks for no more: on a large
+    /// mailbox the server reads one body per message it is asked for.
+    pub async fn header_field_by_uid(&mut self, field: &str, from_uid: u32) -> Result<Vec<(u32, String)>, ImapError> {
+        let from_uid = from_uid.max(1);
+        let responses = self.uid_fetch(&format!("{from_uid}:*"), &format!("(UID BODY.PEEK[HEADER.FIELDS ({field})])")).await?;
         let prefix = format!("{}:", field.to_ascii_lowercase());
         let mut out = Vec::new();
         for r in responses.iter().filter(|r| r.line.contains(" FETCH ")) {
-            let Some(uid) = fetched_uid(&r.line) else { continue };
+            // `n:*` names the highest UID even when it is below n (RFC 3501 §6.4.8).
+            let Some(uid) = fetched_uid(&r.line).filter(|u| *u >= from_uid) else { continue };
             let header = r.literals.first().map(|l| String::from_utf8_lossy(l).into_owned()).unwrap_or_default();
             for line in header.lines() {
                 if line.to_ascii_lowercase().starts_with(&prefix) {
