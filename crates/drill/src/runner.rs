@@ -1791,12 +1791,10 @@ impl Run<'_> {
         for site in sites {
             for account in self.reconciled_accounts() {
                 let tls = self.tls.as_ref().map(|t| (t, mail_name.as_str()));
-                match mailbox_mark(&site, tls, &account.address, &account.password, timeout, "INBOX").await {
-                    Ok(Some(mark)) => {
-                        self.marks.insert((site.name.clone(), account.address.clone(), "INBOX".into()), mark);
-                    }
-                    // Without a mark the reconciliation reads the whole mailbox.
-                    Ok(None) | Err(_) => {}
+                // Without a mark the reconciliation reads the whole mailbox.
+                let mark = mailbox_mark(&site, tls, &account.address, &account.password, timeout, "INBOX").await;
+                if let Ok(Some(mark)) = mark {
+                    self.marks.insert((site.name.clone(), account.address.clone(), "INBOX".into()), mark);
                 }
             }
         }
@@ -1828,9 +1826,7 @@ impl Run<'_> {
                 }
                 let marks: Vec<Option<(u32, u32)>> = mailboxes
                     .iter()
-                    .map(|m| {
-                        self.marks.get(&(site.name.clone(), account.address.clone(), (*m).to_string())).copied()
-                    })
+                    .map(|m| self.marks.get(&(site.name.clone(), account.address.clone(), (*m).to_string())).copied())
                     .collect();
                 let read = read_tags_in(
                     &site,

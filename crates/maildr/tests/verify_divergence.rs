@@ -283,3 +283,73 @@ fn verify_that_cannot_compare_the_sites_exits_2_not_1() {
     let out = maildr().args(["cluster", "verify", "--config"]).arg(dir.path().join("missing.toml")).output().unwrap();
     assert_eq!(out.status.code(), Some(VERIFY_NOT_COMPARED), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Senders keeping the cluster busy while `verify` runs under load.
+const LOAD_SENDERS: usize = 4;
+/// Most messages each sender sends (the load is bounded in count and time).
+const LOAD_MESSAGES_PER_SENDER: usize = 2000;
+
+/// Under a steady stream of writes (four senders, and 40 ms each way on the links
+/// to the witness so its answers come late; below the lab's 100 ms heartbeat, which
+/// openraft gives each AppendEntries), no two sites ever stand at one
+/// applied index when asked in turn; `verify` still compares them at one index
+/// (each site's apply reads its digests on its way past a mark) and finds them
+/// identical, while mail keeps being accepted.
+#[test]
+fn verify_compares_the_sites_at_one_index_while_mail_keeps_arriving() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let _one = one_lab();
+    let lab = Lab::up("127.173");
+    let primary = lab.wait_for_primary("bj", Duration::from_secs(5), None);
+    for link in ["bj-hz", "hz-bj", "sh-hz", "hz-sh"] {
+        lab.set_link(link, r#"{"forward":{"latency_ms":40},"backward":{"latency_ms":40}}"#);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..LOAD_SENDERS)
+        .map(|s| {
+            let (stop, accepted, ip) = (Arc::clone(&stop), Arc::clone(&accepted), lab.ip(&primary));
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                for n in 0..LOAD_MESSAGES_PER_SENDER {
+                    if stop.load(Ordering::SeqCst) || started.elapsed() > Duration::from_secs(120) {
+                        break;
+                    }
+                    if send_tagged(&ip, &format!("busy-{s}-{n}")) == Told::Accepted {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Wait until the load runs, then verify while it does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while accepted.load(Ordering::SeqCst) < 20 {
+        assert!(Instant::now() < deadline, "the load never got going");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let before = accepted.load(Ordering::SeqCst);
+    let (code, json) = verify(&lab, "bj", &["--json"]);
+    let still_loaded = !senders.iter().all(std::thread::JoinHandle::is_finished);
+    let during = accepted.load(Ordering::SeqCst) - before;
+    stop.store(true, Ordering::SeqCst);
+    for s in senders {
+        s.join().unwrap();
+    }
+    assert_eq!(code, Some(0), "verify under load: {json}");
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["diverging"], serde_json::json!([]), "{report}");
+    assert_eq!(report["sites"].as_array().map(Vec::len), Some(3), "every site compared: {report}");
+    assert!(during > 0 && still_loaded, "mail was accepted while verify compared the sites, and after");
+    // The writes were still coming when the sites were compared: the index they
+    // were compared at is below what the cluster applied by the end.
+    lab.wait_until_converged(&primary, Duration::from_secs(60));
+    let finally = lab.verify(&primary);
+    assert!(
+        finally["applied_index"].as_u64() > report["applied_index"].as_u64(),
+        "compared at {} while writes went on to {}",
+        report["applied_index"],
+        finally["applied_index"]
+    );
+}

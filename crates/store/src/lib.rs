@@ -252,7 +252,10 @@ impl Store {
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
         txn.delete_table(MESSAGES_BY_MODSEQ).map_err(|e| self.db_err(e))?;
         txn.open_table(MESSAGES_BY_MODSEQ).map_err(|e| self.db_err(e))?;
-        txn.open_table(META).map_err(|e| self.db_err(e))?.remove(META_MODSEQ_INDEX_BUILT).map_err(|e| self.db_err(e))?;
+        txn.open_table(META)
+            .map_err(|e| self.db_err(e))?
+            .remove(META_MODSEQ_INDEX_BUILT)
+            .map_err(|e| self.db_err(e))?;
         txn.commit().map_err(|e| self.db_err(e))
     }
 
@@ -609,14 +612,19 @@ impl Store {
                 let (k, _) = row.map_err(|e| self.db_err(e))?;
                 let uid = k.value().2;
                 let Some(v) = messages.get((mailbox.0, uid)).map_err(|e| self.db_err(e))? else {
-                    return Err(StoreError::Corrupt(format!("MODSEQ index names uid {uid} of mailbox {mailbox}, which is not there")));
+                    return Err(StoreError::Corrupt(format!(
+                        "MODSEQ index names uid {uid} of mailbox {mailbox}, which is not there"
+                    )));
                 };
                 changed.push(decode::<Message>("message", v.value())?);
             }
             changed.sort_unstable_by_key(|m| m.uid);
         }
-        let expunged =
-            if record.highest_modseq > since { self.expunged_since_in(&txn, mailbox, since)? } else { Some(Vec::new()) };
+        let expunged = if record.highest_modseq > since {
+            self.expunged_since_in(&txn, mailbox, since)?
+        } else {
+            Some(Vec::new())
+        };
         Ok(Some(MailboxChanges { mailbox: record, changed, expunged }))
     }
 

@@ -145,7 +145,8 @@ impl Session {
     /// mailbox the server reads one body per message it is asked for.
     pub async fn header_field_by_uid(&mut self, field: &str, from_uid: u32) -> Result<Vec<(u32, String)>, ImapError> {
         let from_uid = from_uid.max(1);
-        let responses = self.uid_fetch(&format!("{from_uid}:*"), &format!("(UID BODY.PEEK[HEADER.FIELDS ({field})])")).await?;
+        let responses =
+            self.uid_fetch(&format!("{from_uid}:*"), &format!("(UID BODY.PEEK[HEADER.FIELDS ({field})])")).await?;
         let prefix = format!("{}:", field.to_ascii_lowercase());
         let mut out = Vec::new();
         for r in responses.iter().filter(|r| r.line.contains(" FETCH ")) {

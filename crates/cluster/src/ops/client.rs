@@ -215,6 +215,15 @@ impl ControlClient {
         }
     }
 
+    /// `member`'s digests at exactly log index `index`, not yet applied there
+    /// when asked (see [`ControlRequest::DigestsAt`]).
+    pub async fn digests_at(&self, member: &ClusterMember, index: u64, wait_ms: u64) -> Result<SiteDigests, OpsError> {
+        match self.call(member, ControlRequest::DigestsAt { index, wait_ms }).await? {
+            ControlResponse::Digests { applied_index, mailboxes } => Ok(SiteDigests { applied_index, mailboxes }),
+            other => Err(unexpected(member, "digests", other)),
+        }
+    }
+
     /// The outbound queue as `member` holds it: (listed messages, total).
     pub async fn queue(&self, member: &ClusterMember) -> Result<QueueSnapshot, OpsError> {
         match self.call(member, ControlRequest::Queue).await? {

@@ -66,19 +66,29 @@ pub async fn verify(client: &ControlClient, list_messages: bool) -> Result<Verif
     let (lagged, compared): (Vec<&ClusterMember>, Vec<&ClusterMember>) =
         client.members().iter().partition(|m| m.role == SiteRole::Lagged);
     let lagged: Vec<String> = lagged.into_iter().map(|m| m.site.clone()).collect();
+    let mut ahead = DIGEST_MARK_AHEAD_MIN;
     loop {
-        let (reads, unreachable) = read_digests(client, &compared).await?;
+        let (mut reads, unreachable) = read_digests(client, &compared).await?;
         if reads.len() < 2 {
             return Err(OpsError::TooFewSites(unreachable.join(", ")));
         }
-        let index = reads[0].1.applied_index;
-        if reads.iter().any(|(_, d)| d.applied_index != index) {
+        if reads.iter().any(|(_, d)| d.applied_index != reads[0].1.applied_index) {
             if Instant::now() > deadline {
                 return Err(OpsError::KeptApplying(VERIFY_DEADLINE.as_secs()));
             }
-            tokio::time::sleep(VERIFY_RETRY_PAUSE).await;
-            continue;
+            // Writes keep coming: ask every site for its digests at one index a
+            // little ahead of them all, read by each apply on its way past it.
+            let highest = reads.iter().map(|(_, d)| d.applied_index).max().unwrap_or(0);
+            match read_digests_at(client, &reads, highest + ahead).await {
+                Some(marked) => reads = marked,
+                None => {
+                    ahead = (ahead * 2).min(DIGEST_MARK_AHEAD_MAX);
+                    tokio::time::sleep(VERIFY_RETRY_PAUSE).await;
+                    continue;
+                }
+            }
         }
+        let index = reads[0].1.applied_index;
         let mut by_mailbox: BTreeMap<u64, BTreeMap<String, Option<MailboxDigest>>> = BTreeMap::new();
         for (member, digests) in &reads {
             for m in &digests.mailboxes {
@@ -106,6 +116,43 @@ pub async fn verify(client: &ControlClient, list_messages: bool) -> Result<Verif
             diverging,
         });
     }
+}
+
+/// How far ahead of the highest applied index `verify` first asks for digests
+/// while writes keep coming, and the most it asks ahead after misses (a site
+/// already past the mark, or writes stopping short of it).
+const DIGEST_MARK_AHEAD_MIN: u64 = 8;
+const DIGEST_MARK_AHEAD_MAX: u64 = 4096;
+
+/// Every site of `reads` asked at once for its digests at log index `index`:
+/// `None` unless every one of them answered at that index.
+async fn read_digests_at(
+    client: &ControlClient,
+    reads: &[(ClusterMember, SiteDigests)],
+    index: u64,
+) -> Option<Vec<(ClusterMember, SiteDigests)>> {
+    let mut asks = tokio::task::JoinSet::new();
+    for (member, _) in reads {
+        let (client, member) = (client.clone(), member.clone());
+        asks.spawn(async move {
+            let digests = client.digests_at(&member, index, VERIFY_APPLY_WAIT_MS).await;
+            (member, digests)
+        });
+    }
+    let mut marked = Vec::with_capacity(reads.len());
+    while let Some(answer) = asks.join_next().await {
+        match answer {
+            Ok((member, Ok(digests))) if digests.applied_index == index => marked.push((member, digests)),
+            Ok((member, outcome)) => {
+                tracing::info!(site = %member.site, index, ?outcome, "digests at the mark not read");
+                return None;
+            }
+            Err(_) => return None,
+        }
+    }
+    // In the order `reads` had, which names the sites in configuration order.
+    marked.sort_by_key(|(m, _)| reads.iter().position(|(r, _)| r.site == m.site));
+    Some(marked)
 }
 
 /// The digests read, by site, and the sites that did not answer.

@@ -136,6 +136,9 @@ impl Replicated {
                 let (applied_index, mailboxes) = self.digests(applied_at_least, wait_ms).await?;
                 ControlResponse::Digests { applied_index, mailboxes }
             }
+            ControlRequest::DigestsAt { index, wait_ms } => {
+                ControlResponse::Digests { applied_index: index, mailboxes: self.digests_at(index, wait_ms).await? }
+            }
             ControlRequest::Messages { mailbox } => ControlResponse::Messages(self.messages(mailbox).await?),
             ControlRequest::Rejoin { node_id, site, addr } => {
                 let rejoined = self.rejoin(node_id, site, addr).await?;

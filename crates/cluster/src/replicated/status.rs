@@ -168,6 +168,29 @@ impl Replicated {
         read.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?.map_err(|e| e.to_string())
     }
 
+    /// Every mailbox's digest at exactly log index `index`, read by the apply on
+    /// its way past it (waiting at most `wait_ms`); refused when this site has
+    /// applied past it already.
+    pub(super) async fn digests_at(&self, index: u64, wait_ms: u64) -> Result<Vec<MailboxDigest>, String> {
+        let wait = Duration::from_millis(wait_ms.min(60_000));
+        let sm = self.state_machine.clone();
+        let marked = tokio::task::spawn_blocking(move || sm.mark_digests(index)).await.map_err(|e| e.to_string())?;
+        if let Some(now) = marked.map_err(|e| format!("{}: {e}", self.site))? {
+            return Ok(now);
+        }
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Some(digests) = self.state_machine.marked_digests(index) {
+                return Ok(digests);
+            }
+            if std::time::Instant::now() >= deadline {
+                self.state_machine.forget_digest_mark(index);
+                return Err(format!("{} did not reach entry {index} within {} ms", self.site, wait.as_millis()));
+            }
+            tokio::time::sleep(DIGEST_MARK_POLL).await;
+        }
+    }
+
     /// The messages of one mailbox, each with whether its body is here.
     pub(super) async fn messages(&self, mailbox: u64) -> Result<Vec<MessageSummary>, String> {
         let store = self.store();
@@ -180,6 +203,9 @@ impl Replicated {
         .map_err(|e| e.to_string())?
     }
 }
+
+/// How often a site waiting for the apply to reach a digest mark looks.
+const DIGEST_MARK_POLL: Duration = Duration::from_millis(10);
 
 /// Run futures concurrently and collect their outputs in order (a small stand-in
 /// for `futures::future::join_all`, to keep the dependency set lean).

@@ -45,6 +45,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use maildr_store::{Applied, Command, Store, DATABASE_FILE};
 use maildr_types::{BlobHash, MailboxId};
+
+use crate::status::{MailboxDigest, MailboxDigestOf};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend, SnapshotMeta, StorageError, StoredMembership,
@@ -162,7 +164,13 @@ struct Shared {
     next_file_seq: AtomicU64,
     /// Set on a lagged site: entries wait for their delay, and for any hold.
     apply_delay: std::sync::OnceLock<Arc<ApplyDelay>>,
+    /// Indexes `verify` asked for digests at before they were applied, and the
+    /// digests once the apply reached each ([`StateMachineStore::mark_digests`]).
+    digest_marks: Mutex<std::collections::BTreeMap<u64, Option<Vec<MailboxDigest>>>>,
 }
+
+/// Most indexes digests may be asked for ahead of the apply at once.
+pub const DIGEST_MARKS_MAX: usize = 16;
 
 struct Inner {
     /// `None` once a storage failure left the store's state uncertain, or while a
@@ -246,6 +254,7 @@ impl StateMachineStore {
                 current_snapshot: Mutex::new(current_snapshot),
                 next_file_seq: AtomicU64::new(0),
                 apply_delay: std::sync::OnceLock::new(),
+                digest_marks: Mutex::new(std::collections::BTreeMap::new()),
             }),
         })
     }
@@ -270,6 +279,48 @@ impl StateMachineStore {
         let inner = self.shared.read()?;
         let store = inner.store.as_ref().ok_or_else(|| self.shared.stopped())?;
         Ok(read(inner.applied.last_applied.map(|l| l.index), store))
+    }
+
+    /// Ask for every mailbox's digests at log index `index`: `Some` when it is the
+    /// applied index now, else the apply stops at `index` to read them on its way
+    /// ([`StateMachineStore::marked_digests`] takes them). Refused once the apply
+    /// is past `index`, or with [`DIGEST_MARKS_MAX`] marks pending. This is how
+    /// `verify` compares sites that never stand still at one index under load.
+    pub fn mark_digests(&self, index: u64) -> Result<Option<Vec<MailboxDigest>>, String> {
+        // The read lock keeps applies out: no batch passes `index` between the
+        // look at the applied index and the mark.
+        let inner = self.shared.read().map_err(|e| e.to_string())?;
+        let store = inner.store.as_ref().ok_or_else(|| self.shared.stopped().to_string())?;
+        let applied = inner.applied.last_applied.map(|l| l.index).unwrap_or(0);
+        if applied == index {
+            return MailboxDigest::all(store).map(Some).map_err(|e| e.to_string());
+        }
+        if applied > index {
+            return Err(format!("already applied {applied}, past {index}"));
+        }
+        let mut marks = self.shared.digest_marks.lock().unwrap_or_else(|p| p.into_inner());
+        if marks.len() >= DIGEST_MARKS_MAX && !marks.contains_key(&index) {
+            return Err(format!("{DIGEST_MARKS_MAX} digest marks are pending already"));
+        }
+        marks.entry(index).or_insert(None);
+        Ok(None)
+    }
+
+    /// The digests read at a marked index once the apply reached it (the mark is
+    /// then gone); `None` while it has not.
+    pub fn marked_digests(&self, index: u64) -> Option<Vec<MailboxDigest>> {
+        let mut marks = self.shared.digest_marks.lock().unwrap_or_else(|p| p.into_inner());
+        let read = marks.get(&index)?.is_some();
+        if read {
+            marks.remove(&index).flatten()
+        } else {
+            None
+        }
+    }
+
+    /// Give up a mark nobody waits for any more.
+    pub fn forget_digest_mark(&self, index: u64) {
+        self.shared.digest_marks.lock().unwrap_or_else(|p| p.into_inner()).remove(&index);
     }
 
     /// Notices of mailboxes changed by applied entries.
@@ -434,8 +485,36 @@ impl Shared {
         Ok(self.read()?.applied.clone())
     }
 
-    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<EntryOutcome>, RaftStorageError> {
+    /// Apply committed entries in one transaction, or in several when `verify`
+    /// marked an index inside them: the apply stops there to read the digests.
+    fn apply_entries(&self, mut entries: Vec<Entry>) -> Result<Vec<EntryOutcome>, RaftStorageError> {
         let mut inner = self.write()?;
+        let (Some(first), Some(last)) = (entries.first(), entries.last()) else { return Ok(Vec::new()) };
+        let (first, last) = (first.log_id.index, last.log_id.index);
+        let stops: Vec<u64> = {
+            let marks = self.digest_marks.lock().unwrap_or_else(|p| p.into_inner());
+            marks.iter().filter(|(i, read)| read.is_none() && (first..=last).contains(*i)).map(|(i, _)| *i).collect()
+        };
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for stop in stops {
+            let split = entries.iter().position(|e| e.log_id.index > stop).unwrap_or(entries.len());
+            let rest = entries.split_off(split);
+            outcomes.extend(self.apply_locked(&mut inner, std::mem::replace(&mut entries, rest))?);
+            let store = inner.store.as_ref().ok_or_else(|| self.stopped())?;
+            let digests = MailboxDigest::all(store)?;
+            let mut marks = self.digest_marks.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = marks.get_mut(&stop) {
+                *slot = Some(digests);
+            }
+        }
+        outcomes.extend(self.apply_locked(&mut inner, entries)?);
+        Ok(outcomes)
+    }
+
+    fn apply_locked(&self, inner: &mut Inner, entries: Vec<Entry>) -> Result<Vec<EntryOutcome>, RaftStorageError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         let before = inner.applied.clone();
         let commands_before = inner.commands_applied;
         let mut after = before.clone();
@@ -655,6 +734,39 @@ mod tests {
 
     fn hosts(state_machine: &StateMachineStore, domain: &str) -> bool {
         state_machine.with_store(|store| store.is_hosted(&Domain::parse(domain).unwrap()).unwrap()).unwrap()
+    }
+
+    fn add_account(index: u64, address: &str) -> Entry {
+        let address = maildr_types::EmailAddress::parse(address).unwrap();
+        Entry {
+            log_id: openraft::testing::log_id(1, 0, index),
+            payload: EntryPayload::Normal(Command::add_account(address, "x".into(), 0, UnixSeconds(0))),
+        }
+    }
+
+    #[test]
+    fn digests_marked_ahead_are_read_where_the_apply_passes_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log_store, state_machine) = super::super::open(dir.path()).unwrap();
+        state_machine.shared.apply_entries(vec![add_domain(1, "example.test")]).unwrap();
+        assert_eq!(state_machine.mark_digests(1).unwrap(), Some(Vec::new()), "at the applied index: read at once");
+        assert_eq!(state_machine.mark_digests(3).unwrap(), None);
+        assert_eq!(state_machine.marked_digests(3), None, "not reached yet");
+        let batch =
+            vec![add_account(2, "a@example.test"), add_account(3, "b@example.test"), add_account(4, "c@example.test")];
+        state_machine.shared.apply_entries(batch).unwrap();
+        let at_3 = state_machine.marked_digests(3).expect("read by the apply on its way past 3");
+        let accounts: std::collections::BTreeSet<String> = at_3.iter().map(|d| d.account_address.clone()).collect();
+        assert_eq!(accounts, ["a@example.test", "b@example.test"].map(String::from).into());
+        assert_eq!(state_machine.marked_digests(3), None, "taken once");
+        assert_eq!(state_machine.shared.applied_state().unwrap(), state(4), "the whole batch applied");
+        assert!(state_machine.mark_digests(3).unwrap_err().contains("past 3"));
+        for index in 10..10 + DIGEST_MARKS_MAX as u64 {
+            assert_eq!(state_machine.mark_digests(index).unwrap(), None);
+        }
+        assert!(state_machine.mark_digests(99).unwrap_err().contains("pending"), "at most DIGEST_MARKS_MAX");
+        state_machine.forget_digest_mark(10);
+        assert_eq!(state_machine.mark_digests(99).unwrap(), None, "a forgotten mark frees its place");
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum ControlRequest {
     /// Per-mailbox digests at one applied index, once the site has applied at least
     /// `applied_at_least` (bounded wait).
     Digests { applied_at_least: u64, wait_ms: u64 },
+    /// Per-mailbox digests at exactly log index `index`, which the site has not
+    /// applied yet: its apply stops there to read them (bounded wait). What
+    /// `verify` asks when writes never let every site stand at one index.
+    DigestsAt { index: u64, wait_ms: u64 },
     /// The messages of one mailbox, for listing what diverges.
     Messages { mailbox: u64 },
     /// Apply a command through the cluster (admin commands of the operator).
