@@ -19,7 +19,7 @@ use maildr_api_types::backup::{BackupList, BackupReport, RestoreReport, RestoreR
 use maildr_api_types::cluster::{
     ClusterStatus, MemberView, SwitchoverReport, SwitchoverRequest, VerifyReport, VerifyRequest,
 };
-use maildr_api_types::control::EventList;
+use maildr_api_types::control::{EventList, HealthReport};
 use maildr_api_types::queue::QueueList;
 use maildr_client::dns;
 use maildr_client::imap::Session;
@@ -1719,7 +1719,10 @@ impl Run<'_> {
                 return Err(why);
             }
             let healthy = if s.all_sites_healthy {
-                self.holds(&WaitCondition::AllHealthy { lag_entries_max: s.lag_entries_max }, started).await
+                match self.holds(&WaitCondition::AllHealthy { lag_entries_max: s.lag_entries_max }, started).await {
+                    Ok(_) => self.dns_settled().await,
+                    Err(e) => Err(e),
+                }
             } else {
                 Ok(String::new())
             };
@@ -1747,6 +1750,32 @@ impl Run<'_> {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         Err(format!("not within {} ms: {last}", s.timeout_ms))
+    }
+
+    /// The committed DNS steering names the primary and no site down. A drill on
+    /// a lab just started would otherwise see the steering change in the middle
+    /// of its first fault, when the site the first steering called down is
+    /// re-added after its hold-down. Only with a control plane that steers.
+    async fn dns_settled(&self) -> Result<String, String> {
+        if self.target.control == ControlPlane::None {
+            return Ok(String::new());
+        }
+        let view = cluster_view(self.target, &[]).await?;
+        let api = self.target.site(&view.asked).and_then(|s| self.target.api(s));
+        let health = match api {
+            Some(api) => api.get::<HealthReport>("/api/health").await.map_err(|e| e.to_string())?,
+            None => return Err(format!("{} has no admin API", view.asked)),
+        };
+        match health.steering {
+            Some(s) if s.primary == view.leader && s.down.is_empty() => {
+                Ok(format!("DNS steering serial {} names {:?} primary and no site down", s.serial, s.primary))
+            }
+            Some(s) => Err(format!(
+                "DNS steering not settled yet: serial {} names {:?} primary, {:?} down ({})",
+                s.serial, s.primary, s.down, s.reason
+            )),
+            None => Err("no DNS steering committed yet".into()),
+        }
     }
 
     async fn wait_converged(&self) -> Result<String, String> {
