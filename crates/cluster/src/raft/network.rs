@@ -36,13 +36,6 @@ const IDLE_CONNECTIONS_MAX: usize = 64;
 const OPENING_CONNECTIONS_MAX: usize = 4;
 const _: () = assert!(OPENING_CONNECTIONS_MAX * 3 <= super::transport::UNAUTHENTICATED_PER_SOURCE_MAX);
 
-/// Raft messages to one peer still finishing after the caller stopped waiting
-/// ([`PeerClient::call_outliving_timeout`]); past it, a timed-out call is dropped.
-const OUTLIVING_CALLS_MAX: usize = 4;
-
-/// How long a Raft message may go on after its caller stopped waiting.
-const OUTLIVING_CALL_MAX: Duration = Duration::from_secs(10);
-
 /// Why a call to a peer got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerCallError {
@@ -68,8 +61,6 @@ pub struct PeerClient {
     opening: tokio::sync::Semaphore,
     /// Signalled when a connection goes back to the pool.
     returned: tokio::sync::Notify,
-    /// Turns for calls that go on after their caller's timeout.
-    outliving: Arc<tokio::sync::Semaphore>,
     last_heard: Mutex<Option<Instant>>,
 }
 
@@ -90,7 +81,6 @@ impl PeerClient {
             idle: Mutex::new(Vec::new()),
             opening: tokio::sync::Semaphore::new(OPENING_CONNECTIONS_MAX),
             returned: tokio::sync::Notify::new(),
-            outliving: Arc::new(tokio::sync::Semaphore::new(OUTLIVING_CALLS_MAX)),
             last_heard: Mutex::new(None),
         }
     }
@@ -155,44 +145,6 @@ impl PeerClient {
             self.returned.notify_one();
         }
         Ok(response)
-    }
-
-    /// [`PeerClient::call`] of a Raft message, answered within `timeout`, whose
-    /// work goes on when the answer is late: a connection being opened is
-    /// finished and an exchange under way completes (its answer dropped), and
-    /// the connection goes back to the pool.
-    ///
-    /// openraft gives an AppendEntries one heartbeat interval. On a WAN link whose
-    /// TLS handshake takes longer (two or three round trips, more with loss),
-    /// dropping the work at the deadline threw away every connection before it
-    /// was ready, and the new primary of a failover over such a link committed
-    /// nothing for tens of seconds. Raft allows any message to arrive late, so
-    /// finishing one is safe. At most [`OUTLIVING_CALLS_MAX`] go on at once, each
-    /// for at most [`OUTLIVING_CALL_MAX`]; beyond that a late call is dropped.
-    pub async fn call_outliving_timeout(
-        self: &Arc<Self>,
-        request: PeerRequest,
-        timeout: Duration,
-    ) -> Result<PeerResponse, PeerCallError> {
-        let Ok(turn) = Arc::clone(&self.outliving).try_acquire_owned() else {
-            return self.call(&request, timeout, true).await;
-        };
-        let client = Arc::clone(self);
-        let work = tokio::spawn(async move {
-            let answer = client.call(&request, timeout.max(OUTLIVING_CALL_MAX), true).await;
-            drop(turn);
-            answer
-        });
-        match tokio::time::timeout(timeout, work).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => Err(self.io(io::Error::other(format!("the call's task failed: {e}")))),
-            // The task goes on; its connection returns to the pool.
-            Err(_) => Err(PeerCallError::Timeout {
-                site: self.site.clone(),
-                addr: self.addr.clone(),
-                timeout_ms: timeout.as_millis(),
-            }),
-        }
     }
 
     /// A connection returned to the pool meanwhile, else a new one: at most
@@ -323,18 +275,9 @@ pub struct PeerConnection {
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, SiteNode, RaftError<NodeId, E>>>;
 
 impl PeerConnection {
-    /// AppendEntries and Vote go on after openraft's deadline
-    /// ([`PeerClient::call_outliving_timeout`]); a snapshot's chunks do not: a
-    /// late chunk could arrive after openraft sent its next one.
     async fn rpc(&self, request: RaftRpc, option: &RPCOption) -> Result<PeerResponse, Unreachable> {
-        let outlive = matches!(request, RaftRpc::AppendEntries(_) | RaftRpc::Vote(_));
         let request = PeerRequest::Raft(request);
-        let answer = if outlive {
-            self.client.call_outliving_timeout(request, option.hard_ttl()).await
-        } else {
-            self.client.call(&request, option.hard_ttl(), true).await
-        };
-        answer.map_err(|e| Unreachable::new(&e))
+        self.client.call(&request, option.hard_ttl(), true).await.map_err(|e| Unreachable::new(&e))
     }
 
     fn unexpected<E: std::error::Error>(&self, what: &str, response: PeerResponse) -> RPCError<NodeId, SiteNode, E> {
