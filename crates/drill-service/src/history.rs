@@ -1,21 +1,20 @@
 //! History and trend: every archived drill's RTO phases and RPO per scenario over
 //! time, read from the report.json files of the drill archive, with what got
-//! worse against the scenario's previous drill; and an HTML page with one SVG
-//! chart per scenario. Read-only: the archive is never written here.
+//! worse against the scenario's previous drill (the drill engine's rule, so the
+//! trend and each drill's own report flag the same regressions); and an HTML
+//! page with one SVG chart per scenario. Read-only: the archive is never
+//! written here.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
+use maildr_drill::regression::{is_baseline, regressions, Figures};
+use maildr_drill::report::{Rto, Verdict};
 use serde::Deserialize;
 
 use crate::model::{HistoryPoint, HistoryView, ScenarioHistory};
 
-/// A phase regresses when it is this much slower than the previous drill's, in
-/// percent, and by at least [`REGRESSION_MS_MIN`].
-pub const REGRESSION_PERCENT: u64 = 20;
-/// Smaller slow-downs are noise, whatever the ratio.
-pub const REGRESSION_MS_MIN: u64 = 500;
 /// Drills read per history (the newest kept).
 pub const DRILLS_MAX: usize = 2_000;
 
@@ -23,26 +22,15 @@ pub const DRILLS_MAX: usize = 2_000;
 struct Fields {
     drill_id: String,
     plan: PlanFields,
-    verdict: String,
+    verdict: Verdict,
     started_at_ms: u64,
-    rto: RtoFields,
+    rto: Rto,
     rpo: RpoFields,
 }
 
 #[derive(Deserialize)]
 struct PlanFields {
     name: String,
-}
-
-#[derive(Deserialize)]
-struct RtoFields {
-    detect_ms: Option<u64>,
-    elect_ms: Option<u64>,
-    dns_committed_ms: Option<u64>,
-    dns_served_ms: Option<u64>,
-    first_smtp_ok_ms: Option<u64>,
-    first_imap_ok_ms: Option<u64>,
-    total_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -65,7 +53,7 @@ pub fn read(drills_dir: &Path) -> HistoryView {
             return view;
         }
     };
-    let mut by_scenario: BTreeMap<String, Vec<HistoryPoint>> = BTreeMap::new();
+    let mut by_scenario: BTreeMap<String, Vec<(HistoryPoint, Figures)>> = BTreeMap::new();
     // A tabletop exercise measured nothing: it is neither a point of the trend
     // nor a regression of the drill before it.
     let drills = rows.iter().filter(|r| r.mode != Some(maildr_drill::report::DrillMode::Tabletop));
@@ -84,15 +72,24 @@ pub fn read(drills_dir: &Path) -> HistoryView {
                 continue;
             }
         };
-        by_scenario.entry(fields.plan.name.clone()).or_default().push(point(fields, &row.dir));
+        let figures = Figures { verdict: fields.verdict, rto: fields.rto.clone(), rpo_lost: fields.rpo.lost };
+        by_scenario.entry(fields.plan.name.clone()).or_default().push((point(fields, &row.dir), figures));
     }
     for (scenario, mut runs) in by_scenario {
-        runs.sort_by_key(|p| (p.started_at_ms, p.drill_id.clone()));
-        for i in 1..runs.len() {
-            let regressions = regressions(&runs[i - 1], &runs[i]);
-            runs[i].regressions = regressions;
+        runs.sort_by_key(|(p, _)| (p.started_at_ms, p.drill_id.clone()));
+        // Each drill against the newest earlier one that measured something
+        // (an aborted drill is compared, but is no baseline).
+        let mut baseline: Option<usize> = None;
+        for i in 0..runs.len() {
+            if let Some(b) = baseline {
+                let found = regressions(&runs[b].1, &runs[i].1);
+                runs[i].0.regressions = found.iter().map(|r| r.to_string()).collect();
+            }
+            if is_baseline(runs[i].1.verdict, None) {
+                baseline = Some(i);
+            }
         }
-        view.scenarios.push(ScenarioHistory { scenario, runs });
+        view.scenarios.push(ScenarioHistory { scenario, runs: runs.into_iter().map(|(p, _)| p).collect() });
     }
     view
 }
@@ -100,7 +97,7 @@ pub fn read(drills_dir: &Path) -> HistoryView {
 fn point(f: Fields, dir: &Path) -> HistoryPoint {
     HistoryPoint {
         drill_id: f.drill_id,
-        verdict: f.verdict,
+        verdict: f.verdict.word().to_string(),
         started_at_ms: f.started_at_ms,
         rto_detect_ms: f.rto.detect_ms,
         rto_elect_ms: f.rto.elect_ms,
@@ -114,42 +111,6 @@ fn point(f: Fields, dir: &Path) -> HistoryPoint {
         regressions: Vec::new(),
         report_dir: dir.display().to_string(),
     }
-}
-
-/// The phases of a point, named.
-fn phases(p: &HistoryPoint) -> [(&'static str, Option<u64>); 7] {
-    [
-        ("detect", p.rto_detect_ms),
-        ("elect", p.rto_elect_ms),
-        ("dns_committed", p.rto_dns_committed_ms),
-        ("dns_served", p.rto_dns_served_ms),
-        ("first_smtp_ok", p.rto_first_smtp_ok_ms),
-        ("first_imap_ok", p.rto_first_imap_ok_ms),
-        ("total", p.rto_total_ms),
-    ]
-}
-
-/// What is worse in `now` than in `before`: a slower RTO phase (beyond both
-/// thresholds), a phase seen before and not now, more acknowledged mail lost, a
-/// passed drill no longer passing.
-pub fn regressions(before: &HistoryPoint, now: &HistoryPoint) -> Vec<String> {
-    let mut out = Vec::new();
-    for ((name, b), (_, n)) in phases(before).into_iter().zip(phases(now)) {
-        match (b, n) {
-            (Some(b), Some(n)) if n > b && n - b >= REGRESSION_MS_MIN && (n - b) * 100 > b * REGRESSION_PERCENT => {
-                out.push(format!("rto {name}: {n} ms, was {b} ms"))
-            }
-            (Some(b), None) => out.push(format!("rto {name}: not reached, was {b} ms")),
-            _ => {}
-        }
-    }
-    if now.rpo_lost > before.rpo_lost {
-        out.push(format!("rpo: {} lost, was {}", now.rpo_lost, before.rpo_lost));
-    }
-    if before.verdict == "passed" && now.verdict != "passed" {
-        out.push(format!("verdict: {}, was passed", now.verdict));
-    }
-    out
 }
 
 fn escape(text: &str) -> String {
@@ -282,22 +243,6 @@ mod tests {
     }
 
     #[test]
-    fn slower_phases_more_loss_and_a_lost_pass_are_regressions_and_noise_is_not() {
-        let before = p("a", Some(10_000), 0, "passed");
-        assert!(regressions(&before, &p("b", Some(11_000), 0, "passed")).is_empty(), "10 % slower is noise");
-        assert!(regressions(&before, &p("b", Some(10_400), 0, "passed")).is_empty());
-        let worse = regressions(&before, &p("b", Some(12_500), 2, "failed"));
-        assert_eq!(
-            worse,
-            vec!["rto total: 12500 ms, was 10000 ms", "rpo: 2 lost, was 0", "verdict: failed, was passed"]
-        );
-        assert_eq!(regressions(&before, &p("b", None, 0, "passed")), vec!["rto total: not reached, was 10000 ms"]);
-        // A tiny RTO may double without counting, below the absolute bound.
-        let small = p("a", Some(300), 0, "passed");
-        assert!(regressions(&small, &p("b", Some(700), 0, "passed")).is_empty());
-    }
-
-    #[test]
     fn the_trend_page_escapes_names_and_marks_regressions() {
         let mut bad = p("d2<script>", Some(20_000), 0, "passed");
         bad.regressions = vec!["rto total: 20000 ms, was 10000 ms".into()];
@@ -315,24 +260,52 @@ mod tests {
         assert!(html.contains("<svg") && html.contains("<polyline"));
     }
 
+    fn write_report(dir: &Path, id: &str, at: u64, mode: Option<&str>, verdict: &str, total_ms: Option<u64>) {
+        let mut r = serde_json::json!({
+            "drill_id": id, "plan": { "name": "site-outage", "sha256": "ab" }, "verdict": verdict,
+            "started_at_ms": at, "finished_at_ms": at + 1,
+            "rto": { "fault_at_ms": null, "detect_ms": null, "elect_ms": null, "dns_committed_ms": null,
+                     "dns_served_ms": null, "first_smtp_ok_ms": null, "first_imap_ok_ms": null,
+                     "total_ms": total_ms },
+            "rpo": { "acknowledged": 10, "lost": 0, "deferred": 0 },
+        });
+        if let Some(mode) = mode {
+            r["mode"] = mode.into();
+        }
+        let d = dir.join("reports").join(id);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("report.json"), r.to_string()).unwrap();
+    }
+
+    #[test]
+    fn each_drill_is_compared_with_the_newest_earlier_one_that_was_not_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        write_report(dir.path(), "d1", 1_000, None, "passed", Some(10_000));
+        write_report(dir.path(), "d2", 2_000, None, "aborted", None);
+        write_report(dir.path(), "d3", 3_000, None, "passed", Some(25_000));
+        write_report(dir.path(), "d4", 4_000, None, "passed", Some(25_100));
+        let view = read(dir.path());
+        assert!(view.unreadable.is_empty(), "{:?}", view.unreadable);
+        let runs = &view.scenarios[0].runs;
+        let found: Vec<(&str, Vec<String>)> =
+            runs.iter().map(|r| (r.drill_id.as_str(), r.regressions.clone())).collect();
+        assert_eq!(
+            found,
+            vec![
+                ("d1", vec![]),
+                ("d2", vec!["rto total: not reached, was 10000 ms".to_string(), "verdict: aborted, was passed".into()]),
+                // Against d1, not the aborted d2 that measured nothing.
+                ("d3", vec!["rto total: 25000 ms, was 10000 ms".to_string()]),
+                ("d4", vec![]),
+            ]
+        );
+    }
+
     #[test]
     fn a_tabletop_exercise_is_neither_a_point_nor_a_regression() {
         let dir = tempfile::tempdir().unwrap();
         let report = |id: &str, at: u64, mode: Option<&str>| {
-            let mut r = serde_json::json!({
-                "drill_id": id, "plan": { "name": "site-outage", "sha256": "ab" }, "verdict": "passed",
-                "started_at_ms": at, "finished_at_ms": at + 1,
-                "rto": { "fault_at_ms": null, "detect_ms": null, "elect_ms": null, "dns_committed_ms": null,
-                         "dns_served_ms": null, "first_smtp_ok_ms": null, "first_imap_ok_ms": null,
-                         "total_ms": if mode.is_some() { None } else { Some(9_000) } },
-                "rpo": { "acknowledged": 10, "lost": 0, "deferred": 0 },
-            });
-            if let Some(mode) = mode {
-                r["mode"] = mode.into();
-            }
-            let d = dir.path().join("reports").join(id);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("report.json"), r.to_string()).unwrap();
+            write_report(dir.path(), id, at, mode, "passed", if mode.is_some() { None } else { Some(9_000) });
         };
         report("d1", 1_000, None);
         report("t2", 2_000, Some("tabletop"));

@@ -16,6 +16,7 @@
 //! - `approval`: approvals bound to a plan's SHA-256.
 //! - `archive`: reports kept under the drill data directory, and the history.
 //! - `readiness`: the gate before every fault (can the deployment take it now?).
+//! - `regression`: what got worse since the previous drill of the scenario.
 //! - `guard`: one drill at a time per data directory, and the global stop.
 //! - `progress`: the phases a running drill entered, in a file a supervisor (the
 //!   drill service) watches.
@@ -31,6 +32,7 @@ pub mod measure;
 pub mod plan;
 pub mod progress;
 pub mod readiness;
+pub mod regression;
 pub mod render;
 pub mod report;
 pub mod runner;

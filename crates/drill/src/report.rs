@@ -376,6 +376,11 @@ pub struct Report {
     /// What a tabletop exercise recorded (with `mode: tabletop` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tabletop: Option<TabletopRecord>,
+    /// This drill against the previous drill of its scenario in the archive,
+    /// with what got worse; absent for the first drill of a scenario and for a
+    /// tabletop exercise (see [`crate::regression`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regressions: Option<crate::regression::Comparison>,
 }
 
 impl Report {

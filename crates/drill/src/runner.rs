@@ -2043,6 +2043,7 @@ impl Run<'_> {
             outbound_queue: self.queue_account,
             mode: None,
             tabletop: None,
+            regressions: None,
         }
     }
 

@@ -958,6 +958,7 @@ fn report(
             recovery,
             not_graded,
         }),
+        regressions: None,
     }
 }
 

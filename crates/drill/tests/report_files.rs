@@ -213,6 +213,7 @@ fn sample_report(samples: usize) -> Report {
         outbound_queue: None,
         mode: None,
         tabletop: None,
+        regressions: None,
     }
 }
 
@@ -956,4 +957,106 @@ fn a_tabletop_report_shows_roles_acknowledgements_and_decisions_escaped_in_both_
         let row = md.lines().find(|l| l.starts_with("| 2 |") && l.contains("`incident-commander`")).unwrap();
         assert_eq!(row.replace("\\|", "").matches('|').count(), 10, "{row}");
     }
+}
+
+// ------------------------------------------------- against the previous drill
+
+/// A drill of `plan` archived with its total RTO, lost mail and verdict.
+fn archived_drill(
+    archive: &Archive,
+    id: &str,
+    plan: &str,
+    at: u64,
+    total_ms: Option<u64>,
+    lost: u64,
+    verdict: Verdict,
+) -> Report {
+    let mut r = report_started(id, at);
+    r.plan.name = plan.into();
+    r.rto.total_ms = total_ms;
+    r.rpo.lost = lost;
+    r.verdict = verdict;
+    archive.save(&r, Lang::En).unwrap();
+    r
+}
+
+#[test]
+fn a_drill_is_compared_with_the_newest_earlier_drill_of_its_scenario_that_was_not_aborted() {
+    use maildr_drill::regression::{compare_with_previous, Regression, RtoPhase};
+    let data = tempfile::tempdir().unwrap();
+    let archive = Archive::new(data.path());
+    let first = report_started("d0-first", T0);
+    assert_eq!(compare_with_previous(&archive, &first).unwrap(), None, "nothing archived: nothing to compare");
+
+    let d1 = archived_drill(&archive, "d1", "site-outage", T0, Some(10_000), 0, Verdict::Passed);
+    archived_drill(&archive, "d2-other-plan", "dns-failure", T0 + 1_000, Some(1_000), 0, Verdict::Passed);
+    archived_drill(&archive, "d3-aborted", "site-outage", T0 + 2_000, None, 0, Verdict::Aborted);
+    let mut t = tabletop_report();
+    t.drill_id = "d4-tabletop".into();
+    t.started_at_ms = T0 + 3_000;
+    archive.save(&t, Lang::En).unwrap();
+    assert_eq!(compare_with_previous(&archive, &t).unwrap(), None, "a tabletop exercise is compared with nothing");
+    // A drill started later than the one compared is no baseline.
+    archived_drill(&archive, "d9-later", "site-outage", T0 + 9_000, Some(1), 0, Verdict::Passed);
+
+    let mut now = report_started("d5", T0 + 5_000);
+    now.rto.total_ms = Some(25_000);
+    now.rpo.lost = 2;
+    now.verdict = Verdict::Failed;
+    let c = compare_with_previous(&archive, &now).unwrap().expect("d1 is the baseline");
+    assert_eq!(c.previous_drill_id, "d1", "not the other plan, the aborted drill, the tabletop or the later one");
+    assert_eq!(c.previous_rto, d1.rto);
+    let slower = now.rto.first_smtp_ok_ms != d1.rto.first_smtp_ok_ms;
+    assert!(!slower, "the sample reports share their other phases");
+    assert_eq!(
+        c.found,
+        vec![
+            Regression::Slower { phase: RtoPhase::Total, now_ms: 25_000, was_ms: 10_000 },
+            Regression::MoreLost { now: 2, was: d1.rpo.lost },
+            Regression::NoLongerPassed { now: Verdict::Failed },
+        ]
+    );
+
+    // The comparison is part of report.json and both renderings.
+    now.regressions = Some(c);
+    let saved = archive.save(&now, Lang::Zh).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&saved.files.json).unwrap()).unwrap();
+    assert_eq!(json["regressions"]["previous_drill_id"], "d1");
+    assert_eq!(
+        json["regressions"]["found"][0],
+        serde_json::json!({"kind": "slower", "phase": "total", "now_ms": 25000, "was_ms": 10000})
+    );
+    assert_eq!(archive.load("d5").unwrap(), now, "the comparison reads back");
+    for lang in Lang::ALL {
+        let html = render::html(&now, lang);
+        check_balanced(&html);
+        assert!(html.contains("id=\"previous\""), "{lang}");
+        let md = render::markdown(&now, lang);
+        let (heading, count, worse, total_row) = match lang {
+            Lang::En => (
+                "## Against the previous drill",
+                "**3 worse than in the previous drill.**",
+                "**worse**",
+                "| Total | 25 s | 10 s |",
+            ),
+            Lang::Zh => ("## 与上次演练对比", "**3 项比上次演练差。**", "**变差**", "| 合计 | 25 s | 10 s |"),
+        };
+        for needle in [heading, count, worse, total_row, "d1"] {
+            assert!(md.contains(needle), "{lang}: {needle:?} missing:\n{md}");
+        }
+        assert_eq!(md.matches(worse).count(), 3, "{lang}: one mark per regression");
+    }
+
+    // Nothing worse is said too; a report without the comparison has no section.
+    let mut same = report_started("d6", T0 + 6_000);
+    same.regressions = compare_with_previous(&archive, &same).unwrap();
+    assert_eq!(same.regressions.as_ref().map(|c| c.previous_drill_id.as_str()), Some("d5"));
+    let mut same_as_d1 = report_started("d7", T0 + 1_500);
+    (same_as_d1.rto.total_ms, same_as_d1.rpo.lost, same_as_d1.verdict) = (Some(10_000), 0, Verdict::Passed);
+    same_as_d1.regressions = compare_with_previous(&archive, &same_as_d1).unwrap();
+    let c = same_as_d1.regressions.as_ref().unwrap();
+    assert_eq!((c.previous_drill_id.as_str(), c.found.len()), ("d1", 0));
+    assert!(render::markdown(&same_as_d1, Lang::En).contains("Nothing got worse than in the previous drill."));
+    assert!(!render::markdown(&first, Lang::En).contains("Against the previous drill"));
+    assert!(!render::html(&first, Lang::Zh).contains("id=\"previous\""));
 }

@@ -683,12 +683,27 @@ fn run_drill(
         result
     });
     progress.finish_and_clear();
-    let report = report?;
+    let mut report = report?;
+    report.regressions = compare_with_previous(&report, data_dir);
     let detail = json!({ "verdict": report.verdict.word(), "rto_total_ms": report.rto.total_ms,
-                         "rpo_lost": report.rpo.lost, "findings": report.findings.len() });
+                         "rpo_lost": report.rpo.lost, "findings": report.findings.len(),
+                         "regressions": report.regressions.as_ref().map_or(0, |c| c.found.len()) });
     let shown_dir = file_report(&report, detail, &audit, &sha, data_dir, report_dir, lang)?;
     print_summary(&report, &shown_dir);
     Ok(exit_code(&report))
+}
+
+/// The drill against the previous drill of its scenario in the archive. The
+/// report is filed even when the archive cannot be read for this: the
+/// comparison is then left out and the reason printed.
+fn compare_with_previous(report: &Report, data_dir: &Path) -> Option<maildr_drill::regression::Comparison> {
+    match maildr_drill::regression::compare_with_previous(&Archive::new(data_dir), report) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warning: not compared with the previous drill: {e}");
+            None
+        }
+    }
 }
 
 /// Exit code of `drill run`, tabletop or not: 0 passed, 1 failed or aborted.
@@ -923,6 +938,16 @@ fn print_summary(report: &Report, dir: &Path) {
     }
     for f in &report.findings {
         println!("  finding ({:?}): {} — {}", f.severity, f.title, f.evidence);
+    }
+    if let Some(c) = &report.regressions {
+        if c.found.is_empty() {
+            println!("Against the previous drill {}: nothing got worse", c.previous_drill_id);
+        } else {
+            println!("Against the previous drill {}: {} worse", c.previous_drill_id, c.found.len());
+            for r in &c.found {
+                println!("  worse: {r}");
+            }
+        }
     }
     println!("Report: {}", dir.join("report.html").display());
 }

@@ -361,6 +361,24 @@ fn a_dry_run_touches_nothing_and_a_deployment_drill_runs_only_with_approval_of_t
     let rows: Value = serde_json::from_slice(&history.stdout).unwrap();
     assert_eq!(rows[0]["plan_name"], "witness-loss");
     assert_eq!(rows[0]["verdict"], "passed");
+
+    // The first drill of the plan had nothing to be compared with; the second
+    // is compared with it, in report.json, report.md and the summary printed.
+    assert!(report.get("regressions").is_none(), "{:#}", report["regressions"]);
+    let again = run_plan(work.path(), &plan);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    let second: Value =
+        serde_json::from_slice(&std::fs::read(work.path().join("report").join("report.json")).unwrap()).unwrap();
+    assert_ne!(second["drill_id"], report["drill_id"]);
+    let compared = &second["regressions"];
+    assert_eq!(compared["previous_drill_id"], report["drill_id"], "{compared:#}");
+    assert_eq!(compared["previous_rto"], report["rto"], "{compared:#}");
+    let found = compared["found"].as_array().expect("what got worse, maybe nothing");
+    let md = std::fs::read_to_string(work.path().join("report").join("report.md")).unwrap();
+    assert!(md.contains("## Against the previous drill"), "{md}");
+    assert_eq!(md.matches("**worse**").count(), found.len(), "one mark per regression: {found:?}\n{md}");
+    let previous_line = format!("Against the previous drill {}", report["drill_id"].as_str().unwrap());
+    assert!(text(&again).contains(&previous_line), "{}", text(&again));
 }
 
 #[test]

@@ -112,6 +112,7 @@ pub fn html(report: &Report, lang: Lang) -> String {
         Some(t) if r.is_tabletop() => tabletop(&mut out, r, t, lang),
         _ => measurements(&mut out, r, lang),
     }
+    against_previous(&mut out, r, lang);
 
     findings(&mut out, r, lang);
 
@@ -225,6 +226,21 @@ fn tabletop(out: &mut String, r: &Report, t: &TabletopRecord, lang: Lang) {
     let _ = writeln!(out, "<h3>{}</h3>", lang.t(Msg::RecoveryByDecisions));
     let _ = writeln!(out, "<p>{}</p>", model::tabletop_recovery_intro(t, lang));
     table(out, &model::tabletop_recovery(r, t, lang));
+    out.push_str("</section>\n");
+}
+
+/// This drill beside the previous drill of its scenario, when the report
+/// holds that comparison.
+fn against_previous(out: &mut String, r: &Report, lang: Lang) {
+    let (Some(intro), Some((worse, line)), Some(t)) =
+        (model::previous_intro(r, lang), model::previous_verdict_line(r, lang), model::against_previous(r, lang))
+    else {
+        return;
+    };
+    section(out, "previous", lang.t(Msg::AgainstPrevious));
+    let _ = writeln!(out, "<p class=\"{}\">{}</p>", if worse { "no" } else { "yes" }, esc(&line));
+    let _ = writeln!(out, "<p class=\"muted\">{}</p>", esc(&intro));
+    table(out, &t);
     out.push_str("</section>\n");
 }
 

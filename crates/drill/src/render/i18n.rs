@@ -307,6 +307,21 @@ catalog! {
     LegendDeferred => "deferred (4xx)", "延迟 (4xx)";
     LegendFailed => "refused, timeout, unreachable", "拒绝、超时、不可达";
 
+    // ------------------------------------------------ against the previous drill
+    AgainstPrevious => "Against the previous drill", "与上次演练对比";
+    /// The previous drill's id and start; then the two regression thresholds.
+    ComparedWith => "Compared with drill {0}, started {1}, the newest earlier drill of this scenario that was neither aborted nor a tabletop exercise. A phase counts as worse when it is more than {2} % and at least {3} slower.",
+        "对比对象：演练 {0}，开始于 {1}，即本场景中最近一次既未中止也非桌面推演的演练。某阶段比上次慢 {2}% 以上且至少慢 {3} 时计为变差。";
+    NothingWorse => "Nothing got worse than in the previous drill.", "与上次演练相比，没有变差的项。";
+    /// The number of figures that got worse.
+    WorseCount => "{0} worse than in the previous drill.", "{0} 项比上次演练差。";
+    Figure => "Figure", "指标";
+    ThisDrill => "This drill", "本次演练";
+    PreviousDrill => "Previous drill", "上次演练";
+    Change => "Change", "变化";
+    Worse => "worse", "变差";
+    VerdictKey => "Verdict", "结论";
+
     // -------------------------------------------------------------- tabletop
     TabletopReportTitle => "Tabletop exercise report: {0}", "桌面推演报告：{0}";
     /// The HTML page title of a tabletop: the verdict word, then the plan name.

@@ -34,6 +34,7 @@ pub fn markdown(report: &Report, lang: Lang) -> String {
         Some(t) if r.is_tabletop() => tabletop(&mut out, r, t, lang),
         _ => measurements(&mut out, r, lang),
     }
+    against_previous(&mut out, r, lang);
 
     findings(&mut out, r, lang);
 
@@ -117,6 +118,20 @@ fn tabletop(out: &mut String, r: &Report, t: &TabletopRecord, lang: Lang) {
     heading(out, 3, lang.t(Msg::RecoveryByDecisions));
     let _ = writeln!(out, "{}\n", model::tabletop_recovery_intro(t, lang));
     table(out, &model::tabletop_recovery(r, t, lang));
+}
+
+/// This drill beside the previous drill of its scenario, when the report
+/// holds that comparison.
+fn against_previous(out: &mut String, r: &Report, lang: Lang) {
+    let (Some(intro), Some((worse, line)), Some(t)) =
+        (model::previous_intro(r, lang), model::previous_verdict_line(r, lang), model::against_previous(r, lang))
+    else {
+        return;
+    };
+    heading(out, 2, lang.t(Msg::AgainstPrevious));
+    let line = if worse { format!("**{line}**") } else { line };
+    let _ = writeln!(out, "{line}\n\n{}\n", text(&intro));
+    table(out, &t);
 }
 
 fn heading(out: &mut String, level: usize, title: &str) {

@@ -6,8 +6,9 @@
 use super::i18n::{Lang, Msg};
 use super::{
     by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_rows, source_word, step_outcome_class,
-    step_outcome_word, utc, PhaseView,
+    step_outcome_word, utc, verdict_word, PhaseView,
 };
+use crate::regression::{Regression, RtoPhase, REGRESSION_MS_MIN, REGRESSION_PERCENT};
 use crate::report::{
     ExerciseClock, ObjectiveResult, ParticipantSource, RecoveryMark, Report, Severity, StepOutcome, TabletopRecord,
 };
@@ -190,6 +191,88 @@ pub(crate) fn rpo(r: &Report, lang: Lang) -> Table {
         row.insert(3, count(missing, true));
     }
     Table { class: None, columns, rows: vec![row], empty: "" }
+}
+
+/// The sentence over the comparison with the previous drill: which drill, and
+/// what counts as worse. `None` when the report holds no comparison.
+pub(crate) fn previous_intro(r: &Report, lang: Lang) -> Option<String> {
+    let c = r.regressions.as_ref()?;
+    Some(lang.fmt(
+        Msg::ComparedWith,
+        &[
+            &c.previous_drill_id,
+            &utc(c.previous_started_at_ms),
+            &REGRESSION_PERCENT.to_string(),
+            &duration(REGRESSION_MS_MIN),
+        ],
+    ))
+}
+
+/// How many figures got worse, as a sentence.
+pub(crate) fn previous_verdict_line(r: &Report, lang: Lang) -> Option<(bool, String)> {
+    let c = r.regressions.as_ref()?;
+    Some(if c.found.is_empty() {
+        (false, lang.t(Msg::NothingWorse).to_string())
+    } else {
+        (true, lang.fmt(Msg::WorseCount, &[&c.found.len().to_string()]))
+    })
+}
+
+/// This drill's figures beside the previous drill's: every RTO phase either
+/// saw, the acknowledged mail lost and the verdict, with what got worse marked.
+pub(crate) fn against_previous(r: &Report, lang: Lang) -> Option<Table> {
+    let c = r.regressions.as_ref()?;
+    let worse = Cell::Marked(Mark::Bad, lang.t(Msg::Worse).into());
+    let phase_value = |v: Option<u64>| {
+        v.map_or_else(|| Cell::Marked(Mark::Muted, lang.t(Msg::NotSeen).into()), |v| Cell::text(duration(v)))
+    };
+    let labels = rto_rows(r).into_iter().map(|row| row.label);
+    let mut rows = Vec::new();
+    for (phase, label) in RtoPhase::ALL.into_iter().zip(labels) {
+        let (now, was) = (phase.of(&r.rto), phase.of(&c.previous_rto));
+        if now.is_none() && was.is_none() {
+            continue;
+        }
+        let regressed = c.found.iter().any(|f| match f {
+            Regression::Slower { phase: p, .. } | Regression::NotReached { phase: p, .. } => *p == phase,
+            _ => false,
+        });
+        let now_cell = match now {
+            None if was.is_some() => Cell::Marked(Mark::Bad, lang.t(Msg::NotReached).into()),
+            v => phase_value(v),
+        };
+        rows.push(vec![
+            Cell::text(lang.t(label)),
+            now_cell,
+            phase_value(was),
+            if regressed { worse.clone() } else { Cell::Empty },
+        ]);
+    }
+    let more_lost = c.found.iter().any(|f| matches!(f, Regression::MoreLost { .. }));
+    rows.push(vec![
+        Cell::text(lang.t(Msg::CardLost)),
+        count(r.rpo.lost, true),
+        count(c.previous_rpo_lost, true),
+        if more_lost { worse.clone() } else { Cell::Empty },
+    ]);
+    let no_longer_passed = c.found.iter().any(|f| matches!(f, Regression::NoLongerPassed { .. }));
+    rows.push(vec![
+        Cell::text(lang.t(Msg::VerdictKey)),
+        Cell::text(verdict_word(r.verdict, lang)),
+        Cell::text(verdict_word(c.previous_verdict, lang)),
+        if no_longer_passed { worse } else { Cell::Empty },
+    ]);
+    Some(Table {
+        class: None,
+        columns: vec![
+            col(lang, Msg::Figure),
+            num(lang, Msg::ThisDrill),
+            num(lang, Msg::PreviousDrill),
+            col(lang, Msg::Change),
+        ],
+        rows,
+        empty: "",
+    })
 }
 
 pub(crate) fn reconciled_at(r: &Report, lang: Lang) -> String {
