@@ -45,8 +45,13 @@ pub const MESSAGES_MAX: usize = 20_000;
 pub const SAMPLES_MAX: usize = 200_000;
 /// How long a deferred message waits in the sender's queue before its next attempt.
 const RETRY_AFTER_MS: u64 = 1_000;
-/// Most IMAP probe rounds in flight at once.
-const IMAP_ROUNDS_IN_FLIGHT_MAX: usize = 16;
+/// Most IMAP probe rounds in flight at once. Rounds start every
+/// [`DENSE_INTERVAL_MS`] after a fault and a survivor may hold each one until it
+/// knows who leads, so up to `timeout_ms / DENSE_INTERVAL_MS` (30 with the
+/// default 3 s) are in flight while it decides: the bound must stay above that,
+/// or the probe stops starting rounds and may see the recovery late (16 was
+/// below it; the observer test once found the drill's IMAP RTO 12 % late).
+const IMAP_ROUNDS_IN_FLIGHT_MAX: usize = 64;
 /// How long an IDLE session waits for a push before it renews its IDLE.
 const IDLE_RENEW: Duration = Duration::from_secs(20);
 /// Pause before an IDLE session that lost its site tries again.
