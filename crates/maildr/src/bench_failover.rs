@@ -90,6 +90,9 @@ struct SwitchoverTrial {
     observed_gap_ms: Option<u64>,
     /// From the request to the new primary's first 250 to a message sent after it.
     first_250_ms: Option<u64>,
+    /// Load messages answered with anything but 250 (or not answered) around the
+    /// hand-over, each a client that waits for its next try.
+    not_accepted: usize,
 }
 
 /// Stops a temporary lab however the benchmark ends.
@@ -151,12 +154,13 @@ pub async fn run(args: FailoverBench) -> Result<()> {
             let (primary, other) = lab.wait_ready(&client).await?;
             let t = switchover_trial(&lab, &client, &primary, &other, args.load_per_sec, timeout).await?;
             println!(
-                "trial {n:>3}: {} -> {}: reported {} ms, clients saw no 250 for {} ms, first 250 at the new primary {} ms",
+                "trial {n:>3}: {} -> {}: reported {} ms, clients saw no 250 for {} ms, first 250 at the new primary {} ms, {} not accepted",
                 t.from,
                 t.to,
                 shown(t.reported_ms),
                 shown(t.observed_gap_ms),
-                shown(t.first_250_ms)
+                shown(t.first_250_ms),
+                t.not_accepted
             );
             trials.push(t);
         }
@@ -326,10 +330,21 @@ impl Replies {
         oks.sort_unstable();
         oks.windows(2).map(|w| w[1] - w[0]).max()
     }
+
+    /// Replies other than 250 (and exchanges that failed) that arrived in `from..to`.
+    fn failed_between(&self, from: Instant, to: Instant) -> usize {
+        let r = self.0.lock().expect("replies lock");
+        r.iter().filter(|(at, _, _, ok)| !*ok && *at >= from && *at <= to).count()
+    }
 }
 
 /// The steady load: `LOAD_CONNECTIONS` connections split over `mxs`, each paced to
-/// its share of `per_sec`, until `stop` turns true.
+/// its share of `per_sec`, until `stop` turns true. Each connection sends on its
+/// own clock of fixed slots, staggered across the connections, and skips the
+/// slots it missed while it waited for an answer: so a 250 is due every
+/// `1 / per_sec` however long a hand-over held some of them. (Pacing each
+/// connection from its last answer instead lines them all up behind the first
+/// hold, and every later gap is then measured in steps of the whole pace.)
 fn start_load(
     mxs: &[SocketAddr],
     per_sec: u32,
@@ -337,11 +352,18 @@ fn start_load(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let pace = Duration::from_secs_f64(f64::from(LOAD_CONNECTIONS) / f64::from(per_sec.max(1)));
+    let start = tokio::time::Instant::now();
     (0..LOAD_CONNECTIONS)
         .map(|i| {
             let mx = mxs[i as usize % mxs.len()];
             let (replies, mut stop) = (Arc::clone(&replies), stop.clone());
+            let first_slot = start + pace * i / LOAD_CONNECTIONS;
             tokio::spawn(async move {
+                let next_slot = move || {
+                    let late = tokio::time::Instant::now().saturating_duration_since(first_slot);
+                    let slots = late.as_nanos().div_ceil(pace.as_nanos().max(1));
+                    first_slot + pace * u32::try_from(slots).unwrap_or(u32::MAX)
+                };
                 let mut seq = 0u64;
                 while !*stop.borrow() {
                     let session = tokio::select! {
@@ -382,7 +404,7 @@ fn start_load(
                                 break;
                             }
                         }
-                        tokio::time::sleep(pace.saturating_sub(began.elapsed())).await;
+                        tokio::time::sleep_until(next_slot()).await;
                     }
                 }
             })
@@ -491,6 +513,7 @@ async fn switchover_trial(
     // A second of load after the new primary's first 250, so a gap that ends late
     // is seen ending.
     tokio::time::sleep(Duration::from_secs(1)).await;
+    t.not_accepted = replies.failed_between(t0 - Duration::from_secs(1), Instant::now());
     t.observed_gap_ms = replies
         .longest_gap(t0 - Duration::from_secs(1), Instant::now())
         .map(|g| u64::try_from(g.as_millis()).unwrap_or(u64::MAX));

@@ -76,7 +76,8 @@ impl Replicated {
         // so the target can match the whole log; a target behind the log would lose
         // its election to the voters' up-to-date check, and entries still flowing
         // would keep the followers' leader lease fresh.
-        let transfer_deadline = Instant::now() + HANDOVER_CATCH_UP_TIMEOUT;
+        let holding_since = Instant::now();
+        let transfer_deadline = holding_since + HANDOVER_CATCH_UP_TIMEOUT;
         loop {
             let m = self.raft.metrics().borrow().clone();
             let last = m.last_log_index.unwrap_or(0);
@@ -95,11 +96,19 @@ impl Replicated {
             }
             tokio::time::sleep(HANDOVER_WRITE_HOLD_POLL).await;
         }
+        let caught_up_ms = holding_since.elapsed().as_millis();
         self.raft.runtime_config().heartbeat(false);
         let answer =
             peer.call(&PeerRequest::Control(ControlRequest::BecomePrimary), Duration::from_secs(20), true).await;
         self.raft.runtime_config().heartbeat(true);
         self.handing_over.store(false, Ordering::SeqCst);
+        tracing::info!(
+            to = %peer.site,
+            caught_up_ms,
+            writes_held_ms = holding_since.elapsed().as_millis(),
+            ok = matches!(answer, Ok(PeerResponse::Control(Ok(_)))),
+            "hand-over ended; held writes go on"
+        );
         match answer {
             Ok(PeerResponse::Control(Ok(ControlResponse::BecamePrimary { unavailable_ms, term }))) => {
                 Ok(NewPrimary { unavailable_ms, term })
@@ -149,9 +158,11 @@ impl Replicated {
         // busy voter's fsync) would otherwise be replaced by the next one forever.
         let mut again = Duration::from_millis(2 * self.heartbeat_interval_ms);
         let longest = Duration::from_millis(4 * self.election_timeout_max_ms);
+        let mut elections = 0u32;
         let done = loop {
             let leading = self.raft.metrics().borrow().state == ServerState::Leader;
             if !leading {
+                elections += 1;
                 self.raft.trigger().elect().await.map_err(|e| e.to_string())?;
             }
             let wait = again.min(deadline.saturating_duration_since(Instant::now()));
@@ -162,9 +173,8 @@ impl Replicated {
                 Err(e) => return Err(format!("{} did not become primary: {e}", self.site)),
             }
         };
-        Ok(NewPrimary {
-            unavailable_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            term: done.current_term,
-        })
+        let unavailable_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        tracing::info!(term = done.current_term, elections, unavailable_ms, "primary by hand-over");
+        Ok(NewPrimary { unavailable_ms, term: done.current_term })
     }
 }
