@@ -20,6 +20,8 @@ use tokio::time::Instant;
 
 /// Largest chunk forwarded at once; also the granularity of latency and bandwidth.
 const CHUNK_BYTES: usize = 16 * 1024;
+/// Chunks of one direction on their way at once (read, not yet due): 1 MiB.
+const IN_FLIGHT_CHUNKS_MAX: usize = 64;
 /// Upper bound on injected latency, so a typo cannot stall a drill for hours.
 pub const LATENCY_MS_MAX: u64 = 60_000;
 /// How long a connection to the upstream may take before the client is dropped.
@@ -228,6 +230,14 @@ async fn proxy_connection(
 
 /// Copy one direction, applying that direction's faults chunk by chunk. On reset,
 /// the socket written to is closed with RST (linger 0) rather than FIN.
+///
+/// Latency is a delay on the way, not a pause of the pump: a reader stamps each
+/// chunk with when it is due (its arrival plus the latency) and a writer sends it
+/// then, so chunks that arrive close together arrive close together, as on a
+/// long line. (Reading the next chunk only after the last one was delivered
+/// would charge a request written in two pieces the latency twice.) At most
+/// [`IN_FLIGHT_CHUNKS_MAX`] chunks are on their way; beyond that the reader
+/// stops and TCP holds the sender back.
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
@@ -235,40 +245,54 @@ async fn pump(
     pick: fn(&LinkFaults) -> DirectionFaults,
     mut reset: broadcast::Receiver<()>,
 ) {
-    let mut buf = vec![0u8; CHUNK_BYTES];
-    let mut not_before = Instant::now();
-    let work = async {
+    let (on_the_way, mut arriving) = tokio::sync::mpsc::channel::<(Instant, Vec<u8>)>(IN_FLIGHT_CHUNKS_MAX);
+    let mut read_faults = faults.clone();
+    let reader = async move {
+        let mut not_before = Instant::now();
         loop {
             // Wait until this direction is not cut, then read (TCP backpressure
             // holds the sender while we are partitioned, as a broken route would).
-            faults.wait_for(|f| !pick(f).blackhole).await.ok().map(drop)?;
-            let n = from.read(&mut buf).await.ok()?;
+            read_faults.wait_for(|f| !pick(f).blackhole).await.ok().map(drop)?;
+            let mut chunk = vec![0u8; CHUNK_BYTES];
+            let n = tokio::select! {
+                n = from.read(&mut chunk) => n.ok()?,
+                // The writer gave up (its side closed): stop reading too.
+                () = on_the_way.closed() => return None,
+            };
             if n == 0 {
-                // Half-close: the other side sees EOF, the reverse direction lives on.
-                let _ = to.shutdown().await;
+                // Half-close: the writer sends what is on its way, then EOF.
                 return None;
             }
-            let f = pick(&faults.borrow());
+            chunk.truncate(n);
+            let f = pick(&read_faults.borrow());
             let jitter = if f.jitter_ms > 0 { rand::random::<u64>() % (f.jitter_ms + 1) } else { 0 };
-            let due = Instant::now() + Duration::from_millis(f.latency_ms + jitter);
-            not_before = not_before.max(due);
-            tokio::time::sleep_until(not_before).await;
-            // A partition that began while the chunk was in flight holds it too.
-            faults.wait_for(|f| !pick(f).blackhole).await.ok().map(drop)?;
-            to.write_all(&buf[..n]).await.ok()?;
-            let rate = pick(&faults.borrow()).bandwidth_bytes_per_sec;
-            if let Some(rate) = rate.filter(|r| *r > 0) {
-                tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
-            }
+            // Never before an earlier chunk: jitter delays, it does not reorder.
+            not_before = not_before.max(Instant::now() + Duration::from_millis(f.latency_ms + jitter));
+            on_the_way.send((not_before, chunk)).await.ok()?;
         }
         #[allow(unreachable_code)]
+        Some(())
+    };
+    let writer = async {
+        while let Some((due, chunk)) = arriving.recv().await {
+            tokio::time::sleep_until(due).await;
+            // A partition that began while the chunk was in flight holds it too.
+            faults.wait_for(|f| !pick(f).blackhole).await.ok().map(drop)?;
+            to.write_all(&chunk).await.ok()?;
+            let rate = pick(&faults.borrow()).bandwidth_bytes_per_sec;
+            if let Some(rate) = rate.filter(|r| *r > 0) {
+                tokio::time::sleep(Duration::from_secs_f64(chunk.len() as f64 / rate as f64)).await;
+            }
+        }
+        // The other side sees EOF, the reverse direction lives on.
+        let _ = to.shutdown().await;
         Some(())
     };
     tokio::select! {
         _ = reset.recv() => {
             rst(to.as_ref());
         }
-        _ = work => {}
+        _ = async { tokio::join!(reader, writer) } => {}
     }
 }
 
@@ -343,6 +367,28 @@ mod tests {
         assert_eq!(round_trip(&mut s, b"ping-1 ping-2 ping-3").await, b"ping-1 ping-2 ping-3");
         // A lower bound only: two directions of at least 100 ms each.
         assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+    }
+
+    /// A request written in two pieces a little apart costs the latency once, as
+    /// on a real line, not once per piece.
+    #[tokio::test]
+    async fn pieces_sent_close_together_arrive_close_together() {
+        let link = link().await;
+        link.set(LinkFaults::wan(300, 0)).unwrap();
+        let mut s = TcpStream::connect(link.local_addr()).await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let t = std::time::Instant::now();
+        s.write_all(b"head ").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s.write_all(b"body").await.unwrap();
+        let mut got = [0u8; 9];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"head body");
+        let took = t.elapsed();
+        // 300 ms each way plus the 20 ms between the pieces; a pump that paused
+        // for each piece took 903 ms here (the bound leaves 160 ms for a busy machine).
+        assert!(took >= Duration::from_millis(620), "{took:?}");
+        assert!(took < Duration::from_millis(780), "the latency was charged per piece: {took:?}");
     }
 
     #[tokio::test]

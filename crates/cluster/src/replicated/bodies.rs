@@ -44,13 +44,18 @@ impl Replicated {
     pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
         let started = Instant::now();
         let body = Arc::new(body);
-        let local = {
+        // The pushes start before this site's own copy is durable, and the two go
+        // on side by side: a write waits for the slower, not for their sum.
+        let hash = {
+            let body = Arc::clone(&body);
+            tokio::task::spawn_blocking(move || maildr_store::blob::hash_body(&body))
+                .await
+                .map_err(|e| WriteError::Unavailable(format!("hashing the message body failed: {e}")))?
+        };
+        let local_put = {
             let store = self.store();
             let body = Arc::clone(&body);
             tokio::task::spawn_blocking(move || store.blobs().put(&body))
-                .await
-                .map_err(|e| WriteError::Unavailable(format!("body writer failed: {e}")))?
-                .map_err(|e| WriteError::Unavailable(format!("storing the message body failed: {e}")))?
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let mut pushes = 0;
@@ -60,7 +65,6 @@ impl Replicated {
             let body = Arc::clone(&body);
             let tx = tx.clone();
             let timeout = self.body_push_timeout;
-            let hash = local.hash;
             // Each push runs to its end even after the write returns: the more
             // sites hold the body early, the fewer fetches later.
             tokio::spawn(async move {
@@ -72,6 +76,11 @@ impl Replicated {
             });
         }
         drop(tx);
+        let local = local_put
+            .await
+            .map_err(|e| WriteError::Unavailable(format!("body writer failed: {e}")))?
+            .map_err(|e| WriteError::Unavailable(format!("storing the message body failed: {e}")))?;
+        debug_assert_eq!(local.hash, hash, "the store names a body by the hash of its bytes");
         let m = self.raft.metrics().borrow().clone();
         if m.membership_config.membership().voter_ids().eq([self.me]) {
             // A site promoted by a forced failover is its own quorum until others
