@@ -1801,15 +1801,6 @@ impl Run<'_> {
         Err(format!("after {} s: {last}", CONVERGE_TIMEOUT.as_secs()))
     }
 
-    /// The accounts whose INBOXes the drill sends to and reconciles.
-    fn reconciled_accounts(&self) -> Vec<crate::target::Account> {
-        let mut accounts = vec![self.target.mx_recipient.clone()];
-        if self.target.submission_recipient.address != self.target.mx_recipient.address {
-            accounts.push(self.target.submission_recipient.clone());
-        }
-        accounts
-    }
-
     /// Note where every reconciled INBOX stands at every data site before the
     /// drill sends anything ([`MailboxMarks`]). A site that cannot be read now is
     /// read whole later.
@@ -1818,7 +1809,7 @@ impl Run<'_> {
         let mail_name = format!("mail.{}", self.target.domain);
         let sites: Vec<SiteEndpoints> = self.target.data_sites().cloned().collect();
         for site in sites {
-            for account in self.reconciled_accounts() {
+            for account in self.target.reconciled_accounts() {
                 let tls = self.tls.as_ref().map(|t| (t, mail_name.as_str()));
                 // Without a mark the reconciliation reads the whole mailbox.
                 let mark = mailbox_mark(&site, tls, &account.address, &account.password, timeout, "INBOX").await;
@@ -1835,10 +1826,11 @@ impl Run<'_> {
         let timeout = Duration::from_millis(self.plan.probes.timeout_ms.max(5_000));
         let mut found = Found::new();
         let recipients = measure::recipients(messages);
-        let accounts: Vec<_> = [&self.target.mx_recipient, &self.target.submission_recipient]
+        let accounts: Vec<_> = self
+            .target
+            .reconciled_accounts()
             .into_iter()
             .filter(|a| recipients.iter().any(|(r, _)| *r == a.address))
-            .cloned()
             .collect();
         let sites: Vec<SiteEndpoints> =
             self.target.data_sites().filter(|s| skip.is_none_or(|skip| !skip.contains(&s.name))).cloned().collect();

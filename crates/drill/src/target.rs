@@ -132,6 +132,17 @@ impl Target {
         self.sites.iter().filter(|s| s.role == SiteRole::Data)
     }
 
+    /// The accounts whose INBOXes the drill's mail lands in: the MX recipient,
+    /// and the submission recipient when it is another account. One account
+    /// named twice is read once, or each of its messages would count twice.
+    pub fn reconciled_accounts(&self) -> Vec<Account> {
+        let mut accounts = vec![self.mx_recipient.clone()];
+        if self.submission_recipient.address != self.mx_recipient.address {
+            accounts.push(self.submission_recipient.clone());
+        }
+        accounts
+    }
+
     /// Every authoritative DNS server: the sites' own in site order, then the
     /// deployment's others.
     pub fn dns_servers(&self) -> Vec<SocketAddr> {
@@ -648,5 +659,10 @@ mod tests {
         assert!(no_token.contains("api_token_file is required"), "{no_token}");
         let both = file("control = \"none\"", "api_port = 8080").err().unwrap();
         assert!(both.contains("contradict"), "{both}");
+        let names = |t: &Target| t.reconciled_accounts().into_iter().map(|a| a.address).collect::<Vec<_>>();
+        assert_eq!(names(&pair), ["alice@pair.test", "bob@pair.test"]);
+        let mut one_inbox = pair;
+        one_inbox.submission_recipient = one_inbox.mx_recipient.clone();
+        assert_eq!(names(&one_inbox), ["alice@pair.test"], "one account is read once");
     }
 }
