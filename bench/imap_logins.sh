@@ -28,7 +28,7 @@ MAILDR_LISTEN=127.166.0.2:0
 
 [[ $(id -u) -eq 0 ]] || { echo "imap_logins.sh: run as root (Dovecot drops privileges)" >&2; exit 1; }
 missing=()
-command -v dovecot >/dev/null || missing+=(dovecot-imapd)
+[[ -x /usr/lib/dovecot/imap ]] || missing+=(dovecot-imapd)
 # Debian's Python, where python3-argon2 installs (not whatever python3 is first on PATH).
 PY=/usr/bin/python3
 "$PY" -c 'import argon2' 2>/dev/null || missing+=(python3-argon2)

@@ -20,7 +20,10 @@ source tests/interop/checks.sh
 
 missing=()
 command -v postfix >/dev/null || missing+=(postfix)
-command -v dovecot >/dev/null || missing+=(dovecot-imapd dovecot-lmtpd)
+# Each Dovecot service the pair runs is its own package: dovecot-core alone
+# (which a benchmark may have installed) has neither.
+[[ -x /usr/lib/dovecot/imap ]] || missing+=(dovecot-imapd)
+[[ -x /usr/lib/dovecot/lmtp ]] || missing+=(dovecot-lmtpd)
 command -v knotd >/dev/null || missing+=(knot)
 command -v nsupdate >/dev/null || missing+=(bind9-dnsutils)
 command -v openssl >/dev/null || missing+=(openssl)
