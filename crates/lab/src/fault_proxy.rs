@@ -274,19 +274,28 @@ async fn pump(
         Some(())
     };
     let writer = async {
-        while let Some((due, chunk)) = arriving.recv().await {
-            tokio::time::sleep_until(due).await;
-            // A partition that began while the chunk was in flight holds it too.
-            faults.wait_for(|f| !pick(f).blackhole).await.ok().map(drop)?;
-            to.write_all(&chunk).await.ok()?;
-            let rate = pick(&faults.borrow()).bandwidth_bytes_per_sec;
-            if let Some(rate) = rate.filter(|r| *r > 0) {
-                tokio::time::sleep(Duration::from_secs_f64(chunk.len() as f64 / rate as f64)).await;
+        let delivered = async {
+            while let Some((due, chunk)) = arriving.recv().await {
+                tokio::time::sleep_until(due).await;
+                // A partition that began while the chunk was in flight holds it too.
+                faults.wait_for(|f| !pick(f).blackhole).await.ok().map(drop)?;
+                to.write_all(&chunk).await.ok()?;
+                let rate = pick(&faults.borrow()).bandwidth_bytes_per_sec;
+                if let Some(rate) = rate.filter(|r| *r > 0) {
+                    tokio::time::sleep(Duration::from_secs_f64(chunk.len() as f64 / rate as f64)).await;
+                }
             }
+            Some(())
         }
-        // The other side sees EOF, the reverse direction lives on.
-        let _ = to.shutdown().await;
-        Some(())
+        .await;
+        // Whatever ended the delivery, the reader stops too (a write that
+        // failed would otherwise leave it reading into a channel nobody empties).
+        arriving.close();
+        if delivered.is_some() {
+            // The reader saw EOF and everything on its way is delivered: the
+            // other side sees EOF, the reverse direction lives on.
+            let _ = to.shutdown().await;
+        }
     };
     tokio::select! {
         _ = reset.recv() => {
