@@ -17,7 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{Archive, ArchiveError, HistoryRow};
+use crate::archive::{Archive, ArchiveError};
 use crate::report::{DrillMode, Report, Rto, Verdict};
 
 /// A phase regresses when it is this much slower than the previous drill's, in
@@ -91,6 +91,16 @@ pub enum Regression {
     MoreLost { now: u64, was: u64 },
     /// The previous drill passed; this one did not.
     NoLongerPassed { now: Verdict },
+}
+
+impl Regression {
+    /// The RTO phase it is about, for the two kinds that have one.
+    pub fn phase(&self) -> Option<RtoPhase> {
+        match self {
+            Regression::Slower { phase, .. } | Regression::NotReached { phase, .. } => Some(*phase),
+            Regression::MoreLost { .. } | Regression::NoLongerPassed { .. } => None,
+        }
+    }
 }
 
 /// English, for logs and the drill service's history (`rto total: 20000 ms,
@@ -180,7 +190,7 @@ pub fn compare_with_previous(archive: &Archive, report: &Report) -> Result<Optio
         return Ok(None);
     }
     let history = archive.history()?;
-    let previous = history.rows.iter().find(|row: &&HistoryRow| {
+    let previous = history.rows.iter().find(|row| {
         row.plan_name == report.plan.name
             && row.drill_id != report.drill_id
             && row.started_at_ms <= report.started_at_ms

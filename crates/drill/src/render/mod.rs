@@ -23,6 +23,7 @@ pub use i18n::{Lang, UnknownLang};
 pub use markdown::markdown;
 
 use crate::plan::Phase;
+use crate::regression::RtoPhase;
 use crate::report::{
     Finding, ObjectiveResult, ProbeOutcome, Report, Severity, Source, StepOutcome, StepResult, TimelineEntry, Verdict,
 };
@@ -37,19 +38,35 @@ pub(crate) struct RtoRow<'a> {
     pub objective: Option<&'a ObjectiveResult>,
 }
 
+/// The catalog's name of an RTO phase.
+pub(crate) fn rto_label(phase: RtoPhase) -> Msg {
+    match phase {
+        RtoPhase::Detect => Msg::RtoDetect,
+        RtoPhase::Elect => Msg::RtoElect,
+        RtoPhase::DnsCommitted => Msg::RtoDnsCommitted,
+        RtoPhase::DnsServed => Msg::RtoDnsServed,
+        RtoPhase::FirstSmtpOk => Msg::RtoFirstSmtp,
+        RtoPhase::FirstImapOk => Msg::RtoFirstImap,
+        RtoPhase::Total => Msg::RtoTotal,
+    }
+}
+
 /// The RTO phases in the order they happen in a failover.
 pub(crate) fn rto_rows(report: &Report) -> Vec<RtoRow<'_>> {
     let objective = |name: &str| report.objectives.iter().find(|o| o.name == name);
-    let rto = &report.rto;
-    vec![
-        RtoRow { label: Msg::RtoDetect, value_ms: rto.detect_ms, objective: None },
-        RtoRow { label: Msg::RtoElect, value_ms: rto.elect_ms, objective: None },
-        RtoRow { label: Msg::RtoDnsCommitted, value_ms: rto.dns_committed_ms, objective: None },
-        RtoRow { label: Msg::RtoDnsServed, value_ms: rto.dns_served_ms, objective: None },
-        RtoRow { label: Msg::RtoFirstSmtp, value_ms: rto.first_smtp_ok_ms, objective: objective("rto_smtp_ms") },
-        RtoRow { label: Msg::RtoFirstImap, value_ms: rto.first_imap_ok_ms, objective: objective("rto_imap_ms") },
-        RtoRow { label: Msg::RtoTotal, value_ms: rto.total_ms, objective: objective("rto_total_ms") },
-    ]
+    RtoPhase::ALL
+        .into_iter()
+        .map(|phase| RtoRow {
+            label: rto_label(phase),
+            value_ms: phase.of(&report.rto),
+            objective: match phase {
+                RtoPhase::FirstSmtpOk => objective("rto_smtp_ms"),
+                RtoPhase::FirstImapOk => objective("rto_imap_ms"),
+                RtoPhase::Total => objective("rto_total_ms"),
+                _ => None,
+            },
+        })
+        .collect()
 }
 
 /// What one runbook phase holds, for the per-phase sections.

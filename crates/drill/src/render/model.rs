@@ -5,8 +5,8 @@
 
 use super::i18n::{Lang, Msg};
 use super::{
-    by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_rows, source_word, step_outcome_class,
-    step_outcome_word, utc, verdict_word, PhaseView,
+    by_phase, drill_duration_ms, duration, offset, offset_opt, quantity, rto_label, rto_rows, source_word,
+    step_outcome_class, step_outcome_word, utc, verdict_word, PhaseView,
 };
 use crate::regression::{Regression, RtoPhase, REGRESSION_MS_MIN, REGRESSION_PERCENT};
 use crate::report::{
@@ -226,23 +226,19 @@ pub(crate) fn against_previous(r: &Report, lang: Lang) -> Option<Table> {
     let phase_value = |v: Option<u64>| {
         v.map_or_else(|| Cell::Marked(Mark::Muted, lang.t(Msg::NotSeen).into()), |v| Cell::text(duration(v)))
     };
-    let labels = rto_rows(r).into_iter().map(|row| row.label);
     let mut rows = Vec::new();
-    for (phase, label) in RtoPhase::ALL.into_iter().zip(labels) {
+    for phase in RtoPhase::ALL {
         let (now, was) = (phase.of(&r.rto), phase.of(&c.previous_rto));
         if now.is_none() && was.is_none() {
             continue;
         }
-        let regressed = c.found.iter().any(|f| match f {
-            Regression::Slower { phase: p, .. } | Regression::NotReached { phase: p, .. } => *p == phase,
-            _ => false,
-        });
+        let regressed = c.found.iter().any(|f| f.phase() == Some(phase));
         let now_cell = match now {
             None if was.is_some() => Cell::Marked(Mark::Bad, lang.t(Msg::NotReached).into()),
             v => phase_value(v),
         };
         rows.push(vec![
-            Cell::text(lang.t(label)),
+            Cell::text(lang.t(rto_label(phase))),
             now_cell,
             phase_value(was),
             if regressed { worse.clone() } else { Cell::Empty },
