@@ -400,6 +400,21 @@ mod tests {
         assert!(took < Duration::from_millis(780), "the latency was charged per piece: {took:?}");
     }
 
+    /// What is on its way is bounded ([`IN_FLIGHT_CHUNKS_MAX`]): with a long
+    /// latency the proxy stops reading and TCP holds the sender, instead of the
+    /// proxy taking in whatever the sender writes.
+    #[tokio::test]
+    async fn bytes_on_their_way_are_bounded_and_the_sender_is_held() {
+        let link = link().await;
+        link.set(LinkFaults::wan(30_000, 0)).unwrap();
+        let mut s = TcpStream::connect(link.local_addr()).await.unwrap();
+        // Far more than the chunks on their way plus both sockets' buffers.
+        let much = vec![7u8; 64 * 1024 * 1024];
+        let written = tokio::time::timeout(Duration::from_secs(2), s.write_all(&much)).await;
+        assert!(written.is_err(), "64 MiB went into a link whose bytes take 30 s to arrive");
+        assert!(IN_FLIGHT_CHUNKS_MAX * CHUNK_BYTES < much.len() / 16);
+    }
+
     #[tokio::test]
     async fn a_partition_stalls_traffic_until_healed_and_loses_nothing() {
         let link = link().await;
