@@ -134,14 +134,19 @@ printf '%s\n' "$PROBE_PW" | admin user add probe@example.test --password-stdin >
 printf '%s\n' "$ALICE_PW" | admin user add alice@example.test --password-stdin >/dev/null
 ok "domain and accounts created through the running cluster"
 
-# primary_becomes ASKING SITE: within 30 s, ASKING's config names SITE the primary.
+# primary_becomes ASKING SITE: within 60 s, ASKING's config names SITE the primary.
+# (A status call waits for an unreachable member up to its own timeout.)
+# On failure, the last status it saw and the tail of every running site's log are
+# printed, so a failed run says what the cluster was doing.
 primary_becomes() {
-    local st
-    for _ in $(seq 1 60); do
-        st=$(cl "$MAILDR" cluster status --config "$WORK/$1/site.toml" 2>/dev/null || true)
-        [[ $(sed -n 's/^primary: \([a-z]*\) .*/\1/p' <<<"$st") == "$2" ]] && return 0
+    local st="" began=$SECONDS
+    while (( SECONDS - began < 60 )); do
+        st=$(cl "$MAILDR" cluster status --config "$WORK/$1/site.toml" 2>&1 || true)
+        [[ $(sed -n 's/^primary: \([a-z]*\) .*/\1/p' <<<"$st") == "$2" ]] && { WAITED=$((SECONDS - began)); return 0; }
         sleep 0.5
     done
+    echo "-- last cluster status asked at $1:"; echo "$st"
+    for s in "${!PID[@]}"; do echo "-- $s's log (last 30 lines):"; tail -30 "$WORK/$s/serve.log"; done
     return 1
 }
 status=$(cl "$MAILDR" cluster status --config "$WORK/bj/site.toml")
@@ -262,7 +267,7 @@ ACKED="$ACKED $MORE"
 other=sh; [[ $primary == sh ]] && other=bj
 in_ns wan ip link set "$P-$primary-w" down
 elected=""; primary_becomes "$other" "$other" && elected=yes
-[[ -n "$elected" ]] && ok "with $primary's link cut, $other is elected" || fail "no election during the partition"
+[[ -n "$elected" ]] && ok "with $primary's link cut, $other is elected (seen after ${WAITED} s)" || fail "no election during the partition"
 DURING=$(send "${IP[$other]}" 30 10)
 [[ $(wc -w <<<"$DURING") -ge 8 ]] && ok "$other accepts mail during the partition ($(wc -w <<<"$DURING") of 10)" \
     || fail "only $(wc -w <<<"$DURING") of 10 accepted at $other during the partition"
@@ -303,7 +308,7 @@ done
     || fail "verify after restarting $other"
 kill -STOP "${PID[$primary]}"
 elected=""; primary_becomes "$other" "$other" && elected=yes
-[[ -n "$elected" ]] && ok "with $primary paused (SIGSTOP), $other is elected" || fail "no election while $primary was paused"
+[[ -n "$elected" ]] && ok "with $primary paused (SIGSTOP), $other is elected (seen after ${WAITED} s)" || fail "no election while $primary was paused"
 PAUSED=$(send "${IP[$other]}" 50 5)
 ACKED="$ACKED $PAUSED"
 kill -CONT "${PID[$primary]}"

@@ -289,7 +289,7 @@ async fn failover(client: &ControlClient, to: &str, accept_data_loss: bool, by: 
 }
 
 async fn status(client: ControlClient, json: bool) -> Result<()> {
-    let report = ops::cluster_status(&client, ops::CONTROL_TIMEOUT).await;
+    let report = ops::cluster_status(&client, ops::STATUS_TIMEOUT).await;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -32,6 +32,12 @@ pub use verify::{verify, Divergence, MessageDifference, VerifyReport, VERIFY_DEA
 /// How long one control request may take, unless the caller says otherwise.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long `maildr cluster status` waits for each member (all are asked at once):
+/// one that has not answered by then is shown UNREACHABLE. An operator asks during
+/// an outage, and a frozen site (its socket accepts, nothing answers) would
+/// otherwise hold the whole picture back for [`CONTROL_TIMEOUT`].
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How long `cluster init` asks again a site that is still in its fresh-start check.
 pub const INIT_FRESH_WAIT: Duration = Duration::from_secs(30);
 

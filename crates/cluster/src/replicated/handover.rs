@@ -27,8 +27,26 @@ const CAUGHT_UP_SLACK_ENTRIES: u64 = 64;
 /// How often a held write (or a transfer waiting for its target) looks again.
 pub(super) const HANDOVER_WRITE_HOLD_POLL: Duration = Duration::from_millis(5);
 
-/// How long the target of a hand-over keeps campaigning before it gives up.
-const BECOME_PRIMARY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How many leases (`election_timeout_max_ms`) the target of a hand-over keeps
+/// campaigning before it gives up: it wins once the voters' leases, one lease after
+/// the quiet primary's last heartbeat, have run out, so a few leases are ample.
+const BECOME_PRIMARY_LEASES: u32 = 5;
+
+/// The least time the target of a hand-over keeps campaigning, however short the
+/// lease (a vote still costs a busy voter an fsync).
+const BECOME_PRIMARY_MIN: Duration = Duration::from_secs(3);
+
+/// How much longer than its target campaigns the primary waits for the answer to
+/// `BecomePrimary` (the answer's own way back) before it speaks again.
+const HANDOVER_ANSWER_MARGIN: Duration = Duration::from_secs(2);
+
+/// How long the target of a hand-over keeps campaigning, for a lease of `lease_ms`.
+/// The primary stays quiet (and holds writes) at most this plus
+/// [`HANDOVER_ANSWER_MARGIN`]: a target that died or froze after it was asked
+/// costs that long, no more.
+pub(super) fn become_primary_timeout(lease_ms: u64) -> Duration {
+    (Duration::from_millis(lease_ms) * BECOME_PRIMARY_LEASES).max(BECOME_PRIMARY_MIN)
+}
 
 /// How long a leadership transfer holds writes for the target to match the log.
 const HANDOVER_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -69,6 +87,21 @@ impl Replicated {
                 peer.site
             ));
         }
+        // A target that answers nothing (down, frozen, cut off) would keep this
+        // primary quiet and its writes held until the answer's deadline.
+        let lease = Duration::from_millis(self.election_timeout_max_ms);
+        match self.last_heard_from(to).map(|at| at.elapsed()) {
+            Some(ago) if ago < lease => {}
+            Some(ago) => {
+                return Err(format!(
+                    "{} has not answered for {} ms (longer than the {} ms lease): it may be down",
+                    peer.site,
+                    ago.as_millis(),
+                    lease.as_millis()
+                ))
+            }
+            None => return Err(format!("{} has not answered since this site started", peer.site)),
+        }
         if self.handing_over.swap(true, Ordering::SeqCst) {
             return Err(format!("{} is already handing over its lead", self.site));
         }
@@ -98,8 +131,8 @@ impl Replicated {
         }
         let caught_up_ms = holding_since.elapsed().as_millis();
         self.raft.runtime_config().heartbeat(false);
-        let answer =
-            peer.call(&PeerRequest::Control(ControlRequest::BecomePrimary), Duration::from_secs(20), true).await;
+        let answer_within = become_primary_timeout(self.election_timeout_max_ms) + HANDOVER_ANSWER_MARGIN;
+        let answer = peer.call(&PeerRequest::Control(ControlRequest::BecomePrimary), answer_within, true).await;
         self.raft.runtime_config().heartbeat(true);
         self.handing_over.store(false, Ordering::SeqCst);
         tracing::info!(
@@ -147,7 +180,7 @@ impl Replicated {
         // may still count the quiet primary as alive), again every couple of
         // heartbeats until a voter's lease has run out and the vote is won.
         let started = Instant::now();
-        let deadline = started + BECOME_PRIMARY_TIMEOUT;
+        let deadline = started + become_primary_timeout(self.election_timeout_max_ms);
         let me = self.me;
         let led_and_committed = move |m: &openraft::RaftMetrics<NodeId, crate::raft::SiteNode>| {
             m.state == ServerState::Leader

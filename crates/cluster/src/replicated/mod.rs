@@ -386,6 +386,16 @@ impl Replicated {
 
     /// The peer with this node id: by id in our configuration, else by the site
     /// name the membership gives it (a site that rejoined under a new id).
+    /// When this site last heard from `node` (an answer, or a request from it),
+    /// through the configured peer of its site when it rejoined under a new id.
+    fn last_heard_from(&self, node: NodeId) -> Option<Instant> {
+        let peer = self
+            .directory
+            .get(node)
+            .or_else(|| self.site_in_membership(node).and_then(|site| self.directory.by_site(&site)))?;
+        peer.last_heard()
+    }
+
     fn peer(&self, node: NodeId) -> Option<Arc<PeerClient>> {
         if let Some(peer) = self.directory.get(node) {
             return Some(peer);

@@ -4,8 +4,10 @@
 //!
 //! A witness campaigns only after data sites had [`super::campaign::WITNESS_ELECTION_PATIENCE`] times
 //! as long: it leads only when no data site can (the survivor lacks entries only the
-//! witness holds), and then hands the lead to the first data site it has brought up
-//! to date. Every [`WITNESS_BODY_SWEEP`] it asks every data voter which of its bodies
+//! witness holds), and then hands the lead to a data site it has brought up to date
+//! and heard from within the lease: of those, the one heard from last (a data site
+//! that froze or died after the witness was elected must not keep the lead with the
+//! witness while the other waits). Every [`WITNESS_BODY_SWEEP`] it asks every data voter which of its bodies
 //! they hold durably and drops those held everywhere.
 //!
 //! This module must never drop a body a data site lacks, nor drop anything in a round
@@ -55,9 +57,31 @@ pub(super) fn droppable_bodies(
         .collect()
 }
 
+/// A data site a leading witness might hand its lead to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HandoverCandidate {
+    pub node: NodeId,
+    /// Whether it has every entry the witness has.
+    pub caught_up: bool,
+    /// How long ago the witness last heard from it (never: `None`).
+    pub heard_ago: Option<Duration>,
+}
+
+/// The data site a leading witness hands its lead to: of those with every entry
+/// and heard from within `lease`, the one heard from last. None: no data site can
+/// take it now (the witness keeps leading and looks again).
+pub(super) fn handover_target(candidates: &[HandoverCandidate], lease: Duration) -> Option<NodeId> {
+    candidates
+        .iter()
+        .filter(|c| c.caught_up)
+        .filter_map(|c| c.heard_ago.filter(|ago| *ago < lease).map(|ago| (ago, c.node)))
+        .min()
+        .map(|(_, node)| node)
+}
+
 impl Replicated {
-    /// On a witness that leads: hand the lead to the first data site that has every
-    /// entry, at most once per [`HANDOVER_RETRY`] (`last_handover` remembers when).
+    /// On a witness that leads: hand the lead to the data site [`handover_target`]
+    /// picks, at most once per [`HANDOVER_RETRY`] (`last_handover` remembers when).
     pub(super) fn hand_lead_to_a_data_site(
         self: &Arc<Self>,
         m: &RaftMetrics<NodeId, SiteNode>,
@@ -67,14 +91,18 @@ impl Replicated {
             return;
         }
         let last = m.last_log_index.unwrap_or(0);
-        let ready = m.replication.as_ref().and_then(|r| {
-            r.iter()
-                .filter(|(node, matched)| {
-                    self.role_of(**node) == Some(SiteRole::Data) && matched.map(|l| l.index).unwrap_or(0) >= last
-                })
-                .map(|(node, _)| *node)
-                .next()
-        });
+        let candidates: Vec<HandoverCandidate> = m
+            .replication
+            .iter()
+            .flat_map(|r| r.iter())
+            .filter(|(node, _)| self.role_of(**node) == Some(SiteRole::Data))
+            .map(|(node, matched)| HandoverCandidate {
+                node: *node,
+                caught_up: matched.map(|l| l.index).unwrap_or(0) >= last,
+                heard_ago: self.last_heard_from(*node).map(|at| at.elapsed()),
+            })
+            .collect();
+        let ready = handover_target(&candidates, Duration::from_millis(self.election_timeout_max_ms));
         let busy = self.handing_over.load(Ordering::SeqCst);
         if let Some(node) = ready.filter(|_| !busy) {
             *last_handover = Some(Instant::now());
@@ -172,6 +200,28 @@ pub(super) async fn drop_bodies_the_data_sites_hold(site: Arc<Replicated>, mut s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_witness_hands_its_lead_to_the_caught_up_data_site_heard_from_last() {
+        let lease = Duration::from_millis(1_000);
+        let site = |node, caught_up, heard_ms: Option<u64>| HandoverCandidate {
+            node,
+            caught_up,
+            heard_ago: heard_ms.map(Duration::from_millis),
+        };
+        // bj (1) froze just after the witness was elected: it is caught up but silent.
+        assert_eq!(handover_target(&[site(1, true, Some(1_000)), site(2, true, Some(40))], lease), Some(2));
+        assert_eq!(handover_target(&[site(1, true, Some(999)), site(2, true, Some(40))], lease), Some(2));
+        assert_eq!(handover_target(&[site(1, true, Some(10)), site(2, true, Some(40))], lease), Some(1));
+        assert_eq!(
+            handover_target(&[site(1, true, Some(1_000)), site(2, false, Some(5))], lease),
+            None,
+            "one lags, the other is silent: the witness keeps leading until one can take it"
+        );
+        assert_eq!(handover_target(&[site(1, true, None), site(2, false, Some(5))], lease), None);
+        assert_eq!(handover_target(&[site(1, true, Some(999))], lease), Some(1));
+        assert_eq!(handover_target(&[], lease), None);
+    }
 
     #[test]
     fn a_witness_drops_what_both_hold_and_only_old_orphans_once_caught_up() {
