@@ -180,6 +180,10 @@ pub struct WriteMetrics {
     /// On a witness: bodies it dropped because every data site holds them.
     #[serde(default)]
     pub bodies_dropped: u64,
+    /// Entries this voter appended later than sent, because their message body had
+    /// not reached it yet (a voter acknowledges an entry only with its body held).
+    #[serde(default)]
+    pub entries_held_for_bodies: u64,
 }
 
 /// One mailbox's identity and digest, as compared by `maildr cluster verify`: two

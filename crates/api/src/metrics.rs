@@ -101,6 +101,11 @@ pub fn render(s: &SiteStatus) -> String {
             "On a witness: bodies dropped because every data site holds them.",
             m.bodies_dropped,
         ),
+        (
+            "maildr_entries_held_for_bodies_total",
+            "Entries a voter appended later than sent because their message body had not reached it yet.",
+            m.entries_held_for_bodies,
+        ),
     ];
     for (name, help, value) in counters {
         out.one(name, "counter", help, value as f64);

@@ -1,9 +1,11 @@
 //! Message body replication: bodies travel beside the Raft log, never in it.
 //!
 //! [`Replicated::put_body`] stores the body here and pushes it to every peer. On the
-//! primary (or with no primary known) it returns once at least one peer has it
-//! durable: the body is then on two sites before the entry that refers to it is
-//! proposed. On a site that will forward the write it returns at once: the primary
+//! primary (or with no primary known) it returns at once for a body of up to
+//! [`BODY_WITH_ENTRY_MAX`]: the entry and the push travel side by side, and a voter
+//! acknowledges the entry only once it holds the body (`entry_bodies`), so the
+//! commit proves the body is on two sites. A larger body returns once at least one
+//! peer has it durable, before its entry is proposed. On a site that will forward the write it returns at once: the primary
 //! proposes a forwarded write only once it holds the body itself
 //! ([`Replicated::await_entry_body`], pushed meanwhile or fetched from here), so
 //! the body is on this site and the primary before the entry exists, and the push
@@ -34,6 +36,12 @@ use crate::WriteError;
 /// Most bodies received in pieces at once; beyond it one of them is dropped (its
 /// sender's push then fails and the body is fetched later instead).
 const PARTIAL_BODIES_MAX: usize = 16;
+
+/// The largest body whose entry the primary proposes while the body's push is still
+/// on its way (one piece, one round trip, well inside a heartbeat interval on a
+/// WAN); a larger one is proposed only once a peer holds it, so it never holds up
+/// the entries behind it at the voters (`entry_bodies`).
+pub(super) const BODY_WITH_ENTRY_MAX: u64 = 256 * 1024;
 
 /// How often a primary looks whether a forwarded write's body has arrived.
 const BODY_ARRIVAL_POLL: Duration = Duration::from_millis(2);
@@ -113,6 +121,16 @@ impl Replicated {
             tokio::spawn(async move {
                 let pushed = first_ack.await.is_ok();
                 in_flight.lock().unwrap_or_else(|p| p.into_inner()).end(hash, pushed);
+            });
+            return Ok(local);
+        }
+        if size <= BODY_WITH_ENTRY_MAX {
+            // The entry may go out at once: a voter acknowledges it only once the
+            // push has reached it (`entry_bodies`), so its commit proves two copies.
+            tokio::spawn(async move {
+                if let Err(failures) = first_ack.await {
+                    tracing::debug!(failures, "a body proposed with its entry reached no other site by push");
+                }
             });
             return Ok(local);
         }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use openraft::raft::AppendEntriesResponse;
 use tokio::sync::watch;
 
+use super::entry_bodies::Held;
 use super::Replicated;
 use crate::raft::transport::{self, PeerListener, Unauthenticated};
 use crate::raft::wire::{ControlRequest, ControlResponse, PeerRequest, PeerResponse, RaftReply, RaftRpc};
@@ -43,7 +44,7 @@ pub(super) async fn serve_peers(site: Arc<Replicated>, listener: PeerListener, m
     }
 }
 
-async fn serve_connection(site: &Replicated, connection: Unauthenticated) -> std::io::Result<()> {
+async fn serve_connection(site: &Arc<Replicated>, connection: Unauthenticated) -> std::io::Result<()> {
     let from = connection.from;
     let Some((mut stream, caller)) = transport::handshake(connection, &site.security, site.me, &site.site)
         .await
@@ -70,7 +71,7 @@ async fn serve_connection(site: &Replicated, connection: Unauthenticated) -> std
 }
 
 impl Replicated {
-    async fn handle(&self, request: PeerRequest) -> PeerResponse {
+    pub(super) async fn handle(self: &Arc<Self>, request: PeerRequest) -> PeerResponse {
         match request {
             PeerRequest::Hello { .. } => PeerResponse::Refused("Hello only opens a connection".into()),
             PeerRequest::Raft(rpc) => self.serve_raft(rpc).await,
@@ -80,7 +81,7 @@ impl Replicated {
         }
     }
 
-    async fn serve_raft(&self, rpc: RaftRpc) -> PeerResponse {
+    async fn serve_raft(self: &Arc<Self>, rpc: RaftRpc) -> PeerResponse {
         let leader = match &rpc {
             RaftRpc::AppendEntries(rpc) => rpc.vote.leader_id().voted_for(),
             RaftRpc::Vote(rpc) => rpc.vote.leader_id().voted_for(),
@@ -97,7 +98,14 @@ impl Replicated {
                 if rpc.vote.is_committed() && term >= self.raft.metrics().borrow().current_term {
                     self.heard_from_primary();
                 }
-                let response = self.raft.append_entries(rpc).await;
+                let mut rpc = rpc;
+                let held = self.hold_back_entries_without_bodies(&mut rpc).await;
+                let response = match (self.raft.append_entries(rpc).await, held) {
+                    (Ok(AppendEntriesResponse::Success), Held::From { matching, .. }) => {
+                        Ok(AppendEntriesResponse::PartialSuccess(matching))
+                    }
+                    (response, _) => response,
+                };
                 if matches!(response, Ok(AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_))) {
                     self.note_primary_contact(leader, term, committed);
                 }

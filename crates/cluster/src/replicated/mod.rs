@@ -5,6 +5,7 @@
 //! answers simple questions about it. Each job lives in its own module:
 //! - `write`: commit on the primary, forward from elsewhere, read your writes;
 //! - `bodies`: body replication (push, fetch, missing bodies, the body channel);
+//! - `entry_bodies`: a voter acknowledges an entry only with its body held;
 //! - `witness`: a witness's patience, its hand-over of a lead, its body drop;
 //! - `leading`: what a primary keeps up while it leads (lag, learners);
 //! - `handover`: planned switchover (`hand_over`, `become_primary`);
@@ -20,6 +21,7 @@
 mod bodies;
 mod campaign;
 mod dispatch;
+mod entry_bodies;
 mod forced_failover;
 mod handover;
 mod lagged;
@@ -136,6 +138,8 @@ pub struct Replicated {
     bodies_in_flight: Arc<Mutex<bodies::BodiesInFlight>>,
     /// On the primary: when each follower last had every entry the primary had.
     caught_up_at: Mutex<BTreeMap<NodeId, Instant>>,
+    /// Bodies fetched in the background for entries held back without them.
+    body_fetches: entry_bodies::BodyFetches,
     /// Bodies arriving in several pieces, by hash, until their last piece.
     partial_bodies: Mutex<BTreeMap<BlobHash, Vec<u8>>>,
     /// Set while this primary hands its lead to another site.
@@ -268,6 +272,7 @@ impl Replicated {
             bodies_in_flight: Arc::default(),
             caught_up_at: Mutex::new(BTreeMap::new()),
             partial_bodies: Mutex::new(BTreeMap::new()),
+            body_fetches: entry_bodies::BodyFetches::default(),
             handing_over: AtomicBool::new(false),
             observations: Mutex::new(None),
             apply_delay,
