@@ -183,7 +183,9 @@ impl Cluster {
 
     /// Store a message body durably (file and directory fsynced; on a replicated
     /// site, on at least one other site too) before the command that refers to it is
-    /// written.
+    /// acknowledged: on a replicated primary, a small body's copies are still being
+    /// written when this returns, and [`Cluster::write`] of the command waits for
+    /// them beside its commit.
     pub async fn put_body(&self, body: Vec<u8>) -> Result<BlobRef, WriteError> {
         match &self.engine {
             Engine::Single(s) => s.put_body(body).await,

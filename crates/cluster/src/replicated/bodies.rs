@@ -1,10 +1,11 @@
 //! Message body replication: bodies travel beside the Raft log, never in it.
 //!
 //! [`Replicated::put_body`] stores the body here and pushes it to every peer. On the
-//! primary (or with no primary known) it returns at once for a body of up to
-//! [`BODY_WITH_ENTRY_MAX`]: the entry and the push travel side by side, and a voter
-//! acknowledges the entry only once it holds the body (`entry_bodies`), so the
-//! commit proves the body is on two sites. A larger body returns once at least one
+//! primary it returns at once for a body of up to [`BODY_WITH_ENTRY_MAX`], with
+//! its own copy still being written: the entry, the push and this site's fsyncs
+//! go on side by side. A voter acknowledges the entry only once it holds the body
+//! (`entry_bodies`), so the commit proves a second copy, and the write waits for
+//! this site's copy beside the commit ([`Replicated::local_body_stored`]). A larger body returns once at least one
 //! peer has it durable, before its entry is proposed. On a site that will forward the write it returns at once: the primary
 //! proposes a forwarded write only once it holds the body itself
 //! ([`Replicated::await_entry_body`], pushed meanwhile or fetched from here), so
@@ -36,6 +37,10 @@ use crate::WriteError;
 /// Most bodies received in pieces at once; beyond it one of them is dropped (its
 /// sender's push then fails and the body is fetched later instead).
 const PARTIAL_BODIES_MAX: usize = 16;
+
+/// Bodies being written here while their entries go out, each with the outcome of
+/// its write once known (`None` until then).
+pub(super) type LocalPuts = std::collections::HashMap<BlobHash, watch::Receiver<Option<Result<(), String>>>>;
 
 /// The largest body whose entry the primary proposes while the body's push is still
 /// on its way (one piece, one round trip, well inside a heartbeat interval on a
@@ -84,22 +89,7 @@ impl Replicated {
             });
         }
         drop(tx);
-        let local = local_put
-            .await
-            .map_err(|e| WriteError::Unavailable(format!("body writer failed: {e}")))?
-            .map_err(|e| WriteError::Unavailable(format!("storing the message body failed: {e}")))?;
-        debug_assert_eq!(local.hash, hash, "the store names a body by the hash of its bytes");
-        let m = self.raft.metrics().borrow().clone();
-        if m.membership_config.membership().voter_ids().eq([self.me]) {
-            // A site promoted by a forced failover is its own quorum until others
-            // rejoin: its log commits on this one site, and so may bodies.
-            return Ok(local);
-        }
         let size = body.len() as u64;
-        let forwarding = m.current_leader.is_some_and(|l| l != self.me);
-        if forwarding {
-            self.bodies_in_flight.lock().unwrap_or_else(|p| p.into_inner()).begin(local.hash);
-        }
         let metrics = Arc::clone(&self.metrics);
         let first_ack = async move {
             let mut failures = 0;
@@ -115,22 +105,54 @@ impl Replicated {
             }
             Err(failures)
         };
+        let m = self.raft.metrics().borrow().clone();
+        let lone = m.membership_config.membership().voter_ids().eq([self.me]);
+        let forwarding = m.current_leader.is_some_and(|l| l != self.me);
+        if !lone && !forwarding && size <= BODY_WITH_ENTRY_MAX {
+            // The entry may go out at once: a voter acknowledges it only once the
+            // push has reached it (`entry_bodies`), so its commit proves a second
+            // copy; this site's own copy is awaited by the write (`write`), beside
+            // the commit.
+            let (stored_tx, stored_rx) = watch::channel(None);
+            self.local_puts.lock().unwrap_or_else(|p| p.into_inner()).insert(hash, stored_rx);
+            let local_puts = Arc::clone(&self.local_puts);
+            let state_machine = self.state_machine.clone();
+            tokio::spawn(async move {
+                let stored = match local_put.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(format!("storing the message body failed: {e}")),
+                    Err(e) => Err(format!("body writer failed: {e}")),
+                };
+                if stored.is_ok() {
+                    state_machine.body_arrived(&hash);
+                }
+                local_puts.lock().unwrap_or_else(|p| p.into_inner()).remove(&hash);
+                let _ = stored_tx.send(Some(stored));
+            });
+            tokio::spawn(async move {
+                if let Err(failures) = first_ack.await {
+                    tracing::debug!(failures, "a body proposed with its entry reached no other site by push");
+                }
+            });
+            return Ok(BlobRef { hash, size_bytes: size });
+        }
+        let local = local_put
+            .await
+            .map_err(|e| WriteError::Unavailable(format!("body writer failed: {e}")))?
+            .map_err(|e| WriteError::Unavailable(format!("storing the message body failed: {e}")))?;
+        debug_assert_eq!(local.hash, hash, "the store names a body by the hash of its bytes");
+        if lone {
+            // A site promoted by a forced failover is its own quorum until others
+            // rejoin: its log commits on this one site, and so may bodies.
+            return Ok(local);
+        }
         if forwarding {
+            self.bodies_in_flight.lock().unwrap_or_else(|p| p.into_inner()).begin(local.hash);
             let in_flight = Arc::clone(&self.bodies_in_flight);
             let hash = local.hash;
             tokio::spawn(async move {
                 let pushed = first_ack.await.is_ok();
                 in_flight.lock().unwrap_or_else(|p| p.into_inner()).end(hash, pushed);
-            });
-            return Ok(local);
-        }
-        if size <= BODY_WITH_ENTRY_MAX {
-            // The entry may go out at once: a voter acknowledges it only once the
-            // push has reached it (`entry_bodies`), so its commit proves two copies.
-            tokio::spawn(async move {
-                if let Err(failures) = first_ack.await {
-                    tracing::debug!(failures, "a body proposed with its entry reached no other site by push");
-                }
             });
             return Ok(local);
         }
@@ -140,6 +162,22 @@ impl Replicated {
                 "the message body reached no other site ({failures} of {pushes} pushes failed within {} ms)",
                 self.body_push_timeout.as_millis()
             ))),
+        }
+    }
+
+    /// Wait until this site's own copy of the body `hash` is durable, when
+    /// `put_body` left it being written (see there); `Err` when it could not be.
+    pub(super) async fn local_body_stored(&self, hash: BlobHash) -> Result<(), String> {
+        let pending = self.local_puts.lock().unwrap_or_else(|p| p.into_inner()).get(&hash).cloned();
+        match pending {
+            Some(mut stored) => match stored.wait_for(Option::is_some).await {
+                Ok(result) => result.clone().expect("waited for a result"),
+                Err(_) => Err("the body writer ended without a result".into()),
+            },
+            // Done already (it leaves the list once durable), or never started
+            // here: either way the store says whether the body is here.
+            None if self.store().blobs().contains(&hash) => Ok(()),
+            None => Err(format!("the message body {hash} is not stored at this site")),
         }
     }
 

@@ -138,6 +138,9 @@ pub struct Replicated {
     bodies_in_flight: Arc<Mutex<bodies::BodiesInFlight>>,
     /// On the primary: when each follower last had every entry the primary had.
     caught_up_at: Mutex<BTreeMap<NodeId, Instant>>,
+    /// Bodies `put_body` is still writing here while their entries go out, with
+    /// the outcome once known (see `bodies`); a body leaves once it is durable.
+    local_puts: Arc<Mutex<bodies::LocalPuts>>,
     /// Bodies fetched in the background for entries held back without them.
     body_fetches: entry_bodies::BodyFetches,
     /// Bodies arriving in several pieces, by hash, until their last piece.
@@ -273,6 +276,7 @@ impl Replicated {
             caught_up_at: Mutex::new(BTreeMap::new()),
             partial_bodies: Mutex::new(BTreeMap::new()),
             body_fetches: entry_bodies::BodyFetches::default(),
+            local_puts: Arc::default(),
             handing_over: AtomicBool::new(false),
             observations: Mutex::new(None),
             apply_delay,

@@ -31,7 +31,23 @@ impl Replicated {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(self.limits.write_timeout_ms);
         let kind = command.kind();
-        let result = self.write_by(command, deadline).await;
+        // This site's own copy of a new body may still be being written (see
+        // `bodies`): the write waits for it beside the commit, not before it.
+        let body = command.new_body();
+        let local_copy = async {
+            match body {
+                Some(hash) => self.local_body_stored(hash).await,
+                None => Ok(()),
+            }
+        };
+        let (result, local_copy) = tokio::join!(self.write_by(command, deadline), local_copy);
+        let result = match (result, local_copy) {
+            (Ok(_), Err(why)) => {
+                tracing::error!(kind, reason = %why, "committed, but this site's copy of the body failed");
+                Err(WriteError::Unavailable(format!("{kind}: {why}")))
+            }
+            (result, _) => result,
+        };
         let mut metrics = self.metrics.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Err(WriteError::Unavailable(reason)) => {
