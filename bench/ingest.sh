@@ -41,7 +41,10 @@
 # Needs root (Postfix and Dovecot drop privileges) and a built maildr (release if
 # present; MAILDR_BIN overrides). Installs postfix, dovecot-core and dovecot-lmtpd
 # when missing. Every wait is bounded (WAIT_SECS, 300); everything started is
-# stopped, link faults healed, and the work directory removed, on exit.
+# stopped, link faults healed, and the work directory removed, on exit. Nothing is
+# deleted between the runs (each system and lab writes into directories of its
+# own): on this machine kind's ext4 a mass deletion slows file creation for tens of
+# seconds after it, so start the script a minute after anything deleted many files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${1:-4000}
@@ -333,7 +336,7 @@ except ValueError:
     print('- -')" || echo "- -"
 }
 
-# lab_up RTT: a fresh lab (lab up wipes the one before), RTT/2 on each direction of
+# lab_up RTT: a fresh lab in $LAB, RTT/2 on each direction of
 # every link; sets PRIMARY, TERM, MX, IMAP.
 lab_up() {
     local t0=$EPOCHREALTIME
@@ -387,6 +390,11 @@ PY
 
 declare -A MD_LOAD MD_STORED MD_AT MD_TERMS
 for rtt in 0 "$RTT_MS"; do
+    # Each lab in a directory of its own, kept (stopped) until the end: wiping the
+    # last lab's thousands of files just before a run slows every file the next one
+    # creates (ext4 passes over recently freed inodes for a while), which measured
+    # the filesystem's aftermath, not the system.
+    LAB=$WORK/lab-$rtt
     lab_up "$rtt"
     timeout 60 smtp-source -m 1 -l 100 -f sender@bench.test -t bob@example.test "$MX"
     warm_up "maildr-$rtt" "$MX" bob@example.test
@@ -404,11 +412,11 @@ for rtt in 0 "$RTT_MS"; do
     say "maildr-$rtt: primary now $now2 (term $term2)"
     reasons=$(refusal_reasons)
     [[ -z $reasons ]] || { say "maildr-$rtt: refusals at the data sites (warm-up, load and latency run), by reason:"; echo "$reasons"; }
+    heal_links
+    timeout 60 "$MAILDR" lab down --keep --dir "$LAB" >/dev/null
+    LAB_UP=""
+    say "lab down (kept until the end)"
 done
-heal_links
-timeout 60 "$MAILDR" lab down --dir "$LAB" >/dev/null
-LAB_UP=""
-say "lab down"
 
 # ---------------------------------------------------------------- summary
 per_sec() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / s }'; }
