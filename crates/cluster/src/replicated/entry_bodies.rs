@@ -11,8 +11,8 @@
 //! on its way ([`super::bodies`]) and the two travel side by side.
 //!
 //! An AppendEntries whose uncommitted entries name a body this voter lacks waits a
-//! moment for the push under way ([`BODY_WAIT_HEARTBEAT_SHARE`] of a heartbeat
-//! interval, inside openraft's deadline for the call). Bodies still missing then
+//! moment for the push under way (a quarter of a heartbeat interval,
+//! [`BODY_WAIT_HEARTBEAT_SHARE`], inside openraft's deadline for the call). Bodies still missing then
 //! are fetched in the background, and the voter appends only the entries before
 //! the first of them: it answers `PartialSuccess` up to there, and the primary
 //! sends the rest again. Entries the primary has already committed need no such
@@ -35,9 +35,12 @@ use super::Replicated;
 use crate::raft::{NodeId, TypeConfig};
 
 /// The share of a heartbeat interval an append waits for bodies on their way
-/// (1/N): openraft gives the whole call one heartbeat interval, and the log's own
-/// fsync and the way back need the rest.
-const BODY_WAIT_HEARTBEAT_SHARE: u32 = 2;
+/// (1/N): openraft gives the whole call one heartbeat interval, from which the
+/// round trip (up to half of it on the wan-degradation drill's links), the log's
+/// own fsync and the way back must also come. A body later than this costs its
+/// entry one more round trip (`PartialSuccess`); a call past the deadline costs
+/// far more (openraft counts the follower unreachable and backs off).
+const BODY_WAIT_HEARTBEAT_SHARE: u32 = 4;
 
 /// How often a waiting append looks whether its bodies have arrived.
 const BODY_WAIT_POLL: Duration = Duration::from_millis(2);
