@@ -252,7 +252,10 @@ section! {
         /// many applied entries.
         snapshot_after_entries: u64 = 20_000,
         /// Milliseconds a message body push to peers may take before the write is
-        /// refused as temporarily unavailable.
+        /// refused as temporarily unavailable (bodies over 256 KiB, pushed before their
+        /// entry is proposed; a smaller body travels beside its entry, and a voter
+        /// acknowledges the entry only once it holds the body). Also how long a voter
+        /// fetches a body it was not pushed.
         body_push_timeout_ms: u64 = 5_000,
         /// Only for a site whose role is `lagged` (required there, refused elsewhere):
         /// seconds between an entry's arrival and its apply. Corruption noticed within
