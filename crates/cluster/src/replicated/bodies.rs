@@ -38,6 +38,44 @@ use crate::WriteError;
 /// sender's push then fails and the body is fetched later instead).
 const PARTIAL_BODIES_MAX: usize = 16;
 
+/// Bodies being written at this site right now, by a push, a fetch or `put_body`,
+/// with how many writers each has. A body is on disk once renamed into place but
+/// durable only once its writer returns (its directory's fsync comes last), so a
+/// voter counts a body as held only when it is on disk and in no writer's hands
+/// (`entry_bodies`): that spares the voter an fsync of its own per body.
+#[derive(Debug, Default)]
+pub(super) struct BodiesBeingWritten(std::sync::Mutex<std::collections::HashMap<BlobHash, usize>>);
+
+impl BodiesBeingWritten {
+    /// Note a writer of `hash` until the guard is dropped.
+    pub(super) fn begin(self: &Arc<Self>, hash: BlobHash) -> BodyWriting {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(hash).or_insert(0) += 1;
+        BodyWriting { set: Arc::clone(self), hash }
+    }
+
+    pub(super) fn contains(&self, hash: &BlobHash) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).contains_key(hash)
+    }
+}
+
+/// One writer of a body, noted in [`BodiesBeingWritten`] while it lives.
+pub(super) struct BodyWriting {
+    set: Arc<BodiesBeingWritten>,
+    hash: BlobHash,
+}
+
+impl Drop for BodyWriting {
+    fn drop(&mut self) {
+        let mut writers = self.set.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = writers.get_mut(&self.hash) {
+            *count -= 1;
+            if *count == 0 {
+                writers.remove(&self.hash);
+            }
+        }
+    }
+}
+
 /// Bodies being written here while their entries go out, each with the outcome of
 /// its write once known (`None` until then).
 pub(super) type LocalPuts = std::collections::HashMap<BlobHash, watch::Receiver<Option<Result<(), String>>>>;
@@ -68,7 +106,12 @@ impl Replicated {
         let local_put = {
             let store = self.store();
             let body = Arc::clone(&body);
-            tokio::task::spawn_blocking(move || store.blobs().put(&body))
+            let writing = self.bodies_being_written.begin(hash);
+            tokio::task::spawn_blocking(move || {
+                let stored = store.blobs().put(&body);
+                drop(writing);
+                stored
+            })
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let mut pushes = 0;
@@ -252,11 +295,14 @@ impl Replicated {
                     // reach the disk, under their own hash or any other.
                     let store = self.store();
                     let want = *hash;
+                    let writing = self.bodies_being_written.begin(want);
                     let stored = tokio::task::spawn_blocking(move || {
                         if maildr_store::blob::hash_body(&bytes) != want {
                             return Ok(None);
                         }
-                        store.blobs().put(&bytes).map(Some)
+                        let stored = store.blobs().put(&bytes).map(Some);
+                        drop(writing);
+                        stored
                     })
                     .await
                     .map_err(|e| e.to_string())?
@@ -324,12 +370,15 @@ impl Replicated {
             body
         };
         let store = self.store();
+        let writing = self.bodies_being_written.begin(hash);
         let stored = tokio::task::spawn_blocking(move || {
             let computed = maildr_store::blob::hash_body(&body);
             if computed != hash {
                 return Err(format!("body announced as {hash} hashes to {computed}; not stored"));
             }
-            store.blobs().put(&body).map_err(|e| e.to_string())
+            let stored = store.blobs().put(&body).map_err(|e| e.to_string());
+            drop(writing);
+            stored
         });
         let stored = stored.await.map_err(|e| e.to_string())??;
         self.state_machine.body_arrived(&stored.hash);

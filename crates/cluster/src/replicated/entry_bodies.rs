@@ -15,7 +15,10 @@
 //! [`BODY_WAIT_HEARTBEAT_SHARE`], inside openraft's deadline for the call). Bodies still missing then
 //! are fetched in the background, and the voter appends only the entries before
 //! the first of them: it answers `PartialSuccess` up to there, and the primary
-//! sends the rest again. Entries the primary has already committed need no such
+//! sends the rest again. A body counts as held once it is on disk and no writer
+//! of it is still at work ([`super::bodies::BodiesBeingWritten`]: a writer returns
+//! only after the directory's fsync), so the voter adds no fsync of its own.
+//! Entries the primary has already committed need no such
 //! wait: they had their two copies when they committed, and a site catching up
 //! fetches their bodies later, as before. Learners' acknowledgements count for no
 //! commit, so they never wait.
@@ -115,30 +118,16 @@ impl Replicated {
         }
         let store = self.store();
         let deadline = Instant::now() + Duration::from_millis(self.heartbeat_interval_ms) / BODY_WAIT_HEARTBEAT_SHARE;
+        // Held durably: on disk, and no writer of it still at work (a body is
+        // renamed into place before its directory's fsync; see `bodies`).
+        let held = |hash: &BlobHash| store.blobs().contains(hash) && !self.bodies_being_written.contains(hash);
         let first_missing = loop {
-            let missing = needed.iter().find(|(_, hash)| !store.blobs().contains(hash)).copied();
+            let missing = needed.iter().find(|(_, hash)| !held(hash)).copied();
             match missing {
                 None => break None,
                 Some(_) if Instant::now() < deadline => tokio::time::sleep(BODY_WAIT_POLL).await,
                 Some(found) => break Some(found),
             }
-        };
-        let kept: Vec<BlobHash> = needed
-            .iter()
-            .filter(|(at, _)| first_missing.is_none_or(|(missing_at, _)| *at < missing_at))
-            .map(|(_, hash)| *hash)
-            .collect();
-        // A body renamed into place by a push whose directory fsync has not run yet
-        // is not durable: fsync the directories of those about to be acknowledged.
-        let durable = {
-            let store = Arc::clone(&store);
-            tokio::task::spawn_blocking(move || store.blobs().held_durably(&kept)).await
-        };
-        let first_missing = match durable {
-            Ok(Ok(held)) if held.iter().all(|h| *h) => first_missing,
-            // Removed meanwhile (it cannot be, uncommitted) or the disk failed:
-            // acknowledge none of them.
-            Ok(Ok(_)) | Ok(Err(_)) | Err(_) => needed.first().copied(),
         };
         let Some((at, hash)) = first_missing else { return Held::Nothing };
         for (_, hash) in needed.iter().filter(|(later, _)| *later >= at) {
@@ -315,21 +304,39 @@ mod tests {
         assert_eq!(send(&site, append(0, Some(0), vec![deliver(1)])).await, AppendEntriesResponse::Success);
         assert!(has_log(1, 5_000).await);
 
-        // An entry the primary has committed is appended without its body (a site
-        // catching up fetches those later): another body, never pushed here.
-        let other = BlobHash([7; 32]);
-        let committed = Entry {
-            log_id: log_id(2),
+        let entry_with = |index, hash: BlobHash| Entry {
+            log_id: log_id(index),
             payload: EntryPayload::Normal(Command::Deliver {
                 recipients: Vec::new(),
-                body: BlobRef { hash: other, size_bytes: 10 },
+                body: BlobRef { hash, size_bytes: 10 },
                 internal_date: maildr_types::UnixSeconds(0),
                 flags: maildr_types::SystemFlags(0),
                 retry_key: None,
             }),
         };
-        assert_eq!(send(&site, append(1, Some(2), vec![committed])).await, AppendEntriesResponse::Success);
+
+        // A body on disk whose writer has not returned (its directory not yet
+        // fsynced) is not held yet; once the writer is done, it is.
+        let second = b"Subject: second\r\n\r\nanother body\r\n".to_vec();
+        let second_hash = maildr_store::blob::hash_body(&second);
+        let writing = site.bodies_being_written.begin(second_hash);
+        site.store().blobs().put(&second).unwrap();
+        assert_eq!(
+            send(&site, append(1, Some(1), vec![entry_with(2, second_hash)])).await,
+            AppendEntriesResponse::PartialSuccess(Some(log_id(1)))
+        );
+        drop(writing);
+        assert_eq!(
+            send(&site, append(1, Some(1), vec![entry_with(2, second_hash)])).await,
+            AppendEntriesResponse::Success
+        );
         assert!(has_log(2, 5_000).await);
+
+        // An entry the primary has committed is appended without its body (a site
+        // catching up fetches those later): another body, never pushed here.
+        let committed = entry_with(3, BlobHash([7; 32]));
+        assert_eq!(send(&site, append(2, Some(3), vec![committed])).await, AppendEntriesResponse::Success);
+        assert!(has_log(3, 5_000).await);
         site.shutdown().await;
     }
 }

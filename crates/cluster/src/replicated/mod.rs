@@ -141,6 +141,8 @@ pub struct Replicated {
     /// Bodies `put_body` is still writing here while their entries go out, with
     /// the outcome once known (see `bodies`); a body leaves once it is durable.
     local_puts: Arc<Mutex<bodies::LocalPuts>>,
+    /// Bodies being written here right now (on disk, not yet durable).
+    bodies_being_written: Arc<bodies::BodiesBeingWritten>,
     /// Bodies fetched in the background for entries held back without them.
     body_fetches: entry_bodies::BodyFetches,
     /// Bodies arriving in several pieces, by hash, until their last piece.
@@ -277,6 +279,7 @@ impl Replicated {
             partial_bodies: Mutex::new(BTreeMap::new()),
             body_fetches: entry_bodies::BodyFetches::default(),
             local_puts: Arc::default(),
+            bodies_being_written: Arc::default(),
             handing_over: AtomicBool::new(false),
             observations: Mutex::new(None),
             apply_delay,
