@@ -46,10 +46,24 @@ fn io_err(path: &Path, source: io::Error) -> StoreError {
 }
 
 impl BlobStore {
-    /// Open (and create) the blob directory. Leftover temporary files from a crash
-    /// mid-write are removed: they were never renamed, so nothing refers to them.
+    /// Open (and create) the blob directory with its 256 shard directories, made
+    /// durable with one fsync of the root: a new site would otherwise create them
+    /// one by one under its first load, each with a root fsync in some write's
+    /// path. Leftover temporary files from a crash mid-write are removed: they were
+    /// never renamed, so nothing refers to them.
     pub fn open(root: PathBuf) -> Result<Self, StoreError> {
         fs::create_dir_all(&root).map_err(|e| io_err(&root, e))?;
+        let mut created = false;
+        for shard in 0..=u8::MAX {
+            let dir = root.join(format!("{shard:02x}"));
+            if !dir.is_dir() {
+                fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?;
+                created = true;
+            }
+        }
+        if created {
+            File::open(&root).and_then(|d| d.sync_all()).map_err(|e| io_err(&root, e))?;
+        }
         let store = BlobStore { root };
         store.remove_temporaries()?;
         Ok(store)
@@ -305,5 +319,20 @@ mod tests {
         BlobStore::open(root).unwrap();
         assert!(!shard.join("deadbeef.1.tmp").exists());
         assert!(shard.join(&r.hash.to_hex()[2..]).exists());
+    }
+
+    #[test]
+    fn a_new_blob_store_has_every_shard_directory_before_its_first_body() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let shards = fs::read_dir(dir.path().join("blobs")).unwrap().flatten().filter(|e| e.path().is_dir()).count();
+        assert_eq!(shards, 256);
+        let body = b"a body";
+        let stored = blobs.put(body).unwrap();
+        assert!(blobs.path_of(&stored.hash).parent().unwrap().is_dir());
+        assert_eq!(blobs.get(&stored.hash).unwrap(), body);
+        // Opened again: nothing to create, nothing lost.
+        let again = BlobStore::open(dir.path().join("blobs")).unwrap();
+        assert_eq!(again.get(&stored.hash).unwrap(), body);
     }
 }
