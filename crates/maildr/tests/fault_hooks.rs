@@ -258,7 +258,11 @@ fn stopping_dns_at_bj_silences_only_bj_dns_and_starting_it_restores_the_answers(
         "bj's DNS still answers UDP"
     );
     assert!(refused(bj_dns), "bj's DNS still accepts TCP");
-    assert_eq!(steering_seen_at(&lab, "sh").as_ref(), Some(&normal), "sh's DNS must keep answering");
+    // sh's DNS answers at once; what it answers follows the observers' health
+    // verdicts, which a slow probe under load can flip for a moment (the full
+    // suite once saw sh left out of the MX just then), so the steering is awaited.
+    assert!(steering_seen_at(&lab, "sh").is_some(), "sh's DNS must keep answering");
+    wait_for_dns(&lab, "sh", &normal, Duration::from_secs(10));
     assert_eq!(services_of(&lab, "bj"), all_running(Some("dns")));
     assert_eq!(services_of(&lab, "sh"), all_running(None));
     // bj's mail services and replication run on: mail sent to bj is read at bj and sh.
