@@ -108,9 +108,8 @@ impl Replicated {
             let body = Arc::clone(&body);
             let writing = self.bodies_being_written.begin(hash);
             tokio::task::spawn_blocking(move || {
-                let stored = store.blobs().put(&body);
-                drop(writing);
-                stored
+                let _writing = writing;
+                store.blobs().put(&body)
             })
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
@@ -297,12 +296,11 @@ impl Replicated {
                     let want = *hash;
                     let writing = self.bodies_being_written.begin(want);
                     let stored = tokio::task::spawn_blocking(move || {
+                        let _writing = writing;
                         if maildr_store::blob::hash_body(&bytes) != want {
                             return Ok(None);
                         }
-                        let stored = store.blobs().put(&bytes).map(Some);
-                        drop(writing);
-                        stored
+                        store.blobs().put(&bytes).map(Some)
                     })
                     .await
                     .map_err(|e| e.to_string())?
@@ -372,13 +370,12 @@ impl Replicated {
         let store = self.store();
         let writing = self.bodies_being_written.begin(hash);
         let stored = tokio::task::spawn_blocking(move || {
+            let _writing = writing;
             let computed = maildr_store::blob::hash_body(&body);
             if computed != hash {
                 return Err(format!("body announced as {hash} hashes to {computed}; not stored"));
             }
-            let stored = store.blobs().put(&body).map_err(|e| e.to_string());
-            drop(writing);
-            stored
+            store.blobs().put(&body).map_err(|e| e.to_string())
         });
         let stored = stored.await.map_err(|e| e.to_string())??;
         self.state_machine.body_arrived(&stored.hash);

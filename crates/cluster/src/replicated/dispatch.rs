@@ -91,14 +91,13 @@ impl Replicated {
             return PeerResponse::Refused(refusal);
         }
         let reply = match rpc {
-            RaftRpc::AppendEntries(rpc) => {
+            RaftRpc::AppendEntries(mut rpc) => {
                 let (term, committed) = (rpc.vote.leader_id().get_term(), rpc.leader_commit.map(|l| l.index));
                 // A primary of this site's term or a newer one sent this: it is alive
                 // now, however long storing the entries takes (see `campaign`).
                 if rpc.vote.is_committed() && term >= self.raft.metrics().borrow().current_term {
                     self.heard_from_primary();
                 }
-                let mut rpc = rpc;
                 let held = self.hold_back_entries_without_bodies(&mut rpc).await;
                 let response = match (self.raft.append_entries(rpc).await, held) {
                     (Ok(AppendEntriesResponse::Success), Held::From { matching, .. }) => {
