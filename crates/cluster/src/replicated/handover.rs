@@ -211,3 +211,17 @@ impl Replicated {
         Ok(NewPrimary { unavailable_ms, term: done.current_term })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hand_over_target_campaigns_five_leases_and_at_least_three_seconds() {
+        assert_eq!(become_primary_timeout(3_000), Duration::from_secs(15));
+        assert_eq!(become_primary_timeout(601), Duration::from_millis(3_005));
+        assert_eq!(become_primary_timeout(600), BECOME_PRIMARY_MIN, "five leases of 600 ms is exactly the least");
+        assert_eq!(become_primary_timeout(599), BECOME_PRIMARY_MIN);
+        assert_eq!(become_primary_timeout(1), BECOME_PRIMARY_MIN);
+    }
+}
